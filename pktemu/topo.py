@@ -1,0 +1,113 @@
+"""The topology model: plain, validated data that the engine consumes.
+
+Nothing here runs or touches packets. `pktemu.io.topofile` turns a YAML file into these
+objects and validates them; `pktemu.net.network.Network` builds the emulated network from them.
+Addresses are kept as strings in their usual notation ("10.0.1.2/24", "0a:58:0a:00:01:02").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Address:
+    """An interface address; `peer` makes it point-to-point (`ip addr add A/32 peer P`)."""
+    cidr: str
+    peer: str | None = None
+
+
+@dataclass
+class Interface:
+    name: str
+    mac: str
+    addresses: list[Address] = field(default_factory=list)
+    mtu: int = 1500
+
+
+@dataclass
+class BridgePort:
+    name: str           # an interface of the same node
+    hairpin: bool = False
+
+
+@dataclass
+class Bridge:
+    name: str
+    mac: str
+    addresses: list[Address] = field(default_factory=list)
+    ports: list[BridgePort] = field(default_factory=list)
+    stp: bool = False
+    ageing_time: float = 300.0   # seconds, like `bridge ageing_time` (kernel default 300 s)
+
+
+@dataclass
+class Route:
+    dst: str                     # "default" or a CIDR
+    via: str | None = None       # gateway address
+    dev: str | None = None       # output interface
+    src: str | None = None       # preferred source address
+    metric: int = 0
+
+
+@dataclass
+class App:
+    """An application in a namespace, by registered kind (see pktemu.apps.registry)."""
+    kind: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Node:
+    """One network namespace: a host, a router, a Kubernetes node or a pod."""
+    name: str
+    kind: str = "host"           # host | pod (registered node kinds)
+    interfaces: dict[str, Interface] = field(default_factory=dict)
+    bridges: dict[str, Bridge] = field(default_factory=dict)
+    routes: list[Route] = field(default_factory=list)
+    sysctls: dict[str, int] = field(default_factory=dict)
+    apps: list[App] = field(default_factory=list)
+    iptables: str | None = None  # path of an iptables-save / iptables-restore file
+    resolv: dict[str, Any] = field(default_factory=dict)  # pods: nameservers, search, ndots
+
+
+@dataclass
+class Veth:
+    """A veth pair joining two interfaces, written "node/ifname"."""
+    a: str
+    b: str
+
+
+@dataclass
+class Traffic:
+    """An application started at `at` nanoseconds into the scenario."""
+    at: int
+    node: str
+    app: App
+
+
+@dataclass
+class Override:
+    """A per-scenario change to the topology, e.g. hairpin off on one bridge port."""
+    target: str                  # "node/ifname" (a bridge port) or "node" (sysctls)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Scenario:
+    name: str
+    description: str = ""
+    traffic: list[Traffic] = field(default_factory=list)
+    overrides: list[Override] = field(default_factory=list)
+    duration: int = 5_000_000_000  # ns of virtual time the scenario runs after its last start
+
+
+@dataclass
+class Topology:
+    name: str
+    path: str                    # the file it came from, for messages
+    seed: int = 0
+    nodes: dict[str, Node] = field(default_factory=dict)
+    veths: list[Veth] = field(default_factory=list)
+    scenarios: dict[str, Scenario] = field(default_factory=dict)
+    capture_order: list[str] = field(default_factory=list)  # "<node>-<ifname>" names, in path order
