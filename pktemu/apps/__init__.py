@@ -1,0 +1,1 @@
+"""Pod applications. Importing this package registers the built-in app kinds."""

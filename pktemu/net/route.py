@@ -1,0 +1,71 @@
+"""IPv4 routing tables: the `local` table of own addresses and the `main` table, longest prefix first.
+
+Lookups are one dict probe per prefix length that is present (at most 33), never a scan of
+all routes, so a node with thousands of routes costs the same as one with three.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pktemu.net.frame import int2ip
+
+RT_SCOPE_UNIVERSE = "global"
+RT_SCOPE_LINK = "link"
+RT_SCOPE_HOST = "host"
+
+
+def prefix_mask(plen: int) -> int:
+    return (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF if plen else 0
+
+
+@dataclass(frozen=True)
+class Route:
+    prefix: int
+    plen: int
+    dev: str
+    gateway: int | None = None
+    src: int | None = None
+    scope: str = RT_SCOPE_UNIVERSE
+    metric: int = 0
+    proto: str = "static"      # "kernel" for connected routes, as `ip route` shows
+
+    def __str__(self) -> str:
+        dst = "default" if self.plen == 0 else f"{int2ip(self.prefix)}/{self.plen}"
+        s = dst
+        if self.gateway is not None:
+            s += f" via {int2ip(self.gateway)}"
+        s += f" dev {self.dev}"
+        if self.proto == "kernel":
+            s += " proto kernel"
+        if self.scope != RT_SCOPE_UNIVERSE:
+            s += f" scope {self.scope}"
+        if self.src is not None:
+            s += f" src {int2ip(self.src)}"
+        if self.metric:
+            s += f" metric {self.metric}"
+        return s
+
+
+class RouteTable:
+    """The main table: longest-prefix match, then lowest metric, then insertion order."""
+
+    def __init__(self) -> None:
+        self._by_len: dict[int, dict[int, list[Route]]] = {}
+        self._lens: list[int] = []
+
+    def add(self, route: Route) -> None:
+        bucket = self._by_len.setdefault(route.plen, {})
+        routes = bucket.setdefault(route.prefix & prefix_mask(route.plen), [])
+        routes.append(route)
+        routes.sort(key=lambda r: r.metric)
+        self._lens = sorted(self._by_len, reverse=True)
+
+    def lookup(self, daddr: int) -> Route | None:
+        for plen in self._lens:
+            routes = self._by_len[plen].get(daddr & prefix_mask(plen))
+            if routes:
+                return routes[0]
+        return None
+
+    def routes(self) -> list[Route]:
+        return [r for plen in self._lens for rs in self._by_len[plen].values() for r in rs]
