@@ -84,6 +84,7 @@ class Traffic:
     at: int
     node: str
     app: App
+    result: str | None = None    # file in the scenario's output directory for the app's result dict
 
 
 @dataclass
@@ -100,6 +101,7 @@ class Scenario:
     traffic: list[Traffic] = field(default_factory=list)
     overrides: list[Override] = field(default_factory=list)
     duration: int = 5_000_000_000  # ns of virtual time the scenario runs after its last start
+    settle: int = 1_000_000_000    # ns captured after the clients finish (the oracle's ORACLE_SETTLE)
 
 
 @dataclass
@@ -111,3 +113,5 @@ class Topology:
     veths: list[Veth] = field(default_factory=list)
     scenarios: dict[str, Scenario] = field(default_factory=dict)
     capture_order: list[str] = field(default_factory=list)  # "<node>-<ifname>" names, in path order
+    capture_points: dict[str, str] = field(default_factory=dict)  # capture name -> "node/ifname", same order
+    description: str = ""

@@ -300,6 +300,7 @@ class Frame:
         if self.is_ipv4:
             s = f"{int2ip(self.saddr)} > {int2ip(self.daddr)} proto {self.proto}"
             if self.has_ports:
-                s = f"{int2ip(self.saddr)}:{self.sport} > {int2ip(self.daddr)}:{self.dport} proto {self.proto}"
+                s = (f"{int2ip(self.saddr)}:{self.sport} > {int2ip(self.daddr)}:{self.dport} "
+                     f"proto {self.proto}")
             return f"<Frame {s} len {len(self.data)}>"
         return f"<Frame type 0x{self.ethertype:04x} len {len(self.data)}>"

@@ -27,8 +27,13 @@ class Veth(NetDevice):
 
     def transmit(self, frame: Frame) -> None:
         peer = self.peer
-        if peer is not None:
-            self.node.sim.schedule(VETH_DELAY_NS, peer.receive, frame)
+        if peer is None:
+            return
+        if peer.node is not self.node:
+            # skb_scrub_packet(): crossing into another namespace forgets ct, mark and bridge state
+            frame.ct = frame.ctinfo = frame.nf_bridge = None
+            frame.mark = 0
+        self.node.sim.schedule(VETH_DELAY_NS, peer.receive, frame)
 
 
 def connect(a: Veth, b: Veth) -> None:

@@ -1,0 +1,123 @@
+"""pcapng files: several interfaces in one file, nanosecond timestamps and a comment per packet.
+
+The comment (EPB `opt_comment`) carries why a frame looks the way it does at that hop, so
+Wireshark shows it and `frame.comment contains "DNAT"` filters on it. One section; every
+Interface Description Block is written before the first packet.
+"""
+from __future__ import annotations
+
+import struct
+from types import TracebackType
+from typing import Self
+
+from pktemu.io.atomic import AtomicFile
+from pktemu.io.pcap import DEFAULT_SNAPLEN, FLUSH_AT, LINKTYPE_ETHERNET
+
+SHB, IDB, EPB = 0x0A0D0D0A, 0x00000001, 0x00000006
+OPT_ENDOFOPT, OPT_COMMENT = 0, 1
+SHB_USERAPPL = 4
+IF_NAME, IF_DESCRIPTION, IF_TSRESOL = 2, 3, 9
+
+_U32 = struct.Struct("<I")
+_BLOCK_HEAD = struct.Struct("<II")
+_SHB_BODY = struct.Struct("<IHHq")
+_IDB_BODY = struct.Struct("<HHI")
+_EPB_HEAD = struct.Struct("<IIIIIII")        # type, length, interface, ts high, ts low, caplen, origlen
+_OPT = struct.Struct("<HH")
+_END = _OPT.pack(OPT_ENDOFOPT, 0)
+_PAD = (b"", b"\0\0\0", b"\0\0", b"\0")      # indexed by len % 4
+_PAD_LEN = (0, 3, 2, 1)
+
+
+def _option(code: int, value: bytes) -> bytes:
+    """A padded option; a value over 65535 bytes (the length field) is cut at a UTF-8 boundary."""
+    if len(value) > 0xFFFF:
+        value = value[:0xFFFF].decode("utf-8", "ignore").encode()
+    return _OPT.pack(code, len(value)) + value + _PAD[len(value) % 4]
+
+
+def _block(btype: int, body: bytes) -> bytes:
+    total = 12 + len(body)
+    return _BLOCK_HEAD.pack(btype, total) + body + _U32.pack(total)
+
+
+class PcapngWriter:
+    """`add_interface()` every capture point, then `write(iface_id, ts_ns, data, comment)` packets."""
+
+    __slots__ = ("_buf", "_closed", "_file", "_snaplens", "count", "path")
+
+    def __init__(self, path: str, application: str = "pktemu") -> None:
+        self.path = path
+        self.count = 0
+        self._snaplens: list[int] = []
+        self._closed = False
+        self._file = AtomicFile(path)
+        body = _SHB_BODY.pack(0x1A2B3C4D, 1, 0, -1) + _option(SHB_USERAPPL, application.encode()) + _END
+        self._buf = bytearray(_block(SHB, body))
+
+    def add_interface(self, name: str, linktype: int = LINKTYPE_ETHERNET, snaplen: int = DEFAULT_SNAPLEN,
+                      description: str | None = None) -> int:
+        """Describe one capture point (if_name, if_description, ns timestamps); returns its id."""
+        if self.count or self._closed:
+            raise ValueError(f"{self.path}: interface {name!r} added after the first packet or close")
+        if not 0 < snaplen <= 0xFFFFFFFF:
+            raise ValueError(f"{self.path}: snaplen {snaplen} out of range")
+        opts = _option(IF_NAME, name.encode())
+        if description is not None:
+            opts += _option(IF_DESCRIPTION, description.encode())
+        opts += _option(IF_TSRESOL, b"\x09") + _END
+        self._buf += _block(IDB, _IDB_BODY.pack(linktype, 0, snaplen) + opts)
+        self._snaplens.append(snaplen)
+        return len(self._snaplens) - 1
+
+    def write(self, iface_id: int, ts_ns: int, data: bytes | bytearray, comment: str | None = None) -> None:
+        """One frame on interface `iface_id` at `ts_ns` ns since the Unix epoch, with an optional comment."""
+        if self._closed:
+            raise ValueError(f"{self.path}: write after close")
+        n = len(data)
+        if not 0 <= iface_id < len(self._snaplens):
+            raise ValueError(f"{self.path}: no interface {iface_id!r}")
+        snap = self._snaplens[iface_id]
+        cap = min(n, snap)
+        opts = b"" if comment is None else _option(OPT_COMMENT, comment.encode()) + _END
+        total = 32 + cap + _PAD_LEN[cap % 4] + len(opts)
+        buf = self._buf
+        try:
+            buf += _EPB_HEAD.pack(EPB, total, iface_id, ts_ns >> 32, ts_ns & 0xFFFFFFFF, cap, n)
+        except struct.error:
+            raise ValueError(f"{self.path}: timestamp {ts_ns} ns out of range") from None
+        buf += data if cap == n else data[:cap]
+        buf += _PAD[cap % 4]
+        buf += opts
+        buf += _U32.pack(total)
+        self.count += 1
+        if len(buf) >= FLUSH_AT:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._file.write(self._buf)
+        self._buf.clear()
+
+    def close(self) -> None:
+        """Write the rest and rename into place; closing twice is harmless."""
+        if not self._closed:
+            self._closed = True
+            self._flush()
+            self._file.commit()
+
+    def abort(self) -> None:
+        """Discard the capture: nothing appears at `path`."""
+        self._closed = True
+        self._buf.clear()
+        self._file.abort()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if et is None:
+            self.close()
+        else:
+            self.abort()
+

@@ -1,0 +1,198 @@
+"""Topology files: YAML -> a validated `pktemu.topo.Topology`, with every error caught before a run.
+
+Errors are one line: `file:line: ...` for YAML syntax, `file: object.path.field: ...` for content.
+`extends: base.yaml` loads the base first; the derived file's top-level keys replace the base's,
+except `scenarios`, which merge by name (the derived file wins), and `name`, which is not inherited.
+The format is documented in docs/topology.md.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import yaml
+
+from pktemu.errors import PktemuError
+from pktemu.io.topofile_check import check_topology
+from pktemu.io.topofile_fields import Src, integer, mapping, name, seq, string
+from pktemu.io.topofile_nodes import Built, finish_sysctls, parse_node, parse_pod
+from pktemu.io.topofile_scenarios import parse_scenario
+from pktemu.topo import Topology, Veth
+
+TOP_KEYS = ("name", "description", "seed", "extends", "captures", "nodes", "veths", "pods", "scenarios")
+
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader minus YAML 1.1 base-60 numbers (so 12:34:56:00:00:01 stays a string) and with
+    duplicate keys as errors instead of silently keeping the last one."""
+
+    pktemu_path = ""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in seen:
+                    line = key_node.start_mark.line + 1
+                    raise PktemuError(f"{self.pktemu_path}:{line}: duplicate key {key!r}")
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+_Loader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in rs if tag not in (_INT, _FLOAT)]
+    for ch, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(_INT, re.compile(r"""^(?:[-+]?0b[0-1_]+
+    |[-+]?0[0-7_]+
+    |[-+]?(?:0|[1-9][0-9_]*)
+    |[-+]?0x[0-9a-fA-F_]+)$""", re.VERBOSE), list("-+0123456789"))
+_Loader.add_implicit_resolver(_FLOAT, re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.VERBOSE), list("-+0123456789."))
+
+
+def read_yaml(path: str) -> Any:
+    """One YAML document; syntax errors become `file:line: problem`."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise PktemuError(f"{path}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise PktemuError(f"{path}: not UTF-8 text: {e.reason} at byte {e.start}") from None
+    loader = _Loader(text)
+    loader.pktemu_path = path
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = " ".join(str(x) for x in (e.context, e.problem) if x)
+        raise PktemuError(f"{path}{line}: YAML syntax error: {problem}") from None
+    except yaml.YAMLError as e:
+        raise PktemuError(f"{path}: YAML error: {str(e).splitlines()[0]}") from None
+    finally:
+        loader.dispose()
+
+
+class _Doc:
+    """The merged document, remembering which file each top-level key and scenario came from."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self.origin: dict[str, Src] = {}
+        self.scenarios: dict[str, tuple[Src, Any]] = {}
+
+
+def _load_doc(path: str, chain: tuple[str, ...]) -> _Doc:
+    src = Src(path)
+    raw = read_yaml(path)
+    if raw is None:
+        raise PktemuError(f"{path}: empty topology file")
+    if isinstance(raw, dict):
+        raw = {k: v for k, v in raw.items() if not (isinstance(k, str) and k.startswith("x-"))}
+    top = mapping(src, "top level", raw, allowed=TOP_KEYS)
+    doc = _Doc()
+    if top.get("extends") is not None:
+        rel = string(src, "extends", top["extends"])
+        base = os.path.normpath(os.path.join(os.path.dirname(path), rel))
+        if os.path.realpath(base) in chain:
+            raise src.error("extends", f"{rel} extends this file again (a cycle)")
+        if not os.path.isfile(base):
+            raise src.error("extends", f"no such file: {base}")
+        doc = _load_doc(base, chain + (os.path.realpath(base),))
+        doc.values.pop("name", None)
+    for key, value in top.items():
+        if key == "extends":
+            continue
+        if key == "scenarios":
+            for sname, sv in mapping(src, "scenarios", value, open_keys=True).items():
+                doc.scenarios[sname] = (src, sv)
+            continue
+        doc.values[key] = value
+        doc.origin[key] = src
+    return doc
+
+
+def load_topology(path: str) -> Topology:
+    """Parse and validate a topology file (and the files it extends); raise PktemuError on any problem."""
+    doc = _load_doc(path, (os.path.realpath(path),))
+    v, origin = doc.values, doc.origin
+    top = Src(path)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    topo = Topology(name=name(top, "name", v.get("name") or stem, "topology name"), path=path)
+    if v.get("description") is not None:
+        topo.description = string(origin["description"], "description", v["description"])
+    if v.get("seed") is not None:
+        topo.seed = integer(origin["seed"], "seed", v["seed"], 0, 2**64 - 1)
+
+    b = Built(topo.seed)
+    if "nodes" in v:
+        src = origin["nodes"]
+        for n, nv in mapping(src, "nodes", v["nodes"], open_keys=True).items():
+            parse_node(src, f"nodes.{n}", name(src, f"nodes.{n}", n, "node name"), nv, b)
+    if "veths" in v:
+        _parse_veths(origin["veths"], v["veths"], b)
+    if "pods" in v:
+        src = origin["pods"]
+        for p, pv in mapping(src, "pods", v["pods"], open_keys=True).items():
+            parse_pod(src, f"pods.{p}", name(src, f"pods.{p}", p, "pod name"), pv, b)
+    finish_sysctls(b)
+    check_topology(b)
+    topo.nodes, topo.veths = b.nodes, b.veths
+
+    points = _capture_points(b)
+    order: list[str] = []
+    if "captures" in v:
+        src = origin["captures"]
+        for i, c in enumerate(seq(src, "captures", v["captures"])):
+            cname = string(src, f"captures[{i}]", c)
+            if cname not in points:
+                raise src.error(f"captures[{i}]", f"no interface or bridge for {cname!r} (capture names are "
+                                                  "<node>-<ifname>; the loopback is not a capture point)")
+            if cname in order:
+                raise src.error(f"captures[{i}]", f"{cname} is listed twice")
+            order.append(cname)
+    order += [c for c in points if c not in order]
+    topo.capture_order = order
+    topo.capture_points = {c: points[c] for c in order}
+
+    for sname, (src, sv) in doc.scenarios.items():
+        topo.scenarios[sname] = parse_scenario(src, f"scenarios.{sname}", sname, sv, topo.nodes)
+    return topo
+
+
+def _parse_veths(src: Src, value: object, b: Built) -> None:
+    for i, pair in enumerate(seq(src, "veths", value)):
+        where = f"veths[{i}]"
+        ends = seq(src, where, pair)
+        if len(ends) != 2:
+            raise src.error(where, f"expected a pair [node/ifname, node/ifname], got {len(ends)} entries")
+        for j, end in enumerate(ends):
+            s = string(src, f"{where}[{j}]", end)
+            n, slash, ifn = s.partition("/")
+            if not slash or not n or not ifn or "/" in ifn:
+                raise src.error(f"{where}[{j}]", f"expected node/ifname, got {s!r}")
+        b.places[("veth", len(b.veths))] = (src, where)
+        b.veths.append(Veth(ends[0], ends[1]))
+
+
+def _capture_points(b: Built) -> dict[str, str]:
+    """Every interface and bridge as `<node>-<dev>` -> `node/dev`: nodes, then pods, in file order."""
+    points: dict[str, str] = {}
+    for n, node in b.nodes.items():
+        for dev in [*node.interfaces, *node.bridges]:
+            cname = f"{n}-{dev}"
+            if cname in points:
+                raise b.error(("dev", n, dev), f"capture name {cname} is also the capture name of "
+                                               f"{points[cname]}; rename one of them")
+            points[cname] = f"{n}/{dev}"
+    return points

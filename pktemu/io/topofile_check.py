@@ -1,0 +1,139 @@
+"""Whole-topology checks, run once every node and pod exists: what `ip` would refuse, or what
+would make a run silently wrong (a dangling interface, two devices with one MAC).
+"""
+from __future__ import annotations
+
+import ipaddress
+
+from pktemu.io.topofile_nodes import Built
+from pktemu.topo import Address, Node
+
+
+def check_topology(b: Built) -> None:
+    _check_ports(b)
+    _check_veths(b)
+    _check_addresses(b)
+    _check_macs(b)
+    for node in b.nodes.values():
+        _check_routes(b, node)
+
+
+def _devices(node: Node) -> list[tuple[str, str, list[Address]]]:
+    """(name, mac, addresses) of every interface, then every bridge."""
+    out = [(i.name, i.mac, i.addresses) for i in node.interfaces.values()]
+    return out + [(br.name, br.mac, br.addresses) for br in node.bridges.values()]
+
+
+def _check_ports(b: Built) -> None:
+    for n, node in b.nodes.items():
+        seen: dict[str, tuple[str, int]] = {}
+        for brn, br in node.bridges.items():
+            for i, port in enumerate(br.ports):
+                key = ("port", n, brn, i)
+                if port.name in node.bridges:
+                    raise b.error(key, f"{port.name} is a bridge; a bridge port must be an interface")
+                if port.name not in node.interfaces:
+                    known = ", ".join(node.interfaces) or "none"
+                    raise b.error(key, f"no interface {port.name!r} on node {n} (interfaces: {known})")
+                if port.name in seen:
+                    first = b.where(("port", n, *seen[port.name]))
+                    raise b.error(key, f"{port.name} is already a port of {first}")
+                seen[port.name] = (brn, i)
+
+
+def _check_veths(b: Built) -> None:
+    used: dict[str, int] = {}
+    for i, veth in enumerate(b.veths):
+        for end in (veth.a, veth.b):
+            n, _, ifn = end.partition("/")
+            if n not in b.nodes:
+                raise b.error(("veth", i), f"{end}: no node or pod named {n!r}")
+            node = b.nodes[n]
+            if ifn in node.bridges:
+                raise b.error(("veth", i), f"{end}: {ifn} is a bridge, not an interface")
+            if ifn not in node.interfaces:
+                known = ", ".join(node.interfaces) or "none"
+                raise b.error(("veth", i), f"{end}: no interface {ifn!r} on {n} (interfaces: {known})")
+            if end in used:
+                raise b.error(("veth", i), f"{end} is already an end of {b.where(('veth', used[end]))}")
+            used[end] = i
+    for n, node in b.nodes.items():
+        for ifn in node.interfaces:
+            if f"{n}/{ifn}" not in used:
+                raise b.error(("dev", n, ifn), "not joined to anything: every interface is one end of a veth "
+                                               f"(add [{n}/{ifn}, <node>/<ifname>] to veths)")
+
+
+def _check_addresses(b: Built) -> None:
+    """An address may repeat only as /32 peer addresses of one node (a router's numbered legs)."""
+    seen: dict[ipaddress.IPv4Address, tuple[str, str, int, bool]] = {}
+    for n, node in b.nodes.items():
+        local = {ipaddress.IPv4Interface(a.cidr).ip for _, _, addrs in _devices(node) for a in addrs}
+        peers: dict[str, tuple[str, int]] = {}
+        for dev, _, addrs in _devices(node):
+            for i, a in enumerate(addrs):
+                ip = ipaddress.IPv4Interface(a.cidr).ip
+                key = ("addr", n, dev, i)
+                first = seen.get(ip)
+                if first is not None:
+                    fn, fdev, fi, fpeer = first
+                    if not (fn == n and fpeer and a.peer is not None):
+                        raise b.error(key, f"address {ip} is also on {b.where(('addr', fn, fdev, fi))}")
+                else:
+                    seen[ip] = (n, dev, i, a.peer is not None)
+                if a.peer is None:
+                    continue
+                if ipaddress.IPv4Address(a.peer) in local:
+                    raise b.error(key, f"peer {a.peer} is an address of node {n} itself")
+                if a.peer in peers:
+                    raise b.error(key, f"peer {a.peer} is also the peer of "
+                                       f"{b.where(('addr', n, *peers[a.peer]))}")
+                peers[a.peer] = (dev, i)
+
+
+def _check_macs(b: Built) -> None:
+    seen: dict[str, tuple[str, str]] = {}
+    for n, node in b.nodes.items():
+        for dev, mac, _ in _devices(node):
+            if mac in seen:
+                raise b.error(("dev", n, dev), f"MAC {mac} is also used by {b.where(('dev', *seen[mac]))}",
+                              ".mac")
+            seen[mac] = (n, dev)
+
+
+def _check_routes(b: Built, node: Node) -> None:
+    n = node.name
+    devs = set(node.interfaces) | set(node.bridges)
+    connected: list[tuple[str, ipaddress.IPv4Network]] = []
+    peers: list[tuple[str, ipaddress.IPv4Address]] = []
+    local: set[ipaddress.IPv4Address] = set()
+    for dev, _, addrs in _devices(node):
+        for a in addrs:
+            iface = ipaddress.IPv4Interface(a.cidr)
+            local.add(iface.ip)
+            if a.peer is not None:
+                peers.append((dev, ipaddress.IPv4Address(a.peer)))
+            else:
+                connected.append((dev, iface.network))
+    seen: dict[tuple[str, int], int] = {}
+    for i, r in enumerate(node.routes):
+        key = ("route", n, i)
+        if r.dev is not None and r.dev not in devs:
+            raise b.error(key, f"route to {r.dst}: no device {r.dev!r} on node {n} "
+                               f"(devices: {', '.join(sorted(devs)) or 'none'})", ".dev")
+        if r.via is not None:
+            via = ipaddress.IPv4Address(r.via)
+            if via in local:
+                raise b.error(key, f"route to {r.dst}: gateway {via} is an address of node {n} itself")
+            on = (any(via in net for d, net in connected if r.dev in (None, d))
+                  or any(via == p for d, p in peers if r.dev in (None, d)))
+            if not on:
+                dev = f" through {r.dev}" if r.dev else ""
+                raise b.error(key, f"route to {r.dst}: gateway {via} is not on a connected network "
+                                   f"of node {n}{dev}")
+        if r.src is not None and ipaddress.IPv4Address(r.src) not in local:
+            raise b.error(key, f"route to {r.dst}: src {r.src} is not an address of node {n}", ".src")
+        if (r.dst, r.metric) in seen:
+            raise b.error(key, f"route to {r.dst} with metric {r.metric} is already defined at "
+                               f"{b.where(('route', n, seen[(r.dst, r.metric)]))}")
+        seen[(r.dst, r.metric)] = i

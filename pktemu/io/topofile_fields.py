@@ -1,0 +1,157 @@
+"""Typed field readers for topology files: each check names the file, the object path and the field.
+
+Every reader takes the `Src` the value came from (its file, for messages and relative paths) and
+`where`, the dotted path of the value inside the document ("nodes.node1.interfaces.eth0.mac").
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pktemu.errors import PktemuError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")   # IFNAMSIZ 16 with the NUL
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+
+
+@dataclass(frozen=True)
+class Src:
+    """The file a part of the document came from (with `extends` there can be two)."""
+    path: str
+
+    def at(self, where: str) -> str:
+        """The prefix for messages raised by other modules (app validators, durations)."""
+        return f"{self.path}: {where}"
+
+    def error(self, where: str, msg: str) -> PktemuError:
+        return PktemuError(f"{self.path}: {where}: {msg}")
+
+    def resolve(self, rel: str) -> str:
+        return os.path.abspath(os.path.join(os.path.dirname(self.path), rel))
+
+
+def yaml_kind(value: object) -> str:
+    """The YAML word for a value's type, so messages speak the user's language."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    for t, word in ((int, "integer"), (float, "number"), (str, "string"), (dict, "mapping"),
+                    (list, "list")):
+        if isinstance(value, t):
+            return word
+    return type(value).__name__
+
+
+def mapping(src: Src, where: str, value: object, allowed: Iterable[str] = (),
+            required: Iterable[str] = (), open_keys: bool = False) -> dict[str, Any]:
+    """A mapping with only `allowed` keys (any string keys if `open_keys`); null is empty."""
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise src.error(where, f"expected a mapping, got {yaml_kind(value)}")
+    known = set(allowed) | set(required)
+    for key in value:
+        if not isinstance(key, str):
+            raise src.error(where, f"key {key!r} must be a string")
+        if not open_keys and key not in known:
+            raise src.error(f"{where}.{key}", f"unknown key (expected one of: {', '.join(sorted(known))})")
+    for key in required:
+        if value.get(key) is None:
+            raise src.error(f"{where}.{key}", "required")
+    return value
+
+
+def seq(src: Src, where: str, value: object) -> list[Any]:
+    """A list; null is empty."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise src.error(where, f"expected a list, got {yaml_kind(value)}")
+    return value
+
+
+def string(src: Src, where: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise src.error(where, f"expected a string, got {yaml_kind(value)} {value!r}")
+    return value
+
+
+def integer(src: Src, where: str, value: object, lo: int | None = None, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise src.error(where, f"expected an integer, got {yaml_kind(value)} {value!r}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise src.error(where, f"{value} is out of range {lo}..{hi}")
+    return value
+
+
+def boolean(src: Src, where: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise src.error(where, f"expected true or false, got {yaml_kind(value)} {value!r}")
+    return value
+
+
+def name(src: Src, where: str, value: object, what: str = "name") -> str:
+    """A node, pod or scenario name: it becomes a file name and part of capture names."""
+    s = string(src, where, value)
+    if not _NAME.match(s):
+        raise src.error(where, f"not a valid {what}: {s!r} (letters, digits, '_', '.', '-')")
+    return s
+
+
+def interface_name(src: Src, where: str, value: object) -> str:
+    """A Linux interface name (at most 15 characters); `lo` is implicit in every node."""
+    s = string(src, where, value)
+    if not _IFNAME.match(s):
+        raise src.error(where, f"not a valid interface name: {s!r} (1-15 of letters, digits, '_', '.', '-')")
+    if s == "lo":
+        raise src.error(where, "the loopback lo is implicit in every node and cannot be declared")
+    return s
+
+
+def mac(src: Src, where: str, value: object) -> str:
+    """A unicast, non-zero MAC address, returned in lower case."""
+    if not isinstance(value, str) or not _MAC.match(value):
+        raise src.error(where, f"not a MAC address: {value!r}")
+    m = value.lower()
+    if int(m[:2], 16) & 1:
+        raise src.error(where, f"{m} is a multicast MAC address")
+    if m == "00:00:00:00:00:00":
+        raise src.error(where, "the all-zero MAC address is not allowed")
+    return m
+
+
+def derived_mac(seed: int, node: str, ifname: str) -> str:
+    """A MAC from sha256(seed/node/ifname): locally administered, unicast, never from the host."""
+    b = bytearray(hashlib.sha256(f"{seed}/{node}/{ifname}".encode()).digest()[:6])
+    b[0] = (b[0] & 0xFC) | 0x02
+    return ":".join(f"{x:02x}" for x in b)
+
+
+def ipv4(src: Src, where: str, value: object) -> ipaddress.IPv4Address:
+    if not isinstance(value, str):
+        raise src.error(where, f"expected an IPv4 address, got {yaml_kind(value)} {value!r}")
+    try:
+        return ipaddress.IPv4Address(value)
+    except ValueError:
+        raise src.error(where, f"not an IPv4 address: {value!r}") from None
+
+
+def host_address(src: Src, where: str, value: object) -> ipaddress.IPv4Interface:
+    """An interface address with its prefix length, like `ip addr add 10.0.1.2/24`."""
+    if not isinstance(value, str) or "/" not in value:
+        raise src.error(where, f"expected an address with a prefix length like 10.0.1.2/24, got {value!r}")
+    try:
+        iface = ipaddress.IPv4Interface(value)
+    except ValueError:
+        raise src.error(where, f"not an IPv4 address/prefix: {value!r}") from None
+    ip = iface.ip
+    if ip.is_unspecified or ip.is_multicast or ip == ipaddress.IPv4Address("255.255.255.255"):
+        raise src.error(where, f"{ip} cannot be an interface address")
+    return iface

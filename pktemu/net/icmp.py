@@ -1,0 +1,125 @@
+"""ICMP: echo replies, error delivery to sockets, and the errors this host sends (net/ipv4/icmp.c).
+
+Errors follow __icmp_send(): never about an ICMP error, a non-first fragment or a broadcast; the
+quote is the offending datagram up to 576 bytes in all; TOS gets IPTOS_PREC_INTERNETCONTROL;
+DF is clear; the source is the offending packet's destination when that is ours, otherwise the
+preferred source of the route back (icmp_errors_use_inbound_ifaddr=0).
+"""
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+
+from pktemu.net import ipv4
+from pktemu.net.frame import ETH_HLEN, IPPROTO_TCP, Frame, checksum
+
+if TYPE_CHECKING:
+    from pktemu.net.node import Node
+
+IPPROTO_ICMP = 1
+ICMP_ECHOREPLY, ICMP_DEST_UNREACH, ICMP_ECHO, ICMP_TIME_EXCEEDED = 0, 3, 8, 11
+_ERRORS = frozenset({3, 4, 5, 11, 12})
+_MAX_ERROR_LEN = 576
+
+REJECT_CODES = {
+    "icmp-net-unreachable": 0, "icmp-host-unreachable": 1, "icmp-proto-unreachable": 2,
+    "icmp-port-unreachable": 3, "icmp-net-prohibited": 9, "icmp-host-prohibited": 10,
+    "icmp-admin-prohibited": 13,
+}
+
+
+def register(node: "Node") -> None:
+    node.register_protocol(IPPROTO_ICMP, lambda frame: icmp_rcv(node, frame))
+
+
+def icmp_rcv(node: "Node", frame: Frame) -> None:
+    off = frame.l4off
+    end = ETH_HLEN + frame.ip_len
+    if end - off < 8 or checksum(frame.data[off:end]) != 0:
+        node.drop(frame, "icmp_rcv", "short ICMP message or bad checksum")
+        return
+    itype, code = frame.data[off], frame.data[off + 1]
+    if itype == ICMP_ECHO:
+        if node.is_broadcast(frame.daddr):
+            return   # icmp_echo_ignore_broadcasts=1
+        body = bytearray(frame.data[off:end])
+        body[0] = ICMP_ECHOREPLY
+        body[2:4] = b"\x00\x00"
+        struct.pack_into("!H", body, 2, checksum(body))
+        node.ip_send(frame.daddr, frame.saddr, IPPROTO_ICMP, bytes(body), df=False)
+        return
+    if itype == ICMP_ECHOREPLY:
+        ident = int.from_bytes(frame.data[off + 4:off + 6], "big")
+        cb = node.ping_sockets.get(ident)
+        if cb is not None:
+            cb(frame)
+        return
+    if itype in _ERRORS:
+        quoted = bytes(frame.data[off + 8:end])
+        if len(quoted) < 20:
+            return
+        if quoted[9] == IPPROTO_ICMP and len(quoted) >= 28 and quoted[20] == ICMP_ECHO:
+            cb = node.ping_sockets.get(int.from_bytes(quoted[24:26], "big"))
+            if cb is not None:
+                cb(frame)
+            return
+        handler = node.protocols.get(quoted[9])
+        if handler is not None and handler[1] is not None:
+            handler[1](itype, code, quoted)
+
+
+def icmp_send(node: "Node", frame: Frame, itype: int, code: int) -> None:
+    """__icmp_send(): an error about `frame` back to its source."""
+    if not frame.is_ipv4:
+        return
+    data = frame.data
+    if struct.unpack_from("!H", data, ETH_HLEN + 6)[0] & 0x1FFF:
+        return                                      # not about non-first fragments
+    saddr_orig = frame.saddr
+    if node.is_broadcast(frame.daddr) or frame.daddr >> 28 == 0xE or saddr_orig == 0:
+        return
+    if frame.proto == IPPROTO_ICMP:
+        t = data[frame.l4off]
+        if t not in (ICMP_ECHO, ICMP_ECHOREPLY, 13, 14, 15, 16, 17, 18):
+            return                                  # never an error about an error
+    src = frame.daddr if node.is_local(frame.daddr) else node.source_address(saddr_orig)
+    if src is None:
+        return
+    room = _MAX_ERROR_LEN - 20 - 8
+    quoted = bytes(data[ETH_HLEN:ETH_HLEN + min(frame.ip_len, room)])
+    body = bytearray(struct.pack("!BBHI", itype, code, 0, 0) + quoted)
+    struct.pack_into("!H", body, 2, checksum(body))
+    tos = (data[ETH_HLEN + 1] & 0x1E) | 0xC0
+    ipv4.ip_send(node, src, saddr_orig, IPPROTO_ICMP, bytes(body), df=False, ttl=64, tos=tos,
+                 note=f"icmp type {itype} code {code} about {frame!r}")
+
+
+def send_reject(node: "Node", frame: Frame, reject_with: str) -> None:
+    """The REJECT target's answer (nf_send_unreach / nf_send_reset)."""
+    if reject_with == "tcp-reset":
+        _send_reset(node, frame)
+        return
+    icmp_send(node, frame, ICMP_DEST_UNREACH, REJECT_CODES.get(reject_with, 3))
+
+
+def _send_reset(node: "Node", frame: Frame) -> None:
+    """nf_send_reset(): a RST answering a TCP segment, never a RST for a RST."""
+    if frame.proto != IPPROTO_TCP or not frame.has_ports:
+        return
+    off = frame.l4off
+    flags = frame.tcp_flags
+    if flags & 0x04:
+        return
+    doff = (frame.data[off + 12] >> 4) * 4
+    payload_len = frame.ip_len - (off - ETH_HLEN) - doff
+    if flags & 0x10:
+        seq, ack, rflags = frame.tcp_ack, 0, 0x04
+    else:
+        seq = 0
+        ack = (frame.tcp_seq + payload_len + (flags & 0x02) // 2 + (flags & 0x01)) & 0xFFFFFFFF
+        rflags = 0x14
+    saddr, daddr = frame.daddr, frame.saddr
+    tcp = bytearray(struct.pack("!HHIIBBHHH", frame.dport, frame.sport, seq, ack, 5 << 4, rflags, 0, 0, 0))
+    pseudo = struct.pack("!4s4sBBH", saddr.to_bytes(4, "big"), daddr.to_bytes(4, "big"), 0, IPPROTO_TCP, 20)
+    struct.pack_into("!H", tcp, 16, checksum(pseudo + bytes(tcp)))
+    node.ip_send(saddr, daddr, IPPROTO_TCP, bytes(tcp), df=True, ttl=64)

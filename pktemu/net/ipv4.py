@@ -1,0 +1,167 @@
+"""IPv4 receive, forward and output paths (net/ipv4/ip_input.c, ip_forward.c, ip_output.c).
+
+Netfilter hooks sit exactly where the kernel calls NF_HOOK, and the TTL is decremented before
+the FORWARD hook, as ip_forward() does (so an ICMP error sent from FORWARD quotes TTL-1).
+"""
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+
+from pktemu.net.device import PACKET_HOST, PACKET_OTHERHOST, NetDevice
+from pktemu.net.frame import ETH_HLEN, Frame, checksum, int2ip
+from pktemu.net.route import Route
+from pktemu.netfilter.core import FORWARD, INPUT, NF_ACCEPT, OUTPUT, POSTROUTING, PREROUTING
+
+if TYPE_CHECKING:
+    from pktemu.net.node import Node
+
+_IPH = struct.Struct("!BBHHHBBH4s4s")
+_ETH_IP = b"\x00" * 12 + b"\x08\x00"
+IPPROTO_ICMP = 1
+
+
+def build_ip(saddr: int, daddr: int, proto: int, payload: bytes, *, ident: int, df: bool = True,
+             ttl: int = 64, tos: int = 0) -> Frame:
+    """A Frame holding an IPv4 datagram behind a blank Ethernet header (neigh fills the MACs)."""
+    hdr = bytearray(_IPH.pack(0x45, tos, 20 + len(payload), ident, 0x4000 if df else 0, ttl, proto, 0,
+                              saddr.to_bytes(4, "big"), daddr.to_bytes(4, "big")))
+    struct.pack_into("!H", hdr, 10, checksum(hdr))
+    return Frame(_ETH_IP + bytes(hdr) + payload)
+
+
+# ---------------------------------------------------------------------------- receive
+def ip_rcv(node: "Node", dev: NetDevice, frame: Frame) -> None:
+    """ip_rcv + ip_rcv_finish: sanity checks, PREROUTING, then the input route decides."""
+    if dev.pkt_type(frame) == PACKET_OTHERHOST and frame.nf_bridge is None:
+        node.drop(frame, "ip_rcv", "frame not addressed to this host (PACKET_OTHERHOST)")
+        return
+    data = frame.data
+    if len(data) < ETH_HLEN + 20 or data[ETH_HLEN] >> 4 != 4 or data[ETH_HLEN] & 0xF < 5:
+        node.drop(frame, "ip_rcv", "bad IPv4 header")
+        return
+    ihl = (data[ETH_HLEN] & 0xF) * 4
+    if frame.ip_len < ihl or ETH_HLEN + frame.ip_len > len(data):
+        node.drop(frame, "ip_rcv", "bad IPv4 total length")
+        return
+    if checksum(data[ETH_HLEN:ETH_HLEN + ihl]) != 0:
+        node.drop(frame, "ip_rcv", "bad IPv4 header checksum")
+        return
+    if len(data) > ETH_HLEN + frame.ip_len:
+        del data[ETH_HLEN + frame.ip_len:]     # pskb_trim_rcsum: Ethernet padding goes
+    nfb = frame.nf_bridge
+    if nfb is None or not nfb.prerouting_done:
+        # ip_sabotage_in: a frame that br_netfilter already ran through PREROUTING skips it here
+        if node.nf.hook(PREROUTING, frame, dev.name, None) != NF_ACCEPT:
+            return
+    ip_route_input(node, dev, frame)
+
+
+def ip_route_input(node: "Node", dev: NetDevice, frame: Frame) -> None:
+    daddr = frame.daddr
+    if node.is_local(daddr) or node.is_broadcast(daddr):
+        ip_local_deliver(node, dev, frame)
+        return
+    if daddr >> 28 == 0xE:
+        node.drop(frame, "ip_route_input", "multicast not routed")
+        return
+    if not node.sysctl("net.ipv4.ip_forward"):
+        node.drop(frame, "ip_route_input", f"not local ({int2ip(daddr)}) and ip_forward=0")
+        return
+    if not _rp_filter_ok(node, dev, frame):
+        node.drop(frame, "ip_route_input", "rp_filter: reverse path is not via the input device")
+        return
+    rt = node.routes.lookup(daddr)
+    if rt is None:
+        frame.note(f"route {int2ip(daddr)}: no route")
+        node.drop(frame, "ip_route_input", f"no route to {int2ip(daddr)}")
+        node.icmp_send(frame, 3, 0)
+        return
+    ip_forward(node, dev, frame, rt)
+
+
+def _rp_filter_ok(node: "Node", dev: NetDevice, frame: Frame) -> bool:
+    mode = node.sysctl("net.ipv4.conf.all.rp_filter", dev.name)
+    if mode == 0:
+        return True
+    back = node.routes.lookup(frame.saddr)
+    if back is None:
+        return False
+    return mode == 2 or back.dev == dev.name
+
+
+def ip_local_deliver(node: "Node", dev: NetDevice, frame: Frame) -> None:
+    if node.nf.hook(INPUT, frame, dev.name, None) != NF_ACCEPT:
+        return
+    proto = frame.proto
+    handler = node.protocols.get(proto)
+    if handler is None:
+        node.drop(frame, "ip_local_deliver", f"no handler for IP protocol {proto}")
+        node.icmp_send(frame, 3, 2)
+        return
+    handler[0](frame)
+
+
+# ---------------------------------------------------------------------------- forward
+def ip_forward(node: "Node", in_dev: NetDevice, frame: Frame, rt: Route) -> None:
+    if in_dev.pkt_type(frame) != PACKET_HOST and frame.nf_bridge is None:
+        node.drop(frame, "ip_forward", "not addressed to this host at L2")
+        return
+    if frame.ttl <= 1:
+        node.drop(frame, "ip_forward", "TTL exceeded")
+        node.icmp_send(frame, 11, 0)
+        return
+    out = node.devices.get(rt.dev)
+    if out is None:
+        node.drop(frame, "ip_forward", f"route device {rt.dev} missing")
+        return
+    nexthop = rt.gateway if rt.gateway is not None else frame.daddr
+    if frame.ip_len > out.mtu:
+        if frame.df:
+            node.drop(frame, "ip_forward", f"needs fragmentation (len {frame.ip_len} > mtu {out.mtu}, DF)")
+            node.icmp_send(frame, 3, 4)
+            return
+    frame.dec_ttl()
+    frame.note(f"fwd {in_dev.name}->{out.name} via {rt}")
+    if node.nf.hook(FORWARD, frame, in_dev.name, out.name) != NF_ACCEPT:
+        return
+    ip_output(node, frame, out, nexthop)
+
+
+# ---------------------------------------------------------------------------- output
+def ip_send(node: "Node", saddr: int, daddr: int, proto: int, payload: bytes, *, df: bool = True,
+            ttl: int = 64, tos: int = 0, note: str | None = None) -> None:
+    """ip_queue_xmit for a transport: build the header, then the local output path."""
+    frame = build_ip(saddr, daddr, proto, payload, ident=node.next_ip_id(), df=df, ttl=ttl, tos=tos)
+    if note:
+        frame.note(note)
+    ip_local_out(node, frame)
+
+
+def ip_local_out(node: "Node", frame: Frame) -> None:
+    r = node.route_output(frame.daddr)
+    if r is None:
+        node.drop(frame, "ip_local_out", f"no route to {int2ip(frame.daddr)} (ENETUNREACH)")
+        return
+    rt = r[0]
+    daddr = frame.daddr
+    if node.nf.hook(OUTPUT, frame, None, rt.dev) != NF_ACCEPT:
+        return
+    if frame.daddr != daddr:            # ip_route_me_harder after a DNAT in OUTPUT
+        r = node.route_output(frame.daddr)
+        if r is None:
+            node.drop(frame, "ip_local_out", f"no route to {int2ip(frame.daddr)} after NAT")
+            return
+        rt = r[0]
+    out = node.devices[rt.dev]
+    ip_output(node, frame, out, rt.gateway if rt.gateway is not None else frame.daddr)
+
+
+def ip_output(node: "Node", frame: Frame, out: NetDevice, nexthop: int) -> None:
+    """ip_output + ip_finish_output2: POSTROUTING, then the neighbour layer."""
+    if node.nf.hook(POSTROUTING, frame, None, out.name) != NF_ACCEPT:
+        return
+    if out.name == "lo":
+        out.xmit(frame)
+        return
+    node.neigh.output(out, nexthop, frame)

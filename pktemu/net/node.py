@@ -1,0 +1,235 @@
+"""A network namespace: its devices, addresses, routes, neighbours, netfilter and sockets.
+
+The node owns the state `ip addr`, `ip route`, `ip neigh` and sysctl show; the packet paths that
+use it live in `ipv4` (receive, forward, output) and `icmp`. Netfilter is plugged in from above
+(`node.nf`, anything with a `hook()` method) so this layer does not import the rules engine.
+"""
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+from pktemu.net import icmp, ipv4
+from pktemu.net.device import IfAddr, NetDevice
+from pktemu.net.frame import ETH_P_ARP, ETH_P_IP, Frame, int2ip
+from pktemu.net.neighbour import NeighTable
+from pktemu.net.route import RT_SCOPE_HOST, RT_SCOPE_LINK, Route, RouteTable, prefix_mask
+from pktemu.net.veth import Loopback
+from pktemu.netfilter.core import NF_ACCEPT
+
+if TYPE_CHECKING:
+    from pktemu.netfilter.core import HookState
+    from pktemu.sim import Simulator
+
+DEFAULT_SYSCTLS: dict[str, int] = {
+    "net.ipv4.ip_forward": 0,
+    "net.ipv4.conf.all.rp_filter": 0,
+    "net.bridge.bridge-nf-call-iptables": 0,
+    "net.ipv4.conf.all.send_redirects": 1,
+    "net.ipv4.icmp_errors_use_inbound_ifaddr": 0,
+}
+
+ProtoRcv = Callable[[Frame], None]
+ProtoErr = Callable[[int, int, bytes], None]
+
+
+class Hooks(Protocol):
+    def hook(self, hook: str, frame: Frame, in_dev: str | None, out_dev: str | None,
+             physin: str | None = None, physout: str | None = None) -> int: ...
+
+
+class NoNetfilter:
+    """A namespace with no rules loaded: every hook accepts and nothing is tracked."""
+
+    ruleset = None
+
+    def hook(self, hook: str, frame: Frame, in_dev: str | None, out_dev: str | None,
+             physin: str | None = None, physout: str | None = None) -> int:
+        return NF_ACCEPT
+
+    def conntrack_dump(self) -> str:
+        return ""
+
+
+class Node:
+    """One network namespace (a host, router, Kubernetes node or pod)."""
+
+    def __init__(self, sim: "Simulator", name: str, kind: str = "host",
+                 sysctls: dict[str, int] | None = None) -> None:
+        self.sim = sim
+        self.name = name
+        self.kind = kind
+        self.sysctls = dict(DEFAULT_SYSCTLS)
+        self.sysctls.update(sysctls or {})
+        self.devices: dict[str, NetDevice] = {}
+        self.routes = RouteTable()
+        self._local: dict[int, str] = {}          # local address -> device name
+        self._broadcast: set[int] = {0xFFFFFFFF}
+        self.neigh = NeighTable(self, on_failure=self._neigh_failure)
+        self.nf: Any = NoNetfilter()
+        self.protocols: dict[int, tuple[ProtoRcv, ProtoErr | None]] = {}
+        self.ping_sockets: dict[int, Callable[[Frame], None]] = {}   # ICMP echo id -> receiver
+        self.drop_sink: Callable[[str, str, str, Frame], None] | None = None
+        self._ip_id = sim.rng(f"ipid:{name}").randrange(0x10000)
+        self.tcp: Any = None
+        self.udp: Any = None
+        lo = Loopback(self, "lo", b"\x00" * 6, mtu=65536)
+        self.add_device(lo)
+        self.add_address(lo, IfAddr(0x7F000001, 8))
+        icmp.register(self)
+
+    def __repr__(self) -> str:
+        return f"<Node {self.name}>"
+
+    # ------------------------------------------------------------------ configuration
+    def add_device(self, dev: NetDevice) -> None:
+        self.devices[dev.name] = dev
+
+    def add_address(self, dev: NetDevice, a: IfAddr) -> None:
+        """`ip addr add`: the address becomes local and its connected route appears."""
+        dev.addresses.append(a)
+        self._local[a.addr] = dev.name
+        if dev.name == "lo":
+            self.routes.add(Route(a.addr & prefix_mask(a.plen), a.plen, "lo", scope=RT_SCOPE_HOST,
+                                  src=a.addr, proto="kernel"))
+            return
+        if a.peer is not None:
+            self.routes.add(Route(a.peer, 32, dev.name, src=a.addr, scope=RT_SCOPE_LINK, proto="kernel"))
+        elif a.plen < 32:
+            self.routes.add(Route(a.addr & prefix_mask(a.plen), a.plen, dev.name, src=a.addr,
+                                  scope=RT_SCOPE_LINK, proto="kernel"))
+            if a.plen < 31:
+                self._broadcast.add(a.addr | (~prefix_mask(a.plen) & 0xFFFFFFFF))
+
+    def add_route(self, route: Route) -> None:
+        self.routes.add(route)
+
+    def sysctl(self, key: str, dev: str | None = None) -> int:
+        if dev is not None:
+            v = self.sysctls.get(key.replace(".all.", f".{dev}."))
+            if v is not None:
+                return max(v, self.sysctls.get(key, 0)) if "rp_filter" in key else v
+        return self.sysctls.get(key, 0)
+
+    def register_protocol(self, proto: int, rcv: ProtoRcv, err: ProtoErr | None = None) -> None:
+        self.protocols[proto] = (rcv, err)
+
+    # ------------------------------------------------------------------ address questions
+    def is_local(self, addr: int) -> bool:
+        return addr in self._local
+
+    def is_broadcast(self, addr: int) -> bool:
+        return addr in self._broadcast
+
+    def addr_type(self, addr: int) -> str:
+        """inet_addr_type(), as the addrtype match names it."""
+        if addr in self._local:
+            return "LOCAL"
+        if addr == 0:
+            return "UNSPEC"
+        if addr in self._broadcast:
+            return "BROADCAST"
+        if addr >> 28 == 0xE:
+            return "MULTICAST"
+        return "UNICAST" if self.routes.lookup(addr) is not None else "UNREACHABLE"
+
+    def select_addr(self, dev: NetDevice, dst: int, scope: str = "global") -> int | None:
+        """inet_select_addr(): an address of `dev` on dst's subnet, else its first, else any."""
+        first = None
+        for a in dev.addresses:
+            if a.peer is not None and a.peer == dst:
+                return a.addr
+            if a.plen < 32 and (a.addr ^ dst) & prefix_mask(a.plen) == 0:
+                return a.addr
+            if first is None:
+                first = a.addr
+        if first is not None:
+            return first
+        if scope == RT_SCOPE_LINK:
+            return None
+        for d in self.devices.values():
+            if d.name != "lo" and d.addresses:
+                return d.addresses[0].addr
+        return None
+
+    def route_output(self, daddr: int) -> tuple[Route, int | None] | None:
+        """ip_route_output_key(): the route and preferred source for a locally sent packet."""
+        if daddr in self._local:
+            return Route(daddr, 32, "lo", scope=RT_SCOPE_HOST, src=daddr), daddr
+        rt = self.routes.lookup(daddr)
+        if rt is None:
+            return None
+        if rt.src is not None:
+            return rt, rt.src
+        dev = self.devices.get(rt.dev)
+        return rt, (self.select_addr(dev, rt.gateway or daddr) if dev else None)
+
+    def source_address(self, daddr: int) -> int | None:
+        r = self.route_output(daddr)
+        return None if r is None else r[1]
+
+    def arp_source(self, dev: NetDevice, target: int, saddr: int | None) -> int:
+        """arp_solicit() with arp_announce=0: the packet's own source when it is ours."""
+        if saddr is not None and self.is_local(saddr):
+            return saddr
+        return self.select_addr(dev, target, RT_SCOPE_LINK) or self.select_addr(dev, target) or 0
+
+    def masquerade_source(self, out_dev: str, daddr: int) -> int | None:
+        dev = self.devices.get(out_dev)
+        if dev is None:
+            return None
+        rt = self.routes.lookup(daddr)
+        nh = rt.gateway if rt is not None and rt.gateway is not None else daddr
+        return self.select_addr(dev, nh)
+
+    # ------------------------------------------------------------------ netfilter's view
+    def rng(self, name: str) -> random.Random:
+        return self.sim.rng(f"{self.name}:{name}")
+
+    def now(self) -> int:
+        return self.sim.now
+
+    def send_reject(self, frame: Frame, state: "HookState", reject_with: str) -> None:
+        icmp.send_reject(self, frame, reject_with)
+
+    # ------------------------------------------------------------------ packet entry points
+    def netif_receive(self, dev: NetDevice, frame: Frame) -> None:
+        """The protocol demux of __netif_receive_skb for frames no bridge took."""
+        et = (frame.data[12] << 8) | frame.data[13]
+        if et == ETH_P_IP:
+            ipv4.ip_rcv(self, dev, frame)
+        elif et == ETH_P_ARP:
+            self.neigh.arp_rcv(dev, frame)
+        else:
+            self.drop(frame, "netif_receive", f"ethertype 0x{et:04x} not handled")
+
+    def ip_send(self, saddr: int, daddr: int, proto: int, l4: bytes, *, df: bool = True,
+                ttl: int = 64, tos: int = 0) -> None:
+        ipv4.ip_send(self, saddr, daddr, proto, l4, df=df, ttl=ttl, tos=tos)
+
+    def icmp_send(self, frame: Frame, icmp_type: int, code: int) -> None:
+        icmp.icmp_send(self, frame, icmp_type, code)
+
+    def next_ip_id(self) -> int:
+        self._ip_id = (self._ip_id + 1) & 0xFFFF
+        return self._ip_id
+
+    def drop(self, frame: Frame, where: str, reason: str) -> None:
+        """kfree_skb with a reason: the frame leaves no capture, so the run records why."""
+        if self.drop_sink is not None:
+            self.drop_sink(self.name, where, reason, frame)
+
+    def _neigh_failure(self, frame: Frame) -> None:
+        self.drop(frame, "neigh", "neighbour resolution failed")
+        if frame.is_ipv4:
+            self.icmp_send(frame, 3, 1)
+
+    # ------------------------------------------------------------------ state dumps
+    def ip_addr(self) -> list[str]:
+        return [f"{d.name} {a}" for d in self.devices.values() for a in d.addresses]
+
+    def ip_route(self) -> list[str]:
+        return [str(r) for r in self.routes.routes()]
+
+    def local_addresses(self) -> list[str]:
+        return sorted(int2ip(a) for a in self._local)

@@ -1,0 +1,40 @@
+"""TCP states and the Linux defaults the stack runs with (sysctls and kernel constants)."""
+from __future__ import annotations
+
+from pktemu.sim import MS, SECOND
+
+CLOSED = "CLOSED"
+SYN_SENT = "SYN_SENT"
+SYN_RECV = "SYN_RECV"
+ESTABLISHED = "ESTABLISHED"
+FIN_WAIT1 = "FIN_WAIT1"
+FIN_WAIT2 = "FIN_WAIT2"
+CLOSE_WAIT = "CLOSE_WAIT"
+CLOSING = "CLOSING"
+LAST_ACK = "LAST_ACK"
+TIME_WAIT = "TIME_WAIT"
+
+ADVMSS = 1460                  # MTU 1500 - 40
+MSS_DEFAULT = 536              # TCP_MSS_DEFAULT: peer sent no MSS option
+WSCALE = 7
+RAW_WINDOW_ACTIVE = 63         # window field after the handshake, as the kernel showed it
+RAW_WINDOW_PASSIVE = 64
+RTO_INIT = 1 * SECOND          # TCP_TIMEOUT_INIT
+RTO_MIN = 200 * MS
+RTO_MAX = 120 * SECOND
+ATO_MIN = 40 * MS              # TCP_ATO_MIN = TCP_DELACK_MIN
+DELACK_MAX = 200 * MS
+TICK = 4 * MS                  # one jiffy at HZ=250: a delayed ACK "now" fires on the next tick
+MAX_QUICKACKS = 16
+TIMEWAIT_LEN = 60 * SECOND
+FIN_TIMEOUT = 60 * SECOND      # tcp_fin_timeout
+SYN_RETRIES = 6
+SYNACK_RETRIES = 5
+RETRIES2 = 15
+ORPHAN_RETRIES = 8
+OOW_RATELIMIT = 500 * MS       # tcp_invalid_ratelimit
+
+
+def syn_window(mss: int) -> int:
+    """tcp_select_initial_window(): 65535 rounded down to a multiple of the MSS."""
+    return (65535 // mss) * mss

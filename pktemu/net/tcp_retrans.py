@@ -1,0 +1,159 @@
+"""Sender-side reliability (tcp_input.c tcp_ack / tcp_timer.c), as a mixin of TcpConnection.
+
+Acknowledged segments leave the queue, the RTT is sampled the Karn way (never from a
+retransmitted segment), the RTO starts at 1 s and never drops below 200 ms, and each expiry
+doubles it. After an RTO the oldest segment is resent and the rest follow as ACKs come in
+(go-back-N, without congestion control: what fits in the peer's window is sent).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pktemu.net.tcp_const import (CLOSED, ORPHAN_RETRIES, RETRIES2, RTO_INIT, RTO_MAX, RTO_MIN, SYN_RECV,
+                                  SYN_RETRIES, SYN_SENT, SYNACK_RETRIES, TIME_WAIT)
+from pktemu.net.tcp_wire import ACK, MASK32, after, before
+
+if TYPE_CHECKING:
+    from pktemu.net.tcp_wire import Seg
+    from pktemu.sim import Simulator
+
+
+class Skb:
+    """A segment in the send queue (unsent, or sent and not yet acknowledged)."""
+
+    __slots__ = ("seq", "data", "syn", "fin", "psh", "sent_at", "retrans")
+
+    def __init__(self, seq: int, data: bytes = b"", *, syn: bool = False, fin: bool = False) -> None:
+        self.seq = seq
+        self.data = data
+        self.syn = syn
+        self.fin = fin
+        self.psh = False
+        self.sent_at: int | None = None
+        self.retrans = False
+
+    @property
+    def end_seq(self) -> int:
+        return (self.seq + len(self.data) + self.syn + self.fin) & MASK32
+
+
+class Retransmission:
+    """The send queue's bookkeeping: ACKs in, window updates, RTO and zero-window probes."""
+
+    sim: "Simulator"
+    state: str
+    active: bool
+    queue: list[Skb]
+    send_head: int
+    snd_una: int
+    snd_nxt: int
+    snd_wnd: int
+    snd_wl1: int
+    snd_wscale: int
+    max_window: int
+    rto: int
+    srtt: int | None
+    rttvar: int
+    retransmits: int
+    rcv_shutdown: bool
+    soft_err: str | None
+    _rto_timer: Any
+    _probe_timer: Any
+
+    def transmit(self, skb: Skb) -> None:
+        raise NotImplementedError
+
+    def xmit(self, flags: int, seq: int, payload: bytes = b"") -> None:
+        raise NotImplementedError
+
+    def done(self) -> None:
+        raise NotImplementedError
+
+    def fail(self, errno_name: str) -> None:
+        raise NotImplementedError
+
+    def clean_acked(self, ack: int) -> None:
+        """tcp_clean_rtx_queue(): drop what `ack` covers, sample the RTT (Karn), rearm the RTO."""
+        now = self.sim.now
+        first_sent: int | None = None
+        popped = 0
+        q = self.queue
+        while q and not after(q[0].end_seq, ack):
+            skb = q.pop(0)
+            popped += 1
+            if first_sent is None and not skb.retrans and skb.sent_at is not None:
+                first_sent = skb.sent_at
+        if q and before(q[0].seq, ack) and not q[0].syn:
+            head = q[0]
+            head.data = head.data[(ack - head.seq) & MASK32:]
+            head.seq = ack
+        self.send_head = max(0, self.send_head - popped)
+        self.snd_una = ack
+        if first_sent is not None:
+            self._rtt_sample(now - first_sent)
+        self.rto = RTO_INIT if self.srtt is None else min(self.srtt + max(4 * self.rttvar, RTO_MIN), RTO_MAX)
+        self.retransmits = 0
+        if self._rto_timer is not None:
+            self._rto_timer.cancel()
+            self._rto_timer = None
+        if self.snd_una != self.snd_nxt:
+            self._rto_timer = self.sim.timer(self.rto, self._rto_fire)
+
+    def _rtt_sample(self, m: int) -> None:
+        m = max(m, 1)
+        if self.srtt is None:
+            self.srtt, self.rttvar = m, m // 2
+        else:
+            self.rttvar = (3 * self.rttvar + abs(self.srtt - m)) // 4
+            self.srtt = (7 * self.srtt + m) // 8
+
+    def update_window(self, seg: "Seg") -> None:
+        """tcp_ack_update_window()."""
+        nwin = seg.window << self.snd_wscale
+        if after(seg.ack, self.snd_una) or after(seg.seq, self.snd_wl1) or (
+                seg.seq == self.snd_wl1 and (nwin > self.snd_wnd or not nwin)):
+            self.snd_wnd = nwin
+            self.snd_wl1 = seg.seq
+            self.max_window = max(self.max_window, nwin)
+            if self._probe_timer is not None and nwin:
+                self._probe_timer.cancel()
+                self._probe_timer = None
+
+    # ------------------------------------------------------------------ timers
+    def _rto_fire(self) -> None:
+        """tcp_retransmit_timer(): resend the oldest segment, back off, give up after the retries."""
+        self._rto_timer = None
+        if not self.queue or self.state in (CLOSED, TIME_WAIT):
+            return
+        if self.state == SYN_RECV and not self.active:
+            limit = SYNACK_RETRIES
+        elif self.state in (SYN_SENT, SYN_RECV):
+            limit = SYN_RETRIES
+        else:
+            limit = ORPHAN_RETRIES if self.rcv_shutdown else RETRIES2
+        if self.retransmits >= limit:
+            if self.state == SYN_RECV and not self.active:
+                self.done()
+            else:
+                self.fail(self.soft_err or "ETIMEDOUT")
+            return
+        self.retransmits += 1
+        self.rto = min(self.rto * 2, RTO_MAX)
+        self.send_head = 1                          # go back N: the rest follows as ACKs come in
+        self.transmit(self.queue[0])
+
+    def _probe_fire(self) -> None:
+        """tcp_probe_timer(): a zero-window probe (an ACK one below snd_una) asks for the window."""
+        self._probe_timer = None
+        if self.state in (CLOSED, TIME_WAIT) or self.send_head >= len(self.queue):
+            return
+        if self.snd_una != self.snd_nxt:
+            return
+        self.xmit(ACK, (self.snd_una - 1) & MASK32)
+        self._probe_timer = self.sim.timer(min(self.rto * 2, RTO_MAX), self._probe_fire)
+
+    def arm_state_timer(self, delay: int) -> None:
+        if self._state_timer is not None:
+            self._state_timer.cancel()
+        self._state_timer = self.sim.timer(delay, self.done)
+

@@ -1,0 +1,353 @@
+"""The connection tracking table of one namespace: lookup, new entries, confirm, expiry, dump.
+
+As in nf_conntrack_core.c, the first packet of a flow gets an *unconfirmed* entry that only hangs
+on the packet (`frame.ct`); it enters the table (indexed by both directions' tuples) when the
+packet leaves through POSTROUTING or INPUT, so an entry whose packet is dropped on the way never
+existed. Entries expire on the virtual clock; expiry is lazy (on lookup, on dump and by a sweep
+every few hundred inserts), which is what `conntrack -L` would show anyway.
+
+Defragmentation is not modelled. The first fragment is tracked like a whole packet; a later
+fragment gets the connection of the first fragment with the same addresses, protocol and IP id
+(so it is NATed the same way), or no conntrack (INVALID) if that first fragment was not seen.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Iterator
+
+from pktemu.net.frame import ETH_HLEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Frame, checksum
+from pktemu.netfilter.conntrack_tcp import (
+    PKT_ACCEPT, PKT_INVALID, PKT_KILL, PKT_REPEAT, STATE_NAMES, TcpTrack, tcp_error, tcp_new, tcp_packet,
+)
+from pktemu.netfilter.conntrack_tuple import (
+    ICMP_ERRORS, ICMP_VALID_NEW, NR_ICMP_TYPES, PORT_PROTOS, PROTO_NAMES, CtTuple, frame_tuple, invert,
+    ip_end, tuple_at,
+)
+from pktemu.netfilter.core import (
+    IP_CT_ESTABLISHED, IP_CT_ESTABLISHED_REPLY, IP_CT_IS_REPLY, IP_CT_NEW, IP_CT_RELATED, IPS_ASSURED,
+    IPS_CONFIRMED, IPS_DYING, IPS_EXPECTED, IPS_SEEN_REPLY, IPS_SRC_NAT_DONE, NF_ACCEPT, NF_DROP,
+    ORIGINAL, PREROUTING, REPLY, NodeView,
+)
+from pktemu.sim import SECOND
+
+_H = struct.Struct("!H")
+
+UDP_TIMEOUT = 30 * SECOND           # nf_conntrack_udp_timeout
+UDP_TIMEOUT_STREAM = 120 * SECOND   # nf_conntrack_udp_timeout_stream
+UDP_STREAM_AFTER = 2 * SECOND       # a flow still alive this long after its start is a stream
+ICMP_TIMEOUT = 30 * SECOND
+GENERIC_TIMEOUT = 600 * SECOND
+_ALLOW_CLASH = frozenset((IPPROTO_UDP, IPPROTO_ICMP))
+_SWEEP_EVERY = 256
+_MAX_FRAG_HEADS = 64
+
+
+class Conn:
+    """nf_conn: one tracked connection. `tuplehash[ORIGINAL]` / `[REPLY]` are the two directions."""
+
+    __slots__ = ("id", "tuplehash", "status", "mark", "expires", "tcp", "stream_ts", "owner")
+
+    def __init__(self, cid: int, orig: CtTuple, reply: CtTuple, owner: "ConntrackTable") -> None:
+        self.id = cid
+        self.tuplehash = [orig, reply]
+        self.status = 0
+        self.mark = 0
+        self.expires = 0
+        self.tcp: TcpTrack | None = None
+        self.stream_ts = 0
+        self.owner = owner
+
+    @property
+    def orig(self) -> CtTuple:
+        return self.tuplehash[ORIGINAL]
+
+    @property
+    def reply(self) -> CtTuple:
+        return self.tuplehash[REPLY]
+
+    @property
+    def proto(self) -> int:
+        return self.tuplehash[ORIGINAL].proto
+
+    @property
+    def confirmed(self) -> bool:
+        return bool(self.status & IPS_CONFIRMED)
+
+    @property
+    def tcp_state(self) -> str | None:
+        return STATE_NAMES[self.tcp.state] if self.tcp is not None else None
+
+    def tuple(self, direction: int) -> tuple[int, int, int, int]:
+        """(src, dst, sport, dport) of one direction, ports -1 for protocols without ports."""
+        t = self.tuplehash[direction]
+        if t.proto in PORT_PROTOS:
+            return t.src, t.dst, t.sport, t.dport
+        return t.src, t.dst, -1, -1
+
+    def remaining(self, now: int) -> int:
+        """Time left before expiry in ns (never negative), as nf_ct_expires()."""
+        return max(0, self.expires - now)
+
+    def __repr__(self) -> str:
+        state = f" {self.tcp_state}" if self.tcp is not None else ""
+        return f"<Conn {self.id}{state} orig=[{self.orig}] reply=[{self.reply}] status={self.status:#x}>"
+
+
+def ctinfo_for(ct: Conn, dir: int) -> int:
+    """resolve_normal_ct(): ctinfo of a packet travelling in `dir` of an existing connection."""
+    if dir == REPLY:
+        return IP_CT_ESTABLISHED_REPLY
+    if ct.status & IPS_SEEN_REPLY:
+        return IP_CT_ESTABLISHED
+    if ct.status & IPS_EXPECTED:
+        return IP_CT_RELATED
+    return IP_CT_NEW
+
+
+class ConntrackTable:
+    """The per-namespace conntrack hash: confirmed entries indexed by both of their tuples."""
+
+    def __init__(self, node: NodeView) -> None:
+        self.node = node
+        self._hash: dict[CtTuple, tuple[Conn, int]] = {}
+        self._conns: dict[int, Conn] = {}
+        self._bysource: dict[tuple[int, int, int], list[Conn]] = {}
+        self._frag_heads: dict[tuple[int, int, int, int], tuple[Conn, int]] = {}
+        self._next_id = 1
+        self._inserts = 0
+
+    # ------------------------------------------------------------------ the table
+    def __len__(self) -> int:
+        self.purge()
+        return len(self._conns)
+
+    def __iter__(self) -> Iterator[Conn]:
+        self.purge()
+        return iter(list(self._conns.values()))
+
+    def find(self, t: CtTuple) -> tuple[Conn, int] | None:
+        """nf_conntrack_find_get(): the live confirmed entry with tuple `t`, and t's direction."""
+        hit = self._hash.get(t)
+        if hit is not None and hit[0].expires <= self.node.now():
+            self._unlink(hit[0])
+            return None
+        return hit
+
+    def tuple_taken(self, t: CtTuple, ignored: Conn) -> bool:
+        """nf_conntrack_tuple_taken(): is `t` used by another connection than `ignored`?"""
+        hit = self.find(t)
+        if hit is None or hit[0] is ignored:
+            return False
+        return hit[0].tuplehash[ORIGINAL] != ignored.tuplehash[ORIGINAL]
+
+    def same_source(self, orig: CtTuple) -> list[Conn]:
+        """Live entries that were source-NAT-checked and share orig's source (nf_nat_bysource)."""
+        now = self.node.now()
+        return [c for c in self._bysource.get((orig.proto, orig.src, orig.sport), ())
+                if c.expires > now and not c.status & IPS_DYING]
+
+    def kill(self, ct: Conn) -> None:
+        """nf_ct_kill(): take the entry out of the table at once (packets holding it keep it)."""
+        ct.status |= IPS_DYING
+        if self._conns.get(ct.id) is ct:
+            self._unlink(ct)
+
+    def flush(self) -> None:
+        """`conntrack -F`."""
+        for ct in list(self._conns.values()):
+            self.kill(ct)
+
+    def purge(self) -> None:
+        """Drop every expired entry (the kernel's gc worker)."""
+        now = self.node.now()
+        for ct in [c for c in self._conns.values() if c.expires <= now]:
+            self._unlink(ct)
+
+    def _unlink(self, ct: Conn) -> None:
+        self._conns.pop(ct.id, None)
+        for t in ct.tuplehash:
+            if self._hash.get(t, (None,))[0] is ct:
+                del self._hash[t]
+        src = self._bysource.get((ct.orig.proto, ct.orig.src, ct.orig.sport))
+        if src is not None and ct in src:
+            src.remove(ct)
+            if not src:
+                del self._bysource[(ct.orig.proto, ct.orig.src, ct.orig.sport)]
+
+    # ------------------------------------------------------------------ conntrack in
+    def conntrack_in(self, frame: Frame, hook: str = PREROUTING) -> None:
+        """nf_conntrack_in(): attach a connection and ctinfo to the frame (ct None means INVALID).
+
+        Of the trackers' checksum checks only ICMP's (at PREROUTING) is done: emulated TCP and UDP
+        checksums are always right, and verifying them would cost every packet.
+        """
+        d = frame.data
+        if _H.unpack_from(d, ETH_HLEN + 6)[0] & 0x1FFF:
+            self._later_fragment(frame)
+            return
+        proto = d[ETH_HLEN + 9]
+        if proto == IPPROTO_ICMP:
+            l4 = frame.l4off
+            end = ip_end(d)
+            if end - l4 >= 8:
+                if hook == PREROUTING and not d[ETH_HLEN + 6] & 0x20 and checksum(d[l4:end]) != 0:
+                    return _invalid(frame, "bad icmp checksum")
+                if d[l4] > NR_ICMP_TYPES:
+                    return _invalid(frame, f"unknown icmp type {d[l4]}")
+                if d[l4] in ICMP_ERRORS:
+                    return self._icmp_error(frame)
+        t = frame_tuple(frame)
+        if t is None:
+            return _invalid(frame, "truncated packet")
+        if proto == IPPROTO_TCP:
+            err = tcp_error(frame)
+            if err is not None:
+                return _invalid(frame, err)
+        now = self.node.now()
+        for _attempt in range(2):
+            hit = self.find(t)
+            if hit is None:
+                rt = invert(t)
+                if rt is None:
+                    return _invalid(frame, "tuple cannot be inverted")
+                ct, dir, ctinfo = Conn(self._next_id, t, rt, self), ORIGINAL, IP_CT_NEW
+                self._next_id += 1
+                if proto == IPPROTO_TCP:
+                    ct.tcp = tcp_new(frame)
+                    if ct.tcp is None:
+                        return _invalid(frame, "tcp segment cannot open a connection")
+            else:
+                ct, dir = hit
+                ctinfo = ctinfo_for(ct, dir)
+            verdict = self._l4_packet(ct, frame, dir, now)
+            if verdict != PKT_REPEAT:
+                break
+            self.kill(ct)
+        if verdict == PKT_INVALID:
+            return _invalid(frame, None)
+        if verdict == PKT_KILL:
+            self.kill(ct)
+        if not ct.status & IPS_CONFIRMED and ctinfo == IP_CT_NEW:
+            state = f" {ct.tcp_state}" if ct.tcp is not None else ""
+            frame.note(f"ct new {PROTO_NAMES.get(proto, 'unknown')}{state}")
+        if dir == REPLY:
+            ct.status |= IPS_SEEN_REPLY
+        frame.ct, frame.ctinfo = ct, ctinfo
+        if d[ETH_HLEN + 6] & 0x20:
+            heads = self._frag_heads
+            heads[(proto, frame.saddr, frame.daddr, frame.ip_id)] = (ct, dir)
+            if len(heads) > _MAX_FRAG_HEADS:
+                del heads[next(iter(heads))]
+
+    def _l4_packet(self, ct: Conn, frame: Frame, dir: int, now: int) -> int:
+        """The protocol tracker's `packet` callback; returns a PKT_* code."""
+        proto = ct.proto
+        if proto == IPPROTO_TCP:
+            return tcp_packet(ct, frame, dir, now)
+        if proto == IPPROTO_UDP:
+            status = ct.status
+            if not status & IPS_CONFIRMED:
+                ct.stream_ts = now + UDP_STREAM_AFTER
+            if status & IPS_SEEN_REPLY:
+                extra, stream = UDP_TIMEOUT, False
+                if now > ct.stream_ts:
+                    extra, stream = UDP_TIMEOUT_STREAM, not status & IPS_ASSURED
+                ct.expires = now + extra
+                if stream:
+                    ct.status |= IPS_ASSURED
+                    frame.note("ct udp stream [ASSURED]")
+            else:
+                ct.expires = now + UDP_TIMEOUT
+            return PKT_ACCEPT
+        if proto == IPPROTO_ICMP:
+            if not ct.status & IPS_CONFIRMED and ct.orig.icmp_type not in ICMP_VALID_NEW:
+                frame.note(f"ct INVALID: icmp type {ct.orig.icmp_type} cannot open a connection")
+                return PKT_INVALID
+            ct.expires = now + ICMP_TIMEOUT
+            return PKT_ACCEPT
+        ct.expires = now + GENERIC_TIMEOUT
+        return PKT_ACCEPT
+
+    def _icmp_error(self, frame: Frame) -> None:
+        """nf_conntrack_inet_error(): an ICMP error is RELATED to the connection it quotes."""
+        inner = tuple_at(frame.data, frame.l4off + 8, ip_end(frame.data))
+        rt = invert(inner) if inner is not None else None
+        if rt is None:
+            return _invalid(frame, "icmp error quotes no trackable packet")
+        hit = self.find(rt)
+        if hit is None:
+            return _invalid(frame, f"icmp error about unknown connection {inner}")
+        ct, dir = hit
+        if ct.tuplehash[dir].dst != frame.daddr:
+            return _invalid(frame, "icmp error: outer destination differs from the quoted source")
+        frame.ct, frame.ctinfo = ct, IP_CT_RELATED + (IP_CT_IS_REPLY if dir == REPLY else 0)
+        frame.note(f"ct RELATED to {ct.orig}")
+
+    def _later_fragment(self, frame: Frame) -> None:
+        hit = self._frag_heads.get((frame.proto, frame.saddr, frame.daddr, frame.ip_id))
+        if hit is None or not hit[0].status & IPS_CONFIRMED or hit[0].status & IPS_DYING \
+                or hit[0].expires <= self.node.now():
+            return _invalid(frame, "fragment whose first fragment was not tracked")
+        ct, dir = hit
+        frame.ct, frame.ctinfo = ct, ctinfo_for(ct, dir)
+
+    # ------------------------------------------------------------------ confirm
+    def confirm(self, frame: Frame) -> int:
+        """__nf_conntrack_confirm(): put the frame's unconfirmed connection into the table."""
+        ct = frame.ct
+        if not isinstance(ct, Conn) or ct.status & IPS_CONFIRMED:
+            return NF_ACCEPT
+        if frame.ctinfo is not None and frame.ctinfo >= IP_CT_IS_REPLY:
+            return NF_ACCEPT
+        if ct.status & IPS_DYING:
+            frame.note("ct entry died before confirmation: packet dropped")
+            return NF_DROP
+        for t in ct.tuplehash:
+            hit = self.find(t)
+            if hit is not None:
+                other = hit[0]
+                if other.tuplehash == ct.tuplehash and ct.proto in _ALLOW_CLASH:
+                    frame.ct = other
+                    frame.note("ct insert clash resolved: packet joins the existing entry")
+                    return NF_ACCEPT
+                frame.note(f"ct insert clash with [{other.orig}]: packet dropped")
+                return NF_DROP
+        ct.status |= IPS_CONFIRMED
+        self._conns[ct.id] = ct
+        self._hash[ct.tuplehash[ORIGINAL]] = (ct, ORIGINAL)
+        self._hash[ct.tuplehash[REPLY]] = (ct, REPLY)
+        if ct.status & IPS_SRC_NAT_DONE:
+            o = ct.orig
+            self._bysource.setdefault((o.proto, o.src, o.sport), []).append(ct)
+        self._inserts += 1
+        if self._inserts % _SWEEP_EVERY == 0:
+            self.purge()
+        return NF_ACCEPT
+
+    # ------------------------------------------------------------------ conntrack -L
+    def dump(self) -> str:
+        """`conntrack -L` output, one line per live entry in insertion order."""
+        self.purge()
+        now = self.node.now()
+        return "".join(conntrack_line(ct, now) + "\n" for ct in self._conns.values())
+
+
+def conntrack_line(ct: Conn, now: int) -> str:
+    """One `conntrack -L` line, as libnetfilter_conntrack's default snprintf writes it."""
+    proto = ct.proto
+    s = f"{PROTO_NAMES.get(proto, 'unknown'):<8} {proto} {ct.remaining(now) // SECOND} "
+    if ct.tcp is not None:
+        s += f"{ct.tcp_state} "
+    s += ct.orig.conntrack_str()
+    if not ct.status & IPS_SEEN_REPLY:
+        s += "[UNREPLIED] "
+    s += ct.reply.conntrack_str()
+    if ct.status & IPS_ASSURED:
+        s += "[ASSURED] "
+    return s + f"mark={ct.mark} use=1"
+
+
+def _invalid(frame: Frame, why: str | None) -> None:
+    frame.ct = frame.ctinfo = None
+    if why:
+        frame.note(f"ct INVALID: {why}")

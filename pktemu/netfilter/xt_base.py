@@ -1,0 +1,296 @@
+"""What every x_tables extension shares: the packet view, the option model, registries, parsers.
+
+Matches and targets register themselves by name (as iptables' libxt_*.so do), so the rules
+engine and the restore parser never name an extension. Values are parsed and printed the way
+libxtables does it, so that `iptables-save` text round-trips byte for byte.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pktemu.errors import PktemuError
+
+if TYPE_CHECKING:
+    from pktemu.net.frame import Frame
+    from pktemu.netfilter.core import HookState
+
+XT_CONTINUE = -1          # a target's "go on with the next rule" (XT_CONTINUE in the kernel)
+U32 = 0xFFFFFFFF
+
+_IPHDR = struct.Struct("!HHHBBH4x")      # tot_len, id, frag_off, ttl, proto, check (from offset 16)
+_ADDRS = struct.Struct("!II")
+_PORTS = struct.Struct("!HH")
+_PORT_PROTOS = frozenset((6, 17, 33, 132, 136))    # tcp, udp, dccp, sctp, udplite
+
+
+class Pkt:
+    """The IPv4 header fields of one frame, read once per table traversal.
+
+    No target that lets the traversal continue rewrites addresses or ports (NAT targets end
+    it), so the fields stay valid for the whole walk.
+    """
+
+    __slots__ = ("frame", "saddr", "daddr", "proto", "fragoff", "l4off", "ip_len", "ttl",
+                 "sport", "dport")
+
+    def __init__(self, frame: "Frame") -> None:
+        d = frame.data
+        self.frame = frame
+        self.l4off = 14 + (d[14] & 0x0F) * 4
+        self.ip_len, _id, frag, self.ttl, self.proto, _c = _IPHDR.unpack_from(d, 16)
+        self.fragoff = frag & 0x1FFF
+        self.saddr, self.daddr = _ADDRS.unpack_from(d, 26)
+        if self.proto in _PORT_PROTOS and self.fragoff == 0 and len(d) >= self.l4off + 4:
+            self.sport, self.dport = _PORTS.unpack_from(d, self.l4off)
+        else:
+            self.sport = self.dport = -1
+
+
+@dataclass(frozen=True)
+class Opt:
+    """One extension option: its canonical name, argument count, and whether `!` may precede it."""
+    name: str
+    nargs: int = 1
+    invert: bool = False
+    multi: bool = False
+
+
+class ParseCtx:
+    """Where a rule is being parsed (for error lines) and the rule's `-p` (extensions check it)."""
+
+    def __init__(self, where: str, table: str, chain: str) -> None:
+        self.where = where
+        self.table = table
+        self.chain = chain
+        self.proto = 0
+        self.proto_inv = False
+
+    def error(self, msg: str) -> PktemuError:
+        return PktemuError(f"{self.where}: {msg}")
+
+
+class Extension:
+    """Base of matches and targets: option bookkeeping shared by both."""
+
+    name: ClassVar[str] = ""
+    options: ClassVar[dict[str, Opt]] = {}
+    table: ClassVar[str | None] = None              # kernel `.table`
+    hooks: ClassVar[frozenset[str] | None] = None   # kernel `.hooks`
+    kind: ClassVar[str] = "extension"
+
+    def __init__(self, name: str) -> None:
+        self.ext_name = name          # the name the rule used (aliases such as `state`, `NOTRACK`)
+        self.seen: set[str] = set()
+
+    def option(self, tok: str, args: list[str], invert: bool, ctx: ParseCtx) -> None:
+        """Generic checks (inversion, repetition), then the extension's own `parse`."""
+        opt = self.options[tok]
+        if invert and not opt.invert:
+            raise ctx.error(f"option '{tok}' of {self.kind} {self.ext_name} does not take '!'")
+        if opt.name in self.seen and not opt.multi:
+            raise ctx.error(f"option '{tok}' of {self.kind} {self.ext_name} given more than once")
+        self.seen.add(opt.name)
+        self.parse(opt.name, args, invert, ctx)
+
+    def parse(self, opt: str, args: list[str], invert: bool, ctx: ParseCtx) -> None:
+        raise NotImplementedError
+
+    def final_check(self, ctx: ParseCtx) -> None:
+        """x6_fcheck + the kernel's checkentry: called once the whole rule is parsed."""
+
+    def bind(self, ruleset: Any) -> None:
+        """Attach per-namespace state (recent lists) when the rule joins a ruleset."""
+
+    def check_hooks(self, hooks: frozenset[str]) -> str | None:
+        """Reachability check (the kernel's hook_mask test); returns an error text or None."""
+        if self.hooks is not None and hooks - self.hooks:
+            bad = ", ".join(sorted(hooks - self.hooks))
+            ok = ", ".join(sorted(self.hooks))
+            return f"{self.kind} {self.ext_name} is reachable from {bad}; only valid from {ok}"
+        return None
+
+    def save(self) -> str:
+        """The text iptables-save prints after `-m NAME` / `-j NAME`, each part with a leading space."""
+        return ""
+
+
+class Match(Extension):
+    kind = "match"
+    proto: ClassVar[int | None] = None     # kernel `.proto`: the rule must say `-p` this
+
+    def final_check(self, ctx: ParseCtx) -> None:
+        if self.proto is not None and (ctx.proto != self.proto or ctx.proto_inv):
+            raise ctx.error(f"match {self.ext_name} needs '-p {proto_name(self.proto)}'")
+
+    def match(self, p: Pkt, state: "HookState") -> bool:
+        raise NotImplementedError
+
+
+class Target(Extension):
+    kind = "target"
+    notable: ClassVar[bool] = False         # worth a note in frame.notes when it fires
+
+    def target(self, p: Pkt, state: "HookState") -> int:
+        """A verdict (NF_ACCEPT / NF_DROP / NF_STOLEN) or XT_CONTINUE."""
+        raise NotImplementedError
+
+    def summary(self, p: Pkt, state: "HookState") -> str:
+        """Short text for explanation notes: the target name and what it did."""
+        return self.ext_name + self.save().replace(" --", " ")
+
+
+MATCHES: dict[str, type[Match]] = {}
+TARGETS: dict[str, type[Target]] = {}
+
+
+def register_match(*names: str) -> Any:
+    """Class decorator: make a match available to `-m NAME` (several names for aliases)."""
+    def deco(cls: type[Match]) -> type[Match]:
+        for n in names or (cls.name,):
+            MATCHES[n] = cls
+        return cls
+    return deco
+
+
+def register_target(*names: str) -> Any:
+    """Class decorator: make a target available to `-j NAME`."""
+    def deco(cls: type[Target]) -> type[Target]:
+        for n in names or (cls.name,):
+            TARGETS[n] = cls
+        return cls
+    return deco
+
+
+# ---------------------------------------------------------------------- value parsers / printers
+PROTOCOLS: dict[str, int] = {
+    "tcp": 6, "sctp": 132, "udp": 17, "udplite": 136, "icmp": 1, "esp": 50, "ah": 51,
+    "dccp": 33, "gre": 47, "ipv6-icmp": 58, "icmpv6": 58, "all": 0,
+}
+_PROTO_NAMES = {6: "tcp", 132: "sctp", 17: "udp", 136: "udplite", 1: "icmp", 50: "esp", 51: "ah",
+                33: "dccp", 47: "gre", 58: "ipv6-icmp"}
+
+SERVICES: dict[str, int] = {
+    "ftp": 21, "ssh": 22, "telnet": 23, "smtp": 25, "domain": 53, "http": 80, "www": 80,
+    "pop3": 110, "ntp": 123, "imap": 143, "snmp": 161, "https": 443, "syslog": 514,
+}
+
+
+def proto_name(num: int) -> str:
+    return _PROTO_NAMES.get(num, str(num))
+
+
+def parse_proto(text: str, ctx: ParseCtx) -> int:
+    t = text.lower()
+    if t in PROTOCOLS:
+        return PROTOCOLS[t]
+    n = parse_uint(text, ctx, "protocol", 0, 255)
+    return n
+
+
+def parse_uint(text: str, ctx: ParseCtx, what: str, lo: int = 0, hi: int = U32) -> int:
+    """xtables_strtoui: decimal, 0x hex or 0 octal, within [lo, hi]."""
+    try:
+        if "_" in text:
+            raise ValueError(text)
+        v = int(text, 8) if len(text) > 1 and text[0] == "0" and text[1].isdigit() else int(text, 0)
+    except ValueError:
+        raise ctx.error(f"bad {what} '{text}'") from None
+    if not lo <= v <= hi:
+        raise ctx.error(f"{what} '{text}' out of range {lo}-{hi}")
+    return v
+
+
+def parse_port(text: str, ctx: ParseCtx) -> int:
+    if text in SERVICES:
+        return SERVICES[text]
+    if not text.isdigit():
+        raise ctx.error(f"invalid port/service '{text}'")
+    return parse_uint(text, ctx, "port", 0, 65535)
+
+
+def parse_port_range(text: str, ctx: ParseCtx) -> tuple[int, int]:
+    """`a`, `a:b`, `:b`, `a:` as parse_tcp_ports does."""
+    if ":" not in text:
+        p = parse_port(text, ctx)
+        return p, p
+    a, b = text.split(":", 1)
+    lo = parse_port(a, ctx) if a else 0
+    hi = parse_port(b, ctx) if b else 0xFFFF
+    if lo > hi:
+        raise ctx.error(f"invalid port range '{text}' (min > max)")
+    return lo, hi
+
+
+def parse_ipv4(text: str, ctx: ParseCtx) -> int:
+    """xtables_numeric_to_ipaddr: 1 to 4 dotted bytes, missing ones are zero (`10` = 10.0.0.0)."""
+    parts = text.split(".")
+    if not 1 <= len(parts) <= 4 or not all(x.isdigit() and int(x) <= 255 for x in parts):
+        raise ctx.error(f"bad IPv4 address '{text}' (host names are not resolved)")
+    v = 0
+    for i in range(4):
+        v = (v << 8) | (int(parts[i]) if i < len(parts) else 0)
+    return v
+
+
+def parse_mask(text: str, ctx: ParseCtx) -> int:
+    if "." in text:
+        return parse_ipv4(text, ctx)
+    n = parse_uint(text, ctx, "prefix length", 0, 32)
+    return (U32 << (32 - n)) & U32
+
+
+def parse_cidr(text: str, ctx: ParseCtx) -> tuple[int, int]:
+    """`a.b.c.d[/len|/mask]` -> (address & mask, mask); no mask means /32."""
+    addr, _, m = text.partition("/")
+    mask = parse_mask(m, ctx) if m else U32
+    return parse_ipv4(addr, ctx) & mask, mask
+
+
+def ip_str(v: int) -> str:
+    return f"{v >> 24}.{(v >> 16) & 255}.{(v >> 8) & 255}.{v & 255}"
+
+
+def mask_str(mask: int) -> str:
+    """mask_to_str(): the prefix length when the mask is contiguous, else dotted."""
+    inv = ~mask & U32
+    if inv & (inv + 1) == 0:
+        return str(32 - inv.bit_length())
+    return ip_str(mask)
+
+
+def parse_mark_mask(text: str, ctx: ParseCtx, what: str) -> tuple[int, int]:
+    """xtables_parse_mark_mask: `value[/mask]`, mask defaults to 0xffffffff."""
+    v, sep, m = text.partition("/")
+    val = parse_uint(v, ctx, what)
+    return val, (parse_uint(m, ctx, what) if sep else U32)
+
+
+def mark_mask_str(val: int, mask: int) -> str:
+    """xtables_print_mark_mask."""
+    return f" 0x{val:x}/0x{mask:x}" if mask != U32 else f" 0x{val:x}"
+
+
+_NO_QUOTE = frozenset("_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def save_string(value: str) -> str:
+    """xtables_save_string: bare when only [-_0-9A-Za-z], else double-quoted with \\ escapes."""
+    if value and all(c in _NO_QUOTE for c in value):
+        return " " + value
+    out = "".join("\\" + c if c in "\"\\'" else c for c in value)
+    return f' "{out}"'
+
+
+def ifname_check(name: str, ctx: ParseCtx) -> None:
+    if len(name) > 15:
+        raise ctx.error(f"interface name '{name}' longer than 15 characters")
+
+
+def ifname_match(name: str | None, pattern: str) -> bool:
+    """ifname_compare_aligned: exact, or a prefix when the pattern ends in `+`."""
+    dev = name or ""
+    if pattern.endswith("+"):
+        return dev.startswith(pattern[:-1])
+    return dev == pattern

@@ -1,0 +1,257 @@
+"""One iptables command line -> command + rules, parsed the way iptables' do_parse does it.
+
+Options bind like getopt does in iptables: an option belongs to the target if one is loaded and
+knows it, else to the first loaded match that knows it (a repeated `-m X` closes the earlier X),
+else the protocol named by `-p` is loaded as an implicit match (`-p tcp --dport 80` becomes
+`-p tcp -m tcp --dport 80`). An option nobody knows is an error, never skipped.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from pktemu.errors import PktemuError
+import pktemu.netfilter.matches  # noqa: F401  (registers the matches)
+import pktemu.netfilter.targets  # noqa: F401  (registers the targets)
+from pktemu.netfilter.xt_base import (
+    MATCHES, TARGETS, Extension, ParseCtx, ifname_check, parse_cidr, parse_proto, parse_uint, proto_name,
+)
+from pktemu.netfilter.xt_rule import K_EXT, K_GOTO, K_JUMP, STANDARD, Rule
+
+COMMANDS = {
+    "-A": "A", "--append": "A", "-I": "I", "--insert": "I", "-D": "D", "--delete": "D",
+    "-R": "R", "--replace": "R", "-N": "N", "--new-chain": "N", "--new": "N",
+    "-X": "X", "--delete-chain": "X", "-F": "F", "--flush": "F", "-P": "P", "--policy": "P",
+    "-Z": "Z", "--zero": "Z",
+}
+_BASE = {
+    **dict.fromkeys(("-s", "--source", "--src"), "s"), **dict.fromkeys(("-d", "--destination", "--dst"), "d"),
+    **dict.fromkeys(("-p", "--protocol"), "p"), **dict.fromkeys(("-i", "--in-interface"), "i"),
+    **dict.fromkeys(("-o", "--out-interface"), "o"), **dict.fromkeys(("-f", "--fragment"), "f"),
+    **dict.fromkeys(("-m", "--match"), "m"), **dict.fromkeys(("-j", "--jump"), "j"),
+    **dict.fromkeys(("-g", "--goto"), "g"), **dict.fromkeys(("-c", "--set-counters"), "c"),
+    **dict.fromkeys(("-t", "--table"), "t"), **dict.fromkeys(("-4", "--ipv4"), "4"),
+    **dict.fromkeys(("-6", "--ipv6"), "6"), **{k: "cmd" for k in COMMANDS},
+}
+
+
+_TOKEN_RE = re.compile(r"""((?:"(?:[^"\\]|\\.)*"|'[^']*'|[^\s"'])+)|(["'])""", re.S)
+_PIECE_RE = re.compile(r""""((?:[^"\\]|\\.)*)"|'([^']*)'|([^"']+)""", re.S)
+_UNESCAPE_RE = re.compile(r"\\(.)", re.S)
+
+
+def _unquote(tok: str) -> str:
+    out = []
+    for dq, sq, bare in _PIECE_RE.findall(tok):
+        out.append(_UNESCAPE_RE.sub(r"\1", dq) if dq else sq or bare)
+    return "".join(out)
+
+
+def tokenize(line: str, where: str) -> list[str]:
+    """Split like iptables-restore: blanks separate, "..." groups (with \\ escapes), '...' too."""
+    if '"' not in line and "'" not in line:
+        return line.split()
+    toks: list[str] = []
+    for tok, stray in _TOKEN_RE.findall(line):
+        if stray:
+            raise PktemuError(f"{where}: unterminated {stray} quote")
+        toks.append(_unquote(tok) if '"' in tok or "'" in tok else tok)
+    return toks
+
+
+@dataclass
+class Command:
+    """A parsed line: the command letter, its chain / number / policy, and its rules (if any)."""
+    cmd: str
+    chain: str = ""
+    num: int | None = None
+    policy: str = ""
+    rules: list[Rule] = field(default_factory=list)
+    has_spec: bool = False
+    counters: tuple[int, int] | None = None
+    ignore: bool = False        # `-6` lines: iptables-restore skips them
+
+
+class _Spec:
+    """Accumulates the rule while tokens are read."""
+
+    def __init__(self, ctx: ParseCtx) -> None:
+        self.ctx = ctx
+        self.rule = Rule(ctx.where)
+        self.srcs: list[tuple[int, int]] = []
+        self.dsts: list[tuple[int, int]] = []
+        self.completed: set[int] = set()      # indexes of matches closed by a later -m of the same name
+        self.seen: set[str] = set()
+        self.jump_kind = ""
+
+    def once(self, what: str) -> None:
+        if what in self.seen:
+            raise self.ctx.error(f"multiple {what} flags not allowed")
+        self.seen.add(what)
+
+    def find_owner(self, tok: str) -> Extension | None:
+        r = self.rule
+        if r.target is not None and tok in r.target.options:
+            return r.target
+        for i, m in enumerate(r.matches):
+            if i not in self.completed and tok in m.options:
+                return m
+        if r.proto and "-p" in self.seen and not any(m.name == proto_name(r.proto) for m in r.matches):
+            cls = MATCHES.get(proto_name(r.proto))
+            if cls is not None and tok in cls.options:
+                m = cls(cls.name)
+                r.matches.append(m)
+                return m
+        return None
+
+
+def parse_line(tokens: list[str], ctx: ParseCtx) -> Command:
+    """Parse one command's tokens (counters prefix already removed)."""
+    sp = _Spec(ctx)
+    r = sp.rule
+    cmd: Command | None = None
+    invert = False
+    i, n = 0, len(tokens)
+
+    def need(k: int = 1) -> list[str]:
+        nonlocal i
+        if i + k > n:
+            raise ctx.error(f"option '{tokens[i - 1]}' needs {k} argument{'s' if k > 1 else ''}")
+        args = tokens[i:i + k]
+        i += k
+        return args
+
+    while i < n:
+        tok = tokens[i]
+        i += 1
+        if tok == "!":
+            if invert:
+                raise ctx.error("multiple consecutive '!' not allowed")
+            invert = True
+            continue
+        inv, invert = invert, False
+        code = _BASE.get(tok)
+        if code is None:
+            if not tok.startswith("-") or len(tok) < 2:
+                raise ctx.error(f"bad argument '{tok}'")
+            owner = sp.find_owner(tok)
+            if owner is None:
+                raise ctx.error(f"unknown option '{tok}'")
+            opt = owner.options[tok]
+            args = need(opt.nargs) if opt.nargs else []
+            if tok == "--tcp-flags" and args[1][:1] in ("-", "!"):
+                raise ctx.error("--tcp-flags requires two arguments")
+            owner.option(tok, args, inv, ctx)
+            continue
+        if code == "cmd":
+            if inv:
+                raise ctx.error(f"unexpected '!' before {tok}")
+            if cmd is not None:
+                raise ctx.error(f"cannot use {tok} with -{cmd.cmd}")
+            cmd = Command(COMMANDS[tok])
+            if cmd.cmd in "AIDRNP" or (i < n and not tokens[i].startswith("-") and tokens[i] != "!"):
+                cmd.chain = need()[0]
+            if cmd.cmd in "IDR" and i < n and tokens[i].isdigit():
+                cmd.num = parse_uint(need()[0], ctx, "rule number", 1, 2**31 - 1)
+            elif cmd.cmd == "R":
+                raise ctx.error("-R needs a rule number")
+            if cmd.cmd == "P":
+                cmd.policy = need()[0]
+            ctx.chain = cmd.chain
+            continue
+        if code == "t":
+            raise ctx.error("the -t option cannot be used in iptables-restore input")
+        if code == "4":
+            continue
+        if code == "6":
+            return Command(cmd.cmd if cmd else "A", ignore=True)
+        if code == "s" or code == "d":
+            sp.once("-" + code)
+            addrs = [parse_cidr(a, ctx) for a in need()[0].split(",")]
+            if code == "s":
+                sp.srcs, r.inv_src = addrs, inv
+            else:
+                sp.dsts, r.inv_dst = addrs, inv
+            if inv and len(addrs) > 1:
+                raise ctx.error(f"'!' not allowed with multiple addresses in {tok}")
+        elif code == "p":
+            sp.once("-p")
+            r.proto, r.inv_proto = parse_proto(need()[0], ctx), inv
+            if r.proto == 0 and inv:
+                raise ctx.error("rule would never match protocol")
+        elif code == "i" or code == "o":
+            sp.once("-" + code)
+            name = need()[0]
+            ifname_check(name, ctx)
+            if code == "i":
+                r.iniface, r.inv_in = name, inv
+            else:
+                r.outiface, r.inv_out = name, inv
+        elif code == "f":
+            sp.once("-f")
+            r.frag, r.inv_frag = True, inv
+        elif code == "m":
+            if inv:
+                raise ctx.error("unexpected '!' before -m")
+            name = need()[0]
+            cls = MATCHES.get(name)
+            if cls is None:
+                raise ctx.error(f"unknown match '{name}'")
+            for k, m in enumerate(r.matches):
+                if m.ext_name == name:
+                    sp.completed.add(k)
+            r.matches.append(cls(name))
+        elif code == "j" or code == "g":
+            if inv:
+                raise ctx.error(f"unexpected '!' before {tok}")
+            sp.once("-j/-g")
+            name = need()[0]
+            r.jump = name
+            if code == "g":
+                if name in STANDARD or name in TARGETS:
+                    raise ctx.error(f"-g needs a user chain, not '{name}'")
+                r.kind = K_GOTO
+            elif name in STANDARD:
+                r.kind = STANDARD[name]
+            elif name in TARGETS:
+                r.kind, r.target = K_EXT, TARGETS[name](name)
+            else:
+                r.kind = K_JUMP
+        else:
+            a, b = need(2)
+            r.pkts = parse_uint(a, ctx, "packet counter", 0, 2**64 - 1)
+            r.bytes = parse_uint(b, ctx, "byte counter", 0, 2**64 - 1)
+        sp.seen.add("spec")
+    if invert:
+        raise ctx.error("'!' at the end of the line")
+    if cmd is None:
+        raise ctx.error("no command (-A, -I, -D, -R, -N, -X, -F, -P, -Z) on this line")
+    cmd.has_spec = "spec" in sp.seen
+    if cmd.cmd in "AIDR" and not (cmd.cmd == "D" and cmd.num is not None):
+        cmd.rules = _finish(sp, ctx)
+    elif cmd.has_spec:
+        raise ctx.error(f"rule options are not allowed with -{cmd.cmd}")
+    return cmd
+
+
+def _finish(sp: _Spec, ctx: ParseCtx) -> list[Rule]:
+    """Final checks of the extensions, then one rule per source x destination address."""
+    r = sp.rule
+    ctx.proto, ctx.proto_inv = r.proto, r.inv_proto
+    if r.iniface and ctx.chain in ("OUTPUT", "POSTROUTING"):
+        raise ctx.error(f"can't use -i with {ctx.chain}")
+    if r.outiface and ctx.chain in ("PREROUTING", "INPUT"):
+        raise ctx.error(f"can't use -o with {ctx.chain}")
+    for m in r.matches:
+        m.final_check(ctx)
+    if r.target is not None:
+        r.target.final_check(ctx)
+    combos = [(s, d) for s in sp.srcs or [(0, 0)] for d in sp.dsts or [(0, 0)]]
+    out: list[Rule] = []
+    for k, ((s, sm), (d, dm)) in enumerate(combos):
+        x = r if k == len(combos) - 1 else r.copy()
+        x.src, x.smsk, x.dst, x.dmsk = s, sm, d, dm
+        x.finish()
+        out.append(x)
+    return out
+

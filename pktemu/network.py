@@ -1,0 +1,166 @@
+"""Build an emulated network from the topology model (Mininet's net.py for pktemu).
+
+The model (`pktemu.topo`) is plain validated data; this is the one place that turns it into
+nodes, devices, veth pairs, bridges, routes, netfilter rulesets, sockets and applications, with
+a scenario's overrides (hairpin off, sysctls) applied first.
+"""
+from __future__ import annotations
+
+import copy
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from pktemu import topo
+from pktemu.apps import registry
+from pktemu.errors import PktemuError
+from pktemu.net.bridge import Bridge
+from pktemu.net.device import IfAddr, NetDevice
+from pktemu.net.frame import Frame, ip2int, mac2bytes
+from pktemu.net.node import Node
+from pktemu.net.route import Route
+from pktemu.net.tcp import TcpStack
+from pktemu.net.udp import UdpStack
+from pktemu.net.veth import Veth, connect
+from pktemu.netfilter.hooks import Netfilter
+from pktemu.netfilter.xtables import load_rules
+from pktemu.sim import Simulator
+
+
+@dataclass
+class Drop:
+    """One frame the emulated kernel freed instead of sending: when, where and why."""
+    t: int
+    node: str
+    where: str
+    reason: str
+    summary: str
+
+
+@dataclass
+class AppRun:
+    node: str
+    kind: str
+    result: dict[str, Any] = field(default_factory=dict)
+    done_at: int | None = None
+
+
+def apply_overrides(t: topo.Topology, scenario: topo.Scenario | None) -> topo.Topology:
+    """A copy of the topology with the scenario's overrides applied (hairpin, sysctls)."""
+    if scenario is None or not scenario.overrides:
+        return t
+    t = copy.deepcopy(t)
+    for ov in scenario.overrides:
+        node_name, _, ifname = ov.target.partition("/")
+        node = t.nodes[node_name]
+        if ifname:
+            for br in node.bridges.values():
+                for p in br.ports:
+                    if p.name == ifname and "hairpin" in ov.settings:
+                        p.hairpin = bool(ov.settings["hairpin"])
+        for k, v in ov.settings.get("sysctls", {}).items():
+            node.sysctls[k] = v
+    return t
+
+
+class Network:
+    """All namespaces of one run on one simulator."""
+
+    def __init__(self, t: topo.Topology, scenario: topo.Scenario | None = None,
+                 seed: int | None = None) -> None:
+        self.topology = apply_overrides(t, scenario)
+        self.sim = Simulator(t.seed if seed is None else seed)
+        self.nodes: dict[str, Node] = {}
+        self.drops: list[Drop] = []
+        self.apps: list[AppRun] = []
+        self._build()
+
+    # ------------------------------------------------------------------ build
+    def _build(self) -> None:
+        t = self.topology
+        for m in t.nodes.values():
+            self.nodes[m.name] = self._build_node(m)
+        for v in t.veths:
+            connect(self.device(v.a), self.device(v.b))  # type: ignore[arg-type]
+        for m in t.nodes.values():
+            node = self.nodes[m.name]
+            for r in m.routes:
+                node.add_route(self._route(node, m, r))
+
+    def _build_node(self, m: topo.Node) -> Node:
+        node = Node(self.sim, m.name, m.kind, dict(m.sysctls))
+        node.drop_sink = self._record_drop
+        for ifc in m.interfaces.values():
+            dev = Veth(node, ifc.name, mac2bytes(ifc.mac), ifc.mtu)
+            node.add_device(dev)
+            for a in ifc.addresses:
+                node.add_address(dev, _ifaddr(a))
+        for b in m.bridges.values():
+            br = Bridge(node, b.name, mac2bytes(b.mac), ageing_time=b.ageing_time)
+            node.add_device(br)
+            for a in b.addresses:
+                node.add_address(br, _ifaddr(a))
+            for p in b.ports:
+                br.add_port(node.devices[p.name], hairpin=p.hairpin)
+        if m.iptables:
+            node.nf = Netfilter(node, load_rules(_read(m.iptables), m.iptables))
+        node.tcp = TcpStack(node)
+        node.udp = UdpStack(node)
+        for app in m.apps:
+            self.start_app(node, app)
+        return node
+
+    def _route(self, node: Node, m: topo.Node, r: topo.Route) -> Route:
+        net = ipaddress.ip_network("0.0.0.0/0" if r.dst == "default" else r.dst, strict=False)
+        gw = ip2int(r.via) if r.via else None
+        dev = r.dev
+        if dev is None:
+            if gw is None:
+                raise PktemuError(f"{self.topology.path}: nodes.{m.name}.routes: route to {r.dst} "
+                                  "has neither via nor dev")
+            conn = node.routes.lookup(gw)
+            if conn is None or conn.gateway is not None:
+                raise PktemuError(f"{self.topology.path}: nodes.{m.name}.routes: gateway {r.via} "
+                                  f"is not on a connected network of node {m.name}")
+            dev = conn.dev
+        return Route(int(net.network_address), net.prefixlen, dev, gateway=gw,
+                     src=ip2int(r.src) if r.src else None, metric=r.metric)
+
+    def device(self, ref: str) -> NetDevice:
+        node, _, ifname = ref.partition("/")
+        return self.nodes[node].devices[ifname]
+
+    # ------------------------------------------------------------------ apps and drops
+    def start_app(self, node: Node, app: topo.App, on_done: Callable[[], None] | None = None) -> AppRun:
+        kind = registry.get(app.kind, f"{node.name}: app")
+        run = AppRun(node.name, app.kind)
+        self.apps.append(run)
+
+        def done() -> None:
+            if run.done_at is None:
+                run.done_at = self.sim.now
+                if on_done is not None:
+                    on_done()
+
+        kind.start(node, dict(app.params), run.result, done)
+        return run
+
+    def _record_drop(self, node: str, where: str, reason: str, frame: Frame) -> None:
+        self.drops.append(Drop(self.sim.now, node, where, reason, repr(frame)))
+
+    def captures(self) -> list[tuple[str, NetDevice]]:
+        """Every capture point `<node>-<ifname>`, in the topology's capture order."""
+        return [(name, self.device(ref)) for name, ref in self.topology.capture_points.items()]
+
+
+def _ifaddr(a: topo.Address) -> IfAddr:
+    iface = ipaddress.ip_interface(a.cidr)
+    return IfAddr(int(iface.ip), iface.network.prefixlen, ip2int(a.peer) if a.peer else None)
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise PktemuError(f"{path}: cannot read rules file: {e.strerror}") from None
