@@ -14,7 +14,9 @@ from pktemu.sim import MS, SECOND, US
 from test_tcp_fakenode import FakeNet, reject, tcp_summary
 from test_tcp_sequence import EXPECTED
 
-REF = "/work/shared/kernel-oracle/reference"
+import shared_paths
+
+REF = str(shared_paths.ORACLE_REF)
 NAME = "service-test.default.svc.cluster.local"
 
 

@@ -3,7 +3,6 @@ oracle's node1 results: the `conntrack -L` files byte for byte and the rule pack
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +15,9 @@ from pktemu.netfilter.hooks import Netfilter
 from pktemu.netfilter.xtables import load_rules, save_rules
 from pktemu.sim import MS, Simulator
 
-REF = Path("/work/shared/kernel-oracle/reference")
+import shared_paths
+
+REF = shared_paths.ORACLE_REF
 pytestmark = pytest.mark.skipif(not REF.is_dir(), reason="kernel oracle reference not present")
 
 CLIENT = "10.0.1.2"

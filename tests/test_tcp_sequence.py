@@ -12,7 +12,9 @@ from pktemu.net.tcp_conn import TcpConnection
 from pktemu.sim import MS, SECOND, US
 from test_tcp_fakenode import FakeNet, tcp_summary
 
-REF = "/work/shared/kernel-oracle/reference/summary.json"
+import shared_paths
+
+REF = str(shared_paths.ORACLE_REF / "summary.json")
 GET = (b"GET / HTTP/1.1\r\nHost: service-test\r\nUser-Agent: pktemu-client/1\r\nAccept: */*\r\n"
        b"Connection: close\r\n\r\n")
 BODY = b"hello from server-pod 10.0.2.2\n"
@@ -99,14 +101,14 @@ def test_options_are_linux_order_and_size() -> None:
     pkts = [p for _t, _w, p in net.packets(6)]
     syn, synack = pkts[0][TCP], pkts[1][TCP]
     assert [o[0] for o in syn.options] == ["MSS", "SAckOK", "Timestamp", "NOP", "WScale"]
-    assert dict((k, v) for k, v in syn.options if k in ("MSS", "WScale")) == {"MSS": 1460, "WScale": 7}
+    assert dict((k, v) for k, v in syn.options if k in ("MSS", "WScale")) == {"MSS": 1460, "WScale": 10}
     assert syn.dataofs == 10 and synack.dataofs == 10
     assert dict(syn.options)["Timestamp"][1] == 0
     assert [o[0] for o in synack.options] == ["MSS", "SAckOK", "Timestamp", "NOP", "WScale"]
     assert dict(synack.options)["Timestamp"][1] == dict(syn.options)["Timestamp"][0]
     assert (syn.window, synack.window) == (64240, 65160)
     assert raw_options(pkts[0]) == bytes.fromhex("020405b4 0402080a".replace(" ", "")) + \
-        raw_options(pkts[0])[8:16] + bytes.fromhex("01030307")
+        raw_options(pkts[0])[8:16] + bytes.fromhex("0103030a")
     for p in pkts[2:]:
         assert p[TCP].dataofs == 8
         assert [o[0] for o in p[TCP].options] == ["NOP", "NOP", "Timestamp"]

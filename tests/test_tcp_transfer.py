@@ -5,6 +5,7 @@ from scapy.layers.inet import IP, TCP
 
 from pktemu.net.frame import ip2int
 from pktemu.net.tcp_conn import TcpConnection
+from pktemu.net.tcp_const import WSCALE
 from pktemu.sim import MS, SECOND, US
 from test_tcp_fakenode import FakeNet
 
@@ -43,14 +44,14 @@ def test_bulk_transfer_is_segmented_windowed_and_intact() -> None:
     assert all(s == 1448 for s in sizes[:-1])
     assert [p for p in data if p[TCP].flags & 0x08] == data[-1:]       # PSH only at the end of the write
     assert str(data[-1][TCP].flags) in ("PA", "FPA")
-    # never more in flight than the client's window (63 << 7)
+    # never more in flight than the client's window (63 << WSCALE)
     acked = 0
     for _t, w, p in net.packets(6):
         t = p[TCP]
         if w == "client" and t.flags & 0x10:
             acked = max(acked, t.ack)
         elif w == "server" and len(t.payload):
-            assert t.seq + len(t.payload) - acked <= 63 << 7
+            assert t.seq + len(t.payload) - acked <= 63 << WSCALE
     acks = [p for _t, w, p in net.packets(6) if w == "client" and str(p[TCP].flags) == "A"]
     assert len(acks) < len(data)                          # every other segment once out of quickack
     c.close()

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from typing import Any
 
 import pytest
+from scapy.layers.l2 import ARP, Ether
 from test_xtables_fakes import FakeNf, FakeNode, state, table, tcp, udp
 
 from pktemu.errors import PktemuError
@@ -18,7 +18,9 @@ from pktemu.netfilter.core import (
 )
 from pktemu.netfilter.xtables import Run, Ruleset, load_rules, save_rules
 
-REF = Path("/work/shared/kernel-oracle/reference")
+import shared_paths
+
+REF = shared_paths.ORACLE_REF
 
 
 def test_jump_return_goto_and_policy() -> None:
@@ -241,3 +243,10 @@ def test_index_keeps_order_between_keyed_and_unkeyed_rules() -> None:
         g = tcp(dst="10.0.0.7")
         assert rs.traverse("filter", g, state(FORWARD, "a", "b")) == NF_ACCEPT
         assert g.mark == 0x7          # the unkeyed rule (#4) ran before #8 cleared it
+
+
+def test_non_ipv4_frames_pass_untouched() -> None:
+    rs = table("filter", ":INPUT DROP", "-A INPUT -j DROP")
+    arp = Frame(bytes(Ether() / ARP()))
+    assert rs.traverse("filter", arp, state(INPUT)) == NF_ACCEPT
+    assert rs.chain("filter", INPUT).rules[0].pkts == 0

@@ -220,3 +220,13 @@ def test_errors_name_file_and_line(text: str, line: int, message: str) -> None:
     assert "\n" not in msg
     assert msg.startswith(f"rules.iptables:{line}: "), msg
     assert message in msg, msg
+
+
+def test_failed_zero_leaves_live_counters() -> None:
+    rs = table("filter", "-A INPUT -j ACCEPT")
+    rs.traverse("filter", tcp(), state(INPUT))
+    with pytest.raises(PktemuError):
+        load_rules("*filter\n-Z\n-A NOPE -j DROP\nCOMMIT\n", "z", rs, noflush=True)
+    assert rs.chain("filter", INPUT).rules[0].pkts == 1
+    load_rules("*filter\n-Z INPUT\nCOMMIT\n", "z", rs, noflush=True)
+    assert rs.chain("filter", INPUT).rules[0].pkts == 0

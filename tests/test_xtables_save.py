@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from test_xtables_fakes import state, table, tcp
@@ -10,7 +9,9 @@ from test_xtables_fakes import state, table, tcp
 from pktemu.netfilter.core import FORWARD
 from pktemu.netfilter.xtables import Ruleset, load_rules, save_rules
 
-REF = Path("/work/shared/kernel-oracle/reference")
+import shared_paths
+
+REF = shared_paths.ORACLE_REF
 RULES = REF / "rules" / "kube-proxy-rules.iptables"
 SAVED = REF / "s1-clusterip" / "iptables-save-node1.txt"
 

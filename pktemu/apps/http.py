@@ -248,7 +248,7 @@ class HttpClient:
             self.result["dns"] = {"id": msg.id, "rcode": msg.rcode, "answers": answers,
                                   "peer": f"{int2ip(saddr)}:{sport}",
                                   "rtt_ms": round((self.sim.now - self.t0) / 1e6, 3)}
-            if answers:
+            if answers and target is None:      # an explicit `target` wins over the answer
                 target = answers[0]["a"]
         self._after_dns(target)
 

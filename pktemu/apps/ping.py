@@ -16,6 +16,12 @@ _FIELDS = {"target", "count", "interval", "id", "size", "timeout"}
 
 
 def validate(params: dict[str, Any], where: str) -> dict[str, Any]:
+    """Check every field; returns the params unchanged so that validating twice is harmless."""
+    _config(params, where)
+    return dict(params)
+
+
+def _config(params: dict[str, Any], where: str) -> dict[str, Any]:
     unknown = set(params) - _FIELDS
     if unknown:
         raise PktemuError(f"{where}: unknown field {sorted(unknown)[0]!r} for app ping")
@@ -26,10 +32,10 @@ def validate(params: dict[str, Any], where: str) -> dict[str, Any]:
         ip2int(str(params["target"]))
     except OSError:
         raise PktemuError(f"{where}.target: not an IPv4 address: {params['target']!r}") from None
-    for key, default in (("count", 1), ("id", 0x5045), ("size", 56)):
+    for key, default, top in (("count", 1, 10**9), ("id", 0x5045, 0xFFFF), ("size", 56, 65507)):
         v = params.get(key, default)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0 or v > 65535:
-            raise PktemuError(f"{where}.{key}: expected an integer 0-65535, got {v!r}")
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0 or v > top:
+            raise PktemuError(f"{where}.{key}: expected an integer 0-{top}, got {v!r}")
         out[key] = v
     out["interval"] = parse_duration(params.get("interval", "1s"), f"{where}.interval")
     out["timeout"] = parse_duration(params.get("timeout", "1s"), f"{where}.timeout")
@@ -37,7 +43,7 @@ def validate(params: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def start(node: "Node", params: dict[str, Any], result: dict[str, Any], done: Callable[[], None]) -> None:
-    p = validate(params, f"{node.name}: ping")
+    p = _config(params, f"{node.name}: ping")
     daddr = ip2int(p["target"])
     ident, count = p["id"], p["count"]
     sent: dict[int, int] = {}
@@ -63,9 +69,9 @@ def start(node: "Node", params: dict[str, Any], result: dict[str, Any], done: Ca
         if saddr is None:
             result["errors"].append({"error": "ENETUNREACH"})
         else:
-            body = bytearray(struct.pack("!BBHHH", 8, 0, 0, ident, seq) + payload)
+            body = bytearray(struct.pack("!BBHHH", 8, 0, 0, ident, seq & 0xFFFF) + payload)
             struct.pack_into("!H", body, 2, checksum(body))
-            sent[seq] = node.sim.now
+            sent[seq & 0xFFFF] = node.sim.now
             result["transmitted"] += 1
             node.ip_send(saddr, daddr, 1, bytes(body), df=True)
         if seq < count:

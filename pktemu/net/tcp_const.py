@@ -16,7 +16,7 @@ TIME_WAIT = "TIME_WAIT"
 
 ADVMSS = 1460                  # MTU 1500 - 40
 MSS_DEFAULT = 536              # TCP_MSS_DEFAULT: peer sent no MSS option
-WSCALE = 7
+WSCALE = 10                    # what the kernel reference advertised (tcp_rmem max 6 MB)
 RAW_WINDOW_ACTIVE = 63         # window field after the handshake, as the kernel showed it
 RAW_WINDOW_PASSIVE = 64
 RTO_INIT = 1 * SECOND          # TCP_TIMEOUT_INIT

@@ -213,6 +213,7 @@ class _Loader:
     def cmd_Z(self, t: Table, cmd: Command, where: str) -> None:
         for c in [self._chain(t, cmd.chain, where)] if cmd.chain else list(t.chains.values()):
             c.pkts = c.bytes = 0
+            c.rules = [r.copy() for r in c.rules]       # the live rules keep theirs until COMMIT
             for r in c.rules:
                 r.pkts = r.bytes = 0
 

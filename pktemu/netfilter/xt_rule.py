@@ -51,8 +51,8 @@ class Rule:
         self.jump_chain: Any = None
 
     def copy(self) -> "Rule":
-        """A second rule with the same spec (extension objects are shared: they are read-only
-        except for statistic/recent state, which iptables also keeps per rule blob)."""
+        """The same rule as a new object (its counters can then change independently); the
+        extension objects are shared."""
         r = Rule(self.where)
         for name in self.__slots__:
             setattr(r, name, getattr(self, name))

@@ -226,6 +226,8 @@ class Ruleset:
         base = t.chains.get(state.hook)
         if base is None:
             raise PktemuError(f"table {table} has no chain {state.hook}")
+        if not frame.is_ipv4:
+            return NF_ACCEPT
         p = Pkt(frame)
         daddr = p.daddr
         trace = state.trace

@@ -1,0 +1,54 @@
+"""Shared fixtures: runs of the shipped topologies through the real CLI, summarised by the oracle tool."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import shared_paths  # noqa: E402
+
+SUMMARY_TOOL = shared_paths.ORACLE / "oracle_summary.py"
+
+
+def pktemu(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the `pktemu` command as a user would (a subprocess of this Python)."""
+    p = subprocess.run([sys.executable, "-m", "pktemu.cli", *args], capture_output=True, text=True,
+                       timeout=timeout, cwd=shared_paths.ROOT)
+    if check and p.returncode != 0:
+        raise AssertionError(f"pktemu {' '.join(args)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def summarize(out: Path) -> dict[str, Any]:
+    """oracle_summary.py summarize OUT: the kernel oracle's own reading of our pcaps and state files."""
+    subprocess.run([sys.executable, str(SUMMARY_TOOL), "summarize", str(out)], check=True,
+                   capture_output=True, timeout=300)
+    return json.loads((out / "summary.json").read_text())
+
+
+def compare(a: Path, b: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SUMMARY_TOOL), "compare", str(a), str(b), *extra],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def service_test_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """All four scenarios of topologies/service-test.yaml, run once for the session and summarised."""
+    out = tmp_path_factory.mktemp("service-test")
+    pktemu("run", "topologies/service-test.yaml", "--out", str(out), "-q")
+    summarize(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def pod_to_pod_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pod-to-pod")
+    pktemu("run", "topologies/pod-to-pod.yaml", "--scenario", "direct", "--out", str(out), "-q")
+    summarize(out)
+    return out
