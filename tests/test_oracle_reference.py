@@ -61,3 +61,30 @@ def test_client_results_are_the_kernels(service_test_run: Path) -> None:
             assert ours["http"].get(key) == ref["http"].get(key), (sc, key)
         if ref["dns"]:
             assert ours["dns"]["answers"] == ref["dns"]["answers"]
+
+
+def test_br_netfilter_off_routes_the_hairpin(tmp_path: Path) -> None:
+    """The oracle README's ORACLE_BRNF=0 variant: no bridge detour, so the hairpin is routed."""
+    import yaml
+
+    from conftest import pktemu, summarize
+
+    base = shared_paths.ROOT / "topologies" / "service-test.yaml"
+    scenarios = yaml.safe_load(base.read_text())["scenarios"]
+    for sc in scenarios.values():
+        sc.setdefault("overrides", [])
+        sc["overrides"] += [{"node": n, "sysctls": {"net.bridge.bridge-nf-call-iptables": 0}}
+                            for n in ("node1", "node2")]
+    topo = tmp_path / "brnf0.yaml"
+    topo.write_text(yaml.safe_dump({"extends": str(base), "name": "brnf0", "scenarios": scenarios}))
+    pktemu("run", str(topo), "--out", str(tmp_path), "-q")
+    s = summarize(tmp_path)["scenarios"]
+    cbr0 = [p for p in s["s1-clusterip"]["interfaces"]["node1-cbr0"]["packets"] if p["proto"] == "TCP"]
+    assert {p["dst"] for p in cbr0 if p["src"].startswith("10.0.1.2")} == {"10.3.241.152:80"}
+    hairpinned = [p for p in s["s3-hairpin"]["interfaces"]["client-eth0"]["packets"]
+                  if p["proto"] == "TCP" and p["dst"] == "10.0.1.2:8080"]
+    assert hairpinned and all(p["ttl"] == 63 and p["src_mac"] == "0a:58:0a:00:01:01" for p in hairpinned)
+    assert s["s3-hairpin"]["interfaces"]["node1-cbr0"]["count"] == 22
+    assert s["s3b-hairpin-off"]["interfaces"]["node1-cbr0"]["count"] == 22
+    result = json.loads((tmp_path / "s3b-hairpin-off" / "client-result.json").read_text())
+    assert result["http"]["status_line"] == "HTTP/1.1 200 OK"
