@@ -59,8 +59,8 @@ def run_scenario(t: topo.Topology, name: str, out_root: str, seed: int | None = 
         counts = {name: tap.count for name, tap in caps.taps.items()}
         caps.close()
         caps = None
-        _write_state(tmp, net, sc, captured, runs)
-        _replace_dir(tmp, final)
+        write_state(tmp, net, sc, captured, runs)
+        replace_dir(tmp, final)
     except BaseException:
         if caps is not None:
             caps.abort()
@@ -106,7 +106,7 @@ def _stop(net: Network) -> None:
     net.sim.stopped = True
 
 
-def _write_state(tmp: str, net: Network, sc: topo.Scenario, captured: list[Any], runs: list[Any]) -> None:
+def write_state(tmp: str, net: Network, sc: topo.Scenario, captured: list[Any], runs: list[Any]) -> None:
     with open(os.path.join(tmp, "captures.tsv"), "w") as f:
         for name, dev in captured:
             f.write(f"{name}\t{dev.node.name}\t{dev.name}\tpcap/{name}.pcap\n")
@@ -132,7 +132,7 @@ def _write_json(path: str, obj: Any) -> None:
         f.write("\n")
 
 
-def _replace_dir(tmp: str, final: str) -> None:
+def replace_dir(tmp: str, final: str) -> None:
     """Swap the finished temporary directory into place (rename is atomic on one filesystem)."""
     old = None
     if os.path.exists(final):
