@@ -68,6 +68,51 @@ class AtomicFile:
             self.abort()
 
 
+class BufferedAtomicWriter:
+    """Records packed into one bytearray and handed to an AtomicFile in large chunks.
+
+    The capture writers share this: a record costs a few appends, and the file appears at
+    `path` only when `close()` succeeds (`abort()`, or an exception in a `with` block, drops it).
+    """
+
+    __slots__ = ("_buf", "_closed", "_file", "count", "path")
+    FLUSH_AT = 1 << 20
+
+    def __init__(self, path: str, header: bytes) -> None:
+        self.path = path
+        self.count = 0
+        self._closed = False
+        self._file = AtomicFile(path)
+        self._buf = bytearray(header)
+
+    def _flush(self) -> None:
+        self._file.write(self._buf)
+        self._buf.clear()
+
+    def close(self) -> None:
+        """Write the rest and rename into place; closing twice is harmless."""
+        if not self._closed:
+            self._closed = True
+            self._flush()
+            self._file.commit()
+
+    def abort(self) -> None:
+        """Discard everything: nothing appears at `path`."""
+        self._closed = True
+        self._buf.clear()
+        self._file.abort()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if et is None:
+            self.close()
+        else:
+            self.abort()
+
+
 def write_bytes_atomic(path: str, data: bytes | bytearray) -> None:
     with AtomicFile(path) as f:
         f.write(data)

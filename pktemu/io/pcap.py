@@ -7,38 +7,31 @@ does not dominate a run.
 from __future__ import annotations
 
 import struct
-from types import TracebackType
-from typing import Self
 
-from pktemu.io.atomic import AtomicFile
+from pktemu.io.atomic import BufferedAtomicWriter
 
 MAGIC_NS = 0xA1B23C4D
 MAGIC_US = 0xA1B2C3D4
 LINKTYPE_ETHERNET = 1
 DEFAULT_SNAPLEN = 262144
-FLUSH_AT = 1 << 20
 
 _FILE_HEADER = struct.Struct("<IHHiIII")
 _RECORD = struct.Struct("<IIII")
 
 
-class PcapWriter:
+class PcapWriter(BufferedAtomicWriter):
     """`write(ts_ns, data)` records; the file appears at `path` only when `close()` succeeds."""
 
-    __slots__ = ("_buf", "_closed", "_div", "_file", "count", "path", "snaplen")
+    __slots__ = ("_div", "snaplen")
 
     def __init__(self, path: str, linktype: int = LINKTYPE_ETHERNET, snaplen: int = DEFAULT_SNAPLEN,
                  nanosecond: bool = True) -> None:
         if not 0 < snaplen <= 0xFFFFFFFF:
             raise ValueError(f"{path}: snaplen {snaplen} out of range")
-        self.path = path
         self.snaplen = snaplen
-        self.count = 0
         self._div = 1 if nanosecond else 1000
-        self._closed = False
-        self._file = AtomicFile(path)
-        self._buf = bytearray(_FILE_HEADER.pack(MAGIC_NS if nanosecond else MAGIC_US, 2, 4, 0, 0,
-                                                snaplen, linktype))
+        super().__init__(path, _FILE_HEADER.pack(MAGIC_NS if nanosecond else MAGIC_US, 2, 4, 0, 0,
+                                                 snaplen, linktype))
 
     def write(self, ts_ns: int, data: bytes | bytearray) -> None:
         """One frame at `ts_ns` nanoseconds since the Unix epoch; longer than snaplen is truncated."""
@@ -54,32 +47,5 @@ class PcapWriter:
             raise ValueError(f"{self.path}: timestamp {ts_ns} ns does not fit a pcap record") from None
         buf += data if cap == n else data[:cap]
         self.count += 1
-        if len(buf) >= FLUSH_AT:
+        if len(buf) >= self.FLUSH_AT:
             self._flush()
-
-    def _flush(self) -> None:
-        self._file.write(self._buf)
-        self._buf.clear()
-
-    def close(self) -> None:
-        """Write the rest and rename into place; closing twice is harmless."""
-        if not self._closed:
-            self._closed = True
-            self._flush()
-            self._file.commit()
-
-    def abort(self) -> None:
-        """Discard the capture: nothing appears at `path`."""
-        self._closed = True
-        self._buf.clear()
-        self._file.abort()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if et is None:
-            self.close()
-        else:
-            self.abort()

@@ -7,11 +7,9 @@ Interface Description Block is written before the first packet.
 from __future__ import annotations
 
 import struct
-from types import TracebackType
-from typing import Self
 
-from pktemu.io.atomic import AtomicFile
-from pktemu.io.pcap import DEFAULT_SNAPLEN, FLUSH_AT, LINKTYPE_ETHERNET
+from pktemu.io.atomic import BufferedAtomicWriter
+from pktemu.io.pcap import DEFAULT_SNAPLEN, LINKTYPE_ETHERNET
 
 SHB, IDB, EPB = 0x0A0D0D0A, 0x00000001, 0x00000006
 OPT_ENDOFOPT, OPT_COMMENT = 0, 1
@@ -41,19 +39,15 @@ def _block(btype: int, body: bytes) -> bytes:
     return _BLOCK_HEAD.pack(btype, total) + body + _U32.pack(total)
 
 
-class PcapngWriter:
+class PcapngWriter(BufferedAtomicWriter):
     """`add_interface()` every capture point, then `write(iface_id, ts_ns, data, comment)` packets."""
 
-    __slots__ = ("_buf", "_closed", "_file", "_snaplens", "count", "path")
+    __slots__ = ("_snaplens",)
 
     def __init__(self, path: str, application: str = "pktemu") -> None:
-        self.path = path
-        self.count = 0
         self._snaplens: list[int] = []
-        self._closed = False
-        self._file = AtomicFile(path)
         body = _SHB_BODY.pack(0x1A2B3C4D, 1, 0, -1) + _option(SHB_USERAPPL, application.encode()) + _END
-        self._buf = bytearray(_block(SHB, body))
+        super().__init__(path, _block(SHB, body))
 
     def add_interface(self, name: str, linktype: int = LINKTYPE_ETHERNET, snaplen: int = DEFAULT_SNAPLEN,
                       description: str | None = None) -> int:
@@ -91,33 +85,5 @@ class PcapngWriter:
         buf += opts
         buf += _U32.pack(total)
         self.count += 1
-        if len(buf) >= FLUSH_AT:
+        if len(buf) >= self.FLUSH_AT:
             self._flush()
-
-    def _flush(self) -> None:
-        self._file.write(self._buf)
-        self._buf.clear()
-
-    def close(self) -> None:
-        """Write the rest and rename into place; closing twice is harmless."""
-        if not self._closed:
-            self._closed = True
-            self._flush()
-            self._file.commit()
-
-    def abort(self) -> None:
-        """Discard the capture: nothing appears at `path`."""
-        self._closed = True
-        self._buf.clear()
-        self._file.abort()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if et is None:
-            self.close()
-        else:
-            self.abort()
-
