@@ -56,7 +56,7 @@ def test_unresolved_neighbour_three_probes_then_host_unreachable(lan: Path) -> N
     h1 = frames(lan, "no-neighbour", "h1-eth0")
     probes = [p for p in h1 if p.haslayer(ARP) and p[ARP].pdst == "10.9.0.99"]
     assert len(probes) == 3
-    gaps = [round(float(b.time - a.time), 6) for a, b in zip(probes, probes[1:])]
+    gaps = [round(float(b.time - a.time), 6) for a, b in zip(probes, probes[1:], strict=False)]
     assert gaps == [1.0, 1.0]
     r_probes = [p for p in frames(lan, "no-neighbour", "r-eth1") if p.haslayer(ARP)]
     assert len(r_probes) == 3 and all(p[ARP].pdst == "10.8.0.99" for p in r_probes)
