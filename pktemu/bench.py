@@ -15,7 +15,7 @@ import argparse
 import os
 import tempfile
 import time
-from typing import Any, Callable
+from typing import Callable
 
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
@@ -71,8 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     base = _best(scapy_dissection_us, a.repeat)
     hop_runs = [hop_us() for _ in range(a.repeat)]
     hop, hops = min(hop_runs)
-    rules: dict[int, dict[str, Any]] = {n: min((bench_kube_services(n, 5000) for _ in range(a.repeat)),
-                                            key=lambda r: r["hit_us"]) for n in (100, 10_000)}
+    rules: dict[int, dict[str, float]] = {100: {}, 10_000: {}}
+    for _ in range(max(a.repeat, 5)):            # interleaved, best of each: noise hits both sides
+        for n, best in rules.items():
+            for kind, us in bench_kube_services(n, 5000).items():
+                best[kind] = min(us, best.get(kind, us))
     print(f"baseline: one Scapy dissection of an Ether/IP/TCP frame = {base:.1f} us")
     print(f"emulated hop (pcap + pcapng writing included), {hops} hops: {hop:.1f} us "
           f"= {hop / base:.3f} x one Scapy dissection")
