@@ -14,6 +14,7 @@ from typing import Any, Callable
 from pktemu import topo
 from pktemu.apps import registry
 from pktemu.errors import PktemuError
+from pktemu.k8s.cluster import Cluster
 from pktemu.net.bridge import Bridge
 from pktemu.net.device import IfAddr, NetDevice
 from pktemu.net.frame import Frame, ip2int, mac2bytes
@@ -73,7 +74,14 @@ class Network:
         self.nodes: dict[str, Node] = {}
         self.drops: list[Drop] = []
         self.apps: list[AppRun] = []
+        #: the Kubernetes side (API server, controllers, kube-proxies) when the topology has one
+        self.cluster: Cluster | None = None
         self._build()
+        if self.topology.kubernetes is not None:
+            self.cluster = Cluster(self.sim, self.topology, self.nodes)
+            self.cluster.start()
+            if scenario is not None:
+                self.cluster.schedule(scenario.timeline)
 
     # ------------------------------------------------------------------ build
     def _build(self) -> None:
@@ -90,6 +98,7 @@ class Network:
     def _build_node(self, m: topo.Node) -> Node:
         node = Node(self.sim, m.name, m.kind, dict(m.sysctls))
         node.drop_sink = self._record_drop
+        node.resolv = dict(m.resolv)    # resolv.conf, read by the pod's stub resolver (apps.resolver)
         for ifc in m.interfaces.values():
             dev = Veth(node, ifc.name, mac2bytes(ifc.mac), ifc.mtu)
             node.add_device(dev)

@@ -95,13 +95,49 @@ class Override:
 
 
 @dataclass
+class TimelineEntry:
+    """A change to the cluster at `at` ns into the scenario: `action` names a registered timeline
+    action (pktemu.k8s.timeline), `args` its checked arguments, `where` the file/path for messages."""
+    at: int
+    action: str
+    args: dict[str, Any] = field(default_factory=dict)
+    where: str = ""
+
+
+@dataclass
 class Scenario:
     name: str
     description: str = ""
     traffic: list[Traffic] = field(default_factory=list)
     overrides: list[Override] = field(default_factory=list)
+    timeline: list[TimelineEntry] = field(default_factory=list)
     duration: int = 5_000_000_000  # ns of virtual time the scenario runs after its last start
     settle: int = 1_000_000_000    # ns captured after the clients finish (the oracle's ORACLE_SETTLE)
+
+
+@dataclass
+class KubeProxy:
+    """One node's kube-proxy: `iptables` (v1.28+ layout) or `userspace` (pre-1.2, relays on `port`)."""
+    mode: str = "iptables"
+    port: int = 10400                  # userspace: the first proxy port (one per service port)
+    variant: str = "upstream"          # upstream | kernel-oracle (the oracle's rules, see README)
+    random_fully: bool | None = None   # None: the variant's default
+    localhost_nodeports: bool = True
+    masquerade_all: bool = False
+    min_sync_period: int = 1_000_000_000
+    udp_idle_timeout: int = 250_000_000
+
+
+@dataclass
+class Kubernetes:
+    """The `kubernetes:` section: cluster settings, API objects from manifests, kube-proxy per node."""
+    service_cidr: str = "10.3.240.0/20"
+    cluster_cidr: str | None = "10.0.0.0/16"
+    cluster_domain: str = "cluster.local"
+    pod_cidrs: dict[str, str] = field(default_factory=dict)       # node -> --pod-cidr
+    objects: list[Any] = field(default_factory=list)              # parsed pktemu.k8s.objects, in file order
+    kube_proxy: dict[str, KubeProxy] = field(default_factory=dict)
+    watch_latency: int = 10_000_000     # ns from an API change to a watcher seeing it
 
 
 @dataclass
@@ -115,3 +151,4 @@ class Topology:
     capture_order: list[str] = field(default_factory=list)  # "<node>-<ifname>" names, in path order
     capture_points: dict[str, str] = field(default_factory=dict)  # capture name -> "node/ifname", same order
     description: str = ""
+    kubernetes: Kubernetes | None = None

@@ -188,7 +188,7 @@ def test_client_request_bytes_are_oracle_length() -> None:
 @pytest.mark.parametrize("kind,params,field", [
     ("http-client", {"target": "10.0.0.1", "bogus": 1}, "bogus"),
     ("http-client", {"port": 80}, ""),
-    ("http-client", {"name": NAME}, "dns_server"),
+    ("http-client", {"name": NAME, "dns_id": 7}, "dns_id"),
     ("http-client", {"name": NAME, "dns_server": "10.3.240"}, "dns_server"),
     ("http-client", {"target": "10.0.0.256"}, "target"),
     ("http-client", {"target": "10.0.0.1", "port": 0}, "port"),

@@ -35,7 +35,7 @@ def _set(fn: Callable[[Doc], Any]) -> Callable[[Doc], Doc]:
 
 CASES: list[tuple[str, Callable[[Doc], Doc], str]] = [
     ("unknown top key", _set(lambda d: d.update(nodez={})),
-     "t.yaml: top level.nodez: unknown key (expected one of: captures, description, extends, name, nodes,"),
+     "t.yaml: top level.nodez: unknown key (expected one of: captures, description, extends, kubernetes,"),
     ("unknown interface key", _set(lambda d: n1(d)["interfaces"]["eth0"].update(macc="x")),
      "t.yaml: nodes.n1.interfaces.eth0.macc: unknown key (expected one of: addresses, mac, mtu)"),
     ("short MAC", _set(lambda d: n1(d)["interfaces"]["eth0"].update(mac="02:00")),

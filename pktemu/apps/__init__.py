@@ -1,2 +1,3 @@
 """Pod applications. Importing this package registers the built-in app kinds."""
-from pktemu.apps import dns, http, ping  # noqa: F401  (each module registers its kinds on import)
+# each module registers its kinds on import
+from pktemu.apps import cluster_dns, dns, http, http_load, ping  # noqa: F401

@@ -1,18 +1,20 @@
 """`http-server` and `http-client`: the oracle's pod programs (oracle_apps.py) on emulated sockets.
 
 The server reads a request up to the blank line, answers headers and body in ONE write, then
-closes first. The client optionally resolves a name (one A query, RD=1, fixed source port and id),
-connects from a fixed port, sends one GET with `Connection: close`, reads to EOF and closes,
-filling `result` like the oracle's client-result.json. The think times (`response_delay`,
-`close_delay`, `request_delay`) default to what the kernel run showed, because they decide
-packet order: the server's FIN must leave after the client's ACK of the answer came back.
+closes first. The client optionally resolves a name: with `dns_server`, as the oracle's client
+does (one A query, RD=1, fixed source port and id); without it, through the pod's resolv.conf
+and search list as glibc does (pktemu.apps.resolver). It then connects from a fixed port, sends
+one GET with `Connection: close`, reads to EOF and closes, filling `result` like the oracle's
+client-result.json. The think times (`response_delay`, `close_delay`, `request_delay`) default
+to what the kernel run showed, because they decide packet order: the server's FIN must leave
+after the client's ACK of the answer came back.
 """
 from __future__ import annotations
 
 import socket
 from typing import TYPE_CHECKING, Any, Callable
 
-from pktemu.apps import dnswire
+from pktemu.apps import dnswire, resolver
 from pktemu.apps.registry import AppKind, register
 from pktemu.errors import PktemuError
 from pktemu.net.frame import int2ip, ip2int
@@ -127,10 +129,11 @@ def start_server(node: "Node", params: dict[str, Any], result: dict[str, Any],
 
 # ---------------------------------------------------------------------------- http-client
 _CLIENT_FIELDS = {"name", "dns_server", "dns_port", "dns_sport", "dns_id", "dns_timeout", "target", "port",
-                  "sport", "host", "connect_timeout", "read_timeout", "request_delay"}
+                  "sport", "host", "connect_timeout", "read_timeout", "request_delay",
+                  *resolver.OPTION_DEFAULTS}
 _CLIENT_DEFAULTS: dict[str, Any] = {"dns_port": 53, "dns_sport": 0, "dns_timeout": "3s", "port": 80,
                                     "sport": 0, "connect_timeout": "3s", "read_timeout": "3s",
-                                    "request_delay": "55us"}
+                                    "request_delay": "55us", **resolver.OPTION_DEFAULTS}
 
 
 def _client_config(params: dict[str, Any], where: str) -> dict[str, Any]:
@@ -144,8 +147,10 @@ def _client_config(params: dict[str, Any], where: str) -> dict[str, Any]:
         except dnswire.DnsFormatError as e:
             raise PktemuError(f"{where}.name: {e}") from None
         cfg["name"] = name
-        if p.get("dns_server") is None:
-            raise PktemuError(f"{where}.dns_server: missing (needed to resolve name {name!r})")
+        if p.get("dns_server") is None:       # glibc's resolver picks ids and ports at random
+            for key in ("dns_id", "dns_sport"):
+                if p.get(key):
+                    raise PktemuError(f"{where}.{key}: only with dns_server (the pod's resolver picks it)")
     elif p.get("target") is None:
         raise PktemuError(f"{where}: needs `name` (to resolve) or `target` (an IPv4 address)")
     if p.get("dns_server") is not None:
@@ -167,6 +172,7 @@ def _client_config(params: dict[str, Any], where: str) -> dict[str, Any]:
         cfg[key] = check_port(p[key], f"{where}.{key}", zero_ok=True)
     for key in ("dns_timeout", "connect_timeout", "read_timeout", "request_delay"):
         cfg[key] = parse_duration(p[key], f"{where}.{key}")
+    cfg["resolv"], cfg["aaaa"] = resolver.options_from_params(p, where)
     host = p.get("host")
     if host is None:
         host = cfg["name"].split(".")[0] if cfg["name"] else cfg["target"]
@@ -210,7 +216,10 @@ class HttpClient:
         result["http"] = None
 
     def start(self) -> None:
-        if self.cfg["name"]:
+        if self.cfg["name"] and self.cfg["dns_server"] is None:
+            res = resolver.Resolver(self.node, resolver.conf_for(self.node, self.cfg["resolv"]))
+            res.lookup(self.cfg["name"], self._looked_up, aaaa=self.cfg["aaaa"])
+        elif self.cfg["name"]:
             self._resolve()
         else:
             self._after_dns(self.cfg["target"])
@@ -251,6 +260,11 @@ class HttpClient:
             if answers and target is None:      # an explicit `target` wins over the answer
                 target = answers[0]["a"]
         self._after_dns(target)
+
+    def _looked_up(self, lookup: "resolver.Lookup") -> None:
+        self.result["dns"] = lookup.summary()
+        addresses = lookup.addresses
+        self._after_dns(self.cfg["target"] or (addresses[0] if addresses else None))
 
     def _dns_timeout(self) -> None:
         self._timer = None

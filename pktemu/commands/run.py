@@ -60,7 +60,9 @@ def report(out: Console, res: ScenarioOutcome) -> None:
         table.add_row(name, str(n))
     out.print(table)
     if res.drops:
-        by_reason = Counter(f"{d.node} {d.where}: {d.reason}" for d in res.drops)
+        # a netfilter drop's reason ends with the rule's save text (see drops.txt): count by rule name
+        by_reason = Counter(f"{d.node} {d.where}: {d.reason.split(': -A ', 1)[0].split(': -P ', 1)[0]}"
+                            for d in res.drops)
         out.print(f"  {len(res.drops)} frames dropped (drops.txt):")
         for reason, n in sorted(by_reason.items()):
             out.print(f"    {n:6d}  {reason}")

@@ -1,14 +1,15 @@
 """Capture points: what `tcpdump -p -i IF` would write on every interface, plus one merged pcapng.
 
 Each frame is recorded as it is at that moment (a copy of its bytes), with the notes the kernel
-path left on it since its previous capture as the pcapng comment, so Wireshark shows why the
-frame looks the way it does at this point.
+path left on it since its previous capture as the pcapng comment (`pktemu.explain.comment`), so
+Wireshark shows why the frame looks the way it does at this point.
 """
 from __future__ import annotations
 
 import os
 from typing import TYPE_CHECKING
 
+from pktemu.explain.comment import frame_comment
 from pktemu.io.pcap import PcapWriter
 from pktemu.io.pcapng import PcapngWriter
 from pktemu.sim import EPOCH_NS
@@ -34,8 +35,9 @@ class CaptureTap:
         data = bytes(frame.data)
         ts = EPOCH_NS + ts_ns
         notes = frame.notes
-        comment = f"{direction}: " + "; ".join(notes) if notes else None
+        comment = None
         if notes:
+            comment = frame_comment(direction, notes, frame, ts_ns)
             frame.notes = []
         self.pcap.write(ts, data)
         self.merged.write(self.iface, ts, data, comment)

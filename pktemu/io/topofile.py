@@ -16,11 +16,13 @@ import yaml
 from pktemu.errors import PktemuError
 from pktemu.io.topofile_check import check_topology
 from pktemu.io.topofile_fields import Src, integer, mapping, name, seq, string
+from pktemu.io.topofile_k8s import parse_kubernetes, parse_timeline, split_timeline
 from pktemu.io.topofile_nodes import Built, finish_sysctls, parse_node, parse_pod
 from pktemu.io.topofile_scenarios import parse_scenario
 from pktemu.topo import Topology, Veth
 
-TOP_KEYS = ("name", "description", "seed", "extends", "captures", "nodes", "veths", "pods", "scenarios")
+TOP_KEYS = ("name", "description", "seed", "extends", "captures", "nodes", "veths", "pods", "scenarios",
+            "kubernetes")
 
 _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
@@ -165,8 +167,12 @@ def load_topology(path: str) -> Topology:
     topo.capture_order = order
     topo.capture_points = {c: points[c] for c in order}
 
+    if v.get("kubernetes") is not None:
+        topo.kubernetes = parse_kubernetes(origin["kubernetes"], v["kubernetes"], topo)
     for sname, (src, sv) in doc.scenarios.items():
+        sv, timeline = split_timeline(sv)
         topo.scenarios[sname] = parse_scenario(src, f"scenarios.{sname}", sname, sv, topo.nodes)
+        topo.scenarios[sname].timeline = parse_timeline(src, f"scenarios.{sname}.timeline", timeline, topo)
     return topo
 
 

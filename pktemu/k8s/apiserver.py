@@ -31,6 +31,7 @@ class ApiServer:
         self.settings = settings or Settings()
         self._objects: dict[str, dict[str, Any]] = {}          # kind -> "ns/name" -> object
         self._watchers: dict[str, list[tuple[Watcher, int]]] = {}
+        self._created = 0
 
     # ------------------------------------------------------------------ reads
     def list(self, kind: str) -> list[Any]:
@@ -39,11 +40,21 @@ class ApiServer:
     def get(self, kind: str, key: str) -> Any | None:
         return self._objects.get(kind, {}).get(key)
 
+    def list_by_creation(self, kind: str) -> list[Any]:
+        """Objects in the order they were created (what a Go map walk would be, made deterministic)."""
+        return sorted(self._objects.get(kind, {}).values(), key=lambda o: o.meta.creation_seq)
+
     # ------------------------------------------------------------------ writes
     def apply(self, kind: str, obj: Any) -> None:
         """Create or replace (kubectl apply); watchers see ADDED or MODIFIED."""
         store = self._objects.setdefault(kind, {})
-        ev = MODIFIED if obj.meta.key in store else ADDED
+        old = store.get(obj.meta.key)
+        ev = MODIFIED if old is not None else ADDED
+        if old is not None:
+            obj.meta.creation_seq = old.meta.creation_seq
+        else:
+            self._created += 1
+            obj.meta.creation_seq = self._created
         store[obj.meta.key] = obj
         self._notify(ev, kind, obj)
 

@@ -15,6 +15,9 @@ class ObjectMeta:
     namespace: str = "default"
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
+    #: set by the API server on creation and kept on updates: the order objects were created in,
+    #: which kube-proxy uses where upstream iterates a Go map (so output is deterministic)
+    creation_seq: int = 0
 
     @property
     def key(self) -> str:
@@ -43,7 +46,9 @@ class Service:
     external_traffic_policy: str = "Cluster"   # Cluster | Local
     internal_traffic_policy: str = "Cluster"   # Cluster | Local
     external_ips: list[str] = field(default_factory=list)
-    load_balancer_ips: list[str] = field(default_factory=list)
+    load_balancer_ips: list[str] = field(default_factory=list)     # status.loadBalancer.ingress[].ip
+    load_balancer_source_ranges: list[str] = field(default_factory=list)
+    health_check_node_port: int | None = None
 
 
 @dataclass
@@ -93,6 +98,29 @@ class Pod:
     ports: list[ContainerPort] = field(default_factory=list)
     #: the topology pod (network namespace) this Pod object runs in, when they differ by name
     netns: str | None = None
+    terminating: bool = False             # metadata.deletionTimestamp is set
+    termination_grace_seconds: int = 30
+
+
+@dataclass
+class EndpointAddress:
+    ip: str
+    node_name: str | None = None
+    target_pod: str | None = None
+
+
+@dataclass
+class EndpointSubset:
+    addresses: list[EndpointAddress] = field(default_factory=list)
+    not_ready_addresses: list[EndpointAddress] = field(default_factory=list)
+    ports: list[EndpointPort] = field(default_factory=list)
+
+
+@dataclass
+class Endpoints:
+    """core/v1 Endpoints: mirrored into an EndpointSlice, as the mirroring controller does."""
+    meta: ObjectMeta
+    subsets: list[EndpointSubset] = field(default_factory=list)
 
 
 KINDS = ("Service", "EndpointSlice", "Endpoints", "Pod")

@@ -97,7 +97,7 @@ class Bridge(NetDevice):
         if dst[0] & 1:
             frame.note(f"br {self.name}: flood {bytes2mac(dst)} from {port.dev.name}")
             up = frame.copy()
-            self.flood(frame, port)
+            self.flood(frame, port, local_rcv=True)
             self.pass_up(up)
             return
         e = self.fdb_lookup(dst)
@@ -130,8 +130,13 @@ class Bridge(NetDevice):
             return
         out.dev.xmit(frame)
 
-    def flood(self, frame: Frame, in_port: BridgePort | None) -> None:
+    def flood(self, frame: Frame, in_port: BridgePort | None, local_rcv: bool = False) -> None:
+        """br_flood: a copy to every eligible port; with no port and no local copy it is freed."""
         targets = [p for p in self.ports.values() if self._should_deliver(p, in_port)]
+        if not targets:
+            if not local_rcv:
+                self.node.drop(frame, f"bridge {self.name}", "flood: no port to send to")
+            return
         for i, p in enumerate(targets):
             self.forward(p, frame if i == len(targets) - 1 else frame.copy(), in_port)
 
@@ -147,10 +152,12 @@ class Bridge(NetDevice):
             self.flood(frame, None)
             return
         e = self.fdb_lookup(dst)
-        if e is not None and e.port is not None:
-            self.forward(e.port, frame, None)
-        elif e is None:
+        if e is None:
             self.flood(frame, None)
+        elif e.port is not None:
+            self.forward(e.port, frame, None)
+        else:
+            self.node.drop(frame, f"bridge {self.name}", "sent to the bridge's own address")
 
     def show_fdb(self) -> list[str]:
         out = []

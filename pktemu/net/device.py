@@ -67,6 +67,7 @@ class NetDevice:
     def xmit(self, frame: Frame) -> None:
         """dev_queue_xmit: the taps see the frame as sent, then the driver takes it."""
         if not self.up:
+            self.node.drop(frame, f"dev {self.name}", "transmit on a device that is down")
             return
         for tap in self.taps:
             tap.record(self.node.sim.now, frame, "out")
@@ -78,6 +79,7 @@ class NetDevice:
     def receive(self, frame: Frame) -> None:
         """__netif_receive_skb: taps, then the rx handler (bridge port) or the node's stack."""
         if not self.up:
+            self.node.drop(frame, f"dev {self.name}", "received on a device that is down")
             return
         for tap in self.taps:
             tap.record(self.node.sim.now, frame, "in")

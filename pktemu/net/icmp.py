@@ -51,8 +51,10 @@ def icmp_rcv(node: "Node", frame: Frame) -> None:
     if itype == ICMP_ECHOREPLY:
         ident = int.from_bytes(frame.data[off + 4:off + 6], "big")
         cb = node.ping_sockets.get(ident)
-        if cb is not None:
-            cb(frame)
+        if cb is None:
+            node.drop(frame, "ping_rcv", f"no socket for echo reply id {ident}")
+            return
+        cb(frame)
         return
     if itype in _ERRORS:
         quoted = bytes(frame.data[off + 8:end])
@@ -68,8 +70,8 @@ def icmp_rcv(node: "Node", frame: Frame) -> None:
             handler[1](itype, code, quoted)
 
 
-def icmp_send(node: "Node", frame: Frame, itype: int, code: int) -> None:
-    """__icmp_send(): an error about `frame` back to its source."""
+def icmp_send(node: "Node", frame: Frame, itype: int, code: int, cause: str | None = None) -> None:
+    """__icmp_send(): an error about `frame` back to its source (`cause`: the note saying why)."""
     if not frame.is_ipv4:
         return
     data = frame.data
@@ -91,18 +93,20 @@ def icmp_send(node: "Node", frame: Frame, itype: int, code: int) -> None:
     struct.pack_into("!H", body, 2, checksum(body))
     tos = (data[ETH_HLEN + 1] & 0x1E) | 0xC0
     ipv4.ip_send(node, src, saddr_orig, IPPROTO_ICMP, bytes(body), df=False, ttl=64, tos=tos,
-                 note=f"icmp type {itype} code {code} about {frame!r}")
+                 note=f"icmp type {itype} code {code} about {frame!r}", cause=cause)
 
 
 def send_reject(node: "Node", frame: Frame, reject_with: str) -> None:
-    """The REJECT target's answer (nf_send_unreach / nf_send_reset)."""
+    """The REJECT target's answer (nf_send_unreach / nf_send_reset); the frame's last note, the
+    REJECT rule's, goes on the answer so its capture says which rule sent it."""
+    cause = frame.notes[-1] if frame.notes else None
     if reject_with == "tcp-reset":
-        _send_reset(node, frame)
+        _send_reset(node, frame, cause)
         return
-    icmp_send(node, frame, ICMP_DEST_UNREACH, REJECT_CODES.get(reject_with, 3))
+    icmp_send(node, frame, ICMP_DEST_UNREACH, REJECT_CODES.get(reject_with, 3), cause)
 
 
-def _send_reset(node: "Node", frame: Frame) -> None:
+def _send_reset(node: "Node", frame: Frame, cause: str | None) -> None:
     """nf_send_reset(): a RST answering a TCP segment, never a RST for a RST."""
     if frame.proto != IPPROTO_TCP or not frame.has_ports:
         return
@@ -122,4 +126,5 @@ def _send_reset(node: "Node", frame: Frame) -> None:
     tcp = bytearray(struct.pack("!HHIIBBHHH", frame.dport, frame.sport, seq, ack, 5 << 4, rflags, 0, 0, 0))
     pseudo = struct.pack("!4s4sBBH", saddr.to_bytes(4, "big"), daddr.to_bytes(4, "big"), 0, IPPROTO_TCP, 20)
     struct.pack_into("!H", tcp, 16, checksum(pseudo + bytes(tcp)))
-    node.ip_send(saddr, daddr, IPPROTO_TCP, bytes(tcp), df=True, ttl=64)
+    ipv4.ip_send(node, saddr, daddr, IPPROTO_TCP, bytes(tcp), df=True, ttl=64,
+                 note=f"tcp reset answering {frame!r}", cause=cause)

@@ -130,11 +130,17 @@ def ip_forward(node: "Node", in_dev: NetDevice, frame: Frame, rt: Route) -> None
 
 # ---------------------------------------------------------------------------- output
 def ip_send(node: "Node", saddr: int, daddr: int, proto: int, payload: bytes, *, df: bool = True,
-            ttl: int = 64, tos: int = 0, note: str | None = None) -> None:
-    """ip_queue_xmit for a transport: build the header, then the local output path."""
+            ttl: int = 64, tos: int = 0, note: str | None = None, cause: str | None = None) -> None:
+    """ip_queue_xmit for a transport: build the header, then the local output path.
+
+    `note` says what the packet is, `cause` (a note of another frame, e.g. the REJECT rule's)
+    why it was sent; both go on the new frame's notes for its first capture.
+    """
     frame = build_ip(saddr, daddr, proto, payload, ident=node.next_ip_id(), df=df, ttl=ttl, tos=tos)
     if note:
         frame.note(note)
+    if cause:
+        frame.notes.append(cause)
     ip_local_out(node, frame)
 
 
@@ -154,6 +160,7 @@ def ip_local_out(node: "Node", frame: Frame) -> None:
             return
         rt = r[0]
     out = node.devices[rt.dev]
+    frame.note(f"route {rt}")
     ip_output(node, frame, out, rt.gateway if rt.gateway is not None else frame.daddr)
 
 

@@ -94,7 +94,9 @@ class NeighTable:
         n.queue.append(frame)
         n.qbytes += len(frame)
         while n.qbytes > UNRES_QLEN_BYTES and n.queue:
-            n.qbytes -= len(n.queue.pop(0))
+            old = n.queue.pop(0)
+            n.qbytes -= len(old)
+            self.node.drop(old, "neigh", f"unresolved queue for {int2ip(n.ip)} full (unres_qlen_bytes)")
 
     def _set_state(self, n: Neighbour, state: str, timeout: int | None) -> None:
         n.state = state

@@ -6,6 +6,7 @@ all routes, so a node with thousands of routes costs the same as one with three.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from pktemu.net.frame import int2ip
 
@@ -30,6 +31,11 @@ class Route:
     proto: str = "static"      # "kernel" for connected routes, as `ip route` shows
 
     def __str__(self) -> str:
+        return self.text
+
+    @cached_property
+    def text(self) -> str:
+        """`ip route` syntax, built once: routing notes quote it for every forwarded packet."""
         dst = "default" if self.plen == 0 else f"{int2ip(self.prefix)}/{self.plen}"
         s = dst
         if self.gateway is not None:

@@ -28,6 +28,7 @@ class Veth(NetDevice):
     def transmit(self, frame: Frame) -> None:
         peer = self.peer
         if peer is None:
+            self.node.drop(frame, f"veth {self.name}", "veth without a peer")
             return
         if peer.node is not self.node:
             # skb_scrub_packet(): crossing into another namespace forgets ct, mark and bridge state

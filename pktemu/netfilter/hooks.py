@@ -78,11 +78,27 @@ class Netfilter:
                 verdict = self.conntrack.confirm(frame)
             if verdict != NF_ACCEPT:
                 if verdict == NF_DROP:
+                    self._dropped(frame, state, table or ("conntrack" if kind == _CONFIRM else ""))
                     ct = frame.ct
                     if ct.__class__ is Conn and not ct.status & IPS_CONFIRMED:
                         frame.ct = frame.ctinfo = None
                 return verdict
         return NF_ACCEPT
+
+    def _dropped(self, frame: Frame, state: HookState, where: str) -> None:
+        """NF_DROP is a kfree_skb too: tell the node which hook, rule and reason, for drops.txt."""
+        drop = getattr(self.node, "drop", None)
+        if drop is None:
+            return
+        note = state.extra.get("verdict_rule")
+        if note is not None:
+            table, _, rest = str(note).partition(":")
+            reason = f"{table} {rest.partition(' ')[2]}: {note.rule_text}"
+        elif frame.notes:
+            reason = f"{where} verdict DROP ({frame.notes[-1]})"
+        else:
+            reason = f"{where} verdict DROP"
+        drop(frame, f"netfilter {state.hook}", reason)
 
     def _nat_hook(self, rs: Any, frame: Frame, state: HookState) -> int:
         """nf_nat_ipv4_fn + nf_nat_inet_fn: bind on the first packet, then translate."""

@@ -29,6 +29,34 @@ RUN_MAX_UNKEYED = 16      # rules without a key a run may absorb (each one is a 
 _VERDICT_NAMES = {NF_ACCEPT: "ACCEPT", NF_DROP: "DROP", NF_STOLEN: "STOLEN"}
 
 
+class RuleNote(str):
+    """A frame note saying a rule (or a chain policy) fired, holding the rule itself.
+
+    It is the note text, so everything that reads notes as strings keeps working; explanations
+    use `rule` to quote the rule's iptables-save text even after the ruleset was replaced.
+    """
+
+    table: str
+    hook: str
+    rule: Rule | None
+    verdict: str
+
+    def __new__(cls, text: str, table: str, hook: str, rule: Rule | None, verdict: str = "") -> "RuleNote":
+        note = super().__new__(cls, text)
+        note.table, note.hook, note.rule, note.verdict = table, hook, rule, verdict
+        return note
+
+    def __getnewargs__(self) -> tuple[str, str, str, Rule | None, str]:      # type: ignore[override]
+        return str(self), self.table, self.hook, self.rule, self.verdict
+
+    @property
+    def rule_text(self) -> str:
+        """The rule as iptables-save prints it, or `-P CHAIN POLICY` for a policy verdict."""
+        if self.rule is None:
+            return f"-P {self.hook} {self.verdict}"
+        return self.rule.text
+
+
 class Run:
     """An indexed stretch of a chain: daddr -> candidate rules in chain order."""
 
@@ -274,14 +302,22 @@ class Ruleset:
                 if kind == K_EXT:
                     tg = rule.target
                     assert tg is not None
+                    note = None
                     if tg.notable:
-                        frame.notes.append(f"{table}:{state.hook} {rule.chain}#{rule.num} "
-                                           f"{tg.summary(p, state)}")
+                        note = RuleNote(f"{table}:{state.hook} {rule.chain}#{rule.num} "
+                                        f"{tg.summary(p, state)}", table, state.hook, rule)
+                        frame.notes.append(note)
                     v = tg.target(p, state)
+                    if note is not None:
+                        note.verdict = _VERDICT_NAMES.get(v, "CONTINUE")
                     if trace is not None:
                         self._trace(trace, table, rule, _VERDICT_NAMES.get(v, "CONTINUE"))
                     if v == XT_CONTINUE:
                         continue
+                    if v == NF_DROP:
+                        state.extra["verdict_rule"] = note or RuleNote(
+                            f"{table}:{state.hook} {rule.chain}#{rule.num} {tg.ext_name}", table, state.hook,
+                            rule, "DROP")
                     return v
                 if kind == K_RETURN:
                     if trace is not None:
@@ -292,10 +328,15 @@ class Ruleset:
                     return self._policy(t, base, p, state)
                 if kind == K_ACCEPT or kind == K_DROP:
                     word = "ACCEPT" if kind == K_ACCEPT else "DROP"
-                    frame.notes.append(f"{table}:{state.hook} {rule.chain}#{rule.num} {word}")
+                    note = RuleNote(f"{table}:{state.hook} {rule.chain}#{rule.num} {word}", table,
+                                    state.hook, rule, word)
+                    frame.notes.append(note)
                     if trace is not None:
                         self._trace(trace, table, rule, word)
-                    return NF_ACCEPT if kind == K_ACCEPT else NF_DROP
+                    if kind == K_ACCEPT:
+                        return NF_ACCEPT
+                    state.extra["verdict_rule"] = note
+                    return NF_DROP
                 if trace is not None:
                     self._trace(trace, table, rule, "CONTINUE")
 
@@ -305,7 +346,9 @@ class Ruleset:
         base.bytes += p.ip_len
         policy = base.policy or "ACCEPT"
         if policy == "DROP":
-            p.frame.notes.append(f"{t.name}:{state.hook} policy DROP")
+            note = RuleNote(f"{t.name}:{state.hook} policy DROP", t.name, state.hook, None, "DROP")
+            p.frame.notes.append(note)
+            state.extra["verdict_rule"] = note
         if state.trace is not None:
             state.trace.append({"table": t.name, "chain": base.name, "rulenum": None,
                                 "rule": f"-P {base.name} {policy}", "verdict": policy})

@@ -1,0 +1,220 @@
+"""Recording one packet and its reply through a live Network, for `pktemu trace`.
+
+The recorder plugs into the places a namespace already exposes (its netfilter `hook()`, its
+devices' capture taps, its drop sink, its protocol handlers), like `nft monitor trace` hangs off
+the packet path without changing it. The first IPv4 packet the origin sends becomes the
+request; the first new packet anywhere that answers one of the request's forms (the inverted
+tuple after any NAT, or an ICMP error quoting it) becomes the reply. Copies a bridge makes keep
+their trace. Recording stops once the reply reaches the origin's stack or is dropped.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from pktemu.explain.ctinfo import ct_entry, ct_state
+from pktemu.explain.kube import rule_target
+from pktemu.explain.model import Event, PacketView, RuleStep, TracedPacket
+from pktemu.netfilter.core import NF_ACCEPT, NF_DROP
+from pktemu.netfilter.hooks import Netfilter
+
+if TYPE_CHECKING:
+    from pktemu.net.frame import Frame
+    from pktemu.net.node import Node
+    from pktemu.network import Network
+
+Rcv = Callable[["Frame"], None]
+_VERDICTS = {NF_ACCEPT: "accept", NF_DROP: "drop"}
+_KEY, _CURSOR = "trace", "trace_notes"       # frame.meta keys: the TracedPacket, notes already shown
+
+
+class Recorder:
+    """Follows the request sent from `origin` and its reply; see the module docstring."""
+
+    def __init__(self, net: "Network", origin: str) -> None:
+        self.net = net
+        self.origin = origin
+        self.request: TracedPacket | None = None
+        self.reply: TracedPacket | None = None
+        self.done = False
+        self.in_hook = 0                 # hook depth: a drop reported inside a hook leaves it its notes
+        self._forms: set[tuple[str, str, str, int | None, int | None]] = set()
+        self._ids = net.sim.rng("trace-id")
+        for node in net.nodes.values():
+            self._install(node)
+
+    # ------------------------------------------------------------------ plumbing
+    def _install(self, node: "Node") -> None:
+        node.nf = _TracingHooks(node.nf, self, node)
+        for dev in node.devices.values():
+            dev.taps.append(_TraceTap(self, node, dev.name))
+        sink = node.drop_sink
+
+        def drop_sink(name: str, where: str, reason: str, frame: "Frame") -> None:
+            if sink is not None:
+                sink(name, where, reason, frame)
+            self.dropped(node, where, reason, frame)
+
+        node.drop_sink = drop_sink
+        for proto, (rcv, err) in list(node.protocols.items()):
+            node.protocols[proto] = (self._delivery(node, proto, rcv), err)
+
+    def _delivery(self, node: "Node", proto: int, rcv: Rcv) -> Rcv:
+        def deliver(frame: "Frame") -> None:
+            tp = self.packet_of(frame, node)
+            if tp is not None:
+                ev = self._event(tp, "deliver", node, frame, where=PacketView.of(frame).proto)  # type: ignore[union-attr]
+                tp.result = ev
+            rcv(frame)
+            if tp is not None and tp is self.reply and node.name == self.origin:
+                self._stop()
+        return deliver
+
+    # ------------------------------------------------------------------ which packet is which
+    def packet_of(self, frame: "Frame", node: "Node") -> TracedPacket | None:
+        """The traced packet `frame` belongs to, labelling it on first sight (None: not traced)."""
+        tp: TracedPacket | None = frame.meta.get(_KEY)
+        if tp is not None or self.done or not frame.is_ipv4:
+            return tp
+        if self.request is None:
+            if node.name != self.origin:
+                return None
+            tp = self.request = TracedPacket("request", f"{self._ids.getrandbits(32):08x}")
+        elif self.reply is None and self._answers(PacketView.of(frame)):
+            tp = self.reply = TracedPacket("reply", f"{self._ids.getrandbits(32):08x}")
+        else:
+            return None
+        frame.meta[_KEY] = tp
+        frame.meta[_CURSOR] = 0
+        return tp
+
+    def _answers(self, v: PacketView | None) -> bool:
+        if v is None:
+            return False
+        if (v.dst, v.src, v.proto, v.dport, v.sport) in self._forms:
+            return True
+        return v.quoted is not None and any(v.quoted == _flow(k) for k in self._forms)
+
+    def saw(self, tp: TracedPacket, v: PacketView | None) -> None:
+        if tp is self.request and v is not None:
+            self._forms.add(v.key)
+
+    # ------------------------------------------------------------------ events
+    def _event(self, tp: TracedPacket, kind: str, node: "Node", frame: "Frame", **kw: Any) -> Event:
+        v = PacketView.of(frame)
+        ev = Event(kind, self.net.sim.now, node.name, v, notes=self.new_notes(frame), **kw)
+        tp.events.append(ev)
+        self.saw(tp, v)
+        return ev
+
+    @staticmethod
+    def new_notes(frame: "Frame") -> list[str]:
+        start = frame.meta.get(_CURSOR, 0)
+        frame.meta[_CURSOR] = len(frame.notes)
+        return list(frame.notes[start:])
+
+    def tapped(self, node: "Node", dev: str, frame: "Frame", direction: str) -> None:
+        tp = self.packet_of(frame, node)
+        if tp is not None:
+            self._event(tp, "device", node, frame, dev=dev, direction=direction)
+
+    def dropped(self, node: "Node", where: str, reason: str, frame: "Frame") -> None:
+        tp: TracedPacket | None = frame.meta.get(_KEY)
+        if tp is None:
+            return
+        if self.in_hook:
+            ev = Event("drop", self.net.sim.now, node.name, PacketView.of(frame), where=where, reason=reason)
+            tp.events.append(ev)
+            tp.result = ev
+        else:
+            tp.result = self._event(tp, "drop", node, frame, where=where, reason=reason)
+        if tp is self.reply:
+            self._stop()
+
+    def _stop(self) -> None:
+        self.done = True
+        self.net.sim.stopped = True
+
+
+def _flow(key: tuple[str, str, str, int | None, int | None]) -> str:
+    src, dst, _proto, sport, dport = key
+    return f"{src} > {dst}" if sport is None else f"{src}:{sport} > {dst}:{dport}"
+
+
+class _TraceTap:
+    """A capture tap that reports traced frames to the recorder instead of writing them."""
+
+    __slots__ = ("rec", "node", "dev")
+
+    def __init__(self, rec: Recorder, node: "Node", dev: str) -> None:
+        self.rec, self.node, self.dev = rec, node, dev
+
+    def record(self, ts_ns: int, frame: "Frame", direction: str) -> None:
+        self.rec.tapped(self.node, self.dev, frame, direction)
+
+
+class _TracingHooks:
+    """The node's netfilter with every rule evaluation of traced packets recorded."""
+
+    def __init__(self, inner: Any, rec: Recorder, node: "Node") -> None:
+        self.inner = inner
+        self.rec = rec
+        self.node = node
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def hook(self, hook: str, frame: "Frame", in_dev: str | None, out_dev: str | None,
+             physin: str | None = None, physout: str | None = None) -> int:
+        tp = self.rec.packet_of(frame, self.node)
+        inner = self.inner
+        if tp is None or not isinstance(inner, Netfilter) or inner.ruleset is None or not frame.is_ipv4:
+            return int(inner.hook(hook, frame, in_dev, out_dev, physin, physout))
+        now, view = self.rec.net.sim.now, PacketView.of(frame)
+        before = self.rec.new_notes(frame)           # routing/bridge/neighbour decisions since the last event
+        if before:
+            tp.events.append(Event("path", now, self.node.name, view, notes=before))
+        ev = Event("hook", now, self.node.name, view, hook=hook, iif=in_dev, oif=out_dev, physin=physin,
+                   physout=physout)
+        tp.events.append(ev)                         # before the hook runs, so a drop it reports follows
+        trace: list[dict[str, Any]] = []
+        self.rec.in_hook += 1
+        try:
+            verdict = inner.hook(hook, frame, in_dev, out_dev, physin, physout, trace=trace)
+        finally:
+            self.rec.in_hook -= 1
+        ev.rules = [RuleStep(t["table"], t["chain"], t["rulenum"], t["rule"], t["verdict"],
+                             rule_target(t["rule"]) if t["rulenum"] is not None else "") for t in trace]
+        ev.verdict = _VERDICTS.get(verdict, "stolen")
+        ev.notes = self.rec.new_notes(frame)
+        after = PacketView.of(frame)
+        ev.after = after if after != ev.packet else None
+        if frame.ct is not None or frame.ctinfo is not None:
+            ev.ct = ct_state(frame.ct, frame.ctinfo)
+            ev.ct_entry = ct_entry(frame.ct, self.rec.net.sim.now)
+        self.rec.saw(tp, after)
+        return int(verdict)
+
+
+WAIT_NS = 3_500_000_000     # longest wait for a reply: ARP gives up after 3 s and answers host-unreachable
+
+
+def trace_packet(net: "Network", origin: str, daddr: str, dport: int, proto: str, sport: int | None = None,
+                 wait_ns: int = WAIT_NS) -> Recorder:
+    """Send one TCP SYN or UDP datagram from `origin`'s own stack and record it and its reply."""
+    from pktemu.apps.dnswire import build_query
+    from pktemu.errors import PktemuError
+    from pktemu.net.frame import ip2int
+
+    node = net.nodes.get(origin)
+    if node is None:
+        raise PktemuError(f"trace: no pod or node {origin!r} (have: {', '.join(net.nodes)})")
+    rec = Recorder(net, origin)
+    dst = ip2int(daddr)
+    if proto == "tcp":
+        node.tcp.connect(dst, dport, sport=sport)
+    else:
+        payload = build_query(0x7472, "pktemu-trace.invalid") if dport == 53 else b"pktemu trace\n"
+        node.udp.bind(sport or 0, None).sendto(payload, dst, dport)
+    net.sim.run(until=net.sim.now + wait_ns)
+    rec.done = True
+    return rec

@@ -1,0 +1,69 @@
+"""The pcapng comment of a captured frame: what the kernel did to it since its previous capture.
+
+The first line is what Wireshark's packet list shows: `in:` or `out:`, then the notes in the
+order the kernel path left them (conntrack, rule verdicts, NAT as old -> new with the rule that
+chose it, route, bridge FDB, neighbour state). The lines after it quote what the first line only
+names: each rule that fired with its iptables-save text and verdict, and the frame's conntrack
+state in nft words, with the whole entry as `conntrack -L` prints it when conntrack or NAT
+changed something here (quoting it on every frame would cost more than it tells).
+docs/explain.md describes the format.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pktemu.explain.ctinfo import ct_entry, ct_state
+from pktemu.netfilter.xtables import RuleNote
+
+NAT_TARGETS = frozenset(("DNAT", "SNAT", "MASQUERADE", "REDIRECT"))
+_NAT_DONE = ("DNAT ", "SNAT ", "un-DNAT ", "un-SNAT ")
+CT_CHANGED = ("ct ",) + _NAT_DONE          # notes after which the comment quotes the whole entry
+
+
+def rule_label(note: RuleNote) -> str:
+    """`nat:PREROUTING KUBE-SEP-X#2`, or `filter:FORWARD policy` for a chain policy."""
+    if note.rule is None:
+        return f"{note.table}:{note.hook} policy"
+    return f"{note.table}:{note.hook} {note.rule.chain}#{note.rule.num}"
+
+
+def rule_line(note: RuleNote) -> str:
+    """`rule nat:PREROUTING KUBE-SEP-X#2: -A KUBE-SEP-X ... (verdict accept)`."""
+    verdict = f" (verdict {note.verdict.lower()})" if note.verdict else ""
+    return f"rule {rule_label(note)}: {note.rule_text}{verdict}"
+
+
+def _is_nat_rule(n: str) -> bool:
+    return (n.__class__ is RuleNote and n.rule is not None           # type: ignore[attr-defined]
+            and n.rule.jump in NAT_TARGETS and n.verdict != "DROP")   # type: ignore[attr-defined]
+
+
+def summary(notes: list[str]) -> str:
+    """The notes joined by "; ", a NAT rule's note folded into the translation it caused."""
+    items: list[str | None] = []
+    pending: list[tuple[int, RuleNote]] = []
+    for n in notes:
+        if _is_nat_rule(n):
+            pending.append((len(items), n))           # type: ignore[arg-type]
+            items.append(n)
+        elif pending and n.startswith(_NAT_DONE):
+            i, rule = pending.pop(0)
+            items[i] = None
+            target = rule.rule.jump                      # type: ignore[union-attr]
+            how = "" if n.startswith(target) else f"{target} "
+            items.append(f"{n} by {how}{rule_label(rule)}")
+        else:
+            items.append(n)
+    return "; ".join(i for i in items if i is not None)
+
+
+def frame_comment(direction: str, notes: list[str], frame: Any, now: int) -> str:
+    """The comment for `frame` captured in `direction` ("in"/"out") with the notes since the last one."""
+    lines = [f"{direction}: {summary(notes)}"]
+    lines.extend(rule_line(n) for n in notes if n.__class__ is RuleNote)    # type: ignore[arg-type]
+    ct = frame.ct
+    if ct is not None:
+        words = ct_state(ct, frame.ctinfo)
+        entry = ct_entry(ct, now) if any(n.startswith(CT_CHANGED) for n in notes) else None
+        lines.append(f"{words}: {entry}" if entry else words)
+    return "\n".join(lines)

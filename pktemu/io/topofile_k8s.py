@@ -1,0 +1,221 @@
+"""`kubernetes:` (cluster settings, manifests, kube-proxy per node) and scenario `timeline:`.
+
+Manifests are parsed and cross-checked when the topology is loaded, so a bad object stops the
+run before anything is written: a ClusterIP outside `service_cidr`, two Services on one
+ClusterIP or node port, a Pod that maps to no topology pod and has no IP. Services without a
+ClusterIP (or NodePort/LoadBalancer ports without a node port) get one allocated, as the API
+server would, but deterministically (from a hash of the name, probing upward).
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from typing import Any
+
+from pktemu.errors import PktemuError
+from pktemu.io.topofile_fields import Src, boolean, integer, mapping, seq, string
+from pktemu.k8s.cluster import topology_pods
+from pktemu.k8s.manifests import Ctx, load_file_located
+from pktemu.k8s.objects import Pod, Service
+from pktemu.k8s.timeline import ACTIONS
+from pktemu.topo import KubeProxy, Kubernetes, TimelineEntry, Topology
+from pktemu.units import parse_duration
+
+K8S_KEYS = ("service_cidr", "cluster_cidr", "cluster_domain", "pod_cidrs", "manifests", "kube_proxy",
+            "watch_latency")
+KP_KEYS = ("mode", "port", "variant", "random_fully", "localhost_nodeports", "masquerade_all",
+           "min_sync_period", "udp_idle_timeout")
+MODES = ("iptables", "userspace")
+VARIANTS = ("upstream", "kernel-oracle")
+NODE_PORT_RANGE = (30000, 32767)     # --service-node-port-range default
+
+
+def _cidr(src: Src, where: str, value: object) -> ipaddress.IPv4Network:
+    s = string(src, where, value)
+    try:
+        return ipaddress.IPv4Network(s)
+    except ValueError as e:
+        raise src.error(where, f"not a network like 10.3.240.0/20: {s!r} ({e})") from None
+
+
+def parse_kubernetes(src: Src, value: object, t: Topology) -> Kubernetes:
+    m = mapping(src, "kubernetes", value, allowed=K8S_KEYS)
+    k = Kubernetes()
+    svc_net = _cidr(src, "kubernetes.service_cidr", m.get("service_cidr", k.service_cidr))
+    k.service_cidr = str(svc_net)
+    if "cluster_cidr" in m:
+        k.cluster_cidr = None if m["cluster_cidr"] is None else str(_cidr(src, "kubernetes.cluster_cidr",
+                                                                            m["cluster_cidr"]))
+    if m.get("cluster_domain") is not None:
+        k.cluster_domain = string(src, "kubernetes.cluster_domain", m["cluster_domain"]).strip(".")
+    if m.get("watch_latency") is not None:
+        k.watch_latency = parse_duration(m["watch_latency"], src.at("kubernetes.watch_latency"))
+    for n, cv in mapping(src, "kubernetes.pod_cidrs", m.get("pod_cidrs"), open_keys=True).items():
+        _host_node(src, f"kubernetes.pod_cidrs.{n}", n, t)
+        net = _cidr(src, f"kubernetes.pod_cidrs.{n}", cv)
+        if k.cluster_cidr and not net.subnet_of(ipaddress.IPv4Network(k.cluster_cidr)):
+            raise src.error(f"kubernetes.pod_cidrs.{n}", f"{net} is not inside cluster_cidr {k.cluster_cidr}")
+        k.pod_cidrs[n] = str(net)
+    for n, kv in mapping(src, "kubernetes.kube_proxy", m.get("kube_proxy"), open_keys=True).items():
+        k.kube_proxy[n] = _kube_proxy(src, f"kubernetes.kube_proxy.{n}", n, kv, t)
+    located: list[tuple[Any, Ctx]] = []
+    for i, f in enumerate(seq(src, "kubernetes.manifests", m.get("manifests"))):
+        path = src.resolve(string(src, f"kubernetes.manifests[{i}]", f))
+        located += load_file_located(path)
+    check_objects(located, k, t, Allocations())
+    k.objects = [obj for obj, _ in located]
+    return k
+
+
+def _host_node(src: Src, where: str, n: str, t: Topology) -> None:
+    node = t.nodes.get(n)
+    if node is None or node.kind == "pod":
+        raise src.error(where, f"no node {n!r} in nodes" + (" (it is a pod)" if node is not None else ""))
+
+
+def _kube_proxy(src: Src, where: str, n: str, value: object, t: Topology) -> KubeProxy:
+    _host_node(src, where, n, t)
+    m = mapping(src, where, value, allowed=KP_KEYS)
+    kp = KubeProxy()
+    if m.get("mode") is not None:
+        kp.mode = string(src, f"{where}.mode", m["mode"])
+        if kp.mode not in MODES:
+            raise src.error(f"{where}.mode", f"expected one of {', '.join(MODES)}, got {kp.mode!r}")
+    if m.get("variant") is not None:
+        kp.variant = string(src, f"{where}.variant", m["variant"])
+        if kp.variant not in VARIANTS:
+            raise src.error(f"{where}.variant", f"expected one of {', '.join(VARIANTS)}, got {kp.variant!r}")
+    if m.get("port") is not None:
+        kp.port = integer(src, f"{where}.port", m["port"], 1, 65535)
+    for key in ("random_fully", "localhost_nodeports", "masquerade_all"):
+        if m.get(key) is not None:
+            setattr(kp, key, boolean(src, f"{where}.{key}", m[key]))
+    for key in ("min_sync_period", "udp_idle_timeout"):
+        if m.get(key) is not None:
+            setattr(kp, key, parse_duration(m[key], src.at(f"{where}.{key}")))
+    return kp
+
+
+class Allocations:
+    """ClusterIPs and node ports in use, shared by the manifests and the timeline's objects."""
+
+    def __init__(self) -> None:
+        self.ips: dict[str, str] = {}        # ip -> Service key
+        self.node_ports: dict[int, str] = {}
+
+
+def check_objects(located: list[tuple[Any, Ctx]], k: Kubernetes, t: Topology, alloc: Allocations) -> None:
+    pods = topology_pods(t)
+    seen: dict[tuple[str, str], Ctx] = {}
+    for obj, ctx in located:
+        key = (type(obj).__name__, obj.meta.key)
+        if key in seen:
+            first = seen[key]
+            raise ctx.error("", f"defined twice (first at {first.path}:{first.line})")
+        seen[key] = ctx
+        if isinstance(obj, Service):
+            check_service(obj, ctx, k, alloc)
+        elif isinstance(obj, Pod):
+            _check_pod(obj, ctx, pods)
+
+
+def check_service(svc: Service, ctx: Ctx, k: Kubernetes, alloc: Allocations) -> None:
+    """The ClusterIP inside --service-cluster-ip-range and unique (allocated if missing); node ports
+    in --service-node-port-range and unique (allocated if missing)."""
+    net = ipaddress.IPv4Network(k.service_cidr)
+    if svc.cluster_ip is not None:
+        if ipaddress.IPv4Address(svc.cluster_ip) not in net:
+            raise ctx.error("spec.clusterIP", f"{svc.cluster_ip} is outside the service CIDR {net} "
+                                              "(kubernetes.service_cidr, --service-cluster-ip-range)")
+    elif not svc.headless and svc.type != "ExternalName":
+        svc.cluster_ip = _allocate_ip(svc.meta.key, net, alloc)
+    if svc.cluster_ip is not None:
+        other = alloc.ips.get(svc.cluster_ip)
+        if other is not None and other != svc.meta.key:
+            raise ctx.error("spec.clusterIP", f"{svc.cluster_ip} is already the ClusterIP of Service {other}")
+        alloc.ips[svc.cluster_ip] = svc.meta.key
+    if svc.type not in ("NodePort", "LoadBalancer"):
+        return
+    lo, hi = NODE_PORT_RANGE
+    for i, p in enumerate(svc.ports):
+        if p.node_port is None:
+            p.node_port = _allocate_port(f"{svc.meta.key}:{p.name}:{p.protocol}", alloc)
+        elif not lo <= p.node_port <= hi:
+            raise ctx.error(f"spec.ports[{i}].nodePort",
+                            f"{p.node_port} is outside the node port range {lo}-{hi}")
+        other = alloc.node_ports.get(p.node_port)
+        if other is not None and other != svc.meta.key:
+            raise ctx.error(f"spec.ports[{i}].nodePort",
+                            f"{p.node_port} is already a node port of Service {other}")
+        alloc.node_ports[p.node_port] = svc.meta.key
+
+
+def _allocate_ip(key: str, net: ipaddress.IPv4Network, alloc: Allocations) -> str:
+    size = net.num_addresses - 3                       # not the network, .1 (kubernetes) or broadcast
+    if size <= 0:
+        raise PktemuError(f"service CIDR {net} is too small to allocate a ClusterIP for {key}")
+    start = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % size
+    for i in range(size):
+        ip = str(net.network_address + 2 + (start + i) % size)
+        if ip not in alloc.ips:
+            return ip
+    raise PktemuError(f"service CIDR {net} is full: no ClusterIP left for {key}")
+
+
+def _allocate_port(key: str, alloc: Allocations) -> int:
+    lo, hi = NODE_PORT_RANGE
+    size = hi - lo + 1
+    start = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % size
+    for i in range(size):
+        port = lo + (start + i) % size
+        if port not in alloc.node_ports:
+            return port
+    raise PktemuError(f"node port range {lo}-{hi} is full: no node port left for {key}")
+
+
+def _check_pod(pod: Pod, ctx: Ctx, pods: dict[str, tuple[str, str]]) -> None:
+    ns = pod.netns or pod.meta.name
+    if pod.netns is not None and pod.netns not in pods:
+        raise ctx.error("metadata.annotations.pktemu.io/netns", f"no pod {pod.netns!r} in the topology")
+    if ns not in pods and pod.pod_ip is None:
+        raise ctx.error("status.podIP", f"required: no topology pod is named {pod.meta.name!r} "
+                                        "(or set the pktemu.io/netns annotation)")
+
+
+# ---------------------------------------------------------------------------- timeline
+def split_timeline(value: object) -> tuple[object, object]:
+    """The scenario mapping without `timeline`, and the timeline (parsed by parse_timeline)."""
+    if isinstance(value, dict) and "timeline" in value:
+        rest = {k: v for k, v in value.items() if k != "timeline"}
+        return rest, value["timeline"]
+    return value, None
+
+
+def parse_timeline(src: Src, where: str, value: object, t: Topology) -> list[TimelineEntry]:
+    out: list[TimelineEntry] = []
+    entries = seq(src, where, value)
+    if entries and t.kubernetes is None:
+        raise src.error(where, "a timeline changes the cluster: it needs a kubernetes: section")
+    alloc = Allocations()
+    if t.kubernetes is not None:
+        check_objects([(o, Ctx(src.path, 0, "")) for o in t.kubernetes.objects if isinstance(o, Service)],
+                      t.kubernetes, t, alloc)
+    base = src.resolve(".")
+    for i, e in enumerate(entries):
+        at_where = f"{where}[{i}]"
+        m = mapping(src, at_where, e, allowed=("at", *ACTIONS))
+        actions = [a for a in ACTIONS if a in m]
+        if len(actions) != 1:
+            raise src.error(at_where, f"give exactly one action of: {', '.join(ACTIONS)}")
+        name = actions[0]
+        at = 0 if m.get("at") is None else parse_duration(m["at"], src.at(f"{at_where}.at"))
+        args = ACTIONS[name].parse(m[name], src.at(f"{at_where}.{name}"), base)
+        if name == "kube_proxy" and args["node"] not in t.kubernetes.kube_proxy:     # type: ignore[union-attr]
+            raise src.error(f"{at_where}.kube_proxy.node", f"no kube-proxy runs on {args['node']!r} "
+                                                           "(see kubernetes.kube_proxy)")
+        if name == "apply":
+            check_objects([(o, Ctx(src.path, 0, f"{at_where}.apply: {type(o).__name__} {o.meta.key}"))
+                           for o in args["objects"]], t.kubernetes, t, alloc)      # type: ignore[arg-type]
+        out.append(TimelineEntry(at, name, args, f"{src.path}: {at_where}"))
+    out.sort(key=lambda x: x.at)
+    return out

@@ -1,0 +1,349 @@
+"""kube-proxy's iptables mode: a port of pkg/proxy/iptables/proxier.go syncProxyRules (v1.28).
+
+Each sync writes one `iptables-restore --noflush` input with the filter and nat tables: the
+top-level KUBE-* chains, per service port KUBE-SVC-* (Cluster policy), KUBE-SVL-* (Local),
+KUBE-EXT-* (external destinations), KUBE-FW-* (load-balancer source ranges) and one KUBE-SEP-*
+per endpoint, with the `statistic` cascade (1/(n-i), ten decimals), ClientIP affinity through
+`recent`, REJECT/DROP for Services without (local) endpoints, and the `! -s clusterCIDR`
+masquerade rule. As upstream, chains of services that did not change since the last sync are
+left out (a partial sync) unless a full sync is due, stale service chains are deleted with
+`-X`, and the jumps from the built-in chains are ensured separately (inserted at the top when
+missing), since a restore must not replace the built-in chains.
+
+`variant="kernel-oracle"` reproduces ../shared/kernel-oracle/rules: MASQUERADE without
+`--random-fully` and no KUBE-FIREWALL (kubelet's localnet rule); everything else is upstream's.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+
+from pktemu.k8s.proxy_state import (
+    EndpointInfo, EndpointsMap, ServicePortInfo, ServicePortMap, ServicePortName, StaleUdp, categorize,
+    stale_udp,
+)
+from pktemu.netfilter.xt_parse import parse_line, tokenize
+from pktemu.netfilter.xt_base import ParseCtx
+from pktemu.netfilter.xtables import Ruleset
+
+FILTER_CHAINS = ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-FORWARD", "KUBE-NODEPORTS",
+                 "KUBE-PROXY-FIREWALL")
+MASQ_MARK = "0x004000"            # fmt.Sprintf("%#08x", 1 << 14), as NewProxier formats it
+LARGE_CLUSTER_ENDPOINTS = 1000
+SERVICE_CHAIN_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-SEP-", "KUBE-FW-", "KUBE-EXT-")
+
+# (table, destination chain, source chain, comment, extra args): iptablesJumpChains, in order.
+_NEW = "-m conntrack --ctstate NEW"
+JUMPS: tuple[tuple[str, str, str, str, str], ...] = (
+    ("filter", "KUBE-EXTERNAL-SERVICES", "INPUT", "kubernetes externally-visible service portals", _NEW),
+    ("filter", "KUBE-EXTERNAL-SERVICES", "FORWARD", "kubernetes externally-visible service portals", _NEW),
+    ("filter", "KUBE-NODEPORTS", "INPUT", "kubernetes health check service ports", ""),
+    ("filter", "KUBE-SERVICES", "FORWARD", "kubernetes service portals", _NEW),
+    ("filter", "KUBE-SERVICES", "OUTPUT", "kubernetes service portals", _NEW),
+    ("filter", "KUBE-FORWARD", "FORWARD", "kubernetes forwarding rules", ""),
+    ("filter", "KUBE-PROXY-FIREWALL", "INPUT", "kubernetes load balancer firewall", _NEW),
+    ("filter", "KUBE-PROXY-FIREWALL", "OUTPUT", "kubernetes load balancer firewall", _NEW),
+    ("filter", "KUBE-PROXY-FIREWALL", "FORWARD", "kubernetes load balancer firewall", _NEW),
+    ("nat", "KUBE-SERVICES", "OUTPUT", "kubernetes service portals", ""),
+    ("nat", "KUBE-SERVICES", "PREROUTING", "kubernetes service portals", ""),
+    ("nat", "KUBE-POSTROUTING", "POSTROUTING", "kubernetes postrouting rules", ""),
+)
+KUBELET_JUMPS: tuple[tuple[str, str, str, str, str], ...] = (
+    ("filter", "KUBE-FIREWALL", "INPUT", "", ""),
+    ("filter", "KUBE-FIREWALL", "OUTPUT", "", ""),
+)
+
+
+def _hash(*parts: str) -> str:
+    return base64.b32encode(hashlib.sha256("".join(parts).encode()).digest()).decode()[:16]
+
+
+def svc_chain(spn: ServicePortName) -> str:
+    return "KUBE-SVC-" + _hash(str(spn), spn.protocol.lower())
+
+
+def svl_chain(spn: ServicePortName) -> str:
+    return "KUBE-SVL-" + _hash(str(spn), spn.protocol.lower())
+
+
+def ext_chain(spn: ServicePortName) -> str:
+    return "KUBE-EXT-" + _hash(str(spn), spn.protocol.lower())
+
+
+def fw_chain(spn: ServicePortName) -> str:
+    return "KUBE-FW-" + _hash(str(spn), spn.protocol.lower())
+
+
+def sep_chain(spn: ServicePortName, endpoint: str) -> str:
+    return "KUBE-SEP-" + _hash(str(spn), spn.protocol.lower(), endpoint)
+
+
+def probability(n: int) -> str:
+    """computeProbability: 1/n with ten decimals (iptables-save prints it back with eleven)."""
+    return f"{1.0 / n:.10f}"
+
+
+@dataclass
+class IptablesOptions:
+    cluster_cidr: str | None = None       # the local-traffic detector (--cluster-cidr)
+    masquerade_all: bool = False
+    random_fully: bool = True
+    localhost_nodeports: bool = True
+    kubelet_firewall: bool = True         # False in the kernel-oracle variant
+    node_ip: str | None = None
+
+
+class IptablesProxier:
+    """The state kept between syncs: the maps of the last sync and whether the next must be full."""
+
+    def __init__(self, opts: IptablesOptions) -> None:
+        self.opts = opts
+        self.svc_map: ServicePortMap = {}
+        self.eps_map: EndpointsMap = {}
+        self.need_full_sync = True
+
+    def sync(self, svcs: ServicePortMap, eps: EndpointsMap, ruleset: Ruleset) -> tuple[str, StaleUdp]:
+        """The restore text for the new state and the stale UDP conntrack entries to delete."""
+        full = self.need_full_sync
+        changed = None if full else _changed_services(self.svc_map, svcs, self.eps_map, eps)
+        text = render(svcs, eps, self.opts, ruleset, changed)
+        stale = stale_udp(self.svc_map, svcs, self.eps_map, eps)
+        self.svc_map, self.eps_map = dict(svcs), {k: list(v) for k, v in eps.items()}
+        self.need_full_sync = False
+        return text, stale
+
+
+def _changed_services(old_s: ServicePortMap, new_s: ServicePortMap, old_e: EndpointsMap,
+                      new_e: EndpointsMap) -> set[str]:
+    """serviceChanges/endpointsChanges.PendingChanges(): "ns/name" of every Service whose ports or
+    endpoints differ from the last sync."""
+    out: set[str] = set()
+    for spn in set(old_s) | set(new_s) | set(old_e) | set(new_e):
+        if old_s.get(spn) != new_s.get(spn) or old_e.get(spn) != new_e.get(spn):
+            out.add(spn.service)
+    return out
+
+
+class _Buf:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def write(self, *parts: str) -> None:
+        self.lines.append(" ".join(p for p in parts if p))
+
+
+def render(svcs: ServicePortMap, eps: EndpointsMap, opts: IptablesOptions, ruleset: Ruleset | None,
+           changed: set[str] | None = None) -> str:
+    """syncProxyRules' iptables-restore input. `changed` None means a full sync; otherwise the
+    KUBE-SVC/SVL/EXT/FW/SEP chains of services not in it are left out."""
+    f_chains, f_rules, n_chains, n_rules = _Buf(), _Buf(), _Buf(), _Buf()
+    for c in FILTER_CHAINS:
+        f_chains.write(f":{c} - [0:0]")
+    for c in ("KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ"):
+        n_chains.write(f":{c} - [0:0]")
+    n_rules.write("-A KUBE-POSTROUTING -m mark ! --mark", f"{MASQ_MARK}/{MASQ_MARK}", "-j RETURN")
+    n_rules.write("-A KUBE-POSTROUTING -j MARK --xor-mark", MASQ_MARK)
+    n_rules.write('-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" '
+                  "-j MASQUERADE", "--random-fully" if opts.random_fully else "")
+    n_rules.write("-A KUBE-MARK-MASQ -j MARK --or-mark", MASQ_MARK)
+    if opts.localhost_nodeports and opts.kubelet_firewall:
+        f_chains.write(":KUBE-FIREWALL - [0:0]")
+        f_rules.write('-A KUBE-FIREWALL -m comment --comment "block incoming localnet connections" '
+                      "-d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT "
+                      "-j DROP")
+    active: set[str] = set()
+    large = sum(len(eps.get(spn, [])) for spn in svcs) > LARGE_CLUSTER_ENDPOINTS
+    for spn, svc in svcs.items():
+        skip = changed is not None and spn.service not in changed
+        _service(spn, svc, eps.get(spn, []), opts, large, active, f_rules, n_chains, n_rules, skip)
+    if ruleset is not None and ruleset.has_table("nat"):
+        for name in sorted(ruleset.table("nat").chains):
+            if name.startswith(SERVICE_CHAIN_PREFIXES) and name not in active:
+                n_chains.write(f":{name} - [0:0]")
+                n_rules.write("-X", name)
+    dest = "-m addrtype --dst-type LOCAL" + ("" if opts.localhost_nodeports else " ! -d 127.0.0.0/8")
+    n_rules.write('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be '
+                  'the last rule in this chain"', dest, "-j KUBE-NODEPORTS")
+    f_rules.write("-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP")
+    f_rules.write('-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark',
+                  f"{MASQ_MARK}/{MASQ_MARK}", "-j ACCEPT")
+    f_rules.write('-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" '
+                  "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
+    jumps = JUMPS + (KUBELET_JUMPS if opts.localhost_nodeports and opts.kubelet_firewall else ())
+    missing = missing_jumps(ruleset, jumps) if changed is None else {}
+    out = ["*filter", *f_chains.lines, *missing.get("filter", []), *f_rules.lines, "COMMIT",
+           "*nat", *n_chains.lines, *missing.get("nat", []), *n_rules.lines, "COMMIT"]
+    return "\n".join(out) + "\n"
+
+
+def missing_jumps(ruleset: Ruleset | None, jumps: tuple[tuple[str, str, str, str, str], ...]
+                  ) -> dict[str, list[str]]:
+    """EnsureRule(Prepend, ...) for each jump: `-I SRC 1 ...` lines for the jumps not there yet."""
+    out: dict[str, list[str]] = {}
+    for table, dst, src, comment, extra in jumps:
+        comment_args = f'-m comment --comment "{comment}"' if comment else ""
+        args = " ".join(a for a in (extra, comment_args, f"-j {dst}") if a)
+        if not rule_exists(ruleset, table, src, args):
+            out.setdefault(table, []).append(f"-I {src} 1 {args}")
+    return out
+
+
+def rule_exists(ruleset: Ruleset | None, table: str, chain: str, args: str) -> bool:
+    """iptables -C: is a rule with these arguments (compared as iptables-save prints them) there?"""
+    if ruleset is None or not ruleset.has_table(table) or chain not in ruleset.table(table).chains:
+        return False
+    where = "<kube-proxy>"
+    cmd = parse_line(tokenize(f"-A {chain} {args}", where), ParseCtx(where, table, ""))
+    want = cmd.rules[0].body
+    return any(r.body == want for r in ruleset.chain(table, chain).rules)
+
+
+def _service(spn: ServicePortName, svc: ServicePortInfo, endpoints: list[EndpointInfo], opts: IptablesOptions,
+             large: bool, active: set[str], f_rules: _Buf, n_chains_all: _Buf, n_rules_all: _Buf,
+             skip: bool) -> None:
+    """The body of syncProxyRules' per-service-port loop."""
+    proto = svc.protocol.lower()
+    name = str(spn)
+    cat = categorize(endpoints, svc)
+    for ep in cat.reachable:
+        active.add(sep_chain(spn, ep.endpoint))
+    cluster_chain, local_chain = svc_chain(spn), svl_chain(spn)
+    uses_cluster = bool(cat.cluster) and svc.uses_cluster_endpoints
+    uses_local = bool(cat.local) and svc.uses_local_endpoints
+    if uses_cluster:
+        active.add(cluster_chain)
+    if uses_local:
+        active.add(local_chain)
+    internal_chain, has_internal = cluster_chain, cat.has_any
+    if svc.internal_policy_local:
+        internal_chain = local_chain
+        has_internal = has_internal and bool(cat.local)
+    external_policy_chain, has_external = cluster_chain, cat.has_any
+    if svc.external_policy_local:
+        external_policy_chain = local_chain
+        has_external = has_external and bool(cat.local)
+    external_chain = ext_chain(spn)
+    uses_external = cat.has_any and svc.externally_accessible
+    if uses_external:
+        active.add(external_chain)
+    lb_chain = external_chain
+    uses_fw = cat.has_any and bool(svc.load_balancer_ips) and bool(svc.load_balancer_source_ranges)
+    if uses_fw:
+        active.add(fw_chain(spn))
+        lb_chain = fw_chain(spn)
+    if not cat.has_any:
+        int_target, int_comment = "REJECT", f'"{name} has no endpoints"'
+        ext_target, ext_comment = int_target, int_comment
+    else:
+        int_target = int_comment = ext_target = ext_comment = ""
+        if not has_internal:
+            int_target, int_comment = "DROP", f'"{name} has no local endpoints"'
+        if not has_external:
+            ext_target, ext_comment = "DROP", f'"{name} has no local endpoints"'
+    match = f"-m {proto} -p {proto}"
+    if has_internal:
+        n_rules_all.write(f'-A KUBE-SERVICES -m comment --comment "{name} cluster IP"', match,
+                          f"-d {svc.cluster_ip} --dport {svc.port} -j {internal_chain}")
+    else:
+        f_rules.write(f"-A KUBE-SERVICES -m comment --comment {int_comment}", match,
+                      f"-d {svc.cluster_ip} --dport {svc.port} -j {int_target}")
+    for ip in svc.external_ips:
+        if cat.has_any:
+            n_rules_all.write(f'-A KUBE-SERVICES -m comment --comment "{name} external IP"', match,
+                              f"-d {ip} --dport {svc.port} -j {external_chain}")
+        if not has_external:
+            f_rules.write(f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {ext_comment}", match,
+                          f"-d {ip} --dport {svc.port} -j {ext_target}")
+    for ip in svc.load_balancer_ips:
+        if cat.has_any:
+            n_rules_all.write(f'-A KUBE-SERVICES -m comment --comment "{name} loadbalancer IP"', match,
+                              f"-d {ip} --dport {svc.port} -j {lb_chain}")
+        if uses_fw:
+            f_rules.write(f'-A KUBE-PROXY-FIREWALL -m comment --comment "{name} traffic not accepted by '
+                          f'{fw_chain(spn)}"', match, f"-d {ip} --dport {svc.port} -j DROP")
+    if not has_external:
+        for ip in svc.load_balancer_ips:
+            f_rules.write(f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {ext_comment}", match,
+                          f"-d {ip} --dport {svc.port} -j {ext_target}")
+    if svc.node_port:
+        if cat.has_any:
+            n_rules_all.write(f"-A KUBE-NODEPORTS -m comment --comment {name}", match,
+                              f"--dport {svc.node_port} -j {external_chain}")
+        if not has_external:
+            f_rules.write(f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {ext_comment} "
+                          "-m addrtype --dst-type LOCAL", match, f"--dport {svc.node_port} -j {ext_target}")
+    if svc.health_check_node_port:
+        f_rules.write(f'-A KUBE-NODEPORTS -m comment --comment "{name} health check node port" -m tcp -p tcp '
+                      f"--dport {svc.health_check_node_port} -j ACCEPT")
+    n_chains, n_rules = (_Buf(), _Buf()) if skip else (n_chains_all, n_rules_all)
+    if has_internal:
+        args = f'-m comment --comment "{name} cluster IP" {match} -d {svc.cluster_ip} --dport {svc.port}'
+        if opts.masquerade_all:
+            n_rules.write(f"-A {internal_chain}", args, "-j KUBE-MARK-MASQ")
+        elif opts.cluster_cidr:
+            n_rules.write(f"-A {internal_chain}", args, f"! -s {opts.cluster_cidr} -j KUBE-MARK-MASQ")
+    if uses_external:
+        n_chains.write(f":{external_chain} - [0:0]")
+        if not svc.external_policy_local:
+            n_rules.write(f'-A {external_chain} -m comment --comment "masquerade traffic for {name} external '
+                          'destinations" -j KUBE-MARK-MASQ')
+        else:
+            if opts.cluster_cidr:
+                n_rules.write(f'-A {external_chain} -m comment --comment "pod traffic for {name} external '
+                              f'destinations" -s {opts.cluster_cidr} -j {cluster_chain}')
+            n_rules.write(f'-A {external_chain} -m comment --comment "masquerade LOCAL traffic for {name} '
+                          'external destinations" -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ')
+            n_rules.write(f'-A {external_chain} -m comment --comment "route LOCAL traffic for {name} '
+                          f'external destinations" -m addrtype --src-type LOCAL -j {cluster_chain}')
+        if has_external:
+            n_rules.write(f"-A {external_chain} -j {external_policy_chain}")
+    if uses_fw:
+        fw = fw_chain(spn)
+        n_chains.write(f":{fw} - [0:0]")
+        head = f'-A {fw} -m comment --comment "{name} loadbalancer IP"'
+        allow_node = False
+        for src in svc.load_balancer_source_ranges:
+            n_rules.write(head, f"-s {src} -j {external_chain}")
+            allow_node = allow_node or _in_cidr(opts.node_ip, src)
+        if allow_node:
+            for ip in svc.load_balancer_ips:
+                n_rules.write(head, f"-s {ip} -j {external_chain}")
+        n_rules.write(f'-A {fw} -m comment --comment "other traffic to {name} will be dropped by '
+                      'KUBE-PROXY-FIREWALL"')
+    if uses_cluster:
+        n_chains.write(f":{cluster_chain} - [0:0]")
+        _endpoint_rules(n_rules, name, spn, svc, cluster_chain, cat.cluster, large)
+    if uses_local:
+        n_chains.write(f":{local_chain} - [0:0]")
+        _endpoint_rules(n_rules, name, spn, svc, local_chain, cat.local, large)
+    for ep in cat.reachable:
+        chain = sep_chain(spn, ep.endpoint)
+        n_chains.write(f":{chain} - [0:0]")
+        comment = "" if large else f"-m comment --comment {name}"
+        n_rules.write(f"-A {chain}", comment, f"-s {ep.ip} -j KUBE-MARK-MASQ")
+        recent = f"-m recent --name {chain} --set" if svc.client_ip_affinity else ""
+        n_rules.write(f"-A {chain}", comment, recent,
+                      f"-m {proto} -p {proto} -j DNAT --to-destination {ep.endpoint}")
+
+
+def _endpoint_rules(rules: _Buf, name: str, spn: ServicePortName, svc: ServicePortInfo, chain: str,
+                    endpoints: list[EndpointInfo], large: bool) -> None:
+    """writeServiceToEndpointRules: affinity checks first, then the probability cascade."""
+    def comment(ep: EndpointInfo) -> str:
+        return "" if large else f'-m comment --comment "{name} -> {ep.endpoint}"'
+
+    if svc.client_ip_affinity:
+        for ep in endpoints:
+            sep = sep_chain(spn, ep.endpoint)
+            rules.write(f"-A {chain}", comment(ep),
+                        f"-m recent --name {sep} --rcheck --seconds {svc.sticky_seconds} --reap -j {sep}")
+    n = len(endpoints)
+    for i, ep in enumerate(endpoints):
+        stat = f"-m statistic --mode random --probability {probability(n - i)}" if i < n - 1 else ""
+        rules.write(f"-A {chain}", comment(ep), stat, f"-j {sep_chain(spn, ep.endpoint)}")
+
+
+def _in_cidr(ip: str | None, cidr: str) -> bool:
+    import ipaddress
+    return ip is not None and ipaddress.IPv4Address(ip) in ipaddress.IPv4Network(cidr, strict=False)

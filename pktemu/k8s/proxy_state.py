@@ -1,0 +1,215 @@
+"""What kube-proxy knows, whatever its mode: service ports and their endpoints (pkg/proxy's
+ServicePortMap and EndpointsMap), topology categorisation and stale-UDP detection, as upstream.
+
+Services and EndpointSlices are turned into per-service-port records once per sync. Service
+ports keep the Services' creation order (upstream walks a Go map, so any order is upstream's;
+ours is deterministic). Endpoints are sorted by "ip:port" as upstream's byEndpoint sort does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from pktemu.k8s.objects import EndpointSlice, Service
+
+
+@dataclass(frozen=True)
+class ServicePortName:
+    namespace: str
+    name: str
+    port: str
+    protocol: str
+
+    @property
+    def service(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def __str__(self) -> str:
+        return self.service + (f":{self.port}" if self.port else "")
+
+
+@dataclass(frozen=True)
+class ServicePortInfo:
+    """proxy.BaseServicePortInfo: one port of one Service, as the proxiers see it."""
+    spn: ServicePortName
+    cluster_ip: str
+    port: int
+    protocol: str
+    node_port: int = 0
+    client_ip_affinity: bool = False
+    sticky_seconds: int = 10800
+    external_ips: tuple[str, ...] = ()
+    load_balancer_ips: tuple[str, ...] = ()
+    load_balancer_source_ranges: tuple[str, ...] = ()
+    health_check_node_port: int = 0
+    external_policy: str = "Cluster"
+    internal_policy: str = "Cluster"
+
+    @property
+    def externally_accessible(self) -> bool:
+        return bool(self.node_port or self.external_ips or self.load_balancer_ips)
+
+    @property
+    def external_policy_local(self) -> bool:
+        return self.externally_accessible and self.external_policy == "Local"
+
+    @property
+    def internal_policy_local(self) -> bool:
+        return self.internal_policy == "Local"
+
+    @property
+    def uses_cluster_endpoints(self) -> bool:
+        return not self.internal_policy_local or (self.externally_accessible
+                                                  and not self.external_policy_local)
+
+    @property
+    def uses_local_endpoints(self) -> bool:
+        return self.internal_policy_local or self.external_policy_local
+
+
+@dataclass(frozen=True)
+class EndpointInfo:
+    """proxy.BaseEndpointInfo: the first address of one endpoint, with its port and conditions."""
+    ip: str
+    port: int
+    is_local: bool
+    ready: bool
+    serving: bool
+    terminating: bool
+    node_name: str | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+
+ServicePortMap = dict[ServicePortName, ServicePortInfo]
+EndpointsMap = dict[ServicePortName, list[EndpointInfo]]
+
+
+def service_ports(services: Iterable[Service]) -> ServicePortMap:
+    """Service ports kube-proxy programs: headless, ExternalName and unallocated Services are skipped."""
+    out: ServicePortMap = {}
+    for svc in sorted(services, key=lambda s: s.meta.creation_seq):
+        if svc.headless or not svc.cluster_ip or svc.type == "ExternalName":
+            continue
+        lb = tuple(svc.load_balancer_ips) if svc.type == "LoadBalancer" else ()
+        for p in svc.ports:
+            spn = ServicePortName(svc.meta.namespace, svc.meta.name, p.name, p.protocol)
+            out[spn] = ServicePortInfo(
+                spn, svc.cluster_ip, p.port, p.protocol,
+                node_port=(p.node_port or 0) if svc.type in ("NodePort", "LoadBalancer") else 0,
+                client_ip_affinity=svc.session_affinity == "ClientIP",
+                sticky_seconds=svc.affinity_timeout_seconds,
+                external_ips=tuple(svc.external_ips), load_balancer_ips=lb,
+                load_balancer_source_ranges=tuple(svc.load_balancer_source_ranges) if lb else (),
+                health_check_node_port=(svc.health_check_node_port or 0)
+                if svc.type == "LoadBalancer" and svc.external_traffic_policy == "Local" else 0,
+                external_policy=svc.external_traffic_policy, internal_policy=svc.internal_traffic_policy)
+    return out
+
+
+def endpoints_map(slices: Iterable[EndpointSlice], node_name: str) -> EndpointsMap:
+    """EndpointSliceCache: per service port, the endpoints of every slice of the Service, one per
+    "ip:port" (a ready one wins over a not-ready duplicate), sorted by "ip:port"."""
+    by_port: dict[ServicePortName, dict[str, EndpointInfo]] = {}
+    for es in sorted(slices, key=lambda s: s.meta.key):
+        if es.address_type != "IPv4":
+            continue
+        for p in es.ports:
+            spn = ServicePortName(es.meta.namespace, es.service_name, p.name, p.protocol)
+            eps = by_port.setdefault(spn, {})
+            for e in es.endpoints:
+                if not e.addresses:
+                    continue
+                c = e.conditions
+                info = EndpointInfo(e.addresses[0], p.port, e.node_name == node_name,
+                                    c.ready is None or bool(c.ready), c.serving is None or bool(c.serving),
+                                    bool(c.terminating), e.node_name)
+                old = eps.get(info.endpoint)
+                if old is None or (info.ready and not old.ready):
+                    eps[info.endpoint] = info
+    return {spn: sorted(eps.values(), key=lambda e: e.endpoint) for spn, eps in by_port.items() if eps}
+
+
+@dataclass
+class Categorized:
+    cluster: list[EndpointInfo]
+    local: list[EndpointInfo]
+    reachable: list[EndpointInfo]
+    has_any: bool
+
+
+def categorize(endpoints: list[EndpointInfo], svc: ServicePortInfo) -> Categorized:
+    """proxy.CategorizeEndpoints (topology hints aside): which endpoints the Cluster and the Local
+    traffic policies use, falling back to serving-terminating endpoints when none is ready."""
+    cluster: list[EndpointInfo] = []
+    local: list[EndpointInfo] = []
+    has_any = False
+    if svc.uses_cluster_endpoints:
+        cluster = [e for e in endpoints if e.ready]
+        if not cluster:
+            cluster = [e for e in endpoints if e.serving and e.terminating]
+        has_any = bool(cluster)
+    if not svc.uses_local_endpoints:
+        return Categorized(cluster, [], cluster, has_any)
+    local_ready = local_terminating = False
+    for e in endpoints:
+        if e.ready:
+            has_any = True
+            local_ready = local_ready or e.is_local
+        elif e.serving and e.terminating:
+            has_any = True
+            local_terminating = local_terminating or e.is_local
+    fallback = False
+    if local_ready:
+        local = [e for e in endpoints if e.is_local and e.ready]
+    elif local_terminating:
+        fallback = True
+        local = [e for e in endpoints if e.is_local and e.serving and e.terminating]
+    if not svc.uses_cluster_endpoints:
+        return Categorized([], local, local, has_any)
+    if not fallback:
+        return Categorized(cluster, local, cluster, has_any)
+    merged = {e.endpoint: e for e in cluster + local}
+    return Categorized(cluster, local, sorted(merged.values(), key=lambda e: e.endpoint), has_any)
+
+
+@dataclass
+class StaleUdp:
+    """What conntrack cleanup has to do after a sync (pkg/proxy/conntrack.CleanStaleEntries)."""
+    service_ips: set[str]                          # conntrack -D --orig-dst IP -p udp
+    node_ports: set[int]                           # conntrack -D -p udp --dport P
+    nat: set[tuple[str, str]]                      # conntrack -D --orig-dst VIP --dst-nat EP -p udp
+    port_nat: set[tuple[int, str]]                 # conntrack -D -p udp --dport P --dst-nat EP
+
+
+def stale_udp(old_svcs: ServicePortMap, new_svcs: ServicePortMap, old_eps: EndpointsMap,
+              new_eps: EndpointsMap) -> StaleUdp:
+    """Deleted UDP ClusterIPs, UDP services newly given ready endpoints, and UDP endpoints that
+    stopped being used (detectStaleConntrackEntries + deleteStale*ConntrackEntries)."""
+    out = StaleUdp(set(), set(), set(), set())
+    for spn, info in old_svcs.items():
+        if spn not in new_svcs and info.protocol == "UDP":
+            out.service_ips.add(info.cluster_ip)
+    for spn, eps in old_eps.items():
+        if spn.protocol != "UDP" or spn not in new_svcs:
+            continue
+        info = new_svcs[spn]
+        now = {(e.endpoint, e.is_local, e.ready) for e in new_eps.get(spn, [])}
+        for ep in eps:
+            if ep.ready and (ep.endpoint, ep.is_local, ep.ready) not in now:
+                if info.node_port:
+                    out.port_nat.add((info.node_port, ep.ip))
+                for vip in (info.cluster_ip, *info.external_ips, *info.load_balancer_ips):
+                    out.nat.add((vip, ep.ip))
+    for spn, eps in new_eps.items():
+        new = new_svcs.get(spn)
+        if spn.protocol != "UDP" or new is None:
+            continue
+        info = new
+        if any(e.ready for e in eps) and not any(e.ready for e in old_eps.get(spn, [])):
+            out.service_ips.update((info.cluster_ip, *info.external_ips, *info.load_balancer_ips))
+            if info.node_port:
+                out.node_ports.add(info.node_port)
+    return out

@@ -1,0 +1,158 @@
+"""Timeline actions: changes to the cluster at given virtual times, registered by name.
+
+A topology scenario's `timeline:` entries are `{at: T, <action>: <argument>}`. Each action
+registered here has a `parse` (checks the argument when the file is loaded; raises PktemuError
+naming the file and field) and a `run` (applies it to the running cluster). Adding an action is
+adding a registration, nothing else changes.
+
+* `apply`: a manifest file (relative path) or an inline object; kubectl apply of each object.
+* `delete`: `Kind/namespace/name` or `Kind/name`; kubectl delete (a Pod terminates gracefully).
+* `ready`: `{pod: [ns/]name, value: bool}`; the Pod's readiness probe starts failing or passing.
+* `scale`: `{service: [ns/]name, replicas: N}`; the first N Pods (by name) the Service selects
+  stay, the others are deleted (scaling up brings them back).
+* `kube_proxy`: `{node: name, action: crash|restart}`; the node's kube-proxy dies (rules and
+  conntrack stay) or restarts (full resync).
+"""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Callable
+
+from pktemu.errors import PktemuError
+from pktemu.k8s.manifests import Ctx, load_file, parse_object
+from pktemu.k8s.objects import KINDS
+
+if TYPE_CHECKING:
+    from pktemu.k8s.cluster import Cluster
+
+
+
+@dataclass(frozen=True)
+class Action:
+    #: parse(value, where, base_dir) -> checked args; `where` is "file: scenarios.x.timeline[i].action"
+    parse: Callable[[Any, str, str], dict[str, Any]]
+    run: Callable[["Cluster", dict[str, Any]], None]
+
+
+ACTIONS: dict[str, Action] = {}
+
+
+def register(name: str, parse: Callable[[Any, str, str], dict[str, Any]],
+             run: Callable[["Cluster", dict[str, Any]], None]) -> None:
+    ACTIONS[name] = Action(parse, run)
+
+
+def _err(where: str, msg: str) -> PktemuError:
+    return PktemuError(f"{where}: {msg}")
+
+
+def _mapping(value: Any, where: str, required: tuple[str, ...],
+             optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _err(where, f"expected a mapping with {', '.join(required)}, got {value!r}")
+    for k in value:
+        if k not in required + optional:
+            raise _err(f"{where}.{k}", f"unknown key (expected: {', '.join(required + optional)})")
+    for k in required:
+        if value.get(k) is None:
+            raise _err(f"{where}.{k}", "required")
+    return value
+
+
+def _ns_name(value: Any, where: str) -> tuple[str, str]:
+    if not isinstance(value, str) or not value or value.count("/") > 1:
+        raise _err(where, f"expected name or namespace/name, got {value!r}")
+    ns, _, name = value.rpartition("/")
+    return ns or "default", name
+
+
+# ---------------------------------------------------------------------------- apply
+def _parse_apply(value: Any, where: str, base: str) -> dict[str, Any]:
+    if isinstance(value, str):
+        path = os.path.normpath(os.path.join(base, value))
+        if not os.path.isfile(path):
+            raise _err(where, f"no such manifest file: {path}")
+        return {"objects": load_file(path)}
+    if isinstance(value, dict):
+        if value.get("kind") == "List" or str(value.get("kind", "")).endswith("List"):
+            items = value.get("items") or []
+            return {"objects": [parse_object(i, Ctx(where, 0, str(i.get("kind")))) for i in items]}
+        return {"objects": [parse_object(value, Ctx(where, 0, str(value.get("kind"))))]}
+    raise _err(where, f"expected a manifest file name or an inline object, got {value!r}")
+
+
+def _run_apply(cluster: "Cluster", args: dict[str, Any]) -> None:
+    for obj in args["objects"]:
+        cluster.apply(copy.deepcopy(obj))
+
+
+# ---------------------------------------------------------------------------- delete
+def _parse_delete(value: Any, where: str, base: str) -> dict[str, Any]:
+    if not isinstance(value, str) or value.count("/") not in (1, 2):
+        raise _err(where, f"expected Kind/namespace/name or Kind/name, got {value!r}")
+    kind, _, rest = value.partition("/")
+    if kind not in KINDS:
+        raise _err(where, f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
+    ns, name = _ns_name(rest, where)
+    return {"kind": kind, "key": f"{ns}/{name}"}
+
+
+def _run_delete(cluster: "Cluster", args: dict[str, Any]) -> None:
+    cluster.delete(args["kind"], args["key"])
+
+
+# ---------------------------------------------------------------------------- ready
+def _parse_ready(value: Any, where: str, base: str) -> dict[str, Any]:
+    m = _mapping(value, where, ("pod", "value"), ("namespace",))
+    if not isinstance(m["value"], bool):
+        raise _err(f"{where}.value", f"expected true or false, got {m['value']!r}")
+    ns, name = _ns_name(m["pod"], f"{where}.pod")
+    if m.get("namespace") is not None:
+        ns = str(m["namespace"])
+    return {"key": f"{ns}/{name}", "value": m["value"]}
+
+
+def _run_ready(cluster: "Cluster", args: dict[str, Any]) -> None:
+    pod = cluster.api.get("Pod", args["key"])
+    if pod is None:
+        cluster.note(f"ready: no Pod {args['key']} (ignored)")
+        return
+    cluster.apply(replace(pod, ready=args["value"], meta=copy.deepcopy(pod.meta)))
+
+
+# ---------------------------------------------------------------------------- scale
+def _parse_scale(value: Any, where: str, base: str) -> dict[str, Any]:
+    m = _mapping(value, where, ("service", "replicas"))
+    r = m["replicas"]
+    if not isinstance(r, int) or isinstance(r, bool) or r < 0:
+        raise _err(f"{where}.replicas", f"expected an integer >= 0, got {r!r}")
+    ns, name = _ns_name(m["service"], f"{where}.service")
+    return {"key": f"{ns}/{name}", "replicas": r}
+
+
+def _run_scale(cluster: "Cluster", args: dict[str, Any]) -> None:
+    cluster.scale(args["key"], args["replicas"])
+
+
+# ---------------------------------------------------------------------------- kube-proxy
+def _parse_kube_proxy(value: Any, where: str, base: str) -> dict[str, Any]:
+    m = _mapping(value, where, ("node", "action"))
+    if m["action"] not in ("crash", "restart"):
+        raise _err(f"{where}.action", f"expected crash or restart, got {m['action']!r}")
+    if not isinstance(m["node"], str):
+        raise _err(f"{where}.node", f"expected a node name, got {m['node']!r}")
+    return {"node": m["node"], "action": m["action"]}
+
+
+def _run_kube_proxy(cluster: "Cluster", args: dict[str, Any]) -> None:
+    kp = cluster.kube_proxies[args["node"]]
+    kp.crash() if args["action"] == "crash" else kp.restart()
+
+
+register("apply", _parse_apply, _run_apply)
+register("delete", _parse_delete, _run_delete)
+register("ready", _parse_ready, _run_ready)
+register("scale", _parse_scale, _run_scale)
+register("kube_proxy", _parse_kube_proxy, _run_kube_proxy)

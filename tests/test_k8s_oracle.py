@@ -1,0 +1,54 @@
+"""service-test-k8s.yaml: the oracle's four scenarios with the rules written by kube-proxy from
+Service objects instead of read from a file still compare IDENTICAL with the real kernel.
+
+The oracle's summary is a pure function of a run's pcaps and state files, so instead of reading
+48 pcaps with tshark a second time, the kube-proxy run is checked to be byte for byte the run of
+service-test.yaml (whose summary the session fixture compares with the kernel's); the compare is
+then repeated on that summary so this file stands on its own.
+"""
+from __future__ import annotations
+
+import filecmp
+from pathlib import Path
+
+import pytest
+
+import shared_paths
+from conftest import compare, pktemu
+
+SCENARIOS = ("s1-clusterip", "s2-noendpoints", "s3-hairpin", "s3b-hairpin-off")
+
+
+@pytest.fixture(scope="module")
+def k8s_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("service-test-k8s")
+    pktemu("run", "topologies/service-test-k8s.yaml", "--out", str(out), "-q")
+    return out
+
+
+def _files(d: Path) -> list[str]:
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_kube_proxy_run_is_byte_identical_to_the_rules_file_run(k8s_run: Path, service_test_run: Path,
+                                                                scenario: str) -> None:
+    a, b = service_test_run / scenario, k8s_run / scenario
+    files = [f for f in _files(a) if f != "summary.json"]
+    assert files == _files(b) and "pcap/node1-cbr0.pcap" in files and "iptables-save-node1.txt" in files
+    _, mismatch, errors = filecmp.cmpfiles(a, b, files, shallow=False)
+    assert mismatch == [] and errors == [], mismatch
+
+
+def test_four_scenarios_identical_to_the_kernel_with_state(k8s_run: Path, service_test_run: Path) -> None:
+    r = compare(shared_paths.ORACLE_REF / "summary.json", service_test_run / "summary.json",
+                "--level", "extended")
+    assert r.stdout.strip().splitlines()[-1] == "IDENTICAL", r.stdout
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_iptables_save_with_counters_is_the_kernels_line_for_line(k8s_run: Path, scenario: str) -> None:
+    for node in ("node1", "node2"):
+        ours = (k8s_run / scenario / f"iptables-save-{node}.txt").read_text().splitlines()
+        ref = (shared_paths.ORACLE_REF / scenario / f"iptables-save-{node}.txt").read_text().splitlines()
+        assert [ln for ln in ours if not ln.startswith("#")] == [ln for ln in ref if not ln.startswith("#")]
