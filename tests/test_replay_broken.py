@@ -67,14 +67,18 @@ def test_snaplen_68_records_are_counted_as_truncated_and_never_sent(tmp_path: Pa
     assert "\tTruncated:          24 (caplen < wirelen: never sent)" in stats.text()
 
 
-def test_bad_tcp_checksums_are_dropped_by_the_server_stack_as_the_kernel_does(tmp_path: Path) -> None:
+def test_bad_tcp_checksums_are_invalid_to_conntrack_as_the_kernel_does(tmp_path: Path) -> None:
     maps = ("192.168.1.28=10.0.1.2", "35.221.46.9=10.3.241.152")
     stats, out = run(tmp_path / "kept", "broken_bad_tcp_checksums_http.pcap", *maps,
                      answer_timeout=200_000_000)
     assert stats.bad_checksums == {"tcp": 6} and stats.client_side == 6
-    syn = [p for p in pcap(out, "server-eth0") if TCP in p]
-    assert len(syn) == 1 and syn[0][TCP].flags == "S" and not tcp_checksum_ok(syn[0])   # still bad after DNAT
-    assert stats.dropped == {"server tcp_v4_rcv: bad TCP header or checksum": 1}
+    # nf_conntrack_checksum=1: the SYN is INVALID at PREROUTING, so it is not DNATed (cbr0 still
+    # shows the ClusterIP) and kube-proxy's KUBE-FORWARD INVALID rule drops it on node1
+    syn = [p for p in pcap(out, "node1-cbr0") if TCP in p]
+    assert len(syn) == 1 and syn[0][IP].dst == "10.3.241.152" and not tcp_checksum_ok(syn[0])
+    assert [p for p in pcap(out, "server-eth0") if TCP in p] == []
+    assert stats.dropped == {"node1 netfilter FORWARD: filter KUBE-FORWARD#1 DROP: "
+                             "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP": 1}
     assert stats.sent_packets == 1
     assert stats.not_sent == {"no answer from the emulated server (no SYN-ACK)": 5}
     stats, out = run(tmp_path / "fixed", "broken_bad_tcp_checksums_http.pcap", *maps, fix_checksums=True)

@@ -27,24 +27,14 @@ def rule_label(note: RuleNote) -> str:
     return f"{note.table}:{note.hook} {note.rule.chain}#{note.rule.num}"
 
 
-def rule_line(note: RuleNote) -> str:
-    """`rule nat:PREROUTING KUBE-SEP-X#2: -A KUBE-SEP-X ... (verdict accept)`."""
-    verdict = f" (verdict {note.verdict.lower()})" if note.verdict else ""
-    return f"rule {rule_label(note)}: {note.rule_text}{verdict}"
-
-
-def _is_nat_rule(n: str) -> bool:
-    return (n.__class__ is RuleNote and n.rule is not None           # type: ignore[attr-defined]
-            and n.rule.jump in NAT_TARGETS and n.verdict != "DROP")   # type: ignore[attr-defined]
-
-
 def summary(notes: list[str]) -> str:
     """The notes joined by "; ", a NAT rule's note folded into the translation it caused."""
     items: list[str | None] = []
     pending: list[tuple[int, RuleNote]] = []
     for n in notes:
-        if _is_nat_rule(n):
-            pending.append((len(items), n))           # type: ignore[arg-type]
+        if n.__class__ is RuleNote and n.rule is not None and n.rule.jump in NAT_TARGETS \
+                and n.verdict != "DROP":                                       # type: ignore[attr-defined]
+            pending.append((len(items), n))                                   # type: ignore[arg-type]
             items.append(n)
         elif pending and n.startswith(_NAT_DONE):
             i, rule = pending.pop(0)
@@ -58,12 +48,29 @@ def summary(notes: list[str]) -> str:
 
 
 def frame_comment(direction: str, notes: list[str], frame: Any, now: int) -> str:
-    """The comment for `frame` captured in `direction` ("in"/"out") with the notes since the last one."""
-    lines = [f"{direction}: {summary(notes)}"]
-    lines.extend(rule_line(n) for n in notes if n.__class__ is RuleNote)    # type: ignore[arg-type]
+    """The comment for `frame` captured in `direction` ("in"/"out") with the notes since the last one.
+
+    Called for every captured frame that has notes: one pass over the notes builds the rule
+    lines and finds out whether the summary needs folding and the conntrack entry is worth quoting.
+    """
+    lines = [""]
+    fold = changed = False
+    for n in notes:
+        if n.__class__ is RuleNote:
+            r = n.rule                                                         # type: ignore[attr-defined]
+            v = n.verdict                                                      # type: ignore[attr-defined]
+            verdict = f" (verdict {v.lower()})" if v else ""
+            if r is None:
+                lines.append(f"rule {n.table}:{n.hook} policy: -P {n.hook} {v}{verdict}")  # type: ignore
+            else:
+                lines.append(f"rule {n.table}:{n.hook} {r.chain}#{r.num}: -A {r.chain}{r.body}{verdict}")  # type: ignore
+                fold = fold or r.jump in NAT_TARGETS
+        elif n.startswith(CT_CHANGED):
+            changed = True
+    lines[0] = f"{direction}: {summary(notes) if fold else '; '.join(notes)}"
     ct = frame.ct
     if ct is not None:
         words = ct_state(ct, frame.ctinfo)
-        entry = ct_entry(ct, now) if any(n.startswith(CT_CHANGED) for n in notes) else None
+        entry = ct_entry(ct, now) if changed else None
         lines.append(f"{words}: {entry}" if entry else words)
-    return "\n".join(lines)
+    return lines[0] if len(lines) == 1 else "\n".join(lines)

@@ -18,17 +18,24 @@ _STATUS = ((IPS_EXPECTED, "expected"), (IPS_SEEN_REPLY, "seen-reply"), (IPS_ASSU
            (IPS_CONFIRMED, "confirmed"), (IPS_SRC_NAT, "snat"), (IPS_DST_NAT, "dnat"), (IPS_DYING, "dying"))
 
 
+_WORDS: dict[tuple[int, int], str] = {}
+
+
 def ct_state(ct: Any, ctinfo: int | None) -> str:
-    """`ct state ... ct direction ... ct status ...` for a frame's (ct, ctinfo)."""
+    """`ct state ... ct direction ... ct status ...` of (ct, ctinfo), built once per combination."""
     if ct is None:
         return "ct state invalid"
     if ct is UNTRACKED:
         return "ct state untracked"
-    info = ctinfo or 0
-    words = f"ct state {_STATES[info % IP_CT_IS_REPLY]} ct direction "
-    words += "reply" if info >= IP_CT_IS_REPLY else "original"
-    status = [name for bit, name in _STATUS if ct.status & bit]
-    return words + (f" ct status {','.join(status)}" if status else "")
+    key = (ctinfo or 0, ct.status)
+    words = _WORDS.get(key)
+    if words is None:
+        info, st = key
+        words = f"ct state {_STATES[info % IP_CT_IS_REPLY]} ct direction "
+        words += "reply" if info >= IP_CT_IS_REPLY else "original"
+        status = [name for bit, name in _STATUS if st & bit]
+        words = _WORDS[key] = words + (f" ct status {','.join(status)}" if status else "")
+    return words
 
 
 def ct_entry(ct: Any, now: int) -> str | None:

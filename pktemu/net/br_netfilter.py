@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pktemu.net.frame import Frame, bytes2mac, int2ip
+from pktemu.net.ipv4 import validate_header
 from pktemu.net.neighbour import CONNECTED
 from pktemu.netfilter.core import FORWARD, NF_ACCEPT, POSTROUTING, PREROUTING
 
@@ -36,6 +37,10 @@ class NfBridgeInfo:
 def pre_routing(bridge: "Bridge", port: "BridgePort", frame: Frame) -> None:
     """br_nf_pre_routing + br_nf_pre_routing_finish."""
     node = bridge.node
+    err = validate_header(frame)
+    if err is not None:                   # br_validate_ipv4: inhdr_error, the frame is freed
+        node.drop(frame, f"br_netfilter {bridge.name}", err)
+        return
     nfb = frame.nf_bridge = NfBridgeInfo(port)
     daddr = frame.daddr
     if node.nf.hook(PREROUTING, frame, bridge.name, None, physin=port.dev.name) != NF_ACCEPT:

@@ -42,12 +42,17 @@ def bytes2mac(b: bytes) -> str:
 
 
 def checksum(data: bytes | bytearray | memoryview) -> int:
-    """Internet checksum (RFC 1071) of `data`."""
+    """Internet checksum (RFC 1071) of `data`.
+
+    The ones'-complement sum of 16-bit words is the big integer the bytes spell, modulo 0xFFFF
+    (2**16 = 1 mod 0xFFFF), so one int.from_bytes does in C what a word loop does in Python.
+    """
     if len(data) % 2:
         data = bytes(data) + b"\x00"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
+    x = int.from_bytes(data, "big")
+    s = x % 0xFFFF
+    if s == 0 and x:
+        s = 0xFFFF
     return ~s & 0xFFFF
 
 
@@ -288,6 +293,16 @@ class Frame:
             _H.pack_into(self.data, off + 4, new)
             c = _H.unpack_from(self.data, off + 2)[0]
             _H.pack_into(self.data, off + 2, csum_replace(c, old, new))
+
+    def l4_checksum_ok(self) -> bool:
+        """Does the TCP/UDP checksum (pseudo-header included) verify? UDP checksum 0 means none."""
+        off = self.l4off
+        end = ETH_HLEN + self.ip_len
+        proto = self.proto
+        if proto == IPPROTO_UDP and _H.unpack_from(self.data, off + 6)[0] == 0:
+            return True
+        pseudo = bytes(self.data[ETH_HLEN + 12:ETH_HLEN + 20]) + _H.pack(proto) + _H.pack(end - off)
+        return checksum(pseudo + bytes(self.data[off:end])) == 0
 
     def fix_icmp_checksum(self) -> None:
         """Recompute the ICMP checksum from scratch (after rewriting a quoted header)."""

@@ -31,24 +31,33 @@ def build_ip(saddr: int, daddr: int, proto: int, payload: bytes, *, ident: int, 
 
 
 # ---------------------------------------------------------------------------- receive
+def validate_header(frame: Frame) -> str | None:
+    """ip_rcv_core() / br_validate_ipv4(): what is wrong with the header, or None.
+
+    A good frame loses its Ethernet padding on the way (pskb_trim_rcsum).
+    """
+    data = frame.data
+    if len(data) < ETH_HLEN + 20 or data[ETH_HLEN] >> 4 != 4 or data[ETH_HLEN] & 0xF < 5:
+        return "bad IPv4 header"
+    ihl = (data[ETH_HLEN] & 0xF) * 4
+    if frame.ip_len < ihl or ETH_HLEN + frame.ip_len > len(data):
+        return "bad IPv4 total length"
+    if checksum(data[ETH_HLEN:ETH_HLEN + ihl]) != 0:
+        return "bad IPv4 header checksum"
+    if len(data) > ETH_HLEN + frame.ip_len:
+        del data[ETH_HLEN + frame.ip_len:]
+    return None
+
+
 def ip_rcv(node: "Node", dev: NetDevice, frame: Frame) -> None:
     """ip_rcv + ip_rcv_finish: sanity checks, PREROUTING, then the input route decides."""
     if dev.pkt_type(frame) == PACKET_OTHERHOST and frame.nf_bridge is None:
         node.drop(frame, "ip_rcv", "frame not addressed to this host (PACKET_OTHERHOST)")
         return
-    data = frame.data
-    if len(data) < ETH_HLEN + 20 or data[ETH_HLEN] >> 4 != 4 or data[ETH_HLEN] & 0xF < 5:
-        node.drop(frame, "ip_rcv", "bad IPv4 header")
+    err = validate_header(frame)
+    if err is not None:
+        node.drop(frame, "ip_rcv", err)
         return
-    ihl = (data[ETH_HLEN] & 0xF) * 4
-    if frame.ip_len < ihl or ETH_HLEN + frame.ip_len > len(data):
-        node.drop(frame, "ip_rcv", "bad IPv4 total length")
-        return
-    if checksum(data[ETH_HLEN:ETH_HLEN + ihl]) != 0:
-        node.drop(frame, "ip_rcv", "bad IPv4 header checksum")
-        return
-    if len(data) > ETH_HLEN + frame.ip_len:
-        del data[ETH_HLEN + frame.ip_len:]     # pskb_trim_rcsum: Ethernet padding goes
     nfb = frame.nf_bridge
     if nfb is None or not nfb.prerouting_done:
         # ip_sabotage_in: a frame that br_netfilter already ran through PREROUTING skips it here

@@ -178,8 +178,9 @@ class ConntrackTable:
     def conntrack_in(self, frame: Frame, hook: str = PREROUTING) -> None:
         """nf_conntrack_in(): attach a connection and ctinfo to the frame (ct None means INVALID).
 
-        Of the trackers' checksum checks only ICMP's (at PREROUTING) is done: emulated TCP and UDP
-        checksums are always right, and verifying them would cost every packet.
+        At PREROUTING the trackers verify the ICMP, TCP and UDP checksums as the kernel does with
+        nf_conntrack_checksum=1 (a bad one makes the packet INVALID, so kube-proxy's
+        `--ctstate INVALID -j DROP` drops it before any NAT); replayed captures can carry them.
         """
         d = frame.data
         if _H.unpack_from(d, ETH_HLEN + 6)[0] & 0x1FFF:
@@ -199,6 +200,9 @@ class ConntrackTable:
         t = frame_tuple(frame)
         if t is None:
             return _invalid(frame, "truncated packet")
+        if (hook == PREROUTING and proto in (IPPROTO_TCP, IPPROTO_UDP) and not d[ETH_HLEN + 6] & 0x20
+                and not frame.l4_checksum_ok()):     # a first fragment's checksum covers the whole
+            return _invalid(frame, f"bad {PROTO_NAMES[proto]} checksum")
         if proto == IPPROTO_TCP:
             err = tcp_error(frame)
             if err is not None:
