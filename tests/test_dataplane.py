@@ -76,3 +76,29 @@ def test_routing_loop_ends_in_time_exceeded(lan: Path) -> None:
     ttls = [p[IP].ttl for p in loop]
     assert ttls == sorted(ttls, reverse=True) and ttls[-1] in (1, 2) and len(ttls) > 20
     assert "r2 ip_forward: TTL exceeded" in (lan / "loop" / "drops.txt").read_text()
+
+
+def test_fragmentation_and_reassembly() -> None:
+    """A 3000-byte ping without DF leaves h1 in pieces of at most the MTU; far reassembles it
+    before delivery and its reply, too big as well, is fragmented on the way back."""
+    from pktemu.io.topofile import load_topology
+    from pktemu.network import Network
+    from pktemu.topo import App
+
+    net = Network(load_topology(str(LAN)))
+    h1 = net.nodes["h1"]
+    seen: list[tuple[str, int, bool, int]] = []
+
+    class Tap:
+        def record(self, ts: int, frame, direction: str) -> None:  # type: ignore[no-untyped-def]
+            if frame.is_ipv4 and frame.proto == 1:
+                seen.append((direction, frame.ip_len, frame.is_fragment, frame.ttl))
+
+    h1.devices["eth0"].taps.append(Tap())
+    run = net.start_app(h1, App("ping", {"target": "10.8.0.1", "size": 3000, "df": False}))
+    net.sim.run(until=2 * 10**9)
+    out = [s for s in seen if s[0] == "out"]
+    back = [s for s in seen if s[0] == "in"]
+    assert [s[1] for s in out] == [1500, 1500, 68] and all(s[2] for s in out)
+    assert [s[1] for s in back] == [1500, 1500, 68] and all(s[3] == 63 for s in back)
+    assert run.result["received"] == 1

@@ -147,6 +147,9 @@ def test_ipv4_fragments_cross_the_cluster_in_order(tmp_path: Path) -> None:
     assert [(p[IP].id, p[IP].flags.MF, p[IP].frag, len(p)) for p in frags] == \
            [(0xB5D0, 1, 0, 1010), (0xB5D0, 0, 122, 466)]
     assert stats.sent_packets == 2 and stats.server_side == 1
+    # the server pod reassembles the request (ip_defrag at local delivery) and answers it whole
+    replies = [p for p in pcap(out, "client-eth0") if ICMP in p and p[ICMP].type == 0]
+    assert [(p[IP].src, len(p)) for p in replies] == [("10.0.2.2", 1442)]
 
 
 def test_ipv6_captures_are_refused_frame_by_frame(tmp_path: Path) -> None:

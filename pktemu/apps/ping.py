@@ -12,7 +12,7 @@ from pktemu.units import parse_duration
 if TYPE_CHECKING:
     from pktemu.net.node import Node
 
-_FIELDS = {"target", "count", "interval", "id", "size", "timeout"}
+_FIELDS = {"target", "count", "interval", "id", "size", "timeout", "df"}
 
 
 def validate(params: dict[str, Any], where: str) -> dict[str, Any]:
@@ -37,6 +37,9 @@ def _config(params: dict[str, Any], where: str) -> dict[str, Any]:
         if not isinstance(v, int) or isinstance(v, bool) or v < 0 or v > top:
             raise PktemuError(f"{where}.{key}: expected an integer 0-{top}, got {v!r}")
         out[key] = v
+    if not isinstance(params.get("df", True), bool):
+        raise PktemuError(f"{where}.df: expected true or false, got {params['df']!r}")
+    out["df"] = params.get("df", True)
     out["interval"] = parse_duration(params.get("interval", "1s"), f"{where}.interval")
     out["timeout"] = parse_duration(params.get("timeout", "1s"), f"{where}.timeout")
     return out
@@ -73,7 +76,7 @@ def start(node: "Node", params: dict[str, Any], result: dict[str, Any], done: Ca
             struct.pack_into("!H", body, 2, checksum(body))
             sent[seq & 0xFFFF] = node.sim.now
             result["transmitted"] += 1
-            node.ip_send(saddr, daddr, 1, bytes(body), df=True)
+            node.ip_send(saddr, daddr, 1, bytes(body), df=p["df"])
         if seq < count:
             node.sim.schedule(p["interval"], send, seq + 1)
         else:

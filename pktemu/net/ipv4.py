@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from pktemu.net.device import PACKET_HOST, PACKET_OTHERHOST, NetDevice
 from pktemu.net.frame import ETH_HLEN, Frame, checksum, int2ip
+from pktemu.net.ip_fragment import fragment
 from pktemu.net.route import Route
 from pktemu.netfilter.core import FORWARD, INPUT, NF_ACCEPT, OUTPUT, POSTROUTING, PREROUTING
 
@@ -100,6 +101,11 @@ def _rp_filter_ok(node: "Node", dev: NetDevice, frame: Frame) -> bool:
 
 
 def ip_local_deliver(node: "Node", dev: NetDevice, frame: Frame) -> None:
+    if frame.is_fragment:
+        whole = node.frags.add(frame)
+        if whole is None:
+            return
+        frame = whole
     if node.nf.hook(INPUT, frame, dev.name, None) != NF_ACCEPT:
         return
     proto = frame.proto
@@ -179,5 +185,12 @@ def ip_output(node: "Node", frame: Frame, out: NetDevice, nexthop: int) -> None:
         return
     if out.name == "lo":
         out.xmit(frame)
+        return
+    if frame.ip_len > out.mtu:
+        if frame.df:
+            node.drop(frame, "ip_output", f"len {frame.ip_len} > mtu {out.mtu} with DF (EMSGSIZE)")
+            return
+        for piece in fragment(frame, out.mtu):
+            node.neigh.output(out, nexthop, piece)
         return
     node.neigh.output(out, nexthop, frame)

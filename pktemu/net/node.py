@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 from pktemu.net import icmp, ipv4
 from pktemu.net.device import IfAddr, NetDevice
 from pktemu.net.frame import ETH_P_ARP, ETH_P_IP, Frame, int2ip
+from pktemu.net.ip_fragment import Reassembler
 from pktemu.net.neighbour import NeighTable
 from pktemu.net.route import RT_SCOPE_HOST, RT_SCOPE_LINK, Route, RouteTable, prefix_mask
 from pktemu.net.veth import Loopback
@@ -66,6 +67,7 @@ class Node:
         self._local: dict[int, str] = {}          # local address -> device name
         self._broadcast: set[int] = {0xFFFFFFFF}
         self.neigh = NeighTable(self, on_failure=self._neigh_failure)
+        self.frags = Reassembler(self)
         self.nf: Any = NoNetfilter()
         self.protocols: dict[int, tuple[ProtoRcv, ProtoErr | None]] = {}
         self.ping_sockets: dict[int, Callable[[Frame], None]] = {}   # ICMP echo id -> receiver
