@@ -15,7 +15,8 @@ import pytest
 
 from pktemu.explain.comment import frame_comment, summary
 from pktemu.net.frame import Frame
-from pktemu.netfilter.xtables import RuleNote, load_rules
+from pktemu.netfilter.rule_note import RuleNote
+from pktemu.netfilter.xtables import load_rules
 
 SEP_TEST = "KUBE-SEP-CCUNI5TAEJBRFII7"
 SEP_HAIRPIN = "KUBE-SEP-4JSYWE3VGRPCBXOF"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from pktemu.explain.ctinfo import ct_entry, ct_state
 from pktemu.explain.kube import rule_target
-from pktemu.explain.model import Event, PacketView, RuleStep, TracedPacket
+from pktemu.explain.model import PROTO_NAMES, Event, PacketView, RuleStep, TracedPacket
 from pktemu.netfilter.core import NF_ACCEPT, NF_DROP
 from pktemu.netfilter.hooks import Netfilter
 
@@ -62,8 +62,7 @@ class Recorder:
         def deliver(frame: "Frame") -> None:
             tp = self.packet_of(frame, node)
             if tp is not None:
-                ev = self._event(tp, "deliver", node, frame, where=PacketView.of(frame).proto)  # type: ignore[union-attr]
-                tp.result = ev
+                tp.result = self._event(tp, "deliver", node, frame, where=PROTO_NAMES.get(proto, str(proto)))
             rcv(frame)
             if tp is not None and tp is self.reply and node.name == self.origin:
                 self._stop()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from pktemu.explain.ctinfo import ct_entry, ct_state
-from pktemu.netfilter.xtables import RuleNote
+from pktemu.netfilter.rule_note import RuleNote
 
 NAT_TARGETS = frozenset(("DNAT", "SNAT", "MASQUERADE", "REDIRECT"))
 _NAT_DONE = ("DNAT ", "SNAT ", "un-DNAT ", "un-SNAT ")

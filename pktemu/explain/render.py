@@ -17,7 +17,7 @@ from rich.tree import Tree
 
 from pktemu.explain.comment import CT_CHANGED as _CT_CHANGED
 from pktemu.explain.model import Event, RuleStep, TracedPacket
-from pktemu.netfilter.xtables import RuleNote
+from pktemu.netfilter.rule_note import RuleNote
 
 
 @dataclass

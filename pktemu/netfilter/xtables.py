@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pktemu.errors import PktemuError
 from pktemu.netfilter.core import NF_ACCEPT, NF_DROP, NF_STOLEN, TABLE_HOOKS
 from pktemu.netfilter.xt_base import XT_CONTINUE, Pkt
+from pktemu.netfilter.rule_note import RuleNote
 from pktemu.netfilter.xt_rule import K_ACCEPT, K_DROP, K_EXT, K_GOTO, K_JUMP, K_RETURN, Rule
 
 if TYPE_CHECKING:
@@ -27,34 +28,6 @@ if TYPE_CHECKING:
 RUN_MIN_KEYED = 4         # shorter runs are walked linearly
 RUN_MAX_UNKEYED = 16      # rules without a key a run may absorb (each one is a candidate for all)
 _VERDICT_NAMES = {NF_ACCEPT: "ACCEPT", NF_DROP: "DROP", NF_STOLEN: "STOLEN"}
-
-
-class RuleNote(str):
-    """A frame note saying a rule (or a chain policy) fired, holding the rule itself.
-
-    It is the note text, so everything that reads notes as strings keeps working; explanations
-    use `rule` to quote the rule's iptables-save text even after the ruleset was replaced.
-    """
-
-    table: str
-    hook: str
-    rule: Rule | None
-    verdict: str
-
-    def __new__(cls, text: str, table: str, hook: str, rule: Rule | None, verdict: str = "") -> "RuleNote":
-        note = super().__new__(cls, text)
-        note.table, note.hook, note.rule, note.verdict = table, hook, rule, verdict
-        return note
-
-    def __getnewargs__(self) -> tuple[str, str, str, Rule | None, str]:      # type: ignore[override]
-        return str(self), self.table, self.hook, self.rule, self.verdict
-
-    @property
-    def rule_text(self) -> str:
-        """The rule as iptables-save prints it, or `-P CHAIN POLICY` for a policy verdict."""
-        if self.rule is None:
-            return f"-P {self.hook} {self.verdict}"
-        return self.rule.text
 
 
 class Run:
