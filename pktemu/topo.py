@@ -152,3 +152,14 @@ class Topology:
     capture_points: dict[str, str] = field(default_factory=dict)  # capture name -> "node/ifname", same order
     description: str = ""
     kubernetes: Kubernetes | None = None
+
+    def scenario(self, name: str | None) -> Scenario | None:
+        """The named scenario (None for None); an unknown name is a one-line PktemuError."""
+        if name is None:
+            return None
+        sc = self.scenarios.get(name)
+        if sc is None:
+            from pktemu.errors import PktemuError
+            have = ", ".join(self.scenarios) or "none"
+            raise PktemuError(f"{self.path}: no scenario {name!r} (have: {have})")
+        return sc

@@ -12,10 +12,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 import shared_paths
-from conftest import compare, pktemu, summarize
+from conftest import brnf0_topology, compare, pktemu, summarize
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None,
@@ -38,14 +37,7 @@ def test_br_netfilter_on_matches_this_kernel(service_test_run: Path, tmp_path: P
 
 def test_br_netfilter_off_matches_this_kernel(tmp_path: Path) -> None:
     _kernel_run(tmp_path / "kernel", 0)
-    base = shared_paths.ROOT / "topologies" / "service-test.yaml"
-    scenarios = yaml.safe_load(base.read_text())["scenarios"]
-    for sc in scenarios.values():
-        sc.setdefault("overrides", [])
-        sc["overrides"] += [{"node": n, "sysctls": {"net.bridge.bridge-nf-call-iptables": 0}}
-                            for n in ("node1", "node2")]
-    topo = tmp_path / "brnf0.yaml"
-    topo.write_text(yaml.safe_dump({"extends": str(base), "name": "brnf0", "scenarios": scenarios}))
+    topo = brnf0_topology(tmp_path)
     pktemu("run", str(topo), "--out", str(tmp_path / "emu"), "-q")
     summarize(tmp_path / "emu")
     r = compare(tmp_path / "kernel" / "summary.json", tmp_path / "emu" / "summary.json",

@@ -65,18 +65,9 @@ def test_client_results_are_the_kernels(service_test_run: Path) -> None:
 
 def test_br_netfilter_off_routes_the_hairpin(tmp_path: Path) -> None:
     """The oracle README's ORACLE_BRNF=0 variant: no bridge detour, so the hairpin is routed."""
-    import yaml
+    from conftest import brnf0_topology, pktemu, summarize
 
-    from conftest import pktemu, summarize
-
-    base = shared_paths.ROOT / "topologies" / "service-test.yaml"
-    scenarios = yaml.safe_load(base.read_text())["scenarios"]
-    for sc in scenarios.values():
-        sc.setdefault("overrides", [])
-        sc["overrides"] += [{"node": n, "sysctls": {"net.bridge.bridge-nf-call-iptables": 0}}
-                            for n in ("node1", "node2")]
-    topo = tmp_path / "brnf0.yaml"
-    topo.write_text(yaml.safe_dump({"extends": str(base), "name": "brnf0", "scenarios": scenarios}))
+    topo = brnf0_topology(tmp_path)
     pktemu("run", str(topo), "--out", str(tmp_path), "-q")
     s = summarize(tmp_path)["scenarios"]
     cbr0 = [p for p in s["s1-clusterip"]["interfaces"]["node1-cbr0"]["packets"] if p["proto"] == "TCP"]

@@ -33,12 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, out: Console) -> int:
     t = load_topology(args.topology)
-    sc = None
-    if args.scenario is not None:
-        sc = t.scenarios.get(args.scenario)
-        if sc is None:
-            have = ", ".join(t.scenarios) or "none"
-            raise PktemuError(f"{args.topology}: no scenario {args.scenario!r} (have: {have})")
+    sc = t.scenario(args.scenario)
     at = parse_duration(args.at, "--at")
     net = Network(t, sc)
     node = net.nodes.get(args.node)

@@ -8,7 +8,6 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from pktemu.errors import PktemuError
 from pktemu.io.run import ScenarioOutcome, run_scenario
 from pktemu.io.topofile import load_topology
 from pktemu.network import Network
@@ -29,12 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, out: Console) -> int:
     t = load_topology(args.topology)
     names = args.scenario or list(t.scenarios)
-    for n in names:
-        if n not in t.scenarios:
-            have = ", ".join(t.scenarios) or "none"
-            raise PktemuError(f"{args.topology}: no scenario {n!r} (have: {have})")
-    for n in names:                        # fail on bad rules or apps before writing anything
-        Network(t, t.scenarios[n], args.seed)
+    for n in names:                        # fail on bad names, rules or apps before writing anything
+        Network(t, t.scenario(n), args.seed)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                   TextColumn("{task.fields[vt]}"), console=out, transient=True,
                   disable=args.quiet or not out.is_terminal) as prog:

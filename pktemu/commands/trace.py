@@ -48,12 +48,7 @@ def parse_target(text: str) -> tuple[str, int, str]:
 def run(args: argparse.Namespace, out: Console) -> int:
     daddr, dport, proto = parse_target(args.target)
     t = load_topology(args.topology)
-    sc = None
-    if args.scenario is not None:
-        sc = t.scenarios.get(args.scenario)
-        if sc is None:
-            have = ", ".join(t.scenarios) or "none"
-            raise PktemuError(f"{args.topology}: no scenario {args.scenario!r} (have: {have})")
+    sc = t.scenario(args.scenario)
     if args.sport is not None and not 0 < args.sport < 65536:
         raise PktemuError(f"trace --sport {args.sport}: not a port (1-65535)")
     net = Network(t, sc, args.seed)

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from pktemu.errors import PktemuError
+from pktemu.yamlerr import yaml_errors
 from pktemu.io.topofile_check import check_topology
 from pktemu.io.topofile_fields import Src, integer, mapping, name, seq, string
 from pktemu.io.topofile_k8s import parse_kubernetes, parse_timeline, split_timeline
@@ -73,14 +74,8 @@ def read_yaml(path: str) -> Any:
     loader = _Loader(text)
     loader.pktemu_path = path
     try:
-        return loader.get_single_data()
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = " ".join(str(x) for x in (e.context, e.problem) if x)
-        raise PktemuError(f"{path}{line}: YAML syntax error: {problem}") from None
-    except yaml.YAMLError as e:
-        raise PktemuError(f"{path}: YAML error: {str(e).splitlines()[0]}") from None
+        with yaml_errors(path):
+            return loader.get_single_data()
     finally:
         loader.dispose()
 

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from pktemu.errors import PktemuError
+from pktemu.yamlerr import yaml_errors
 from pktemu.k8s.manifest_fields import (
     Ctx, boolean, integer, ipv4, labels, mapping, port, protocol, seq, string,
 )
@@ -82,19 +83,13 @@ def load_text_located(text: str, path: str) -> list[tuple[Any, Ctx]]:
     loader = _Loader(text)
     out: list[tuple[Any, Ctx]] = []
     try:
-        while loader.check_node():
-            node = loader.get_node()
-            if node is None:
-                continue
-            data = loader.construct_document(node)
-            _collect(data, node, path, out)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = " ".join(str(x) for x in (e.context, e.problem) if x)
-        raise PktemuError(f"{path}{line}: YAML syntax error: {problem}") from None
-    except yaml.YAMLError as e:
-        raise PktemuError(f"{path}: YAML error: {str(e).splitlines()[0]}") from None
+        with yaml_errors(path):
+            while loader.check_node():
+                node = loader.get_node()
+                if node is None:
+                    continue
+                data = loader.construct_document(node)
+                _collect(data, node, path, out)
     finally:
         loader.dispose()
     return out

@@ -1,0 +1,22 @@
+"""YAML parse errors as the one-line PktemuError every input file reports (`file:line: ...`)."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import yaml
+
+from pktemu.errors import PktemuError
+
+
+@contextmanager
+def yaml_errors(path: str) -> Iterator[None]:
+    try:
+        yield
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = " ".join(str(x) for x in (e.context, e.problem) if x)
+        raise PktemuError(f"{path}{line}: YAML syntax error: {problem}") from None
+    except yaml.YAMLError as e:
+        raise PktemuError(f"{path}: YAML error: {str(e).splitlines()[0]}") from None
