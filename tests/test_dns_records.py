@@ -6,7 +6,8 @@ import struct
 import pytest
 from scapy.layers.dns import DNS
 
-from pktemu.apps import cluster_dns, dnswire, registry
+from pktemu.apps import dnswire, registry
+from pktemu.k8s import coredns as cluster_dns
 from pktemu.errors import PktemuError
 from pktemu.k8s.apiserver import ApiServer
 from pktemu.k8s.dns import ClusterDns

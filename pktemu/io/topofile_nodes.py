@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import pktemu.k8s  # noqa: F401  (registers the Kubernetes app kinds, e.g. cluster-dns)
 from pktemu.apps import registry
 from pktemu.errors import PktemuError
 from pktemu.io.topofile_fields import (
