@@ -14,6 +14,7 @@ from typing import Any, Callable
 from pktemu import topo
 from pktemu.apps import registry
 from pktemu.errors import PktemuError
+from pktemu.infile import read_text
 from pktemu.k8s.cluster import Cluster
 from pktemu.net.bridge import Bridge
 from pktemu.net.device import IfAddr, NetDevice
@@ -112,7 +113,7 @@ class Network:
             for p in b.ports:
                 br.add_port(node.devices[p.name], hairpin=p.hairpin)
         if m.iptables:
-            node.nf = Netfilter(node, load_rules(_read(m.iptables), m.iptables))
+            node.nf = Netfilter(node, load_rules(read_text(m.iptables, "rules file"), m.iptables))
         node.tcp = TcpStack(node)
         node.udp = UdpStack(node)
         for app in m.apps:
@@ -165,11 +166,3 @@ class Network:
 def _ifaddr(a: topo.Address) -> IfAddr:
     iface = ipaddress.ip_interface(a.cidr)
     return IfAddr(int(iface.ip), iface.network.prefixlen, ip2int(a.peer) if a.peer else None)
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except OSError as e:
-        raise PktemuError(f"{path}: cannot read rules file: {e.strerror}") from None

@@ -13,11 +13,14 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Callable
 
 from pktemu import topo
 from pktemu.io.capture import CaptureSet
 from pktemu.netfilter.xtables import save_rules
+from pktemu.net.device import NetDevice
 from pktemu.network import Drop, Network
 from pktemu.sim import MS
 
@@ -35,20 +38,46 @@ class ScenarioOutcome:
     events: int
 
 
-def run_scenario(t: topo.Topology, name: str, out_root: str, seed: int | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> ScenarioOutcome:
-    sc = t.scenarios[name]
+@dataclass
+class Output:
+    """A run's output directory while it is being written."""
+    tmp: str
+    final: str
+    caps: CaptureSet
+    captured: list[tuple[str, NetDevice]]
+
+
+@contextmanager
+def scenario_output(out_root: str, name: str, net: Network) -> Iterator[Output]:
+    """A hidden temporary directory with every capture point of `net` attached.
+
+    The block runs the network, closes `caps` and writes its state files; on normal exit the
+    directory is renamed to `out_root/name`, on any exception (Ctrl-C included) it is removed.
+    """
     os.makedirs(out_root, exist_ok=True)
-    final = os.path.join(out_root, name)
     tmp = tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out_root)
     caps: CaptureSet | None = None
     try:
-        net = Network(t, sc, seed)
         os.makedirs(os.path.join(tmp, "pcap"))
         caps = CaptureSet(os.path.join(tmp, "pcap"), os.path.join(tmp, "all.pcapng"))
         captured = net.captures()
         for cname, dev in captured:
             caps.attach(cname, dev)
+        out = Output(tmp, os.path.join(out_root, name), caps, captured)
+        yield out
+        replace_dir(tmp, out.final)
+    except BaseException:
+        if caps is not None:
+            caps.abort()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def run_scenario(t: topo.Topology, name: str, out_root: str, seed: int | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> ScenarioOutcome:
+    sc = t.scenarios[name]
+    net = Network(t, sc, seed)
+    with scenario_output(out_root, name, net) as out:
         runs = _schedule_traffic(net, sc)
         limit = max((tr.at for tr in sc.traffic), default=0) + sc.duration
         events = 0
@@ -56,17 +85,10 @@ def run_scenario(t: topo.Topology, name: str, out_root: str, seed: int | None = 
             events += net.sim.run(until=min(limit, net.sim.now + SLICE_NS))
             if progress is not None:
                 progress(net.sim.now, limit)
-        counts = {name: tap.count for name, tap in caps.taps.items()}
-        caps.close()
-        caps = None
-        write_state(tmp, net, sc, captured, runs)
-        replace_dir(tmp, final)
-    except BaseException:
-        if caps is not None:
-            caps.abort()
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return ScenarioOutcome(name, final, counts, net.drops, [r.result for r in runs], net.sim.now, events)
+        counts = {cname: tap.count for cname, tap in out.caps.taps.items()}
+        out.caps.close()
+        write_state(out.tmp, net, sc, out.captured, runs)
+    return ScenarioOutcome(name, out.final, counts, net.drops, [r.result for r in runs], net.sim.now, events)
 
 
 def _schedule_traffic(net: Network, sc: topo.Scenario) -> list[Any]:

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from pktemu.errors import PktemuError
-from pktemu.yamlerr import yaml_errors
+from pktemu.infile import read_text, yaml_errors
 from pktemu.io.topofile_check import check_topology
 from pktemu.io.topofile_fields import Src, integer, mapping, name, seq, string
 from pktemu.io.topofile_k8s import parse_kubernetes, parse_timeline, split_timeline
@@ -64,14 +64,7 @@ _Loader.add_implicit_resolver(_FLOAT, re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.
 
 def read_yaml(path: str) -> Any:
     """One YAML document; syntax errors become `file:line: problem`."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise PktemuError(f"{path}: cannot read: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise PktemuError(f"{path}: not UTF-8 text: {e.reason} at byte {e.start}") from None
-    loader = _Loader(text)
+    loader = _Loader(read_text(path))
     loader.pktemu_path = path
     try:
         with yaml_errors(path):

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from pktemu.errors import PktemuError
-from pktemu.yamlerr import yaml_errors
+from pktemu.infile import read_text, yaml_errors
 from pktemu.k8s.manifest_fields import (
     Ctx, boolean, integer, ipv4, labels, mapping, port, protocol, seq, string,
 )
@@ -65,14 +65,7 @@ def load_file(path: str) -> list[Any]:
 
 def load_file_located(path: str) -> list[tuple[Any, Ctx]]:
     """Like load_file, each object with where it was written (for later cross-object checks)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise PktemuError(f"{path}: cannot read manifest: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise PktemuError(f"{path}: not UTF-8 text: {e.reason} at byte {e.start}") from None
-    return load_text_located(text, path)
+    return load_text_located(read_text(path, "manifest"), path)
 
 
 def load_text(text: str, path: str) -> list[Any]:

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 
 from pktemu import topo
 from pktemu.errors import PktemuError
-from pktemu.io.capture import CaptureSet
 from pktemu.io.pcapread import read_capture
-from pktemu.io.run import replace_dir, write_state
+from pktemu.io.run import scenario_output, write_state
 from pktemu.io.topofile import load_topology
 from pktemu.net.veth import Veth
 from pktemu.network import Network
@@ -54,12 +51,7 @@ class ReplayOptions:
 def replay(capture: str, topology: str, opts: ReplayOptions, out_root: str) -> ReplayStats:
     """Replay `capture` through `topology`; returns the statistics (also written as replay.json)."""
     t = load_topology(topology)
-    sc = None
-    if opts.scenario is not None:
-        sc = t.scenarios.get(opts.scenario)
-        if sc is None:
-            have = ", ".join(t.scenarios) or "none"
-            raise PktemuError(f"{topology}: no scenario {opts.scenario!r} (have: {have})")
+    sc = t.scenario(opts.scenario)
     amap = AddressMap(opts.maps)
     split = parse_split(opts.split)
     timing = Timing(opts.speed, opts.pps, opts.topspeed, opts.loops)
@@ -75,35 +67,19 @@ def replay(capture: str, topology: str, opts: ReplayOptions, out_root: str) -> R
     name = opts.name or "replay-" + os.path.splitext(os.path.basename(capture))[0]
     if not name or name.startswith(".") or os.sep in name:
         raise PktemuError(f"--name {name!r}: not a usable directory name")
-    os.makedirs(out_root, exist_ok=True)
-    final = os.path.join(out_root, name)
-    tmp = tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out_root)
-    caps: CaptureSet | None = None
-    try:
-        os.makedirs(os.path.join(tmp, "pcap"))
-        caps = CaptureSet(os.path.join(tmp, "pcap"), os.path.join(tmp, "all.pcapng"))
-        captured = net.captures()
-        for cname, dev in captured:
-            caps.attach(cname, dev)
+    with scenario_output(out_root, name, net) as out:
         engine = Engine(net, inject, prepared, timing, opts.answer_timeout, opts.settle, stats)
         engine.start()
         net.sim.run(max_events=MAX_EVENTS)      # the engine stops the clock once the replay has settled
-        caps.close()
-        caps = None
+        out.caps.close()
         stats.virtual_ns = net.sim.now
         stats.dropped = Counter(f"{d.node} {d.where}: {d.reason}" for d in net.drops)
-        stats.out_dir = final
+        stats.out_dir = out.final
         desc = f"replay of {capture} injected at {opts.inject} (standing in for {stats.stands_in_for})"
-        write_state(tmp, net, topo.Scenario(name, desc), captured, [])
-        with open(os.path.join(tmp, "replay.json"), "w") as f:
+        write_state(out.tmp, net, topo.Scenario(name, desc), out.captured, [])
+        with open(os.path.join(out.tmp, "replay.json"), "w") as f:
             json.dump(stats.to_json(), f, indent=2, sort_keys=True)
             f.write("\n")
-        replace_dir(tmp, final)
-    except BaseException:
-        if caps is not None:
-            caps.abort()
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return stats
 
 

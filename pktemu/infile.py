@@ -1,4 +1,4 @@
-"""YAML parse errors as the one-line PktemuError every input file reports (`file:line: ...`)."""
+"""Reading users' input files: every failure is the one-line PktemuError (`file[:line]: ...`)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -20,3 +20,14 @@ def yaml_errors(path: str) -> Iterator[None]:
         raise PktemuError(f"{path}{line}: YAML syntax error: {problem}") from None
     except yaml.YAMLError as e:
         raise PktemuError(f"{path}: YAML error: {str(e).splitlines()[0]}") from None
+
+
+def read_text(path: str, what: str = "") -> str:
+    """A UTF-8 text file; `what` names it in the message (`cannot read manifest: ...`)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise PktemuError(f"{path}: cannot read{' ' + what if what else ''}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise PktemuError(f"{path}: not UTF-8 text: {e.reason} at byte {e.start}") from None
