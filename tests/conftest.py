@@ -11,15 +11,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import shared_paths  # noqa: E402
+import datapaths  # noqa: E402
 
-SUMMARY_TOOL = shared_paths.ORACLE / "oracle_summary.py"
+SUMMARY_TOOL = datapaths.ORACLE / "oracle_summary.py"
 
 
 def pktemu(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run the `pktemu` command as a user would (a subprocess of this Python)."""
     p = subprocess.run([sys.executable, "-m", "pktemu.cli", *args], capture_output=True, text=True,
-                       timeout=timeout, cwd=shared_paths.ROOT)
+                       timeout=timeout, cwd=datapaths.ROOT)
     if check and p.returncode != 0:
         raise AssertionError(f"pktemu {' '.join(args)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
     return p
@@ -59,7 +59,7 @@ def brnf0_topology(tmp_path: Path) -> Path:
     (the oracle's ORACLE_BRNF=0 variant)."""
     import yaml
 
-    base = shared_paths.ROOT / "topologies" / "service-test.yaml"
+    base = datapaths.ROOT / "topologies" / "service-test.yaml"
     scenarios = yaml.safe_load(base.read_text())["scenarios"]
     for sc in scenarios.values():
         sc.setdefault("overrides", [])

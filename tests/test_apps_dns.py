@@ -13,9 +13,9 @@ from pktemu.net.frame import ip2int
 from pktemu.sim import US
 from test_tcp_fakenode import FakeNet
 
-import shared_paths
+import datapaths
 
-ORACLE = str(shared_paths.ORACLE)
+ORACLE = str(datapaths.ORACLE)
 NAME = "service-test.default.svc.cluster.local"
 # the query and the answer as captured on dns-eth0 in the kernel reference run (s1-clusterip)
 REF_QUERY = bytes.fromhex("1234010000010000000000000c736572766963652d746573740764656661756c740373766307"

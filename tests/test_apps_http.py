@@ -14,9 +14,9 @@ from pktemu.sim import MS, SECOND, US
 from test_tcp_fakenode import FakeNet, reject, tcp_summary
 from test_tcp_sequence import EXPECTED
 
-import shared_paths
+import datapaths
 
-REF = str(shared_paths.ORACLE_REF)
+REF = str(datapaths.ORACLE_REF)
 NAME = "service-test.default.svc.cluster.local"
 
 

@@ -9,10 +9,10 @@ from scapy.layers.inet import ICMP, IP
 from scapy.layers.l2 import ARP
 from scapy.utils import rdpcap
 
-import shared_paths
+import datapaths
 from conftest import pktemu
 
-LAN = shared_paths.ROOT / "tests" / "data" / "lan.yaml"
+LAN = datapaths.ROOT / "tests" / "data" / "lan.yaml"
 
 
 @pytest.fixture(scope="module")

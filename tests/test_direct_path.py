@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import shared_paths
+import datapaths
 
 CLUSTER_TO_POD = {"10.3.241.152:80": "10.0.2.2:8080", "10.3.240.10:53": "10.0.2.3:53"}
 
@@ -26,7 +26,7 @@ def _records(summary: Path, scenario: str) -> dict[str, list[str]]:
 
 
 def test_routed_path_matches_the_kernel_hop_by_hop(pod_to_pod_run: Path) -> None:
-    ref = _records(shared_paths.ORACLE_REF / "summary.json", "s1-clusterip")
+    ref = _records(datapaths.ORACLE_REF / "summary.json", "s1-clusterip")
     ours = _records(pod_to_pod_run / "summary.json", "direct")
     assert list(ours) == list(ref)
     for ifn, frames in ref.items():

@@ -14,7 +14,7 @@ from scapy.layers.dns import DNS
 from scapy.layers.inet import IP, UDP
 from scapy.utils import rdpcap
 
-import shared_paths
+import datapaths
 from pktemu import topo
 from pktemu.io.capture import CaptureSet
 from pktemu.io.topofile import load_topology
@@ -22,7 +22,7 @@ from pktemu.network import Network
 from pktemu.sim import SECOND
 from test_dns_records import cluster
 
-TOPOLOGY = str(shared_paths.ROOT / "topologies" / "service-test.yaml")
+TOPOLOGY = str(datapaths.ROOT / "topologies" / "service-test.yaml")
 RESOLV = {"nameservers": ["10.3.240.10"], "ndots": 5,
           "search": ["default.svc.cluster.local", "svc.cluster.local", "cluster.local"]}
 KUBE_DNS, DNS_POD, CLIENT = "10.3.240.10", "10.0.2.3", "10.0.1.2"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
-import shared_paths
+import datapaths
 
 from pktemu.io.topofile import load_topology
 from pktemu.net.bridge import Bridge
@@ -22,7 +22,7 @@ TOPO = "topologies/service-test.yaml"
 
 
 def _net() -> Network:
-    return Network(load_topology(str(shared_paths.ROOT / TOPO)))
+    return Network(load_topology(str(datapaths.ROOT / TOPO)))
 
 
 def _reasons(net: Network) -> list[str]:

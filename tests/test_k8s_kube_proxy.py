@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-import shared_paths
+import datapaths
 from conftest import pktemu
 from test_k8s_pcaps import read, syns
 
-TOPO = shared_paths.ROOT / "topologies"
+TOPO = datapaths.ROOT / "topologies"
 DNS_POD = "kube-system/kube-dns-7f9c5d8b6-x2x4v"
 CLIENT = "{kind: http-client, target: 10.3.241.152, port: 80, sport: 40000}"
 DNS_CLIENT = ("{kind: http-client, name: service-test.default.svc.cluster.local, dns_server: 10.3.240.10, "

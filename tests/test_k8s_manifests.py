@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import shared_paths
+import datapaths
 from conftest import pktemu
 from pktemu.errors import PktemuError
 from pktemu.io.topofile import load_topology
@@ -14,7 +14,7 @@ from pktemu.k8s.controllers import pod_slices
 from pktemu.k8s.manifests import load_file, load_text
 from pktemu.k8s.objects import Endpoints, EndpointSlice, Pod, Service
 
-TOPO = shared_paths.ROOT / "topologies"
+TOPO = datapaths.ROOT / "topologies"
 
 KUBECTL_LIST = """\
 apiVersion: v1

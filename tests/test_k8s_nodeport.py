@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-import shared_paths
+import datapaths
 from conftest import pktemu
 from test_k8s_pcaps import read, syns
 
-TOPO = shared_paths.ROOT / "topologies"
+TOPO = datapaths.ROOT / "topologies"
 SERVICES = """\
 apiVersion: v1
 kind: Service

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-import shared_paths
+import datapaths
 from conftest import compare, pktemu
 
 SCENARIOS = ("s1-clusterip", "s2-noendpoints", "s3-hairpin", "s3b-hairpin-off")
@@ -41,7 +41,7 @@ def test_kube_proxy_run_is_byte_identical_to_the_rules_file_run(k8s_run: Path, s
 
 
 def test_four_scenarios_identical_to_the_kernel_with_state(k8s_run: Path, service_test_run: Path) -> None:
-    r = compare(shared_paths.ORACLE_REF / "summary.json", service_test_run / "summary.json",
+    r = compare(datapaths.ORACLE_REF / "summary.json", service_test_run / "summary.json",
                 "--level", "extended")
     assert r.stdout.strip().splitlines()[-1] == "IDENTICAL", r.stdout
 
@@ -50,5 +50,5 @@ def test_four_scenarios_identical_to_the_kernel_with_state(k8s_run: Path, servic
 def test_iptables_save_with_counters_is_the_kernels_line_for_line(k8s_run: Path, scenario: str) -> None:
     for node in ("node1", "node2"):
         ours = (k8s_run / scenario / f"iptables-save-{node}.txt").read_text().splitlines()
-        ref = (shared_paths.ORACLE_REF / scenario / f"iptables-save-{node}.txt").read_text().splitlines()
+        ref = (datapaths.ORACLE_REF / scenario / f"iptables-save-{node}.txt").read_text().splitlines()
         assert [ln for ln in ours if not ln.startswith("#")] == [ln for ln in ref if not ln.startswith("#")]

@@ -57,9 +57,9 @@ def syns(pkts: list[Pkt]) -> list[Pkt]:
 
 def test_reader_on_the_kernels_own_capture() -> None:
     """The reader the Kubernetes tests rely on, checked on a pcap the real kernel wrote."""
-    import shared_paths
+    import datapaths
 
-    pkts = read(shared_paths.ORACLE_REF / "s1-clusterip" / "pcap" / "client-eth0.pcap")
+    pkts = read(datapaths.ORACLE_REF / "s1-clusterip" / "pcap" / "client-eth0.pcap")
     (syn,) = syns(pkts)
     assert (syn.src, syn.sport, syn.dst, syn.dport) == ("10.0.1.2", 40000, "10.3.241.152", 80)
     (answer,) = [p for p in pkts if p.dns_rcode is not None]

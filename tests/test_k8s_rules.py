@@ -10,7 +10,7 @@ import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
-import shared_paths
+import datapaths
 from conftest import pktemu
 from pktemu.k8s.proxier_iptables import IptablesOptions, IptablesProxier, render, sep_chain, svc_chain
 from pktemu.k8s.proxy_state import (
@@ -23,8 +23,8 @@ from pktemu.netfilter.hooks import Netfilter
 from pktemu.netfilter.xtables import Ruleset, load_rules, save_rules
 from pktemu.sim import Simulator
 
-REF_RULES = shared_paths.ORACLE_REF / "rules" / "kube-proxy-rules.iptables"
-REF_SERVICES = shared_paths.ORACLE_REF / "rules" / "services.json"
+REF_RULES = datapaths.ORACLE_REF / "rules" / "kube-proxy-rules.iptables"
+REF_SERVICES = datapaths.ORACLE_REF / "rules" / "services.json"
 ORACLE = IptablesOptions(cluster_cidr="10.0.0.0/16", random_fully=False, kubelet_firewall=False)
 
 

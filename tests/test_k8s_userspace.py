@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-import shared_paths
+import datapaths
 from conftest import pktemu
 from test_k8s_pcaps import read, syns
 
-TOPO = shared_paths.ROOT / "topologies"
+TOPO = datapaths.ROOT / "topologies"
 NODE = """\
   node{n}:
     sysctls: {{net.ipv4.ip_forward: 1, net.bridge.bridge-nf-call-iptables: 1}}

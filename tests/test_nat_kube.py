@@ -15,9 +15,9 @@ from pktemu.netfilter.hooks import Netfilter
 from pktemu.netfilter.xtables import load_rules, save_rules
 from pktemu.sim import MS, Simulator
 
-import shared_paths
+import datapaths
 
-REF = shared_paths.ORACLE_REF
+REF = datapaths.ORACLE_REF
 pytestmark = pytest.mark.skipif(not REF.is_dir(), reason="kernel oracle reference not present")
 
 CLIENT = "10.0.1.2"

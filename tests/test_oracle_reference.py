@@ -1,4 +1,4 @@
-"""The emulator against the real kernel's reference run (../shared/kernel-oracle/reference).
+"""The emulator against the real kernel's reference run (tests/data/oracle/reference).
 
 The oracle's own tool reads our pcaps, conntrack tables and iptables counters and compares them
 with what Linux did, frame by frame, at every capture point of the four scenarios.
@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import shared_paths
+import datapaths
 from conftest import compare
 
-REF = shared_paths.ORACLE_REF / "summary.json"
+REF = datapaths.ORACLE_REF / "summary.json"
 
 
 def test_four_scenarios_identical_to_the_kernel_with_state(service_test_run: Path) -> None:
@@ -55,7 +55,7 @@ def test_every_frame_has_good_checksums(service_test_run: Path) -> None:
 
 def test_client_results_are_the_kernels(service_test_run: Path) -> None:
     for sc in ("s1-clusterip", "s2-noendpoints", "s3-hairpin", "s3b-hairpin-off"):
-        ref = json.loads((shared_paths.ORACLE_REF / sc / "client-result.json").read_text())
+        ref = json.loads((datapaths.ORACLE_REF / sc / "client-result.json").read_text())
         ours = json.loads((service_test_run / sc / "client-result.json").read_text())
         for key in ("status_line", "body", "bytes", "error", "target", "source"):
             assert ours["http"].get(key) == ref["http"].get(key), (sc, key)

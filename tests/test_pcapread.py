@@ -1,4 +1,4 @@
-"""The capture reader on classic pcap: the shared real captures, every header variant, and damage."""
+"""The capture reader on classic pcap: the public captures in tests/data, every header variant, damage."""
 from __future__ import annotations
 
 import struct
@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from scapy.utils import rdpcap
 
-import shared_paths
+import datapaths
 from pktemu.errors import PktemuError
 from pktemu.io.pcapread import MAX_CAPLEN, read_capture
 
-CAPS = shared_paths.CAPTURES
+CAPS = datapaths.CAPTURES
 UNREADABLE = {"broken_pcapng_shb_bad_length.pcapng", "broken_truncated_record_huge_caplen.pcap"}
 READABLE = sorted(p.name for p in CAPS.iterdir()
                   if p.suffix in (".pcap", ".pcapng") and p.name not in UNREADABLE)
@@ -37,7 +37,7 @@ def write(tmp_path: Path, name: str, data: bytes) -> str:
 
 
 @pytest.mark.parametrize("name", READABLE)
-def test_every_readable_shared_capture_reads_as_scapy_reads_it(name: str) -> None:
+def test_every_readable_test_capture_reads_as_scapy_reads_it(name: str) -> None:
     cap = read_capture(str(CAPS / name))
     pkts = rdpcap(str(CAPS / name))
     assert len(cap.records) == len(pkts) > 0
@@ -76,7 +76,7 @@ def test_snaplen_truncated_records_are_marked_not_whole() -> None:
     assert all(r.truncated and len(r.data) <= 68 and len(r.data) < r.wirelen for r in cap.records)
 
 
-def test_huge_caplen_in_the_shared_fuzz_case_is_refused_naming_record_2() -> None:
+def test_huge_caplen_in_the_upstream_fuzz_case_is_refused_naming_record_2() -> None:
     path = str(CAPS / "broken_truncated_record_huge_caplen.pcap")
     tracemalloc.start()
     try:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-import shared_paths
+import datapaths
 from pktemu.errors import PktemuError
 from pktemu.io.pcapread import MAX_BLOCK, read_capture
 
-CAPS = shared_paths.CAPTURES
+CAPS = datapaths.CAPTURES
 ETHER = b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02\x08\x00" + bytes(range(47))   # odd length: padding
 
 
@@ -108,7 +108,7 @@ def test_fcs_length_option_strips_the_fcs(tmp_path: Path) -> None:
     assert rec.data == ETHER and rec.wirelen == len(ETHER)
 
 
-def test_shared_corrupt_section_header_is_refused_as_block_1() -> None:
+def test_upstream_corrupt_section_header_is_refused_as_block_1() -> None:
     path = str(CAPS / "broken_pcapng_shb_bad_length.pcapng")
     with pytest.raises(PktemuError) as e:
         read_capture(path)

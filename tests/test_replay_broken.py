@@ -1,4 +1,4 @@
-"""The broken_* and odd_* shared captures: each one refused cleanly or replayed correctly, as documented."""
+"""The broken_* and odd_* test captures: each one refused cleanly or replayed correctly, as documented."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,14 +9,14 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import ARP, Ether
 from scapy.utils import rdpcap
 
-import shared_paths
+import datapaths
 from conftest import pktemu
 from pktemu.net.frame import checksum
 from pktemu.replay.run import ReplayOptions, replay
 from pktemu.replay.stats import ReplayStats
 
-CAPS = shared_paths.CAPTURES
-TOPO = str(shared_paths.ROOT / "topologies" / "service-test.yaml")
+CAPS = datapaths.CAPTURES
+TOPO = str(datapaths.ROOT / "topologies" / "service-test.yaml")
 
 
 def run(tmp_path: Path, capture: str, *maps: str, **kw: Any) -> tuple[ReplayStats, Path]:

@@ -1,4 +1,4 @@
-"""Every realistic shared capture replayed through service-test.yaml, judged by the output pcaps.
+"""Every realistic test capture replayed through service-test.yaml, judged by the output pcaps.
 
 Addresses are mapped onto the client pod (10.0.1.2) and a Service (kube-dns 10.3.240.10, or
 service-test 10.3.241.152), or onto a pod or the node when the traffic has no Service to use.
@@ -13,13 +13,13 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.utils import rdpcap
 
-import shared_paths
+import datapaths
 from pktemu.net.frame import checksum
 from pktemu.replay.run import ReplayOptions, replay
 from pktemu.replay.stats import ReplayStats
 
-CAPS = shared_paths.CAPTURES
-TOPO = str(shared_paths.ROOT / "topologies" / "service-test.yaml")
+CAPS = datapaths.CAPTURES
+TOPO = str(datapaths.ROOT / "topologies" / "service-test.yaml")
 IPV6_ONLY = "ethertype 0x86dd (IPv6): not emulated (IPv4 and ARP only)"
 
 

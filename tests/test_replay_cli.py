@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-import shared_paths
+import datapaths
 from conftest import pktemu
 from pktemu.cli import main
 
-HTTP = str(shared_paths.CAPTURES / "http_get_session.pcap")
-TOPO = str(shared_paths.ROOT / "topologies" / "service-test.yaml")
+HTTP = str(datapaths.CAPTURES / "http_get_session.pcap")
+TOPO = str(datapaths.ROOT / "topologies" / "service-test.yaml")
 BASE = ["replay", HTTP, "--topology", TOPO, "--inject", "node1/veth-client",
         "--map", "141.142.228.5=10.0.1.2", "--map", "192.150.187.43=10.3.241.152"]
 POINTS = ["client-eth0", "node1-veth-client", "node1-cbr0", "node1-eth0", "gw-eth1", "gw-eth2", "node2-eth0",

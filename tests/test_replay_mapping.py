@@ -5,7 +5,7 @@ import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, UDPerror
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
-import shared_paths
+import datapaths
 from pktemu.errors import PktemuError
 from pktemu.io.pcapread import Record, read_capture
 from pktemu.io.topofile import load_topology
@@ -15,7 +15,7 @@ from pktemu.replay.frames import Pkt, bad_checksum, parse
 from pktemu.replay.mapping import AddressMap, Neighbours, Rewriter
 from pktemu.replay.split import Split, assign, parse_split
 
-CAPS = shared_paths.CAPTURES
+CAPS = datapaths.CAPTURES
 CLIENT_MAC, GW_MAC = "0a:58:0a:00:01:02", "0a:58:0a:00:01:01"
 
 
@@ -26,7 +26,7 @@ def pkt(frame: Ether, n: int = 1) -> Pkt:
 
 @pytest.fixture(scope="module")
 def rewriter() -> Rewriter:
-    net = Network(load_topology(str(shared_paths.ROOT / "topologies" / "service-test.yaml")))
+    net = Network(load_topology(str(datapaths.ROOT / "topologies" / "service-test.yaml")))
     inject = net.device("node1/veth-client")
     peer = net.device("client/eth0")
     amap = AddressMap(["192.168.1.7=10.0.1.2", "192.168.9.0/24=10.0.2.0/24", "172.16.0.0/12=10.3.241.152"])

@@ -10,7 +10,7 @@ from scapy.layers.inet import ICMP, IP, TCP
 from scapy.layers.l2 import Ether
 from scapy.utils import rdpcap, wrpcap
 
-import shared_paths
+import datapaths
 from pktemu.errors import PktemuError
 from pktemu.io.pcapread import Record, read_capture
 from pktemu.net.frame import checksum
@@ -22,8 +22,8 @@ from pktemu.replay.timing import Timing
 from pktemu.replay.run import ReplayOptions, replay
 from pktemu.sim import MS, SECOND
 
-CAPS = shared_paths.CAPTURES
-TOPO = str(shared_paths.ROOT / "topologies" / "service-test.yaml")
+CAPS = datapaths.CAPTURES
+TOPO = str(datapaths.ROOT / "topologies" / "service-test.yaml")
 HTTP_MAPS = ["141.142.228.5=10.0.1.2", "192.150.187.43=10.3.241.152"]
 
 

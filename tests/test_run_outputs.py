@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import shared_paths
+import datapaths
 from conftest import compare, pktemu, summarize
 
 SCENARIOS = ["s1-clusterip", "s2-noendpoints", "s3-hairpin", "s3b-hairpin-off"]
@@ -30,7 +30,7 @@ def test_layout_is_the_oracles(service_test_run: Path) -> None:
         for name in ("all.pcapng", "captures.tsv", "client-result.json", "conntrack-node1.txt",
                      "conntrack-gw.txt", "iptables-save-node1.txt", "iptables-save-node2.txt", "drops.txt"):
             assert name in files, (sc, name)
-        ref = (shared_paths.ORACLE_REF / sc / "captures.tsv").read_text().splitlines()
+        ref = (datapaths.ORACLE_REF / sc / "captures.tsv").read_text().splitlines()
         ours = (service_test_run / sc / "captures.tsv").read_text().splitlines()
         assert [line.split("\t")[0] for line in ours[:len(ref)]] == [line.split("\t")[0] for line in ref]
     assert not [f for f in os.listdir(service_test_run) if f.startswith(".")], "temporary directory left"
@@ -79,7 +79,7 @@ def test_another_seed_changes_the_bytes_but_not_the_behaviour(service_test_run: 
     b = (tmp_path / "s1-clusterip" / "pcap" / "client-eth0.pcap").read_bytes()
     assert a != b                                  # ISNs, timestamps and IP ids come from the seed
     summarize(tmp_path)
-    r = compare(shared_paths.ORACLE_REF / "summary.json", tmp_path / "summary.json", "--level", "extended")
+    r = compare(datapaths.ORACLE_REF / "summary.json", tmp_path / "summary.json", "--level", "extended")
     assert r.stdout.strip().splitlines()[-1] == "IDENTICAL", r.stdout
 
 
@@ -95,14 +95,14 @@ def test_cli_prints_frame_counts_per_capture_point(tmp_path: Path) -> None:
 def test_sigint_leaves_no_partial_output(tmp_path: Path) -> None:
     topo = tmp_path / "long.yaml"
     topo.write_text(yaml.safe_dump({
-        "extends": str(shared_paths.ROOT / "topologies" / "service-test.yaml"), "name": "long",
+        "extends": str(datapaths.ROOT / "topologies" / "service-test.yaml"), "name": "long",
         "scenarios": {"long": {"duration": "600s", "traffic": [
             {"pod": "client", "app": {"kind": "ping", "target": "10.0.2.2", "count": 300000,
                                       "interval": "1ms"}}]}}}))
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "pktemu.cli", "run", str(topo), "--scenario", "long",
                              "--out", str(out), "-q"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=shared_paths.ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=datapaths.ROOT)
     deadline = time.monotonic() + 60
     while (time.monotonic() < deadline and proc.poll() is None
            and not any(out.glob(".long.*/pcap/*.pcap*"))):
@@ -139,11 +139,11 @@ def test_bad_topology_is_one_line_exit_2_nothing_written(tmp_path: Path, text: s
 ])
 def test_bad_rules_file_is_one_line_exit_2_nothing_written(tmp_path: Path, rules: str, message: str) -> None:
     (tmp_path / "bad.iptables").write_text(rules)
-    base = yaml.safe_load((shared_paths.ROOT / "topologies" / "service-test.yaml").read_text())
+    base = yaml.safe_load((datapaths.ROOT / "topologies" / "service-test.yaml").read_text())
     base["nodes"]["node1"]["iptables"] = "bad.iptables"
     (tmp_path / "t.yaml").write_text(yaml.safe_dump(base))
     (tmp_path / "kube-proxy-rules.iptables").write_text(
-        (shared_paths.ROOT / "topologies" / "kube-proxy-rules.iptables").read_text())
+        (datapaths.ROOT / "topologies" / "kube-proxy-rules.iptables").read_text())
     out = tmp_path / "out"
     p = pktemu("run", str(tmp_path / "t.yaml"), "--out", str(out), check=False)
     assert p.returncode == 2, p.stderr

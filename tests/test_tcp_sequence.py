@@ -12,9 +12,9 @@ from pktemu.net.tcp_conn import TcpConnection
 from pktemu.sim import MS, SECOND, US
 from test_tcp_fakenode import FakeNet, tcp_summary
 
-import shared_paths
+import datapaths
 
-REF = str(shared_paths.ORACLE_REF / "summary.json")
+REF = str(datapaths.ORACLE_REF / "summary.json")
 GET = (b"GET / HTTP/1.1\r\nHost: service-test\r\nUser-Agent: pktemu-client/1\r\nAccept: */*\r\n"
        b"Connection: close\r\n\r\n")
 BODY = b"hello from server-pod 10.0.2.2\n"

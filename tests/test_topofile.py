@@ -14,11 +14,11 @@ from pktemu.errors import PktemuError
 from pktemu.io.topofile import load_topology
 from pktemu.topo import Address, BridgePort, Route, Veth
 
-import shared_paths
+import datapaths
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOPO = os.path.join(ROOT, "topologies")
-ORACLE_REF = str(shared_paths.ORACLE_REF)
+ORACLE_REF = str(datapaths.ORACLE_REF)
 ORACLE_SCENARIOS = ["s1-clusterip", "s2-noendpoints", "s3-hairpin", "s3b-hairpin-off"]
 ORACLE_CAPTURES = ["client-eth0", "node1-veth-client", "node1-cbr0", "node1-eth0", "gw-eth1", "gw-eth2",
                    "node2-eth0", "node2-cbr0", "node2-veth-server", "server-eth0", "node2-veth-dns",

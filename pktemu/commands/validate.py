@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, out: Console) -> int:
     t = load_topology(args.topology)
-    for sc in list(t.scenarios.values()) or [None]:
+    for sc in tuple(t.scenarios.values()) or (None,):
         Network(t, sc)                      # building checks the rules files and app parameters
     out.print(f"{args.topology}: OK — {len(t.nodes)} nodes, {len(t.veths)} veth pairs, "
               f"{len(t.scenarios)} scenarios ({', '.join(t.scenarios) or 'none'})")

@@ -71,7 +71,7 @@ def parse_app(src: Src, where: str, value: object) -> App:
 
 
 def parse_addresses(src: Src, where: str, value: object, b: Built, node: str, dev: str) -> list[Address]:
-    out = []
+    out: list[Address] = []
     for i, a in enumerate(seq(src, where, value)):
         at = f"{where}[{i}]"
         b.places[("addr", node, dev, len(out))] = (src, at)

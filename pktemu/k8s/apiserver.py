@@ -6,6 +6,7 @@ each watcher after its own watch latency, as informers do.
 """
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -40,7 +41,7 @@ class ApiServer:
     def get(self, kind: str, key: str) -> Any | None:
         return self._objects.get(kind, {}).get(key)
 
-    def list_by_creation(self, kind: str) -> list[Any]:
+    def list_by_creation(self, kind: str) -> builtins.list[Any]:
         """Objects in the order they were created (what a Go map walk would be, made deterministic)."""
         return sorted(self._objects.get(kind, {}).values(), key=lambda o: o.meta.creation_seq)
 

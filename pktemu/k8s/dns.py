@@ -238,7 +238,7 @@ class ClusterDns:
     def _ready_addresses(self, svc: Service) -> list[tuple[str, list[tuple[str, str, int]]]]:
         """(address, [(port name, protocol, port)]) of every ready endpoint of the Service's slices
         (ready unset counts as ready, as CoreDNS's slice conversion reads it)."""
-        out = []
+        out: list[tuple[str, list[tuple[str, str, int]]]] = []
         for sl in self.api.list("EndpointSlice"):
             if not isinstance(sl, EndpointSlice) or sl.address_type not in ("IPv4", "IPv6"):
                 continue

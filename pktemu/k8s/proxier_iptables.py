@@ -10,8 +10,9 @@ left out (a partial sync) unless a full sync is due, stale service chains are de
 `-X`, and the jumps from the built-in chains are ensured separately (inserted at the top when
 missing), since a restore must not replace the built-in chains.
 
-`variant="kernel-oracle"` reproduces ../shared/kernel-oracle/rules: MASQUERADE without
-`--random-fully` and no KUBE-FIREWALL (kubelet's localnet rule); everything else is upstream's.
+`variant="kernel-oracle"` reproduces the kernel oracle's rules (tests/data/oracle/reference/rules):
+MASQUERADE without `--random-fully` and no KUBE-FIREWALL (kubelet's localnet rule); everything else
+is upstream's.
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from pktemu.net.frame import ETH_HLEN, Frame, checksum
-from pktemu.sim import SECOND
+from pktemu.sim import SECOND, Timer
 
 if TYPE_CHECKING:
     from pktemu.net.node import Node
@@ -27,11 +27,11 @@ def _key(frame: Frame) -> tuple[int, int, int, int]:
 class FragQueue:
     __slots__ = ("first", "length", "parts", "timer")
 
-    def __init__(self) -> None:
+    def __init__(self, timer: Timer) -> None:
         self.parts: dict[int, bytes] = {}     # offset -> payload
         self.length: int | None = None        # total payload length, known from the last fragment
         self.first: Frame | None = None
-        self.timer = None
+        self.timer = timer                    # ipfrag_time expiry, armed when the first piece arrives
 
 
 class Reassembler:
@@ -46,8 +46,7 @@ class Reassembler:
         key = _key(frame)
         q = self.queues.get(key)
         if q is None:
-            q = self.queues[key] = FragQueue()
-            q.timer = self.node.sim.timer(IPFRAG_TIME, self._expire, key)
+            q = self.queues[key] = FragQueue(self.node.sim.timer(IPFRAG_TIME, self._expire, key))
         word = struct.unpack_from("!H", frame.data, ETH_HLEN + 6)[0]
         off = (word & _OFFSET) * 8
         ihl = frame.l4off - ETH_HLEN
@@ -66,7 +65,7 @@ class Reassembler:
             data[o:] = q.parts[o]
         if len(data) < q.length:
             return None
-        q.timer.cancel()  # type: ignore[union-attr]
+        q.timer.cancel()
         del self.queues[key]
         first = q.first
         hdr = bytearray(first.data[ETH_HLEN:ETH_HLEN + ihl])

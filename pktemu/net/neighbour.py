@@ -12,7 +12,7 @@ import struct
 from typing import TYPE_CHECKING, Callable
 
 from pktemu.net.frame import BROADCAST_MAC, ETH_P_ARP, Frame, bytes2mac, int2ip
-from pktemu.sim import SECOND
+from pktemu.sim import SECOND, Timer
 
 if TYPE_CHECKING:
     from pktemu.net.device import NetDevice
@@ -49,7 +49,7 @@ class Neighbour:
         self.queue: list[Frame] = []
         self.qbytes = 0
         self.probes = 0
-        self.timer = None
+        self.timer: Timer | None = None
         self.saddr: int | None = None
 
     def __str__(self) -> str:

@@ -72,6 +72,7 @@ class Node:
         self.protocols: dict[int, tuple[ProtoRcv, ProtoErr | None]] = {}
         self.ping_sockets: dict[int, Callable[[Frame], None]] = {}   # ICMP echo id -> receiver
         self.drop_sink: Callable[[str, str, str, Frame], None] | None = None
+        self.resolv: dict[str, Any] = {}          # a pod's resolv.conf (topology `resolv`): apps.resolver
         self._ip_id = sim.rng(f"ipid:{name}").randrange(0x10000)
         self.tcp: Any = None
         self.udp: Any = None

@@ -7,7 +7,7 @@ carries an ACK cancels the pending delayed ACK.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pktemu.net.tcp_const import (ADVMSS, ATO_MIN, CLOSED, DELACK_MAX, MAX_QUICKACKS, MS, OOW_RATELIMIT, TICK,
                                   TIME_WAIT)
@@ -15,7 +15,7 @@ from pktemu.net.tcp_wire import MASK32, SYN, before
 
 if TYPE_CHECKING:
     from pktemu.net.tcp_wire import Seg
-    from pktemu.sim import Simulator
+    from pktemu.sim import Simulator, Timer
 
 
 class AckPolicy:
@@ -34,7 +34,7 @@ class AckPolicy:
     srtt: int | None
     rto: int
     last_oow_ack: int | None
-    _dack_timer: Any
+    _dack_timer: "Timer | None"
     _dack_at: int
 
     @property

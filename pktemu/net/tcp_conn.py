@@ -21,6 +21,7 @@ from pktemu.net.tcp_wire import (ACK, FIN, IPPROTO_TCP, MASK32, PSH, RST, SYN, T
 
 if TYPE_CHECKING:
     from pktemu.net.tcp import Listener, TcpStack
+    from pktemu.sim import Timer
 
 
 class TcpConnection(AckPolicy, Retransmission):
@@ -61,11 +62,11 @@ class TcpConnection(AckPolicy, Retransmission):
         self.rcv_shutdown = False                 # the app called close(): it reads nothing more
         self.listener: "Listener | None" = None
         self.error: str | None = None
-        self._rto_timer: Any = None
-        self._dack_timer: Any = None
+        self._rto_timer: Timer | None = None
+        self._dack_timer: Timer | None = None
         self._dack_at = 0
-        self._state_timer: Any = None
-        self._probe_timer: Any = None
+        self._state_timer: Timer | None = None
+        self._probe_timer: Timer | None = None
         #: callbacks: connected(conn); data(bytes); closed() once at the peer's FIN (EOF);
         #: error(errno name) once when the connection fails. A passive connection's events wait
         #: until the listener's on_accept has run, so that is where its callbacks are set.

@@ -7,7 +7,7 @@ doubles it. After an RTO the oldest segment is resent and the rest follow as ACK
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pktemu.net.tcp_const import (CLOSED, ORPHAN_RETRIES, RETRIES2, RTO_INIT, RTO_MAX, RTO_MIN, SYN_RECV,
                                   SYN_RETRIES, SYN_SENT, SYNACK_RETRIES, TIME_WAIT)
@@ -15,7 +15,7 @@ from pktemu.net.tcp_wire import ACK, MASK32, after, before
 
 if TYPE_CHECKING:
     from pktemu.net.tcp_wire import Seg
-    from pktemu.sim import Simulator
+    from pktemu.sim import Simulator, Timer
 
 
 class Skb:
@@ -57,8 +57,9 @@ class Retransmission:
     retransmits: int
     rcv_shutdown: bool
     soft_err: str | None
-    _rto_timer: Any
-    _probe_timer: Any
+    _rto_timer: "Timer | None"
+    _probe_timer: "Timer | None"
+    _state_timer: "Timer | None"
 
     def transmit(self, skb: Skb) -> None:
         raise NotImplementedError

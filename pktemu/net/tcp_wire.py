@@ -53,6 +53,17 @@ class Seg:
 
     __slots__ = ("saddr", "daddr", "sport", "dport", "seq", "ack", "flags", "window", "payload",
                  "mss", "wscale", "sack_perm", "tsval", "tsecr", "tos", "frame")
+    saddr: int
+    daddr: int
+    sport: int
+    dport: int
+    seq: int
+    ack: int
+    flags: int
+    window: int
+    payload: bytes
+    tos: int
+    frame: Frame
 
     def __init__(self) -> None:
         self.mss: int | None = None

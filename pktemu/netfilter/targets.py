@@ -197,14 +197,16 @@ class MasqueradeTarget(_NatTarget):
                "--random-fully": Opt("random-fully", nargs=0)}
 
     def target(self, p: Pkt, state: "HookState") -> int:
-        src = state.node.masquerade_source(state.out_dev, p.daddr)
+        out = state.out_dev                   # always set in POSTROUTING, the only hook MASQUERADE runs in
+        src = None if out is None else state.node.masquerade_source(out, p.daddr)
         if src is None:
             return NF_DROP
         verdict: int = state.nf.nat_setup(p.frame, self.manip, self.nat_range(src), state)
         return verdict
 
     def summary(self, p: Pkt, state: "HookState") -> str:
-        src = state.node.masquerade_source(state.out_dev, p.daddr)
+        out = state.out_dev
+        src = None if out is None else state.node.masquerade_source(out, p.daddr)
         ports = self.range_str()
         return f"MASQUERADE {ip_str(src) if src is not None else '(no address: DROP)'}{ports}"
 

@@ -1,0 +1,123 @@
+"""`pktemu kernel`: hold the emulator to the kernel of this machine.
+
+The kernel oracle (pktemu/oracle/) builds the reference topology out of real network namespaces,
+veth pairs, Linux bridges and kube-proxy's rules, runs the four scenarios and captures every hop;
+the same four scenarios then run in the emulator, and the oracle's summariser compares the two
+captures frame by frame (with conntrack and rule counters at `--level extended`). Needs root.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+
+from pktemu.errors import PktemuError
+from pktemu.io.run import run_scenario
+from pktemu.io.topofile import load_topology
+
+NAME = "kernel"
+HELP = "compare the emulator with this machine's kernel (needs root)"
+ORDER = 60
+
+ORACLE = Path(__file__).resolve().parent.parent / "oracle"
+DEFAULT_TOPOLOGY = Path(__file__).resolve().parent.parent.parent / "topologies" / "service-test.yaml"
+TOOLS = ("ip", "bridge", "iptables-restore", "iptables-save", "tcpdump", "conntrack", "tshark", "ethtool")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="pcaps/kernel",
+                   help="output directory: kernel/ and emulator/ runs and their summaries "
+                        "(default: pcaps/kernel)")
+    p.add_argument("--brnf", type=int, choices=(0, 1), default=1,
+                   help="net.bridge.bridge-nf-call-iptables on the nodes, in both runs (default 1)")
+    p.add_argument("--level", choices=("brief", "extended"), default="extended",
+                   help="what must match: addresses, ports, flags, TTLs, MACs (brief); plus lengths, "
+                        "sequence numbers, DNS, HTTP, conntrack and counters (extended, default)")
+    p.add_argument("--topology", default=str(DEFAULT_TOPOLOGY),
+                   help="the emulator's side: a topology with the oracle's four scenarios "
+                        "(default: topologies/service-test.yaml)")
+
+
+def run(args: argparse.Namespace, out: Console) -> int:
+    _check_machine()
+    topo_path = args.topology
+    load_topology(topo_path)                     # bad input fails before any namespace is built
+    final = os.path.abspath(args.out)
+    parent = os.path.dirname(final)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise PktemuError(f"{args.out}: cannot write: {e.strerror or e}") from None
+    try:
+        kernel, emu = os.path.join(tmp, "kernel"), os.path.join(tmp, "emulator")
+        out.print(f"kernel: building the topology in network namespaces (orc-*), br_netfilter={args.brnf}")
+        _kernel_run(kernel, args.brnf)
+        if args.brnf == 0:
+            topo_path = _brnf0_topology(topo_path, tmp)
+        out.print(f"emulator: {topo_path}")
+        t = load_topology(topo_path)
+        for name in t.scenarios:
+            run_scenario(t, name, emu)
+        _summarize(emu)
+        cmp = subprocess.run([sys.executable, str(ORACLE / "oracle_summary.py"), "compare",
+                              os.path.join(kernel, "summary.json"), os.path.join(emu, "summary.json"),
+                              "--level", args.level], capture_output=True, text=True, timeout=300)
+        if os.path.isdir(final):
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    sys.stdout.write(cmp.stdout)
+    verdict = cmp.stdout.strip().splitlines()[-1] if cmp.stdout.strip() else "no verdict"
+    out.print(f"written to {final}: kernel/ (this machine's kernel), emulator/ (pktemu)")
+    return 0 if verdict == "IDENTICAL" else 1
+
+
+def _check_machine() -> None:
+    if os.geteuid() != 0:
+        raise PktemuError("pktemu kernel builds network namespaces: run it as root")
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        raise PktemuError(f"pktemu kernel needs {', '.join(missing)} (Debian: apt-get install iproute2 "
+                          "iptables tcpdump conntrack tshark ethtool)")
+
+
+def _kernel_run(out: str, brnf: int) -> None:
+    env = dict(os.environ, ORACLE_BRNF=str(brnf), ORACLE_NO_INSTALL="1", ORACLE_PYTHON=sys.executable)
+    p = subprocess.run(["bash", str(ORACLE / "kernel_oracle.sh"), out], env=env, capture_output=True,
+                       text=True, timeout=600)
+    if p.returncode != 0:
+        tail = (p.stderr.strip() or p.stdout.strip()).splitlines()[-1:] or ["no output"]
+        raise PktemuError(f"the kernel oracle failed (exit {p.returncode}): {tail[0][:200]}")
+
+
+def _summarize(out: str) -> None:
+    p = subprocess.run([sys.executable, str(ORACLE / "oracle_summary.py"), "summarize", out],
+                       capture_output=True, text=True, timeout=300)
+    if p.returncode != 0:
+        raise PktemuError(f"summarising {out} failed: {(p.stderr.strip() or 'no output')[-200:]}")
+
+
+def _brnf0_topology(base: str, tmp: str) -> str:
+    """The topology with bridge-nf-call-iptables=0 on every node that has the sysctl's bridge."""
+    t = load_topology(base)
+    scenarios = {}
+    for name, sc in yaml.safe_load(Path(base).read_text())["scenarios"].items():
+        sc = dict(sc)
+        sc["overrides"] = list(sc.get("overrides") or []) + [
+            {"node": n, "sysctls": {"net.bridge.bridge-nf-call-iptables": 0}}
+            for n, node in t.nodes.items() if node.bridges]
+        scenarios[name] = sc
+    path = os.path.join(tmp, "brnf0-topology.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump({"extends": os.path.abspath(base), "name": "brnf0", "scenarios": scenarios}, f)
+    return path
