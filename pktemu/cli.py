@@ -1,30 +1,61 @@
 """The `pktemu` command line. Subcommands live in `pktemu.commands`, one module each.
 
-Bad input of any kind is one line on stderr and exit status 2; nothing is written for it.
+Exit statuses: 0 done; 2 bad input (one line on stderr, nothing written); 70 an internal error
+(one line; PKTEMU_DEBUG=1 shows the traceback); 128 + N after signal N (129 SIGHUP, 130 SIGINT,
+143 SIGTERM), every output directory the previous one or a whole new one, no temporary left; 141
+when stdout is a closed pipe. Every stderr line is at most MAX_LINE characters.
+
+Only light modules are imported here: the signal handlers go in first thing in `main`, and the
+commands (Scapy, rich) are imported after them, so a signal during start-up is handled too.
 """
 from __future__ import annotations
 
 import argparse
+import errno
+import os
+import signal
 import sys
-from typing import Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-
-from pktemu import commands
+from pktemu import interrupt
 from pktemu.errors import PktemuError
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 EXIT_BAD_INPUT = 2
+EXIT_SOFTWARE = 70                     # sysexits.h EX_SOFTWARE
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+MAX_LINE = 300
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as one line with exit status 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"pktemu: error: {message}\n")
+        say(f"pktemu: error: {message}")
         raise SystemExit(EXIT_BAD_INPUT)
 
 
+def say(line: str) -> None:
+    """One line on stderr, whatever the message: control characters escaped, at most MAX_LINE
+    characters (the middle cut), so a terminal shows exactly one line."""
+    if not line.isprintable():
+        line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
+    if len(line) > MAX_LINE:
+        keep = MAX_LINE - 3
+        line = line[:keep - keep // 2] + "..." + line[-(keep // 2):]
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from pktemu import commands
+
     p = _Parser(prog="pktemu", description="Packet-level emulator of Linux and Kubernetes networking.")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     for mod in commands.load_all():
@@ -34,17 +65,105 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _console() -> Console:
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            """rich exits with status 1 here; the CLI reports every closed stdout the same way."""
+            self.quiet = True
+            raise BrokenPipeError(errno.EPIPE, "stdout is closed")
+
+    return _Console()
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    out = Console()
+    interrupt.check()                  # a signal whose exception an import swallowed
+    out = _console()
+    status = int(args.func(args, out))
+    sys.stdout.flush()
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command and return its exit status; never a traceback, never a temporary left.
+
+    As the `pktemu` program (no `argv`) it leaves SIGINT, SIGTERM and SIGHUP ignored for the few
+    instructions before the process exits, so a late second Ctrl-C changes nothing; called from
+    Python with `argv`, it puts the caller's handlers back.
+    """
+    previous = interrupt.install()
+    exits = False
     try:
-        return int(args.func(args, out))
-    except PktemuError as e:
-        sys.stderr.write(f"pktemu: error: {e}\n")
+        try:
+            status = _run(argv)
+        finally:
+            interrupt.close()
+    except BaseException as e:
+        interrupt.close()
+        exits = isinstance(e, SystemExit)
+        status = _failure(e)
+    atomic = sys.modules.get("pktemu.io.atomic")
+    if atomic is not None:
+        try:
+            atomic.remove_ours()           # what a cleanup cut short by the first signal missed
+        except Exception:
+            pass
+    if argv is None:
+        interrupt.ignore()
+    signum = interrupt.received()
+    if signum is not None and status == 0:
+        say(f"pktemu: interrupted ({interrupt.signal_name(signum)})")
+        status = 128 + signum
+    if argv is not None:
+        interrupt.restore(previous)
+    if exits:
+        raise SystemExit(status)           # argparse's way (--help, usage errors), kept for callers
+    return status
+
+
+def _failure(e: BaseException) -> int:
+    """The exit status for `e`, after its one line on stderr."""
+    if isinstance(e, SystemExit):                       # argparse: --help, usage errors
+        if e.code is None or isinstance(e.code, int):
+            return e.code or 0
+        say(f"pktemu: error: {e.code}")
+        return 1
+    if isinstance(e, KeyboardInterrupt):
+        signum = e.signum if isinstance(e, interrupt.Interrupted) else signal.SIGINT
+        say(f"pktemu: interrupted ({interrupt.signal_name(signum)})")
+        return 128 + signum
+    if isinstance(e, PktemuError):
+        say(f"pktemu: error: {e}")
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        sys.stderr.write("pktemu: interrupted\n")
-        return 130
+    if isinstance(e, BrokenPipeError):                  # `pktemu rules ... | head -1`
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    if isinstance(e, OSError) and e.filename is not None:
+        say(f"pktemu: error: {e.filename}: {e.strerror or e}")  # a full disk, a vanished folder
+        return EXIT_BAD_INPUT
+    if os.environ.get("PKTEMU_DEBUG", "") not in ("", "0"):
+        import traceback
+
+        traceback.print_exception(e)
+    try:
+        detail = str(e)
+    except Exception:                                   # a broken __str__ on the bug's exception
+        detail = ""
+    say(f"pktemu: internal error: {type(e).__name__}: {detail or '(no message)'} "
+        "(please report; set PKTEMU_DEBUG=1 for the traceback)")
+    return EXIT_SOFTWARE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so flushing it at exit does not fail a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

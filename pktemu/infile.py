@@ -1,33 +1,277 @@
-"""Reading users' input files: every failure is the one-line PktemuError (`file[:line]: ...`)."""
+"""Reading users' input files: every failure is the one-line PktemuError (`file[:line]: ...`).
+
+The work done for an input is bounded whatever it holds, since topologies, manifests and rules
+files come from anywhere (a dump, a generator, a colleague):
+
+* a file larger than its limit is refused before it is read (`/dev/zero` and FIFOs, which have no
+  size, are read up to the limit plus one byte);
+* YAML is read by `YamlLoader`: nesting deeper than YAML_MAX_DEPTH and aliases that expand a
+  document by more than YAML_MAX_ALIAS_NODES nodes ("billion laughs") are refused after
+  composition, before anything is constructed; integers longer than YAML_INT_MAX_CHARS are
+  refused (Python refuses to convert more than 4300 digits anyway), and so are control
+  characters, with their line and column.
+"""
 from __future__ import annotations
 
+import os
+import re
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import yaml
+from yaml.constructor import ConstructorError
 
-from pktemu.errors import PktemuError
+from pktemu.errors import PktemuError, excerpt, shorten
+
+#: Topology files and Kubernetes manifests: a 10,000-Service cluster dump is a few MiB.
+YAML_MAX_BYTES = 16 * 1024 * 1024
+#: iptables-restore text: a 10,000-Service x 5-endpoint kube-proxy ruleset is tens of MiB.
+RULES_MAX_BYTES = 256 * 1024 * 1024
+#: Nesting of YAML collections (topologies need 6, Kubernetes objects about 10).
+YAML_MAX_DEPTH = 100
+#: How many nodes aliases may add to a file once expanded (its own nodes are bounded by its size).
+YAML_MAX_ALIAS_NODES = 1_000_000
+#: The longest integer literal (a 64-bit value in binary is 66 characters).
+YAML_INT_MAX_CHARS = 100
+
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_CHUNK = 1024 * 1024
 
 
-@contextmanager
-def yaml_errors(path: str) -> Iterator[None]:
+def _mib(n: int) -> str:
+    return f"{n / (1024 * 1024):g} MiB"
+
+
+def check_path(path: str, what: str = "") -> None:
+    """Refuse a file name no file can have (os functions raise ValueError on a NUL byte)."""
+    if "\0" in path:
+        raise PktemuError(f"{shorten(path, 300)}: cannot read{' ' + what if what else ''}: "
+                          "the file name contains a NUL byte")
+
+
+def read_text(path: str, what: str = "", limit: int = YAML_MAX_BYTES) -> str:
+    """A UTF-8 text file of at most `limit` bytes; `what` names it in messages (`cannot read manifest`)."""
+    cannot = f"cannot read{' ' + what if what else ''}"
+    too_big = f"{path}: {what or 'file'} is larger than {_mib(limit)}, the limit (see docs/topology.md)"
+    check_path(path, what)
     try:
-        yield
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = " ".join(str(x) for x in (e.context, e.problem) if x)
-        raise PktemuError(f"{path}{line}: YAML syntax error: {problem}") from None
-    except yaml.YAMLError as e:
-        raise PktemuError(f"{path}: YAML error: {str(e).splitlines()[0]}") from None
-
-
-def read_text(path: str, what: str = "") -> str:
-    """A UTF-8 text file; `what` names it in the message (`cannot read manifest: ...`)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
-        raise PktemuError(f"{path}: cannot read{' ' + what if what else ''}: {e.strerror or e}") from None
+        raise PktemuError(f"{shorten(path, 300)}: {cannot}: {e.strerror or e}") from None
+    data = bytearray()
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise PktemuError(f"{path}: {cannot}: it is a directory")
+        if stat.S_ISREG(st.st_mode) and st.st_size > limit:
+            raise PktemuError(f"{too_big} ({_mib(st.st_size)})")
+        while len(data) <= limit:
+            b = os.read(fd, min(_CHUNK, limit + 1 - len(data)))
+            if not b:
+                break
+            data += b
+        if len(data) > limit:
+            raise PktemuError(too_big)
+    except OSError as e:
+        raise PktemuError(f"{path}: {cannot}: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise PktemuError(f"{path}: not UTF-8 text: {e.reason} at byte {e.start}") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")    # as open()'s universal newlines
+
+
+# ---------------------------------------------------------------------------- YAML
+@contextmanager
+def yaml_errors(path: str, text: str = "") -> Iterator[None]:
+    """PyYAML's errors (and a RecursionError, as a backstop) as `file:line: ...`."""
+    try:
+        yield
+    except yaml.reader.ReaderError as e:
+        where = ""
+        if text and 0 <= e.position <= len(text):
+            line = text.count("\n", 0, e.position) + 1
+            where = f":{line}:{e.position - (text.rfind(chr(10), 0, e.position) + 1) + 1}"
+        what = f"#x{e.character:04x}" if isinstance(e.character, int) else excerpt(e.character)
+        raise PktemuError(f"{path}{where}: YAML error: character {what} is not allowed "
+                          f"(control characters and NUL bytes cannot appear in YAML)") from None
+    except ConstructorError as e:
+        raise PktemuError(f"{path}{_line(e)}: YAML error: {_problem(e)}") from None
+    except yaml.MarkedYAMLError as e:
+        raise PktemuError(f"{path}{_line(e)}: YAML syntax error: {_problem(e)}") from None
+    except yaml.YAMLError as e:
+        raise PktemuError(f"{path}: YAML error: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
+    except RecursionError:
+        raise PktemuError(f"{path}: YAML error: nested too deeply") from None
+
+
+def _line(e: yaml.MarkedYAMLError) -> str:
+    mark = e.problem_mark or e.context_mark
+    return f":{mark.line + 1}" if mark is not None else ""
+
+
+def _problem(e: yaml.MarkedYAMLError) -> str:
+    return " ".join(str(x) for x in (e.context, e.problem) if x)
+
+
+def _libyaml_events() -> Any:
+    """libyaml's scanner and parser (4x faster than PyYAML's own), where PyYAML was built with it."""
+    try:
+        from yaml._yaml import CParser
+    except ImportError:                 # pragma: no cover
+        return None
+    return CParser
+
+
+_Events: Any = _libyaml_events()
+_Base: Any
+if _Events is not None:
+    class _CBase(yaml.composer.Composer, _Events, yaml.constructor.SafeConstructor,  # type: ignore[misc]
+                 yaml.resolver.Resolver):
+        """SafeLoader's pieces on libyaml's event parser. The composer stays PyYAML's (Python) one,
+        which the depth bound below guards: libyaml's own composer recurses in C and overflows the
+        stack on deep nesting (a segfault, not an error)."""
+
+        def __init__(self, text: str) -> None:
+            _Events.__init__(self, text)
+            yaml.composer.Composer.__init__(self)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+    _Base = _CBase
+else:                                   # pragma: no cover
+    _Base = yaml.SafeLoader
+
+
+class YamlLoader(_Base):  # type: ignore[misc]
+    """A safe loader, bounded (see the module docstring), without YAML 1.1 base-60 numbers (so
+    12:34:56:00:00:01 stays a string), and with errors that name the file."""
+
+    def __init__(self, text: str, path: str) -> None:
+        super().__init__(text)
+        self.pktemu_path = path
+        self._depth = 0
+        self._alias_budget = YAML_MAX_ALIAS_NODES
+
+    def error(self, mark: Any, msg: str) -> PktemuError:
+        line = f":{mark.line + 1}" if mark is not None else ""
+        return PktemuError(f"{self.pktemu_path}{line}: YAML error: {msg}")
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self._depth >= YAML_MAX_DEPTH:
+            raise self.error(getattr(self.peek_event(), "start_mark", None),
+                             f"nested more than {YAML_MAX_DEPTH} levels deep")
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def measure(self, root: yaml.Node) -> None:
+        """Refuse a document whose aliases form a cycle, nest deeper than YAML_MAX_DEPTH or
+        expand it by more than what is left of YAML_MAX_ALIAS_NODES; linear in the node graph
+        (each node's expanded size and depth is computed once: an alias is the same node object)."""
+        size: dict[int, int] = {}
+        depth: dict[int, int] = {}
+        entered: set[int] = set()
+        stack: list[tuple[yaml.Node, list[yaml.Node] | None]] = [(root, None)]
+        while stack:
+            node, kids = stack.pop()
+            k = id(node)
+            if kids is not None:                                  # leaving: the children are done
+                size[k] = 1 + sum(size[id(c)] for c in kids)
+                depth[k] = 1 + max((depth[id(c)] for c in kids), default=0)
+                if depth[k] > YAML_MAX_DEPTH:
+                    raise self.error(node.start_mark, f"aliases nest this over {YAML_MAX_DEPTH} levels deep")
+                if size[k] - len(entered) > self._alias_budget:
+                    raise self.error(node.start_mark, f"aliases expand this by more than "
+                                                      f"{YAML_MAX_ALIAS_NODES:,} nodes (an alias bomb?)")
+                continue
+            if k in size:
+                continue
+            if k in entered:
+                raise self.error(node.start_mark, "an alias refers to a collection it is in (a cycle)")
+            entered.add(k)
+            kids = _children(node)
+            stack.append((node, kids))
+            for c in kids:
+                i = id(c)
+                if i in size:
+                    continue
+                if isinstance(c, yaml.ScalarNode):                # a leaf: done at once
+                    size[i] = depth[i] = 1
+                    entered.add(i)
+                else:
+                    stack.append((c, None))
+        self._alias_budget -= size[id(root)] - len(entered)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, OverflowError) as e:   # e.g. !!timestamp 2024-13-45, !!float x
+            raise ConstructorError(None, None, f"cannot read {excerpt(_scalar(node), 40)} as "
+                                               f"{node.tag.rsplit(':', 1)[-1]}: {shorten(str(e), 80)}",
+                                   node.start_mark) from None
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        if len(str(node.value)) > YAML_INT_MAX_CHARS:
+            raise ConstructorError(None, None, f"an integer of {len(node.value):,} characters is too large "
+                                               f"(at most {YAML_INT_MAX_CHARS})", node.start_mark)
+        return super().construct_yaml_int(node)  # type: ignore[no-any-return]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _scalar(node: yaml.Node) -> object:
+    return node.value if isinstance(node, yaml.ScalarNode) else f"<{type(node).__name__}>"
+
+
+YamlLoader.add_constructor(_INT, YamlLoader.construct_yaml_int)
+YamlLoader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in rs if tag not in (_INT, _FLOAT)]
+    for ch, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+YamlLoader.add_implicit_resolver(_INT, re.compile(
+    r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"), list("-+0123456789"))
+YamlLoader.add_implicit_resolver(_FLOAT, re.compile(
+    r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"), list("-+0123456789."))
+
+
+def load_yaml(text: str, path: str, loader: type[YamlLoader] = YamlLoader) -> Any:
+    """The one document of `text` (None if empty), read by `loader`."""
+    with yaml_errors(path, text):
+        ld = loader(text, path)
+        try:
+            node = ld.get_single_node()
+            if node is None:
+                return None
+            ld.measure(node)
+            return ld.construct_document(node)
+        finally:
+            ld.dispose()
+
+
+def load_yaml_all(text: str, path: str, loader: type[YamlLoader] = YamlLoader
+                  ) -> Iterator[tuple[Any, yaml.Node]]:
+    """Every document of `text` with its node (for line numbers), in order; empty ones left out."""
+    with yaml_errors(path, text):
+        ld = loader(text, path)
+        try:
+            while ld.check_node():
+                node = ld.get_node()
+                if node is None:
+                    continue
+                ld.measure(node)
+                yield ld.construct_document(node), node
+        finally:
+            ld.dispose()

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from pktemu import topo
 from pktemu.apps import registry
 from pktemu.errors import PktemuError
-from pktemu.infile import read_text
+from pktemu.infile import RULES_MAX_BYTES, read_text
 from pktemu.k8s.cluster import Cluster
 from pktemu.net.bridge import Bridge
 from pktemu.net.device import IfAddr, NetDevice
@@ -113,7 +113,8 @@ class Network:
             for p in b.ports:
                 br.add_port(node.devices[p.name], hairpin=p.hairpin)
         if m.iptables:
-            node.nf = Netfilter(node, load_rules(read_text(m.iptables, "rules file"), m.iptables))
+            text = read_text(m.iptables, "rules file", RULES_MAX_BYTES)
+            node.nf = Netfilter(node, load_rules(text, m.iptables))
         node.tcp = TcpStack(node)
         node.udp = UdpStack(node)
         for app in m.apps:

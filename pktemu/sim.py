@@ -10,6 +10,8 @@ import heapq
 import random
 from typing import Any, Callable
 
+from pktemu.errors import PktemuError
+
 NS = 1
 US = 1_000
 MS = 1_000_000
@@ -85,7 +87,8 @@ class Simulator:
             fn(*args)
             n += 1
             if n >= max_events:
-                raise RuntimeError(f"event limit {max_events} reached at t={t}ns")
+                raise PktemuError(f"more than {max_events:,} events by t={t / 1e9:.6f} s (virtual): "
+                                  "the traffic asks for more work than one run does")
         else:
             if until is not None and not self.stopped:
                 self.now = max(self.now, until)

@@ -7,14 +7,13 @@ or cannot be parsed, are dropped without an answer.
 """
 from __future__ import annotations
 
-import socket
 from typing import TYPE_CHECKING, Any, Callable
 
 from pktemu.apps import dnswire
 from pktemu.apps.registry import AppKind, register
-from pktemu.errors import PktemuError
+from pktemu.errors import PktemuError, excerpt, shorten
 from pktemu.net.frame import int2ip
-from pktemu.units import parse_duration
+from pktemu.units import IPV4_HINT, parse_duration, parse_ipv4
 
 if TYPE_CHECKING:
     from pktemu.net.node import Node
@@ -25,31 +24,34 @@ _DEFAULTS: dict[str, Any] = {"port": 53, "ttl": 30, "records": {}, "response_del
 
 def _config(params: dict[str, Any], where: str) -> dict[str, Any]:
     if not isinstance(params, dict):
-        raise PktemuError(f"{where}: app parameters must be a mapping, got {params!r}")
-    unknown = sorted(set(params) - _FIELDS)
+        raise PktemuError(f"{where}: app parameters must be a mapping, got {excerpt(params)}")
+    unknown = sorted(str(k) for k in set(params) - _FIELDS)
     if unknown:
-        raise PktemuError(f"{where}.{unknown[0]}: unknown field for app dns-server "
+        raise PktemuError(f"{where}.{shorten(unknown[0])}: unknown field for app dns-server "
                           f"(known: {', '.join(sorted(_FIELDS))})")
     p = {**_DEFAULTS, **params}
     port = p["port"]
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-        raise PktemuError(f"{where}.port: expected a port 1-65535, got {port!r}")
+        raise PktemuError(f"{where}.port: expected a port 1-65535, got {excerpt(port)}")
     ttl = p["ttl"]
     if not isinstance(ttl, int) or isinstance(ttl, bool) or not 0 <= ttl < 2 ** 31:
-        raise PktemuError(f"{where}.ttl: expected seconds 0-2147483647, got {ttl!r}")
+        raise PktemuError(f"{where}.ttl: expected seconds 0-2147483647, got {excerpt(ttl)}")
     recs = p["records"]
     if not isinstance(recs, dict):
-        raise PktemuError(f"{where}.records: expected a mapping name: IPv4 address, got {recs!r}")
+        raise PktemuError(f"{where}.records: expected a mapping name: IPv4 address, got {excerpt(recs)}")
     records: dict[str, str] = {}
     for name, ip in recs.items():
+        at = f"{where}.records.{shorten(name, 100) if isinstance(name, str) else excerpt(name)}"
+        if not isinstance(name, str):
+            raise PktemuError(f"{at}: a record's name must be a string, got {excerpt(name)}")
         try:
-            dnswire.encode_name(str(name))
+            dnswire.check_user_name(name)
         except dnswire.DnsFormatError as e:
-            raise PktemuError(f"{where}.records.{name}: {e}") from None
+            raise PktemuError(f"{at}: {e}") from None
         try:
-            records[dnswire.normalize_name(str(name))] = socket.inet_ntoa(socket.inet_aton(str(ip)))
-        except OSError:
-            raise PktemuError(f"{where}.records.{name}: not an IPv4 address: {ip!r}") from None
+            records[dnswire.normalize_name(name)] = str(parse_ipv4(ip))
+        except ValueError:
+            raise PktemuError(f"{at}: not an IPv4 address: {excerpt(ip)} (expected {IPV4_HINT})") from None
     delay = parse_duration(p["response_delay"], f"{where}.response_delay")
     return {"port": port, "ttl": ttl, "records": records, "response_delay": delay}
 

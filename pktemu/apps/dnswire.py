@@ -10,6 +10,8 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
+from pktemu.errors import excerpt
+
 TYPE_A = 1
 TYPE_NS = 2
 TYPE_CNAME = 5
@@ -56,13 +58,21 @@ def _labels(name: str) -> list[bytes]:
         try:
             b = label.encode("ascii")
         except UnicodeEncodeError:
-            raise DnsFormatError(f"name {name!r}: not ASCII") from None
+            raise DnsFormatError(f"name {excerpt(name)}: not ASCII") from None
         if not 0 < len(b) <= MAX_LABEL:
-            raise DnsFormatError(f"name {name!r}: label {label!r} must be 1-63 bytes")
+            raise DnsFormatError(f"name {excerpt(name)}: label {excerpt(label)} must be 1-63 bytes")
         out.append(b)
     if sum(len(b) + 1 for b in out) + 1 > MAX_NAME:
-        raise DnsFormatError(f"name {name!r}: longer than 255 bytes")
+        raise DnsFormatError(f"name {excerpt(name)}: longer than 255 bytes")
     return out
+
+
+def check_user_name(name: str) -> None:
+    """A name a user wrote (a record, a search domain, a name to resolve): encodable, and printable
+    ASCII without spaces, since a NUL or a newline in one is a mistake, not a binary label."""
+    if not (name.isascii() and name.isprintable()) or " " in name:
+        raise DnsFormatError(f"name {excerpt(name)}: only printable ASCII characters without spaces")
+    _labels(name)
 
 
 def encode_name(name: str, compress: dict[str, int] | None = None, offset: int = 0) -> bytes:

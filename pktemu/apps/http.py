@@ -11,18 +11,17 @@ after the client's ACK of the answer came back.
 """
 from __future__ import annotations
 
-import socket
 from typing import TYPE_CHECKING, Any, Callable
 
 from pktemu.apps import dnswire, resolver
 from pktemu.apps.registry import AppKind, register
-from pktemu.errors import PktemuError
+from pktemu.errors import PktemuError, excerpt, shorten
 from pktemu.net.frame import int2ip, ip2int
 from pktemu.net.tcp_conn import TcpConnection
 from pktemu.net.tcp_const import CLOSE_WAIT, ESTABLISHED
 from pktemu.net.tcp_errno import SockError, describe, strerror
 from pktemu.sim import SECOND
-from pktemu.units import parse_duration
+from pktemu.units import IPV4_HINT, parse_duration, parse_ipv4
 
 if TYPE_CHECKING:
     from pktemu.net.node import Node
@@ -34,34 +33,42 @@ SERVER_IDLE_TIMEOUT = 5 * SECOND    # the oracle server's per-connection socket 
 # ---------------------------------------------------------------------------- parameter checks
 def check_fields(params: Any, allowed: set[str], kind: str, where: str) -> None:
     if not isinstance(params, dict):
-        raise PktemuError(f"{where}: app parameters must be a mapping, got {params!r}")
-    unknown = sorted(set(params) - allowed)
+        raise PktemuError(f"{where}: app parameters must be a mapping, got {excerpt(params)}")
+    unknown = sorted(str(k) for k in set(params) - allowed)
     if unknown:
-        raise PktemuError(f"{where}.{unknown[0]}: unknown field for app {kind} "
+        raise PktemuError(f"{where}.{shorten(unknown[0])}: unknown field for app {kind} "
                           f"(known: {', '.join(sorted(allowed))})")
 
 
 def check_port(v: Any, where: str, zero_ok: bool = False) -> int:
     if not isinstance(v, int) or isinstance(v, bool) or not (0 if zero_ok else 1) <= v <= 65535:
         lo = 0 if zero_ok else 1
-        raise PktemuError(f"{where}: expected a port {lo}-65535, got {v!r}")
+        raise PktemuError(f"{where}: expected a port {lo}-65535, got {excerpt(v)}")
     return v
 
 
 def check_ipv4(v: Any, where: str) -> str:
-    s = str(v)
+    """Only a dotted-quad string (pktemu.units.parse_ipv4): `1`, `10.1` or `010.0.0.1` are mistakes."""
     try:
-        if s.count(".") == 3:
-            return socket.inet_ntoa(socket.inet_aton(s))
-    except OSError:
-        pass
-    raise PktemuError(f"{where}: not an IPv4 address: {v!r}")
+        return str(parse_ipv4(v))
+    except ValueError:
+        raise PktemuError(f"{where}: not an IPv4 address: {excerpt(v)} (expected {IPV4_HINT})") from None
 
 
 def check_str(v: Any, where: str) -> str:
     if not isinstance(v, str):
-        raise PktemuError(f"{where}: expected a string, got {v!r}")
+        raise PktemuError(f"{where}: expected a string, got {excerpt(v)}")
     return v
+
+
+def check_name(v: Any, where: str) -> str:
+    """A DNS name to resolve (pktemu.apps.dnswire.check_user_name)."""
+    name = check_str(v, where)
+    try:
+        dnswire.check_user_name(name)
+    except dnswire.DnsFormatError as e:
+        raise PktemuError(f"{where}: {e}") from None
+    return name
 
 
 # ---------------------------------------------------------------------------- http-server
@@ -141,12 +148,7 @@ def _client_config(params: dict[str, Any], where: str) -> dict[str, Any]:
     p = {**_CLIENT_DEFAULTS, **params}
     cfg: dict[str, Any] = {"name": None, "target": None, "dns_server": None, "dns_id": None}
     if p.get("name") is not None:
-        name = check_str(p["name"], f"{where}.name")
-        try:
-            dnswire.encode_name(name)
-        except dnswire.DnsFormatError as e:
-            raise PktemuError(f"{where}.name: {e}") from None
-        cfg["name"] = name
+        cfg["name"] = check_name(p["name"], f"{where}.name")
         if p.get("dns_server") is None:       # glibc's resolver picks ids and ports at random
             for key in ("dns_id", "dns_sport"):
                 if p.get(key):
@@ -164,7 +166,7 @@ def _client_config(params: dict[str, Any], where: str) -> dict[str, Any]:
         except ValueError:
             qid = None
         if not isinstance(qid, int) or isinstance(qid, bool) or not 0 <= qid <= 0xFFFF:
-            raise PktemuError(f"{where}.dns_id: expected a query id 0-65535 (or 0x1234), got {v!r}")
+            raise PktemuError(f"{where}.dns_id: expected a query id 0-65535 (or 0x1234), got {excerpt(v)}")
         cfg["dns_id"] = qid
     for key in ("port", "dns_port"):
         cfg[key] = check_port(p[key], f"{where}.{key}")
@@ -177,6 +179,9 @@ def _client_config(params: dict[str, Any], where: str) -> dict[str, Any]:
     if host is None:
         host = cfg["name"].split(".")[0] if cfg["name"] else cfg["target"]
     cfg["host"] = check_str(host, f"{where}.host")
+    if not (cfg["host"].isascii() and cfg["host"].isprintable()) or " " in cfg["host"]:
+        raise PktemuError(f"{where}.host: a Host header value is printable ASCII without spaces, "
+                          f"got {excerpt(cfg['host'])}")
     return cfg
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from pktemu.apps import registry
 from pktemu.apps.registry import AppKind, register
-from pktemu.errors import PktemuError
+from pktemu.errors import PktemuError, excerpt
 from pktemu.units import parse_duration
 
 if TYPE_CHECKING:
@@ -24,10 +24,10 @@ _OWN = {"count": 5, "interval": "1s"}
 
 def _split(params: dict[str, Any], where: str) -> tuple[int, int, dict[str, Any]]:
     if not isinstance(params, dict):
-        raise PktemuError(f"{where}: app parameters must be a mapping, got {params!r}")
+        raise PktemuError(f"{where}: app parameters must be a mapping, got {excerpt(params)}")
     count = params.get("count", _OWN["count"])
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 100_000:
-        raise PktemuError(f"{where}.count: expected a number of requests 1-100000, got {count!r}")
+        raise PktemuError(f"{where}.count: expected a number of requests 1-100000, got {excerpt(count)}")
     interval = parse_duration(params.get("interval", _OWN["interval"]), f"{where}.interval")
     rest = {k: v for k, v in params.items() if k not in _OWN}
     return count, interval, rest

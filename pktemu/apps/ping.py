@@ -5,9 +5,9 @@ import struct
 from typing import TYPE_CHECKING, Any, Callable
 
 from pktemu.apps.registry import AppKind, register
-from pktemu.errors import PktemuError
+from pktemu.errors import PktemuError, excerpt, shorten
 from pktemu.net.frame import Frame, checksum, int2ip, ip2int
-from pktemu.units import parse_duration
+from pktemu.units import IPV4_HINT, parse_duration, parse_ipv4
 
 if TYPE_CHECKING:
     from pktemu.net.node import Node
@@ -22,23 +22,26 @@ def validate(params: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _config(params: dict[str, Any], where: str) -> dict[str, Any]:
-    unknown = set(params) - _FIELDS
+    if not isinstance(params, dict):
+        raise PktemuError(f"{where}: app parameters must be a mapping, got {excerpt(params)}")
+    unknown = sorted(str(k) for k in set(params) - _FIELDS)
     if unknown:
-        raise PktemuError(f"{where}: unknown field {sorted(unknown)[0]!r} for app ping")
+        raise PktemuError(f"{where}: unknown field {excerpt(shorten(unknown[0]))} for app ping")
     if "target" not in params:
         raise PktemuError(f"{where}.target: missing (the address to ping)")
     out = dict(params)
     try:
-        ip2int(str(params["target"]))
-    except OSError:
-        raise PktemuError(f"{where}.target: not an IPv4 address: {params['target']!r}") from None
+        out["target"] = str(parse_ipv4(params["target"]))
+    except ValueError:
+        raise PktemuError(f"{where}.target: not an IPv4 address: {excerpt(params['target'])} "
+                          f"(expected {IPV4_HINT})") from None
     for key, default, top in (("count", 1, 10**9), ("id", 0x5045, 0xFFFF), ("size", 56, 65507)):
         v = params.get(key, default)
         if not isinstance(v, int) or isinstance(v, bool) or v < 0 or v > top:
-            raise PktemuError(f"{where}.{key}: expected an integer 0-{top}, got {v!r}")
+            raise PktemuError(f"{where}.{key}: expected an integer 0-{top}, got {excerpt(v)}")
         out[key] = v
     if not isinstance(params.get("df", True), bool):
-        raise PktemuError(f"{where}.df: expected true or false, got {params['df']!r}")
+        raise PktemuError(f"{where}.df: expected true or false, got {excerpt(params['df'])}")
     out["df"] = params.get("df", True)
     out["interval"] = parse_duration(params.get("interval", "1s"), f"{where}.interval")
     out["timeout"] = parse_duration(params.get("timeout", "1s"), f"{where}.timeout")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from pktemu.errors import PktemuError
+from pktemu.errors import PktemuError, excerpt
 
 if TYPE_CHECKING:
     from pktemu.net.node import Node
@@ -43,7 +43,7 @@ def get(kind: str, where: str) -> AppKind:
         return _REGISTRY[kind]
     except KeyError:
         known = ", ".join(sorted(_REGISTRY)) or "none"
-        raise PktemuError(f"{where}: unknown app kind {kind!r} (known: {known})") from None
+        raise PktemuError(f"{where}: unknown app kind {excerpt(kind)} (known: {known})") from None
 
 
 def kinds() -> list[str]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generator
 
 from pktemu.apps import dnswire
 from pktemu.apps.res_send import ECONNREFUSED, ResolvConf, ResSend, Sent
-from pktemu.errors import PktemuError
+from pktemu.errors import PktemuError, excerpt
 from pktemu.sim import SECOND
 from pktemu.units import parse_duration
 
@@ -207,9 +207,9 @@ def options_from_params(p: dict[str, Any], where: str) -> tuple[dict[str, Any], 
         raise PktemuError(f"{where}.resolv_timeout: expected more than 0 and at most 30s (RES_MAXRETRANS)")
     attempts = p["resolv_attempts"]
     if not isinstance(attempts, int) or isinstance(attempts, bool) or not 1 <= attempts <= 5:
-        raise PktemuError(f"{where}.resolv_attempts: expected 1-5 (RES_MAXRETRY), got {attempts!r}")
+        raise PktemuError(f"{where}.resolv_attempts: expected 1-5 (RES_MAXRETRY), got {excerpt(attempts)}")
     for key in ("resolv_aaaa", "resolv_single_request"):
         if not isinstance(p[key], bool):
-            raise PktemuError(f"{where}.{key}: expected true or false, got {p[key]!r}")
+            raise PktemuError(f"{where}.{key}: expected true or false, got {excerpt(p[key])}")
     return ({"timeout": timeout, "attempts": attempts, "single_request": p["resolv_single_request"]},
             p["resolv_aaaa"])

@@ -12,15 +12,16 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
 from rich.console import Console
 
+from pktemu import interrupt
 from pktemu.errors import PktemuError
-from pktemu.io.run import run_scenario
-from pktemu.io.topofile import load_topology
+from pktemu.io.atomic import forget, make_temp_dir, remove_leftovers, remove_path
+from pktemu.io.run import check_out_dir, replace_dir, run_scenario
+from pktemu.io.topofile import load_topology, read_yaml
 
 NAME = "kernel"
 HELP = "compare the emulator with this machine's kernel (needs root)"
@@ -46,6 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, out: Console) -> int:
+    check_out_dir(args.out)
     _check_machine()
     topo_path = args.topology
     load_topology(topo_path)                     # bad input fails before any namespace is built
@@ -53,7 +55,8 @@ def run(args: argparse.Namespace, out: Console) -> int:
     parent = os.path.dirname(final)
     try:
         os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.", suffix=".tmp", dir=parent)
+        remove_leftovers(parent)
+        tmp = make_temp_dir(parent, os.path.basename(final))
     except OSError as e:
         raise PktemuError(f"{args.out}: cannot write: {e.strerror or e}") from None
     try:
@@ -70,11 +73,11 @@ def run(args: argparse.Namespace, out: Console) -> int:
         cmp = subprocess.run([sys.executable, str(ORACLE / "oracle_summary.py"), "compare",
                               os.path.join(kernel, "summary.json"), os.path.join(emu, "summary.json"),
                               "--level", args.level], capture_output=True, text=True, timeout=300)
-        if os.path.isdir(final):
-            shutil.rmtree(final)
-        os.rename(tmp, final)
+        replace_dir(tmp, final)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with interrupt.shielded():
+            remove_path(tmp)
+            forget(tmp)
         raise
     sys.stdout.write(cmp.stdout)
     verdict = cmp.stdout.strip().splitlines()[-1] if cmp.stdout.strip() else "no verdict"
@@ -111,7 +114,7 @@ def _brnf0_topology(base: str, tmp: str) -> str:
     """The topology with bridge-nf-call-iptables=0 on every node that has the sysctl's bridge."""
     t = load_topology(base)
     scenarios = {}
-    for name, sc in yaml.safe_load(Path(base).read_text())["scenarios"].items():
+    for name, sc in (read_yaml(base).get("scenarios") or {}).items():     # checked by load_topology
         sc = dict(sc)
         sc["overrides"] = list(sc.get("overrides") or []) + [
             {"node": n, "sysctls": {"net.bridge.bridge-nf-call-iptables": 0}}

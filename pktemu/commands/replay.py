@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from pktemu.errors import PktemuError
+from pktemu.io.run import check_out_dir
 from pktemu.replay.run import ReplayOptions, replay
 from pktemu.units import parse_duration
 
@@ -52,6 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, out: Console) -> int:
+    check_out_dir(args.out)
     opts = ReplayOptions(
         inject=args.inject, maps=list(args.map), split=args.split, speed=args.speed, pps=args.pps,
         topspeed=args.topspeed, loops=args.loop, fix_checksums=args.fix_checksums,

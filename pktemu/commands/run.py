@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from pktemu.io.run import ScenarioOutcome, run_scenario
+from pktemu.io.run import ScenarioOutcome, check_out_dir, run_scenario
 from pktemu.io.topofile import load_topology
 from pktemu.network import Network
 
@@ -26,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, out: Console) -> int:
+    check_out_dir(args.out)
     t = load_topology(args.topology)
     names = args.scenario or list(t.scenarios)
     for n in names:                        # fail on bad names, rules or apps before writing anything

@@ -58,6 +58,7 @@ def run(args: argparse.Namespace, out: Console) -> int:
     if args.json:
         out.file.write(json.dumps(rep.to_json(), indent=2) + "\n")
         return 0
-    wide = out if out.is_terminal else Console(file=out.file, width=10_000, color_system=None)
+    # type(out): the CLI's console class, which reports a closed stdout as the CLI does
+    wide = out if out.is_terminal else type(out)(file=out.file, width=10_000, color_system=None)
     wide.print(report_tree(rep))
     return 0

@@ -1,19 +1,149 @@
-"""Write-then-rename files: a reader never sees a half-written output, and a run that dies or
-fails leaves nothing at the final path (only `<path>.tmp`, which the next run overwrites).
+"""Write-then-rename files and folders: a reader never sees a half-written output, and a run that
+dies or fails leaves nothing at the final path.
+
+Temporaries are named `.<name>.pktemu-<pid>-<start>-<random>.tmp` next to their final `<name>`
+(`.old` for a previous output being swapped out), where <start> is the process's start time in
+clock ticks since boot (/proc/<pid>/stat, 0 where unknown). Everything this process creates is
+registered, so the CLI removes what an interrupted cleanup missed; and `remove_leftovers` removes
+what a killed process (SIGKILL, OOM) left: names of exactly that pattern whose pid is not alive, or
+is alive with another start time (the pid was reused). A leftover of a live process is never
+touched, and neither is anything not named by this pattern. Liveness is only known on this host: a
+folder shared by several machines must not be written by two of them at once.
 """
 from __future__ import annotations
 
 import os
+import re
+import secrets
+import shutil
 from types import TracebackType
 from typing import Self
 
 from pktemu.errors import PktemuError
+from pktemu.interrupt import shielded
 
 BUFFER = 1 << 20
 
+TEMP_NAME = re.compile(r"\.(?P<name>.+)\.pktemu-(?P<pid>[0-9]{1,10})-(?P<start>[0-9]{1,20})-[0-9a-f]{8}"
+                       r"\.(?P<kind>tmp|old)")
+
+_ours: set[str] = set()             # temporaries of this process not yet renamed into place or removed
+_swept: set[str] = set()            # folders already cleared of leftovers by this process
+_start: tuple[int, int] = (0, 0)    # (pid, start ticks), recomputed after a fork
+
+
+def _start_ticks(pid: int) -> int:
+    """The start time of process `pid` in clock ticks since boot; 0 if it is unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def temp_path(directory: str, name: str, kind: str = "tmp") -> str:
+    """A fresh temporary name for `directory/name`, registered as this process's until `forget`."""
+    global _start
+    pid = os.getpid()
+    if _start[0] != pid:
+        _start = (pid, _start_ticks(pid))
+    path = os.path.join(directory, f".{name}.pktemu-{pid}-{_start[1]}-{secrets.token_hex(4)}.{kind}")
+    _ours.add(path)
+    return path
+
+
+def forget(path: str) -> None:
+    """`path` was renamed into place or removed: no longer ours to clean up."""
+    _ours.discard(path)
+
+
+def make_temp_dir(directory: str, name: str) -> str:
+    """A new empty temporary folder for `directory/name` (registered before it exists, so a signal
+    between the two cannot leave an unknown folder)."""
+    while True:
+        path = temp_path(directory, name)
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            forget(path)
+        except OSError:
+            forget(path)
+            raise
+
+
+def remove_path(path: str) -> None:
+    """Remove a file, link or folder tree; what is already gone or cannot be removed is left be."""
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def _settle(path: str) -> None:
+    """Remove a temporary; a swapped-out previous output goes back in place if nothing replaced it."""
+    m = TEMP_NAME.fullmatch(os.path.basename(path))
+    if m is not None and m["kind"] == "old":
+        final = os.path.join(os.path.dirname(path), m["name"])
+        if not os.path.lexists(final):
+            try:
+                os.rename(path, final)
+            except OSError:
+                pass                        # never delete a previous output we could not put back
+            return
+    remove_path(path)
+
+
+def remove_ours() -> None:
+    """Remove every temporary of this process still on disk (the CLI's last step, after a signal)."""
+    with shielded():
+        for path in sorted(_ours, reverse=True):
+            if os.path.lexists(path):
+                _settle(path)
+        _ours.clear()
+
+
+def _stale(path: str, pid: int, start: int) -> bool:
+    if pid == os.getpid():
+        return path not in _ours
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):
+        pass                                # alive (another user's), or not a pid at all
+    return bool(start) and _start_ticks(pid) not in (0, start)
+
+
+def remove_leftovers(directory: str) -> None:
+    """Remove the temporaries that dead pktemu processes left in `directory` (see the module doc)."""
+    try:
+        names = os.listdir(directory or ".")
+    except OSError:
+        return
+    for n in names:
+        m = TEMP_NAME.fullmatch(n)
+        path = os.path.join(directory, n)
+        if m is not None and _stale(path, int(m["pid"]), int(m["start"])):
+            with shielded():
+                _settle(path)
+    _swept.add(os.path.abspath(directory))
+
+
+def remove_leftovers_once(directory: str) -> None:
+    """`remove_leftovers`, the first time this process writes into `directory`."""
+    if os.path.abspath(directory) not in _swept:
+        remove_leftovers(directory)
+
 
 class AtomicFile:
-    """A binary file written as `path + ".tmp"`; `commit()` renames it into place, `abort()` removes it.
+    """A binary file written under a temporary name (`temp_path`); `commit()` renames it into place,
+    `abort()` removes it.
 
     As a context manager it commits on success and aborts when the block raises.
     """
@@ -22,10 +152,13 @@ class AtomicFile:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.tmp = path + ".tmp"
+        directory, base = os.path.split(path)
+        remove_leftovers_once(directory)
+        self.tmp = temp_path(directory, base)
         try:
             self._f = open(self.tmp, "wb", buffering=BUFFER)  # noqa: SIM115 (closed by commit/abort)
         except OSError as e:
+            forget(self.tmp)
             raise PktemuError(f"{path}: cannot write: {e.strerror or e}") from None
 
     @property
@@ -39,23 +172,27 @@ class AtomicFile:
         """Flush, close and rename onto `path` (replacing an older file); a no-op once closed."""
         if self._f.closed:
             return
-        try:
-            self._f.close()
-            os.replace(self.tmp, self.path)
-        except OSError as e:
-            self.abort()
-            raise PktemuError(f"{self.path}: cannot write: {e.strerror or e}") from None
+        with shielded():
+            try:
+                self._f.close()
+                os.replace(self.tmp, self.path)
+                forget(self.tmp)
+            except OSError as e:
+                self.abort()
+                raise PktemuError(f"{self.path}: cannot write: {e.strerror or e}") from None
 
     def abort(self) -> None:
         """Drop everything written; an older file at `path` is left as it was."""
-        try:
-            self._f.close()
-        except OSError:
-            pass
-        try:
-            os.unlink(self.tmp)
-        except FileNotFoundError:
-            pass
+        with shielded():
+            try:
+                self._f.close()
+            except OSError:
+                pass
+            try:
+                os.unlink(self.tmp)
+            except FileNotFoundError:
+                pass
+            forget(self.tmp)
 
     def __enter__(self) -> Self:
         return self

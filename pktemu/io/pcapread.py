@@ -174,7 +174,7 @@ def _read_pcapng(path: str, f: BinaryIO, cap: Capture) -> Iterator[Record]:
         btype, total = struct.unpack(order + "II", head[:8])
         what = _BLOCK_NAMES.get(btype, f"type 0x{btype:08x}")
         where = f"{path}: block {block} ({what}, offset {off})"
-        if total < 12 or total % 4:
+        if total < len(head) + 4 or total % 4:            # an SHB's header is 12 bytes, then the trailer
             raise PktemuError(f"{where}: bad block length {total}")
         if total > MAX_BLOCK:
             raise PktemuError(f"{where}: block length {total} is larger than the maximum {MAX_BLOCK}")

@@ -4,21 +4,23 @@ Layout (the kernel oracle's, so `oracle_summary.py` reads it as is):
 `OUT/<scenario>/pcap/<node>-<ifname>.pcap`, `all.pcapng`, `captures.tsv`, `scenario.json`,
 `client-result.json`, `conntrack-<node>.txt`, `iptables-save-<node>.txt`, `drops.txt`.
 Everything is written into a hidden temporary directory next to the final one and renamed into
-place at the end, so an interrupted run leaves the previous output (or nothing), never half a run.
+place at the end, so an interrupted run leaves the previous output (or nothing), never half a run;
+temporary names and the removal of a killed run's leftovers are `pktemu.io.atomic`'s.
 """
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Callable
 
-from pktemu import topo
+from pktemu import interrupt, topo
+from pktemu.errors import PktemuError
+from pktemu.io.atomic import forget, make_temp_dir, remove_leftovers, remove_path, temp_path
 from pktemu.io.capture import CaptureSet
+from pktemu.io.topofile_scenarios import result_files, scenario_end
 from pktemu.netfilter.xtables import save_rules
 from pktemu.net.device import NetDevice
 from pktemu.network import Drop, Network
@@ -52,10 +54,15 @@ def scenario_output(out_root: str, name: str, net: Network) -> Iterator[Output]:
     """A hidden temporary directory with every capture point of `net` attached.
 
     The block runs the network, closes `caps` and writes its state files; on normal exit the
-    directory is renamed to `out_root/name`, on any exception (Ctrl-C included) it is removed.
+    directory is renamed to `out_root/name`, on any exception (a signal included) it is removed,
+    whatever signals arrive meanwhile. Leftovers of killed runs in `out_root` are removed first.
     """
-    os.makedirs(out_root, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out_root)
+    try:
+        os.makedirs(out_root, exist_ok=True)
+        remove_leftovers(out_root)
+        tmp = make_temp_dir(out_root, name)
+    except OSError as e:
+        raise PktemuError(f"{out_root}: cannot write: {e.strerror or e}") from None
     caps: CaptureSet | None = None
     try:
         os.makedirs(os.path.join(tmp, "pcap"))
@@ -67,9 +74,13 @@ def scenario_output(out_root: str, name: str, net: Network) -> Iterator[Output]:
         yield out
         replace_dir(tmp, out.final)
     except BaseException:
-        if caps is not None:
-            caps.abort()
-        shutil.rmtree(tmp, ignore_errors=True)
+        with interrupt.shielded():
+            try:
+                if caps is not None:
+                    caps.abort()
+            finally:
+                remove_path(tmp)
+                forget(tmp)
         raise
 
 
@@ -79,10 +90,11 @@ def run_scenario(t: topo.Topology, name: str, out_root: str, seed: int | None = 
     net = Network(t, sc, seed)
     with scenario_output(out_root, name, net) as out:
         runs = _schedule_traffic(net, sc)
-        limit = max((tr.at for tr in sc.traffic), default=0) + sc.duration
+        limit = scenario_end(sc)
         events = 0
         while not net.sim.stopped and net.sim.now < limit and net.sim.pending:
             events += net.sim.run(until=min(limit, net.sim.now + SLICE_NS))
+            interrupt.check()
             if progress is not None:
                 progress(net.sim.now, limit)
         counts = {cname: tap.count for cname, tap in out.caps.taps.items()}
@@ -134,8 +146,9 @@ def write_state(tmp: str, net: Network, sc: topo.Scenario, captured: list[Any], 
             f.write(f"{name}\t{dev.node.name}\t{dev.name}\tpcap/{name}.pcap\n")
     _write_json(os.path.join(tmp, "scenario.json"), {"scenario": sc.name, "description": sc.description})
     results = [r.result for r in runs]
-    if results:
-        _write_json(os.path.join(tmp, "client-result.json"), results[0] if len(results) == 1 else results)
+    for fname, items in result_files(sc.traffic).items():
+        picked = [results[i] for i in items]
+        _write_json(os.path.join(tmp, fname), picked[0] if len(picked) == 1 else picked)
     for node in net.nodes.values():
         if node.kind != "pod":
             with open(os.path.join(tmp, f"conntrack-{node.name}.txt"), "w") as f:
@@ -155,11 +168,52 @@ def _write_json(path: str, obj: Any) -> None:
 
 
 def replace_dir(tmp: str, final: str) -> None:
-    """Swap the finished temporary directory into place (rename is atomic on one filesystem)."""
+    """Swap the finished temporary directory into place (rename is atomic on one filesystem).
+
+    The two renames run shielded from signals; a process killed between them leaves the previous
+    output under an `.old` name that the next run puts back (`pktemu.io.atomic.remove_leftovers`).
+    """
     old = None
-    if os.path.exists(final):
-        old = final + ".old." + os.path.basename(tmp)
-        os.rename(final, old)
-    os.rename(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    with interrupt.shielded():
+        if os.path.lexists(final):
+            old = temp_path(os.path.dirname(final), os.path.basename(final), "old")
+            os.rename(final, old)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if old is not None:
+                os.rename(old, final)
+                forget(old)
+            raise
+        forget(tmp)
+        if old is not None:
+            remove_path(old)
+            forget(old)
+
+
+def check_out_dir(path: str, option: str = "--out") -> None:
+    """Refuse an output root that cannot become a writable folder, before any work is done.
+
+    The nearest existing ancestor must be a folder in which a (removed at once) temporary folder
+    can be made: this catches files on the path, read-only or special filesystems (/proc) and
+    permissions, and leaves nothing behind.
+    """
+    where = f"{option} {path!r}" if not path or path != path.strip() else f"{option} {path}"
+    if not path:
+        raise PktemuError(f"{where}: an empty path")
+    if "\0" in path:
+        raise PktemuError(f"{where}: a path cannot contain a NUL character")
+    full = os.path.abspath(path)
+    here = full
+    while not os.path.lexists(here):
+        here = os.path.dirname(here)
+    if not os.path.isdir(here):
+        what = "is" if here == full else f"is under {here}, which is"
+        raise PktemuError(f"{where}: {what} not a directory")
+    try:
+        probe = make_temp_dir(here, os.path.basename(full) or "out")
+    except OSError as e:
+        raise PktemuError(f"{where}: cannot create a directory in {here}: {e.strerror or e}") from None
+    with interrupt.shielded():
+        remove_path(probe)
+        forget(probe)

@@ -8,32 +8,27 @@ The format is documented in docs/topology.md.
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 import yaml
 
-from pktemu.errors import PktemuError
-from pktemu.infile import read_text, yaml_errors
+from pktemu.errors import PktemuError, excerpt
+from pktemu.infile import YamlLoader, check_path, load_yaml, read_text
 from pktemu.io.topofile_check import check_topology
-from pktemu.io.topofile_fields import Src, integer, mapping, name, seq, string
+from pktemu.io.topofile_fields import IFNAME_RE, NAME_RE, Src, integer, mapping, name, seq, string
+from pktemu.io.topofile_fields import path as path_field
 from pktemu.io.topofile_k8s import parse_kubernetes, parse_timeline, split_timeline
 from pktemu.io.topofile_nodes import Built, finish_sysctls, parse_node, parse_pod
-from pktemu.io.topofile_scenarios import parse_scenario
+from pktemu.io.topofile_scenarios import parse_scenario, scenario_end
 from pktemu.topo import Topology, Veth
 
 TOP_KEYS = ("name", "description", "seed", "extends", "captures", "nodes", "veths", "pods", "scenarios",
             "kubernetes")
 
-_INT = "tag:yaml.org,2002:int"
-_FLOAT = "tag:yaml.org,2002:float"
 
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader minus YAML 1.1 base-60 numbers (so 12:34:56:00:00:01 stays a string) and with
+class _Loader(YamlLoader):
+    """The bounded YamlLoader (no base-60 numbers, so 12:34:56:00:00:01 stays a string) with
     duplicate keys as errors instead of silently keeping the last one."""
-
-    pktemu_path = ""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -44,33 +39,14 @@ class _Loader(yaml.SafeLoader):
             if isinstance(key, (str, int, float, bool)) or key is None:
                 if key in seen:
                     line = key_node.start_mark.line + 1
-                    raise PktemuError(f"{self.pktemu_path}:{line}: duplicate key {key!r}")
+                    raise PktemuError(f"{self.pktemu_path}:{line}: duplicate key {excerpt(key)}")
                 seen.add(key)
         return super().construct_mapping(node, deep)
 
 
-_Loader.yaml_implicit_resolvers = {
-    ch: [(tag, rx) for tag, rx in rs if tag not in (_INT, _FLOAT)]
-    for ch, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver(_INT, re.compile(r"""^(?:[-+]?0b[0-1_]+
-    |[-+]?0[0-7_]+
-    |[-+]?(?:0|[1-9][0-9_]*)
-    |[-+]?0x[0-9a-fA-F_]+)$""", re.VERBOSE), list("-+0123456789"))
-_Loader.add_implicit_resolver(_FLOAT, re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-    |\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
-    |[-+]?\.(?:inf|Inf|INF)
-    |\.(?:nan|NaN|NAN))$""", re.VERBOSE), list("-+0123456789."))
-
-
 def read_yaml(path: str) -> Any:
-    """One YAML document; syntax errors become `file:line: problem`."""
-    loader = _Loader(read_text(path))
-    loader.pktemu_path = path
-    try:
-        with yaml_errors(path):
-            return loader.get_single_data()
-    finally:
-        loader.dispose()
+    """One YAML document, read within the bounds of pktemu.infile; errors are `file:line: problem`."""
+    return load_yaml(read_text(path), path, _Loader)
 
 
 class _Doc:
@@ -92,7 +68,7 @@ def _load_doc(path: str, chain: tuple[str, ...]) -> _Doc:
     top = mapping(src, "top level", raw, allowed=TOP_KEYS)
     doc = _Doc()
     if top.get("extends") is not None:
-        rel = string(src, "extends", top["extends"])
+        rel = path_field(src, "extends", top["extends"])
         base = os.path.normpath(os.path.join(os.path.dirname(path), rel))
         if os.path.realpath(base) in chain:
             raise src.error("extends", f"{rel} extends this file again (a cycle)")
@@ -114,6 +90,7 @@ def _load_doc(path: str, chain: tuple[str, ...]) -> _Doc:
 
 def load_topology(path: str) -> Topology:
     """Parse and validate a topology file (and the files it extends); raise PktemuError on any problem."""
+    check_path(path)
     doc = _load_doc(path, (os.path.realpath(path),))
     v, origin = doc.values, doc.origin
     top = Src(path)
@@ -146,8 +123,9 @@ def load_topology(path: str) -> Topology:
         for i, c in enumerate(seq(src, "captures", v["captures"])):
             cname = string(src, f"captures[{i}]", c)
             if cname not in points:
-                raise src.error(f"captures[{i}]", f"no interface or bridge for {cname!r} (capture names are "
-                                                  "<node>-<ifname>; the loopback is not a capture point)")
+                raise src.error(f"captures[{i}]", f"no interface or bridge for {excerpt(cname)} "
+                                                  "(capture names are <node>-<ifname>; the loopback is not "
+                                                  "a capture point)")
             if cname in order:
                 raise src.error(f"captures[{i}]", f"{cname} is listed twice")
             order.append(cname)
@@ -160,7 +138,8 @@ def load_topology(path: str) -> Topology:
     for sname, (src, sv) in doc.scenarios.items():
         sv, timeline = split_timeline(sv)
         topo.scenarios[sname] = parse_scenario(src, f"scenarios.{sname}", sname, sv, topo.nodes)
-        topo.scenarios[sname].timeline = parse_timeline(src, f"scenarios.{sname}.timeline", timeline, topo)
+        topo.scenarios[sname].timeline = parse_timeline(src, f"scenarios.{sname}.timeline", timeline, topo,
+                                                         scenario_end(topo.scenarios[sname]))
     return topo
 
 
@@ -173,8 +152,8 @@ def _parse_veths(src: Src, value: object, b: Built) -> None:
         for j, end in enumerate(ends):
             s = string(src, f"{where}[{j}]", end)
             n, slash, ifn = s.partition("/")
-            if not slash or not n or not ifn or "/" in ifn:
-                raise src.error(f"{where}[{j}]", f"expected node/ifname, got {s!r}")
+            if not slash or not NAME_RE.match(n) or not IFNAME_RE.match(ifn):
+                raise src.error(f"{where}[{j}]", f"expected node/ifname, got {excerpt(s)}")
         b.places[("veth", len(b.veths))] = (src, where)
         b.veths.append(Veth(ends[0], ends[1]))
 

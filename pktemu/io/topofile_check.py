@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from pktemu.errors import excerpt, shorten
 from pktemu.io.topofile_nodes import Built
 from pktemu.topo import Address, Node
 
@@ -47,7 +48,7 @@ def _check_veths(b: Built) -> None:
         for end in (veth.a, veth.b):
             n, _, ifn = end.partition("/")
             if n not in b.nodes:
-                raise b.error(("veth", i), f"{end}: no node or pod named {n!r}")
+                raise b.error(("veth", i), f"{shorten(end)}: no node or pod named {excerpt(n)}")
             node = b.nodes[n]
             if ifn in node.bridges:
                 raise b.error(("veth", i), f"{end}: {ifn} is a bridge, not an interface")
@@ -119,7 +120,7 @@ def _check_routes(b: Built, node: Node) -> None:
     for i, r in enumerate(node.routes):
         key = ("route", n, i)
         if r.dev is not None and r.dev not in devs:
-            raise b.error(key, f"route to {r.dst}: no device {r.dev!r} on node {n} "
+            raise b.error(key, f"route to {r.dst}: no device {excerpt(r.dev)} on node {n} "
                                f"(devices: {', '.join(sorted(devs)) or 'none'})", ".dev")
         if r.via is not None:
             via = ipaddress.IPv4Address(r.via)

@@ -13,11 +13,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pktemu.errors import PktemuError
+from pktemu.errors import PktemuError, excerpt
+from pktemu.units import parse_ipv4, parse_ipv4_interface
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")   # IFNAMSIZ 16 with the NUL
-_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+IFNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}\Z")   # IFNAMSIZ 16 with the NUL
+_MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}\Z")
+#: The longest mapping key (a DNS name's length): keys become parts of `where` in messages.
+KEY_MAX = 253
+#: PATH_MAX of Linux.
+PATH_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,9 @@ def mapping(src: Src, where: str, value: object, allowed: Iterable[str] = (),
     known = set(allowed) | set(required)
     for key in value:
         if not isinstance(key, str):
-            raise src.error(where, f"key {key!r} must be a string")
+            raise src.error(where, f"key {excerpt(key)} must be a string")
+        if len(key) > KEY_MAX:
+            raise src.error(where, f"key {excerpt(key)} is longer than {KEY_MAX} characters")
         if not open_keys and key not in known:
             raise src.error(f"{where}.{key}", f"unknown key (expected one of: {', '.join(sorted(known))})")
     for key in required:
@@ -79,37 +86,38 @@ def seq(src: Src, where: str, value: object) -> list[Any]:
 
 def string(src: Src, where: str, value: object) -> str:
     if not isinstance(value, str):
-        raise src.error(where, f"expected a string, got {yaml_kind(value)} {value!r}")
+        raise src.error(where, f"expected a string, got {yaml_kind(value)} {excerpt(value)}")
     return value
 
 
 def integer(src: Src, where: str, value: object, lo: int | None = None, hi: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise src.error(where, f"expected an integer, got {yaml_kind(value)} {value!r}")
+        raise src.error(where, f"expected an integer, got {yaml_kind(value)} {excerpt(value)}")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise src.error(where, f"{value} is out of range {lo}..{hi}")
+        raise src.error(where, f"{excerpt(value, 30)} is out of range {lo}..{hi}")
     return value
 
 
 def boolean(src: Src, where: str, value: object) -> bool:
     if not isinstance(value, bool):
-        raise src.error(where, f"expected true or false, got {yaml_kind(value)} {value!r}")
+        raise src.error(where, f"expected true or false, got {yaml_kind(value)} {excerpt(value)}")
     return value
 
 
 def name(src: Src, where: str, value: object, what: str = "name") -> str:
     """A node, pod or scenario name: it becomes a file name and part of capture names."""
     s = string(src, where, value)
-    if not _NAME.match(s):
-        raise src.error(where, f"not a valid {what}: {s!r} (letters, digits, '_', '.', '-')")
+    if not NAME_RE.match(s):
+        raise src.error(where, f"not a valid {what}: {excerpt(s)} (letters, digits, '_', '.', '-')")
     return s
 
 
 def interface_name(src: Src, where: str, value: object) -> str:
     """A Linux interface name (at most 15 characters); `lo` is implicit in every node."""
     s = string(src, where, value)
-    if not _IFNAME.match(s):
-        raise src.error(where, f"not a valid interface name: {s!r} (1-15 of letters, digits, '_', '.', '-')")
+    if not IFNAME_RE.match(s):
+        raise src.error(where, f"not a valid interface name: {excerpt(s)} "
+                               "(1-15 of letters, digits, '_', '.', '-')")
     if s == "lo":
         raise src.error(where, "the loopback lo is implicit in every node and cannot be declared")
     return s
@@ -118,7 +126,7 @@ def interface_name(src: Src, where: str, value: object) -> str:
 def mac(src: Src, where: str, value: object) -> str:
     """A unicast, non-zero MAC address, returned in lower case."""
     if not isinstance(value, str) or not _MAC.match(value):
-        raise src.error(where, f"not a MAC address: {value!r}")
+        raise src.error(where, f"not a MAC address: {excerpt(value)}")
     m = value.lower()
     if int(m[:2], 16) & 1:
         raise src.error(where, f"{m} is a multicast MAC address")
@@ -134,23 +142,32 @@ def derived_mac(seed: int, node: str, ifname: str) -> str:
     return ":".join(f"{x:02x}" for x in b)
 
 
+def path(src: Src, where: str, value: object) -> str:
+    """A file name (relative to the file it is written in; not checked to exist)."""
+    s = string(src, where, value)
+    if not s or len(s) > PATH_MAX or not s.isprintable():
+        raise src.error(where, f"not a usable file name: {excerpt(s)} (1-{PATH_MAX} characters, "
+                               "no NUL or other control characters)")
+    return s
+
+
 def ipv4(src: Src, where: str, value: object) -> ipaddress.IPv4Address:
-    if not isinstance(value, str):
-        raise src.error(where, f"expected an IPv4 address, got {yaml_kind(value)} {value!r}")
+    """Only a dotted-quad string (not `1`, `10.1` or `010.0.0.1`): see pktemu.units.parse_ipv4."""
     try:
-        return ipaddress.IPv4Address(value)
-    except ValueError:
-        raise src.error(where, f"not an IPv4 address: {value!r}") from None
+        return parse_ipv4(value)
+    except ValueError as e:
+        raise src.error(where, f"not an IPv4 address: {yaml_kind(value)} {excerpt(value)} ({e})") from None
 
 
 def host_address(src: Src, where: str, value: object) -> ipaddress.IPv4Interface:
     """An interface address with its prefix length, like `ip addr add 10.0.1.2/24`."""
     if not isinstance(value, str) or "/" not in value:
-        raise src.error(where, f"expected an address with a prefix length like 10.0.1.2/24, got {value!r}")
+        raise src.error(where, "expected an address with a prefix length like 10.0.1.2/24, "
+                               f"got {yaml_kind(value)} {excerpt(value)}")
     try:
-        iface = ipaddress.IPv4Interface(value)
-    except ValueError:
-        raise src.error(where, f"not an IPv4 address/prefix: {value!r}") from None
+        iface = parse_ipv4_interface(value)
+    except ValueError as e:
+        raise src.error(where, f"not an IPv4 address/prefix: {excerpt(value)} ({e})") from None
     ip = iface.ip
     if ip.is_unspecified or ip.is_multicast or ip == ipaddress.IPv4Address("255.255.255.255"):
         raise src.error(where, f"{ip} cannot be an interface address")

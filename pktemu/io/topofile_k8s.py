@@ -12,14 +12,16 @@ import hashlib
 import ipaddress
 from typing import Any
 
-from pktemu.errors import PktemuError
+from pktemu.apps import dnswire
+from pktemu.errors import PktemuError, excerpt, shorten
 from pktemu.io.topofile_fields import Src, boolean, integer, mapping, seq, string
+from pktemu.io.topofile_fields import path as path_field
 from pktemu.k8s.cluster import topology_pods
 from pktemu.k8s.manifests import Ctx, load_file_located
 from pktemu.k8s.objects import Pod, Service
 from pktemu.k8s.timeline import ACTIONS
 from pktemu.topo import KubeProxy, Kubernetes, TimelineEntry, Topology
-from pktemu.units import parse_duration
+from pktemu.units import parse_duration, parse_ipv4_network
 
 K8S_KEYS = ("service_cidr", "cluster_cidr", "cluster_domain", "pod_cidrs", "manifests", "kube_proxy",
             "watch_latency")
@@ -33,9 +35,9 @@ NODE_PORT_RANGE = (30000, 32767)     # --service-node-port-range default
 def _cidr(src: Src, where: str, value: object) -> ipaddress.IPv4Network:
     s = string(src, where, value)
     try:
-        return ipaddress.IPv4Network(s)
+        return parse_ipv4_network(s)
     except ValueError as e:
-        raise src.error(where, f"not a network like 10.3.240.0/20: {s!r} ({e})") from None
+        raise src.error(where, f"not a network like 10.3.240.0/20: {excerpt(s)} ({e})") from None
 
 
 def parse_kubernetes(src: Src, value: object, t: Topology) -> Kubernetes:
@@ -48,6 +50,10 @@ def parse_kubernetes(src: Src, value: object, t: Topology) -> Kubernetes:
                                                                             m["cluster_cidr"]))
     if m.get("cluster_domain") is not None:
         k.cluster_domain = string(src, "kubernetes.cluster_domain", m["cluster_domain"]).strip(".")
+        try:
+            dnswire.check_user_name(k.cluster_domain)
+        except dnswire.DnsFormatError as e:
+            raise src.error("kubernetes.cluster_domain", str(e)) from None
     if m.get("watch_latency") is not None:
         k.watch_latency = parse_duration(m["watch_latency"], src.at("kubernetes.watch_latency"))
     for n, cv in mapping(src, "kubernetes.pod_cidrs", m.get("pod_cidrs"), open_keys=True).items():
@@ -60,7 +66,7 @@ def parse_kubernetes(src: Src, value: object, t: Topology) -> Kubernetes:
         k.kube_proxy[n] = _kube_proxy(src, f"kubernetes.kube_proxy.{n}", n, kv, t)
     located: list[tuple[Any, Ctx]] = []
     for i, f in enumerate(seq(src, "kubernetes.manifests", m.get("manifests"))):
-        path = src.resolve(string(src, f"kubernetes.manifests[{i}]", f))
+        path = src.resolve(path_field(src, f"kubernetes.manifests[{i}]", f))
         located += load_file_located(path)
     check_objects(located, k, t, Allocations())
     k.objects = [obj for obj, _ in located]
@@ -70,7 +76,7 @@ def parse_kubernetes(src: Src, value: object, t: Topology) -> Kubernetes:
 def _host_node(src: Src, where: str, n: str, t: Topology) -> None:
     node = t.nodes.get(n)
     if node is None or node.kind == "pod":
-        raise src.error(where, f"no node {n!r} in nodes" + (" (it is a pod)" if node is not None else ""))
+        raise src.error(where, f"no node {excerpt(n)} in nodes{' (it is a pod)' if node is not None else ''}")
 
 
 def _kube_proxy(src: Src, where: str, n: str, value: object, t: Topology) -> KubeProxy:
@@ -80,11 +86,12 @@ def _kube_proxy(src: Src, where: str, n: str, value: object, t: Topology) -> Kub
     if m.get("mode") is not None:
         kp.mode = string(src, f"{where}.mode", m["mode"])
         if kp.mode not in MODES:
-            raise src.error(f"{where}.mode", f"expected one of {', '.join(MODES)}, got {kp.mode!r}")
+            raise src.error(f"{where}.mode", f"expected one of {', '.join(MODES)}, got {excerpt(kp.mode)}")
     if m.get("variant") is not None:
         kp.variant = string(src, f"{where}.variant", m["variant"])
         if kp.variant not in VARIANTS:
-            raise src.error(f"{where}.variant", f"expected one of {', '.join(VARIANTS)}, got {kp.variant!r}")
+            raise src.error(f"{where}.variant", f"expected one of {', '.join(VARIANTS)}, "
+                                                f"got {excerpt(kp.variant)}")
     if m.get("port") is not None:
         kp.port = integer(src, f"{where}.port", m["port"], 1, 65535)
     for key in ("random_fully", "localhost_nodeports", "masquerade_all"):
@@ -174,12 +181,24 @@ def _allocate_port(key: str, alloc: Allocations) -> int:
 
 
 def _check_pod(pod: Pod, ctx: Ctx, pods: dict[str, tuple[str, str]]) -> None:
+    """A Pod runs in a topology pod (its namespace): what the manifest says of its address and node
+    must be that pod's, or the Services would send traffic where the Pod is not."""
     ns = pod.netns or pod.meta.name
     if pod.netns is not None and pod.netns not in pods:
-        raise ctx.error("metadata.annotations.pktemu.io/netns", f"no pod {pod.netns!r} in the topology")
-    if ns not in pods and pod.pod_ip is None:
-        raise ctx.error("status.podIP", f"required: no topology pod is named {pod.meta.name!r} "
-                                        "(or set the pktemu.io/netns annotation)")
+        raise ctx.error("metadata.annotations.pktemu.io/netns",
+                        f"no pod {excerpt(pod.netns)} in the topology")
+    if ns not in pods:
+        if pod.pod_ip is None:
+            raise ctx.error("status.podIP", f"required: no topology pod is named {excerpt(pod.meta.name)} "
+                                            "(or set the pktemu.io/netns annotation)")
+        return
+    ip, host = pods[ns]
+    if pod.pod_ip is not None and pod.pod_ip != ip:
+        raise ctx.error("status.podIP", f"{pod.pod_ip} is not the address of topology pod {ns} ({ip}); "
+                                        "leave it out to take the pod's")
+    if pod.node_name is not None and pod.node_name != host:
+        raise ctx.error("spec.nodeName", f"{shorten(pod.node_name)} is not the node of topology pod {ns} "
+                                         f"({host}); leave it out to take the pod's")
 
 
 # ---------------------------------------------------------------------------- timeline
@@ -191,8 +210,9 @@ def split_timeline(value: object) -> tuple[object, object]:
     return value, None
 
 
-def parse_timeline(src: Src, where: str, value: object, t: Topology) -> list[TimelineEntry]:
-    out: list[TimelineEntry] = []
+def parse_timeline(src: Src, where: str, value: object, t: Topology, end: int) -> list[TimelineEntry]:
+    """The entries in time order (ties in file order); each must happen by `end`, the scenario's
+    last instant, and name objects that exist when it happens."""
     entries = seq(src, where, value)
     if entries and t.kubernetes is None:
         raise src.error(where, "a timeline changes the cluster: it needs a kubernetes: section")
@@ -201,6 +221,7 @@ def parse_timeline(src: Src, where: str, value: object, t: Topology) -> list[Tim
         check_objects([(o, Ctx(src.path, 0, "")) for o in t.kubernetes.objects if isinstance(o, Service)],
                       t.kubernetes, t, alloc)
     base = src.resolve(".")
+    out: list[tuple[TimelineEntry, str]] = []
     for i, e in enumerate(entries):
         at_where = f"{where}[{i}]"
         m = mapping(src, at_where, e, allowed=("at", *ACTIONS))
@@ -209,13 +230,50 @@ def parse_timeline(src: Src, where: str, value: object, t: Topology) -> list[Tim
             raise src.error(at_where, f"give exactly one action of: {', '.join(ACTIONS)}")
         name = actions[0]
         at = 0 if m.get("at") is None else parse_duration(m["at"], src.at(f"{at_where}.at"))
+        if at > end:
+            raise src.error(f"{at_where}.at", f"{name} at {at / 1e9:g}s is after the scenario ends, at "
+                                              f"{end / 1e9:g}s (the last traffic start plus duration)")
         args = ACTIONS[name].parse(m[name], src.at(f"{at_where}.{name}"), base)
         if name == "kube_proxy" and args["node"] not in t.kubernetes.kube_proxy:     # type: ignore[union-attr]
-            raise src.error(f"{at_where}.kube_proxy.node", f"no kube-proxy runs on {args['node']!r} "
+            raise src.error(f"{at_where}.kube_proxy.node", f"no kube-proxy runs on {excerpt(args['node'])} "
                                                            "(see kubernetes.kube_proxy)")
         if name == "apply":
             check_objects([(o, Ctx(src.path, 0, f"{at_where}.apply: {type(o).__name__} {o.meta.key}"))
                            for o in args["objects"]], t.kubernetes, t, alloc)      # type: ignore[arg-type]
-        out.append(TimelineEntry(at, name, args, f"{src.path}: {at_where}"))
-    out.sort(key=lambda x: x.at)
-    return out
+        out.append((TimelineEntry(at, name, args, f"{src.path}: {at_where}"), at_where))
+    out.sort(key=lambda x: x[0].at)
+    _check_names(src, out, t.kubernetes.objects if t.kubernetes is not None else [])
+    return [e for e, _ in out]
+
+
+def _check_names(src: Src, entries: list[tuple[TimelineEntry, str]], objects: list[Any]) -> None:
+    """Replay the timeline on the names of the objects: a name that is not there when its action
+    runs (never defined, or deleted earlier) is a mistake, not something to ignore at run time."""
+    live: dict[tuple[str, str], Any] = {(type(o).__name__, o.meta.key): o for o in objects}
+    gone: dict[tuple[str, str], str] = {}
+
+    def need(key: tuple[str, str], field: str, at: int) -> Any:
+        if key not in live:
+            why = (f"it was deleted by {gone[key]}" if key in gone else
+                   "it is neither in the manifests nor applied earlier in this timeline")
+            raise src.error(field, f"no {key[0]} {shorten(key[1])} at {at / 1e9:g}s: {why}")
+        return live[key]
+
+    for e, at_where in entries:
+        if e.action == "apply":
+            for o in e.args["objects"]:
+                key = (type(o).__name__, o.meta.key)
+                live[key] = o
+                gone.pop(key, None)
+        elif e.action == "delete":
+            key = (e.args["kind"], e.args["key"])
+            need(key, f"{at_where}.delete", e.at)
+            del live[key]
+            gone[key] = at_where
+        elif e.action == "ready":
+            need(("Pod", e.args["key"]), f"{at_where}.ready.pod", e.at)
+        elif e.action == "scale":
+            svc = need(("Service", e.args["key"]), f"{at_where}.scale.service", e.at)
+            if not svc.selector:
+                raise src.error(f"{at_where}.scale.service", f"Service {svc.meta.key} has no selector: "
+                                                             "there are no Pods to scale")

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pktemu.k8s  # noqa: F401  (registers the Kubernetes app kinds, e.g. cluster-dns)
-from pktemu.apps import registry
-from pktemu.errors import PktemuError
+from pktemu.apps import dnswire, registry
+from pktemu.errors import PktemuError, excerpt
 from pktemu.io.topofile_fields import (
     Src,
     boolean,
@@ -28,9 +28,10 @@ from pktemu.io.topofile_fields import (
     seq,
     string,
 )
+from pktemu.io.topofile_fields import path as path_field
 from pktemu.io.topofile_sysctl import parse_sysctls
 from pktemu.topo import Address, App, Bridge, BridgePort, Interface, Node, Route, Veth
-from pktemu.units import parse_duration
+from pktemu.units import parse_duration, parse_ipv4_network
 
 NODE_KEYS = ("sysctls", "interfaces", "bridges", "routes", "iptables", "apps", "resolv")
 POD_KEYS = ("node", "bridge", "host_veth", "mac", "address", "gateway", "apps", "resolv", "sysctls", "mtu")
@@ -97,10 +98,20 @@ def parse_resolv(src: Src, where: str, value: object) -> dict[str, Any]:
         out["nameservers"] = [str(ipv4(src, f"{where}.nameservers[{i}]", v)) for i, v in enumerate(ns)]
     if m.get("search") is not None:
         sl = seq(src, f"{where}.search", m["search"])
-        out["search"] = [string(src, f"{where}.search[{i}]", v) for i, v in enumerate(sl)]
+        out["search"] = [_domain(src, f"{where}.search[{i}]", v) for i, v in enumerate(sl)]
     if m.get("ndots") is not None:
         out["ndots"] = integer(src, f"{where}.ndots", m["ndots"], 0, 15)
     return out
+
+
+def _domain(src: Src, where: str, value: object) -> str:
+    """A search domain: a DNS name the resolver appends to short names."""
+    s = string(src, where, value)
+    try:
+        dnswire.check_user_name(s)
+    except dnswire.DnsFormatError as e:
+        raise src.error(where, str(e)) from None
+    return s
 
 
 def _mtu(src: Src, where: str, value: object) -> int:
@@ -155,7 +166,7 @@ def parse_node(src: Src, where: str, nname: str, value: object, b: Built) -> Non
         node.routes.append(parse_route(src, f"{where}.routes[{i}]", r))
         b.places[("route", nname, i)] = (src, f"{where}.routes[{i}]")
     if m.get("iptables") is not None:
-        path = src.resolve(string(src, f"{where}.iptables", m["iptables"]))
+        path = src.resolve(path_field(src, f"{where}.iptables", m["iptables"]))
         if not os.path.isfile(path):
             raise src.error(f"{where}.iptables", f"no such file: {path}")
         node.iptables = path
@@ -174,10 +185,10 @@ def parse_route(src: Src, where: str, value: object) -> Route:
         dst = "default"
     else:
         try:
-            dst = str(ipaddress.IPv4Network(string(src, f"{where}.to", to)))
+            dst = str(parse_ipv4_network(to, bare=True))
         except ValueError as e:
-            raise src.error(f"{where}.to", f"expected default or a CIDR like 10.0.2.0/24, got {to!r} ({e})"
-                            ) from None
+            raise src.error(f"{where}.to", f"expected default or a CIDR like 10.0.2.0/24, got {excerpt(to)} "
+                                           f"({e})") from None
     r = Route(dst)
     if m.get("via") is not None:
         r.via = str(ipv4(src, f"{where}.via", m["via"]))
@@ -199,12 +210,12 @@ def parse_pod(src: Src, where: str, pname: str, value: object, b: Built) -> None
         raise src.error(where, f"name already used by {b.where(('node', pname))}")
     host = name(src, f"{where}.node", m["node"], "node name")
     if host not in b.nodes or b.nodes[host].kind == "pod":
-        raise src.error(f"{where}.node", f"no node {host!r} in nodes")
+        raise src.error(f"{where}.node", f"no node {excerpt(host)} in nodes")
     hnode = b.nodes[host]
     brname = string(src, f"{where}.bridge", m["bridge"])
     if brname not in hnode.bridges:
         known = ", ".join(hnode.bridges) or "none"
-        raise src.error(f"{where}.bridge", f"node {host} has no bridge {brname!r} (bridges: {known})")
+        raise src.error(f"{where}.bridge", f"node {host} has no bridge {excerpt(brname)} (bridges: {known})")
     hv = mapping(src, f"{where}.host_veth", m.get("host_veth"), allowed=("name", "mac", "hairpin"))
     hat = f"{where}.host_veth"
     hname = interface_name(src, f"{hat}.name", f"veth-{pname}" if hv.get("name") is None else hv["name"])

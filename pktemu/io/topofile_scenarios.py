@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pktemu.errors import excerpt
 from pktemu.io.topofile_fields import Src, boolean, mapping, name, seq, string
 from pktemu.io.topofile_nodes import parse_app
 from pktemu.io.topofile_sysctl import parse_sysctls
@@ -11,7 +12,9 @@ from pktemu.topo import Node, Override, Scenario, Traffic
 from pktemu.units import parse_duration
 
 CLIENT_RESULT = "client-result.json"
-_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: Files of a scenario's output directory that a traffic item's `result` cannot name.
+_RESERVED = ("scenario.json",)
+_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
 
 def parse_scenario(src: Src, where: str, sname: str, value: object, nodes: dict[str, Node]) -> Scenario:
@@ -24,22 +27,34 @@ def parse_scenario(src: Src, where: str, sname: str, value: object, nodes: dict[
         sc.duration = parse_duration(m["duration"], src.at(f"{where}.duration"))
     if m.get("settle") is not None:
         sc.settle = parse_duration(m["settle"], src.at(f"{where}.settle"))
-    results: dict[str, str] = {}
     for i, t in enumerate(seq(src, f"{where}.traffic", m.get("traffic"))):
-        tr = _traffic(src, f"{where}.traffic[{i}]", t, nodes, first=(i == 0))
-        if tr.result is not None:
-            if tr.result in results:
-                raise src.error(f"{where}.traffic[{i}].result",
-                                f"{tr.result} is also written by {results[tr.result]}")
-            results[tr.result] = f"{where}.traffic[{i}]"
-        sc.traffic.append(tr)
+        sc.traffic.append(_traffic(src, f"{where}.traffic[{i}]", t, nodes))
     for i, o in enumerate(seq(src, f"{where}.overrides", m.get("overrides"))):
         sc.overrides.append(_override(src, f"{where}.overrides[{i}]", o, nodes))
     return sc
 
 
-def _traffic(src: Src, where: str, value: object, nodes: dict[str, Node], first: bool) -> Traffic:
-    """`{at, pod|node, app, result}`; the first entry's result goes to client-result.json by default."""
+def scenario_end(sc: Scenario) -> int:
+    """The last instant of a scenario's run (pktemu.io.run stops there at the latest): the last
+    traffic start plus `duration`."""
+    return max((tr.at for tr in sc.traffic), default=0) + sc.duration
+
+
+def result_files(traffic: list[Traffic]) -> dict[str, list[int]]:
+    """Output file -> the traffic items (indexes) whose result it holds, in traffic order.
+
+    A file of one item holds its result; a file of several holds the list of their results. By
+    default every item writes client-result.json (the oracle's file; a list when there are several
+    items, as before `result` was honoured); `result: null` writes nothing."""
+    files: dict[str, list[int]] = {}
+    for i, tr in enumerate(traffic):
+        if tr.result is not None:
+            files.setdefault(tr.result, []).append(i)
+    return files
+
+
+def _traffic(src: Src, where: str, value: object, nodes: dict[str, Node]) -> Traffic:
+    """`{at, pod|node, app, result}`; the result goes to client-result.json unless `result` says."""
     m = mapping(src, where, value, allowed=("at", "pod", "node", "result"), required=("app",))
     if (m.get("pod") is None) == (m.get("node") is None):
         raise src.error(where, "give exactly one of pod: or node:")
@@ -51,16 +66,17 @@ def _traffic(src: Src, where: str, value: object, nodes: dict[str, Node], first:
         if node is not None:
             other = "node" if field == "pod" else "pod"
             hint = f" ({n} is a {other}; write {other}: {n})"
-        raise src.error(f"{where}.{field}", f"no {field} named {n!r}{hint}")
+        raise src.error(f"{where}.{field}", f"no {field} named {excerpt(n)}{hint}")
     at = 0 if m.get("at") is None else parse_duration(m["at"], src.at(f"{where}.at"))
-    result: str | None = CLIENT_RESULT if first else None
+    result: str | None = CLIENT_RESULT
     if "result" in m:
         if m["result"] is None:
             result = None
         else:
             result = string(src, f"{where}.result", m["result"])
-            if not _FILE.match(result):
-                raise src.error(f"{where}.result", f"not a plain file name: {result!r}")
+            if not _FILE.match(result) or not result.endswith(".json") or result in _RESERVED:
+                raise src.error(f"{where}.result", f"not a plain file name ending in .json (and not "
+                                                   f"{', '.join(_RESERVED)}): {excerpt(result)}")
     return Traffic(at, n, parse_app(src, f"{where}.app", m["app"]), result)
 
 
@@ -73,13 +89,13 @@ def _override(src: Src, where: str, value: object, nodes: dict[str, Node]) -> Ov
         n, _, ifn = target.partition("/")
         node = nodes.get(n)
         if node is None or not any(p.name == ifn for br in node.bridges.values() for p in br.ports):
-            raise src.error(f"{where}.port", f"{target!r} is not a bridge port (write node/ifname)")
+            raise src.error(f"{where}.port", f"{excerpt(target)} is not a bridge port (write node/ifname)")
         return Override(target, {"hairpin": boolean(src, f"{where}.hairpin", m["hairpin"])})
     if m.get("node") is not None:
         mapping(src, where, m, allowed=("node", "sysctls"), required=("sysctls",))
         n = string(src, f"{where}.node", m["node"])
         if n not in nodes:
-            raise src.error(f"{where}.node", f"no node or pod named {n!r}")
+            raise src.error(f"{where}.node", f"no node or pod named {excerpt(n)}")
         node = nodes[n]
         sysctls: dict[str, Any] = parse_sysctls(src, f"{where}.sysctls", m["sysctls"],
                                                 set(node.interfaces) | set(node.bridges))

@@ -5,6 +5,7 @@ Values are integers in the kernel's accepted range. Per-interface knobs are writ
 """
 from __future__ import annotations
 
+from pktemu.errors import excerpt
 from pktemu.io.topofile_fields import Src, integer, mapping
 
 #: Namespace-wide sysctls: key -> (min, max, what it does).
@@ -56,7 +57,7 @@ def parse_sysctls(src: Src, where: str, value: object, ifnames: set[str]) -> dic
             rng = CONF_SYSCTLS.get(knob)
             if rng is not None and dev not in ("all", "default") and dev not in ifnames:
                 known = ", ".join(sorted(ifnames)) or "none"
-                raise src.error(at, f"no interface {dev!r} on this node (interfaces: {known})")
+                raise src.error(at, f"no interface {excerpt(dev)} on this node (interfaces: {known})")
         if rng is None:
             raise src.error(at, "unknown sysctl (see docs/topology.md for the supported keys)")
         out[key] = integer(src, at, v, rng[0], rng[1])

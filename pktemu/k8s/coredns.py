@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from pktemu.apps import dnswire
 from pktemu.apps.http import check_fields, check_port
 from pktemu.apps.registry import AppKind, register
-from pktemu.errors import PktemuError
+from pktemu.errors import PktemuError, excerpt
 from pktemu.k8s.dns import DEFAULT_TTL, POD_MODES, Answer, ClusterDns, Record
 from pktemu.net.frame import int2ip
 
@@ -35,15 +35,16 @@ def _config(params: dict[str, Any], where: str) -> dict[str, Any]:
     p = {**_DEFAULTS, **params}
     ttl = p["ttl"]
     if not isinstance(ttl, int) or isinstance(ttl, bool) or not 0 <= ttl <= 3600:
-        raise PktemuError(f"{where}.ttl: expected seconds 0-3600, got {ttl!r}")
+        raise PktemuError(f"{where}.ttl: expected seconds 0-3600, got {excerpt(ttl)}")
     if p["pods"] not in POD_MODES:
-        raise PktemuError(f"{where}.pods: expected one of {', '.join(POD_MODES)}, got {p['pods']!r}")
+        raise PktemuError(f"{where}.pods: expected one of {', '.join(POD_MODES)}, got {excerpt(p['pods'])}")
     domain = p["domain"]
     if domain is not None:
         if not isinstance(domain, str) or not domain.strip("."):
-            raise PktemuError(f"{where}.domain: expected a domain name like cluster.local, got {domain!r}")
+            raise PktemuError(f"{where}.domain: expected a domain name like cluster.local, "
+                              f"got {excerpt(domain)}")
         try:
-            dnswire.encode_name(domain)
+            dnswire.check_user_name(domain)
         except dnswire.DnsFormatError as e:
             raise PktemuError(f"{where}.domain: {e}") from None
     return {"port": check_port(p["port"], f"{where}.port"), "domain": domain, "ttl": ttl, "pods": p["pods"]}

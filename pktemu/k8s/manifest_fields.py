@@ -5,10 +5,10 @@ field's path (`spec.ports[0].port`) so a bad value becomes one line naming all f
 """
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
-from pktemu.errors import PktemuError
+from pktemu.errors import PktemuError, excerpt, shorten
+from pktemu.units import IPV4_HINT, parse_ipv4
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 
@@ -32,9 +32,14 @@ def mapping(v: Any, ctx: Ctx, field: str, allowed: set[str] | None = None) -> di
     if allowed is not None:
         for k in v:
             if k not in allowed:
-                raise ctx.error(f"{field}.{k}" if field else str(k),
-                                f"unknown field (known: {', '.join(sorted(allowed))})")
+                raise ctx.error(key_path(field, k), f"unknown field (known: {', '.join(sorted(allowed))})")
     return v
+
+
+def key_path(field: str, key: object) -> str:
+    """`field.key` for a message, the key shortened (keys are user input too)."""
+    k = shorten(key, 60) if isinstance(key, str) else excerpt(key, 40)
+    return f"{field}.{k}" if field else k
 
 
 def seq(v: Any, ctx: Ctx, field: str) -> list[Any]:
@@ -47,7 +52,7 @@ def seq(v: Any, ctx: Ctx, field: str) -> list[Any]:
 
 def string(v: Any, ctx: Ctx, field: str) -> str:
     if not isinstance(v, str):
-        raise ctx.error(field, f"expected a string, got {v!r}")
+        raise ctx.error(field, f"expected a string, got {excerpt(v)}")
     return v
 
 
@@ -55,13 +60,13 @@ def boolean(v: Any, ctx: Ctx, field: str) -> bool | None:
     if v is None:
         return None
     if not isinstance(v, bool):
-        raise ctx.error(field, f"expected true or false, got {v!r}")
+        raise ctx.error(field, f"expected true or false, got {excerpt(v)}")
     return v
 
 
 def integer(v: Any, ctx: Ctx, field: str, lo: int, hi: int) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise ctx.error(field, f"expected an integer {lo}-{hi}, got {v!r}")
+        raise ctx.error(field, f"expected an integer {lo}-{hi}, got {excerpt(v)}")
     return v
 
 
@@ -70,16 +75,17 @@ def port(v: Any, ctx: Ctx, field: str) -> int:
 
 
 def ipv4(v: Any, ctx: Ctx, field: str) -> str:
+    """Only a dotted-quad string is an address (pktemu.units.parse_ipv4)."""
     try:
-        return str(ipaddress.IPv4Address(string(v, ctx, field)))
+        return str(parse_ipv4(v))
     except ValueError:
-        raise ctx.error(field, f"not an IPv4 address: {v!r}") from None
+        raise ctx.error(field, f"not an IPv4 address: {excerpt(v)} (expected {IPV4_HINT})") from None
 
 
 def protocol(v: Any, ctx: Ctx, field: str) -> str:
     p = "TCP" if v is None else v
     if p not in PROTOCOLS:
-        raise ctx.error(field, f"expected one of {', '.join(PROTOCOLS)}, got {v!r}")
+        raise ctx.error(field, f"expected one of {', '.join(PROTOCOLS)}, got {excerpt(v)}")
     return str(p)
 
 
@@ -87,6 +93,6 @@ def labels(v: Any, ctx: Ctx, field: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for k, val in mapping(v, ctx, field).items():
         if not isinstance(k, str) or not isinstance(val, (str, int, float, bool)) or isinstance(val, bool):
-            raise ctx.error(f"{field}.{k}", f"expected a string value, got {val!r}")
+            raise ctx.error(key_path(field, k), f"expected a string value, got {excerpt(val)}")
         out[k] = str(val)
     return out

@@ -9,14 +9,13 @@ checked, and an unknown field inside a Service or EndpointSlice spec is an error
 """
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Any
 
 import yaml
 
-from pktemu.errors import PktemuError
-from pktemu.infile import read_text, yaml_errors
+from pktemu.errors import PktemuError, excerpt, shorten
+from pktemu.infile import load_yaml_all, read_text
 from pktemu.k8s.manifest_fields import (
     Ctx, boolean, integer, ipv4, labels, mapping, port, protocol, seq, string,
 )
@@ -24,13 +23,14 @@ from pktemu.k8s.objects import (
     ContainerPort, Endpoint, EndpointAddress, EndpointConditions, EndpointPort, Endpoints, EndpointSlice,
     EndpointSubset, ObjectMeta, Pod, Service, ServicePort,
 )
+from pktemu.units import parse_ipv4_interface
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 NETNS_ANNOTATION = "pktemu.io/netns"
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-_PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$")   # IANA_SVC_NAME, 15 characters
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\Z")
+_PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?\Z")   # IANA_SVC_NAME, 15 characters
 
 _SERVICE_SPEC = {"type", "clusterIP", "clusterIPs", "selector", "ports", "sessionAffinity",
                  "sessionAffinityConfig", "externalTrafficPolicy", "internalTrafficPolicy", "externalIPs",
@@ -40,21 +40,6 @@ _SERVICE_SPEC = {"type", "clusterIP", "clusterIPs", "selector", "ports", "sessio
 _SERVICE_PORT = {"name", "protocol", "port", "targetPort", "nodePort", "appProtocol"}
 _SLICE_ENDPOINT = {"addresses", "conditions", "nodeName", "targetRef", "hostname", "zone", "hints",
                    "deprecatedTopology"}
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader without YAML 1.1 base-60 numbers (`8:30` stays a string)."""
-
-
-_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
-_Loader.yaml_implicit_resolvers = {
-    ch: [(tag, rx) for tag, rx in rs if tag not in (_INT, _FLOAT)]
-    for ch, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver(_INT, re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)"
-                                               r"|[-+]?0x[0-9a-fA-F_]+)$"), list("-+0123456789"))
-_Loader.add_implicit_resolver(_FLOAT, re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?"
-                                                 r"|\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)"
-                                                 r"|\.(?:nan|NaN|NAN))$"), list("-+0123456789."))
 
 
 # ---------------------------------------------------------------------------- documents
@@ -73,18 +58,10 @@ def load_text(text: str, path: str) -> list[Any]:
 
 
 def load_text_located(text: str, path: str) -> list[tuple[Any, Ctx]]:
-    loader = _Loader(text)
+    """Every object of `text`; the YAML is read within the bounds of pktemu.infile."""
     out: list[tuple[Any, Ctx]] = []
-    try:
-        with yaml_errors(path):
-            while loader.check_node():
-                node = loader.get_node()
-                if node is None:
-                    continue
-                data = loader.construct_document(node)
-                _collect(data, node, path, out)
-    finally:
-        loader.dispose()
+    for data, node in load_yaml_all(text, path):
+        _collect(data, node, path, out)
     return out
 
 
@@ -99,12 +76,12 @@ def _collect(data: Any, node: yaml.Node, path: str, out: list[tuple[Any, Ctx]]) 
     if isinstance(kind, str) and kind.endswith("List"):
         items = data.get("items") or []
         if not isinstance(items, list):
-            raise PktemuError(f"{path}:{line}: {kind}: items: expected a list")
+            raise PktemuError(f"{path}:{line}: {shorten(kind)}: items: expected a list")
         item_nodes = _item_nodes(node)
         for i, item in enumerate(items):
             _collect(item, item_nodes[i] if i < len(item_nodes) else node, path, out)
         return
-    ctx = Ctx(path, line, str(kind))
+    ctx = Ctx(path, line, shorten(kind, 40) if isinstance(kind, str) else excerpt(kind, 40))
     out.append((parse_object(data, ctx), ctx))
 
 
@@ -122,11 +99,11 @@ def parse_object(data: dict[str, Any], ctx: Ctx) -> Any:
     parsers = {"Service": (("v1",), _service), "Pod": (("v1",), _pod), "Endpoints": (("v1",), _endpoints),
                "EndpointSlice": (("discovery.k8s.io/v1",), _endpointslice)}
     if kind not in parsers:
-        raise ctx.error("kind", f"unsupported kind {kind!r} (supported: {', '.join(parsers)}, List)")
+        raise ctx.error("kind", f"unsupported kind {excerpt(kind)} (supported: {', '.join(parsers)}, List)")
     versions, parser = parsers[kind]
     if data.get("apiVersion") not in versions:
         raise ctx.error("apiVersion", f"{kind} needs apiVersion {' or '.join(versions)}, "
-                                      f"got {data.get('apiVersion')!r}")
+                                      f"got {excerpt(data.get('apiVersion'))}")
     meta = _meta(data.get("metadata"), ctx, kind)
     ctx.obj = f"{kind} {meta.key}"
     return parser(data, meta, ctx)
@@ -140,10 +117,10 @@ def _meta(v: Any, ctx: Ctx, kind: str) -> ObjectMeta:
     ns = string(m.get("namespace", "default"), ctx, "metadata.namespace")
     pat = _DNS_LABEL if kind == "Service" else _DNS_SUBDOMAIN
     if not pat.match(name):
-        raise ctx.error("metadata.name", f"not a valid {kind} name: {name!r} "
+        raise ctx.error("metadata.name", f"not a valid {kind} name: {excerpt(name)} "
                                          "(lower-case letters, digits, '-')")
     if not _DNS_LABEL.match(ns):
-        raise ctx.error("metadata.namespace", f"not a valid namespace: {ns!r}")
+        raise ctx.error("metadata.namespace", f"not a valid namespace: {excerpt(ns)}")
     return ObjectMeta(name, ns, labels(m.get("labels"), ctx, "metadata.labels"),
                       labels(m.get("annotations"), ctx, "metadata.annotations"))
 
@@ -152,9 +129,10 @@ def _meta(v: Any, ctx: Ctx, kind: str) -> ObjectMeta:
 def _service(data: dict[str, Any], meta: ObjectMeta, ctx: Ctx) -> Service:
     spec = mapping(data.get("spec"), ctx, "spec", _SERVICE_SPEC)
     svc = Service(meta)
-    svc.type = str(spec.get("type") or "ClusterIP")
-    if svc.type not in SERVICE_TYPES:
-        raise ctx.error("spec.type", f"expected one of {', '.join(SERVICE_TYPES)}, got {svc.type!r}")
+    stype = spec.get("type") or "ClusterIP"
+    if stype not in SERVICE_TYPES:
+        raise ctx.error("spec.type", f"expected one of {', '.join(SERVICE_TYPES)}, got {excerpt(stype)}")
+    svc.type = stype
     cip = spec.get("clusterIP")
     if cip is None and spec.get("clusterIPs"):
         cip = seq(spec["clusterIPs"], ctx, "spec.clusterIPs")[0]
@@ -179,9 +157,10 @@ def _service(data: dict[str, Any], meta: ObjectMeta, ctx: Ctx) -> Service:
         if (p.port, p.protocol) in seen:
             raise ctx.error(f"spec.ports[{i}]", f"duplicate port {p.port}/{p.protocol}")
         seen.add((p.port, p.protocol))
-    svc.session_affinity = str(spec.get("sessionAffinity") or "None")
-    if svc.session_affinity not in ("None", "ClientIP"):
-        raise ctx.error("spec.sessionAffinity", f"expected None or ClientIP, got {svc.session_affinity!r}")
+    affinity = spec.get("sessionAffinity") or "None"
+    if affinity not in ("None", "ClientIP"):
+        raise ctx.error("spec.sessionAffinity", f"expected None or ClientIP, got {excerpt(affinity)}")
+    svc.session_affinity = affinity
     sac = mapping(spec.get("sessionAffinityConfig"), ctx, "spec.sessionAffinityConfig", {"clientIP"})
     cip_cfg = mapping(sac.get("clientIP"), ctx, "spec.sessionAffinityConfig.clientIP", {"timeoutSeconds"})
     if cip_cfg.get("timeoutSeconds") is not None:
@@ -193,7 +172,7 @@ def _service(data: dict[str, Any], meta: ObjectMeta, ctx: Ctx) -> Service:
         if v is None:
             continue
         if v not in ("Cluster", "Local"):
-            raise ctx.error(f"spec.{key}", f"expected Cluster or Local, got {v!r}")
+            raise ctx.error(f"spec.{key}", f"expected Cluster or Local, got {excerpt(v)}")
         setattr(svc, attr, v)
     if svc.external_traffic_policy == "Local" and svc.type not in ("NodePort", "LoadBalancer") \
             and not spec.get("externalIPs"):
@@ -203,10 +182,11 @@ def _service(data: dict[str, Any], meta: ObjectMeta, ctx: Ctx) -> Service:
                         for i, v in enumerate(seq(spec.get("externalIPs"), ctx, "spec.externalIPs"))]
     for i, r in enumerate(seq(spec.get("loadBalancerSourceRanges"), ctx, "spec.loadBalancerSourceRanges")):
         try:
-            net = ipaddress.IPv4Network(string(r, ctx, f"spec.loadBalancerSourceRanges[{i}]"), strict=False)
+            net = parse_ipv4_interface(string(r, ctx, f"spec.loadBalancerSourceRanges[{i}]")).network
             svc.load_balancer_source_ranges.append(str(net))
-        except ValueError:
-            raise ctx.error(f"spec.loadBalancerSourceRanges[{i}]", f"not a CIDR: {r!r}") from None
+        except ValueError as e:
+            raise ctx.error(f"spec.loadBalancerSourceRanges[{i}]", f"not a CIDR: {excerpt(r)} ({e})"
+                            ) from None
     if spec.get("healthCheckNodePort") is not None:
         svc.health_check_node_port = port(spec["healthCheckNodePort"], ctx, "spec.healthCheckNodePort")
     status = mapping(data.get("status"), ctx, "status")
@@ -227,7 +207,7 @@ def _service_port(v: Any, ctx: Ctx, field: str, stype: str, multi: bool, names: 
     if m.get("name") is not None:
         p.name = string(m["name"], ctx, f"{field}.name")
         if p.name and not _DNS_LABEL.match(p.name):
-            raise ctx.error(f"{field}.name", f"not a valid port name: {p.name!r}")
+            raise ctx.error(f"{field}.name", f"not a valid port name: {excerpt(p.name)}")
     if multi and not p.name:
         raise ctx.error(f"{field}.name", "required when a Service has more than one port")
     if p.name in names:
@@ -238,7 +218,7 @@ def _service_port(v: Any, ctx: Ctx, field: str, stype: str, multi: bool, names: 
         tp = int(tp)
     if isinstance(tp, str):
         if not _PORT_NAME.match(tp):
-            raise ctx.error(f"{field}.targetPort", f"not a port number or port name: {tp!r}")
+            raise ctx.error(f"{field}.targetPort", f"not a port number or port name: {excerpt(tp)}")
         p.target_port = tp
     elif tp is not None:
         p.target_port = port(tp, ctx, f"{field}.targetPort")
@@ -274,7 +254,7 @@ def _endpointslice(data: dict[str, Any], meta: ObjectMeta, ctx: Ctx) -> Endpoint
                         "required: the Service this slice belongs to")
     at = data.get("addressType")
     if at != "IPv4":
-        raise ctx.error("addressType", f"only IPv4 is supported, got {at!r}")
+        raise ctx.error("addressType", f"only IPv4 is supported, got {excerpt(at)}")
     es = EndpointSlice(meta, svc)
     for i, ev in enumerate(seq(data.get("endpoints"), ctx, "endpoints")):
         f = f"endpoints[{i}]"
@@ -345,7 +325,7 @@ def _pod(data: dict[str, Any], meta: ObjectMeta, ctx: Ctx) -> Pod:
             st = cm.get("status")
             if st not in ("True", "False", "Unknown"):
                 raise ctx.error(f"status.conditions[{i}].status",
-                                f"expected \"True\" or \"False\", got {st!r}")
+                                f"expected \"True\" or \"False\", got {excerpt(st)}")
             pod.ready = st == "True"
     pod.terminating = mapping(data.get("metadata"), ctx, "metadata").get("deletionTimestamp") is not None
     pod.netns = meta.annotations.get(NETNS_ANNOTATION)

@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable
 
-from pktemu.errors import PktemuError
+from pktemu.errors import PktemuError, excerpt, shorten
 from pktemu.k8s.manifests import Ctx, load_file, parse_object
 from pktemu.k8s.objects import KINDS
 
@@ -51,10 +51,11 @@ def _err(where: str, msg: str) -> PktemuError:
 def _mapping(value: Any, where: str, required: tuple[str, ...],
              optional: tuple[str, ...] = ()) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise _err(where, f"expected a mapping with {', '.join(required)}, got {value!r}")
+        raise _err(where, f"expected a mapping with {', '.join(required)}, got {excerpt(value)}")
     for k in value:
         if k not in required + optional:
-            raise _err(f"{where}.{k}", f"unknown key (expected: {', '.join(required + optional)})")
+            raise _err(f"{where}.{shorten(k, 40) if isinstance(k, str) else excerpt(k, 40)}",
+                       f"unknown key (expected: {', '.join(required + optional)})")
     for k in required:
         if value.get(k) is None:
             raise _err(f"{where}.{k}", "required")
@@ -63,7 +64,7 @@ def _mapping(value: Any, where: str, required: tuple[str, ...],
 
 def _ns_name(value: Any, where: str) -> tuple[str, str]:
     if not isinstance(value, str) or not value or value.count("/") > 1:
-        raise _err(where, f"expected name or namespace/name, got {value!r}")
+        raise _err(where, f"expected name or namespace/name, got {excerpt(value)}")
     ns, _, name = value.rpartition("/")
     return ns or "default", name
 
@@ -71,16 +72,29 @@ def _ns_name(value: Any, where: str) -> tuple[str, str]:
 # ---------------------------------------------------------------------------- apply
 def _parse_apply(value: Any, where: str, base: str) -> dict[str, Any]:
     if isinstance(value, str):
+        if not value or not value.isprintable() or len(value) > 4096:
+            raise _err(where, f"not a usable file name: {excerpt(value)}")
         path = os.path.normpath(os.path.join(base, value))
         if not os.path.isfile(path):
-            raise _err(where, f"no such manifest file: {path}")
+            raise _err(where, f"no such manifest file: {shorten(path, 300)}")
         return {"objects": load_file(path)}
     if isinstance(value, dict):
-        if value.get("kind") == "List" or str(value.get("kind", "")).endswith("List"):
+        kind = value.get("kind")
+        if isinstance(kind, str) and kind.endswith("List"):
             items = value.get("items") or []
-            return {"objects": [parse_object(i, Ctx(where, 0, str(i.get("kind")))) for i in items]}
-        return {"objects": [parse_object(value, Ctx(where, 0, str(value.get("kind"))))]}
-    raise _err(where, f"expected a manifest file name or an inline object, got {value!r}")
+            if not isinstance(items, list):
+                raise _err(f"{where}.items", f"expected a list of objects, got {excerpt(items)}")
+            return {"objects": [_inline(item, f"{where}.items[{i}]") for i, item in enumerate(items)]}
+        return {"objects": [_inline(value, where)]}
+    raise _err(where, f"expected a manifest file name or an inline object, got {excerpt(value)}")
+
+
+def _inline(value: Any, where: str) -> Any:
+    if not isinstance(value, dict):
+        raise _err(where, f"expected a Kubernetes object (a mapping), got {excerpt(value)}")
+    kind = value.get("kind")
+    obj = shorten(kind, 40) if isinstance(kind, str) else excerpt(kind, 40)
+    return parse_object(value, Ctx(where, 0, obj))
 
 
 def _run_apply(cluster: "Cluster", args: dict[str, Any]) -> None:
@@ -91,10 +105,10 @@ def _run_apply(cluster: "Cluster", args: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------- delete
 def _parse_delete(value: Any, where: str, base: str) -> dict[str, Any]:
     if not isinstance(value, str) or value.count("/") not in (1, 2):
-        raise _err(where, f"expected Kind/namespace/name or Kind/name, got {value!r}")
+        raise _err(where, f"expected Kind/namespace/name or Kind/name, got {excerpt(value)}")
     kind, _, rest = value.partition("/")
     if kind not in KINDS:
-        raise _err(where, f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
+        raise _err(where, f"unknown kind {excerpt(kind)} (known: {', '.join(KINDS)})")
     ns, name = _ns_name(rest, where)
     return {"kind": kind, "key": f"{ns}/{name}"}
 
@@ -107,10 +121,12 @@ def _run_delete(cluster: "Cluster", args: dict[str, Any]) -> None:
 def _parse_ready(value: Any, where: str, base: str) -> dict[str, Any]:
     m = _mapping(value, where, ("pod", "value"), ("namespace",))
     if not isinstance(m["value"], bool):
-        raise _err(f"{where}.value", f"expected true or false, got {m['value']!r}")
+        raise _err(f"{where}.value", f"expected true or false, got {excerpt(m['value'])}")
     ns, name = _ns_name(m["pod"], f"{where}.pod")
     if m.get("namespace") is not None:
-        ns = str(m["namespace"])
+        if not isinstance(m["namespace"], str):
+            raise _err(f"{where}.namespace", f"expected a namespace name, got {excerpt(m['namespace'])}")
+        ns = m["namespace"]
     return {"key": f"{ns}/{name}", "value": m["value"]}
 
 
@@ -126,8 +142,8 @@ def _run_ready(cluster: "Cluster", args: dict[str, Any]) -> None:
 def _parse_scale(value: Any, where: str, base: str) -> dict[str, Any]:
     m = _mapping(value, where, ("service", "replicas"))
     r = m["replicas"]
-    if not isinstance(r, int) or isinstance(r, bool) or r < 0:
-        raise _err(f"{where}.replicas", f"expected an integer >= 0, got {r!r}")
+    if not isinstance(r, int) or isinstance(r, bool) or not 0 <= r <= 2**31 - 1:
+        raise _err(f"{where}.replicas", f"expected an integer 0-2147483647, got {excerpt(r)}")
     ns, name = _ns_name(m["service"], f"{where}.service")
     return {"key": f"{ns}/{name}", "replicas": r}
 
@@ -140,9 +156,9 @@ def _run_scale(cluster: "Cluster", args: dict[str, Any]) -> None:
 def _parse_kube_proxy(value: Any, where: str, base: str) -> dict[str, Any]:
     m = _mapping(value, where, ("node", "action"))
     if m["action"] not in ("crash", "restart"):
-        raise _err(f"{where}.action", f"expected crash or restart, got {m['action']!r}")
+        raise _err(f"{where}.action", f"expected crash or restart, got {excerpt(m['action'])}")
     if not isinstance(m["node"], str):
-        raise _err(f"{where}.node", f"expected a node name, got {m['node']!r}")
+        raise _err(f"{where}.node", f"expected a node name, got {excerpt(m['node'])}")
     return {"node": m["node"], "action": m["action"]}
 
 

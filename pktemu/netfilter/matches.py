@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+from pktemu.errors import excerpt
 from pktemu.netfilter.xt_base import (
     Match, Opt, ParseCtx, Pkt, mark_mask_str, parse_mark_mask, parse_port, parse_port_range, parse_uint,
     register_match, save_string,
@@ -41,7 +42,7 @@ def _parse_tcp_flags(text: str, ctx: ParseCtx) -> int:
                 v |= bit
                 break
         else:
-            raise ctx.error(f"unknown TCP flag '{part}'")
+            raise ctx.error(f"unknown TCP flag {excerpt(part)}")
     return v
 
 
@@ -240,7 +241,7 @@ class MultiportMatch(Match):
             lo = parse_port(lo_s, ctx)
             hi = parse_port(hi_s, ctx) if sep else lo
             if lo > hi:
-                raise ctx.error(f"multiport: invalid port range '{part}'")
+                raise ctx.error(f"multiport: invalid port range {excerpt(part)}")
             self.ranges.append((lo, hi))
             slots += 2 if sep else 1
         if slots > 15:
@@ -277,7 +278,7 @@ class CommentMatch(Match):
         self.comment = ""
 
     def parse(self, opt: str, args: list[str], invert: bool, ctx: ParseCtx) -> None:
-        if len(args[0].encode()) > 255:
+        if len(args[0].encode("utf-8", "surrogatepass")) > 255:
             raise ctx.error("comment longer than 255 bytes")
         self.comment = args[0]
 

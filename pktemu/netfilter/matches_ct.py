@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from pktemu.errors import excerpt
 from pktemu.netfilter.core import (
     FORWARD, IP_CT_IS_REPLY, IPS_ASSURED, IPS_CONFIRMED, IPS_DST_NAT, IPS_EXPECTED, IPS_SEEN_REPLY,
     IPS_SRC_NAT, ORIGINAL, POSTROUTING, REPLY, UNTRACKED,
@@ -87,7 +88,7 @@ class ConntrackMatch(Match):
             for part in arg.split(","):
                 bit = next((b for n, b in allowed if part and n.startswith(part.upper())), None)
                 if bit is None:
-                    raise ctx.error(f"bad {self.ext_name} state '{part}'")
+                    raise ctx.error(f"bad {self.ext_name} state {excerpt(part)}")
                 self.states |= bit
         elif opt == "ctstatus":
             for part in arg.split(","):
@@ -95,7 +96,7 @@ class ConntrackMatch(Match):
                     continue
                 bit = next((b for n, b in CT_STATUS if part and n.startswith(part.upper())), None)
                 if bit is None:
-                    raise ctx.error(f"bad ctstatus '{part}'")
+                    raise ctx.error(f"bad ctstatus {excerpt(part)}")
                 self.status |= bit
         elif opt == "ctproto":
             self.l4proto = parse_proto(arg, ctx)
@@ -103,10 +104,10 @@ class ConntrackMatch(Match):
                 raise ctx.error("conntrack: --ctproto 0 would never match")
         elif opt == "ctdir":
             if arg.upper() not in ("ORIGINAL", "REPLY"):
-                raise ctx.error(f"conntrack: --ctdir takes ORIGINAL or REPLY, not '{arg}'")
+                raise ctx.error(f"conntrack: --ctdir takes ORIGINAL or REPLY, not {excerpt(arg)}")
             self.reply_dir = arg.upper() == "REPLY"
         elif opt in _ADDR_OPTS:
-            self.addrs[opt] = parse_cidr(arg, ctx)
+            self.addrs[opt] = parse_cidr(arg, ctx, f"--{opt}")
         else:
             lo, hi = parse_port_range(arg, ctx)
             self.ports[opt] = (lo, hi)
@@ -193,15 +194,17 @@ class StatisticMatch(Match):
             self.invert = True
         if opt == "mode":
             if arg not in ("random", "nth"):
-                raise ctx.error(f"statistic: bad mode '{arg}'")
+                raise ctx.error(f"statistic: bad mode {excerpt(arg)}")
             self.mode = arg
         elif opt == "probability":
             try:
+                if not arg.isascii() or "_" in arg:
+                    raise ValueError(arg)
                 v = float(arg)
             except ValueError:
-                raise ctx.error(f"statistic: bad probability '{arg}'") from None
+                raise ctx.error(f"statistic: bad probability {excerpt(arg)}") from None
             if not 0.0 <= v <= 1.0:
-                raise ctx.error(f"statistic: probability '{arg}' not within 0-1")
+                raise ctx.error(f"statistic: probability {excerpt(arg)} not within 0-1")
             self.probability = int(math.floor(0x80000000 * v + 0.5))
         elif opt == "every":
             self.every = parse_uint(arg, ctx, "statistic --every", 1) - 1
@@ -297,12 +300,12 @@ class RecentMatch(Match):
             self.hitcount = parse_uint(args[0], ctx, "recent --hitcount", 0, RECENT_PKT_LIST)
         elif opt == "name":
             if not args[0] or len(args[0]) > 199:
-                raise ctx.error(f"recent: bad list name '{args[0]}'")
+                raise ctx.error(f"recent: bad list name {excerpt(args[0])}")
             self.list_name = args[0]
         elif opt in ("rsource", "rdest"):
             self.dest = opt == "rdest"
         elif opt == "mask":
-            self.mask = parse_ipv4(args[0], ctx)
+            self.mask = parse_ipv4(args[0], ctx, "--mask")
 
     def final_check(self, ctx: ParseCtx) -> None:
         if not self.op:

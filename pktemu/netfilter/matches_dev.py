@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pktemu.errors import excerpt
 from pktemu.netfilter.core import INPUT, OUTPUT, POSTROUTING, PREROUTING
 from pktemu.netfilter.xt_base import Match, Opt, ParseCtx, Pkt, ifname_check, ifname_match, register_match
 
@@ -29,7 +30,7 @@ def _parse_types(text: str, ctx: ParseCtx) -> int:
     for part in text.split(","):
         bit = _RTN_BIT.get(part.upper())
         if bit is None:
-            raise ctx.error(f"addrtype: unknown address type '{part}'")
+            raise ctx.error(f"addrtype: unknown address type {excerpt(part)}")
         v |= bit
     return v
 
@@ -125,6 +126,9 @@ class PhysdevMatch(Match):
         self.inv: set[str] = set()
 
     def parse(self, opt: str, args: list[str], invert: bool, ctx: ParseCtx) -> None:
+        if opt in ("in", "out") and not args[0]:
+            # the kernel would match any port; iptables-save prints nothing that restores
+            raise ctx.error(f"physdev: --physdev-{opt} needs an interface name")
         if opt == "in":
             ifname_check(args[0], ctx)
             self.physin = args[0]

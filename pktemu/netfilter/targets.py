@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pktemu.errors import excerpt
 from pktemu.netfilter.core import (
     FORWARD, INPUT, MANIP_DST, MANIP_SRC, NF_DROP, OUTPUT, POSTROUTING, PREROUTING, UNTRACKED, NatRange,
 )
 from pktemu.netfilter.xt_base import (
-    U32, XT_CONTINUE, Opt, ParseCtx, Pkt, Target, ip_str, parse_ipv4, parse_mark_mask, parse_port,
-    parse_uint, register_target,
+    U32, XT_CONTINUE, Opt, ParseCtx, Pkt, Target, check_not_ipv6, ip_str, ipv4_pton, parse_mark_mask,
+    parse_port, parse_uint, register_target,
 )
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ class RejectTarget(Target):
             if full.startswith(arg) or alias.startswith(arg):
                 self.reject_with = full
                 return
-        raise ctx.error(f"REJECT: unknown reject type '{args[0]}'")
+        raise ctx.error(f"REJECT: unknown reject type {excerpt(args[0])}")
 
     def final_check(self, ctx: ParseCtx) -> None:
         if self.reject_with == "tcp-reset" and (ctx.proto != 6 or ctx.proto_inv):
@@ -80,23 +81,24 @@ class _NatTarget(Target):
 
     def _parse_ports(self, text: str, ctx: ParseCtx) -> None:
         if ":" in text:
-            raise ctx.error(f"{self.ext_name}: invalid port:port syntax '{text}' - use dash")
+            raise ctx.error(f"{self.ext_name}: invalid port:port syntax {excerpt(text)} - use dash")
         if "/" in text:
             raise ctx.error(f"{self.ext_name}: shifted port ranges are not supported")
         lo_s, sep, hi_s = text.partition("-")
         lo = parse_port(lo_s, ctx)
         hi = parse_port(hi_s, ctx) if sep else lo
         if hi < lo:
-            raise ctx.error(f"{self.ext_name}: port range '{text}' funky (max < min)")
+            raise ctx.error(f"{self.ext_name}: port range {excerpt(text)} funky (max < min)")
         self.min_port, self.max_port = lo, hi
 
     def _parse_to(self, text: str, ctx: ParseCtx) -> None:
+        check_not_ipv6(text, ctx, self.range_opt)
         if "[" in text:
-            raise ctx.error(f"{self.ext_name}: invalid address format '{text}'")
+            raise ctx.error(f"{self.ext_name}: invalid address format {excerpt(text)}")
         ip_part, colon, ports = text.partition(":")
         if colon:
             if ":" in ports:
-                raise ctx.error(f"{self.ext_name}: bad address '{text}'")
+                raise ctx.error(f"{self.ext_name}: bad address {excerpt(text)}")
             self._parse_ports(ports, ctx)
             if not ip_part:
                 return
@@ -105,10 +107,11 @@ class _NatTarget(Target):
         self.max_ip = self._full_ip(hi_s, text, ctx) if dash else self.min_ip
 
     def _full_ip(self, s: str, text: str, ctx: ParseCtx) -> int:
-        """inet_pton: exactly four dotted bytes."""
-        if s.count(".") != 3:
-            raise ctx.error(f"{self.ext_name}: bad IP address in '{text}'")
-        return parse_ipv4(s, ctx)
+        """inet_pton, as libxt_NAT reads it: exactly four decimal bytes (no `10.1`, no octal)."""
+        v = ipv4_pton(s)
+        if v is None:
+            raise ctx.error(f"{self.ext_name}: bad IP address in {excerpt(text)}")
+        return v
 
     def parse(self, opt: str, args: list[str], invert: bool, ctx: ParseCtx) -> None:
         if opt == "to":

@@ -40,7 +40,7 @@ class LogTarget(Target):
             a = args[0].lower()
             self.level = LOG_LEVELS[a] if a in LOG_LEVELS else parse_uint(a, ctx, "log level", 0, 7)
         elif opt == "log-prefix":
-            if len(args[0]) > 29:
+            if len(args[0].encode("utf-8", "surrogatepass")) > 29:
                 raise ctx.error("LOG: --log-prefix longer than 29 characters")
             self.prefix = args[0]
 

@@ -6,11 +6,13 @@ libxtables does it, so that `iptables-save` text round-trips byte for byte.
 """
 from __future__ import annotations
 
+import ipaddress
+import re
 import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pktemu.errors import PktemuError
+from pktemu.errors import PktemuError, excerpt
 
 if TYPE_CHECKING:
     from pktemu.net.frame import Frame
@@ -57,15 +59,22 @@ class Opt:
     multi: bool = False
 
 
-class ParseCtx:
-    """Where a rule is being parsed (for error lines) and the rule's `-p` (extensions check it)."""
+#: What `-s`/`-d` address lists may add to one iptables-restore input, in rule parts (a rule counts 1
+#: + its matches): iptables expands `-s a,b -d c,d` into 4 rules, and lists multiply.
+MAX_EXPANSION = 1 << 16
 
-    def __init__(self, where: str, table: str, chain: str) -> None:
+
+class ParseCtx:
+    """Where a rule is being parsed (for error lines), the rule's `-p` (extensions check it), and
+    how many rule parts address lists may still add to this input."""
+
+    def __init__(self, where: str, table: str, chain: str, expansion: int = MAX_EXPANSION) -> None:
         self.where = where
         self.table = table
         self.chain = chain
         self.proto = 0
         self.proto_inv = False
+        self.expansion = expansion
 
     def error(self, msg: str) -> PktemuError:
         return PktemuError(f"{self.where}: {msg}")
@@ -189,24 +198,46 @@ def parse_proto(text: str, ctx: ParseCtx) -> int:
     return n
 
 
+_MAX_NUM_CHARS = 64
+_NUM_RE = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
+
+
+def _strtoui(text: str) -> int | None:
+    """strtoumax with base 0 on the whole string (decimal, 0x hex, 0 octal); None if it is not one.
+
+    ASCII digits only (Python's int() also takes other scripts' digits); the leading sign and blanks
+    strtoumax would skip are refused, and so is a number longer than _MAX_NUM_CHARS.
+    """
+    if text.isascii() and text.isdigit() and (text[0] != "0" or len(text) == 1) and len(text) < 20:
+        return int(text)
+    if len(text) > _MAX_NUM_CHARS or _NUM_RE.fullmatch(text) is None:
+        return None
+    if text[:2] in ("0x", "0X"):
+        return int(text[2:], 16)
+    return int(text, 8 if text[0] == "0" else 10)
+
+
 def parse_uint(text: str, ctx: ParseCtx, what: str, lo: int = 0, hi: int = U32) -> int:
     """xtables_strtoui: decimal, 0x hex or 0 octal, within [lo, hi]."""
-    try:
-        if "_" in text:
-            raise ValueError(text)
-        v = int(text, 8) if len(text) > 1 and text[0] == "0" and text[1].isdigit() else int(text, 0)
-    except ValueError:
-        raise ctx.error(f"bad {what} '{text}'") from None
+    v = _strtoui(text)
+    if v is None:
+        raise ctx.error(f"bad {what} {excerpt(text)}")
     if not lo <= v <= hi:
-        raise ctx.error(f"{what} '{text}' out of range {lo}-{hi}")
+        raise ctx.error(f"{what} {excerpt(text)} out of range {lo}-{hi}")
     return v
 
 
+def is_number(text: str) -> bool:
+    """Only ASCII digits (str.isdigit() also says yes to other scripts' digits and superscripts)."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_port(text: str, ctx: ParseCtx) -> int:
+    """xtables_parse_port: a number (base 0, as xtables_strtoui) or a service name."""
     if text in SERVICES:
         return SERVICES[text]
-    if not text.isdigit():
-        raise ctx.error(f"invalid port/service '{text}'")
+    if _strtoui(text) is None:
+        raise ctx.error(f"invalid port/service {excerpt(text)}")
     return parse_uint(text, ctx, "port", 0, 65535)
 
 
@@ -219,33 +250,72 @@ def parse_port_range(text: str, ctx: ParseCtx) -> tuple[int, int]:
     lo = parse_port(a, ctx) if a else 0
     hi = parse_port(b, ctx) if b else 0xFFFF
     if lo > hi:
-        raise ctx.error(f"invalid port range '{text}' (min > max)")
+        raise ctx.error(f"invalid port range {excerpt(text)} (min > max)")
     return lo, hi
 
 
-def parse_ipv4(text: str, ctx: ParseCtx) -> int:
-    """xtables_numeric_to_ipaddr: 1 to 4 dotted bytes, missing ones are zero (`10` = 10.0.0.0)."""
-    parts = text.split(".")
-    if not 1 <= len(parts) <= 4 or not all(x.isdigit() and int(x) <= 255 for x in parts):
-        raise ctx.error(f"bad IPv4 address '{text}' (host names are not resolved)")
+def check_not_ipv6(text: str, ctx: ParseCtx, what: str) -> None:
+    """iptables-restore refuses an IPv6 address in an IPv4 rule: say so rather than `bad address`.
+
+    `text` may carry what follows an address in an option (`[a]:port`, `a/len`, `a-b`).
+    """
+    addr = _V6_CUT.split(text.removeprefix("["), 1)[0]
+    if ":" in addr and len(addr) <= 64:
+        try:
+            ipaddress.IPv6Address(addr)
+        except ValueError:
+            return
+        raise ctx.error(f"{what}: IPv6 address in an IPv4 rule: {excerpt(text)} (ip6tables rules are "
+                        "not modelled)")
+
+
+_BAD_IFNAME = re.compile(r"[\s/\"']")
+_V6_CUT = re.compile(r"[\]/\-]")
+
+
+def parse_ipv4(text: str, ctx: ParseCtx, what: str = "address") -> int:
+    """xtables_numeric_to_ipaddr: 1 to 4 dot-separated bytes, each decimal, 0x hex or 0 octal, missing
+    ones zero (`10` = 10.0.0.0, `10.1` = 10.1.0.0, `010.1.1.1` = 8.1.1.1).
+
+    iptables reads at most 19 characters of it (longer text is silently cut there); such text is
+    refused here instead.
+    """
+    check_not_ipv6(text, ctx, what)
+    parts = text.split(".", 4)
+    vals = [_strtoui(x) for x in parts] if len(text) <= 19 and len(parts) <= 4 else [None]
+    if any(v is None or v > 255 for v in vals):
+        raise ctx.error(f"{what}: bad IPv4 address {excerpt(text)} (host names are not resolved)")
     v = 0
-    for i in range(4):
-        v = (v << 8) | (int(parts[i]) if i < len(parts) else 0)
-    return v
+    for x in vals:
+        v = (v << 8) | (x or 0)
+    return v << 8 * (4 - len(vals))
 
 
-def parse_mask(text: str, ctx: ParseCtx) -> int:
-    if "." in text:
-        return parse_ipv4(text, ctx)
-    n = parse_uint(text, ctx, "prefix length", 0, 32)
+def ipv4_pton(text: str) -> int | None:
+    """inet_pton(AF_INET): exactly four decimal bytes without leading zeros; None otherwise."""
+    parts = text.split(".", 4)
+    if len(parts) != 4 or not all(is_number(x) and len(x) <= 3 and (x == "0" or x[0] != "0")
+                                  and int(x) <= 255 for x in parts):
+        return None
+    return (int(parts[0]) << 24) | (int(parts[1]) << 16) | (int(parts[2]) << 8) | int(parts[3])
+
+
+def parse_mask(text: str, ctx: ParseCtx, what: str = "address") -> int:
+    """parse_ipmask: a dotted mask of exactly four bytes, else a prefix length 0-32."""
+    if "." in text or _strtoui(text) is None:
+        if len(text.split(".", 4)) != 4:
+            raise ctx.error(f"{what}: invalid mask {excerpt(text)}")
+        return parse_ipv4(text, ctx, what)
+    n = parse_uint(text, ctx, f"{what} prefix length", 0, 32)
     return (U32 << (32 - n)) & U32
 
 
-def parse_cidr(text: str, ctx: ParseCtx) -> tuple[int, int]:
-    """`a.b.c.d[/len|/mask]` -> (address & mask, mask); no mask means /32."""
-    addr, _, m = text.partition("/")
-    mask = parse_mask(m, ctx) if m else U32
-    return parse_ipv4(addr, ctx) & mask, mask
+def parse_cidr(text: str, ctx: ParseCtx, what: str = "address") -> tuple[int, int]:
+    """`a.b.c.d[/len|/mask]` -> (address & mask, mask); no mask means /32, an empty one is refused."""
+    check_not_ipv6(text, ctx, what)
+    addr, sep, m = text.partition("/")
+    mask = parse_mask(m, ctx, what) if sep else U32
+    return parse_ipv4(addr, ctx, what) & mask, mask
 
 
 def ip_str(v: int) -> str:
@@ -284,8 +354,13 @@ def save_string(value: str) -> str:
 
 
 def ifname_check(name: str, ctx: ParseCtx) -> None:
-    if len(name) > 15:
-        raise ctx.error(f"interface name '{name}' longer than 15 characters")
+    """xtables_parse_interface: at most 15 bytes. Blanks and `/` (which iptables only warns about: no
+    kernel device can have them) and quotes are refused: iptables-save would print the name bare,
+    as text that does not restore."""
+    if len(name.encode("utf-8", "surrogatepass")) > 15:
+        raise ctx.error(f"interface name {excerpt(name)} longer than 15 characters")
+    if _BAD_IFNAME.search(name):
+        raise ctx.error(f"interface name {excerpt(name)}: blanks, '/' and quotes are not allowed")
 
 
 def ifname_match(name: str | None, pattern: str) -> bool:

@@ -4,17 +4,24 @@ Options bind like getopt does in iptables: an option belongs to the target if on
 knows it, else to the first loaded match that knows it (a repeated `-m X` closes the earlier X),
 else the protocol named by `-p` is loaded as an implicit match (`-p tcp --dport 80` becomes
 `-p tcp -m tcp --dport 80`). An option nobody knows is an error, never skipped.
+
+Parsing is linear in the line's length. What iptables-restore bounds is bounded the same way: a
+line has at most MAX_ARGS arguments, each at most MAX_ARG_CHARS characters (its argv and parameter
+buffer). `-s`/`-d` address lists, which expand a line into one rule per source x destination, may
+add at most `ParseCtx.expansion` rule parts (a rule counts 1 + its matches) to one input
+(xt_base.MAX_EXPANSION); past these limits the line is refused.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 
-from pktemu.errors import PktemuError
+from pktemu.errors import PktemuError, excerpt
 import pktemu.netfilter.matches  # noqa: F401  (registers the matches)
 import pktemu.netfilter.targets  # noqa: F401  (registers the targets)
 from pktemu.netfilter.xt_base import (
-    MATCHES, TARGETS, Extension, ParseCtx, ifname_check, parse_cidr, parse_proto, parse_uint, proto_name,
+    MATCHES, TARGETS, Extension, Match, ParseCtx, ifname_check, parse_cidr, parse_proto, parse_uint,
+    proto_name,
 )
 from pktemu.netfilter.xt_rule import K_EXT, K_GOTO, K_JUMP, STANDARD, Rule
 
@@ -35,7 +42,11 @@ _BASE = {
 }
 
 
-_TOKEN_RE = re.compile(r"""((?:"(?:[^"\\]|\\.)*"|'[^']*'|[^\s"'])+)|(["'])""", re.S)
+MAX_ARGS = 251            # iptables-restore: 255 argv entries, 3 taken by the program name, -t, table
+MAX_ARG_CHARS = 1023      # iptables-restore's parameter buffer (1024 with the NUL)
+
+_BARE_RE = re.compile(r"[^ \t]+")
+_TOKEN_RE = re.compile(r"""((?:"(?:[^"\\]|\\.)*"|'[^']*'|[^ \t"'])+)|(["'])""", re.S)
 _PIECE_RE = re.compile(r""""((?:[^"\\]|\\.)*)"|'([^']*)'|([^"']+)""", re.S)
 _UNESCAPE_RE = re.compile(r"\\(.)", re.S)
 
@@ -48,14 +59,23 @@ def _unquote(tok: str) -> str:
 
 
 def tokenize(line: str, where: str) -> list[str]:
-    """Split like iptables-restore: blanks separate, "..." groups (with \\ escapes), '...' too."""
+    """Split like iptables-restore: spaces and tabs separate (no other blank does), "..." groups (with
+    \\ escapes), '...' too; its limits on the number and length of arguments hold."""
     if '"' not in line and "'" not in line:
-        return line.split()
-    toks: list[str] = []
-    for tok, stray in _TOKEN_RE.findall(line):
-        if stray:
-            raise PktemuError(f"{where}: unterminated {stray} quote")
-        toks.append(_unquote(tok) if '"' in tok or "'" in tok else tok)
+        toks = _BARE_RE.findall(line)
+    else:
+        toks = []
+        for tok, stray in _TOKEN_RE.findall(line):
+            if stray:
+                raise PktemuError(f"{where}: unterminated {stray} quote")
+            toks.append(_unquote(tok) if '"' in tok or "'" in tok else tok)
+    if len(toks) > MAX_ARGS:
+        raise PktemuError(f"{where}: too many arguments ({len(toks)}; iptables-restore takes at most "
+                          f"{MAX_ARGS} on a line)")
+    longest = max(toks, key=len, default="")
+    if len(longest) > MAX_ARG_CHARS:
+        raise PktemuError(f"{where}: argument {excerpt(longest)} too long ({len(longest)} characters; "
+                          f"iptables-restore takes at most {MAX_ARG_CHARS})")
     return toks
 
 
@@ -80,27 +100,37 @@ class _Spec:
         self.rule = Rule(ctx.where)
         self.srcs: list[tuple[int, int]] = []
         self.dsts: list[tuple[int, int]] = []
-        self.completed: set[int] = set()      # indexes of matches closed by a later -m of the same name
+        self.addr_args: dict[str, tuple[str, str, bool]] = {}   # "s"/"d" -> (option, text, inverted)
+        self.open: dict[str, Match] = {}      # by name: the matches no later -m of that name closed, in order
+        self.classes: set[str] = set()        # class names of the rule's matches
         self.seen: set[str] = set()
-        self.jump_kind = ""
 
     def once(self, what: str) -> None:
         if what in self.seen:
             raise self.ctx.error(f"multiple {what} flags not allowed")
         self.seen.add(what)
 
+    def add_match(self, m: Match) -> None:
+        """Append a match; an earlier one of the same name no longer takes options."""
+        self.open.pop(m.ext_name, None)
+        self.open[m.ext_name] = m
+        self.classes.add(m.name)
+        self.rule.matches.append(m)
+
     def find_owner(self, tok: str) -> Extension | None:
+        """The target, else the first open match that knows `tok` (at most one per match name, so
+        this does not grow with the rule), else the implicit match of `-p`."""
         r = self.rule
         if r.target is not None and tok in r.target.options:
             return r.target
-        for i, m in enumerate(r.matches):
-            if i not in self.completed and tok in m.options:
+        for m in self.open.values():
+            if tok in m.options:
                 return m
-        if r.proto and "-p" in self.seen and not any(m.name == proto_name(r.proto) for m in r.matches):
+        if r.proto and "-p" in self.seen and proto_name(r.proto) not in self.classes:
             cls = MATCHES.get(proto_name(r.proto))
             if cls is not None and tok in cls.options:
                 m = cls(cls.name)
-                r.matches.append(m)
+                self.add_match(m)
                 return m
         return None
 
@@ -116,7 +146,7 @@ def parse_line(tokens: list[str], ctx: ParseCtx) -> Command:
     def need(k: int = 1) -> list[str]:
         nonlocal i
         if i + k > n:
-            raise ctx.error(f"option '{tokens[i - 1]}' needs {k} argument{'s' if k > 1 else ''}")
+            raise ctx.error(f"option {excerpt(tokens[i - 1])} needs {k} argument{'s' if k > 1 else ''}")
         args = tokens[i:i + k]
         i += k
         return args
@@ -133,10 +163,10 @@ def parse_line(tokens: list[str], ctx: ParseCtx) -> Command:
         code = _BASE.get(tok)
         if code is None:
             if not tok.startswith("-") or len(tok) < 2:
-                raise ctx.error(f"bad argument '{tok}'")
+                raise ctx.error(f"bad argument {excerpt(tok)}")
             owner = sp.find_owner(tok)
             if owner is None:
-                raise ctx.error(f"unknown option '{tok}'")
+                raise ctx.error(f"unknown option {excerpt(tok)}")
             opt = owner.options[tok]
             args = need(opt.nargs) if opt.nargs else []
             if tok == "--tcp-flags" and args[1][:1] in ("-", "!"):
@@ -151,7 +181,7 @@ def parse_line(tokens: list[str], ctx: ParseCtx) -> Command:
             cmd = Command(COMMANDS[tok])
             if cmd.cmd in "AIDRNP" or (i < n and not tokens[i].startswith("-") and tokens[i] != "!"):
                 cmd.chain = need()[0]
-            if cmd.cmd in "IDR" and i < n and tokens[i].isdigit():
+            if cmd.cmd in "IDR" and i < n and tokens[i][:1] not in ("-", "!"):     # as do_parse
                 cmd.num = parse_uint(need()[0], ctx, "rule number", 1, 2**31 - 1)
             elif cmd.cmd == "R":
                 raise ctx.error("-R needs a rule number")
@@ -167,13 +197,7 @@ def parse_line(tokens: list[str], ctx: ParseCtx) -> Command:
             return Command(cmd.cmd if cmd else "A", ignore=True)
         if code == "s" or code == "d":
             sp.once("-" + code)
-            addrs = [parse_cidr(a, ctx) for a in need()[0].split(",")]
-            if code == "s":
-                sp.srcs, r.inv_src = addrs, inv
-            else:
-                sp.dsts, r.inv_dst = addrs, inv
-            if inv and len(addrs) > 1:
-                raise ctx.error(f"'!' not allowed with multiple addresses in {tok}")
+            sp.addr_args[code] = (tok, need()[0], inv)      # read after the loop, as iptables does
         elif code == "p":
             sp.once("-p")
             r.proto, r.inv_proto = parse_proto(need()[0], ctx), inv
@@ -196,11 +220,8 @@ def parse_line(tokens: list[str], ctx: ParseCtx) -> Command:
             name = need()[0]
             cls = MATCHES.get(name)
             if cls is None:
-                raise ctx.error(f"unknown match '{name}'")
-            for k, m in enumerate(r.matches):
-                if m.ext_name == name:
-                    sp.completed.add(k)
-            r.matches.append(cls(name))
+                raise ctx.error(f"unknown match {excerpt(name)}")
+            sp.add_match(cls(name))
         elif code == "j" or code == "g":
             if inv:
                 raise ctx.error(f"unexpected '!' before {tok}")
@@ -209,7 +230,7 @@ def parse_line(tokens: list[str], ctx: ParseCtx) -> Command:
             r.jump = name
             if code == "g":
                 if name in STANDARD or name in TARGETS:
-                    raise ctx.error(f"-g needs a user chain, not '{name}'")
+                    raise ctx.error(f"-g needs a user chain, not {excerpt(name)}")
                 r.kind = K_GOTO
             elif name in STANDARD:
                 r.kind = STANDARD[name]
@@ -224,6 +245,7 @@ def parse_line(tokens: list[str], ctx: ParseCtx) -> Command:
         sp.seen.add("spec")
     if invert:
         raise ctx.error("'!' at the end of the line")
+    _addresses(sp, ctx)
     if cmd is None:
         raise ctx.error("no command (-A, -I, -D, -R, -N, -X, -F, -P, -Z) on this line")
     cmd.has_spec = "spec" in sp.seen
@@ -232,6 +254,24 @@ def parse_line(tokens: list[str], ctx: ParseCtx) -> Command:
     elif cmd.has_spec:
         raise ctx.error(f"rule options are not allowed with -{cmd.cmd}")
     return cmd
+
+
+def _addresses(sp: _Spec, ctx: ParseCtx) -> None:
+    """`-s`/`-d` lists, parsed once the line is read (a `-6` anywhere skips the line first)."""
+    r = sp.rule
+    most = max(ctx.expansion, 1)
+    for code, (tok, text, inv) in sp.addr_args.items():
+        texts = text.split(",", most)
+        if len(texts) > most:
+            raise ctx.error(f"{tok}: more addresses than this input may still expand to rules "
+                            f"({ctx.expansion})")
+        addrs = [parse_cidr(a, ctx, tok) for a in texts]
+        if code == "s":
+            sp.srcs, r.inv_src = addrs, inv
+        else:
+            sp.dsts, r.inv_dst = addrs, inv
+        if inv and len(addrs) > 1:
+            raise ctx.error(f"'!' not allowed with multiple addresses in {tok}")
 
 
 def _finish(sp: _Spec, ctx: ParseCtx) -> list[Rule]:
@@ -246,6 +286,11 @@ def _finish(sp: _Spec, ctx: ParseCtx) -> list[Rule]:
         m.final_check(ctx)
     if r.target is not None:
         r.target.final_check(ctx)
+    n_rules = max(len(sp.srcs), 1) * max(len(sp.dsts), 1)
+    if n_rules > 1 and n_rules * (1 + len(r.matches)) > ctx.expansion:
+        raise ctx.error(f"-s/-d address lists expand this line to {n_rules} rules of {len(r.matches)} "
+                        f"matches each: more than the {ctx.expansion} rules and matches this input may "
+                        "still add that way")
     combos = [(s, d) for s in sp.srcs or [(0, 0)] for d in sp.dsts or [(0, 0)]]
     out: list[Rule] = []
     for k, ((s, sm), (d, dm)) in enumerate(combos):

@@ -163,6 +163,8 @@ class Table:
                 if state.get(nxt) == 1:
                     names = [p[0] for p in path]
                     cycle = names[names.index(nxt):] + [nxt]
+                    if len(cycle) > 8:      # keep the line short: the start and the way back
+                        cycle = cycle[:4] + [f"... ({len(cycle) - 1} chains)"] + cycle[-2:]
                     raise PktemuError(f"{rules[i].where}: jump loop: {' -> '.join(cycle)}")
                 if not state.get(nxt):
                     state[nxt] = 1

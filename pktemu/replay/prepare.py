@@ -99,9 +99,6 @@ def prepare(cap: Capture, split: Split, amap: AddressMap, neigh: Neighbours, tim
         _note_unmapped(p, amap, neigh, stats)
         chosen.append((p, bytes(frame)))
     offsets = timing.offsets([p.ts_ns for p, _ in chosen])
-    if offsets and (offsets[-1] + MARGIN_NS) * timing.loops > LAST_PCAP_NS - EPOCH_NS:
-        raise PktemuError(f"{cap.path}: record {chosen[-1][0].number}: at {timing.mode} the replay would run "
-                          "past 2106, where pcap timestamps end; use --speed, --pps or --topspeed")
     used: set[int] = set()
     for (p, data), off in zip(chosen, offsets, strict=True):
         fp = plans[p.flow]
@@ -110,6 +107,12 @@ def prepare(cap: Capture, split: Split, amap: AddressMap, neigh: Neighbours, tim
         used.add(p.flow)
         need = needs.get(p.number)
         out.items.append(Item(p, data, off, fp, need, timing.react(need.react) if need else 0, _shift(p)))
+    # a loop lasts its last offset (plus a reaction it waits for), the next starts an --pps interval later
+    react = max((it.react for it in out.items), default=0)
+    if offsets and ((offsets[-1] + react + MARGIN_NS) * timing.loops + timing.interval * (timing.loops - 1)
+                    > LAST_PCAP_NS - EPOCH_NS):
+        raise PktemuError(f"{cap.path}: record {chosen[-1][0].number}: at {timing.mode} the replay would run "
+                          "past 2106, where pcap timestamps end; use --speed, --pps or --topspeed")
     out.flows = [fp for fp in plans if fp.flow.index in used]
     out.owned = {fp.client[0] for fp in out.flows if 0 < fp.client[0] and fp.client[0] >> 28 < 0xE}
     return out

@@ -17,6 +17,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from pktemu.net.frame import ETH_HLEN
 from pktemu.replay.frames import FRAG_LATER, IPPROTO_TCP, Pkt, patch
 from pktemu.replay.split import Flow
 
@@ -25,6 +26,7 @@ MASK32 = 0xFFFFFFFF
 TCPOPT_SACK, TCPOPT_TIMESTAMP = 5, 8
 
 _I = struct.Struct("!I")
+_H = struct.Struct("!H")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +92,7 @@ class TcpLive:
             return
         seq = _I.unpack_from(d, l4 + 4)[0]
         hl = (d[l4 + 12] >> 4) * 4
-        ts = _find_option(d, l4 + 20, l4 + hl, TCPOPT_TIMESTAMP)
+        ts = _find_option(d, l4 + 20, min(l4 + hl, end), TCPOPT_TIMESTAMP)
         if ts is not None and d[ts + 1] == 10:
             self.tsval = _I.unpack_from(d, ts + 2)[0]
         if flags & SYN:
@@ -129,7 +131,8 @@ class TcpLive:
         csum = (l4 + 16,)
         if self.isn is not None:
             patch(d, l4 + 8, _I.pack(self.ack_for(need)), csum)
-        end = l4 + (d[l4 + 12] >> 4) * 4
+        # a captured data offset may claim more options than the datagram holds: walk only what it has
+        end = min(l4 + (d[l4 + 12] >> 4) * 4, ETH_HLEN + _H.unpack_from(d, ETH_HLEN + 2)[0], len(d))
         i = l4 + 20
         while True:
             opt = _find_option(d, i, end, None)

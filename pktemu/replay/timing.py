@@ -12,6 +12,14 @@ from dataclasses import dataclass
 from pktemu.errors import PktemuError
 from pktemu.sim import SECOND
 
+LIMIT_NS = 1 << 62          # 146 years: later than any pcap timestamp, so prepare() refuses the replay
+
+
+def _ns(x: float) -> int:
+    """`x` ns as an int, saturated at LIMIT_NS: `--pps 1e-300` is a replay too long to write, not an
+    OverflowError on an infinite float."""
+    return round(x) if x < LIMIT_NS else LIMIT_NS
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -41,7 +49,7 @@ class Timing:
     @property
     def interval(self) -> int:
         """The gap between two frames at a fixed rate (0 when timing follows the capture)."""
-        return round(SECOND / self.pps) if self.pps is not None else 0
+        return _ns(SECOND / self.pps) if self.pps is not None else 0
 
     def offsets(self, times: list[int]) -> list[int]:
         """Send offsets (ns from the loop's start) for frames captured at `times` (ns)."""
@@ -50,12 +58,12 @@ class Timing:
         if self.topspeed:
             return [0] * len(times)
         if self.pps is not None:
-            return [round(i * SECOND / self.pps) for i in range(len(times))]
+            return [_ns(i * SECOND / self.pps) for i in range(len(times))]
         out = []
         last = 0
         t0 = times[0]
         for t in times:
-            last = max(last, round((t - t0) / self.speed))
+            last = max(last, _ns((t - t0) / self.speed))
             out.append(last)
         return out
 
@@ -63,4 +71,4 @@ class Timing:
         """A client's captured reaction time to an answer, on this timing's clock."""
         if self.topspeed or self.pps is not None:
             return 0
-        return round(ns / self.speed)
+        return _ns(ns / self.speed)
