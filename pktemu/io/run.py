@@ -89,7 +89,7 @@ def run_scenario(t: topo.Topology, name: str, out_root: str, seed: int | None = 
     sc = t.scenarios[name]
     net = Network(t, sc, seed)
     with scenario_output(out_root, name, net) as out:
-        runs = _schedule_traffic(net, sc)
+        runs = schedule_traffic(net, sc)
         limit = scenario_end(sc)
         events = 0
         while not net.sim.stopped and net.sim.now < limit and net.sim.pending:
@@ -103,7 +103,7 @@ def run_scenario(t: topo.Topology, name: str, out_root: str, seed: int | None = 
     return ScenarioOutcome(name, out.final, counts, net.drops, [r.result for r in runs], net.sim.now, events)
 
 
-def _schedule_traffic(net: Network, sc: topo.Scenario) -> list[Any]:
+def schedule_traffic(net: Network, sc: topo.Scenario) -> list[Any]:
     runs: list[Any] = []
     remaining = [len(sc.traffic)]
 

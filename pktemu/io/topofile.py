@@ -58,9 +58,9 @@ class _Doc:
         self.scenarios: dict[str, tuple[Src, Any]] = {}
 
 
-def _load_doc(path: str, chain: tuple[str, ...]) -> _Doc:
+def _load_doc(path: str, chain: tuple[str, ...], text: str | None = None) -> _Doc:
     src = Src(path)
-    raw = read_yaml(path)
+    raw = read_yaml(path) if text is None else load_yaml(text, path, _Loader)
     if raw is None:
         raise PktemuError(f"{path}: empty topology file")
     if isinstance(raw, dict):
@@ -88,13 +88,17 @@ def _load_doc(path: str, chain: tuple[str, ...]) -> _Doc:
     return doc
 
 
-def load_topology(path: str) -> Topology:
-    """Parse and validate a topology file (and the files it extends); raise PktemuError on any problem."""
+def load_topology(path: str, text: str | None = None) -> Topology:
+    """Parse and validate a topology file (and the files it extends); raise PktemuError on any problem.
+
+    With `text` (the Python API's YAML string), that is the document and `path` only names it in
+    messages; relative paths in it are then relative to the current directory.
+    """
     check_path(path)
-    doc = _load_doc(path, (os.path.realpath(path),))
+    doc = _load_doc(path, (os.path.realpath(path),), text)
     v, origin = doc.values, doc.origin
     top = Src(path)
-    stem = os.path.splitext(os.path.basename(path))[0]
+    stem = os.path.splitext(os.path.basename(path))[0] if text is None else "network"
     topo = Topology(name=name(top, "name", v.get("name") or stem, "topology name"), path=path)
     if v.get("description") is not None:
         topo.description = string(origin["description"], "description", v["description"])

@@ -1,0 +1,7 @@
+"""The Python API: an emulated network spoken to in Scapy packets (docs/python-api.md)."""
+from __future__ import annotations
+
+from pktemu.api.network import Conntrack, CtEntry, Network
+from pktemu.errors import PktemuError as Error
+
+__all__ = ["Conntrack", "CtEntry", "Error", "Network"]

@@ -1,0 +1,271 @@
+"""`pktemu.Network`: an emulated cluster driven from Python the way Scapy drives a real host.
+
+The engine (`pktemu.network.Network`) stays the byte-level path; this class is its Scapy face:
+packets enter through a node's own output path (`send`) or a device's receive path (`sendp`),
+every capture point records raw bytes as `pktemu run`'s taps do, and `sniff`/`sr` dissect them
+to Scapy only when asked. Time is the virtual clock, in seconds, in the pcaps' epoch.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import yaml
+from scapy.layers.inet import IP
+from scapy.packet import Packet
+from scapy.plist import PacketList, QueryAnswer, SndRcvList
+
+from pktemu import topo
+from pktemu.api.packets import ethernet_frame, expand, ip_datagram
+from pktemu.api.taps import INBOUND, Recorder, dissect, stamp
+from pktemu.errors import PktemuError, excerpt
+from pktemu.io.run import schedule_traffic
+from pktemu.io.topofile import load_topology
+from pktemu.io.topofile_scenarios import scenario_end
+from pktemu.net import ipv4
+from pktemu.net.bridge import Bridge
+from pktemu.net.device import NetDevice
+from pktemu.net.frame import ETH_HLEN, int2ip
+from pktemu.net.node import Node
+from pktemu.netfilter.conntrack import conntrack_line
+from pktemu.netfilter.conntrack_tuple import CtTuple
+from pktemu.netfilter.xtables import save_rules
+from pktemu.network import Network as Engine
+from pktemu.sim import SECOND
+
+
+@dataclass(frozen=True)
+class CtEntry:
+    """One conntrack entry: both directions as (src, sport, dst, dport), and its `conntrack -L` line."""
+    proto: int
+    state: str | None
+    orig: tuple[str, int, str, int]
+    reply: tuple[str, int, str, int]
+    timeout: int
+    line: str
+
+
+@dataclass(frozen=True)
+class Conntrack:
+    """A node's conntrack table: `entries`, and `text` as `conntrack -L` prints it."""
+    entries: list[CtEntry]
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class Network:
+    """An emulated network on a virtual clock, spoken to in Scapy packets (docs/python-api.md)."""
+
+    def __init__(self, t: topo.Topology, scenario: str | None = None, seed: int | None = None) -> None:
+        sc = t.scenario(scenario)
+        #: the engine underneath, for what this class does not wrap
+        self.engine = Engine(t, sc, seed)
+        self.scenario = sc
+        self._recorders: dict[str, Recorder] = {}
+        self._points: dict[str, str] = {}
+        self._node_recorders: dict[str, list[Recorder]] = {}
+        for cname, dev in self.engine.captures():
+            rec = Recorder(cname)
+            dev.taps.append(rec)
+            self._recorders[cname] = rec
+            self._points[cname] = self._points[f"{dev.node.name}/{dev.name}"] = cname
+            self._node_recorders.setdefault(dev.node.name, []).append(rec)
+        self._runs = schedule_traffic(self.engine, sc) if sc is not None else []
+
+    @classmethod
+    def load(cls, source: str | os.PathLike[str] | dict[str, Any], scenario: str | None = None,
+             seed: int | None = None) -> "Network":
+        """A network from a topology file, a YAML string or a dict, with `scenario` applied.
+
+        A string is YAML when it spans lines or starts with "{", a file name otherwise; relative
+        paths inside a string or dict (rules files, manifests) are relative to the current directory.
+        """
+        if isinstance(source, dict):
+            try:
+                text = yaml.safe_dump(source, sort_keys=False)
+            except yaml.YAMLError as e:
+                raise PktemuError(f"<dict>: cannot be written as YAML: {e}") from None
+            t = load_topology("<dict>", text)
+        elif isinstance(source, str) and ("\n" in source or source.lstrip().startswith("{")):
+            t = load_topology("<string>", source)
+        elif isinstance(source, (str, os.PathLike)):
+            t = load_topology(os.fspath(source))
+        else:
+            raise PktemuError(f"Network.load: expected a file name, a YAML string or a dict, got "
+                              f"{excerpt(source)}")
+        return cls(t, scenario, seed)
+
+    # ------------------------------------------------------------------ the clock
+    @property
+    def now(self) -> float:
+        """Virtual seconds since the start (a pcap timestamp is this plus the pcaps' epoch)."""
+        return self.engine.sim.now / SECOND
+
+    def run(self, until: float | None = None, duration: float | None = None) -> None:
+        """Advance the clock to `until` or by `duration` seconds; with neither, play the scenario out."""
+        sim = self.engine.sim
+        if until is not None and duration is not None:
+            raise PktemuError("run: give until or duration, not both")
+        if until is None and duration is None:
+            if self.scenario is None:
+                raise PktemuError("run: without a scenario, give until= or duration= (seconds)")
+            limit = scenario_end(self.scenario)
+            sim.stopped = False
+            if sim.now < limit:
+                sim.run(until=limit)
+            sim.stopped = False
+            return
+        field, value = ("until", until) if until is not None else ("duration", duration)
+        target = _ns("run", field, value)
+        if duration is not None:
+            target += sim.now
+        elif target < sim.now:
+            raise PktemuError(f"run: until={until} is in the past (now is {self.now})")
+        self._advance(target)
+
+    def _advance(self, target: int, done: Callable[[], bool] = lambda: False) -> None:
+        """Run events up to `target` ns, stopping early once `done()`; a scenario's stop is no stop here."""
+        sim = self.engine.sim
+        try:
+            while sim.now < target and not done():
+                sim.stopped = False
+                sim.run(until=target)
+        finally:
+            sim.stopped = False
+
+    # ------------------------------------------------------------------ sending
+    def send(self, where: str, pkts: Any) -> None:
+        """Scapy's `send` from pod or node `where`: its routing, OUTPUT, POSTROUTING and ARP apply."""
+        node = self._node("send", where)
+        for p in expand("send", pkts):
+            _q, frame = ip_datagram("send", node, p)
+            ipv4.ip_local_out(node, frame)
+
+    def sendp(self, point: str, pkts: Any) -> None:
+        """Scapy's `sendp`: each Ethernet frame arrives at `node/ifname` as if its peer sent it."""
+        dev = self._device("sendp", point)
+        for p in expand("sendp", pkts):
+            dev.receive(ethernet_frame("sendp", p))
+
+    def sr(self, where: str, pkts: Any, timeout: float = 1) -> tuple[SndRcvList, PacketList]:
+        """Scapy's `sr`: send from `where`, collect answers (`answer.answers(query)`) received by
+        its interfaces until all are answered or `timeout` virtual seconds have passed."""
+        node = self._node("sr", where)
+        wait = _ns("sr", "timeout", timeout)
+        prepared = [ip_datagram("sr", node, p) for p in expand("sr", pkts)]
+        pending = [q for q, _f in prepared]
+        answered: list[QueryAnswer] = []
+
+        def observe(rec: Recorder, ts_ns: int, data: bytes) -> None:
+            if not pending or len(data) < ETH_HLEN + 20 or data[12:14] != b"\x08\x00":
+                return
+            ans = IP(data[ETH_HLEN:])
+            for q in pending:
+                if ans.answers(q):
+                    ans.time, ans.sniffed_on, ans.direction = stamp(ts_ns), rec.name, INBOUND
+                    answered.append(QueryAnswer(q, ans))
+                    pending.remove(q)
+                    if not pending:
+                        self.engine.sim.stopped = True     # Scapy returns once all are answered
+                    break
+
+        recs = self._node_recorders.get(node.name, [])
+        for rec in recs:
+            rec.observers.append(observe)
+        try:
+            start = self.engine.sim.now
+            for q, frame in prepared:
+                q.sent_time = q.time = stamp(start)
+                ipv4.ip_local_out(node, frame)
+            self._advance(start + wait, lambda: not pending)
+        finally:
+            for rec in recs:
+                rec.observers.remove(observe)
+        return SndRcvList(answered), PacketList(pending, "Unanswered")
+
+    def sr1(self, where: str, pkts: Any, timeout: float = 1) -> Packet | None:
+        """Scapy's `sr1`: the first answer, or None after `timeout` virtual seconds."""
+        ans, _unans = self.sr(where, pkts, timeout)
+        return ans[0][1] if ans else None
+
+    # ------------------------------------------------------------------ capture
+    def captures(self) -> list[str]:
+        """The capture point names, as `pktemu run` names its pcaps (`client-eth0`), in path order."""
+        return list(self._recorders)
+
+    def sniff(self, point: str, lfilter: Callable[[Packet], bool] | None = None) -> PacketList:
+        """What capture point `point` (`client-eth0` or `client/eth0`) saw so far, as Scapy packets."""
+        name = self._point("sniff", point)
+        pkts = [dissect(name, ts, d, data) for ts, d, data in self._recorders[name].records]
+        if lfilter is not None:
+            pkts = [p for p in pkts if lfilter(p)]
+        return PacketList(pkts, name)
+
+    # ------------------------------------------------------------------ state, in the kernel's words
+    def conntrack(self, node: str) -> Conntrack:
+        """`conntrack -L` of `node`, as text (`pktemu run`'s conntrack-<node>.txt) and as entries."""
+        n = self._node("conntrack", node)
+        text = n.nf.conntrack_dump()
+        table = getattr(n.nf, "conntrack", None)
+        now = self.engine.sim.now
+        entries = [CtEntry(ct.proto, ct.tcp_state, _tuple(ct.orig), _tuple(ct.reply),
+                           ct.remaining(now) // SECOND, conntrack_line(ct, now))
+                   for ct in (table or [])]
+        return Conntrack(entries, text)
+
+    def iptables_save(self, node: str, counters: bool = True) -> str:
+        """`iptables-save [-c]` of `node` ("" when it has no rules, as for an empty namespace)."""
+        n = self._node("iptables_save", node)
+        rs = n.nf.ruleset
+        return "" if rs is None else save_rules(rs, counters=counters)
+
+    def routes(self, node: str) -> list[str]:
+        """`ip route` of `node`, one route a line."""
+        return self._node("routes", node).ip_route()
+
+    def neigh(self, node: str) -> list[str]:
+        """`ip neigh` of `node`."""
+        return self._node("neigh", node).neigh.dump()
+
+    def fdb(self, bridge: str) -> list[str]:
+        """`bridge fdb show br BRIDGE` for `node/bridge` (or `node-bridge`)."""
+        dev = self._device("fdb", bridge)
+        if not isinstance(dev, Bridge):
+            raise PktemuError(f"fdb: {bridge} is not a bridge")
+        return dev.show_fdb()
+
+    @property
+    def results(self) -> list[dict[str, Any]]:
+        """What each of the scenario's client applications saw (`pktemu run`'s client-result.json)."""
+        return [r.result for r in self._runs]
+
+    # ------------------------------------------------------------------ names
+    def _node(self, what: str, where: str) -> Node:
+        node = self.engine.nodes.get(where) if isinstance(where, str) else None
+        if node is None:
+            have = ", ".join(self.engine.nodes)
+            raise PktemuError(f"{what}: no pod or node {excerpt(where)} (have: {have})")
+        return node
+
+    def _point(self, what: str, point: str) -> str:
+        name = self._points.get(point) if isinstance(point, str) else None
+        if name is None:
+            have = ", ".join(self._recorders)
+            raise PktemuError(f"{what}: no capture point {excerpt(point)} (have: {have})")
+        return name
+
+    def _device(self, what: str, point: str) -> NetDevice:
+        return self.engine.device(self.engine.topology.capture_points[self._point(what, point)])
+
+
+def _ns(what: str, field: str, seconds: Any) -> int:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < 1e9:
+        raise PktemuError(f"{what}: {field}={excerpt(seconds)} is not a number of seconds (0 or more)")
+    return round(seconds * SECOND)
+
+
+def _tuple(t: CtTuple) -> tuple[str, int, str, int]:
+    return int2ip(t.src), t.sport, int2ip(t.dst), t.dport

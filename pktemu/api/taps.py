@@ -1,0 +1,57 @@
+"""Capture points for the Python API: raw bytes recorded as frames pass, Scapy only when asked.
+
+A `Recorder` is a packet socket on one device, like `pktemu run`'s capture taps but in memory:
+it keeps (time, direction, bytes) and dissects to Scapy when `sniff` is called, so the byte-level
+path pays one copy per captured frame. Observers (`sr`'s wait for answers) see frames received
+on a device before the device's rx handler or stack does, as a packet socket does.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from scapy.layers.l2 import Ether
+from scapy.utils import EDecimal
+
+from pktemu.sim import EPOCH_NS
+
+if TYPE_CHECKING:
+    from pktemu.net.frame import Frame
+
+#: pcapng's epb_flags direction, which Scapy puts in `Packet.direction`.
+INBOUND, OUTBOUND = 1, 2
+
+Observer = Callable[["Recorder", int, bytes], None]
+
+
+class Recorder:
+    """A tap on one device: every frame it sends or receives, as bytes, in order."""
+
+    __slots__ = ("name", "records", "observers")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.records: list[tuple[int, int, bytes]] = []
+        self.observers: list[Observer] = []
+
+    def record(self, ts_ns: int, frame: "Frame", direction: str) -> None:
+        data = bytes(frame.data)
+        d = INBOUND if direction == "in" else OUTBOUND
+        self.records.append((ts_ns, d, data))
+        frame.notes = []        # a capture consumes the notes, as pktemu run's taps do
+        if d == INBOUND:
+            for obs in list(self.observers):
+                obs(self, ts_ns, data)
+
+
+def stamp(ts_ns: int) -> EDecimal:
+    """A virtual time as Scapy's `Packet.time`: seconds in the pcaps' epoch, to the nanosecond."""
+    return EDecimal(EPOCH_NS + ts_ns) / EDecimal(1_000_000_000)
+
+
+def dissect(name: str, ts_ns: int, direction: int, data: bytes) -> Any:
+    """One recorded frame as a Scapy packet, stamped as Scapy's sniff and pcap readers stamp it."""
+    pkt = Ether(data)
+    pkt.time = stamp(ts_ns)
+    pkt.sniffed_on = name
+    pkt.direction = direction
+    return pkt
