@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+#: Verdicts a Python netfilter hook may answer (NF_ACCEPT, NF_DROP in the kernel's numbering)
+ACCEPT, DROP = 1, 0
+
 
 def __getattr__(name: str) -> Any:
     if name == "Network":

@@ -16,7 +16,8 @@ from scapy.layers.inet import IP
 from scapy.packet import Packet
 from scapy.plist import PacketList, QueryAnswer, SndRcvList
 
-from pktemu import topo
+from pktemu import interrupt, topo
+from pktemu.api.output import DiskCapture
 from pktemu.api.packets import ethernet_frame, expand, ip_datagram
 from pktemu.api.taps import INBOUND, Recorder, dissect, stamp
 from pktemu.errors import PktemuError, excerpt
@@ -32,7 +33,9 @@ from pktemu.netfilter.conntrack import conntrack_line
 from pktemu.netfilter.conntrack_tuple import CtTuple
 from pktemu.netfilter.xtables import save_rules
 from pktemu.network import Network as Engine
-from pktemu.sim import SECOND
+from pktemu.sim import MS, SECOND
+
+SLICE_NS = 100 * MS        # a scenario plays in slices of virtual time: progress, signals
 
 
 @dataclass(frozen=True)
@@ -59,16 +62,22 @@ class Conntrack:
 class Network:
     """An emulated network on a virtual clock, spoken to in Scapy packets (docs/python-api.md)."""
 
-    def __init__(self, t: topo.Topology, scenario: str | None = None, seed: int | None = None) -> None:
+    def __init__(self, t: topo.Topology, scenario: str | None = None, seed: int | None = None, *,
+                 capture: bool | str | os.PathLike[str] | None = None, keep_frames: bool = True) -> None:
         sc = t.scenario(scenario)
         #: the engine underneath, for what this class does not wrap
         self.engine = Engine(t, sc, seed)
         self.scenario = sc
+        self._disk: DiskCapture | None = None
+        if capture is not None and capture is not False:
+            # first on every device: its taps take the frames' explain notes (all.pcapng's comments)
+            root = None if capture is True else os.fspath(capture)
+            self._disk = DiskCapture(self.engine, root, sc.name if sc is not None else "network")
         self._recorders: dict[str, Recorder] = {}
         self._points: dict[str, str] = {}
         self._node_recorders: dict[str, list[Recorder]] = {}
         for cname, dev in self.engine.captures():
-            rec = Recorder(cname)
+            rec = Recorder(cname, keep_frames)
             dev.taps.append(rec)
             self._recorders[cname] = rec
             self._points[cname] = self._points[f"{dev.node.name}/{dev.name}"] = cname
@@ -77,11 +86,14 @@ class Network:
 
     @classmethod
     def load(cls, source: str | os.PathLike[str] | dict[str, Any], scenario: str | None = None,
-             seed: int | None = None) -> "Network":
+             seed: int | None = None, *, capture: bool | str | os.PathLike[str] | None = None,
+             keep_frames: bool = True) -> "Network":
         """A network from a topology file, a YAML string or a dict, with `scenario` applied.
 
         A string is YAML when it spans lines or starts with "{", a file name otherwise; relative
         paths inside a string or dict (rules files, manifests) are relative to the current directory.
+        `capture` (an output directory, or True for one named at `write`) writes the captures to
+        disk from the start, for `write`; `keep_frames=False` keeps none in memory (no `sniff`).
         """
         if isinstance(source, dict):
             try:
@@ -96,7 +108,7 @@ class Network:
         else:
             raise PktemuError(f"Network.load: expected a file name, a YAML string or a dict, got "
                               f"{excerpt(source)}")
-        return cls(t, scenario, seed)
+        return cls(t, scenario, seed, capture=capture, keep_frames=keep_frames)
 
     # ------------------------------------------------------------------ the clock
     @property
@@ -104,37 +116,89 @@ class Network:
         """Virtual seconds since the start (a pcap timestamp is this plus the pcaps' epoch)."""
         return self.engine.sim.now / SECOND
 
-    def run(self, until: float | None = None, duration: float | None = None) -> None:
-        """Advance the clock to `until` or by `duration` seconds; with neither, play the scenario out."""
+    def run(self, until: float | None = None, duration: float | None = None,
+            progress: Callable[[float, float], None] | None = None) -> int:
+        """Advance the clock to `until` or by `duration` seconds; with neither, play the scenario out
+        as `pktemu run` does, calling `progress(now, end)` (seconds) every 0.1 s of virtual time.
+        Returns the number of events run."""
         sim = self.engine.sim
         if until is not None and duration is not None:
             raise PktemuError("run: give until or duration, not both")
         if until is None and duration is None:
             if self.scenario is None:
                 raise PktemuError("run: without a scenario, give until= or duration= (seconds)")
-            limit = scenario_end(self.scenario)
-            sim.stopped = False
-            if sim.now < limit:
-                sim.run(until=limit)
-            sim.stopped = False
-            return
+            return self._play(scenario_end(self.scenario), progress)
         field, value = ("until", until) if until is not None else ("duration", duration)
         target = _ns("run", field, value)
         if duration is not None:
             target += sim.now
         elif target < sim.now:
             raise PktemuError(f"run: until={until} is in the past (now is {self.now})")
-        self._advance(target)
+        return self._advance(target)
 
-    def _advance(self, target: int, done: Callable[[], bool] = lambda: False) -> None:
+    def _play(self, limit: int, progress: Callable[[float, float], None] | None) -> int:
+        """Until the clients are done and settled, nothing is left to happen or `limit` ns, in slices
+        (a signal is acted on between two)."""
+        sim = self.engine.sim
+        events = 0
+        sim.stopped = False
+        try:
+            while not sim.stopped and sim.now < limit and sim.pending:
+                events += sim.run(until=min(limit, sim.now + SLICE_NS))
+                interrupt.check()
+                if progress is not None:
+                    progress(sim.now / SECOND, limit / SECOND)
+        finally:
+            sim.stopped = False
+        return events
+
+    def _advance(self, target: int, done: Callable[[], bool] = lambda: False) -> int:
         """Run events up to `target` ns, stopping early once `done()`; a scenario's stop is no stop here."""
         sim = self.engine.sim
+        events = 0
         try:
             while sim.now < target and not done():
                 sim.stopped = False
-                sim.run(until=target)
+                events += sim.run(until=target)
         finally:
             sim.stopped = False
+        return events
+
+    # ------------------------------------------------------------------ output
+    def write(self, out: str | os.PathLike[str] | None = None) -> str:
+        """Write `out/<scenario>/` as `pktemu run --out out` does (pcaps, all.pcapng with its
+        comments, state files), atomically; `out` defaults to `capture`'s. Returns its path.
+        Needs `capture=`; captures stop here (once per network)."""
+        if self._disk is None:
+            raise PktemuError("write: load the network with capture=DIR (or True): the comments of "
+                              "all.pcapng are computed as frames pass")
+        return self._disk.write(self.engine, self.scenario, self._runs, out)
+
+    @property
+    def output(self) -> str | None:
+        """Where `write` wrote, or else will write by default; None without `capture=DIR`."""
+        return self._disk.path if self._disk is not None else None
+
+    @property
+    def written(self) -> bool:
+        """`write` has been done (captures are closed either way once `close` is called)."""
+        return self._disk is not None and self._disk.written is not None
+
+    def close(self) -> None:
+        """Remove an unwritten output directory (also done when the network is garbage-collected)."""
+        if self._disk is not None:
+            self._disk.close()
+
+    def __enter__(self) -> "Network":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def frames(self) -> dict[str, int]:
+        """Frames seen so far by each capture point, in path order (`pktemu run`'s table)."""
+        return {name: rec.count for name, rec in self._recorders.items()}
 
     # ------------------------------------------------------------------ sending
     def send(self, where: str, pkts: Any) -> None:
@@ -199,6 +263,8 @@ class Network:
     def sniff(self, point: str, lfilter: Callable[[Packet], bool] | None = None) -> PacketList:
         """What capture point `point` (`client-eth0` or `client/eth0`) saw so far, as Scapy packets."""
         name = self._point("sniff", point)
+        if not self._recorders[name].keep:
+            raise PktemuError("sniff: the network was loaded with keep_frames=False")
         pkts = [dissect(name, ts, d, data) for ts, d, data in self._recorders[name].records]
         if lfilter is not None:
             pkts = [p for p in pkts if lfilter(p)]
@@ -241,6 +307,38 @@ class Network:
     def results(self) -> list[dict[str, Any]]:
         """What each of the scenario's client applications saw (`pktemu run`'s client-result.json)."""
         return [r.result for r in self._runs]
+
+    def start_app(self, where: str, fn: Callable[..., Any] | str, **kwargs: Any) -> Any:
+        """Start a Python app `fn(api, **kwargs)` in pod or node `where` now; returns a handle with
+        `.result` and `.done` (docs/python-api.md, "Python pod applications")."""
+        from pktemu.apps.python import start_app
+        return start_app(self._node("start_app", where), fn, kwargs,
+                         f"{self.engine.topology.path}: start_app")
+
+    # ------------------------------------------------------------------ netfilter hooks
+    def hook(self, where: str, hook: str, priority: int = 0) -> Callable[[Any], Any]:
+        """Decorator: run `fn(ip_packet)` at `hook` of `where`, among its tables by `priority`
+        (docs/python-api.md, "Netfilter hooks")."""
+        from pktemu.api.hooks import add_hook
+        node = self._node("hook", where)
+
+        def register(fn: Any) -> Any:
+            add_hook(node, hook, priority, fn)
+            return fn
+        return register
+
+    def nfqueue(self, where: str, num: int, handler: Callable[[Any], Any] | None = None) -> Any:
+        """Bind `handler(pkt)` to NFQUEUE queue `num` of `where` (a decorator without `handler`)."""
+        from pktemu.api.hooks import add_queue
+        node = self._node("nfqueue", where)
+        if handler is not None:
+            add_queue(node, num, handler)
+            return handler
+
+        def register(fn: Any) -> Any:
+            add_queue(node, num, fn)
+            return fn
+        return register
 
     # ------------------------------------------------------------------ names
     def _node(self, what: str, where: str) -> Node:

@@ -26,17 +26,21 @@ Observer = Callable[["Recorder", int, bytes], None]
 class Recorder:
     """A tap on one device: every frame it sends or receives, as bytes, in order."""
 
-    __slots__ = ("name", "records", "observers")
+    __slots__ = ("name", "records", "observers", "keep", "count")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, keep: bool = True) -> None:
         self.name = name
         self.records: list[tuple[int, int, bytes]] = []
         self.observers: list[Observer] = []
+        self.keep = keep            # False: count and observe only (a long run written to disk)
+        self.count = 0
 
     def record(self, ts_ns: int, frame: "Frame", direction: str) -> None:
         data = bytes(frame.data)
         d = INBOUND if direction == "in" else OUTBOUND
-        self.records.append((ts_ns, d, data))
+        self.count += 1
+        if self.keep:
+            self.records.append((ts_ns, d, data))
         frame.notes = []        # a capture consumes the notes, as pktemu run's taps do
         if d == INBOUND:
             for obs in list(self.observers):

@@ -18,9 +18,10 @@ import yaml
 from rich.console import Console
 
 from pktemu import interrupt
+from pktemu.api.network import Network
 from pktemu.errors import PktemuError
 from pktemu.io.atomic import forget, make_temp_dir, remove_leftovers, remove_path
-from pktemu.io.run import check_out_dir, replace_dir, run_scenario
+from pktemu.io.run import check_out_dir, replace_dir
 from pktemu.io.topofile import load_topology, read_yaml
 
 NAME = "kernel"
@@ -68,7 +69,9 @@ def run(args: argparse.Namespace, out: Console) -> int:
         out.print(f"emulator: {topo_path}")
         t = load_topology(topo_path)
         for name in t.scenarios:
-            run_scenario(t, name, emu)
+            with Network(t, name, capture=emu, keep_frames=False) as net:
+                net.run()
+                net.write()
         _summarize(emu)
         cmp = subprocess.run([sys.executable, str(ORACLE / "oracle_summary.py"), "compare",
                               os.path.join(kernel, "summary.json"), os.path.join(emu, "summary.json"),

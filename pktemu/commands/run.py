@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
+from dataclasses import dataclass
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from pktemu.io.run import ScenarioOutcome, check_out_dir, run_scenario
+from pktemu.api.network import Network
+from pktemu.io.run import check_out_dir
 from pktemu.io.topofile import load_topology
-from pktemu.network import Network
+from pktemu.network import Drop
+from pktemu.network import Network as Engine
 
 NAME = "run"
 HELP = "run a topology's scenarios and write pcaps"
@@ -30,21 +33,34 @@ def run(args: argparse.Namespace, out: Console) -> int:
     t = load_topology(args.topology)
     names = args.scenario or list(t.scenarios)
     for n in names:                        # fail on bad names, rules or apps before writing anything
-        Network(t, t.scenario(n), args.seed)
+        Engine(t, t.scenario(n), args.seed)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                   TextColumn("{task.fields[vt]}"), console=out, transient=True,
                   disable=args.quiet or not out.is_terminal) as prog:
         for n in names:
             task = prog.add_task(n, total=1.0, vt="")
 
-            def update(now: int, limit: int, task: TaskID = task) -> None:
-                prog.update(task, completed=now / max(limit, 1), vt=f"t={now / 1e9:.3f}s")
+            def update(now: float, end: float, task: TaskID = task) -> None:
+                prog.update(task, completed=now / max(end, 1e-9), vt=f"t={now:.3f}s")
 
-            res = run_scenario(t, n, args.out, args.seed, update)
+            with Network(t, n, args.seed, capture=args.out, keep_frames=False) as net:
+                events = net.run(progress=update)
+                path = net.write()
+            res = ScenarioOutcome(n, path, net.frames, net.engine.drops, net.engine.sim.now, events)
             prog.remove_task(task)
             if not args.quiet:
                 report(out, res)
     return 0
+
+
+@dataclass
+class ScenarioOutcome:
+    name: str
+    out_dir: str
+    counts: dict[str, int]
+    drops: list[Drop]
+    virtual_ns: int
+    events: int
 
 
 def report(out: Console, res: ScenarioOutcome) -> None:

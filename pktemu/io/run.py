@@ -1,4 +1,4 @@
-"""Run one scenario of a topology and write its output directory, atomically.
+"""Write a scenario's output directory, atomically (`pktemu.Network.write`, `pktemu replay`).
 
 Layout (the kernel oracle's, so `oracle_summary.py` reads it as is):
 `OUT/<scenario>/pcap/<node>-<ifname>.pcap`, `all.pcapng`, `captures.tsv`, `scenario.json`,
@@ -9,53 +9,45 @@ temporary names and the removal of a killed run's leftovers are `pktemu.io.atomi
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
-from dataclasses import dataclass
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from pktemu import interrupt, topo
 from pktemu.errors import PktemuError
 from pktemu.io.atomic import forget, make_temp_dir, remove_leftovers, remove_path, temp_path
 from pktemu.io.capture import CaptureSet
-from pktemu.io.topofile_scenarios import result_files, scenario_end
+from pktemu.io.topofile_scenarios import result_files
 from pktemu.netfilter.xtables import save_rules
 from pktemu.net.device import NetDevice
-from pktemu.network import Drop, Network
-from pktemu.sim import MS
-
-SLICE_NS = 100 * MS        # progress is reported once per slice of virtual time
-
-
-@dataclass
-class ScenarioOutcome:
-    name: str
-    out_dir: str
-    counts: dict[str, int]
-    drops: list[Drop]
-    results: list[dict[str, Any]]
-    virtual_ns: int
-    events: int
+from pktemu.network import Network
 
 
 @dataclass
 class Output:
-    """A run's output directory while it is being written."""
+    """A run's output directory while it is being written: a hidden temporary folder in `root`
+    with every capture point attached, to be renamed to `root/name` once complete."""
     tmp: str
-    final: str
+    root: str
+    name: str
     caps: CaptureSet
     captured: list[tuple[str, NetDevice]]
 
+    @property
+    def final(self) -> str:
+        return os.path.join(self.root, self.name)
 
-@contextmanager
-def scenario_output(out_root: str, name: str, net: Network) -> Iterator[Output]:
-    """A hidden temporary directory with every capture point of `net` attached.
 
-    The block runs the network, closes `caps` and writes its state files; on normal exit the
-    directory is renamed to `out_root/name`, on any exception (a signal included) it is removed,
-    whatever signals arrive meanwhile. Leftovers of killed runs in `out_root` are removed first.
+def open_output(out_root: str, name: str, net: Network) -> Output:
+    """A hidden temporary directory in `out_root` with every capture point of `net` attached.
+
+    Attach it before the first frame: the merged pcapng's comments are computed as frames pass.
+    Leftovers of killed runs in `out_root` are removed first.
     """
     try:
         os.makedirs(out_root, exist_ok=True)
@@ -70,37 +62,79 @@ def scenario_output(out_root: str, name: str, net: Network) -> Iterator[Output]:
         captured = net.captures()
         for cname, dev in captured:
             caps.attach(cname, dev)
-        out = Output(tmp, os.path.join(out_root, name), caps, captured)
-        yield out
-        replace_dir(tmp, out.final)
+        return Output(tmp, out_root, name, caps, captured)
     except BaseException:
-        with interrupt.shielded():
-            try:
-                if caps is not None:
-                    caps.abort()
-            finally:
-                remove_path(tmp)
-                forget(tmp)
+        _discard(tmp, caps)
         raise
 
 
-def run_scenario(t: topo.Topology, name: str, out_root: str, seed: int | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> ScenarioOutcome:
-    sc = t.scenarios[name]
-    net = Network(t, sc, seed)
-    with scenario_output(out_root, name, net) as out:
-        runs = schedule_traffic(net, sc)
-        limit = scenario_end(sc)
-        events = 0
-        while not net.sim.stopped and net.sim.now < limit and net.sim.pending:
-            events += net.sim.run(until=min(limit, net.sim.now + SLICE_NS))
-            interrupt.check()
-            if progress is not None:
-                progress(net.sim.now, limit)
-        counts = {cname: tap.count for cname, tap in out.caps.taps.items()}
+def abort_output(out: Output) -> None:
+    """Remove the temporary directory and everything in it, whatever signals arrive meanwhile."""
+    _discard(out.tmp, out.caps)
+
+
+def _discard(tmp: str, caps: CaptureSet | None) -> None:
+    with interrupt.shielded():
+        try:
+            if caps is not None:
+                caps.abort()
+        finally:
+            remove_path(tmp)
+            forget(tmp)
+
+
+def finish_output(out: Output, net: Network, sc: topo.Scenario, runs: list[Any],
+                  out_root: str | None = None) -> str:
+    """Close the captures, write the state files and rename the directory into place, in
+    `out_root` if given (moved there first); on any failure nothing is left. Returns the path."""
+    try:
         out.caps.close()
         write_state(out.tmp, net, sc, out.captured, runs)
-    return ScenarioOutcome(name, out.final, counts, net.drops, [r.result for r in runs], net.sim.now, events)
+        if out_root is not None and os.path.abspath(out_root) != os.path.abspath(out.root):
+            _move(out, out_root)
+        replace_dir(out.tmp, out.final)
+    except BaseException:
+        abort_output(out)
+        raise
+    return out.final
+
+
+def _move(out: Output, out_root: str) -> None:
+    """Carry the finished temporary directory into `out_root` (a rename, or a copy across filesystems)."""
+    try:
+        os.makedirs(out_root, exist_ok=True)
+        remove_leftovers(out_root)
+    except OSError as e:
+        raise PktemuError(f"{out_root}: cannot write: {e.strerror or e}") from None
+    with interrupt.shielded():
+        dest = temp_path(out_root, out.name)
+        try:
+            try:
+                os.rename(out.tmp, dest)
+            except OSError as e:
+                if e.errno != errno.EXDEV:
+                    raise
+                shutil.copytree(out.tmp, dest)
+                remove_path(out.tmp)
+        except OSError as e:
+            remove_path(dest)
+            forget(dest)
+            raise PktemuError(f"{out_root}: cannot write: {e.strerror or e}") from None
+        forget(out.tmp)
+        out.tmp, out.root = dest, out_root
+
+
+@contextmanager
+def scenario_output(out_root: str, name: str, net: Network) -> Iterator[Output]:
+    """`open_output` as a block that runs the network, closes `caps` and writes its state files;
+    on normal exit the directory is renamed to `out_root/name`, on any exception it is removed."""
+    out = open_output(out_root, name, net)
+    try:
+        yield out
+        replace_dir(out.tmp, out.final)
+    except BaseException:
+        abort_output(out)
+        raise
 
 
 def schedule_traffic(net: Network, sc: topo.Scenario) -> list[Any]:

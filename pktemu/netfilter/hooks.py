@@ -1,6 +1,7 @@
-"""The netfilter hook runner of one namespace: tables, conntrack and NAT in kernel priority order.
+"""The netfilter hook runner of one namespace: a priority-ordered list of hook functions per hook.
 
-Per hook, the functions the kernel registers for IPv4 run in priority order:
+As the kernel's `nf_hook_entries`, each hook holds a sorted list of registered functions; the
+iptables tables, conntrack and NAT register what the kernel registers for IPv4:
 
     PREROUTING   raw(-300) conntrack-in(-200) mangle(-150) nat-dst(-100)
     INPUT        mangle(-150) filter(0) nat-src(100) confirm(INT_MAX)
@@ -8,31 +9,55 @@ Per hook, the functions the kernel registers for IPv4 run in priority order:
     OUTPUT       raw(-300) conntrack-in(-200) mangle(-150) nat-dst(-100) filter(0)
     POSTROUTING  mangle(-150) nat-src(100) confirm(INT_MAX)
 
-A table that is not loaded has no hook; NAT runs only when a nat table exists, as nf_nat hooks
-are registered by iptable_nat. Conntrack is active only while a ruleset is loaded (the gateway in
-the reference has none and tracks nothing). The first verdict other than ACCEPT ends the walk; a
-DROP takes the packet's unconfirmed conntrack entry with it.
+A table that is not loaded lets the packet through; NAT runs only when a nat table exists, as
+nf_nat hooks are registered by iptable_nat. Conntrack is active only while a ruleset is loaded
+(the gateway in the reference has none and tracks nothing). Other functions (Python hooks,
+later nftables base chains) `register` into the same lists; at equal priority the one
+registered first runs first, as in nf_hook_entries_grow. The first verdict other than ACCEPT
+ends the walk; a DROP takes the packet's unconfirmed conntrack entry with it.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 from pktemu.errors import PktemuError
 from pktemu.net.frame import IPPROTO_ICMP, Frame
 from pktemu.netfilter.conntrack import Conn, ConntrackTable
 from pktemu.netfilter.core import (
-    FORWARD, INPUT, IP_CT_NEW, IP_CT_RELATED, IP_CT_RELATED_REPLY, IPS_CONFIRMED, MANIP_SRC, NF_ACCEPT,
-    NF_DROP, OUTPUT, POSTROUTING, PREROUTING, HookState, NatRange, NodeView,
+    FORWARD, HOOKS, INPUT, IP_CT_NEW, IP_CT_RELATED, IP_CT_RELATED_REPLY, IPS_CONFIRMED, MANIP_SRC,
+    NF_ACCEPT, NF_DROP, OUTPUT, POSTROUTING, PREROUTING, HookState, NatRange, NodeView,
 )
 from pktemu.netfilter.nat import HOOK2MANIP, Nat, nat_initialized
 
-_TABLE, _CT_IN, _NAT, _CONFIRM = range(4)
-_PLAN: dict[str, tuple[tuple[int, str], ...]] = {
-    PREROUTING: ((_TABLE, "raw"), (_CT_IN, ""), (_TABLE, "mangle"), (_NAT, "nat")),
-    INPUT: ((_TABLE, "mangle"), (_TABLE, "filter"), (_NAT, "nat"), (_CONFIRM, "")),
-    FORWARD: ((_TABLE, "mangle"), (_TABLE, "filter")),
-    OUTPUT: ((_TABLE, "raw"), (_CT_IN, ""), (_TABLE, "mangle"), (_NAT, "nat"), (_TABLE, "filter")),
-    POSTROUTING: ((_TABLE, "mangle"), (_NAT, "nat"), (_CONFIRM, "")),
+INT_MAX = 2**31 - 1
+NF_IP_PRI_RAW, NF_IP_PRI_CONNTRACK, NF_IP_PRI_MANGLE = -300, -200, -150
+NF_IP_PRI_NAT_DST, NF_IP_PRI_FILTER, NF_IP_PRI_NAT_SRC = -100, 0, 100
+NF_IP_PRI_CONNTRACK_CONFIRM = INT_MAX
+
+#: A hook function: the verdict for the frame at `state.hook` (NF_ACCEPT goes on to the next one).
+HookFn = Callable[[Frame, HookState], int]
+
+
+class HookEntry(NamedTuple):
+    """One registered hook function. `where` names it in a drop reason (`filter verdict DROP`);
+    `reason`, when set, is the whole drop reason (a Python hook's own name and place)."""
+    priority: int
+    name: str
+    fn: HookFn
+    where: str = ""
+    reason: str | None = None
+
+
+_TABLES: dict[str, tuple[tuple[str, int], ...]] = {
+    PREROUTING: (("raw", NF_IP_PRI_RAW), ("conntrack-in", NF_IP_PRI_CONNTRACK), ("mangle", NF_IP_PRI_MANGLE),
+                 ("nat", NF_IP_PRI_NAT_DST)),
+    INPUT: (("mangle", NF_IP_PRI_MANGLE), ("filter", NF_IP_PRI_FILTER), ("nat", NF_IP_PRI_NAT_SRC),
+            ("confirm", NF_IP_PRI_CONNTRACK_CONFIRM)),
+    FORWARD: (("mangle", NF_IP_PRI_MANGLE), ("filter", NF_IP_PRI_FILTER)),
+    OUTPUT: (("raw", NF_IP_PRI_RAW), ("conntrack-in", NF_IP_PRI_CONNTRACK), ("mangle", NF_IP_PRI_MANGLE),
+             ("nat", NF_IP_PRI_NAT_DST), ("filter", NF_IP_PRI_FILTER)),
+    POSTROUTING: (("mangle", NF_IP_PRI_MANGLE), ("nat", NF_IP_PRI_NAT_SRC),
+                  ("confirm", NF_IP_PRI_CONNTRACK_CONFIRM)),
 }
 _LOOPBACK = 0x7F000001
 
@@ -45,53 +70,110 @@ class Netfilter:
         self.ruleset = ruleset
         self.conntrack = ConntrackTable(node)
         self.nat = Nat(self.conntrack, node)
+        #: NFQUEUE handlers by queue number (`-j NFQUEUE`; pktemu.netfilter.nfqueue)
+        self.queues: dict[int, Callable[[Frame, HookState], int]] = {}
+        self._hooks: dict[str, list[HookEntry]] = {h: [] for h in HOOKS}
+        if ruleset is not None:
+            for hook, plan in _TABLES.items():
+                for name, prio in plan:
+                    self.register(hook, HookEntry(prio, name, self._builtin(name),
+                                                  "conntrack" if name == "confirm" else name))
+        self._run: dict[str, tuple[tuple[HookFn, HookEntry], ...]] = {}
+        self._compile()
 
+    def _builtin(self, name: str) -> HookFn:
+        if name == "conntrack-in":
+            return self._ct_in
+        if name == "confirm":
+            return self._confirm
+        if name == "nat":
+            return self._nat
+        def table(frame: Frame, state: HookState, table: str = name) -> int:
+            rs: Any = self.ruleset
+            if not rs.has_table(table):
+                return NF_ACCEPT
+            verdict: int = rs.traverse(table, frame, state)
+            return verdict
+        return table
+
+    # ------------------------------------------------------------------ registration
+    def register(self, hook: str, entry: HookEntry) -> HookEntry:
+        """nf_register_net_hook: insert after every entry of lower or equal priority."""
+        entries = self._hooks.get(hook)
+        if entries is None:
+            raise PktemuError(f"{self.node.name}: unknown netfilter hook {hook!r} "
+                              f"(one of {', '.join(HOOKS)})")
+        at = len(entries)
+        while at and entries[at - 1].priority > entry.priority:
+            at -= 1
+        entries.insert(at, entry)
+        self._compile()
+        return entry
+
+    def unregister(self, hook: str, entry: HookEntry) -> None:
+        """nf_unregister_net_hook."""
+        self._hooks[hook].remove(entry)
+        self._compile()
+
+    def entries(self, hook: str) -> list[HookEntry]:
+        """The hook's functions in the order they run."""
+        return list(self._hooks[hook])
+
+    def _compile(self) -> None:
+        self._run = {h: tuple((e.fn, e) for e in es) for h, es in self._hooks.items() if es}
+
+    # ------------------------------------------------------------------ the hot path
     def hook(self, hook: str, frame: Frame, in_dev: str | None, out_dev: str | None,
              physin: str | None = None, physout: str | None = None,
              trace: list[Any] | None = None) -> int:
         """NF_HOOK(): run every hook function of `hook` on the frame; returns the verdict."""
-        rs = self.ruleset
-        if rs is None or not frame.is_ipv4:
+        entries = self._run.get(hook)
+        if entries is None:
+            if hook not in self._hooks and self.ruleset is not None:
+                raise PktemuError(f"{self.node.name}: unknown netfilter hook {hook!r}")
             return NF_ACCEPT
-        plan = _PLAN.get(hook)
-        if plan is None:
-            raise PktemuError(f"{self.node.name}: unknown netfilter hook {hook!r}")
+        if not frame.is_ipv4:
+            return NF_ACCEPT
         state = HookState(hook, in_dev, out_dev, self.node, self, physin, physout, trace)
-        verdict: int
-        for kind, table in plan:
-            if kind == _TABLE:
-                if not rs.has_table(table):
-                    continue
-                verdict = rs.traverse(table, frame, state)
-            elif kind == _CT_IN:
-                ct = frame.ct
-                if ct.__class__ is Conn and ct.owner is not self.conntrack:
-                    frame.ct = frame.ctinfo = None
-                if frame.ct is None:
-                    self.conntrack.conntrack_in(frame, hook)
-                continue
-            elif kind == _NAT:
-                if not rs.has_table(table):
-                    continue
-                verdict = self._nat_hook(rs, frame, state)
-            else:
-                verdict = self.conntrack.confirm(frame)
+        for fn, entry in entries:
+            verdict = fn(frame, state)
             if verdict != NF_ACCEPT:
                 if verdict == NF_DROP:
-                    self._dropped(frame, state, table or ("conntrack" if kind == _CONFIRM else ""))
+                    self._dropped(frame, state, entry)
                     ct = frame.ct
                     if ct.__class__ is Conn and not ct.status & IPS_CONFIRMED:
                         frame.ct = frame.ctinfo = None
                 return verdict
         return NF_ACCEPT
 
-    def _dropped(self, frame: Frame, state: HookState, where: str) -> None:
+    def _ct_in(self, frame: Frame, state: HookState) -> int:
+        ct = frame.ct
+        if ct.__class__ is Conn and ct.owner is not self.conntrack:
+            frame.ct = frame.ctinfo = None
+        if frame.ct is None:
+            self.conntrack.conntrack_in(frame, state.hook)
+        return NF_ACCEPT
+
+    def _confirm(self, frame: Frame, state: HookState) -> int:
+        verdict: int = self.conntrack.confirm(frame)
+        return verdict
+
+    def _nat(self, frame: Frame, state: HookState) -> int:
+        rs: Any = self.ruleset
+        if not rs.has_table("nat"):
+            return NF_ACCEPT
+        return self._nat_hook(rs, frame, state)
+
+    def _dropped(self, frame: Frame, state: HookState, entry: HookEntry) -> None:
         """NF_DROP is a kfree_skb too: tell the node which hook, rule and reason, for drops.txt."""
         drop = getattr(self.node, "drop", None)
         if drop is None:
             return
         note = state.extra.get("verdict_rule")
-        if note is not None:
+        where = entry.where
+        if entry.reason is not None:
+            reason = entry.reason
+        elif note is not None:
             table, _, rest = str(note).partition(":")
             reason = f"{table} {rest.partition(' ')[2]}: {note.rule_text}"
         elif frame.notes:
