@@ -52,6 +52,17 @@ def check_path(path: str, what: str = "") -> None:
                           "the file name contains a NUL byte")
 
 
+def not_a_file(path: str) -> str | None:
+    """Why `path` cannot be named as an input file (None if it is a regular file)."""
+    if os.path.isfile(path):
+        return None
+    if os.path.isdir(path):
+        return f"{path} is a directory, not a file"
+    if os.path.lexists(path):
+        return f"{path} is not a regular file"
+    return f"no such file: {path}"
+
+
 def read_text(path: str, what: str = "", limit: int = YAML_MAX_BYTES) -> str:
     """A UTF-8 text file of at most `limit` bytes; `what` names it in messages (`cannot read manifest`)."""
     cannot = f"cannot read{' ' + what if what else ''}"

@@ -118,7 +118,7 @@ def test_an_unwritten_network_leaves_nothing_behind(tmp_path: Path) -> None:
     gone.run(duration=0.5)
     del gone
     gc.collect()
-    assert os.listdir(tmp_path / "gc") == []
+    assert not (tmp_path / "gc").exists()                    # nor the folder it made for it
 
 
 def test_keep_frames_false_counts_without_keeping(tmp_path: Path) -> None:
@@ -135,3 +135,18 @@ def test_an_unwritable_capture_directory_is_one_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(pktemu.Error, match=r"file.*cannot write: Not a directory"):
         pktemu.Network.load(TOPOLOGY, "s1-clusterip", capture=tmp_path / "file" / "out")
+
+
+def test_files_of_your_own_go_into_the_directory_before_it_is_renamed(tmp_path: Path) -> None:
+    net = pktemu.Network.load(TOPOLOGY, "s1-clusterip", capture=tmp_path)
+    net.run(duration=0.01)
+    for bad in ("../x.txt", ".hidden", "pcap/x"):
+        with pytest.raises(pktemu.Error, match="expected a plain file name"):
+            net.write(files={bad: "x"})
+    assert not (tmp_path / "s1-clusterip").exists()              # refused before anything was closed
+    out = Path(net.write(files={"notes.txt": "checked by hand\n"}))
+    assert (out / "notes.txt").read_text() == "checked by hand\n" and (out / "drops.txt").is_file()
+    clash = pktemu.Network.load(TOPOLOGY, "s1-clusterip", capture=tmp_path / "clash")
+    with pytest.raises(pktemu.Error, match="'drops.txt' is a file the output already has"):
+        clash.write(files={"drops.txt": ""})
+    assert not (tmp_path / "clash").exists()

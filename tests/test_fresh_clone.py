@@ -1,4 +1,4 @@
-"""A fresh clone stands alone: in an empty folder with no neighbours (no ../shared), the suite
+"""A fresh clone stands alone: in an empty folder with no neighbours (nothing beside it), the suite
 collects and the tests that read reference material (kernel runs, captures, the oracle's
 summariser) pass, all from files inside the repository."""
 from __future__ import annotations

@@ -97,3 +97,100 @@ def test_a_client_segment_whose_data_offset_overruns_it_is_replayed(tmp_path: Pa
     stats = json.loads((out / "replay-doff" / "replay.json").read_text())
     assert stats["sent"]["packets"] == 2
     assert any("--ctstate INVALID -j DROP" in reason for reason in stats["dropped"])
+
+
+def test_a_manifest_whose_kind_is_not_a_string_is_one_line(tmp_path: Path) -> None:
+    """F1: `kind: [a]` in a manifest ended in exit 70 (unhashable type)."""
+    base = datapaths.ROOT / "topologies"
+    man = tmp_path / "bad.yaml"
+    services = (base / "k8s" / "service-test.yaml").read_text()
+    man.write_text(services.replace("kind: Service", "kind: [Service]", 1))
+    topo = tmp_path / "t.yaml"
+    topo.write_text((base / "service-test-k8s.yaml").read_text()
+                    .replace("k8s/service-test.yaml", str(man))
+                    .replace("k8s/service-test-pods.yaml", str(base / "k8s" / "service-test-pods.yaml"))
+                    .replace("extends: ", f"extends: {base}/"))
+    p = pktemu("validate", str(topo), check=False)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.count("\n") == 1 and "unsupported kind ['Service']" in p.stderr, p.stderr
+
+
+def test_dev_zero_as_a_rules_file_is_named_for_what_it_is(tmp_path: Path) -> None:
+    topo = tmp_path / "t.yaml"
+    topo.write_text((datapaths.ROOT / "topologies" / "service-test.yaml").read_text()
+                    .replace("iptables: kube-proxy-rules.iptables", "iptables: /dev/zero", 1))
+    p = pktemu("validate", str(topo), check=False)
+    assert p.returncode == 2
+    assert p.stderr.strip().endswith("iptables: /dev/zero is not a regular file"), p.stderr
+
+
+# F2: a name too long for a directory entry (with the temporary name's overhead) left an empty --out
+# behind, and the message named the output folder instead of the option or field at fault.
+@pytest.mark.parametrize(("name", "why"), [
+    ("x" * 250, "250 bytes long, more than the 202 a directory name can have here"),
+    ("x" * 203, "203 bytes long, more than the 202"),
+    ("é" * 102, "204 bytes long"),                  # bytes, not characters
+    ("..", "not a usable directory name"),
+    ("a/b", "not a usable directory name"),
+])
+def test_a_replay_name_that_cannot_be_a_folder_is_refused_before_anything_is_made(
+        tmp_path: Path, name: str, why: str) -> None:
+    cap = capture(tmp_path, [])
+    for out in (tmp_path / "new" / "out", tmp_path / "existing"):
+        if out.name == "existing":
+            out.mkdir()
+        status, err = replay(cap, out, "--name", name)
+        assert status == 2
+        assert err.startswith("pktemu: error: --name '") and err.count("\n") == 1, err
+        assert why in err, err
+        if out.name == "existing":
+            assert list(out.iterdir()) == []
+        else:
+            assert not (tmp_path / "new").exists()
+
+
+def test_a_replay_whose_default_name_is_too_long_asks_for_name(tmp_path: Path) -> None:
+    cap = Path(capture(tmp_path, [])).rename(tmp_path / ("c" * 200 + ".pcap"))
+    out = tmp_path / "out"
+    status, err = replay(str(cap), out)
+    assert status == 2 and err.count("\n") == 1
+    assert err.startswith("pktemu: error: --name: not given, and the default from the capture's file name")
+    assert err.endswith("is 207 bytes long, more than the 202 a directory name can have here (255, less 53 "
+                        "for its temporary name); give a shorter --name\n"), err
+    assert not out.exists()
+
+
+def test_a_replay_name_of_the_longest_length_is_written(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    status, err = replay(capture(tmp_path, []), out, "--name", "x" * 202)
+    assert (status, err) == (0, "")
+    assert (out / ("x" * 202) / "replay.json").is_file()
+    assert [p.name for p in out.iterdir()] == ["x" * 202]
+
+
+def _long_scenario(tmp_path: Path, length: int) -> tuple[Path, str]:
+    name = "s" * length
+    topo = tmp_path / "t.yaml"
+    topo.write_text(f"extends: {datapaths.DATA / 'lan.yaml'}\nscenarios:\n  {name}:\n"
+                    "    traffic: [{node: h1, app: {kind: ping, target: 10.9.0.2}}]\n")
+    return topo, name
+
+
+def test_a_scenario_name_too_long_for_its_output_folder_is_refused(tmp_path: Path) -> None:
+    topo, name = _long_scenario(tmp_path, 203)
+    out = tmp_path / "out"
+    p = pktemu("run", str(topo), "--out", str(out), "-q", check=False, timeout=60)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.startswith(f"pktemu: error: {topo}: scenarios.")
+    assert p.stderr.endswith("this one is 203 bytes long, more than the 202 a directory name can have "
+                             "here (255, less 53 for its temporary name)\n"), p.stderr    # middle cut short
+    assert not out.exists()
+    assert pktemu("validate", str(topo), check=False).returncode == 2
+
+
+def test_a_scenario_name_of_the_longest_length_runs(tmp_path: Path) -> None:
+    topo, name = _long_scenario(tmp_path, 202)
+    out = tmp_path / "out"
+    p = pktemu("run", str(topo), "--scenario", name, "--out", str(out), "-q", check=False, timeout=60)
+    assert (p.returncode, p.stderr) == (0, "")
+    assert json.loads((out / name / "client-result.json").read_text())["received"] == 1

@@ -227,7 +227,8 @@ def test_result_names_the_file_a_traffic_items_result_goes_to(tmp_path: Path) ->
     # the two entries without `result` share client-result.json, as a list in traffic order
     rest = json.loads((out / "client-result.json").read_text())
     assert [(r["target"], r["received"]) for r in rest] == [("10.9.0.3", 1), ("10.9.0.3", 1)]
-    assert sorted(p.name for p in out.glob("*.json")) == ["client-result.json", "h2.json", "scenario.json"]
+    assert sorted(p.name for p in out.glob("*.json")) == ["client-result.json", "h2.json", "scenario.json",
+                                                          "server-result.json"]
 
 
 @pytest.mark.parametrize("name", ["scenario.json", "drops.txt", "../x.json", "pcap", ".x.json", "a b.json"])

@@ -14,9 +14,10 @@ import pytest
 
 from conftest import pktemu
 
+TOOLS = ("ip", "bridge", "iptables-restore", "tcpdump", "conntrack", "tshark", "ethtool")
 pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("ip") is None,
-    reason="builds network namespaces: needs root and iproute2 (CI runs it)")
+    os.geteuid() != 0 or any(shutil.which(t) is None for t in TOOLS),
+    reason="builds network namespaces: needs root and " + ", ".join(TOOLS) + " (CI has them)")
 
 
 @pytest.mark.parametrize("brnf", [1, 0])

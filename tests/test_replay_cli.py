@@ -32,6 +32,7 @@ def test_summary_reads_like_tcpreplays_and_the_output_like_a_run(tmp_path: Path)
     out = tmp_path / "replay-http_get_session"
     files = sorted(str(f.relative_to(out)) for f in out.rglob("*") if f.is_file())
     assert files == sorted(["all.pcapng", "captures.tsv", "scenario.json", "drops.txt", "replay.json",
+                            "server-result.json",
                             "conntrack-gw.txt", "conntrack-node1.txt", "conntrack-node2.txt",
                             "iptables-save-node1.txt", "iptables-save-node2.txt"]
                            + [f"pcap/{n}.pcap" for n in POINTS])
@@ -60,7 +61,7 @@ def test_same_input_same_bytes(tmp_path: Path) -> None:
     a, b = tmp_path / "a" / "replay-http_get_session", tmp_path / "b" / "replay-http_get_session"
     names = [str(f.relative_to(a)) for f in sorted(a.rglob("*")) if f.is_file() and f.name != "replay.json"]
     match, mismatch, errors = filecmp.cmpfiles(a, b, names, shallow=False)
-    assert not mismatch and not errors and len(match) == len(names) == 21
+    assert not mismatch and not errors and len(match) == len(names) == 22
     ja, jb = (json.loads((d / "replay.json").read_text()) for d in (a, b))
     ja.pop("out_dir")
     jb.pop("out_dir")

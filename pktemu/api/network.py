@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 from scapy.layers.inet import IP
@@ -21,7 +21,7 @@ from pktemu.api.output import DiskCapture
 from pktemu.api.packets import ethernet_frame, expand, ip_datagram
 from pktemu.api.taps import INBOUND, Recorder, dissect, stamp
 from pktemu.errors import PktemuError, excerpt
-from pktemu.io.run import schedule_traffic
+from pktemu.io.run import schedule_traffic, server_results
 from pktemu.io.topofile import load_topology
 from pktemu.io.topofile_scenarios import scenario_end
 from pktemu.net import ipv4
@@ -34,6 +34,9 @@ from pktemu.netfilter.conntrack_tuple import CtTuple
 from pktemu.netfilter.xtables import save_rules
 from pktemu.network import Network as Engine
 from pktemu.sim import MS, SECOND
+
+if TYPE_CHECKING:
+    from pktemu.api.trace import Trace
 
 SLICE_NS = 100 * MS        # a scenario plays in slices of virtual time: progress, signals
 
@@ -63,7 +66,8 @@ class Network:
     """An emulated network on a virtual clock, spoken to in Scapy packets (docs/python-api.md)."""
 
     def __init__(self, t: topo.Topology, scenario: str | None = None, seed: int | None = None, *,
-                 capture: bool | str | os.PathLike[str] | None = None, keep_frames: bool = True) -> None:
+                 capture: bool | str | os.PathLike[str] | None = None, keep_frames: bool = True,
+                 traffic: bool = True) -> None:
         sc = t.scenario(scenario)
         #: the engine underneath, for what this class does not wrap
         self.engine = Engine(t, sc, seed)
@@ -77,12 +81,14 @@ class Network:
         self._points: dict[str, str] = {}
         self._node_recorders: dict[str, list[Recorder]] = {}
         for cname, dev in self.engine.captures():
-            rec = Recorder(cname, keep_frames)
-            dev.taps.append(rec)
+            # before a disk capture's tap, which takes the notes its all.pcapng comment is made of
+            rec = Recorder(cname, keep_frames, consume=self._disk is None)
+            dev.taps.insert(0, rec)
             self._recorders[cname] = rec
             self._points[cname] = self._points[f"{dev.node.name}/{dev.name}"] = cname
             self._node_recorders.setdefault(dev.node.name, []).append(rec)
-        self._runs = schedule_traffic(self.engine, sc) if sc is not None else []
+        # traffic=False: the scenario's overrides and timeline without its clients (`pktemu trace`)
+        self._runs = schedule_traffic(self.engine, sc) if sc is not None and traffic else []
 
     @classmethod
     def load(cls, source: str | os.PathLike[str] | dict[str, Any], scenario: str | None = None,
@@ -165,14 +171,14 @@ class Network:
         return events
 
     # ------------------------------------------------------------------ output
-    def write(self, out: str | os.PathLike[str] | None = None) -> str:
+    def write(self, out: str | os.PathLike[str] | None = None, *, files: dict[str, str] | None = None) -> str:
         """Write `out/<scenario>/` as `pktemu run --out out` does (pcaps, all.pcapng with its
-        comments, state files), atomically; `out` defaults to `capture`'s. Returns its path.
-        Needs `capture=`; captures stop here (once per network)."""
+        comments, state files, and `files`, name -> text, of your own), atomically; `out` defaults
+        to `capture`'s. Returns its path. Needs `capture=`; captures stop here (once per network)."""
         if self._disk is None:
             raise PktemuError("write: load the network with capture=DIR (or True): the comments of "
                               "all.pcapng are computed as frames pass")
-        return self._disk.write(self.engine, self.scenario, self._runs, out)
+        return self._disk.write(self.engine, self.scenario, self._runs, out, files)
 
     @property
     def output(self) -> str | None:
@@ -265,7 +271,7 @@ class Network:
         name = self._point("sniff", point)
         if not self._recorders[name].keep:
             raise PktemuError("sniff: the network was loaded with keep_frames=False")
-        pkts = [dissect(name, ts, d, data) for ts, d, data in self._recorders[name].records]
+        pkts = [dissect(name, *rec) for rec in self._recorders[name].records]
         if lfilter is not None:
             pkts = [p for p in pkts if lfilter(p)]
         return PacketList(pkts, name)
@@ -308,6 +314,12 @@ class Network:
         """What each of the scenario's client applications saw (`pktemu run`'s client-result.json)."""
         return [r.result for r in self._runs]
 
+    @property
+    def server_results(self) -> dict[str, list[dict[str, Any]]]:
+        """What each app of the topology's pods and nodes (servers, not the scenario's traffic) saw so
+        far, by pod: `{pod: [{"app": kind, "result": {...}}]}` (`pktemu run`'s server-result.json)."""
+        return server_results(self.engine, self._runs)
+
     def start_app(self, where: str, fn: Callable[..., Any] | str, **kwargs: Any) -> Any:
         """Start a Python app `fn(api, **kwargs)` in pod or node `where` now; returns a handle with
         `.result` and `.done` (docs/python-api.md, "Python pod applications")."""
@@ -340,16 +352,32 @@ class Network:
             return fn
         return register
 
+    # ------------------------------------------------------------------ tracing
+    def trace(self, where: str, dst: str, proto: str = "tcp", sport: int | None = None, *,
+              dport: int | None = None, timeout: float = 3.5) -> "Trace":
+        """`pktemu trace` through this network: send one TCP SYN (UDP datagram, DNS query to port
+        53) from `where` to `dst` (`"10.3.241.152:80"`, `"IP:PORT/udp"`, or an address and
+        `dport=`), run the clock until its reply is back or `timeout` virtual seconds have passed,
+        and return the path as `pktemu trace --json` prints it: a `dict` whose `str()` is the tree
+        (docs/python-api.md, "Tracing")."""
+        from pktemu.api.trace import run_trace
+        node = self._node("trace", where)
+        sc = self.scenario.name if self.scenario is not None else None
+        return run_trace(self.engine, sc, node.name, where, dst, proto, sport, dport,
+                         _ns("trace", "timeout", timeout))
+
     # ------------------------------------------------------------------ names
     def _node(self, what: str, where: str) -> Node:
-        node = self.engine.nodes.get(where) if isinstance(where, str) else None
-        if node is None:
-            have = ", ".join(self.engine.nodes)
-            raise PktemuError(f"{what}: no pod or node {excerpt(where)} (have: {have})")
-        return node
+        """A topology namespace by its name, or a Kubernetes Pod by its `namespace/name`."""
+        from pktemu.api.names import find_node
+        return find_node(self.engine, what, where)
 
     def _point(self, what: str, point: str) -> str:
         name = self._points.get(point) if isinstance(point, str) else None
+        if name is None and isinstance(point, str) and "/" in point:
+            from pktemu.api.names import pod_point
+            pod = pod_point(self.engine, point)        # a Pod's `namespace/name[/ifname]`
+            name = self._points.get(pod) if pod is not None else None
         if name is None:
             have = ", ".join(self._recorders)
             raise PktemuError(f"{what}: no capture point {excerpt(point)} (have: {have})")

@@ -14,7 +14,7 @@ from typing import Any
 
 from pktemu import topo
 from pktemu.errors import PktemuError
-from pktemu.io.run import abort_output, finish_output, open_output
+from pktemu.io.run import abort_output, check_files, finish_output, open_output
 from pktemu.network import Network as Engine
 
 
@@ -43,16 +43,17 @@ class DiskCapture:
         self._finalizer.detach()
 
     def write(self, engine: Engine, sc: topo.Scenario | None, runs: list[Any],
-              out: str | os.PathLike[str] | None) -> str:
+              out: str | os.PathLike[str] | None, files: dict[str, str] | None = None) -> str:
         if self.written is not None:
             raise PktemuError(f"write: already written to {self.written}")
         if self.closed:
             raise PktemuError("write: the network's captures were closed")
         if out is None and self.root is None:
             raise PktemuError("write: give the output directory (loaded with capture=True)")
+        check_files(files)
         self._detach()
         root = os.fspath(out) if out is not None else None
-        self.written = finish_output(self.out, engine, sc or topo.Scenario(self.name), runs, root)
+        self.written = finish_output(self.out, engine, sc or topo.Scenario(self.name), runs, root, files)
         return self.written
 
     def close(self) -> None:

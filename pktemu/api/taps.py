@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from scapy.layers.l2 import Ether
 from scapy.utils import EDecimal
 
+from pktemu.explain.comment import frame_comment
 from pktemu.sim import EPOCH_NS
 
 if TYPE_CHECKING:
@@ -26,13 +27,14 @@ Observer = Callable[["Recorder", int, bytes], None]
 class Recorder:
     """A tap on one device: every frame it sends or receives, as bytes, in order."""
 
-    __slots__ = ("name", "records", "observers", "keep", "count")
+    __slots__ = ("name", "records", "observers", "keep", "consume", "count")
 
-    def __init__(self, name: str, keep: bool = True) -> None:
+    def __init__(self, name: str, keep: bool = True, consume: bool = True) -> None:
         self.name = name
-        self.records: list[tuple[int, int, bytes]] = []
+        self.records: list[tuple[int, int, bytes, str | None]] = []
         self.observers: list[Observer] = []
         self.keep = keep            # False: count and observe only (a long run written to disk)
+        self.consume = consume      # False: a disk capture after this tap takes the notes
         self.count = 0
 
     def record(self, ts_ns: int, frame: "Frame", direction: str) -> None:
@@ -40,8 +42,11 @@ class Recorder:
         d = INBOUND if direction == "in" else OUTBOUND
         self.count += 1
         if self.keep:
-            self.records.append((ts_ns, d, data))
-        frame.notes = []        # a capture consumes the notes, as pktemu run's taps do
+            notes = frame.notes
+            comment = frame_comment(direction, notes, frame, ts_ns) if notes else None
+            self.records.append((ts_ns, d, data, comment))
+        if self.consume:
+            frame.notes = []    # a capture consumes the notes, as pktemu run's taps do
         if d == INBOUND:
             for obs in list(self.observers):
                 obs(self, ts_ns, data)
@@ -52,10 +57,12 @@ def stamp(ts_ns: int) -> EDecimal:
     return EDecimal(EPOCH_NS + ts_ns) / EDecimal(1_000_000_000)
 
 
-def dissect(name: str, ts_ns: int, direction: int, data: bytes) -> Any:
-    """One recorded frame as a Scapy packet, stamped as Scapy's sniff and pcap readers stamp it."""
+def dissect(name: str, ts_ns: int, direction: int, data: bytes, comment: str | None = None) -> Any:
+    """One recorded frame as a Scapy packet, stamped as Scapy's sniff and pcap readers stamp it,
+    with all.pcapng's explain comment (None for a frame nothing happened to since its last capture)."""
     pkt = Ether(data)
     pkt.time = stamp(ts_ns)
     pkt.sniffed_on = name
     pkt.direction = direction
+    pkt.comment = comment.encode() if comment is not None else None    # bytes, as PcapNgReader gives it
     return pkt

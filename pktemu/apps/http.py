@@ -112,12 +112,13 @@ def start_server(node: "Node", params: dict[str, Any], result: dict[str, Any],
             sim.schedule(cfg["response_delay"], write)
 
         def write() -> None:
-            if conn.state not in (ESTABLISHED, CLOSE_WAIT):
-                return
-            conn.send(cfg["response"])
-            served.append({"peer": f"{int2ip(conn.daddr)}:{conn.dport}", "t_ns": sim.now,
-                           "request_line": bytes(buf).split(b"\r\n", 1)[0].decode("latin-1")})
-            sim.schedule(cfg["close_delay"], conn.close)
+            sent = conn.state in (ESTABLISHED, CLOSE_WAIT)
+            served.append({"peer": f"{int2ip(conn.daddr)}:{conn.dport}",
+                           "local": f"{int2ip(conn.saddr)}:{conn.sport}", "t_ns": sim.now,
+                           **request_summary(bytes(buf)), "status": 200 if sent else None})
+            if sent:
+                conn.send(cfg["response"])
+                sim.schedule(cfg["close_delay"], conn.close)
 
         def on_data(data: bytes) -> None:
             buf.extend(data)
@@ -132,6 +133,17 @@ def start_server(node: "Node", params: dict[str, Any], result: dict[str, Any],
         conn.on_error = lambda _errno: idle.cancel()
 
     node.tcp.listen(cfg["port"], on_accept)
+
+
+def request_summary(request: bytes) -> dict[str, Any]:
+    """What the server read of a request (server-result.json): its request line split into method
+    and path, and the Host header; fields it did not get are None."""
+    head = request.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    parts = head[0].split(" ")
+    host = next((h.split(":", 1)[1].strip() for h in head[1:]
+                 if ":" in h and h.split(":", 1)[0].strip().lower() == "host"), None)
+    return {"request_line": head[0], "method": parts[0] or None,
+            "path": parts[1] if len(parts) > 1 else None, "host": host}
 
 
 # ---------------------------------------------------------------------------- http-client

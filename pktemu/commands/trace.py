@@ -1,8 +1,9 @@
 """`pktemu trace TOPOLOGY --from POD|NODE --to IP:PORT[/tcp|udp]`: one packet and its reply, hop by hop.
 
-A freshly built network (with the scenario's overrides when --scenario is given) sends one TCP
-SYN or UDP datagram from the pod's or node's own stack; every device, netfilter hook, matched
-rule, translation and drop on its way and on its reply's way is printed as a tree, in the
+A freshly built `pktemu.Network` (with the scenario's overrides and timeline when --scenario
+is given, not its client traffic) sends one TCP SYN or UDP datagram from the pod's or node's
+own stack (`Network.trace`); every device, netfilter hook, matched rule, Python hook, NFQUEUE
+verdict, translation and drop on its way and on its reply's way is printed as a tree, in the
 style of `nft monitor trace`, or as JSON with --json.
 """
 from __future__ import annotations
@@ -13,11 +14,10 @@ import re
 
 from rich.console import Console
 
+from pktemu.api.network import Network
 from pktemu.errors import PktemuError
-from pktemu.explain.collect import WAIT_NS, trace_packet
-from pktemu.explain.render import TraceReport, report_tree
+from pktemu.explain.collect import WAIT_NS
 from pktemu.io.topofile import load_topology
-from pktemu.network import Network
 
 NAME = "trace"
 HELP = "trace one packet and its reply through the emulated network"
@@ -28,7 +28,8 @@ _TARGET = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})(?:/(tcp|udp))?$")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("topology")
-    p.add_argument("--from", dest="origin", required=True, metavar="POD|NODE", help="where the packet starts")
+    p.add_argument("--from", dest="origin", required=True, metavar="POD|NODE",
+                   help="where the packet starts: a pod or node, or a Kubernetes pod as namespace/name")
     p.add_argument("--to", dest="target", required=True, metavar="IP:PORT[/tcp|udp]",
                    help="destination (default protocol tcp)")
     p.add_argument("--scenario", help="apply this scenario's overrides (hairpin, sysctls) first")
@@ -48,17 +49,15 @@ def parse_target(text: str) -> tuple[str, int, str]:
 def run(args: argparse.Namespace, out: Console) -> int:
     daddr, dport, proto = parse_target(args.target)
     t = load_topology(args.topology)
-    sc = t.scenario(args.scenario)
+    t.scenario(args.scenario)
     if args.sport is not None and not 0 < args.sport < 65536:
         raise PktemuError(f"trace --sport {args.sport}: not a port (1-65535)")
-    net = Network(t, sc, args.seed)
-    rec = trace_packet(net, args.origin, daddr, dport, proto, args.sport)
-    rep = TraceReport(args.origin, f"{daddr}:{dport}/{proto}", args.topology, args.scenario, WAIT_NS,
-                      rec.request, rec.reply)
+    net = Network(t, args.scenario, args.seed, keep_frames=False, traffic=False)
+    tr = net.trace(args.origin, f"{daddr}:{dport}/{proto}", proto, args.sport, timeout=WAIT_NS / 1e9)
     if args.json:
-        out.file.write(json.dumps(rep.to_json(), indent=2) + "\n")
+        out.file.write(json.dumps(tr, indent=2) + "\n")
         return 0
     # type(out): the CLI's console class, which reports a closed stdout as the CLI does
     wide = out if out.is_terminal else type(out)(file=out.file, width=10_000, color_system=None)
-    wide.print(report_tree(rep))
+    wide.print(tr.tree())
     return 0

@@ -39,15 +39,30 @@ class Recorder:
         self.in_hook = 0                 # hook depth: a drop reported inside a hook leaves it its notes
         self._forms: set[tuple[str, str, str, int | None, int | None]] = set()
         self._ids = net.sim.rng("trace-id")
+        self._undo: list[Callable[[], None]] = []
         for node in net.nodes.values():
             self._install(node)
 
     # ------------------------------------------------------------------ plumbing
     def _install(self, node: "Node") -> None:
-        node.nf = _TracingHooks(node.nf, self, node)
-        for dev in node.devices.values():
-            dev.taps.append(_TraceTap(self, node, dev.name))
-        sink = node.drop_sink
+        nf, traced = node.nf, _TracingHooks(node.nf, self, node)
+        node.nf = traced
+        taps = [(dev, _TraceTap(self, node, dev.name)) for dev in node.devices.values()]
+        for dev, tap in taps:
+            dev.taps.insert(0, tap)          # before the capture taps, which consume the notes
+        sink, protocols = node.drop_sink, dict(node.protocols)
+
+        def undo() -> None:
+            if node.nf is traced:
+                node.nf = nf
+            for dev, tap in taps:
+                if tap in dev.taps:
+                    dev.taps.remove(tap)
+            node.drop_sink = sink
+            for proto, entry in protocols.items():
+                if proto in node.protocols:
+                    node.protocols[proto] = entry
+        self._undo.append(undo)
 
         def drop_sink(name: str, where: str, reason: str, frame: "Frame") -> None:
             if sink is not None:
@@ -57,6 +72,13 @@ class Recorder:
         node.drop_sink = drop_sink
         for proto, (rcv, err) in list(node.protocols.items()):
             node.protocols[proto] = (self._delivery(node, proto, rcv), err)
+
+    def uninstall(self) -> None:
+        """Give every node back its own netfilter, taps, drop sink and protocol handlers (a
+        live `pktemu.Network` goes on after the trace)."""
+        self.done = True
+        while self._undo:
+            self._undo.pop()()
 
     def _delivery(self, node: "Node", proto: int, rcv: Rcv) -> Rcv:
         def deliver(frame: "Frame") -> None:
@@ -83,7 +105,7 @@ class Recorder:
         else:
             return None
         frame.meta[_KEY] = tp
-        frame.meta[_CURSOR] = 0
+        frame.meta[_CURSOR] = (frame.notes, 0)
         return tp
 
     def _answers(self, v: PacketView | None) -> bool:
@@ -107,9 +129,16 @@ class Recorder:
 
     @staticmethod
     def new_notes(frame: "Frame") -> list[str]:
-        start = frame.meta.get(_CURSOR, 0)
-        frame.meta[_CURSOR] = len(frame.notes)
-        return list(frame.notes[start:])
+        """The notes added since the last look. A capture tap replaces the list with an empty one
+        (then all of it is new); a copy of the frame has a copy of the list (then the same notes
+        up to the cursor, the same objects, were seen already)."""
+        seen, start = frame.meta.get(_CURSOR, (frame.notes, 0))
+        notes = frame.notes
+        if seen is not notes and (len(notes) < start
+                                  or any(a is not b for a, b in zip(seen[:start], notes, strict=False))):
+            start = 0
+        frame.meta[_CURSOR] = (notes, len(notes))
+        return list(notes[start:])
 
     def tapped(self, node: "Node", dev: str, frame: "Frame", direction: str) -> None:
         tp = self.packet_of(frame, node)
@@ -166,7 +195,8 @@ class _TracingHooks:
              physin: str | None = None, physout: str | None = None) -> int:
         tp = self.rec.packet_of(frame, self.node)
         inner = self.inner
-        if tp is None or not isinstance(inner, Netfilter) or inner.ruleset is None or not frame.is_ipv4:
+        if (tp is None or not isinstance(inner, Netfilter) or not frame.is_ipv4
+                or (inner.ruleset is None and not inner.entries(hook))):
             return int(inner.hook(hook, frame, in_dev, out_dev, physin, physout))
         now, view = self.rec.net.sim.now, PacketView.of(frame)
         before = self.rec.new_notes(frame)           # routing/bridge/neighbour decisions since the last event
@@ -182,7 +212,9 @@ class _TracingHooks:
         finally:
             self.rec.in_hook -= 1
         ev.rules = [RuleStep(t["table"], t["chain"], t["rulenum"], t["rule"], t["verdict"],
-                             rule_target(t["rule"]) if t["rulenum"] is not None else "") for t in trace]
+                             rule_target(t["rule"]) if t["rulenum"] is not None else "", t.get("priority"))
+                    for t in trace]
+        _queued_after_rule(ev.rules)
         ev.verdict = _VERDICTS.get(verdict, "stolen")
         ev.notes = self.rec.new_notes(frame)
         after = PacketView.of(frame)
@@ -194,12 +226,26 @@ class _TracingHooks:
         return int(verdict)
 
 
+def _queued_after_rule(steps: list[RuleStep]) -> None:
+    """An NFQUEUE handler answers while its rule runs, so its step is recorded first; show the
+    rule that queued the packet, then the handler's verdict."""
+    i = 0
+    while i < len(steps) - 1:
+        if steps[i].table == "nfqueue" and steps[i + 1].target == "NFQUEUE":
+            steps[i], steps[i + 1] = steps[i + 1], steps[i]
+            i += 1
+        i += 1
+
+
 WAIT_NS = 3_500_000_000     # longest wait for a reply: ARP gives up after 3 s and answers host-unreachable
 
 
 def trace_packet(net: "Network", origin: str, daddr: str, dport: int, proto: str, sport: int | None = None,
                  wait_ns: int = WAIT_NS) -> Recorder:
-    """Send one TCP SYN or UDP datagram from `origin`'s own stack and record it and its reply."""
+    """Send one TCP SYN or UDP datagram from `origin`'s own stack and record it and its reply.
+
+    The clock runs until the reply reaches `origin` or `wait_ns` have passed, whatever else stops
+    the simulator meanwhile (a scenario's end); the recorder is uninstalled before returning."""
     from pktemu.apps.dnswire import build_query
     from pktemu.errors import PktemuError
     from pktemu.net.frame import ip2int
@@ -207,13 +253,20 @@ def trace_packet(net: "Network", origin: str, daddr: str, dport: int, proto: str
     node = net.nodes.get(origin)
     if node is None:
         raise PktemuError(f"trace: no pod or node {origin!r} (have: {', '.join(net.nodes)})")
+    sim = net.sim
     rec = Recorder(net, origin)
-    dst = ip2int(daddr)
-    if proto == "tcp":
-        node.tcp.connect(dst, dport, sport=sport)
-    else:
-        payload = build_query(0x7472, "pktemu-trace.invalid") if dport == 53 else b"pktemu trace\n"
-        node.udp.bind(sport or 0, None).sendto(payload, dst, dport)
-    net.sim.run(until=net.sim.now + wait_ns)
-    rec.done = True
+    try:
+        dst = ip2int(daddr)
+        if proto == "tcp":
+            node.tcp.connect(dst, dport, sport=sport)
+        else:
+            payload = build_query(0x7472, "pktemu-trace.invalid") if dport == 53 else b"pktemu trace\n"
+            node.udp.bind(sport or 0, None).sendto(payload, dst, dport)
+        end = sim.now + wait_ns
+        while not rec.done and sim.now < end:
+            sim.stopped = False
+            sim.run(until=end)
+    finally:
+        sim.stopped = False
+        rec.uninstall()
     return rec

@@ -109,13 +109,18 @@ def _quoted(frame: Frame) -> str | None:
 
 @dataclass
 class RuleStep:
-    """One rule the packet matched (or a chain policy), as the rules engine's trace reports it."""
+    """One rule the packet matched (or a chain policy), as the rules engine's trace reports it.
+
+    A Python hook is a step of table "python" (`rule` its name, `priority` its place in the
+    hook); an NFQUEUE handler's verdict one of table "nfqueue" (`rule`: the queue number and
+    the packet id), both with `chain` the netfilter hook."""
     table: str
     chain: str
     rulenum: int | None
     rule: str
     verdict: str                  # JUMP, GOTO, ACCEPT, DROP, CONTINUE, RETURN (policy: ACCEPT/DROP)
     target: str                   # the -j/-g word ("" for a policy)
+    priority: int | None = None   # Python hooks only
 
 
 @dataclass
@@ -165,8 +170,15 @@ def _event_json(e: Event) -> dict[str, Any]:
         if isinstance(v, PacketView):
             v = asdict(v)
         elif f.name == "rules":
-            v = [asdict(r) for r in v]
+            v = [_step_json(r) for r in v]
         elif f.name == "notes":
             v = [str(n) for n in v]
         d[f.name] = v
+    return d
+
+
+def _step_json(r: RuleStep) -> dict[str, Any]:
+    d = asdict(r)
+    if d["priority"] is None:
+        del d["priority"]
     return d

@@ -64,7 +64,11 @@ def nft_lines(tp: TracedPacket, ev: Event, ct_changed: bool = True) -> list[str]
                                                ("physout", ev.physout)) if v)
     lines = [f"{tid} ip {ev.hook} packet:{devs} {ev.packet.nft() if ev.packet else ''}".rstrip()]
     for r in ev.rules:
-        if r.rulenum is None:
+        if r.table == "python":
+            lines.append(f"{tid} python hook {r.rule} (prio {r.priority}): {r.verdict.lower()}")
+        elif r.table == "nfqueue":
+            lines.append(f"{tid} nfqueue {r.rule}: {r.verdict.lower()}")
+        elif r.rulenum is None:
             lines.append(f"{tid} ip {r.table} {r.chain} policy {r.verdict.lower()}")
         else:
             lines.append(f"{tid} ip {r.table} {r.chain} rule {r.rule} (verdict {verdict_words(r)})")

@@ -27,6 +27,11 @@ BUFFER = 1 << 20
 TEMP_NAME = re.compile(r"\.(?P<name>.+)\.pktemu-(?P<pid>[0-9]{1,10})-(?P<start>[0-9]{1,20})-[0-9a-f]{8}"
                        r"\.(?P<kind>tmp|old)")
 
+#: What a temporary name adds to `<name>` at most: `.`, `.pktemu-`, pid, `-`, start, `-`, 8 hex, `.tmp`.
+TEMP_OVERHEAD = 1 + len(".pktemu-") + 10 + 1 + 20 + 1 + 8 + len(".tmp")
+#: The longest name (in bytes) of an output written under a temporary name: NAME_MAX less the overhead.
+MAX_ENTRY_NAME = 255 - TEMP_OVERHEAD
+
 _ours: set[str] = set()             # temporaries of this process not yet renamed into place or removed
 _swept: set[str] = set()            # folders already cleared of leftovers by this process
 _start: tuple[int, int] = (0, 0)    # (pid, start ticks), recomputed after a fork
@@ -50,6 +55,22 @@ def temp_path(directory: str, name: str, kind: str = "tmp") -> str:
     path = os.path.join(directory, f".{name}.pktemu-{pid}-{_start[1]}-{secrets.token_hex(4)}.{kind}")
     _ours.add(path)
     return path
+
+
+def entry_name_problem(name: str) -> str | None:
+    """Why `name` cannot be an output folder written atomically in a directory, or None if it can."""
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        return "not a usable directory name"
+    if name.startswith("."):
+        return "not a usable directory name (a leading '.' is kept for temporary names)"
+    try:
+        size = len(os.fsencode(name))
+    except UnicodeEncodeError:
+        return "not a usable directory name (not encodable as a file name)"
+    if size > MAX_ENTRY_NAME:
+        return (f"{size} bytes long, more than the {MAX_ENTRY_NAME} a directory name can have here "
+                f"(255, less {TEMP_OVERHEAD} for its temporary name)")
+    return None
 
 
 def forget(path: str) -> None:

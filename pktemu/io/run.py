@@ -1,8 +1,9 @@
-"""Write a scenario's output directory, atomically (`pktemu.Network.write`, `pktemu replay`).
+"""Write a scenario's output directory, atomically (`pktemu.Network.write`: `pktemu run` and `replay`).
 
 Layout (the kernel oracle's, so `oracle_summary.py` reads it as is):
 `OUT/<scenario>/pcap/<node>-<ifname>.pcap`, `all.pcapng`, `captures.tsv`, `scenario.json`,
-`client-result.json`, `conntrack-<node>.txt`, `iptables-save-<node>.txt`, `drops.txt`.
+`client-result.json`, `conntrack-<node>.txt`, `iptables-save-<node>.txt`, `drops.txt`; and ours,
+`server-result.json`.
 Everything is written into a hidden temporary directory next to the final one and renamed into
 place at the end, so an interrupted run leaves the previous output (or nothing), never half a run;
 temporary names and the removal of a killed run's leftovers are `pktemu.io.atomic`'s.
@@ -12,20 +13,23 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from pktemu import interrupt, topo
-from pktemu.errors import PktemuError
-from pktemu.io.atomic import forget, make_temp_dir, remove_leftovers, remove_path, temp_path
+from pktemu.errors import PktemuError, excerpt
+from pktemu.io.atomic import (entry_name_problem, forget, make_temp_dir, remove_leftovers, remove_path,
+                              temp_path)
 from pktemu.io.capture import CaptureSet
-from pktemu.io.topofile_scenarios import result_files
+from pktemu.io.topofile_scenarios import SERVER_RESULT, result_files
 from pktemu.netfilter.xtables import save_rules
 from pktemu.net.device import NetDevice
 from pktemu.network import Network
+
+
+EXTRA_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 @dataclass
@@ -37,6 +41,8 @@ class Output:
     name: str
     caps: CaptureSet
     captured: list[tuple[str, NetDevice]]
+    #: the outermost folder of `root` this output created, removed again (if empty) on abort
+    created: str | None = None
 
     @property
     def final(self) -> str:
@@ -49,11 +55,15 @@ def open_output(out_root: str, name: str, net: Network) -> Output:
     Attach it before the first frame: the merged pcapng's comments are computed as frames pass.
     Leftovers of killed runs in `out_root` are removed first.
     """
+    if (problem := entry_name_problem(name)) is not None:
+        raise PktemuError(f"output name {excerpt(name)}: {problem}")
+    created = _missing_ancestor(out_root)
     try:
         os.makedirs(out_root, exist_ok=True)
         remove_leftovers(out_root)
         tmp = make_temp_dir(out_root, name)
     except OSError as e:
+        _remove_created(out_root, created)
         raise PktemuError(f"{out_root}: cannot write: {e.strerror or e}") from None
     caps: CaptureSet | None = None
     try:
@@ -62,15 +72,46 @@ def open_output(out_root: str, name: str, net: Network) -> Output:
         captured = net.captures()
         for cname, dev in captured:
             caps.attach(cname, dev)
-        return Output(tmp, out_root, name, caps, captured)
+        return Output(tmp, out_root, name, caps, captured, created)
     except BaseException:
         _discard(tmp, caps)
+        _remove_created(out_root, created)
         raise
 
 
+def _missing_ancestor(path: str) -> str | None:
+    """The outermost folder of `path` that does not exist yet (what `makedirs` would create)."""
+    full = os.path.abspath(path)
+    first = None
+    while not os.path.lexists(full):
+        first = full
+        parent = os.path.dirname(full)
+        if parent == full:
+            break
+        full = parent
+    return first
+
+
+def _remove_created(path: str, created: str | None) -> None:
+    """Remove the (empty) folders made for `path` down from `created`: a failed start leaves none."""
+    here = os.path.abspath(path)
+    if created is None or os.path.commonpath([here, created]) != created:
+        return
+    while True:
+        try:
+            os.rmdir(here)
+        except OSError:
+            return
+        if here == created:
+            return
+        here = os.path.dirname(here)
+
+
 def abort_output(out: Output) -> None:
-    """Remove the temporary directory and everything in it, whatever signals arrive meanwhile."""
+    """Remove the temporary directory and everything in it, whatever signals arrive meanwhile,
+    and the output root if this output created it and it is empty."""
     _discard(out.tmp, out.caps)
+    _remove_created(out.root, out.created)
 
 
 def _discard(tmp: str, caps: CaptureSet | None) -> None:
@@ -84,12 +125,20 @@ def _discard(tmp: str, caps: CaptureSet | None) -> None:
 
 
 def finish_output(out: Output, net: Network, sc: topo.Scenario, runs: list[Any],
-                  out_root: str | None = None) -> str:
-    """Close the captures, write the state files and rename the directory into place, in
-    `out_root` if given (moved there first); on any failure nothing is left. Returns the path."""
+                  out_root: str | None = None, files: dict[str, str] | None = None) -> str:
+    """Close the captures, write the state files (and `files`, name -> text) and rename the directory
+    into place, in `out_root` if given (moved there first); on any failure nothing is left. Returns
+    the path."""
     try:
         out.caps.close()
         write_state(out.tmp, net, sc, out.captured, runs)
+        check_files(files)
+        for fname, text in (files or {}).items():
+            path = os.path.join(out.tmp, fname)
+            if os.path.lexists(path):
+                raise PktemuError(f"write: files: {excerpt(fname)} is a file the output already has")
+            with open(path, "w") as f:
+                f.write(text)
         if out_root is not None and os.path.abspath(out_root) != os.path.abspath(out.root):
             _move(out, out_root)
         replace_dir(out.tmp, out.final)
@@ -97,6 +146,14 @@ def finish_output(out: Output, net: Network, sc: topo.Scenario, runs: list[Any],
         abort_output(out)
         raise
     return out.final
+
+
+def check_files(files: dict[str, str] | None) -> None:
+    """Extra files for `finish_output` must be plain names (no folders, no hidden names) of text."""
+    for fname, text in (files or {}).items():
+        if not isinstance(fname, str) or not EXTRA_FILE.fullmatch(fname) or not isinstance(text, str):
+            raise PktemuError(f"write: files: {excerpt(fname)}: expected a plain file name (letters, digits, "
+                              "'_', '.', '-') and its text")
 
 
 def _move(out: Output, out_root: str) -> None:
@@ -121,20 +178,7 @@ def _move(out: Output, out_root: str) -> None:
             forget(dest)
             raise PktemuError(f"{out_root}: cannot write: {e.strerror or e}") from None
         forget(out.tmp)
-        out.tmp, out.root = dest, out_root
-
-
-@contextmanager
-def scenario_output(out_root: str, name: str, net: Network) -> Iterator[Output]:
-    """`open_output` as a block that runs the network, closes `caps` and writes its state files;
-    on normal exit the directory is renamed to `out_root/name`, on any exception it is removed."""
-    out = open_output(out_root, name, net)
-    try:
-        yield out
-        replace_dir(out.tmp, out.final)
-    except BaseException:
-        abort_output(out)
-        raise
+        out.tmp, out.root, out.created = dest, out_root, None
 
 
 def schedule_traffic(net: Network, sc: topo.Scenario) -> list[Any]:
@@ -179,6 +223,7 @@ def write_state(tmp: str, net: Network, sc: topo.Scenario, captured: list[Any], 
         for name, dev in captured:
             f.write(f"{name}\t{dev.node.name}\t{dev.name}\tpcap/{name}.pcap\n")
     _write_json(os.path.join(tmp, "scenario.json"), {"scenario": sc.name, "description": sc.description})
+    _write_json(os.path.join(tmp, SERVER_RESULT), server_results(net, runs))
     results = [r.result for r in runs]
     for fname, items in result_files(sc.traffic).items():
         picked = [results[i] for i in items]
@@ -193,6 +238,17 @@ def write_state(tmp: str, net: Network, sc: topo.Scenario, captured: list[Any], 
     with open(os.path.join(tmp, "drops.txt"), "w") as f:
         for d in net.drops:
             f.write(f"{d.t / 1e9:.6f} {d.node} {d.where}: {d.reason} [{d.summary}]\n")
+
+
+def server_results(net: Network, runs: list[Any]) -> dict[str, list[dict[str, Any]]]:
+    """What each app that is not a scenario's traffic saw (server-result.json): pod or node name ->
+    its apps in the topology's order, each `{"app": kind, "result": ...}` (entries in time order)."""
+    clients = {id(r.slot.get("run")) for r in runs if isinstance(r, _Pending)}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for app in net.apps:
+        if id(app) not in clients:
+            out.setdefault(app.node, []).append({"app": app.kind, "result": app.result})
+    return dict(sorted(out.items()))
 
 
 def _write_json(path: str, obj: Any) -> None:

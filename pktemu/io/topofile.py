@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from pktemu.errors import PktemuError, excerpt
-from pktemu.infile import YamlLoader, check_path, load_yaml, read_text
+from pktemu.infile import YamlLoader, check_path, load_yaml, not_a_file, read_text
 from pktemu.io.topofile_check import check_topology
 from pktemu.io.topofile_fields import IFNAME_RE, NAME_RE, Src, integer, mapping, name, seq, string
 from pktemu.io.topofile_fields import path as path_field
@@ -72,8 +72,8 @@ def _load_doc(path: str, chain: tuple[str, ...], text: str | None = None) -> _Do
         base = os.path.normpath(os.path.join(os.path.dirname(path), rel))
         if os.path.realpath(base) in chain:
             raise src.error("extends", f"{rel} extends this file again (a cycle)")
-        if not os.path.isfile(base):
-            raise src.error("extends", f"no such file: {base}")
+        if (problem := not_a_file(base)) is not None:
+            raise src.error("extends", problem)
         doc = _load_doc(base, chain + (os.path.realpath(base),))
         doc.values.pop("name", None)
     for key, value in top.items():

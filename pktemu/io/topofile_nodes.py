@@ -7,13 +7,13 @@ which finds where each object was written through `Built.places`.
 from __future__ import annotations
 
 import ipaddress
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import pktemu.k8s  # noqa: F401  (registers the Kubernetes app kinds, e.g. cluster-dns)
 from pktemu.apps import dnswire, registry
 from pktemu.errors import PktemuError, excerpt
+from pktemu.infile import not_a_file
 from pktemu.io.topofile_fields import (
     Src,
     boolean,
@@ -167,8 +167,8 @@ def parse_node(src: Src, where: str, nname: str, value: object, b: Built) -> Non
         b.places[("route", nname, i)] = (src, f"{where}.routes[{i}]")
     if m.get("iptables") is not None:
         path = src.resolve(path_field(src, f"{where}.iptables", m["iptables"]))
-        if not os.path.isfile(path):
-            raise src.error(f"{where}.iptables", f"no such file: {path}")
+        if (problem := not_a_file(path)) is not None:
+            raise src.error(f"{where}.iptables", problem)
         node.iptables = path
     node.apps = parse_apps(src, f"{where}.apps", m.get("apps"))
     node.resolv = parse_resolv(src, f"{where}.resolv", m.get("resolv"))

@@ -5,6 +5,7 @@ import re
 from typing import Any
 
 from pktemu.errors import excerpt
+from pktemu.io.atomic import entry_name_problem
 from pktemu.io.topofile_fields import Src, boolean, mapping, name, seq, string
 from pktemu.io.topofile_nodes import parse_app
 from pktemu.io.topofile_sysctl import parse_sysctls
@@ -12,13 +13,17 @@ from pktemu.topo import Node, Override, Scenario, Traffic
 from pktemu.units import parse_duration
 
 CLIENT_RESULT = "client-result.json"
+#: what the servers (apps that are not traffic) saw
+SERVER_RESULT = "server-result.json"
 #: Files of a scenario's output directory that a traffic item's `result` cannot name.
-_RESERVED = ("scenario.json",)
+_RESERVED = ("scenario.json", SERVER_RESULT)
 _FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
 
 def parse_scenario(src: Src, where: str, sname: str, value: object, nodes: dict[str, Node]) -> Scenario:
     name(src, where, sname, "scenario name")
+    if (problem := entry_name_problem(sname)) is not None:
+        raise src.error(where, f"a scenario name names its output folder, and this one is {problem}")
     m = mapping(src, where, value, allowed=("description", "traffic", "overrides", "duration", "settle"))
     sc = Scenario(sname)
     if m.get("description") is not None:

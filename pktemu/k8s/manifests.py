@@ -98,7 +98,7 @@ def parse_object(data: dict[str, Any], ctx: Ctx) -> Any:
     kind = data.get("kind")
     parsers = {"Service": (("v1",), _service), "Pod": (("v1",), _pod), "Endpoints": (("v1",), _endpoints),
                "EndpointSlice": (("discovery.k8s.io/v1",), _endpointslice)}
-    if kind not in parsers:
+    if not isinstance(kind, str) or kind not in parsers:
         raise ctx.error("kind", f"unsupported kind {excerpt(kind)} (supported: {', '.join(parsers)}, List)")
     versions, parser = parsers[kind]
     if data.get("apiVersion") not in versions:

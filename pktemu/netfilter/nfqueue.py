@@ -83,6 +83,11 @@ def bind_queue(nf: Netfilter, num: int, handler: Handler) -> None:
         counter[0] += 1
         pkt = QueuedPacket(counter[0], ip_packet(frame), frame.mark, state.hook)
         handler(pkt)
+        if state.trace is not None:          # `pktemu trace`: the queue, the packet id and the verdict
+            extra = ", no verdict" if pkt.verdict is None else ", payload modified" if pkt.modified else ""
+            state.trace.append({"table": "nfqueue", "chain": state.hook, "rulenum": None,
+                                "rule": f"{num} (packet id {pkt.id}{extra})",
+                                "verdict": "ACCEPT" if pkt.verdict == NF_ACCEPT else "DROP"})
         if pkt.verdict is None:
             frame.notes.append(f"nfqueue {num}: handler gave no verdict")
             return NF_DROP

@@ -51,6 +51,13 @@ def register_pyhook(nf: Netfilter, hook: str, priority: int, name: str, fn: PyHo
     label = f"python hook {name} at {nf.node.name} {hook} prio {priority}"
 
     def run(frame: Frame, state: HookState) -> int:
+        verdict = answered(frame)
+        if state.trace is not None:          # `pktemu trace`: one step per hook function run
+            state.trace.append({"table": "python", "chain": hook, "rulenum": None, "rule": name,
+                                "verdict": "DROP" if verdict == NF_DROP else "ACCEPT", "priority": priority})
+        return verdict
+
+    def answered(frame: Frame) -> int:
         old = ip_packet(frame)
         answer = fn(old)
         if type(answer) is int and (answer == NF_ACCEPT or answer == NF_DROP):
