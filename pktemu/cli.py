@@ -56,8 +56,13 @@ def say(line: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from pktemu import commands
 
-    p = _Parser(prog="pktemu", description="Packet-level emulator of Linux and Kubernetes networking.")
-    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    from pktemu.version import version
+
+    p = _Parser(prog="pktemu", description="Packet-level emulator of Linux and Kubernetes networking.",
+                epilog="`pktemu` alone prints this help (exit status 0); "
+                "`pktemu COMMAND --help` a command's.")
+    p.add_argument("--version", action="version", version=f"pktemu {version()}")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
     for mod in commands.load_all():
         sp = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.__doc__)
         mod.add_arguments(sp)
@@ -78,7 +83,14 @@ def _console() -> Console:
 
 
 def _run(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    from pktemu.commands import resolve_topology
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.cmd is None:               # `pktemu` alone: the commands, as kubectl does
+        parser.print_help()
+        return 0
+    resolve_topology(args.cmd, args)
     interrupt.check()                  # a signal whose exception an import swallowed
     out = _console()
     status = int(args.func(args, out))

@@ -39,3 +39,13 @@ def test_a_python_hook_drop_is_in_drops_txt_with_the_hooks_name(tmp_path: Path) 
     assert net.sr1("client", SYN, timeout=0.5) is None
     drops = (Path(net.write()) / "drops.txt").read_text()
     assert "node2" in drops and "python hook no_8080 at node2 PREROUTING prio -150" in drops, drops
+
+
+def test_every_sniffed_packet_has_the_comment_of_its_all_pcapng_frame(tmp_path: Path) -> None:
+    net = pktemu.Network.load(TOPOLOGY, scenario="s1-clusterip", capture=tmp_path / "out")
+    net.run()
+    sniffed = [p.comment for point in net.captures() for p in net.sniff(point)]
+    with PcapNgReader(str(Path(net.write()) / "all.pcapng")) as r:
+        on_disk = [p.comment for p in r]
+    assert sorted(sniffed) == sorted(on_disk) and len(on_disk) > 100
+    assert all(c for c in sniffed)

@@ -44,3 +44,24 @@ def test_a_clone_in_an_empty_folder_runs_the_suite(tmp_path: Path) -> None:
     assert ran.returncode == 0, ran.stdout[-3000:]
     last = ran.stdout.strip().splitlines()[-1]
     assert " passed" in last and "skipped" not in last and "failed" not in last, last
+
+
+def test_outputs_do_not_depend_on_where_the_repository_is(tmp_path: Path) -> None:
+    """The same topology, scenario and seed give the same bytes from another folder and another cwd."""
+    clone = tmp_path / "elsewhere" / "pktemu"
+    subprocess.run(["git", "clone", "-q", str(datapaths.ROOT), str(clone)], check=True, timeout=120)
+    outs = []
+    for root, cwd in ((datapaths.ROOT, datapaths.ROOT), (clone, tmp_path)):
+        out = tmp_path / f"out{len(outs)}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "PYTHON"))}
+        env["PYTHONPATH"] = str(root)
+        topo = str(root / "topologies" / "service-test.yaml")
+        p = subprocess.run([sys.executable, "-m", "pktemu.cli", "run", topo, "--scenario", "s1-clusterip",
+                            "--out", str(out), "-q"],
+                           cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        outs.append(out / "s1-clusterip")
+    files = sorted(str(f.relative_to(outs[0])) for f in outs[0].rglob("*") if f.is_file())
+    assert "all.pcapng" in files and "client-result.json" in files
+    for f in files:
+        assert (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes(), f

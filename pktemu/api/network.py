@@ -82,7 +82,8 @@ class Network:
         self._node_recorders: dict[str, list[Recorder]] = {}
         for cname, dev in self.engine.captures():
             # before a disk capture's tap, which takes the notes its all.pcapng comment is made of
-            rec = Recorder(cname, keep_frames, consume=self._disk is None)
+            rec = Recorder(cname, keep_frames, consume=self._disk is None,
+                           point=f"{dev.node.name}/{dev.name}")
             dev.taps.insert(0, rec)
             self._recorders[cname] = rec
             self._points[cname] = self._points[f"{dev.node.name}/{dev.name}"] = cname

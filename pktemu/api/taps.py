@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from scapy.layers.l2 import Ether
 from scapy.utils import EDecimal
 
-from pktemu.explain.comment import frame_comment
+from pktemu.explain.comment import frame_comment, plain_comment
 from pktemu.sim import EPOCH_NS
 
 if TYPE_CHECKING:
@@ -27,10 +27,11 @@ Observer = Callable[["Recorder", int, bytes], None]
 class Recorder:
     """A tap on one device: every frame it sends or receives, as bytes, in order."""
 
-    __slots__ = ("name", "records", "observers", "keep", "consume", "count")
+    __slots__ = ("name", "records", "observers", "keep", "consume", "count", "plain")
 
-    def __init__(self, name: str, keep: bool = True, consume: bool = True) -> None:
+    def __init__(self, name: str, keep: bool = True, consume: bool = True, point: str = "") -> None:
         self.name = name
+        self.plain = {d: plain_comment(d, point or name) for d in ("in", "out")}
         self.records: list[tuple[int, int, bytes, str | None]] = []
         self.observers: list[Observer] = []
         self.keep = keep            # False: count and observe only (a long run written to disk)
@@ -43,7 +44,7 @@ class Recorder:
         self.count += 1
         if self.keep:
             notes = frame.notes
-            comment = frame_comment(direction, notes, frame, ts_ns) if notes else None
+            comment = frame_comment(direction, notes, frame, ts_ns) if notes else self.plain[direction]
             self.records.append((ts_ns, d, data, comment))
         if self.consume:
             frame.notes = []    # a capture consumes the notes, as pktemu run's taps do
@@ -59,7 +60,7 @@ def stamp(ts_ns: int) -> EDecimal:
 
 def dissect(name: str, ts_ns: int, direction: int, data: bytes, comment: str | None = None) -> Any:
     """One recorded frame as a Scapy packet, stamped as Scapy's sniff and pcap readers stamp it,
-    with all.pcapng's explain comment (None for a frame nothing happened to since its last capture)."""
+    with all.pcapng's explain comment."""
     pkt = Ether(data)
     pkt.time = stamp(ts_ns)
     pkt.sniffed_on = name

@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--level", choices=("brief", "extended"), default="extended",
                    help="what must match: addresses, ports, flags, TTLs, MACs (brief); plus lengths, "
                         "sequence numbers, DNS, HTTP, conntrack and counters (extended, default)")
-    p.add_argument("--topology", default=str(DEFAULT_TOPOLOGY),
+    p.add_argument("-t", "--topology", default=str(DEFAULT_TOPOLOGY),
                    help="the emulator's side: a topology with the oracle's four scenarios "
                         "(default: topologies/service-test.yaml)")
 

@@ -25,7 +25,7 @@ ORDER = 15
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("capture", help="pcap or pcapng file (Ethernet, 802.1Q, Linux SLL/SLL2)")
-    p.add_argument("--topology", required=True, help="topology file (YAML)")
+    p.add_argument("-t", "--topology", required=True, help="topology file (YAML)")
     p.add_argument("--inject", required=True, metavar="NODE/IFNAME",
                    help="veth end where the frames arrive, as if from its peer (e.g. node1/veth-client)")
     p.add_argument("--map", action="append", default=[], metavar="OLD=NEW",

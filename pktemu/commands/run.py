@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
+from pktemu.commands import add_topology, plural
 from pktemu.api.network import Network
 from pktemu.io.run import check_out_dir
 from pktemu.io.topofile import load_topology
@@ -21,7 +22,7 @@ ORDER = 10
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("topology")
+    add_topology(p)
     p.add_argument("--scenario", action="append", help="run only this scenario (repeatable)")
     p.add_argument("--out", default="pcaps", help="output directory (default: pcaps)")
     p.add_argument("--seed", type=int, default=None, help="override the topology's seed")
@@ -64,7 +65,7 @@ class ScenarioOutcome:
 
 
 def report(out: Console, res: ScenarioOutcome) -> None:
-    table = Table(title=f"{res.name}  ({res.virtual_ns / 1e9:.3f} s virtual, {res.events} events)",
+    table = Table(title=f"{res.name}  ({res.virtual_ns / 1e9:.3f} s virtual, {plural(res.events, 'event')})",
                   title_justify="left")
     table.add_column("capture point")
     table.add_column("frames", justify="right")
@@ -75,7 +76,7 @@ def report(out: Console, res: ScenarioOutcome) -> None:
         # a netfilter drop's reason ends with the rule's save text (see drops.txt): count by rule name
         by_reason = Counter(f"{d.node} {d.where}: {d.reason.split(': -A ', 1)[0].split(': -P ', 1)[0]}"
                             for d in res.drops)
-        out.print(f"  {len(res.drops)} frames dropped (drops.txt):")
+        out.print(f"  {plural(len(res.drops), 'frame')} dropped (drops.txt):")
         for reason, n in sorted(by_reason.items()):
             out.print(f"    {n:6d}  {reason}")
     out.print(f"  written to {res.out_dir}")

@@ -14,6 +14,7 @@ import re
 
 from rich.console import Console
 
+from pktemu.commands import add_topology
 from pktemu.api.network import Network
 from pktemu.errors import PktemuError
 from pktemu.explain.collect import WAIT_NS
@@ -27,7 +28,7 @@ _TARGET = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})(?:/(tcp|udp))?$")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("topology")
+    add_topology(p)
     p.add_argument("--from", dest="origin", required=True, metavar="POD|NODE",
                    help="where the packet starts: a pod or node, or a Kubernetes pod as namespace/name")
     p.add_argument("--to", dest="target", required=True, metavar="IP:PORT[/tcp|udp]",

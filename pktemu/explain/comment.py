@@ -47,6 +47,12 @@ def summary(notes: list[str]) -> str:
     return "; ".join(i for i in items if i is not None)
 
 
+def plain_comment(direction: str, point: str) -> str:
+    """The comment of a frame with no notes: which way it crossed which capture point, so every
+    frame of all.pcapng says where it was seen (`out: node1/cbr0 sent`)."""
+    return f"{direction}: {point} {'received' if direction == 'in' else 'sent'}"
+
+
 def frame_comment(direction: str, notes: list[str], frame: Any, now: int) -> str:
     """The comment for `frame` captured in `direction` ("in"/"out") with the notes since the last one.
 

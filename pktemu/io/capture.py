@@ -2,70 +2,109 @@
 
 Each frame is recorded as it is at that moment (a copy of its bytes), with the notes the kernel
 path left on it since its previous capture as the pcapng comment (`pktemu.explain.comment`), so
-Wireshark shows why the frame looks the way it does at this point.
+Wireshark shows why the frame looks the way it does at this point. A frame nothing happened to
+still gets a one-line comment (direction and capture point, `plain_comment`) and every frame its
+direction in epb_flags: the same segment is seen at many points, and a reader must tell them apart.
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from pktemu.explain.comment import frame_comment
+from pktemu.explain.comment import frame_comment, plain_comment
 from pktemu.io.pcap import PcapWriter
-from pktemu.io.pcapng import PcapngWriter
+from pktemu.io.pcapng import INBOUND, OUTBOUND, PcapngWriter
 from pktemu.sim import EPOCH_NS
 
 if TYPE_CHECKING:
     from pktemu.net.device import NetDevice
     from pktemu.net.frame import Frame
+    from pktemu.network import Drop
+
+#: drop places (`Drop.where`) that name the device the frame was freed at
+_DEVICE_PLACES = ("dev", "veth", "bridge", "br_netfilter")
 
 
 class CaptureTap:
     """A packet socket on one device: feeds its own pcap and the merged pcapng."""
 
-    __slots__ = ("name", "pcap", "merged", "iface", "count")
+    __slots__ = ("name", "pcap", "merged", "iface", "count", "plain")
 
-    def __init__(self, name: str, pcap: PcapWriter, merged: PcapngWriter, iface: int) -> None:
+    def __init__(self, name: str, pcap: PcapWriter, merged: PcapngWriter, iface: int,
+                 point: str = "") -> None:
         self.name = name
         self.pcap = pcap
         self.merged = merged
         self.iface = iface
         self.count = 0
+        self.plain = {d: plain_comment(d, point or name) for d in ("in", "out")}
 
     def record(self, ts_ns: int, frame: "Frame", direction: str) -> None:
         data = bytes(frame.data)
         ts = EPOCH_NS + ts_ns
         notes = frame.notes
-        comment = None
         if notes:
             comment = frame_comment(direction, notes, frame, ts_ns)
             frame.notes = []
+        else:
+            comment = self.plain[direction]
         self.pcap.write(ts, data)
-        self.merged.write(self.iface, ts, data, comment)
+        self.merged.write(self.iface, ts, data, comment, INBOUND if direction == "in" else OUTBOUND)
         self.count += 1
 
 
 class CaptureSet:
     """All capture points of one scenario run, written under `pcap_dir` and `merged_path`."""
 
-    def __init__(self, pcap_dir: str, merged_path: str) -> None:
+    def __init__(self, pcap_dir: str, merged_path: str, comment: str | None = None) -> None:
         self.pcap_dir = pcap_dir
-        self.merged = PcapngWriter(merged_path)
+        self.merged = PcapngWriter(merged_path, comment=comment)
         self.taps: dict[str, CaptureTap] = {}
+        self.devices: dict[str, "NetDevice"] = {}
 
     def attach(self, name: str, dev: "NetDevice") -> CaptureTap:
-        iface = self.merged.add_interface(f"{dev.node.name}/{dev.name}",
-                                          description=f"pktemu capture point {name}")
-        tap = CaptureTap(name, PcapWriter(os.path.join(self.pcap_dir, f"{name}.pcap")), self.merged, iface)
+        point = f"{dev.node.name}/{dev.name}"
+        iface = self.merged.add_interface(point, description=describe(name, dev), mac=dev.mac,
+                                          ipv4=[(a.addr, a.plen) for a in dev.addresses])
+        pcap = PcapWriter(os.path.join(self.pcap_dir, f"{name}.pcap"))
+        tap = CaptureTap(name, pcap, self.merged, iface, point)
         self.taps[name] = tap
+        self.devices[name] = dev
         dev.taps.append(tap)
         return tap
 
-    def close(self) -> None:
-        for tap in self.taps.values():
+    def close(self, drops: Iterable["Drop"] = (), end_ns: int = 0) -> None:
+        """Close every file; all.pcapng ends with each point's frame count and the `drops` freed
+        at its device (isb_ifdrop), stamped `end_ns` (virtual time)."""
+        dropped: dict[tuple[str, str], int] = {}
+        for d in drops:
+            kind, _, ifname = d.where.partition(" ")
+            if kind in _DEVICE_PLACES and ifname:
+                dropped[d.node, ifname] = dropped.get((d.node, ifname), 0) + 1
+        for name, tap in self.taps.items():
             tap.pcap.close()
+            dev = self.devices[name]
+            self.merged.statistics(tap.iface, EPOCH_NS + end_ns, tap.count,
+                                   dropped.get((dev.node.name, dev.name), 0))
         self.merged.close()
 
     def abort(self) -> None:
         for tap in self.taps.values():
             tap.pcap.abort()
         self.merged.abort()
+
+
+def describe(name: str, dev: "NetDevice") -> str:
+    """if_description: the capture point, its node, and what is at the other end of the device."""
+    what = f"pktemu capture point {name}: {dev.kind} {dev.name} on node {dev.node.name}"
+    peer = getattr(dev, "peer", None)
+    if peer is not None:
+        what += f", peer {peer.node.name}/{peer.name}"
+    master = getattr(dev, "master", None)
+    if master is not None:
+        what += f", port of bridge {master.name}"
+    ports = getattr(dev, "ports", None)
+    if ports:
+        what += f", ports {' '.join(ports)}"
+    return what

@@ -23,10 +23,13 @@ from pktemu.errors import PktemuError, excerpt
 from pktemu.io.atomic import (entry_name_problem, forget, make_temp_dir, remove_leftovers, remove_path,
                               temp_path)
 from pktemu.io.capture import CaptureSet
+from pktemu.io.pcap import PcapWriter
 from pktemu.io.topofile_scenarios import SERVER_RESULT, result_files
 from pktemu.netfilter.xtables import save_rules
 from pktemu.net.device import NetDevice
 from pktemu.network import Network
+from pktemu.sim import EPOCH_NS
+from pktemu.version import version
 
 
 EXTRA_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -68,7 +71,8 @@ def open_output(out_root: str, name: str, net: Network) -> Output:
     caps: CaptureSet | None = None
     try:
         os.makedirs(os.path.join(tmp, "pcap"))
-        caps = CaptureSet(os.path.join(tmp, "pcap"), os.path.join(tmp, "all.pcapng"))
+        caps = CaptureSet(os.path.join(tmp, "pcap"), os.path.join(tmp, "all.pcapng"),
+                          section_comment(name, net))
         captured = net.captures()
         for cname, dev in captured:
             caps.attach(cname, dev)
@@ -77,6 +81,14 @@ def open_output(out_root: str, name: str, net: Network) -> Output:
         _discard(tmp, caps)
         _remove_created(out_root, created)
         raise
+
+
+def section_comment(name: str, net: Network) -> str:
+    """all.pcapng's section comment: what made the file, so a capture passed around says so."""
+    t = net.topology      # its name and file name, not its path: the same bytes wherever it runs
+    return (f"pktemu {version()}: topology {t.name} ({os.path.basename(t.path)}), scenario {name}, "
+            f"seed {net.sim.seed}; "
+            "one interface per capture point (node/ifname), each frame's comment says why it looks so there")
 
 
 def _missing_ancestor(path: str) -> str | None:
@@ -130,7 +142,7 @@ def finish_output(out: Output, net: Network, sc: topo.Scenario, runs: list[Any],
     into place, in `out_root` if given (moved there first); on any failure nothing is left. Returns
     the path."""
     try:
-        out.caps.close()
+        out.caps.close(net.drops, net.sim.now)
         write_state(out.tmp, net, sc, out.captured, runs)
         check_files(files)
         for fname, text in (files or {}).items():
@@ -235,6 +247,11 @@ def write_state(tmp: str, net: Network, sc: topo.Scenario, captured: list[Any], 
         if node.nf.ruleset is not None:
             with open(os.path.join(tmp, f"iptables-save-{node.name}.txt"), "w") as f:
                 f.write(save_rules(node.nf.ruleset, counters=True))
+            for group, recs in sorted(node.nf.ruleset.ext.get("nflog", {}).items()):
+                w = PcapWriter(os.path.join(tmp, f"nflog-{node.name}-{group}.pcap"))
+                for t_ns, data, _prefix in recs:
+                    w.write(EPOCH_NS + t_ns, data)
+                w.close()
     with open(os.path.join(tmp, "drops.txt"), "w") as f:
         for d in net.drops:
             f.write(f"{d.t / 1e9:.6f} {d.node} {d.where}: {d.reason} [{d.summary}]\n")

@@ -331,3 +331,4 @@ class ConnmarkMatch(MarkMatch):
 
 from pktemu.netfilter import matches_ct as _matches_ct  # noqa: E402,F401  (registers its matches)
 from pktemu.netfilter import matches_dev as _matches_dev  # noqa: E402,F401  (registers its matches)
+from pktemu.netfilter import matches_node as _matches_node  # noqa: E402,F401  (registers its matches)

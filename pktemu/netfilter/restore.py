@@ -25,6 +25,7 @@ from collections import Counter, deque
 from pktemu.errors import PktemuError, excerpt
 from pktemu.netfilter.core import TABLE_HOOKS
 from pktemu.netfilter.xt_base import MAX_EXPANSION, TARGETS, ParseCtx
+from pktemu.netfilter.restore_s import numbered_lines
 from pktemu.netfilter.xt_parse import Command, parse_line, tokenize
 from pktemu.netfilter.xt_rule import K_GOTO, K_JUMP, STANDARD, Rule
 from pktemu.netfilter.xtables import Chain, Ruleset, Table
@@ -89,7 +90,7 @@ class _Loader:
         self.all_flushed = self.all_zeroed = False
 
     def run(self, text: str) -> Ruleset:
-        for lineno, raw in enumerate(text.split("\n"), 1):
+        for lineno, raw in numbered_lines(text, self.path):
             line = raw.strip(" \t\r")
             if not line or line.startswith("#"):
                 continue

@@ -340,3 +340,4 @@ class ConnmarkTarget(_XmarkTarget):
 
 from pktemu.netfilter import targets_log as _targets_log  # noqa: E402,F401  (registers LOG, CT)
 from pktemu.netfilter import targets_queue as _targets_queue  # noqa: E402,F401  (registers NFQUEUE)
+from pktemu.netfilter import targets_node as _targets_node  # noqa: E402,F401  (NFLOG, CHECKSUM, TCPMSS)

@@ -166,6 +166,9 @@ def parse_line(tokens: list[str], ctx: ParseCtx) -> Command:
                 raise ctx.error(f"bad argument {excerpt(tok)}")
             owner = sp.find_owner(tok)
             if owner is None:
+                if r.kind == K_JUMP:       # `-j NAME` was no target we know: say so, not "--opt"
+                    raise ctx.error(f"unknown target {excerpt(r.jump)} (a jump to a chain takes no "
+                                    f"option {excerpt(tok)})")
                 raise ctx.error(f"unknown option {excerpt(tok)}")
             opt = owner.options[tok]
             args = need(opt.nargs) if opt.nargs else []

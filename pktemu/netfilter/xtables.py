@@ -180,6 +180,7 @@ class Ruleset:
         self._tables: dict[str, Table] = {}
         self.recent: dict[str, Any] = {}            # xt_recent lists by --name
         self.log: list[tuple[int, str]] = []        # LOG target output: (time ns, line)
+        self.ext: dict[str, Any] = {}               # other extensions' state: nfacct counters, NFLOG frames
 
     # ------------------------------------------------------------------ queries
     def has_table(self, name: str) -> bool:
