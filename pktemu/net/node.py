@@ -14,7 +14,8 @@ from pktemu.net.device import IfAddr, NetDevice
 from pktemu.net.frame import ETH_P_ARP, ETH_P_IP, Frame, int2ip
 from pktemu.net.ip_fragment import Reassembler
 from pktemu.net.neighbour import NeighTable
-from pktemu.net.route import RT_SCOPE_HOST, RT_SCOPE_LINK, Route, RouteTable, prefix_mask
+from pktemu.net.route import (RT_SCOPE_HOST, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, Route, RouteTable,
+                              prefix_mask)
 from pktemu.net.veth import Loopback
 from pktemu.netfilter.core import NF_ACCEPT
 
@@ -50,6 +51,33 @@ class NoNetfilter:
 
     def conntrack_dump(self) -> str:
         return ""
+
+
+_SCOPE_RANK: dict[str, int] = {RT_SCOPE_UNIVERSE: 0, RT_SCOPE_LINK: 253, RT_SCOPE_HOST: 254}
+
+
+def _addr_scope(a: IfAddr) -> int:
+    """The scope `ip addr add` gives: host for 127/8 (iproute2's default), else global."""
+    return _SCOPE_RANK[RT_SCOPE_HOST] if a.addr >> 24 == 127 else _SCOPE_RANK[RT_SCOPE_UNIVERSE]
+
+
+def _ifa_match(a: IfAddr, dst: int) -> bool:
+    """inet_ifa_match(): dst is on the address's prefix (its peer, for a point-to-point one)."""
+    if a.peer is not None:
+        return a.peer == dst
+    return (a.addr ^ dst) & prefix_mask(a.plen) == 0
+
+
+def _primaries(dev: NetDevice) -> list[IfAddr]:
+    """The device's addresses without IFA_F_SECONDARY: the kernel marks an address secondary
+    when an earlier one on the device has the same prefix and mask (inet_insert_ifa)."""
+    out: list[IfAddr] = []
+    for a in dev.addresses:
+        if a.peer is None and any(p.peer is None and p.plen == a.plen and _ifa_match(p, a.addr)
+                                  for p in out):
+            continue
+        out.append(a)
+    return out
 
 
 class Node:
@@ -178,12 +206,47 @@ class Node:
         return self.select_addr(dev, target, RT_SCOPE_LINK) or self.select_addr(dev, target) or 0
 
     def masquerade_source(self, out_dev: str, daddr: int) -> int | None:
+        """nf_nat_masquerade_ipv4: inet_select_addr(out, nexthop, RT_SCOPE_UNIVERSE).
+
+        Out of `lo` (a DNAT to one of our own addresses) 127.0.0.1 is host scope, so the kernel
+        takes the first global primary address of the namespace instead (the node's address).
+        """
         dev = self.devices.get(out_dev)
         if dev is None:
             return None
         rt = self.routes.lookup(daddr)
         nh = rt.gateway if rt is not None and rt.gateway is not None else daddr
-        return self.select_addr(dev, nh)
+        return self.inet_select_addr(dev, nh, _SCOPE_RANK[RT_SCOPE_UNIVERSE])
+
+    def inet_select_addr(self, dev: NetDevice, dst: int, scope: int) -> int | None:
+        """devinet.c's inet_select_addr(): `scope` is the kernel's number (0 universe, 253 link).
+
+        A primary address of `dev` no narrower than `scope` (on dst's subnet first, else the
+        first); failing that, the first primary of any device, `lo` first, that is neither link
+        scope nor narrower than `scope` (in_dev_select_addr).
+        """
+        localnet = _SCOPE_RANK[RT_SCOPE_LINK if self._route_localnet(dev.name) else RT_SCOPE_HOST]
+        first = None
+        for a in _primaries(dev):
+            if min(_addr_scope(a), localnet) > scope:
+                continue
+            if _ifa_match(a, dst):
+                return a.addr
+            if first is None:
+                first = a.addr
+        if first is not None:
+            return first
+        for d in self.devices.values():
+            for a in _primaries(d):
+                s = _addr_scope(a)
+                if s != _SCOPE_RANK[RT_SCOPE_LINK] and s <= scope:
+                    return a.addr
+        return None
+
+    def _route_localnet(self, dev: str) -> bool:
+        """IN_DEV_ROUTE_LOCALNET: `all` or the device's own setting."""
+        return bool(self.sysctls.get("net.ipv4.conf.all.route_localnet", 0)
+                    or self.sysctls.get(f"net.ipv4.conf.{dev}.route_localnet", 0))
 
     # ------------------------------------------------------------------ netfilter's view
     def rng(self, name: str) -> random.Random:
