@@ -56,15 +56,7 @@ def pod_to_pod_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def brnf0_topology(tmp_path: Path) -> Path:
     """service-test.yaml with net.bridge.bridge-nf-call-iptables=0 on both nodes in every scenario
-    (the oracle's ORACLE_BRNF=0 variant)."""
-    import yaml
+    (the oracle's ORACLE_BRNF=0 variant), written as `pktemu kernel --brnf 0` writes it."""
+    from pktemu.commands.kernel import brnf0_topology as derive
 
-    base = datapaths.ROOT / "topologies" / "service-test.yaml"
-    scenarios = yaml.safe_load(base.read_text())["scenarios"]
-    for sc in scenarios.values():
-        sc.setdefault("overrides", [])
-        sc["overrides"] += [{"node": n, "sysctls": {"net.bridge.bridge-nf-call-iptables": 0}}
-                            for n in ("node1", "node2")]
-    topo = tmp_path / "brnf0.yaml"
-    topo.write_text(yaml.safe_dump({"extends": str(base), "name": "brnf0", "scenarios": scenarios}))
-    return topo
+    return Path(derive(str(datapaths.ROOT / "topologies" / "service-test.yaml"), str(tmp_path)))

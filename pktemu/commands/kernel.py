@@ -65,7 +65,7 @@ def run(args: argparse.Namespace, out: Console) -> int:
         out.print(f"kernel: building the topology in network namespaces (orc-*), br_netfilter={args.brnf}")
         _kernel_run(kernel, args.brnf)
         if args.brnf == 0:
-            topo_path = _brnf0_topology(topo_path, tmp)
+            topo_path = brnf0_topology(topo_path, tmp)
         out.print(f"emulator: {topo_path}")
         t = load_topology(topo_path)
         for name in t.scenarios:
@@ -113,7 +113,7 @@ def _summarize(out: str) -> None:
         raise PktemuError(f"summarising {out} failed: {(p.stderr.strip() or 'no output')[-200:]}")
 
 
-def _brnf0_topology(base: str, tmp: str) -> str:
+def brnf0_topology(base: str, tmp: str) -> str:
     """The topology with bridge-nf-call-iptables=0 on every node that has the sysctl's bridge."""
     t = load_topology(base)
     scenarios = {}
