@@ -21,12 +21,13 @@ from pktemu.net.device import IfAddr, NetDevice
 from pktemu.net.frame import Frame, ip2int, mac2bytes
 from pktemu.net.node import Node
 from pktemu.net.route import Route
-from pktemu.net.tcp import TcpStack
+from pktemu.net.tcp import Listener, TcpStack
 from pktemu.net.udp import UdpStack
 from pktemu.net.veth import Veth, connect
 from pktemu.netfilter.hooks import Netfilter
 from pktemu.netfilter.xtables import load_rules
 from pktemu.sim import Simulator
+from pktemu.timeline import ACTIONS, CLUSTER, ActionFailed, NodeCtx, when_text
 
 
 @dataclass
@@ -45,10 +46,30 @@ class AppRun:
     kind: str
     result: dict[str, Any] = field(default_factory=dict)
     done_at: int | None = None
+    #: the sockets it opened when it started (what stopping it closes)
+    sockets: list[Any] = field(default_factory=list)
+    stopped_at: int | None = None
+
+
+@dataclass
+class ActionRecord:
+    """One timeline action as it ran: when, where, the command, what it printed, whether it failed."""
+    t: int
+    node: str
+    command: str
+    where: str
+    output: str = ""
+    failed: bool = False
+
+    def line(self) -> str:
+        state = "FAILED" if self.failed else "ok"
+        out = f": {self.output}" if self.output else ""
+        return f"{self.t / 1e9:.6f} {self.node or '-'} {self.command} [{state}]{out}"
 
 
 def apply_overrides(t: topo.Topology, scenario: topo.Scenario | None) -> topo.Topology:
-    """A copy of the topology with the scenario's overrides applied (hairpin, sysctls)."""
+    """A copy of the topology with the scenario's overrides applied (hairpin, sysctls, routes,
+    addresses, rules file), in order; pktemu.io.topofile_overrides checked them at load time."""
     if scenario is None or not scenario.overrides:
         return t
     t = copy.deepcopy(t)
@@ -62,6 +83,13 @@ def apply_overrides(t: topo.Topology, scenario: topo.Scenario | None) -> topo.To
                         p.hairpin = bool(ov.settings["hairpin"])
         for k, v in ov.settings.get("sysctls", {}).items():
             node.sysctls[k] = v
+        for dev, addresses in ov.settings.get("addresses", {}).items():
+            device = node.interfaces.get(dev) or node.bridges[dev]
+            device.addresses = copy.deepcopy(addresses)
+        if "routes" in ov.settings:
+            node.routes = copy.deepcopy(ov.settings["routes"])
+        if "iptables" in ov.settings:
+            node.iptables = ov.settings["iptables"]
     return t
 
 
@@ -77,12 +105,16 @@ class Network:
         self.apps: list[AppRun] = []
         #: the Kubernetes side (API server, controllers, kube-proxies) when the topology has one
         self.cluster: Cluster | None = None
+        #: every timeline action as it ran (the run's timeline.txt)
+        self.actions: list[ActionRecord] = []
+        #: a scenario's steps as they ran (pktemu.io.run.StepRun), for steps.json
+        self.steps: list[Any] = []
         self._build()
         if self.topology.kubernetes is not None:
             self.cluster = Cluster(self.sim, self.topology, self.nodes)
             self.cluster.start()
-            if scenario is not None:
-                self.cluster.schedule(scenario.timeline)
+        if scenario is not None:
+            self.schedule_timeline(scenario.timeline)
 
     # ------------------------------------------------------------------ build
     def _build(self) -> None:
@@ -141,6 +173,31 @@ class Network:
         node, _, ifname = ref.partition("/")
         return self.nodes[node].devices[ifname]
 
+    # ------------------------------------------------------------------ the timeline
+    def schedule_timeline(self, timeline: list[topo.TimelineEntry], start: int | None = None) -> None:
+        """Run each entry at its `at` from `start` (now by default: a step's timeline starts with it)."""
+        base = self.sim.now if start is None else start
+        for entry in timeline:
+            self.sim.at(base + entry.at, self.run_action, entry)
+
+    def run_action(self, entry: topo.TimelineEntry) -> ActionRecord:
+        """Run one timeline action now; a failure the real tool would report is logged, not raised."""
+        action = ACTIONS[entry.action]
+        rec = ActionRecord(self.sim.now, entry.node, entry.text or entry.action, entry.where)
+        self.actions.append(rec)
+        try:
+            if action.scope == CLUSTER:
+                if self.cluster is None:
+                    raise ActionFailed(f"{entry.action}: this network has no Kubernetes cluster")
+                self.cluster.run_action(entry)
+            else:
+                node = self.nodes[entry.node]
+                rec.output = action.run(NodeCtx(self, node, when_text(self.sim.now), entry.where),
+                                        entry.args) or ""
+        except ActionFailed as e:
+            rec.failed, rec.output = True, str(e)
+        return rec
+
     # ------------------------------------------------------------------ apps and drops
     def start_app(self, node: Node, app: topo.App, on_done: Callable[[], None] | None = None) -> AppRun:
         kind = registry.get(app.kind, f"{node.name}: app")
@@ -153,8 +210,21 @@ class Network:
                 if on_done is not None:
                     on_done()
 
+        before = _open_sockets(node)
         kind.start(node, dict(app.params), run.result, done)
+        run.sockets = [s for s in _open_sockets(node) if id(s) not in {id(b) for b in before}]
         return run
+
+    def stop_app(self, run: AppRun) -> None:
+        """Kill the app: its sockets close, and so do the connections its listeners accepted."""
+        node = self.nodes[run.node]
+        run.stopped_at = self.sim.now
+        ports = {(s.addr, s.port) for s in run.sockets if isinstance(s, Listener)}
+        for c in node.tcp.connections():
+            if (c.saddr, c.sport) in ports or (0, c.sport) in ports:
+                c.close()
+        for s in run.sockets:
+            s.close()
 
     def _record_drop(self, node: str, where: str, reason: str, frame: Frame) -> None:
         self.drops.append(Drop(self.sim.now, node, where, reason, repr(frame)))
@@ -162,6 +232,10 @@ class Network:
     def captures(self) -> list[tuple[str, NetDevice]]:
         """Every capture point `<node>-<ifname>`, in the topology's capture order."""
         return [(name, self.device(ref)) for name, ref in self.topology.capture_points.items()]
+
+
+def _open_sockets(node: Node) -> list[Any]:
+    return [*node.udp.sockets(), *node.tcp.listeners()]
 
 
 def _ifaddr(a: topo.Address) -> IfAddr:

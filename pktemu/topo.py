@@ -90,18 +90,33 @@ class Traffic:
 @dataclass
 class Override:
     """A per-scenario change to the topology, e.g. hairpin off on one bridge port."""
-    target: str                  # "node/ifname" (a bridge port) or "node" (sysctls)
+    target: str                  # "node/ifname" (a bridge port) or "node" (sysctls, routes, ...)
     settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class TimelineEntry:
-    """A change to the cluster at `at` ns into the scenario: `action` names a registered timeline
-    action (pktemu.k8s.timeline), `args` its checked arguments, `where` the file/path for messages."""
+    """A change at `at` ns into the scenario (or its step): `action` names a registered timeline
+    action (pktemu.timeline), `args` its checked arguments, `node` where a node action runs,
+    `text` the command as written (for the log), `where` the file/path for messages."""
     at: int
     action: str
     args: dict[str, Any] = field(default_factory=dict)
     where: str = ""
+    node: str = ""
+    text: str = ""
+
+
+@dataclass
+class Step:
+    """One step of a scenario: its traffic and timeline, timed from the step's start, in the
+    namespaces the steps before it left behind (conntrack, neighbours, FDB, `recent` lists)."""
+    name: str
+    description: str = ""
+    traffic: list[Traffic] = field(default_factory=list)
+    timeline: list[TimelineEntry] = field(default_factory=list)
+    duration: int = 5_000_000_000
+    settle: int = 1_000_000_000
 
 
 @dataclass
@@ -111,6 +126,7 @@ class Scenario:
     traffic: list[Traffic] = field(default_factory=list)
     overrides: list[Override] = field(default_factory=list)
     timeline: list[TimelineEntry] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)   # run one after another, after `traffic`
     duration: int = 5_000_000_000  # ns of virtual time the scenario runs after its last start
     settle: int = 1_000_000_000    # ns captured after the clients finish (the oracle's ORACLE_SETTLE)
 

@@ -60,3 +60,13 @@ def brnf0_topology(tmp_path: Path) -> Path:
     from pktemu.commands.kernel import brnf0_topology as derive
 
     return Path(derive(str(datapaths.ROOT / "topologies" / "service-test.yaml"), str(tmp_path)))
+
+
+def load_error(path: Path) -> str:
+    """The one-line PktemuError that loading the topology at `path` raises."""
+    from pktemu.errors import PktemuError
+    from pktemu.io.topofile import load_topology
+    with pytest.raises(PktemuError) as e:
+        load_topology(str(path))
+    assert "\n" not in str(e.value)
+    return str(e.value)

@@ -214,7 +214,8 @@ def test_a_timeline_needs_a_kubernetes_section(tmp_path: Path) -> None:
     t = tmp_path / "t.yaml"
     t.write_text(f"extends: {TOPO / 'service-test.yaml'}\nscenarios:\n  s1-clusterip:\n"
                  "    timeline: [{at: 1s, kube_proxy: {node: node1, action: crash}}]\n")
-    with pytest.raises(PktemuError, match="scenarios.s1-clusterip.timeline: a timeline changes the cluster"):
+    with pytest.raises(PktemuError, match=r"scenarios.s1-clusterip.timeline\[0\].kube_proxy: kube_proxy "
+                                          "changes the cluster: it needs a kubernetes: section"):
         load_topology(str(t))
 
 

@@ -8,7 +8,6 @@ to Scapy only when asked. Time is the virtual clock, in seconds, in the pcaps' e
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
@@ -17,21 +16,19 @@ from scapy.packet import Packet
 from scapy.plist import PacketList, QueryAnswer, SndRcvList
 
 from pktemu import interrupt, topo
+from pktemu.api.commands import Commands
 from pktemu.api.output import DiskCapture
 from pktemu.api.packets import ethernet_frame, expand, ip_datagram
+from pktemu.api.state import KernelState
 from pktemu.api.taps import INBOUND, Recorder, dissect, stamp
 from pktemu.errors import PktemuError, excerpt
 from pktemu.io.run import schedule_traffic, server_results
 from pktemu.io.topofile import load_topology
 from pktemu.io.topofile_scenarios import scenario_end
 from pktemu.net import ipv4
-from pktemu.net.bridge import Bridge
 from pktemu.net.device import NetDevice
-from pktemu.net.frame import ETH_HLEN, int2ip
+from pktemu.net.frame import ETH_HLEN
 from pktemu.net.node import Node
-from pktemu.netfilter.conntrack import conntrack_line
-from pktemu.netfilter.conntrack_tuple import CtTuple
-from pktemu.netfilter.xtables import save_rules
 from pktemu.network import Network as Engine
 from pktemu.sim import MS, SECOND
 
@@ -41,28 +38,7 @@ if TYPE_CHECKING:
 SLICE_NS = 100 * MS        # a scenario plays in slices of virtual time: progress, signals
 
 
-@dataclass(frozen=True)
-class CtEntry:
-    """One conntrack entry: both directions as (src, sport, dst, dport), and its `conntrack -L` line."""
-    proto: int
-    state: str | None
-    orig: tuple[str, int, str, int]
-    reply: tuple[str, int, str, int]
-    timeout: int
-    line: str
-
-
-@dataclass(frozen=True)
-class Conntrack:
-    """A node's conntrack table: `entries`, and `text` as `conntrack -L` prints it."""
-    entries: list[CtEntry]
-    text: str
-
-    def __str__(self) -> str:
-        return self.text
-
-
-class Network:
+class Network(KernelState, Commands):
     """An emulated network on a virtual clock, spoken to in Scapy packets (docs/python-api.md)."""
 
     def __init__(self, t: topo.Topology, scenario: str | None = None, seed: int | None = None, *,
@@ -277,39 +253,6 @@ class Network:
             pkts = [p for p in pkts if lfilter(p)]
         return PacketList(pkts, name)
 
-    # ------------------------------------------------------------------ state, in the kernel's words
-    def conntrack(self, node: str) -> Conntrack:
-        """`conntrack -L` of `node`, as text (`pktemu run`'s conntrack-<node>.txt) and as entries."""
-        n = self._node("conntrack", node)
-        text = n.nf.conntrack_dump()
-        table = getattr(n.nf, "conntrack", None)
-        now = self.engine.sim.now
-        entries = [CtEntry(ct.proto, ct.tcp_state, _tuple(ct.orig), _tuple(ct.reply),
-                           ct.remaining(now) // SECOND, conntrack_line(ct, now))
-                   for ct in (table or [])]
-        return Conntrack(entries, text)
-
-    def iptables_save(self, node: str, counters: bool = True) -> str:
-        """`iptables-save [-c]` of `node` ("" when it has no rules, as for an empty namespace)."""
-        n = self._node("iptables_save", node)
-        rs = n.nf.ruleset
-        return "" if rs is None else save_rules(rs, counters=counters)
-
-    def routes(self, node: str) -> list[str]:
-        """`ip route` of `node`, one route a line."""
-        return self._node("routes", node).ip_route()
-
-    def neigh(self, node: str) -> list[str]:
-        """`ip neigh` of `node`."""
-        return self._node("neigh", node).neigh.dump()
-
-    def fdb(self, bridge: str) -> list[str]:
-        """`bridge fdb show br BRIDGE` for `node/bridge` (or `node-bridge`)."""
-        dev = self._device("fdb", bridge)
-        if not isinstance(dev, Bridge):
-            raise PktemuError(f"fdb: {bridge} is not a bridge")
-        return dev.show_fdb()
-
     @property
     def results(self) -> list[dict[str, Any]]:
         """What each of the scenario's client applications saw (`pktemu run`'s client-result.json)."""
@@ -392,7 +335,3 @@ def _ns(what: str, field: str, seconds: Any) -> int:
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < 1e9:
         raise PktemuError(f"{what}: {field}={excerpt(seconds)} is not a number of seconds (0 or more)")
     return round(seconds * SECOND)
-
-
-def _tuple(t: CtTuple) -> tuple[str, int, str, int]:
-    return int2ip(t.src), t.sport, int2ip(t.dst), t.dport

@@ -1,3 +1,3 @@
 """Pod applications. Importing this package registers the built-in app kinds."""
 # each module registers its kinds on import
-from pktemu.apps import dns, http, http_load, ping, python  # noqa: F401
+from pktemu.apps import dns, echo, echo_client, http, http_load, ping, python  # noqa: F401

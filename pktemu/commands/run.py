@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import Counter
 from dataclasses import dataclass
 
@@ -47,11 +48,20 @@ def run(args: argparse.Namespace, out: Console) -> int:
             with Network(t, n, args.seed, capture=args.out, keep_frames=False) as net:
                 events = net.run(progress=update)
                 path = net.write()
+            warn_failed_actions(net.engine)
             res = ScenarioOutcome(n, path, net.frames, net.engine.drops, net.engine.sim.now, events)
             prog.remove_task(task)
             if not args.quiet:
                 report(out, res)
     return 0
+
+
+def warn_failed_actions(engine: Engine) -> None:
+    """A timeline command that failed as the real tool would (timeline.txt says so too)."""
+    for rec in engine.actions:
+        if rec.failed:
+            print(f"pktemu: warning: {rec.where}: {rec.command} at {rec.t / 1e9:.3f} s failed: {rec.output}",
+                  file=sys.stderr)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from pktemu.io.topofile import load_topology
 from pktemu.netfilter.lint import warnings
 from pktemu.netfilter.xtables import load_rules
 from pktemu.network import Network
+from pktemu.topo import Topology
 
 NAME = "validate"
 HELP = "check a topology file without running it"
@@ -33,10 +34,23 @@ def run(args: argparse.Namespace, out: Console) -> int:
         for w in warnings(rs):
             print(f"pktemu: warning: {path}: {w}", file=sys.stderr)
             found.append({"file": path, "warning": w})
+    size = _size(t)
     if args.output != "text":
         emit({"topology": args.topology, "valid": True, "nodes": list(t.nodes), "veth_pairs": len(t.veths),
-              "scenarios": list(t.scenarios), "warnings": found}, args.output)
+              "scenarios": list(t.scenarios), "warnings": found, "size": size}, args.output)
         return 0
+    names = ", ".join(t.scenarios) if len(t.scenarios) <= 20 else ", ".join(list(t.scenarios)[:20]) + ", ..."
     out.print(f"{args.topology}: OK — {plural(len(t.nodes), 'node')}, {plural(len(t.veths), 'veth pair')}, "
-              f"{plural(len(t.scenarios), 'scenario')} ({', '.join(t.scenarios) or 'none'})")
+              f"{plural(len(t.scenarios), 'scenario')} ({names or 'none'})")
+    out.print(f"size: {plural(size['nodes'], 'node')} and {plural(size['pods'], 'pod')}, "
+              f"{plural(size['interfaces'], 'interface')}, {plural(size['bridges'], 'bridge')}, "
+              f"{plural(size['veths'], 'veth pair')}, {plural(size['routes'], 'route')}")
     return 0
+
+
+def _size(t: Topology) -> dict[str, int]:
+    """What the file expanded to (a generated topology is much larger than its text)."""
+    ns = t.nodes.values()
+    return {"nodes": sum(1 for n in ns if n.kind != "pod"), "pods": sum(1 for n in ns if n.kind == "pod"),
+            "interfaces": sum(len(n.interfaces) for n in ns), "bridges": sum(len(n.bridges) for n in ns),
+            "veths": len(t.veths), "routes": sum(len(n.routes) for n in ns)}

@@ -69,7 +69,9 @@ def frame_comment(direction: str, notes: list[str], frame: Any, now: int) -> str
             if r is None:
                 lines.append(f"rule {n.table}:{n.hook} policy: -P {n.hook} {v}{verdict}")  # type: ignore
             else:
-                lines.append(f"rule {n.table}:{n.hook} {r.chain}#{r.num}: -A {r.chain}{r.body}{verdict}")  # type: ignore
+                origin = f" (rule {r.origin})" if r.origin else ""                  # type: ignore
+                lines.append(f"rule {n.table}:{n.hook} {r.chain}#{r.num}: -A {r.chain}{r.body}{verdict}"
+                             f"{origin}")                                                  # type: ignore
                 fold = fold or r.jump in NAT_TARGETS
         elif n.startswith(CT_CHANGED):
             changed = True

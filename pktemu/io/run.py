@@ -24,7 +24,7 @@ from pktemu.io.atomic import (entry_name_problem, forget, make_temp_dir, remove_
                               temp_path)
 from pktemu.io.capture import CaptureSet
 from pktemu.io.pcap import PcapWriter
-from pktemu.io.topofile_scenarios import SERVER_RESULT, result_files
+from pktemu.io.topofile_scenarios import SERVER_RESULT, all_traffic, result_files
 from pktemu.netfilter.xtables import save_rules
 from pktemu.net.device import NetDevice
 from pktemu.network import Network
@@ -194,6 +194,10 @@ def _move(out: Output, out_root: str) -> None:
 
 
 def schedule_traffic(net: Network, sc: topo.Scenario) -> list[Any]:
+    """Start the scenario's clients at their times (and its steps one after another); the run stops
+    `settle` after the last client is done. Returns their run records, in `all_traffic` order."""
+    if sc.steps:
+        return _schedule_steps(net, sc)
     runs: list[Any] = []
     remaining = [len(sc.traffic)]
 
@@ -207,6 +211,58 @@ def schedule_traffic(net: Network, sc: topo.Scenario) -> list[Any]:
         slot: dict[str, Any] = {}
         runs.append(_Pending(slot))
         net.sim.at(tr.at, _start, net, node, tr.app, one_done, slot)
+    return runs
+
+
+@dataclass
+class StepRun:
+    """When a step ran (virtual ns) and why it ended: its clients done, or its duration over."""
+    step: topo.Step
+    start: int | None = None
+    end: int | None = None
+    ended_by: str = ""
+
+
+def _schedule_steps(net: Network, sc: topo.Scenario) -> list[Any]:
+    """Each step starts when the one before it has ended (clients done and settled, or its duration
+    over), in the same namespaces; the last one stops the run."""
+    runs: list[Any] = []
+    slots: list[list[_Pending]] = []
+    for st in sc.steps:
+        mine = [_Pending({}) for _ in st.traffic]
+        slots.append(mine)
+        runs += mine
+    net.steps = [StepRun(st) for st in sc.steps]
+
+    def begin(k: int) -> None:
+        record = net.steps[k]
+        st = record.step
+        record.start = net.sim.now
+        net.schedule_timeline(st.timeline)
+        remaining = [len(st.traffic)]
+        over = [False]
+
+        def finish(why: str) -> None:
+            if over[0]:
+                return
+            over[0] = True
+            record.end, record.ended_by = net.sim.now, why
+            if k + 1 < len(sc.steps):
+                begin(k + 1)
+            else:
+                _stop(net)
+
+        def one_done() -> None:
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                net.sim.schedule(st.settle, finish, "clients done")
+
+        for tr, pending in zip(st.traffic, slots[k], strict=True):
+            net.sim.schedule(tr.at, _start, net, net.nodes[tr.node], tr.app, one_done, pending.slot)
+        deadline = max((tr.at for tr in st.traffic), default=0) + st.duration
+        net.sim.schedule(deadline + (st.settle if not st.traffic else 0), finish, "duration")
+
+    net.sim.schedule(0, begin, 0)
     return runs
 
 
@@ -237,7 +293,17 @@ def write_state(tmp: str, net: Network, sc: topo.Scenario, captured: list[Any], 
     _write_json(os.path.join(tmp, "scenario.json"), {"scenario": sc.name, "description": sc.description})
     _write_json(os.path.join(tmp, SERVER_RESULT), server_results(net, runs))
     results = [r.result for r in runs]
-    for fname, items in result_files(sc.traffic).items():
+    if sc.steps:
+        _write_json(os.path.join(tmp, "steps.json"), [
+            {"step": r.step.name, "description": r.step.description,
+             "start_s": None if r.start is None else r.start / 1e9,
+             "end_s": None if r.end is None else r.end / 1e9, "ended_by": r.ended_by or "not reached",
+             "results": sorted(result_files(r.step.traffic))} for r in net.steps])
+    if net.actions:
+        with open(os.path.join(tmp, "timeline.txt"), "w") as f:
+            for rec in net.actions:
+                f.write(rec.line() + "\n")
+    for fname, items in result_files(all_traffic(sc)).items():
         picked = [results[i] for i in items]
         _write_json(os.path.join(tmp, fname), picked[0] if len(picked) == 1 else picked)
     for node in net.nodes.values():

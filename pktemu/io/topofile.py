@@ -2,7 +2,9 @@
 
 Errors are one line: `file:line: ...` for YAML syntax, `file: object.path.field: ...` for content.
 `extends: base.yaml` loads the base first; the derived file's top-level keys replace the base's,
-except `scenarios`, which merge by name (the derived file wins), and `name`, which is not inherited.
+except `scenarios`, which merge by name (the derived file wins), and `name`, which is not inherited;
+`extends: {file: base.yaml, merge: true}` merges recursively instead (pktemu.io.topofile_merge).
+`for` loops then expand (pktemu.io.topofile_generate), and the plain document is parsed.
 The format is documented in docs/topology.md.
 """
 from __future__ import annotations
@@ -15,15 +17,17 @@ import yaml
 from pktemu.errors import PktemuError, excerpt
 from pktemu.infile import YamlLoader, check_path, load_yaml, not_a_file, read_text
 from pktemu.io.topofile_check import check_topology
-from pktemu.io.topofile_fields import IFNAME_RE, NAME_RE, Src, integer, mapping, name, seq, string
+from pktemu.io.topofile_fields import IFNAME_RE, NAME_RE, Src, boolean, integer, mapping, name, seq, string
 from pktemu.io.topofile_fields import path as path_field
-from pktemu.io.topofile_k8s import parse_kubernetes, parse_timeline, split_timeline
+from pktemu.io.topofile_generate import expand, has_loops, parse_vars
+from pktemu.io.topofile_k8s import parse_kubernetes
+from pktemu.io.topofile_merge import Doc, MergedSrc, merge_top, replace_top
 from pktemu.io.topofile_nodes import Built, finish_sysctls, parse_node, parse_pod
-from pktemu.io.topofile_scenarios import parse_scenario, scenario_end
+from pktemu.io.topofile_scenarios import parse_scenario
 from pktemu.topo import Topology, Veth
 
 TOP_KEYS = ("name", "description", "seed", "extends", "captures", "nodes", "veths", "pods", "scenarios",
-            "kubernetes")
+            "kubernetes", "vars")
 
 
 class _Loader(YamlLoader):
@@ -49,16 +53,7 @@ def read_yaml(path: str) -> Any:
     return load_yaml(read_text(path), path, _Loader)
 
 
-class _Doc:
-    """The merged document, remembering which file each top-level key and scenario came from."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-        self.origin: dict[str, Src] = {}
-        self.scenarios: dict[str, tuple[Src, Any]] = {}
-
-
-def _load_doc(path: str, chain: tuple[str, ...], text: str | None = None) -> _Doc:
+def _load_doc(path: str, chain: tuple[str, ...], text: str | None = None) -> Doc:
     src = Src(path)
     raw = read_yaml(path) if text is None else load_yaml(text, path, _Loader)
     if raw is None:
@@ -66,26 +61,30 @@ def _load_doc(path: str, chain: tuple[str, ...], text: str | None = None) -> _Do
     if isinstance(raw, dict):
         raw = {k: v for k, v in raw.items() if not (isinstance(k, str) and k.startswith("x-"))}
     top = mapping(src, "top level", raw, allowed=TOP_KEYS)
-    doc = _Doc()
-    if top.get("extends") is not None:
-        rel = path_field(src, "extends", top["extends"])
-        base = os.path.normpath(os.path.join(os.path.dirname(path), rel))
-        if os.path.realpath(base) in chain:
-            raise src.error("extends", f"{rel} extends this file again (a cycle)")
-        if (problem := not_a_file(base)) is not None:
-            raise src.error("extends", problem)
-        doc = _load_doc(base, chain + (os.path.realpath(base),))
-        doc.values.pop("name", None)
-    for key, value in top.items():
-        if key == "extends":
-            continue
-        if key == "scenarios":
-            for sname, sv in mapping(src, "scenarios", value, open_keys=True).items():
-                doc.scenarios[sname] = (src, sv)
-            continue
-        doc.values[key] = value
-        doc.origin[key] = src
+    mapping(src, "scenarios", top.get("scenarios"), open_keys=True)
+    ext = top.pop("extends", None)
+    if ext is None:
+        return Doc(top, src)
+    rel, merge = _extends(src, ext)
+    base = os.path.normpath(os.path.join(os.path.dirname(path), rel))
+    if os.path.realpath(base) in chain:
+        raise src.error("extends", f"{rel} extends this file again (a cycle)")
+    if (problem := not_a_file(base)) is not None:
+        raise src.error("extends", problem)
+    doc = _load_doc(base, chain + (os.path.realpath(base),))
+    doc.values.pop("name", None)
+    doc.origin.kids.pop("name", None)
+    (merge_top if merge else replace_top)(doc, top, src)
     return doc
+
+
+def _extends(src: Src, value: object) -> tuple[str, bool]:
+    """`extends: FILE` (replace top-level keys) or `extends: {file: FILE, merge: true}`."""
+    if not isinstance(value, dict):
+        return path_field(src, "extends", value), False
+    m = mapping(src, "extends", value, allowed=("merge",), required=("file",))
+    merge = False if m.get("merge") is None else boolean(src, "extends.merge", m["merge"])
+    return path_field(src, "extends.file", m["file"]), merge
 
 
 def load_topology(path: str, text: str | None = None) -> Topology:
@@ -96,26 +95,31 @@ def load_topology(path: str, text: str | None = None) -> Topology:
     """
     check_path(path)
     doc = _load_doc(path, (os.path.realpath(path),), text)
-    v, origin = doc.values, doc.origin
+    v = doc.values
     top = Src(path)
+    src_of = MergedSrc(path, doc.origin)
+    if "vars" in v or has_loops(v):
+        variables = parse_vars(src_of.view("vars"), v.get("vars"))
+        v = expand({k: x for k, x in v.items() if k != "vars"}, doc.origin, src_of, variables)
+    v.pop("vars", None)
     stem = os.path.splitext(os.path.basename(path))[0] if text is None else "network"
     topo = Topology(name=name(top, "name", v.get("name") or stem, "topology name"), path=path)
     if v.get("description") is not None:
-        topo.description = string(origin["description"], "description", v["description"])
+        topo.description = string(src_of, "description", v["description"])
     if v.get("seed") is not None:
-        topo.seed = integer(origin["seed"], "seed", v["seed"], 0, 2**64 - 1)
+        topo.seed = integer(src_of, "seed", v["seed"], 0, 2**64 - 1)
 
+    scenarios = mapping(src_of, "scenarios", v.get("scenarios"), open_keys=True)
     b = Built(topo.seed)
     if "nodes" in v:
-        src = origin["nodes"]
-        for n, nv in mapping(src, "nodes", v["nodes"], open_keys=True).items():
+        for n, nv in mapping(src_of, "nodes", v["nodes"], open_keys=True).items():
+            src = src_of.view(f"nodes.{n}.iptables")
             parse_node(src, f"nodes.{n}", name(src, f"nodes.{n}", n, "node name"), nv, b)
     if "veths" in v:
-        _parse_veths(origin["veths"], v["veths"], b)
+        _parse_veths(src_of, v["veths"], b)
     if "pods" in v:
-        src = origin["pods"]
-        for p, pv in mapping(src, "pods", v["pods"], open_keys=True).items():
-            parse_pod(src, f"pods.{p}", name(src, f"pods.{p}", p, "pod name"), pv, b)
+        for p, pv in mapping(src_of, "pods", v["pods"], open_keys=True).items():
+            parse_pod(src_of, f"pods.{p}", name(src_of, f"pods.{p}", p, "pod name"), pv, b)
     finish_sysctls(b)
     check_topology(b)
     topo.nodes, topo.veths = b.nodes, b.veths
@@ -123,7 +127,7 @@ def load_topology(path: str, text: str | None = None) -> Topology:
     points = _capture_points(b)
     order: list[str] = []
     if "captures" in v:
-        src = origin["captures"]
+        src = src_of
         for i, c in enumerate(seq(src, "captures", v["captures"])):
             cname = string(src, f"captures[{i}]", c)
             if cname not in points:
@@ -138,12 +142,10 @@ def load_topology(path: str, text: str | None = None) -> Topology:
     topo.capture_points = {c: points[c] for c in order}
 
     if v.get("kubernetes") is not None:
-        topo.kubernetes = parse_kubernetes(origin["kubernetes"], v["kubernetes"], topo)
-    for sname, (src, sv) in doc.scenarios.items():
-        sv, timeline = split_timeline(sv)
-        topo.scenarios[sname] = parse_scenario(src, f"scenarios.{sname}", sname, sv, topo.nodes)
-        topo.scenarios[sname].timeline = parse_timeline(src, f"scenarios.{sname}.timeline", timeline, topo,
-                                                         scenario_end(topo.scenarios[sname]))
+        topo.kubernetes = parse_kubernetes(src_of.view("kubernetes.manifests"), v["kubernetes"], topo)
+    for sname, sv in scenarios.items():
+        src = src_of.view(f"scenarios.{sname}.timeline")
+        topo.scenarios[sname] = parse_scenario(src, f"scenarios.{sname}", sname, sv, topo)
     return topo
 
 

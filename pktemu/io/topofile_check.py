@@ -15,6 +15,7 @@ def check_topology(b: Built) -> None:
     _check_veths(b)
     _check_addresses(b)
     _check_macs(b)
+    _check_binds(b)
     for node in b.nodes.values():
         _check_routes(b, node)
 
@@ -90,6 +91,22 @@ def _check_addresses(b: Built) -> None:
                     raise b.error(key, f"peer {a.peer} is also the peer of "
                                        f"{b.where(('addr', n, *peers[a.peer]))}")
                 peers[a.peer] = (dev, i)
+
+
+def _check_binds(b: Built) -> None:
+    """A server app's `bind` must be an address of its node: bind() would fail with EADDRNOTAVAIL."""
+    for n, node in b.nodes.items():
+        local = {ipaddress.IPv4Interface(a.cidr).ip for _, _, addrs in _devices(node) for a in addrs}
+        for i, app in enumerate(node.apps):
+            bind = app.params.get("bind")
+            try:
+                ip = ipaddress.IPv4Address(bind if isinstance(bind, str) else "")
+            except ValueError:
+                continue
+            if not (ip.is_unspecified or ip.is_loopback or ip in local):
+                src, where = b.places[("node", n)]
+                raise src.error(f"{where}.apps[{i}].bind", f"{ip} is not an address of {n} "
+                                                          "(bind() would fail with EADDRNOTAVAIL)")
 
 
 def _check_macs(b: Built) -> None:

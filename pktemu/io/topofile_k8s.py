@@ -19,8 +19,7 @@ from pktemu.io.topofile_fields import path as path_field
 from pktemu.k8s.cluster import topology_pods
 from pktemu.k8s.manifests import Ctx, load_file_located
 from pktemu.k8s.objects import Pod, Service
-from pktemu.k8s.timeline import ACTIONS
-from pktemu.topo import KubeProxy, Kubernetes, TimelineEntry, Topology
+from pktemu.topo import KubeProxy, Kubernetes, Topology
 from pktemu.units import parse_duration, parse_ipv4_network
 
 K8S_KEYS = ("service_cidr", "cluster_cidr", "cluster_domain", "pod_cidrs", "manifests", "kube_proxy",
@@ -199,81 +198,3 @@ def _check_pod(pod: Pod, ctx: Ctx, pods: dict[str, tuple[str, str]]) -> None:
     if pod.node_name is not None and pod.node_name != host:
         raise ctx.error("spec.nodeName", f"{shorten(pod.node_name)} is not the node of topology pod {ns} "
                                          f"({host}); leave it out to take the pod's")
-
-
-# ---------------------------------------------------------------------------- timeline
-def split_timeline(value: object) -> tuple[object, object]:
-    """The scenario mapping without `timeline`, and the timeline (parsed by parse_timeline)."""
-    if isinstance(value, dict) and "timeline" in value:
-        rest = {k: v for k, v in value.items() if k != "timeline"}
-        return rest, value["timeline"]
-    return value, None
-
-
-def parse_timeline(src: Src, where: str, value: object, t: Topology, end: int) -> list[TimelineEntry]:
-    """The entries in time order (ties in file order); each must happen by `end`, the scenario's
-    last instant, and name objects that exist when it happens."""
-    entries = seq(src, where, value)
-    if entries and t.kubernetes is None:
-        raise src.error(where, "a timeline changes the cluster: it needs a kubernetes: section")
-    alloc = Allocations()
-    if t.kubernetes is not None:
-        check_objects([(o, Ctx(src.path, 0, "")) for o in t.kubernetes.objects if isinstance(o, Service)],
-                      t.kubernetes, t, alloc)
-    base = src.resolve(".")
-    out: list[tuple[TimelineEntry, str]] = []
-    for i, e in enumerate(entries):
-        at_where = f"{where}[{i}]"
-        m = mapping(src, at_where, e, allowed=("at", *ACTIONS))
-        actions = [a for a in ACTIONS if a in m]
-        if len(actions) != 1:
-            raise src.error(at_where, f"give exactly one action of: {', '.join(ACTIONS)}")
-        name = actions[0]
-        at = 0 if m.get("at") is None else parse_duration(m["at"], src.at(f"{at_where}.at"))
-        if at > end:
-            raise src.error(f"{at_where}.at", f"{name} at {at / 1e9:g}s is after the scenario ends, at "
-                                              f"{end / 1e9:g}s (the last traffic start plus duration)")
-        args = ACTIONS[name].parse(m[name], src.at(f"{at_where}.{name}"), base)
-        if name == "kube_proxy" and args["node"] not in t.kubernetes.kube_proxy:     # type: ignore[union-attr]
-            raise src.error(f"{at_where}.kube_proxy.node", f"no kube-proxy runs on {excerpt(args['node'])} "
-                                                           "(see kubernetes.kube_proxy)")
-        if name == "apply":
-            check_objects([(o, Ctx(src.path, 0, f"{at_where}.apply: {type(o).__name__} {o.meta.key}"))
-                           for o in args["objects"]], t.kubernetes, t, alloc)      # type: ignore[arg-type]
-        out.append((TimelineEntry(at, name, args, f"{src.path}: {at_where}"), at_where))
-    out.sort(key=lambda x: x[0].at)
-    _check_names(src, out, t.kubernetes.objects if t.kubernetes is not None else [])
-    return [e for e, _ in out]
-
-
-def _check_names(src: Src, entries: list[tuple[TimelineEntry, str]], objects: list[Any]) -> None:
-    """Replay the timeline on the names of the objects: a name that is not there when its action
-    runs (never defined, or deleted earlier) is a mistake, not something to ignore at run time."""
-    live: dict[tuple[str, str], Any] = {(type(o).__name__, o.meta.key): o for o in objects}
-    gone: dict[tuple[str, str], str] = {}
-
-    def need(key: tuple[str, str], field: str, at: int) -> Any:
-        if key not in live:
-            why = (f"it was deleted by {gone[key]}" if key in gone else
-                   "it is neither in the manifests nor applied earlier in this timeline")
-            raise src.error(field, f"no {key[0]} {shorten(key[1])} at {at / 1e9:g}s: {why}")
-        return live[key]
-
-    for e, at_where in entries:
-        if e.action == "apply":
-            for o in e.args["objects"]:
-                key = (type(o).__name__, o.meta.key)
-                live[key] = o
-                gone.pop(key, None)
-        elif e.action == "delete":
-            key = (e.args["kind"], e.args["key"])
-            need(key, f"{at_where}.delete", e.at)
-            del live[key]
-            gone[key] = at_where
-        elif e.action == "ready":
-            need(("Pod", e.args["key"]), f"{at_where}.ready.pod", e.at)
-        elif e.action == "scale":
-            svc = need(("Service", e.args["key"]), f"{at_where}.scale.service", e.at)
-            if not svc.selector:
-                raise src.error(f"{at_where}.scale.service", f"Service {svc.meta.key} has no selector: "
-                                                             "there are no Pods to scale")

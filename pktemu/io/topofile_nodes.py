@@ -34,7 +34,8 @@ from pktemu.topo import Address, App, Bridge, BridgePort, Interface, Node, Route
 from pktemu.units import parse_duration, parse_ipv4_network
 
 NODE_KEYS = ("sysctls", "interfaces", "bridges", "routes", "iptables", "apps", "resolv")
-POD_KEYS = ("node", "bridge", "host_veth", "mac", "address", "gateway", "apps", "resolv", "sysctls", "mtu")
+POD_KEYS = ("node", "bridge", "host_veth", "mac", "address", "addresses", "gateway", "apps", "resolv",
+            "sysctls", "mtu")
 
 #: Where an object was written: key -> (file, dotted path). Keys: ("node", n), ("dev", n, dev),
 #: ("addr", n, dev, i), ("route", n, i), ("port", n, bridge, i), ("veth", i), ("sysctls", n).
@@ -71,11 +72,13 @@ def parse_app(src: Src, where: str, value: object) -> App:
     return App(kind, app_kind.validate(params, src.at(where)))
 
 
-def parse_addresses(src: Src, where: str, value: object, b: Built, node: str, dev: str) -> list[Address]:
+def parse_addresses(src: Src, where: str, value: object, b: Built, node: str, dev: str,
+                    first: int = 0) -> list[Address]:
+    """`first`: how many addresses the device already has (a pod's `address:` comes first)."""
     out: list[Address] = []
     for i, a in enumerate(seq(src, where, value)):
         at = f"{where}[{i}]"
-        b.places[("addr", node, dev, len(out))] = (src, at)
+        b.places[("addr", node, dev, first + len(out))] = (src, at)
         if isinstance(a, dict):
             m = mapping(src, at, a, allowed=("peer",), required=("address",))
             iface = host_address(src, f"{at}.address", m["address"])
@@ -205,7 +208,7 @@ def parse_route(src: Src, where: str, value: object) -> Route:
 
 def parse_pod(src: Src, where: str, pname: str, value: object, b: Built) -> None:
     """A pod: its own node with eth0, plus the host end of its veth as a port of `bridge`."""
-    m = mapping(src, where, value, allowed=POD_KEYS, required=("node", "bridge", "address"))
+    m = mapping(src, where, value, allowed=POD_KEYS, required=("node", "bridge"))
     if pname in b.nodes:
         raise src.error(where, f"name already used by {b.where(('node', pname))}")
     host = name(src, f"{where}.node", m["node"], "node name")
@@ -232,13 +235,19 @@ def parse_pod(src: Src, where: str, pname: str, value: object, b: Built) -> None
     b.places[("port", host, brname, len(bridge.ports))] = (src, hat)
     bridge.ports.append(port)
 
-    addr = host_address(src, f"{where}.address", m["address"])
     pod = Node(pname, kind="pod")
     b.places[("node", pname)] = (src, where)
     b.places[("dev", pname, "eth0")] = (src, where)
-    b.places[("addr", pname, "eth0", 0)] = (src, f"{where}.address")
+    addrs: list[Address] = []
+    if m.get("address") is not None:
+        b.places[("addr", pname, "eth0", 0)] = (src, f"{where}.address")
+        addrs.append(Address(str(host_address(src, f"{where}.address", m["address"]))))
+    addrs += parse_addresses(src, f"{where}.addresses", m.get("addresses"), b, pname, "eth0", len(addrs))
+    if not addrs:
+        raise src.error(f"{where}.address", "required (or addresses: a list, the first is the primary)")
+    addr = ipaddress.IPv4Interface(addrs[0].cidr)
     pod.interfaces["eth0"] = Interface("eth0", _mac(src, f"{where}.mac", m.get("mac"), b.seed, pname, "eth0"),
-                                       [Address(str(addr))], mtu)
+                                       addrs, mtu)
     if m.get("gateway") is not None:
         gw = str(ipv4(src, f"{where}.gateway", m["gateway"]))
     else:

@@ -6,10 +6,11 @@ from typing import Any
 
 from pktemu.errors import excerpt
 from pktemu.io.atomic import entry_name_problem
-from pktemu.io.topofile_fields import Src, boolean, mapping, name, seq, string
+from pktemu.io.topofile_fields import Src, mapping, name, seq, string
 from pktemu.io.topofile_nodes import parse_app
-from pktemu.io.topofile_sysctl import parse_sysctls
-from pktemu.topo import Node, Override, Scenario, Traffic
+from pktemu.io.topofile_overrides import parse_override
+from pktemu.io.topofile_timeline import parse_timeline
+from pktemu.topo import Node, Override, Scenario, Step, Topology, Traffic
 from pktemu.units import parse_duration
 
 CLIENT_RESULT = "client-result.json"
@@ -20,29 +21,79 @@ _RESERVED = ("scenario.json", SERVER_RESULT)
 _FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
 
-def parse_scenario(src: Src, where: str, sname: str, value: object, nodes: dict[str, Node]) -> Scenario:
+def parse_scenario(src: Src, where: str, sname: str, value: object, t: Topology) -> Scenario:
+    """A scenario: its traffic, overrides and timeline, or its `steps` run one after another."""
+    nodes = t.nodes
     name(src, where, sname, "scenario name")
     if (problem := entry_name_problem(sname)) is not None:
         raise src.error(where, f"a scenario name names its output folder, and this one is {problem}")
-    m = mapping(src, where, value, allowed=("description", "traffic", "overrides", "duration", "settle"))
+    m = mapping(src, where, value, allowed=("description", "traffic", "overrides", "duration", "settle",
+                                            "timeline", "steps"))
     sc = Scenario(sname)
-    if m.get("description") is not None:
-        sc.description = string(src, f"{where}.description", m["description"])
-    if m.get("duration") is not None:
-        sc.duration = parse_duration(m["duration"], src.at(f"{where}.duration"))
-    if m.get("settle") is not None:
-        sc.settle = parse_duration(m["settle"], src.at(f"{where}.settle"))
-    for i, t in enumerate(seq(src, f"{where}.traffic", m.get("traffic"))):
-        sc.traffic.append(_traffic(src, f"{where}.traffic[{i}]", t, nodes))
+    _common(src, where, m, sc)
+    for i, tr in enumerate(seq(src, f"{where}.traffic", m.get("traffic"))):
+        sc.traffic.append(_traffic(src, f"{where}.traffic[{i}]", tr, nodes))
     for i, o in enumerate(seq(src, f"{where}.overrides", m.get("overrides"))):
         sc.overrides.append(_override(src, f"{where}.overrides[{i}]", o, nodes))
+    steps = seq(src, f"{where}.steps", m.get("steps"))
+    if steps and sc.traffic:
+        raise src.error(f"{where}.steps", "give traffic: or steps:, not both "
+                                          "(put the traffic in a first step)")
+    seen: dict[str, str] = {}
+    for i, sv in enumerate(steps):
+        sc.steps.append(_step(src, f"{where}.steps[{i}]", sv, t, seen))
+    sc.timeline = parse_timeline(src, f"{where}.timeline", m.get("timeline"), t, scenario_end(sc))
     return sc
+
+
+def _step(src: Src, where: str, value: object, t: Topology, seen: dict[str, str]) -> Step:
+    m = mapping(src, where, value, required=("name",),
+                allowed=("name", "description", "traffic", "timeline", "duration", "settle"))
+    st = Step(name(src, f"{where}.name", m["name"], "step name"))
+    if st.name in seen:
+        raise src.error(f"{where}.name", f"{st.name} is also the name of {seen[st.name]}")
+    seen[st.name] = where
+    _common(src, where, m, st)
+    for i, tr in enumerate(seq(src, f"{where}.traffic", m.get("traffic"))):
+        item = _traffic(src, f"{where}.traffic[{i}]", tr, t.nodes)
+        if item.result == CLIENT_RESULT and not (isinstance(tr, dict) and "result" in tr):
+            item.result = step_result(st.name)
+        st.traffic.append(item)
+    st.timeline = parse_timeline(src, f"{where}.timeline", m.get("timeline"), t, step_end(st))
+    return st
+
+
+def _common(src: Src, where: str, m: dict[str, Any], obj: Scenario | Step) -> None:
+    """What scenarios and steps share: `description`, `duration`, `settle`."""
+    if m.get("description") is not None:
+        obj.description = string(src, f"{where}.description", m["description"])
+    if m.get("duration") is not None:
+        obj.duration = parse_duration(m["duration"], src.at(f"{where}.duration"))
+    if m.get("settle") is not None:
+        obj.settle = parse_duration(m["settle"], src.at(f"{where}.settle"))
+
+
+def step_result(step: str) -> str:
+    """A step's default result file: its clients' results, apart from the other steps'."""
+    return f"client-result-{step}.json"
+
+
+def step_end(st: Step) -> int:
+    """The last instant of a step, from its start: the last traffic start plus `duration`."""
+    return max((tr.at for tr in st.traffic), default=0) + st.duration
 
 
 def scenario_end(sc: Scenario) -> int:
     """The last instant of a scenario's run (pktemu.io.run stops there at the latest): the last
-    traffic start plus `duration`."""
+    traffic start plus `duration`; with steps, every step run to its end and settled."""
+    if sc.steps:
+        return sum(step_end(st) + st.settle for st in sc.steps)
     return max((tr.at for tr in sc.traffic), default=0) + sc.duration
+
+
+def all_traffic(sc: Scenario) -> list[Traffic]:
+    """The scenario's traffic items, then each step's, in the order their runs are recorded."""
+    return [*sc.traffic, *(tr for st in sc.steps for tr in st.traffic)]
 
 
 def result_files(traffic: list[Traffic]) -> dict[str, list[int]]:
@@ -86,23 +137,5 @@ def _traffic(src: Src, where: str, value: object, nodes: dict[str, Node]) -> Tra
 
 
 def _override(src: Src, where: str, value: object, nodes: dict[str, Node]) -> Override:
-    """`{port: node/ifname, hairpin: bool}` or `{node: X, sysctls: {...}}`."""
-    m = mapping(src, where, value, allowed=("port", "hairpin", "node", "sysctls"))
-    if m.get("port") is not None:
-        mapping(src, where, m, allowed=("port", "hairpin"), required=("hairpin",))
-        target = string(src, f"{where}.port", m["port"])
-        n, _, ifn = target.partition("/")
-        node = nodes.get(n)
-        if node is None or not any(p.name == ifn for br in node.bridges.values() for p in br.ports):
-            raise src.error(f"{where}.port", f"{excerpt(target)} is not a bridge port (write node/ifname)")
-        return Override(target, {"hairpin": boolean(src, f"{where}.hairpin", m["hairpin"])})
-    if m.get("node") is not None:
-        mapping(src, where, m, allowed=("node", "sysctls"), required=("sysctls",))
-        n = string(src, f"{where}.node", m["node"])
-        if n not in nodes:
-            raise src.error(f"{where}.node", f"no node or pod named {excerpt(n)}")
-        node = nodes[n]
-        sysctls: dict[str, Any] = parse_sysctls(src, f"{where}.sysctls", m["sysctls"],
-                                                set(node.interfaces) | set(node.bridges))
-        return Override(n, {"sysctls": sysctls})
-    raise src.error(where, "an override needs port: (with hairpin:) or node: (with sysctls:)")
+    """See pktemu.io.topofile_overrides (hairpin, sysctls, routes, addresses, iptables)."""
+    return parse_override(src, where, value, nodes)

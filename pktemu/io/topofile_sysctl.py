@@ -15,6 +15,7 @@ GLOBAL_SYSCTLS: dict[str, tuple[int, int, str]] = {
     "net.ipv4.icmp_errors_use_inbound_ifaddr": (0, 1, "ICMP errors sourced from the inbound interface"),
     "net.ipv4.tcp_syn_retries": (1, 127, "SYN retransmissions before connect() fails"),
     "net.ipv4.tcp_synack_retries": (1, 255, "SYN-ACK retransmissions"),
+    "net.ipv4.tcp_retries2": (0, 255, "RTO backoffs before an established connection fails"),
     "net.bridge.bridge-nf-call-iptables": (0, 1, "bridged IPv4 frames traverse iptables"),
     "net.bridge.bridge-nf-call-arptables": (0, 1, "bridged ARP frames traverse arptables"),
     "net.netfilter.nf_conntrack_tcp_loose": (0, 1, "pick up TCP connections from mid-stream"),

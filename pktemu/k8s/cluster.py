@@ -17,7 +17,7 @@ from pktemu.k8s.apiserver import ApiServer, Settings
 from pktemu.k8s.controllers import EndpointSliceControllers
 from pktemu.k8s.kube_proxy import KubeProxy
 from pktemu.k8s.objects import Pod, Service
-from pktemu.k8s.timeline import ACTIONS
+from pktemu.timeline import ACTIONS
 from pktemu.net.frame import int2ip
 from pktemu.netfilter.hooks import Netfilter
 from pktemu.netfilter.xtables import Ruleset
@@ -90,10 +90,6 @@ class Cluster:
                            self.spec.watch_latency)
             self.kube_proxies[name] = kp
             kp.start()
-
-    def schedule(self, timeline: list["topo.TimelineEntry"]) -> None:
-        for entry in timeline:
-            self.sim.at(entry.at, self.run_action, entry)
 
     def run_action(self, entry: "topo.TimelineEntry") -> None:
         self.note(f"timeline {entry.action} {entry.args if entry.action != 'apply' else ''}".rstrip())

@@ -73,6 +73,9 @@ class KubeProxy:
             self._proxier = IptablesProxier(IptablesOptions(
                 self.cluster_cidr, self.cfg.masquerade_all, random_fully, self.cfg.localhost_nodeports,
                 kubelet_firewall=not oracle, node_ip=self.node_ip))
+            if self.cfg.localhost_nodeports:
+                # NewProxier: NodePorts on 127.0.0.1 need 127/8 routed off lo (sysctl route_localnet)
+                self.node.sysctls["net.ipv4.conf.all.route_localnet"] = 1
             if not oracle:
                 tables = ("mangle", "nat", "filter")          # ipt.Monitor's canaries
                 self._restore("".join(f"*{t}\n:{CANARY} - [0:0]\nCOMMIT\n" for t in tables))

@@ -1,9 +1,7 @@
-"""Timeline actions: changes to the cluster at given virtual times, registered by name.
+"""Cluster timeline actions: changes to the Kubernetes API at given virtual times (pktemu.timeline).
 
-A topology scenario's `timeline:` entries are `{at: T, <action>: <argument>}`. Each action
-registered here has a `parse` (checks the argument when the file is loaded; raises PktemuError
-naming the file and field) and a `run` (applies it to the running cluster). Adding an action is
-adding a registration, nothing else changes.
+A topology scenario's `timeline:` entries are `{at: T, <action>: <argument>}`; these run on the
+cluster, the node actions (rules, conntrack, links) are pktemu.actions'.
 
 * `apply`: a manifest file (relative path) or an inline object; kubectl apply of each object.
 * `delete`: `Kind/namespace/name` or `Kind/name`; kubectl delete (a Pod terminates gracefully).
@@ -17,31 +15,17 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from pktemu.errors import PktemuError, excerpt, shorten
 from pktemu.k8s.manifests import Ctx, load_file, parse_object
 from pktemu.k8s.objects import KINDS
+from pktemu.timeline import register
 
 if TYPE_CHECKING:
     from pktemu.k8s.cluster import Cluster
 
-
-
-@dataclass(frozen=True)
-class Action:
-    #: parse(value, where, base_dir) -> checked args; `where` is "file: scenarios.x.timeline[i].action"
-    parse: Callable[[Any, str, str], dict[str, Any]]
-    run: Callable[["Cluster", dict[str, Any]], None]
-
-
-ACTIONS: dict[str, Action] = {}
-
-
-def register(name: str, parse: Callable[[Any, str, str], dict[str, Any]],
-             run: Callable[["Cluster", dict[str, Any]], None]) -> None:
-    ACTIONS[name] = Action(parse, run)
 
 
 def _err(where: str, msg: str) -> PktemuError:
@@ -70,7 +54,7 @@ def _ns_name(value: Any, where: str) -> tuple[str, str]:
 
 
 # ---------------------------------------------------------------------------- apply
-def _parse_apply(value: Any, where: str, base: str) -> dict[str, Any]:
+def _parse_apply(value: Any, where: str, base: str, _node: Any = None) -> dict[str, Any]:
     if isinstance(value, str):
         if not value or not value.isprintable() or len(value) > 4096:
             raise _err(where, f"not a usable file name: {excerpt(value)}")
@@ -103,7 +87,7 @@ def _run_apply(cluster: "Cluster", args: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------- delete
-def _parse_delete(value: Any, where: str, base: str) -> dict[str, Any]:
+def _parse_delete(value: Any, where: str, base: str, _node: Any = None) -> dict[str, Any]:
     if not isinstance(value, str) or value.count("/") not in (1, 2):
         raise _err(where, f"expected Kind/namespace/name or Kind/name, got {excerpt(value)}")
     kind, _, rest = value.partition("/")
@@ -118,7 +102,7 @@ def _run_delete(cluster: "Cluster", args: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------- ready
-def _parse_ready(value: Any, where: str, base: str) -> dict[str, Any]:
+def _parse_ready(value: Any, where: str, base: str, _node: Any = None) -> dict[str, Any]:
     m = _mapping(value, where, ("pod", "value"), ("namespace",))
     if not isinstance(m["value"], bool):
         raise _err(f"{where}.value", f"expected true or false, got {excerpt(m['value'])}")
@@ -139,7 +123,7 @@ def _run_ready(cluster: "Cluster", args: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------- scale
-def _parse_scale(value: Any, where: str, base: str) -> dict[str, Any]:
+def _parse_scale(value: Any, where: str, base: str, _node: Any = None) -> dict[str, Any]:
     m = _mapping(value, where, ("service", "replicas"))
     r = m["replicas"]
     if not isinstance(r, int) or isinstance(r, bool) or not 0 <= r <= 2**31 - 1:
@@ -153,7 +137,7 @@ def _run_scale(cluster: "Cluster", args: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------- kube-proxy
-def _parse_kube_proxy(value: Any, where: str, base: str) -> dict[str, Any]:
+def _parse_kube_proxy(value: Any, where: str, base: str, _node: Any = None) -> dict[str, Any]:
     m = _mapping(value, where, ("node", "action"))
     if m["action"] not in ("crash", "restart"):
         raise _err(f"{where}.action", f"expected crash or restart, got {excerpt(m['action'])}")

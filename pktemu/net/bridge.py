@@ -69,6 +69,9 @@ class Bridge(NetDevice):
     def handle_frame(self, dev: NetDevice, frame: Frame) -> None:
         """br_handle_frame: learn, then (br_netfilter PREROUTING and) br_handle_frame_finish."""
         port = self.ports[dev.name]
+        if port.state == "disabled":
+            self.node.drop(frame, f"bridge {self.name}", dev._why(f"port {dev.name} is disabled"))
+            return
         src = bytes(frame.data[6:12])
         if src[0] & 1:
             self.node.drop(frame, f"bridge {self.name}", "multicast source MAC")
@@ -123,7 +126,8 @@ class Bridge(NetDevice):
     def forward(self, out: BridgePort, frame: Frame, in_port: BridgePort | None) -> None:
         if not self._should_deliver(out, in_port):
             self.node.drop(frame, f"bridge {self.name}",
-                           f"would go back out its ingress port {out.dev.name} (hairpin off)")
+                           f"would go back out its ingress port {out.dev.name} (hairpin off)"
+                           + self.node.changed(f"hairpin {out.dev.name}"))
             return
         if frame.nf_bridge is not None and frame.data[12] == 0x08 and frame.data[13] == 0x00:
             br_netfilter.forward(self, in_port, out, frame)
@@ -158,6 +162,21 @@ class Bridge(NetDevice):
             self.forward(e.port, frame, None)
         else:
             self.node.drop(frame, f"bridge {self.name}", "sent to the bridge's own address")
+
+    # ------------------------------------------------------------------ port state (br_stp_if.c)
+    def port_disable(self, port: BridgePort) -> None:
+        """br_stp_disable_port(): state disabled, its learned FDB entries flushed."""
+        port.state = "disabled"
+        for mac in [m for m, e in self.fdb.items() if e.port is port and not e.local]:
+            del self.fdb[mac]
+
+    def port_enable(self, port: BridgePort) -> None:
+        """br_stp_enable_port() with STP off: straight to forwarding."""
+        port.state = "forwarding"
+
+    def live_ports(self) -> bool:
+        """br_port_state_selection(): the bridge has carrier while a port forwards."""
+        return any(p.state == "forwarding" for p in self.ports.values())
 
     def show_fdb(self) -> list[str]:
         out = []

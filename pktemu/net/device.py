@@ -50,6 +50,11 @@ class NetDevice:
         self.taps: list[Tap] = []
         self.rx_handler: Callable[[NetDevice, Frame], None] | None = None
         self.up = True
+        #: lower layer up (a veth whose peer is down has none: NO-CARRIER); frames sent
+        #: without it never reach the driver nor tcpdump (linkwatch put in the noop qdisc)
+        self.carrier = True
+        #: the `ip link set` that last changed up/carrier here ("ip link set eth0 down at 2.000 s")
+        self.link_why = ""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.node.name}/{self.name} {bytes2mac(self.mac)}>"
@@ -66,12 +71,16 @@ class NetDevice:
 
     def xmit(self, frame: Frame) -> None:
         """dev_queue_xmit: the taps see the frame as sent, then the driver takes it."""
-        if not self.up:
-            self.node.drop(frame, f"dev {self.name}", "transmit on a device that is down")
+        if not self.up or not self.carrier:
+            what = "down" if not self.up else "without carrier (NO-CARRIER)"
+            self.node.drop(frame, f"dev {self.name}", self._why(f"transmit on a device that is {what}"))
             return
         for tap in self.taps:
             tap.record(self.node.sim.now, frame, "out")
         self.transmit(frame)
+
+    def _why(self, reason: str) -> str:
+        return f"{reason} ({self.link_why})" if self.link_why else reason
 
     def transmit(self, frame: Frame) -> None:
         raise NotImplementedError
@@ -79,7 +88,7 @@ class NetDevice:
     def receive(self, frame: Frame) -> None:
         """__netif_receive_skb: taps, then the rx handler (bridge port) or the node's stack."""
         if not self.up:
-            self.node.drop(frame, f"dev {self.name}", "received on a device that is down")
+            self.node.drop(frame, f"dev {self.name}", self._why("received on a device that is down"))
             return
         for tap in self.taps:
             tap.record(self.node.sim.now, frame, "in")

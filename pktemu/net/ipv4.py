@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from pktemu.net.device import PACKET_HOST, PACKET_OTHERHOST, NetDevice
 from pktemu.net.frame import ETH_HLEN, Frame, checksum, int2ip
 from pktemu.net.ip_fragment import fragment
+from pktemu.net.martian import input_martian, output_martian
 from pktemu.net.route import Route
 from pktemu.netfilter.core import FORWARD, INPUT, NF_ACCEPT, OUTPUT, POSTROUTING, PREROUTING
 
@@ -69,17 +70,26 @@ def ip_rcv(node: "Node", dev: NetDevice, frame: Frame) -> None:
 
 def ip_route_input(node: "Node", dev: NetDevice, frame: Frame) -> None:
     daddr = frame.daddr
-    if node.is_local(daddr) or node.is_broadcast(daddr):
+    loopback = daddr >> 24 == 127
+    if loopback or frame.saddr >> 24 == 127:
+        why = input_martian(node, dev.name, frame.saddr, daddr)
+        if why is not None:
+            node.drop(frame, "ip_route_input", why)
+            return
+    if loopback or node.is_local(daddr) or node.is_broadcast(daddr):    # `local 127.0.0.0/8 dev lo`
         ip_local_deliver(node, dev, frame)
         return
     if daddr >> 28 == 0xE:
         node.drop(frame, "ip_route_input", "multicast not routed")
         return
     if not node.sysctl("net.ipv4.ip_forward"):
-        node.drop(frame, "ip_route_input", f"not local ({int2ip(daddr)}) and ip_forward=0")
+        node.drop(frame, "ip_route_input", f"not local ({int2ip(daddr)}) and ip_forward=0"
+                  + node.changed("sysctl net.ipv4.ip_forward"))
         return
     if not _rp_filter_ok(node, dev, frame):
-        node.drop(frame, "ip_route_input", "rp_filter: reverse path is not via the input device")
+        node.drop(frame, "ip_route_input", "rp_filter: reverse path is not via the input device"
+                  + node.changed("sysctl net.ipv4.conf.all.rp_filter",
+                                 f"sysctl net.ipv4.conf.{dev.name}.rp_filter"))
         return
     rt = node.routes.lookup(daddr)
     if rt is None:
@@ -162,10 +172,16 @@ def ip_send(node: "Node", saddr: int, daddr: int, proto: int, payload: bytes, *,
 def ip_local_out(node: "Node", frame: Frame) -> None:
     r = node.route_output(frame.daddr)
     if r is None:
-        node.drop(frame, "ip_local_out", f"no route to {int2ip(frame.daddr)} (ENETUNREACH)")
+        links = "; ".join(v for k, v in node.changes.items() if k.startswith("link "))
+        node.drop(frame, "ip_local_out", f"no route to {int2ip(frame.daddr)} (ENETUNREACH)"
+                  + (f" after {links}" if links else ""))
         return
     rt = r[0]
     daddr = frame.daddr
+    why = output_martian(node, frame.saddr, daddr, rt.dev)
+    if why is not None:
+        node.drop(frame, "ip_local_out", why)
+        return
     if node.nf.hook(OUTPUT, frame, None, rt.dev) != NF_ACCEPT:
         return
     if frame.daddr != daddr:            # ip_route_me_harder after a DNAT in OUTPUT
@@ -174,6 +190,10 @@ def ip_local_out(node: "Node", frame: Frame) -> None:
             node.drop(frame, "ip_local_out", f"no route to {int2ip(frame.daddr)} after NAT")
             return
         rt = r[0]
+        why = output_martian(node, frame.saddr, frame.daddr, rt.dev)
+        if why is not None:         # a daddr change outside the nat hook (which checks it itself)
+            node.drop(frame, "ip_local_out", why)
+            return
     out = node.devices[rt.dev]
     frame.note(f"route {rt}")
     ip_output(node, frame, out, rt.gateway if rt.gateway is not None else frame.daddr)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from pktemu.net import icmp, ipv4
+from pktemu.net import icmp, ipv4, martian
 from pktemu.net.device import IfAddr, NetDevice
 from pktemu.net.frame import ETH_P_ARP, ETH_P_IP, Frame, int2ip
 from pktemu.net.ip_fragment import Reassembler
@@ -99,6 +99,9 @@ class Node:
         self.nf: Any = NoNetfilter()
         self.protocols: dict[int, tuple[ProtoRcv, ProtoErr | None]] = {}
         self.ping_sockets: dict[int, Callable[[Frame], None]] = {}   # ICMP echo id -> receiver
+        #: what a timeline changed here and when ("sysctl net.ipv4.ip_forward" -> "... at 2.000 s"),
+        #: for the notes of the frames the change decides
+        self.changes: dict[str, str] = {}
         self.drop_sink: Callable[[str, str, str, Frame], None] | None = None
         self.resolv: dict[str, Any] = {}          # a pod's resolv.conf (topology `resolv`): apps.resolver
         self._ip_id = sim.rng(f"ipid:{name}").randrange(0x10000)
@@ -127,13 +130,20 @@ class Node:
         if a.peer is not None:
             self.routes.add(Route(a.peer, 32, dev.name, src=a.addr, scope=RT_SCOPE_LINK, proto="kernel"))
         elif a.plen < 32:
-            self.routes.add(Route(a.addr & prefix_mask(a.plen), a.plen, dev.name, src=a.addr,
-                                  scope=RT_SCOPE_LINK, proto="kernel"))
+            if any(p is a for p in _primaries(dev)):     # fib_add_ifaddr: no prefix route for a secondary
+                self.routes.add(Route(a.addr & prefix_mask(a.plen), a.plen, dev.name, src=a.addr,
+                                      scope=RT_SCOPE_LINK, proto="kernel"))
             if a.plen < 31:
                 self._broadcast.add(a.addr | (~prefix_mask(a.plen) & 0xFFFFFFFF))
 
     def add_route(self, route: Route) -> None:
         self.routes.add(route)
+
+    def changed(self, *keys: str) -> str:
+        """" (<when and by what>)" for the timeline changes among `keys` of `changes` ("" if none):
+        the drop reason a sysctl or hairpin decides names the change that made it so."""
+        whys = [self.changes[k] for k in keys if k in self.changes] if self.changes else []
+        return f" ({'; '.join(whys)})" if whys else ""
 
     def sysctl(self, key: str, dev: str | None = None) -> int:
         if dev is not None:
@@ -225,7 +235,7 @@ class Node:
         first); failing that, the first primary of any device, `lo` first, that is neither link
         scope nor narrower than `scope` (in_dev_select_addr).
         """
-        localnet = _SCOPE_RANK[RT_SCOPE_LINK if self._route_localnet(dev.name) else RT_SCOPE_HOST]
+        localnet = _SCOPE_RANK[RT_SCOPE_LINK if self.route_localnet(dev.name) else RT_SCOPE_HOST]
         first = None
         for a in _primaries(dev):
             if min(_addr_scope(a), localnet) > scope:
@@ -243,10 +253,19 @@ class Node:
                     return a.addr
         return None
 
-    def _route_localnet(self, dev: str) -> bool:
+    def route_localnet(self, dev: str) -> bool:
         """IN_DEV_ROUTE_LOCALNET: `all` or the device's own setting."""
-        return bool(self.sysctls.get("net.ipv4.conf.all.route_localnet", 0)
-                    or self.sysctls.get(f"net.ipv4.conf.{dev}.route_localnet", 0))
+        return self.conf_or("route_localnet", dev)
+
+    def conf_or(self, knob: str, dev: str) -> bool:
+        """IN_DEV_ORCONF: a boolean `net.ipv4.conf` knob is on if `all` or the device has it."""
+        return bool(self.sysctls.get(f"net.ipv4.conf.all.{knob}", 0)
+                    or self.sysctls.get(f"net.ipv4.conf.{dev}.{knob}", 0))
+
+    def reroute_martian(self, saddr: int, daddr: int) -> str | None:
+        """ip_route_me_harder() after a NAT in OUTPUT: why the new route is refused, or None."""
+        r = self.route_output(daddr)
+        return None if r is None else martian.output_martian(self, saddr, daddr, r[0].dev)
 
     # ------------------------------------------------------------------ netfilter's view
     def rng(self, name: str) -> random.Random:

@@ -66,6 +66,20 @@ class RouteTable:
         routes.sort(key=lambda r: r.metric)
         self._lens = sorted(self._by_len, reverse=True)
 
+    def remove(self, route: Route) -> bool:
+        """`ip route del`: take out the first route equal to `route`; False when there is none."""
+        bucket = self._by_len.get(route.plen, {})
+        routes = bucket.get(route.prefix & prefix_mask(route.plen))
+        if not routes or route not in routes:
+            return False
+        routes.remove(route)
+        if not routes:
+            del bucket[route.prefix & prefix_mask(route.plen)]
+            if not bucket:
+                del self._by_len[route.plen]
+                self._lens = sorted(self._by_len, reverse=True)
+        return True
+
     def lookup(self, daddr: int) -> Route | None:
         for plen in self._lens:
             routes = self._by_len[plen].get(daddr & prefix_mask(plen))

@@ -88,6 +88,8 @@ class TcpStack:
                 raise SockError("ENETUNREACH", where)
         elif not self.node.is_local(saddr):
             raise SockError("EADDRNOTAVAIL", f"{where} from {int2ip(saddr)}")
+        elif self.node.source_address(daddr) is None:
+            raise SockError("ENETUNREACH", where)       # ip_route_connect() even from a bound address
         if sport:
             if self.find_listener(saddr, sport) is not None:
                 raise SockError("EADDRINUSE", f"{where} from port {sport}")

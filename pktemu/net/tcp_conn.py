@@ -51,6 +51,7 @@ class TcpConnection(AckPolicy, Retransmission):
         self.srtt: int | None = None
         self.rttvar = 0
         self.retransmits = 0
+        self.retrans_stamp = 0                    # first transmission of the segment being resent
         self.soft_err: str | None = None
         self.ack_pending = False
         self.quick = 0

@@ -14,6 +14,7 @@ from pktemu.net.tcp_const import (CLOSED, ORPHAN_RETRIES, RETRIES2, RTO_INIT, RT
 from pktemu.net.tcp_wire import ACK, MASK32, after, before
 
 if TYPE_CHECKING:
+    from pktemu.net.tcp import TcpStack
     from pktemu.net.tcp_wire import Seg
     from pktemu.sim import Simulator, Timer
 
@@ -37,9 +38,18 @@ class Skb:
         return (self.seq + len(self.data) + self.syn + self.fin) & MASK32
 
 
+def model_timeout(boundary: int, rto_base: int) -> int:
+    """tcp_model_timeout(): how long `boundary` retransmissions take from an RTO of rto_base."""
+    thresh = (RTO_MAX // rto_base).bit_length() - 1
+    if boundary <= thresh:
+        return ((2 << boundary) - 1) * rto_base
+    return ((2 << thresh) - 1) * rto_base + (boundary - thresh) * RTO_MAX
+
+
 class Retransmission:
     """The send queue's bookkeeping: ACKs in, window updates, RTO and zero-window probes."""
 
+    stack: "TcpStack"
     sim: "Simulator"
     state: str
     active: bool
@@ -55,6 +65,7 @@ class Retransmission:
     srtt: int | None
     rttvar: int
     retransmits: int
+    retrans_stamp: int
     rcv_shutdown: bool
     soft_err: str | None
     _rto_timer: "Timer | None"
@@ -126,22 +137,30 @@ class Retransmission:
         self._rto_timer = None
         if not self.queue or self.state in (CLOSED, TIME_WAIT):
             return
-        if self.state == SYN_RECV and not self.active:
-            limit = SYNACK_RETRIES
-        elif self.state in (SYN_SENT, SYN_RECV):
-            limit = SYN_RETRIES
-        else:
-            limit = ORPHAN_RETRIES if self.rcv_shutdown else RETRIES2
-        if self.retransmits >= limit:
+        if self._write_timeout():
             if self.state == SYN_RECV and not self.active:
                 self.done()
             else:
-                self.fail(self.soft_err or "ETIMEDOUT")
+                self.fail(self.soft_err or "ETIMEDOUT")  # tcp_write_err(): sk_err_soft, else ETIMEDOUT
             return
+        if not self.retransmits:
+            self.retrans_stamp = self.queue[0].sent_at if self.queue[0].sent_at is not None else self.sim.now
         self.retransmits += 1
         self.rto = min(self.rto * 2, RTO_MAX)
         self.send_head = 1                          # go back N: the rest follows as ACKs come in
         self.transmit(self.queue[0])
+
+    def _write_timeout(self) -> bool:
+        """tcp_write_timeout(): handshakes count their retries; an established connection gives
+        up once the time `tcp_retries2` backoffs from 200 ms would take has passed since the
+        first transmission of the segment it keeps resending (retransmits_timed_out)."""
+        sysctls: dict[str, int] = getattr(self.stack.node, "sysctls", {})   # a bare test node: defaults
+        if self.state == SYN_RECV and not self.active:
+            return self.retransmits >= sysctls.get("net.ipv4.tcp_synack_retries", SYNACK_RETRIES)
+        if self.state in (SYN_SENT, SYN_RECV):
+            return self.retransmits >= sysctls.get("net.ipv4.tcp_syn_retries", SYN_RETRIES)
+        limit = ORPHAN_RETRIES if self.rcv_shutdown else sysctls.get("net.ipv4.tcp_retries2", RETRIES2)
+        return self.retransmits > 0 and self.sim.now - self.retrans_stamp >= model_timeout(limit, RTO_MIN)
 
     def _probe_fire(self) -> None:
         """tcp_probe_timer(): a zero-window probe (an ACK one below snd_una) asks for the window."""

@@ -51,11 +51,20 @@ class UdpSocket:
         self.peer: tuple[int, int] | None = None
         self.open = True
         self.error: str | None = None
+        #: IP_PKTINFO's ipi_addr: where the datagram being delivered was sent (a wildcard socket
+        #: cannot tell otherwise; its replies leave from the route's source, not from there).
+        self.pktinfo = 0
 
     def __repr__(self) -> str:
         return f"<UdpSocket {int2ip(self.addr)}:{self.port}>"
 
     def connect(self, daddr: int, dport: int) -> None:
+        """ip4_datagram_connect(): fixes the peer and, on a wildcard socket, the local address to
+        the route's preferred source, so replies to another local address no longer reach it."""
+        if not self.addr:
+            saddr = self.stack.node.source_address(daddr)
+            if saddr is not None:
+                self.stack._rehash(self, saddr)
         self.peer = (daddr, dport)
 
     def send(self, data: bytes) -> None:
@@ -72,9 +81,10 @@ class UdpSocket:
             raise SockError("EMSGSIZE", where)
         if not 0 < dport < 65536:
             raise SockError("EINVAL", where)
-        saddr = self.addr or self.stack.node.source_address(daddr)
+        saddr = self.stack.node.source_address(daddr)    # no route: ENETUNREACH, even when bound
         if saddr is None:
             raise SockError("ENETUNREACH", where)
+        saddr = self.addr or saddr
         seg = build(saddr, daddr, self.port, dport, bytes(data))
         self.stack.node.ip_send(saddr, daddr, IPPROTO_UDP, seg, df=True, ttl=64)
 
@@ -145,11 +155,12 @@ class UdpStack:
                 self.node.icmp_send(frame, 3, 3)
             return
         data = bytes(d[off + 8:off + ulen])
-        self.node.sim.schedule(0, self._deliver, s, data, saddr, sport)
+        self.node.sim.schedule(0, self._deliver, s, data, saddr, sport, daddr)
 
     @staticmethod
-    def _deliver(s: UdpSocket, data: bytes, saddr: int, sport: int) -> None:
+    def _deliver(s: UdpSocket, data: bytes, saddr: int, sport: int, daddr: int) -> None:
         if s.open and s.on_datagram is not None:
+            s.pktinfo = daddr
             s.on_datagram(data, saddr, sport)
 
     def err(self, icmp_type: int, code: int, quoted: bytes) -> None:
@@ -174,6 +185,13 @@ class UdpStack:
         s.error = name
         if s.on_error is not None:
             self.node.sim.schedule(0, s.on_error, name)
+
+    def _rehash(self, s: UdpSocket, addr: int) -> None:
+        """udp_lib_rehash(): the socket keeps its port; bind() refused any other socket on it."""
+        if self._socks.get((s.addr, s.port)) is s:
+            del self._socks[(s.addr, s.port)]
+            self._socks[(addr, s.port)] = s
+        s.addr = addr
 
     def _unbind(self, s: UdpSocket) -> None:
         if self._socks.get((s.addr, s.port)) is s:

@@ -30,6 +30,10 @@ class Veth(NetDevice):
         if peer is None:
             self.node.drop(frame, f"veth {self.name}", "veth without a peer")
             return
+        if not peer.up:
+            # veth_xmit -> __dev_forward_skb: the peer is not IFF_UP, tx_dropped
+            self.node.drop(frame, f"veth {self.name}", self._why(f"peer {peer.name} is down"))
+            return
         if peer.node is not self.node:
             # skb_scrub_packet(): crossing into another namespace forgets ct, mark and bridge state
             frame.ct = frame.ctinfo = frame.nf_bridge = None

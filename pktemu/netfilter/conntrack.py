@@ -115,6 +115,8 @@ class ConntrackTable:
         self._frag_heads: dict[tuple[int, int, int, int], tuple[Conn, int]] = {}
         self._next_id = 1
         self._inserts = 0
+        #: orig tuple -> why its entry was deleted (`conntrack -D`), for the note of the entry after it
+        self.deleted: dict[CtTuple, str] = {}
 
     # ------------------------------------------------------------------ the table
     def __len__(self) -> int:
@@ -156,6 +158,11 @@ class ConntrackTable:
         """`conntrack -F`."""
         for ct in list(self._conns.values()):
             self.kill(ct)
+
+    def delete(self, ct: Conn, why: str) -> None:
+        """`conntrack -D`: kill the entry and remember why, so the flow's next entry says so."""
+        self.kill(ct)
+        self.deleted[ct.orig] = why
 
     def purge(self) -> None:
         """Drop every expired entry (the kernel's gc worker)."""
@@ -233,7 +240,9 @@ class ConntrackTable:
             self.kill(ct)
         if not ct.status & IPS_CONFIRMED and ctinfo == IP_CT_NEW:
             state = f" {ct.tcp_state}" if ct.tcp is not None else ""
-            frame.note(f"ct new {PROTO_NAMES.get(proto, 'unknown')}{state}")
+            why = self.deleted.pop(t, None) if self.deleted else None
+            frame.note(f"ct new {PROTO_NAMES.get(proto, 'unknown')}{state}"
+                       + (f" (this flow's previous entry was {why})" if why else ""))
         if dir == REPLY:
             ct.status |= IPS_SEEN_REPLY
         frame.ct, frame.ctinfo = ct, ctinfo

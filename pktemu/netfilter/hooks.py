@@ -25,7 +25,7 @@ from pktemu.net.frame import IPPROTO_ICMP, Frame
 from pktemu.netfilter.conntrack import Conn, ConntrackTable
 from pktemu.netfilter.core import (
     FORWARD, HOOKS, INPUT, IP_CT_NEW, IP_CT_RELATED, IP_CT_RELATED_REPLY, IPS_CONFIRMED, MANIP_SRC,
-    NF_ACCEPT, NF_DROP, OUTPUT, POSTROUTING, PREROUTING, HookState, NatRange, NodeView,
+    NF_ACCEPT, NF_DROP, NF_STOLEN, OUTPUT, POSTROUTING, PREROUTING, HookState, NatRange, NodeView,
 )
 from pktemu.netfilter.nat import HOOK2MANIP, Nat, nat_initialized
 
@@ -73,13 +73,22 @@ class Netfilter:
         #: NFQUEUE handlers by queue number (`-j NFQUEUE`; pktemu.netfilter.nfqueue)
         self.queues: dict[int, Callable[[Frame, HookState], int]] = {}
         self._hooks: dict[str, list[HookEntry]] = {h: [] for h in HOOKS}
-        if ruleset is not None:
-            for hook, plan in _TABLES.items():
-                for name, prio in plan:
-                    self.register(hook, HookEntry(prio, name, self._builtin(name),
-                                                  "conntrack" if name == "confirm" else name))
         self._run: dict[str, tuple[tuple[HookFn, HookEntry], ...]] = {}
         self._compile()
+        if ruleset is not None:
+            self.ruleset = None
+            self.attach_ruleset(ruleset)
+
+    def attach_ruleset(self, ruleset: Any) -> None:
+        """Register the tables, conntrack and NAT at their hooks: a namespace whose first rule
+        arrives mid-run (a timeline's `iptables`) starts tracking connections from then on."""
+        if self.ruleset is not None:
+            return
+        self.ruleset = ruleset
+        for hook, plan in _TABLES.items():
+            for name, prio in plan:
+                self.register(hook, HookEntry(prio, name, self._builtin(name),
+                                              "conntrack" if name == "confirm" else name))
 
     def _builtin(self, name: str) -> HookFn:
         if name == "conntrack-in":
@@ -162,7 +171,28 @@ class Netfilter:
         rs: Any = self.ruleset
         if not rs.has_table("nat"):
             return NF_ACCEPT
-        return self._nat_hook(rs, frame, state)
+        if state.hook != OUTPUT:
+            return self._nat_hook(rs, frame, state)
+        daddr = frame.daddr
+        verdict = self._nat_hook(rs, frame, state)
+        if verdict == NF_ACCEPT and frame.daddr != daddr:
+            return self._route_me_harder(frame)
+        return verdict
+
+    def _route_me_harder(self, frame: Frame) -> int:
+        """nf_nat_ipv4_local_fn: a DNATed local packet is routed again inside the nat hook, so a
+        refused route (a 127/8 source out of eth0) frees it before the filter table sees it."""
+        reroute = getattr(self.node, "reroute_martian", None)
+        why = reroute(frame.saddr, frame.daddr) if reroute is not None else None
+        if why is None:
+            return NF_ACCEPT
+        drop = getattr(self.node, "drop", None)
+        if drop is not None:
+            drop(frame, f"netfilter {OUTPUT}", f"nat: ip_route_me_harder: {why}")
+        ct = frame.ct
+        if ct.__class__ is Conn and not ct.status & IPS_CONFIRMED:
+            frame.ct = frame.ctinfo = None
+        return NF_STOLEN
 
     def _dropped(self, frame: Frame, state: HookState, entry: HookEntry) -> None:
         """NF_DROP is a kfree_skb too: tell the node which hook, rule and reason, for drops.txt."""

@@ -26,7 +26,7 @@ class Rule:
     __slots__ = ("src", "smsk", "inv_src", "dst", "dmsk", "inv_dst", "iniface", "inv_in",
                  "outiface", "inv_out", "proto", "inv_proto", "frag", "inv_frag", "matches",
                  "target", "kind", "jump", "pkts", "bytes", "where", "chain", "num", "checks",
-                 "key", "body", "jump_chain")
+                 "key", "body", "jump_chain", "origin")
 
     def __init__(self, where: str = "<rules>") -> None:
         self.src = self.smsk = self.dst = self.dmsk = 0
@@ -49,6 +49,8 @@ class Rule:
         self.key: int | None = None
         self.body = ""
         self.jump_chain: Any = None
+        #: how a rule loaded mid-run came to be ("replaced at 2.000 s by iptables -R"); "" otherwise
+        self.origin = ""
 
     def copy(self) -> "Rule":
         """The same rule as a new object (its counters can then change independently); the

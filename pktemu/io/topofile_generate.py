@@ -1,0 +1,282 @@
+"""Generated topologies: `for VAR in A..B` entries expand into plain nodes, pods, veths... before parsing.
+
+In a mapping, a key `for n in 1..3` whose value is a mapping adds that mapping's entries once per
+value of `n`; in a list, an item `{for n in 1..3: [items]}` adds the items once per value. Inside,
+`{expr}` in keys and strings is replaced by the value of an integer expression of the loop
+variables and the top-level `vars:` (`+ - * // %`, parentheses); a string that is exactly one
+`{expr}` becomes an integer. `{{` and `}}` are literal braces. Nothing outside a loop changes, so
+files without `for` read as before. The expansion is bounded (GEN_MAX_OBJECTS entries,
+GEN_MAX_VALUES values), and every error is one line naming the file and the entry.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pktemu.errors import excerpt
+from pktemu.io.topofile_fields import Src, integer, mapping, seq
+from pktemu.io.topofile_merge import Origin
+
+#: Entries (mapping entries and list items) that loops may add in all.
+GEN_MAX_OBJECTS = 100_000
+#: Values (scalars and collections) that loops may create in all: bounds memory however large a body is.
+GEN_MAX_VALUES = 2_000_000
+#: The longest expression between braces, and the largest magnitude of any intermediate value.
+EXPR_MAX_CHARS = 200
+VALUE_MAX = 2**63
+
+_FOR = re.compile(r"for\s+([A-Za-z_][A-Za-z0-9_]*)\s+in\s+(.+?)\s*\.\.\s*(.+?)\s*\Z", re.S)
+_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_BRACES = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+_TOKEN = re.compile(r"\s*(?:(\d+)|([A-Za-z_][A-Za-z0-9_]*)|(//|[-+*%()]))")
+
+
+class _Budget:
+    def __init__(self) -> None:
+        self.objects = 0
+        self.values = 0
+
+
+def parse_vars(src: Src, value: object) -> dict[str, int]:
+    """`vars: {nodes: 3, pods: 2}`: integers the loops and expressions may use."""
+    out: dict[str, int] = {}
+    for k, v in mapping(src, "vars", value, open_keys=True).items():
+        if not _VAR.match(k) or k == "for":
+            raise src.error(f"vars.{k}", "not a variable name (letters, digits and '_', not starting "
+                                         "with a digit)")
+        out[k] = integer(src, f"vars.{k}", v, -VALUE_MAX, VALUE_MAX)
+    return out
+
+
+def has_loops(value: object) -> bool:
+    """Whether a document holds any `for` entry (cheap enough to skip expansion otherwise)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if isinstance(k, str) and _FOR.match(k):
+                    return True
+                stack.append(x)
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
+
+
+def expand(doc: dict[str, Any], origin: Origin, src: Any, variables: dict[str, int]) -> dict[str, Any]:
+    """The document with every loop expanded; `origin` is rewritten to the expanded keys.
+    `src` is the MergedSrc whose lookups name files (any `Src` works)."""
+    out, new_origin = _value(doc, origin, "", src, variables, False, _Budget())
+    origin.kids = new_origin.kids if new_origin is not None else {}
+    return out
+
+
+def _value(v: Any, origin: Origin | None, where: str, src: Src, env: dict[str, int], inside: bool,
+           budget: _Budget) -> tuple[Any, Origin | None]:
+    if inside:
+        budget.values += 1
+        if budget.values > GEN_MAX_VALUES:
+            raise src.error(where, f"the loops create more than {GEN_MAX_VALUES:,} values in all (the limit)")
+    if isinstance(v, dict):
+        return _mapping(v, origin, where, src, env, inside, budget)
+    if isinstance(v, list):
+        return _list(v, where, src, env, inside, budget), origin
+    if inside and isinstance(v, str):
+        return substitute(src, where, v, env, whole=True), origin
+    return v, origin
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _mapping(v: dict[Any, Any], origin: Origin | None, where: str, src: Src, env: dict[str, int],
+             inside: bool, budget: _Budget) -> tuple[dict[Any, Any], Origin | None]:
+    out: dict[Any, Any] = {}
+    kids: dict[str, Origin] = {}
+    written: dict[Any, str] = {}
+
+    def put(key: Any, value: Any, o: Origin | None, at: str) -> None:
+        if key in out:
+            raise src.error(at, f"{excerpt(key)} is already an entry here (from {written[key]})")
+        out[key] = value
+        written[key] = at
+        if o is not None and isinstance(key, str):
+            kids[key] = o
+
+    for key, value in v.items():
+        kid = origin.kids.get(key) if origin is not None and isinstance(key, str) else None
+        at = _join(where, str(key))
+        loop = _FOR.match(key) if isinstance(key, str) else None
+        if loop is None:
+            nkey = substitute(src, at, key, env, whole=False) if inside and isinstance(key, str) else key
+            nv, no = _value(value, kid, _join(where, str(nkey)), src, env, inside, budget)
+            put(nkey, nv, no, at)
+            continue
+        body = mapping(src, at, value, open_keys=True)
+        for i in _range(src, at, loop, env, budget, len(body)):
+            inner = {**env, loop[1]: i}
+            sub, so = _mapping(body, kid, where, src, inner, True, budget)
+            for k2, v2 in sub.items():
+                put(k2, v2, _own(so, k2, kid), at)
+    if origin is None:
+        return out, (Origin(None, kids) if kids else None)
+    return out, Origin(origin.src, kids)
+
+
+def _own(body: Origin | None, key: Any, loop: Origin | None) -> Origin | None:
+    """A generated entry's origin: its own if merging gave it one, else the loop entry's file."""
+    o = body.kids.get(key) if body is not None and isinstance(key, str) else None
+    src = loop.src if loop is not None else None
+    if o is None:
+        return Origin(src) if src is not None else None
+    return o if o.src is not None or src is None else Origin(src, o.kids)
+
+
+def _list(v: list[Any], where: str, src: Src, env: dict[str, int], inside: bool,
+          budget: _Budget) -> list[Any]:
+    out: list[Any] = []
+    for idx, item in enumerate(v):
+        at = f"{where}[{idx}]"
+        loop = None
+        if isinstance(item, dict):
+            fors = [k for k in item if isinstance(k, str) and _FOR.match(k)]
+            if fors:
+                if len(item) != 1:
+                    raise src.error(at, "a loop in a list is an item with the for key only: "
+                                        "{for i in 1..3: [items]}")
+                loop = _FOR.match(fors[0])
+        if loop is None:
+            out.append(_value(item, None, at, src, env, inside, budget)[0])
+            continue
+        at = f"{at}.{loop[0]}"
+        body = seq(src, at, item[loop[0]])
+        for i in _range(src, at, loop, env, budget, len(body)):
+            out.extend(_list(body, at, src, {**env, loop[1]: i}, True, budget))
+    return out
+
+
+def _range(src: Src, where: str, loop: re.Match[str], env: dict[str, int], budget: _Budget,
+           per_round: int) -> range:
+    var = loop[1]
+    if var in env:
+        raise src.error(where, f"{var} is already a variable here (choose another name)")
+    lo = evaluate(src, where, loop[2], env)
+    hi = evaluate(src, where, loop[3], env)
+    rounds = max(0, hi - lo + 1)
+    budget.objects += rounds * max(per_round, 1)
+    if budget.objects > GEN_MAX_OBJECTS:
+        raise src.error(where, f"the loops add more than {GEN_MAX_OBJECTS:,} entries in all (the limit)")
+    return range(lo, hi + 1)
+
+
+def substitute(src: Src, where: str, text: str, env: dict[str, int], whole: bool) -> Any:
+    """`{expr}` replaced by its value; with `whole`, a string that is one `{expr}` gives the integer."""
+    if whole:
+        m = _BRACES.fullmatch(text)
+        if m is not None and m[1] is not None:
+            return evaluate(src, where, m[1], env)
+
+    def one(m: re.Match[str]) -> str:
+        if m[0] in ("{{", "}}"):
+            return m[0][0]
+        if m[1] is None:
+            raise src.error(where, f"unbalanced {m[0]!r} in {excerpt(text)} (write {m[0] * 2} for a literal "
+                                   "brace)")
+        return str(evaluate(src, where, m[1], env))
+    return _BRACES.sub(one, text)
+
+
+def evaluate(src: Src, where: str, expr: str, env: dict[str, int]) -> int:
+    """An integer expression: numbers, variables, + - * // % and parentheses (no other Python)."""
+    if len(expr) > EXPR_MAX_CHARS:
+        raise src.error(where, f"expression longer than {EXPR_MAX_CHARS} characters: {excerpt(expr)}")
+    tokens: list[str] = []
+    pos = 0
+    stripped = expr.rstrip()
+    while pos < len(stripped):
+        m = _TOKEN.match(stripped, pos)
+        if m is None or m.end() == pos:
+            raise src.error(where, f"not an integer expression: {excerpt(expr)} (numbers, variables "
+                                   f"{', '.join(sorted(env)) or '(none)'}, + - * // % and parentheses)")
+        tokens.append(m[0].strip())
+        pos = m.end()
+    return _Expr(src, where, expr, tokens, env).run()
+
+
+class _Expr:
+    """Recursive descent over the tokens: sum := term (('+'|'-') term)*; term := unary (('*'|'//'|'%')
+    unary)*; unary := '-' unary | atom; atom := number | variable | '(' sum ')'."""
+
+    def __init__(self, src: Src, where: str, text: str, tokens: list[str], env: dict[str, int]) -> None:
+        self.src, self.where, self.text, self.tokens, self.env, self.i = src, where, text, tokens, env, 0
+
+    def fail(self, why: str) -> Exception:
+        return self.src.error(self.where, f"in {excerpt('{' + self.text + '}')}: {why}")
+
+    def peek(self) -> str | None:
+        return self.tokens[self.i] if self.i < len(self.tokens) else None
+
+    def run(self) -> int:
+        if not self.tokens:
+            raise self.fail("empty expression (write {{ for a literal brace)")
+        v = self.sum(0)
+        if self.peek() is not None:
+            raise self.fail(f"unexpected {self.peek()!r}")
+        return v
+
+    def check(self, v: int) -> int:
+        if abs(v) > VALUE_MAX:
+            raise self.fail("a value is out of range -2**63..2**63")
+        return v
+
+    def sum(self, depth: int) -> int:
+        v = self.term(depth)
+        while self.peek() in ("+", "-"):
+            op = self.tokens[self.i]
+            self.i += 1
+            r = self.term(depth)
+            v = self.check(v + r if op == "+" else v - r)
+        return v
+
+    def term(self, depth: int) -> int:
+        v = self.unary(depth)
+        while self.peek() in ("*", "//", "%"):
+            op = self.tokens[self.i]
+            self.i += 1
+            r = self.unary(depth)
+            if op == "*":
+                v = self.check(v * r)
+            elif r == 0:
+                raise self.fail("division by zero")
+            else:
+                v = v // r if op == "//" else v % r
+        return v
+
+    def unary(self, depth: int) -> int:
+        sign = 1
+        while self.peek() == "-":
+            self.i += 1
+            sign = -sign
+        return sign * self.atom(depth)
+
+    def atom(self, depth: int) -> int:
+        tok = self.peek()
+        self.i += 1
+        if tok is None:
+            raise self.fail("the expression ends too early")
+        if tok == "(":
+            if depth > 20:
+                raise self.fail("parentheses nested too deeply")
+            v = self.sum(depth + 1)
+            if self.peek() != ")":
+                raise self.fail("missing )")
+            self.i += 1
+            return v
+        if tok.isdigit():
+            return self.check(int(tok))
+        if _VAR.match(tok):
+            if tok not in self.env:
+                raise self.fail(f"no variable {tok!r} (variables: {', '.join(sorted(self.env)) or 'none'})")
+            return self.env[tok]
+        raise self.fail(f"unexpected {tok!r}")

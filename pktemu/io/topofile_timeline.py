@@ -1,0 +1,125 @@
+"""A scenario's (or step's) `timeline:`: changes at given times, checked when the file is loaded.
+
+Entries are `{at: T, <action>: <argument>}` for cluster actions (`apply`, `delete`, `ready`,
+`scale`, `kube_proxy`: they need a `kubernetes:` section) and `{at: T, node: N, <action>: ...}`
+for node actions (`iptables`, `iptables-restore`, `conntrack`, `ip`, `bridge`, `sysctl`, `app`),
+which run in the named node or pod. pktemu.timeline registers them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from pktemu.errors import excerpt, shorten
+from pktemu.io.topofile_fields import Src, mapping, seq, string
+from pktemu.io.topofile_k8s import Allocations, check_objects
+from pktemu.k8s.manifests import Ctx
+from pktemu.k8s.objects import Service
+from pktemu.timeline import CLUSTER, load_builtin
+from pktemu.topo import TimelineEntry, Topology
+from pktemu.units import parse_duration
+
+
+def split_timeline(value: object) -> tuple[object, object]:
+    """The scenario mapping without `timeline`, and the timeline (parsed by parse_timeline)."""
+    if isinstance(value, dict) and "timeline" in value:
+        rest = {k: v for k, v in value.items() if k != "timeline"}
+        return rest, value["timeline"]
+    return value, None
+
+
+def _text(name: str, value: Any) -> str:
+    """The command as a person would type it, for the timeline log."""
+    if isinstance(value, str):
+        return value if value.split(" ", 1)[0] == name else f"{name} {value}"
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return "; ".join(_text(name, v) for v in value)
+    try:
+        flow = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**6).strip()
+    except yaml.YAMLError:
+        flow = str(value)
+    return f"{name} {shorten(flow, 160)}"
+
+
+def parse_timeline(src: Src, where: str, value: object, t: Topology, end: int,
+                   alloc: Allocations | None = None) -> list[TimelineEntry]:
+    """The entries in time order (ties in file order); each must happen by `end`, the scenario's
+    (or step's) last instant, and name nodes and objects that exist when it happens."""
+    actions = load_builtin()
+    entries = seq(src, where, value)
+    if alloc is None:
+        alloc = Allocations()
+        if t.kubernetes is not None:
+            check_objects([(o, Ctx(src.path, 0, "")) for o in t.kubernetes.objects if isinstance(o, Service)],
+                          t.kubernetes, t, alloc)
+    base = src.resolve(".")
+    out: list[tuple[TimelineEntry, str]] = []
+    for i, e in enumerate(entries):
+        at_where = f"{where}[{i}]"
+        m = mapping(src, at_where, e, allowed=("at", "node", *actions))
+        names = [a for a in actions if a in m]
+        if len(names) != 1:
+            raise src.error(at_where, f"give exactly one action of: {', '.join(actions)}")
+        name = names[0]
+        action = actions[name]
+        at = 0 if m.get("at") is None else parse_duration(m["at"], src.at(f"{at_where}.at"))
+        if at > end:
+            raise src.error(f"{at_where}.at", f"{name} at {at / 1e9:g}s is after the scenario ends, at "
+                                              f"{end / 1e9:g}s (the last traffic start plus duration)")
+        node = ""
+        if action.scope == CLUSTER:
+            if m.get("node") is not None:
+                raise src.error(f"{at_where}.node", f"{name} changes the cluster, not a node: leave node out")
+            if t.kubernetes is None:
+                raise src.error(f"{at_where}.{name}",
+                                f"{name} changes the cluster: it needs a kubernetes: section")
+        else:
+            if m.get("node") is None:
+                raise src.error(f"{at_where}.node", f"required: the node or pod {name} runs in")
+            node = string(src, f"{at_where}.node", m["node"])
+            if node not in t.nodes:
+                raise src.error(f"{at_where}.node", f"no node or pod named {excerpt(node)}")
+        args = action.parse(m[name], src.at(f"{at_where}.{name}"), base, t.nodes.get(node))
+        if name == "kube_proxy" and args["node"] not in t.kubernetes.kube_proxy:     # type: ignore[union-attr]
+            raise src.error(f"{at_where}.kube_proxy.node", f"no kube-proxy runs on {excerpt(args['node'])} "
+                                                           "(see kubernetes.kube_proxy)")
+        if name == "apply":
+            check_objects([(o, Ctx(src.path, 0, f"{at_where}.apply: {type(o).__name__} {o.meta.key}"))
+                           for o in args["objects"]], t.kubernetes, t, alloc)      # type: ignore[arg-type]
+        out.append((TimelineEntry(at, name, args, f"{src.path}: {at_where}", node, _text(name, m[name])),
+                    at_where))
+    out.sort(key=lambda x: x[0].at)
+    _check_names(src, out, t.kubernetes.objects if t.kubernetes is not None else [])
+    return [e for e, _ in out]
+def _check_names(src: Src, entries: list[tuple[TimelineEntry, str]], objects: list[Any]) -> None:
+    """Replay the timeline on the names of the objects: a name that is not there when its action
+    runs (never defined, or deleted earlier) is a mistake, not something to ignore at run time."""
+    live: dict[tuple[str, str], Any] = {(type(o).__name__, o.meta.key): o for o in objects}
+    gone: dict[tuple[str, str], str] = {}
+
+    def need(key: tuple[str, str], field: str, at: int) -> Any:
+        if key not in live:
+            why = (f"it was deleted by {gone[key]}" if key in gone else
+                   "it is neither in the manifests nor applied earlier in this timeline")
+            raise src.error(field, f"no {key[0]} {shorten(key[1])} at {at / 1e9:g}s: {why}")
+        return live[key]
+
+    for e, at_where in entries:
+        if e.action == "apply":
+            for o in e.args["objects"]:
+                key = (type(o).__name__, o.meta.key)
+                live[key] = o
+                gone.pop(key, None)
+        elif e.action == "delete":
+            key = (e.args["kind"], e.args["key"])
+            need(key, f"{at_where}.delete", e.at)
+            del live[key]
+            gone[key] = at_where
+        elif e.action == "ready":
+            need(("Pod", e.args["key"]), f"{at_where}.ready.pod", e.at)
+        elif e.action == "scale":
+            svc = need(("Service", e.args["key"]), f"{at_where}.scale.service", e.at)
+            if not svc.selector:
+                raise src.error(f"{at_where}.scale.service", f"Service {svc.meta.key} has no selector: "
+                                                             "there are no Pods to scale")
