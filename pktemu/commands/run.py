@@ -28,10 +28,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="pcaps", help="output directory (default: pcaps)")
     p.add_argument("--seed", type=int, default=None, help="override the topology's seed")
     p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--report", action="store_true",
+                   help="also write report.html (topology, flow ladders, conntrack, counters) per scenario")
 
 
 def run(args: argparse.Namespace, out: Console) -> int:
     check_out_dir(args.out)
+    if args.report:
+        from pktemu.report import dot_path
+        dot_path()                         # Graphviz missing: say so before anything runs
     t = load_topology(args.topology)
     names = args.scenario or list(t.scenarios)
     for n in names:                        # fail on bad names, rules or apps before writing anything
@@ -48,6 +53,9 @@ def run(args: argparse.Namespace, out: Console) -> int:
             with Network(t, n, args.seed, capture=args.out, keep_frames=False) as net:
                 events = net.run(progress=update)
                 path = net.write()
+            if args.report:
+                from pktemu.report import write_report
+                write_report(path, t)
             warn_failed_actions(net.engine)
             res = ScenarioOutcome(n, path, net.frames, net.engine.drops, net.engine.sim.now, events)
             prog.remove_task(task)

@@ -1,0 +1,45 @@
+"""The HTML report of a run (`pktemu run --report`, `pktemu report`) and the topology diagram
+(`pktemu draw`): an output layer above `pktemu.io`, imported by the commands only.
+
+Modules: `runread` reads a scenario's output folder, `flows` groups its frames into connections
+and packets, `layout` draws the topology with Graphviz, `ladder` draws a flow's ladder, `page`
+puts them in one self-contained HTML file.
+"""
+from __future__ import annotations
+
+import os
+
+from pktemu.io.atomic import write_text_atomic
+from pktemu.report.flows import build_flows
+from pktemu.report.layout import dot_path, from_pcapng, from_topology, render, svg_inline, to_dot
+from pktemu.report.page import render_page
+from pktemu.report.runread import read_run, scenario_dirs
+from pktemu.topo import Topology
+
+REPORT_NAME = "report.html"
+
+__all__ = ["REPORT_NAME", "build_report", "dot_path", "scenario_dirs", "topology_svg", "write_report"]
+
+
+def topology_svg(t: Topology, scenario: str | None = None) -> bytes:
+    return render(to_dot(from_topology(t, scenario)), "svg")
+
+
+def build_report(scenario_dir: str, t: Topology | None = None) -> str:
+    """The report page of one scenario's output folder; the topology, if given, draws the diagram
+    (routes, rules files, Services), else the merged pcapng's interface blocks do."""
+    run = read_run(scenario_dir)
+    if t is not None:
+        svg = topology_svg(t, run.scenario)
+        note = f"{t.name} ({os.path.basename(t.path)}), drawn by Graphviz from the topology file."
+    else:
+        svg = render(to_dot(from_pcapng(run.scenario, run.ifaces)), "svg")
+        note = ("Drawn from the interface blocks of all.pcapng (give the topology with -t for routes, "
+                "rules and Services).")
+    return render_page(run, build_flows(run), svg_inline(svg), note)
+
+
+def write_report(scenario_dir: str, t: Topology | None = None) -> str:
+    path = os.path.join(scenario_dir, REPORT_NAME)
+    write_text_atomic(path, build_report(scenario_dir, t))
+    return path
