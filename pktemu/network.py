@@ -219,6 +219,9 @@ class Network:
         """Kill the app: its sockets close, and so do the connections its listeners accepted."""
         node = self.nodes[run.node]
         run.stopped_at = self.sim.now
+        for s in run.sockets:
+            proto = "tcp" if isinstance(s, Listener) else "udp"
+            node.changes[f"port {proto}/{s.port}"] = f"{run.kind} stopped at {self.sim.now / 1e9:.3f} s"
         ports = {(s.addr, s.port) for s in run.sockets if isinstance(s, Listener)}
         for c in node.tcp.connections():
             if (c.saddr, c.sport) in ports or (0, c.sport) in ports:

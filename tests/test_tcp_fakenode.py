@@ -83,6 +83,9 @@ class FakeNode:
         struct.pack_into("!H", body, 2, checksum(body))
         self.ip_send(self.addr, frame.saddr, 1, bytes(body), df=False)
 
+    def changed(self, *keys: str) -> str:
+        return ""                  # no timeline changes this node
+
     def drop(self, frame: Frame, where: str, reason: str) -> None:
         self.dropped.append((where, reason))
 

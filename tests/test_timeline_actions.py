@@ -136,6 +136,8 @@ def test_stopping_a_server_makes_the_next_datagram_refused(tmp_path: Path) -> No
                            "-E", "occurrence=f"],
                           capture_output=True, text=True, check=True).stdout.split()
     assert icmp == ["10.0.2.2"]
+    drops = (out / "drops.txt").read_text()
+    assert "no socket for port 7 (udp-echo stopped at 0.500 s)" in drops
 
 
 def test_a_deleted_route_gives_enetunreach_and_a_new_one_reaches(tmp_path: Path) -> None:
@@ -151,6 +153,9 @@ def test_a_deleted_route_gives_enetunreach_and_a_new_one_reaches(tmp_path: Path)
     out, _p = _run(tmp_path, "routes", body)
     assert [a["outcome"] for a in _json(out / "client-result.json")["attempts"]] == \
         ["answer", "ENETUNREACH", "answer"]
+    comments = _comments(out / "all.pcapng")
+    assert any("route 10.3.0.0/16 via 10.0.1.1 dev eth0 (added at 1.500 s by ip route add)" in c
+               for c in comments)
 
 
 def test_a_link_taken_down_takes_its_routes_and_up_brings_back_only_the_connected_one(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ gateway no longer reachable) fails at run time with iproute2's message.
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 from typing import Any
 
 from pktemu.actions.base import ActionFailed, NodeCtx, need, words
@@ -135,7 +136,8 @@ def run_ip(ctx: NodeCtx, a: dict[str, Any]) -> str | None:
             raise ActionFailed("RTNETLINK answers: No such process")
         node.routes.remove(found[0])
         return None
-    rt = _route(node, a)
+    rt = replace(_route(node, a), why=f"{'replaced' if a['verb'] == 'replace' else 'added'} {ctx.when} "
+                                      f"by ip route {a['verb']}")
     key = (rt.prefix, rt.plen, rt.metric)
     same = [r for r in node.routes.routes() if (r.prefix, r.plen, r.metric) == key]
     if same and a["verb"] == "add":

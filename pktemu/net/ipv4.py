@@ -147,7 +147,7 @@ def ip_forward(node: "Node", in_dev: NetDevice, frame: Frame, rt: Route) -> None
             node.icmp_send(frame, 3, 4)
             return
     frame.dec_ttl()
-    frame.note(f"fwd {in_dev.name}->{out.name} via {rt}")
+    frame.note(f"fwd {in_dev.name}->{out.name} via {rt}" + (f" ({rt.why})" if rt.why else ""))
     if node.nf.hook(FORWARD, frame, in_dev.name, out.name) != NF_ACCEPT:
         return
     ip_output(node, frame, out, nexthop)
@@ -195,7 +195,7 @@ def ip_local_out(node: "Node", frame: Frame) -> None:
             node.drop(frame, "ip_local_out", why)
             return
     out = node.devices[rt.dev]
-    frame.note(f"route {rt}")
+    frame.note(f"route {rt}" + (f" ({rt.why})" if rt.why else ""))
     ip_output(node, frame, out, rt.gateway if rt.gateway is not None else frame.daddr)
 
 

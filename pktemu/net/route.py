@@ -5,7 +5,7 @@ all routes, so a node with thousands of routes costs the same as one with three.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from pktemu.net.frame import int2ip
@@ -29,6 +29,8 @@ class Route:
     scope: str = RT_SCOPE_UNIVERSE
     metric: int = 0
     proto: str = "static"      # "kernel" for connected routes, as `ip route` shows
+    #: a route a timeline added ("added at 2.000 s by ip route add"): routing notes say so
+    why: str = field(default="", compare=False)
 
     def __str__(self) -> str:
         return self.text

@@ -159,7 +159,7 @@ class TcpStack:
         if lst is not None:
             self._listen_rcv(lst, seg)
             return
-        self._drop(frame, f"no socket for port {seg.dport}")
+        self._drop(frame, f"no socket for port {seg.dport}" + self.node.changed(f"port tcp/{seg.dport}"))
         self.send_reset(seg)
 
     def _drop(self, frame: Frame, reason: str) -> None:

@@ -149,7 +149,7 @@ class UdpStack:
         if s is not None and s.peer is not None and s.peer != (saddr, sport):
             s = None
         if s is None:
-            self._drop(frame, f"no socket for port {dport}")
+            self._drop(frame, f"no socket for port {dport}" + self.node.changed(f"port udp/{dport}"))
             bcast = getattr(self.node, "is_broadcast", None)
             if daddr >> 28 != 0xE and not (bcast is not None and bcast(daddr)):
                 self.node.icmp_send(frame, 3, 3)
