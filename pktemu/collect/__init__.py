@@ -1,0 +1,1 @@
+"""The node collector script (`pktemu collect --print-script`), shipped as package data."""
