@@ -1,9 +1,10 @@
 """The `pktemu` command line. Subcommands live in `pktemu.commands`, one module each.
 
-Exit statuses: 0 done; 2 bad input (one line on stderr, nothing written); 70 an internal error
-(one line; PKTEMU_DEBUG=1 shows the traceback); 128 + N after signal N (129 SIGHUP, 130 SIGINT,
-143 SIGTERM), every output directory the previous one or a whole new one, no temporary left; 141
-when stdout is a closed pipe. Every stderr line is at most MAX_LINE characters.
+Exit statuses: 0 done; 1 `pktemu trace`'s packet dropped or unanswered; 2 bad input (one line on
+stderr, nothing written); 70 an internal error (one line; PKTEMU_DEBUG=1 shows the traceback);
+128 + N after signal N (129 SIGHUP, 130 SIGINT, 143 SIGTERM), every output directory the
+previous one or a whole new one, no temporary left; 141 when stdout is a closed pipe. Every
+stderr line is at most MAX_LINE characters.
 
 Only light modules are imported here: the signal handlers go in first thing in `main`, and the
 commands (Scapy, rich) are imported after them, so a signal during start-up is handled too.
@@ -83,12 +84,15 @@ def _console() -> Console:
 
 
 def _run(argv: Sequence[str] | None) -> int:
-    from pktemu.commands import resolve_topology
+    from pktemu.commands import examples_text, resolve_topology
 
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.cmd is None:               # `pktemu` alone: the commands, as kubectl does
         parser.print_help()
+        return 0
+    if getattr(args, "example", None) == "":       # `--example` alone: the shipped topologies
+        sys.stdout.write(examples_text())
         return 0
     resolve_topology(args.cmd, args)
     interrupt.check()                  # a signal whose exception an import swallowed

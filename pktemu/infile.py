@@ -167,6 +167,7 @@ class YamlLoader(_Base):  # type: ignore[misc]
         self.pktemu_path = path
         self._depth = 0
         self._alias_budget = YAML_MAX_ALIAS_NODES
+        self._anchored = True               # the last document composed defined anchors
 
     def error(self, mark: Any, msg: str) -> PktemuError:
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -182,10 +183,23 @@ class YamlLoader(_Base):  # type: ignore[misc]
         finally:
             self._depth -= 1
 
+    def compose_document(self) -> yaml.Node | None:
+        """Composer.compose_document, noting whether the document defined anchors (else it has
+        no alias, and composing bounded its depth already: `measure` has nothing to do)."""
+        self.get_event()
+        node = self.compose_node(None, None)
+        self.get_event()
+        anchors: dict[str, yaml.Node] = self.anchors
+        self._anchored = bool(anchors)
+        anchors.clear()
+        return node
+
     def measure(self, root: yaml.Node) -> None:
         """Refuse a document whose aliases form a cycle, nest deeper than YAML_MAX_DEPTH or
         expand it by more than what is left of YAML_MAX_ALIAS_NODES; linear in the node graph
         (each node's expanded size and depth is computed once: an alias is the same node object)."""
+        if not self._anchored:
+            return
         size: dict[int, int] = {}
         depth: dict[int, int] = {}
         entered: set[int] = set()

@@ -7,7 +7,9 @@ a scenario's overrides (hairpin off, sysctls) applied first.
 from __future__ import annotations
 
 import copy
+import hashlib
 import ipaddress
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -25,9 +27,10 @@ from pktemu.net.tcp import Listener, TcpStack
 from pktemu.net.udp import UdpStack
 from pktemu.net.veth import Veth, connect
 from pktemu.netfilter.hooks import Netfilter
-from pktemu.netfilter.xtables import load_rules
+from pktemu.netfilter.xtables import Ruleset, load_rules
+from pktemu.nftables.load import load_nftables
 from pktemu.sim import Simulator
-from pktemu.timeline import ACTIONS, CLUSTER, ActionFailed, NodeCtx, when_text
+from pktemu.timeline import ACTIONS, CLUSTER, ActionFailed, NodeCtx, load_builtin, when_text
 
 
 @dataclass
@@ -145,8 +148,9 @@ class Network:
             for p in b.ports:
                 br.add_port(node.devices[p.name], hairpin=p.hairpin)
         if m.iptables:
-            text = read_text(m.iptables, "rules file", RULES_MAX_BYTES)
-            node.nf = Netfilter(node, load_rules(text, m.iptables))
+            node.nf = Netfilter(node, shared_rules(m.iptables))
+        if m.nftables:
+            node.nf = load_nftables(node, m.nftables)
         node.tcp = TcpStack(node)
         node.udp = UdpStack(node)
         for app in m.apps:
@@ -182,7 +186,7 @@ class Network:
 
     def run_action(self, entry: topo.TimelineEntry) -> ActionRecord:
         """Run one timeline action now; a failure the real tool would report is logged, not raised."""
-        action = ACTIONS[entry.action]
+        action = ACTIONS.get(entry.action) or load_builtin()[entry.action]   # an unpickled topology
         rec = ActionRecord(self.sim.now, entry.node, entry.text or entry.action, entry.where)
         self.actions.append(rec)
         try:
@@ -235,6 +239,31 @@ class Network:
     def captures(self) -> list[tuple[str, NetDevice]]:
         """Every capture point `<node>-<ifname>`, in the topology's capture order."""
         return [(name, self.device(ref)) for name, ref in self.topology.capture_points.items()]
+
+
+#: parsed rules files by (path, digest of the text): the templates nodes get copies of
+_RULESETS: OrderedDict[tuple[str, bytes], Ruleset] = OrderedDict()
+RULESETS_KEPT = 4
+#: how many rules files this process has parsed (a text shared by many nodes counts once)
+rules_parsed = 0
+
+
+def shared_rules(path: str) -> Ruleset:
+    """The rules file at `path` as a ruleset of its own, parsed once per process per distinct
+    text however many nodes (and runs) load it: each gets a copy with its own counters."""
+    global rules_parsed
+    text = read_text(path, "rules file", RULES_MAX_BYTES)
+    key = (path, hashlib.blake2b(text.encode("utf-8"), digest_size=20).digest())
+    template = _RULESETS.get(key)
+    if template is None:
+        template = load_rules(text, path)
+        rules_parsed += 1
+        _RULESETS[key] = template
+        while len(_RULESETS) > RULESETS_KEPT:
+            _RULESETS.popitem(last=False)
+    else:
+        _RULESETS.move_to_end(key)
+    return template.copy()
 
 
 def _open_sockets(node: Node) -> list[Any]:

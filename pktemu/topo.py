@@ -68,6 +68,7 @@ class Node:
     sysctls: dict[str, int] = field(default_factory=dict)
     apps: list[App] = field(default_factory=list)
     iptables: str | None = None  # path of an iptables-save / iptables-restore file
+    nftables: str | None = None  # path of an `nft -f` file (pktemu.nftables)
     resolv: dict[str, Any] = field(default_factory=dict)  # pods: nameservers, search, ndots
 
 

@@ -32,7 +32,10 @@ def s1_json() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def s2_text() -> str:
-    return pktemu("trace", TOPO, "--from", "client", "--to", "10.3.250.77:80/tcp", "--sport", "40000").stdout
+    p = pktemu("trace", TOPO, "--from", "client", "--to", "10.3.250.77:80/tcp", "--sport", "40000",
+               check=False)
+    assert p.returncode == 1 and p.stderr == ""           # dropped: the status a CI job tests
+    return p.stdout
 
 
 def _ids(text: str) -> list[str]:
@@ -133,8 +136,9 @@ def test_no_endpoints_is_rejected_in_filter_forward(s2_text: str) -> None:
 
 
 def test_no_endpoints_json() -> None:
-    d = json.loads(pktemu("trace", TOPO, "--from", "client", "--to", "10.3.250.77:80", "--json").stdout)
-    req, rep = d["packets"]
+    p = pktemu("trace", TOPO, "--from", "client", "--to", "10.3.250.77:80", "--json", check=False)
+    assert p.returncode == 1
+    req, rep = json.loads(p.stdout)["packets"]
     assert req["result"]["type"] == "drop" and req["result"]["where"] == "netfilter FORWARD"
     assert req["result"]["reason"].startswith("filter KUBE-SERVICES#1 REJECT icmp-port-unreachable: ")
     fwd = [e for e in req["events"] if e["type"] == "hook" and e["hook"] == "FORWARD"]
@@ -143,8 +147,10 @@ def test_no_endpoints_json() -> None:
 
 
 def test_hairpin_off_drops_in_the_bridge_and_nothing_answers() -> None:
-    out = pktemu("trace", TOPO, "--from", "client", "--to", "10.3.245.20:80", "--scenario",
-                 "s3b-hairpin-off").stdout
+    p = pktemu("trace", TOPO, "--from", "client", "--to", "10.3.245.20:80", "--scenario", "s3b-hairpin-off",
+               check=False)
+    assert p.returncode == 1
+    out = p.stdout
     assert ("result: dropped at node1 (bridge cbr0): would go back out its ingress port veth-client "
             "(hairpin off)") in out
     assert out.rstrip().endswith("reply: none within 3.5 s")

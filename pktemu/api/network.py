@@ -43,10 +43,11 @@ class Network(KernelState, Commands):
 
     def __init__(self, t: topo.Topology, scenario: str | None = None, seed: int | None = None, *,
                  capture: bool | str | os.PathLike[str] | None = None, keep_frames: bool = True,
-                 traffic: bool = True) -> None:
+                 traffic: bool = True, engine: Engine | None = None) -> None:
         sc = t.scenario(scenario)
-        #: the engine underneath, for what this class does not wrap
-        self.engine = Engine(t, sc, seed)
+        #: the engine underneath, for what this class does not wrap (`engine`: one already built
+        #: from the same topology, scenario and seed, and not yet run)
+        self.engine = engine if engine is not None else Engine(t, sc, seed)
         self.scenario = sc
         self._disk: DiskCapture | None = None
         if capture is not None and capture is not False:

@@ -29,7 +29,13 @@ HELP = "compare the emulator with this machine's kernel (needs root)"
 ORDER = 60
 
 ORACLE = Path(__file__).resolve().parent.parent / "oracle"
-DEFAULT_TOPOLOGY = Path(__file__).resolve().parent.parent.parent / "topologies" / "service-test.yaml"
+_REPO = Path(__file__).resolve().parent.parent.parent / "topologies"
+#: the repository's topologies/, or from an installed wheel the same files shipped as examples
+DEFAULT_TOPOLOGY = (_REPO if (_REPO / "service-test.yaml").is_file()
+                    else Path(__file__).resolve().parent.parent / "examples") / "service-test.yaml"
+#: the emulator's side by kube-proxy mode (the oracle's ORACLE_PROXY)
+PROXY_TOPOLOGIES = {"iptables": DEFAULT_TOPOLOGY,
+                    "nftables": DEFAULT_TOPOLOGY.with_name("service-test-nftables.yaml")}
 TOOLS = ("ip", "bridge", "iptables-restore", "iptables-save", "tcpdump", "conntrack", "tshark", "ethtool")
 
 
@@ -42,15 +48,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--level", choices=("brief", "extended"), default="extended",
                    help="what must match: addresses, ports, flags, TTLs, MACs (brief); plus lengths, "
                         "sequence numbers, DNS, HTTP, conntrack and counters (extended, default)")
-    p.add_argument("-t", "--topology", default=str(DEFAULT_TOPOLOGY),
+    p.add_argument("--proxy", choices=tuple(PROXY_TOPOLOGIES), default="iptables",
+                   help="kube-proxy's mode on the nodes: its iptables rules (default) or its nftables "
+                        "ruleset (nft -f), in both runs")
+    p.add_argument("-t", "--topology", default=None,
                    help="the emulator's side: a topology with the oracle's four scenarios "
-                        "(default: topologies/service-test.yaml)")
+                        "(default: topologies/service-test.yaml, service-test-nftables.yaml with "
+                        "--proxy nftables)")
 
 
 def run(args: argparse.Namespace, out: Console) -> int:
     check_out_dir(args.out)
-    _check_machine()
-    topo_path = args.topology
+    proxy = getattr(args, "proxy", "iptables")
+    _check_machine(proxy)
+    topo_path = args.topology or str(PROXY_TOPOLOGIES[proxy])
     load_topology(topo_path)                     # bad input fails before any namespace is built
     final = os.path.abspath(args.out)
     parent = os.path.dirname(final)
@@ -63,7 +74,7 @@ def run(args: argparse.Namespace, out: Console) -> int:
     try:
         kernel, emu = os.path.join(tmp, "kernel"), os.path.join(tmp, "emulator")
         out.print(f"kernel: building the topology in network namespaces (orc-*), br_netfilter={args.brnf}")
-        _kernel_run(kernel, args.brnf)
+        _kernel_run(kernel, args.brnf, proxy)
         if args.brnf == 0:
             topo_path = brnf0_topology(topo_path, tmp)
         out.print(f"emulator: {topo_path}")
@@ -88,17 +99,18 @@ def run(args: argparse.Namespace, out: Console) -> int:
     return 0 if verdict == "IDENTICAL" else 1
 
 
-def _check_machine() -> None:
+def _check_machine(proxy: str = "iptables") -> None:
     if os.geteuid() != 0:
         raise PktemuError("pktemu kernel builds network namespaces: run it as root")
-    missing = [t for t in TOOLS if shutil.which(t) is None]
+    missing = [t for t in TOOLS + (("nft",) if proxy == "nftables" else ()) if shutil.which(t) is None]
     if missing:
         raise PktemuError(f"pktemu kernel needs {', '.join(missing)} (Debian: apt-get install iproute2 "
                           "iptables tcpdump conntrack tshark ethtool)")
 
 
-def _kernel_run(out: str, brnf: int) -> None:
-    env = dict(os.environ, ORACLE_BRNF=str(brnf), ORACLE_NO_INSTALL="1", ORACLE_PYTHON=sys.executable)
+def _kernel_run(out: str, brnf: int, proxy: str = "iptables") -> None:
+    env = dict(os.environ, ORACLE_BRNF=str(brnf), ORACLE_NO_INSTALL="1", ORACLE_PYTHON=sys.executable,
+               ORACLE_PROXY=proxy)
     p = subprocess.run(["bash", str(ORACLE / "kernel_oracle.sh"), out], env=env, capture_output=True,
                        text=True, timeout=600)
     if p.returncode != 0:

@@ -13,6 +13,7 @@ import json
 from rich.console import Console
 from rich.markup import escape
 
+from pktemu.commands import add_output, add_topology, emit, output_format
 from pktemu.errors import PktemuError
 from pktemu.io.run import check_out_dir
 from pktemu.replay.run import ReplayOptions, replay
@@ -25,7 +26,7 @@ ORDER = 15
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("capture", help="pcap or pcapng file (Ethernet, 802.1Q, Linux SLL/SLL2)")
-    p.add_argument("-t", "--topology", required=True, help="topology file (YAML)")
+    add_topology(p, positional=False)
     p.add_argument("--inject", required=True, metavar="NODE/IFNAME",
                    help="veth end where the frames arrive, as if from its peer (e.g. node1/veth-client)")
     p.add_argument("--map", action="append", default=[], metavar="OLD=NEW",
@@ -48,11 +49,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="override the topology's seed")
     p.add_argument("--name", default=None, help="output directory name (default replay-<capture name>)")
     p.add_argument("--out", default="pcaps", help="output root directory (default: pcaps)")
-    p.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    add_output(p, json_alias=True)
     p.add_argument("-q", "--quiet", action="store_true")
 
 
 def run(args: argparse.Namespace, out: Console) -> int:
+    fmt = output_format("replay", args)
     check_out_dir(args.out)
     opts = ReplayOptions(
         inject=args.inject, maps=list(args.map), split=args.split, speed=args.speed, pps=args.pps,
@@ -63,8 +65,8 @@ def run(args: argparse.Namespace, out: Console) -> int:
     if opts.answer_timeout <= 0:
         raise PktemuError("--answer-timeout: must be above 0")
     stats = replay(args.capture, args.topology, opts, args.out)
-    if args.json:
-        print(json.dumps(stats.to_json(), indent=2, sort_keys=True))
+    if fmt != "text":
+        emit(json.loads(json.dumps(stats.to_json(), sort_keys=True)), fmt)   # sorted, as --json was
     elif not args.quiet:
         for line in stats.text():
             out.print(escape(line.expandtabs(4)), highlight=False, soft_wrap=True)

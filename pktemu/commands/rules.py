@@ -1,23 +1,27 @@
-"""`pktemu rules TOPOLOGY --node NODE [--scenario S] [--at T]`: a node's ruleset, as `iptables-save`.
+"""`pktemu rules TOPOLOGY --node NODE [--scenario S] [--at T] [-c] [-t TABLE]`: a node's ruleset, as
+`iptables-save`.
 
 The network is built as a run would build it (rules files, kube-proxy's first sync) and, with
-`--scenario`, its overrides and timeline apply; the virtual clock then runs to `--at` (no
-traffic is started), so the output shows the rules kube-proxy has written by then.
+`--scenario`, its overrides, timeline and client traffic apply; the virtual clock then runs to
+`--at`, so the output shows the rules kube-proxy has written by then and, with `-c`, the packet
+and byte counts of the traffic so far. `-t TABLE` (or `--table`) prints one table, as
+`iptables-save -t nat` does; any other `-t` value is the topology, as in every command.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from typing import Any
 
 from rich.console import Console
 
-from pktemu.commands import add_output, add_topology, emit
+from pktemu.commands import add_output, add_topology, advance_to, emit, network_at
 from pktemu.errors import PktemuError
 from pktemu.io.topofile import load_topology
+from pktemu.netfilter.core import TABLE_HOOKS
 from pktemu.netfilter.xtables import save_rules
-from pktemu.network import Network
 from pktemu.units import parse_duration
 
 NAME = "rules"
@@ -25,11 +29,28 @@ HELP = "print a node's iptables rules (iptables-save format)"
 ORDER = 30
 
 
+class _TopologyOrTable(argparse.Action):
+    """`-t`: iptables-save's `-t TABLE` when the value is a table name and no such file exists,
+    the topology (`-t/--topology`, as in every command) otherwise."""
+
+    def __call__(self, parser: argparse.ArgumentParser, ns: argparse.Namespace, value: Any,
+                 option: str | None = None) -> None:
+        if option == "-t" and value in TABLE_HOOKS and not os.path.exists(value):
+            ns.table = value
+        else:
+            ns.topology_opt = value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_topology(p)
-    p.add_argument("--node", required=True, help="the node (or pod) whose rules to print")
-    p.add_argument("--scenario", help="apply this scenario's overrides and timeline")
-    p.add_argument("--at", default="0s", help="virtual time to print the rules at, e.g. 2.5s (default 0s)")
+    add_topology(p, short=False)
+    p.add_argument("-t", "--topology", dest="topology_opt", action=_TopologyOrTable, metavar="TOPOLOGY|TABLE",
+                   help="the topology file, as an option; or, as -t, a table (raw, mangle, nat, filter) "
+                        "as iptables-save -t takes it")
+    p.add_argument("--table", choices=tuple(TABLE_HOOKS), help="print only this table (iptables-save -t)")
+    p.add_argument("--node", required=True, help="the node (or pod, or namespace/name) whose rules to print")
+    p.add_argument("--scenario", help="apply this scenario's overrides, timeline and traffic")
+    p.add_argument("--at", default="0s",
+                   help="virtual time to print the rules (and counters) at, e.g. 2.5s (default 0s)")
     p.add_argument("-c", "--counters", action="store_true",
                    help="with packet and byte counters (iptables-save -c)")
     add_output(p)
@@ -37,25 +58,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, out: Console) -> int:
     t = load_topology(args.topology)
-    sc = t.scenario(args.scenario)
+    t.scenario(args.scenario)
     at = parse_duration(args.at, "--at")
-    net = Network(t, sc)
-    node = net.nodes.get(args.node)
-    if node is None:
-        raise PktemuError(f"{args.topology}: no node or pod named {args.node!r} "
-                          f"(have: {', '.join(net.nodes)})")
-    net.sim.run(until=at)
-    rs = node.nf.ruleset
+    net, name = network_at(t, args.scenario, args.node)
+    advance_to(net, at)
+    rs = net.engine.nodes[name].nf.ruleset
     if rs is None:
         raise PktemuError(f"{args.topology}: node {args.node} has no iptables rules (no `iptables:` file "
                           "and no kube-proxy)")
-    text = save_rules(rs, counters=args.counters)
+    text = only_table(save_rules(rs, counters=args.counters), args.table)
     if args.output == "text":
         sys.stdout.write(text)
     else:
         emit({"node": args.node, "scenario": args.scenario, "at": args.at, "tables": parse_save(text)},
              args.output)
     return 0
+
+
+def only_table(text: str, table: str | None) -> str:
+    """The part of iptables-save text that is `table` (from its header comment to its footer), or
+    all of it for None; "" when the node has no such table, as the kernel has none loaded."""
+    if table is None:
+        return text
+    blocks: list[list[str]] = []
+    for line in text.splitlines(keepends=True):
+        if line.startswith("# Generated by") or not blocks:
+            blocks.append([])
+        blocks[-1].append(line)
+    return "".join(next((b for b in blocks if f"*{table}\n" in b), []))
 
 
 _COUNTERS = re.compile(r"^\[(\d+):(\d+)\] ")

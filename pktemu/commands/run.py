@@ -5,17 +5,19 @@ import argparse
 import sys
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from pktemu.commands import add_topology, plural
+from pktemu.commands import add_output, add_topology, emit, plural
 from pktemu.api.network import Network
 from pktemu.io.run import check_out_dir
 from pktemu.io.topofile import load_topology
 from pktemu.network import Drop
 from pktemu.network import Network as Engine
+from pktemu.scaleout.executor import check_options
 
 NAME = "run"
 HELP = "run a topology's scenarios and write pcaps"
@@ -30,27 +32,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--report", action="store_true",
                    help="also write report.html (topology, flow ladders, conntrack, counters) per scenario")
+    add_output(p)
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="run the scenarios in parallel on a local Dask cluster of N processes")
+    p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                   help="run the scenarios on the Dask cluster of this scheduler")
 
 
 def run(args: argparse.Namespace, out: Console) -> int:
+    check_options(args.workers, args.scheduler)
     check_out_dir(args.out)
     if args.report:
         from pktemu.report import dot_path
         dot_path()                         # Graphviz missing: say so before anything runs
     t = load_topology(args.topology)
     names = args.scenario or list(t.scenarios)
-    for n in names:                        # fail on bad names, rules or apps before writing anything
-        Engine(t, t.scenario(n), args.seed)
+    # fail on bad names, rules or apps before writing anything; each network is built once
+    engines = {n: Engine(t, t.scenario(n), args.seed) for n in names}
+    done: list[ScenarioOutcome] = []
+    if args.workers is not None or args.scheduler is not None:
+        done += on_workers(args, out, t, names)
+        names = []                         # all run already
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                   TextColumn("{task.fields[vt]}"), console=out, transient=True,
-                  disable=args.quiet or not out.is_terminal) as prog:
+                  disable=args.quiet or args.output != "text" or not out.is_terminal) as prog:
         for n in names:
             task = prog.add_task(n, total=1.0, vt="")
 
             def update(now: float, end: float, task: TaskID = task) -> None:
                 prog.update(task, completed=now / max(end, 1e-9), vt=f"t={now:.3f}s")
 
-            with Network(t, n, args.seed, capture=args.out, keep_frames=False) as net:
+            with Network(t, n, args.seed, capture=args.out, keep_frames=False,
+                         engine=engines.pop(n, None)) as net:
                 events = net.run(progress=update)
                 path = net.write()
             if args.report:
@@ -59,9 +72,32 @@ def run(args: argparse.Namespace, out: Console) -> int:
             warn_failed_actions(net.engine)
             res = ScenarioOutcome(n, path, net.frames, net.engine.drops, net.engine.sim.now, events)
             prog.remove_task(task)
-            if not args.quiet:
+            done.append(res)
+            if not args.quiet and args.output == "text":
                 report(out, res)
+    if args.output != "text":
+        emit({"topology": args.topology, "out": args.out, "scenarios": [as_data(r) for r in done]},
+             args.output)
     return 0
+
+
+def on_workers(args: argparse.Namespace, out: Console, t: Any, names: list[str]) -> list[ScenarioOutcome]:
+    """The scenarios as Dask tasks (pktemu.scaleout): the same files, written here in `names` order."""
+    from pktemu.scaleout.runner import run_scenarios
+    done: list[ScenarioOutcome] = []
+
+    def finished(d: Any, path: str) -> None:
+        if args.report:
+            from pktemu.report import write_report
+            write_report(path, t)
+        for line in d.warnings:
+            print(line, file=sys.stderr)
+        done.append(ScenarioOutcome(d.name, path, d.counts, d.drops, d.virtual_ns, d.events))
+        if not args.quiet and args.output == "text":
+            report(out, done[-1])
+
+    run_scenarios(t, names, args.seed, args.out, args.workers, args.scheduler, finished)
+    return done
 
 
 def warn_failed_actions(engine: Engine) -> None:
@@ -91,10 +127,23 @@ def report(out: Console, res: ScenarioOutcome) -> None:
         table.add_row(name, str(n))
     out.print(table)
     if res.drops:
-        # a netfilter drop's reason ends with the rule's save text (see drops.txt): count by rule name
-        by_reason = Counter(f"{d.node} {d.where}: {d.reason.split(': -A ', 1)[0].split(': -P ', 1)[0]}"
-                            for d in res.drops)
         out.print(f"  {plural(len(res.drops), 'frame')} dropped (drops.txt):")
-        for reason, n in sorted(by_reason.items()):
-            out.print(f"    {n:6d}  {reason}")
+        for (node, where, reason), n in drop_reasons(res.drops):
+            out.print(f"    {n:6d}  {node} {where}: {reason}")
     out.print(f"  written to {res.out_dir}")
+
+
+def drop_reasons(drops: list[Drop]) -> list[tuple[tuple[str, str, str], int]]:
+    """(node, place, reason) -> how many frames, sorted; a netfilter drop's reason ends with the
+    rule's save text (see drops.txt), so those count by rule name."""
+    by = Counter((d.node, d.where, d.reason.split(": -A ", 1)[0].split(": -P ", 1)[0]) for d in drops)
+    return sorted(by.items())
+
+
+def as_data(res: ScenarioOutcome) -> dict[str, Any]:
+    """One scenario's outcome for `-o json|yaml`: what the text table and drop lines say."""
+    return {"scenario": res.name, "out_dir": res.out_dir, "virtual_s": res.virtual_ns / 1e9,
+            "events": res.events, "frames": dict(res.counts),
+            "drops": {"count": len(res.drops),
+                      "reasons": [{"node": node, "where": where, "reason": reason, "count": n}
+                                  for (node, where, reason), n in drop_reasons(res.drops)]}}

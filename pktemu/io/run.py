@@ -26,6 +26,7 @@ from pktemu.io.capture import CaptureSet
 from pktemu.io.pcap import PcapWriter
 from pktemu.io.topofile_scenarios import SERVER_RESULT, all_traffic, result_files
 from pktemu.netfilter.xtables import save_rules
+from pktemu.nftables.save import list_ruleset
 from pktemu.net.device import NetDevice
 from pktemu.network import Network
 from pktemu.sim import EPOCH_NS
@@ -310,7 +311,11 @@ def write_state(tmp: str, net: Network, sc: topo.Scenario, captured: list[Any], 
         if node.kind != "pod":
             with open(os.path.join(tmp, f"conntrack-{node.name}.txt"), "w") as f:
                 f.write(node.nf.conntrack_dump())
-        if node.nf.ruleset is not None:
+        nft = getattr(node.nf, "nft", None)
+        if nft is not None:
+            with open(os.path.join(tmp, f"nft-ruleset-{node.name}.txt"), "w") as f:
+                f.write(list_ruleset(nft, node.now()))
+        if node.nf.ruleset is not None and (nft is None or node.nf.ruleset.tables()):
             with open(os.path.join(tmp, f"iptables-save-{node.name}.txt"), "w") as f:
                 f.write(save_rules(node.nf.ruleset, counters=True))
             for group, recs in sorted(node.nf.ruleset.ext.get("nflog", {}).items()):

@@ -33,7 +33,8 @@ from pktemu.io.topofile_sysctl import parse_sysctls
 from pktemu.topo import Address, App, Bridge, BridgePort, Interface, Node, Route, Veth
 from pktemu.units import parse_duration, parse_ipv4_network
 
-NODE_KEYS = ("sysctls", "interfaces", "bridges", "routes", "iptables", "apps", "resolv")
+NODE_KEYS = ("sysctls", "interfaces", "bridges", "routes", "iptables", "nftables", "apps",
+             "resolv")
 POD_KEYS = ("node", "bridge", "host_veth", "mac", "address", "addresses", "gateway", "apps", "resolv",
             "sysctls", "mtu")
 
@@ -173,6 +174,11 @@ def parse_node(src: Src, where: str, nname: str, value: object, b: Built) -> Non
         if (problem := not_a_file(path)) is not None:
             raise src.error(f"{where}.iptables", problem)
         node.iptables = path
+    if m.get("nftables") is not None:
+        path = src.resolve(path_field(src, f"{where}.nftables", m["nftables"]))
+        if (problem := not_a_file(path)) is not None:
+            raise src.error(f"{where}.nftables", problem)
+        node.nftables = path
     node.apps = parse_apps(src, f"{where}.apps", m.get("apps"))
     node.resolv = parse_resolv(src, f"{where}.resolv", m.get("resolv"))
     b.raw_sysctls[nname] = m.get("sysctls")

@@ -20,6 +20,7 @@ from pktemu.k8s.proxier_iptables import IptablesOptions, IptablesProxier
 from pktemu.k8s.proxier_userspace import UserspaceProxier
 from pktemu.k8s.proxy_state import StaleUdp, endpoints_map, service_ports
 from pktemu.net.frame import ip2int
+from pktemu.netfilter.xt_parse import LineCache
 from pktemu.netfilter.xtables import load_rules
 
 if TYPE_CHECKING:
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from pktemu.net.node import Node
 
 BURST_SYNCS = 2
+#: every kube-proxy's restores in this process: syncs and nodes repeat nearly the same lines
+LINES = LineCache()
 CANARY = "KUBE-PROXY-CANARY"
 UDP = 17
 
@@ -152,7 +155,7 @@ class KubeProxy:
             self._clear_stale(stale)
 
     def _restore(self, text: str) -> None:
-        load_rules(text, f"<kube-proxy {self.node.name}>", ruleset=self.ruleset, noflush=True)
+        load_rules(text, f"<kube-proxy {self.node.name}>", ruleset=self.ruleset, noflush=True, cache=LINES)
 
     def _note(self, what: str) -> None:
         self.log.append((self.node.sim.now, what))

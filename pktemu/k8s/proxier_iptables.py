@@ -17,6 +17,7 @@ is upstream's.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -56,8 +57,11 @@ KUBELET_JUMPS: tuple[tuple[str, str, str, str, str], ...] = (
 )
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def _hash(*parts: str) -> str:
-    return base64.b32encode(hashlib.sha256("".join(parts).encode()).digest()).decode()[:16]
+    """servicePortChainName's hash: base32 of sha256, 16 characters (the first 10 bytes' worth).
+    Cached: a sync names each endpoint's chain several times, and every sync and node again."""
+    return base64.b32encode(hashlib.sha256("".join(parts).encode()).digest()[:10]).decode()
 
 
 def svc_chain(spn: ServicePortName) -> str:

@@ -72,6 +72,10 @@ class Netfilter:
         self.nat = Nat(self.conntrack, node)
         #: NFQUEUE handlers by queue number (`-j NFQUEUE`; pktemu.netfilter.nfqueue)
         self.queues: dict[int, Callable[[Frame, HookState], int]] = {}
+        #: nftables tables of this namespace (pktemu.nftables), and their `type nat` chains: the
+        #: NAT core's lookups besides the iptables nat table, by hook, as (priority, function)
+        self.nft: Any = None
+        self.nat_chains: dict[str, list[tuple[int, HookFn]]] = {}
         self._hooks: dict[str, list[HookEntry]] = {h: [] for h in HOOKS}
         self._run: dict[str, tuple[tuple[HookFn, HookEntry], ...]] = {}
         self._compile()
@@ -167,9 +171,31 @@ class Netfilter:
         verdict: int = self.conntrack.confirm(frame)
         return verdict
 
+    def add_nat_lookup(self, hook: str, priority: int, fn: HookFn) -> None:
+        """nf_nat_register_fn: a `type nat` chain joins the NAT core's lookups at `hook`."""
+        lookups = self.nat_chains.setdefault(hook, [])
+        at = len(lookups)
+        while at and lookups[at - 1][0] > priority:
+            at -= 1
+        lookups.insert(at, (priority, fn))
+
+    def _nat_lookups(self, rs: Any, hook: str) -> list[HookFn]:
+        """The nat lookups of `hook` by priority: the iptables nat table and nftables nat chains."""
+        out = list(self.nat_chains.get(hook, ()))
+        if rs.has_table("nat"):
+            prio = NF_IP_PRI_NAT_SRC if HOOK2MANIP[hook] == MANIP_SRC else NF_IP_PRI_NAT_DST
+            def ipt(frame: Frame, state: HookState) -> int:
+                verdict: int = rs.traverse("nat", frame, state)
+                return verdict
+            at = len(out)
+            while at and out[at - 1][0] > prio:
+                at -= 1
+            out.insert(at, (prio, ipt))
+        return [fn for _, fn in out]
+
     def _nat(self, frame: Frame, state: HookState) -> int:
         rs: Any = self.ruleset
-        if not rs.has_table("nat"):
+        if not rs.has_table("nat") and not self.nat_chains.get(state.hook):
             return NF_ACCEPT
         if state.hook != OUTPUT:
             return self._nat_hook(rs, frame, state)
@@ -203,6 +229,8 @@ class Netfilter:
         where = entry.where
         if entry.reason is not None:
             reason = entry.reason
+        elif note is not None and getattr(note, "drop_reason", None) is not None:
+            reason = str(note.drop_reason)              # an nftables rule (pktemu.nftables)
         elif note is not None:
             table, _, rest = str(note).partition(":")
             reason = f"{table} {rest.partition(' ')[2]}: {note.rule_text}"
@@ -224,9 +252,12 @@ class Netfilter:
         if ctinfo in (IP_CT_NEW, IP_CT_RELATED, IP_CT_RELATED_REPLY):
             manip = HOOK2MANIP[hook]
             if not nat_initialized(ct, manip):
-                verdict: int = rs.traverse("nat", frame, state)
-                if verdict != NF_ACCEPT:
-                    return verdict
+                for lookup in self._nat_lookups(rs, hook):
+                    verdict: int = lookup(frame, state)
+                    if verdict != NF_ACCEPT:
+                        return verdict
+                    if nat_initialized(ct, manip):
+                        break
                 if not nat_initialized(ct, manip):
                     verdict = self.nat.alloc_null_binding(ct, manip)
                     if verdict != NF_ACCEPT:

@@ -222,6 +222,10 @@ class StatisticMatch(Match):
             raise ctx.error("statistic: --packet p must be 0 <= p <= n-1")
         self.count = self.every - self.packet
 
+    @property
+    def stateful(self) -> bool:
+        return self.mode == "nth"           # the nth counter is the rule's own
+
     def match(self, p: Pkt, state: "HookState") -> bool:
         if self.mode == "random":
             hit = (state.node.rng("statistic").getrandbits(32) & 0x7FFFFFFF) < self.probability

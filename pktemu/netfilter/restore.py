@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import gc
 import re
+import sys
 from collections import Counter, deque
 
 from pktemu.errors import PktemuError, excerpt
 from pktemu.netfilter.core import TABLE_HOOKS
 from pktemu.netfilter.xt_base import MAX_EXPANSION, TARGETS, ParseCtx
 from pktemu.netfilter.restore_s import numbered_lines
-from pktemu.netfilter.xt_parse import Command, parse_line, tokenize
+from pktemu.netfilter.xt_parse import Command, LineCache, parse_line, tokenize
 from pktemu.netfilter.xt_rule import K_GOTO, K_JUMP, STANDARD, Rule
 from pktemu.netfilter.xtables import Chain, Ruleset, Table
 
@@ -65,8 +66,11 @@ def _jumps(r: Rule) -> bool:
 
 
 class _Loader:
-    def __init__(self, path: str, ruleset: Ruleset, noflush: bool, counters: bool) -> None:
+    def __init__(self, path: str, ruleset: Ruleset, noflush: bool, counters: bool,
+                 cache: LineCache | None = None) -> None:
         self.path = path
+        self.cache = cache
+        self.shared: dict[object, object] = {}    # equal extension objects (xt_parse._shared)
         self.rs = ruleset
         self.noflush = noflush
         self.counters = counters
@@ -185,7 +189,7 @@ class _Loader:
             self._flush(c)
             return
         check_chain_name(name, where)
-        t.chains[name] = Chain(name, False)
+        t.chains[name] = Chain(sys.intern(name), False)        # the string its jumps hold
 
     def command(self, t: Table, line: str, where: str) -> None:
         pcnt: tuple[int, int] | None = None
@@ -193,8 +197,9 @@ class _Loader:
         if m is not None:
             pcnt = _counters(f"[{m.group(1)}]", where)
             line = line[m.end():]
-        ctx = ParseCtx(where, t.name, "", self.expansion)
-        cmd = parse_line(tokenize(line, where), ctx)
+        ctx = ParseCtx(where, t.name, "", self.expansion, self.shared)
+        cmd = (self.cache.parse(line, ctx) if self.cache is not None
+               else parse_line(tokenize(line, where), ctx))
         if cmd.ignore:
             return
         if len(cmd.rules) > 1:
@@ -383,17 +388,18 @@ class _Loader:
 
 
 def load_rules(text: str, path: str, ruleset: Ruleset | None = None, noflush: bool = False,
-               counters: bool = False) -> Ruleset:
+               counters: bool = False, cache: LineCache | None = None) -> Ruleset:
     """Parse `text` as iptables-restore does and install it into `ruleset` (a new one if None).
 
     `counters` is iptables-restore's `-c`: take packet/byte counters from the input; otherwise
-    `[p:b]` prefixes are checked for syntax and ignored. Raises PktemuError (one line).
+    `[p:b]` prefixes are checked for syntax and ignored; `cache` reuses lines parsed before.
+    Raises PktemuError (one line).
     """
     rs = ruleset if ruleset is not None else Ruleset()
     collecting = gc.isenabled()
     gc.disable()        # a load only adds objects: the cyclic GC's passes over them would cost ~40%
     try:
-        return _Loader(path, rs, noflush, counters).run(text)
+        return _Loader(path, rs, noflush, counters, cache).run(text)
     finally:
         if collecting:
             gc.enable()

@@ -68,13 +68,16 @@ class ParseCtx:
     """Where a rule is being parsed (for error lines), the rule's `-p` (extensions check it), and
     how many rule parts address lists may still add to this input."""
 
-    def __init__(self, where: str, table: str, chain: str, expansion: int = MAX_EXPANSION) -> None:
+    def __init__(self, where: str, table: str, chain: str, expansion: int = MAX_EXPANSION,
+                 shared: dict[Any, Any] | None = None) -> None:
         self.where = where
         self.table = table
         self.chain = chain
         self.proto = 0
         self.proto_inv = False
         self.expansion = expansion
+        #: extension objects of one input by their settings, so equal ones are one object (xt_parse)
+        self.shared = shared
 
     def error(self, msg: str) -> PktemuError:
         return PktemuError(f"{self.where}: {msg}")
@@ -111,6 +114,12 @@ class Extension:
 
     def bind(self, ruleset: Any) -> None:
         """Attach per-namespace state (recent lists) when the rule joins a ruleset."""
+
+    @property
+    def stateful(self) -> bool:
+        """Whether a copy of the rule for another namespace needs its own object: the extension
+        binds per-namespace state; an extension with state of its own says so too."""
+        return type(self).bind is not Extension.bind
 
     def check_hooks(self, hooks: frozenset[str]) -> str | None:
         """Reachability check (the kernel's hook_mask test); returns an error text or None."""
@@ -259,6 +268,8 @@ def check_not_ipv6(text: str, ctx: ParseCtx, what: str) -> None:
 
     `text` may carry what follows an address in an option (`[a]:port`, `a/len`, `a-b`).
     """
+    if ":" not in text:
+        return
     addr = _V6_CUT.split(text.removeprefix("["), 1)[0]
     if ":" in addr and len(addr) <= 64:
         try:

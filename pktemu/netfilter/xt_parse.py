@@ -14,7 +14,9 @@ add at most `ParseCtx.expansion` rule parts (a rule counts 1 + its matches) to o
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 from pktemu.errors import PktemuError, excerpt
 import pktemu.netfilter.matches  # noqa: F401  (registers the matches)
@@ -49,6 +51,10 @@ _BARE_RE = re.compile(r"[^ \t]+")
 _TOKEN_RE = re.compile(r"""((?:"(?:[^"\\]|\\.)*"|'[^']*'|[^ \t"'])+)|(["'])""", re.S)
 _PIECE_RE = re.compile(r""""((?:[^"\\]|\\.)*)"|'([^']*)'|([^"']+)""", re.S)
 _UNESCAPE_RE = re.compile(r"\\(.)", re.S)
+_BLANKS_RE = re.compile(r"[ \t]+")
+#: one `seen` set per distinct set of options: extensions are done with theirs once parsed, and
+#: 170k rules would otherwise hold 180k small sets
+_SEEN: dict[frozenset[str], set[str]] = {}
 
 
 def _unquote(tok: str) -> str:
@@ -63,6 +69,8 @@ def tokenize(line: str, where: str) -> list[str]:
     \\ escapes), '...' too; its limits on the number and length of arguments hold."""
     if '"' not in line and "'" not in line:
         toks = _BARE_RE.findall(line)
+    elif "'" not in line and "\\" not in line and line.count('"') % 2 == 0:
+        toks = _split_double_quoted(line)
     else:
         toks = []
         for tok, stray in _TOKEN_RE.findall(line):
@@ -72,10 +80,33 @@ def tokenize(line: str, where: str) -> list[str]:
     if len(toks) > MAX_ARGS:
         raise PktemuError(f"{where}: too many arguments ({len(toks)}; iptables-restore takes at most "
                           f"{MAX_ARGS} on a line)")
-    longest = max(toks, key=len, default="")
+    longest = max(toks, key=len, default="") if len(line) > MAX_ARG_CHARS else ""
     if len(longest) > MAX_ARG_CHARS:
         raise PktemuError(f"{where}: argument {excerpt(longest)} too long ({len(longest)} characters; "
                           f"iptables-restore takes at most {MAX_ARG_CHARS})")
+    return toks
+
+
+def _split_double_quoted(line: str) -> list[str]:
+    """`tokenize` of a line whose only quoting is balanced "..." without escapes (kube-proxy's
+    comments): the text between quotes joins the word it is written in, blanks included."""
+    toks: list[str] = []
+    cur: str | None = None                  # the word being built, if any
+    for k, part in enumerate(line.split('"')):
+        if k % 2:
+            cur = (cur or "") + part
+            continue
+        pieces = _BLANKS_RE.split(part)
+        if len(pieces) == 1:
+            if part:
+                cur = (cur or "") + part
+            continue
+        if cur is not None or pieces[0]:
+            toks.append((cur or "") + pieces[0])
+        toks.extend(pieces[1:-1])
+        cur = pieces[-1] or None
+    if cur is not None:
+        toks.append(cur)
     return toks
 
 
@@ -104,6 +135,7 @@ class _Spec:
         self.open: dict[str, Match] = {}      # by name: the matches no later -m of that name closed, in order
         self.classes: set[str] = set()        # class names of the rule's matches
         self.seen: set[str] = set()
+        self.matches: list[Match] = []        # the rule's, in order (a tuple once parsed)
 
     def once(self, what: str) -> None:
         if what in self.seen:
@@ -115,7 +147,7 @@ class _Spec:
         self.open.pop(m.ext_name, None)
         self.open[m.ext_name] = m
         self.classes.add(m.name)
-        self.rule.matches.append(m)
+        self.matches.append(m)
 
     def find_owner(self, tok: str) -> Extension | None:
         """The target, else the first open match that knows `tok` (at most one per match name, so
@@ -230,7 +262,7 @@ def parse_line(tokens: list[str], ctx: ParseCtx) -> Command:
                 raise ctx.error(f"unexpected '!' before {tok}")
             sp.once("-j/-g")
             name = need()[0]
-            r.jump = name
+            r.jump = sys.intern(name)         # a chain's name: one string for its many jumps
             if code == "g":
                 if name in STANDARD or name in TARGETS:
                     raise ctx.error(f"-g needs a user chain, not {excerpt(name)}")
@@ -277,6 +309,24 @@ def _addresses(sp: _Spec, ctx: ParseCtx) -> None:
             raise ctx.error(f"'!' not allowed with multiple addresses in {tok}")
 
 
+_E = TypeVar("_E", bound=Extension)
+
+
+def _shared(ext: _E, ctx: ParseCtx) -> _E:
+    """The object of an equal extension parsed before in this input, if any: an extension without
+    state of its own is its settings, and 170k kube-proxy rules have a few dozen distinct `-m tcp`,
+    `statistic` or MARK settings. Equal means every attribute equal (a `seen` set by content)."""
+    ext.seen = _SEEN.setdefault(frozenset(ext.seen), ext.seen)
+    pool = ctx.shared
+    if pool is None or ext.stateful:
+        return ext
+    try:
+        key = (type(ext), *[(k, id(v) if v.__class__ is set else v) for k, v in vars(ext).items()])
+        return cast(_E, pool.setdefault(key, ext))
+    except TypeError:                   # a list or dict setting: kept as it is
+        return ext
+
+
 def _finish(sp: _Spec, ctx: ParseCtx) -> list[Rule]:
     """Final checks of the extensions, then one rule per source x destination address."""
     r = sp.rule
@@ -285,10 +335,12 @@ def _finish(sp: _Spec, ctx: ParseCtx) -> list[Rule]:
         raise ctx.error(f"can't use -i with {ctx.chain}")
     if r.outiface and ctx.chain in ("PREROUTING", "INPUT"):
         raise ctx.error(f"can't use -o with {ctx.chain}")
-    for m in r.matches:
+    for m in sp.matches:
         m.final_check(ctx)
+    r.matches = tuple(_shared(m, ctx) for m in sp.matches)
     if r.target is not None:
         r.target.final_check(ctx)
+        r.target = _shared(r.target, ctx)
     n_rules = max(len(sp.srcs), 1) * max(len(sp.dsts), 1)
     if n_rules > 1 and n_rules * (1 + len(r.matches)) > ctx.expansion:
         raise ctx.error(f"-s/-d address lists expand this line to {n_rules} rules of {len(r.matches)} "
@@ -303,3 +355,37 @@ def _finish(sp: _Spec, ctx: ParseCtx) -> list[Rule]:
         out.append(x)
     return out
 
+
+class LineCache:
+    """Parsed lines by (table, text), for a writer that restores nearly the same text again and
+    again (kube-proxy: every sync, on every node): a hit copies the rule parsed before instead of
+    parsing the line. Only what parsing alone decides is reused: a line that expands to several
+    rules (its parse depends on the input's expansion budget) or holds an extension with state of
+    its own is parsed every time. Bounded: past `size` lines it starts afresh."""
+
+    def __init__(self, size: int = 1 << 18) -> None:
+        self.size = size
+        self.parsed = 0                     # lines parsed (not found)
+        self._lines: dict[tuple[str, str], tuple[str, str, int | None, str, bool, Rule | None, int, int]] = {}
+
+    def parse(self, line: str, ctx: ParseCtx) -> Command:
+        hit = self._lines.get((ctx.table, line))
+        if hit is not None:
+            letter, chain, num, policy, has_spec, rule, pkts, nbytes = hit
+            cmd = Command(letter, chain, num, policy, has_spec=has_spec)
+            if rule is not None:
+                r = rule.copy()             # the first parse's rule: shared immutable parts
+                r.pkts, r.bytes, r.where, r.origin = pkts, nbytes, ctx.where, ""
+                cmd.rules.append(r)
+            return cmd
+        cmd = parse_line(tokenize(line, ctx.where), ctx)
+        self.parsed += 1
+        rule = cmd.rules[0] if cmd.rules else None
+        if cmd.ignore or len(cmd.rules) > 1 or (rule is not None and (
+                any(m.stateful for m in rule.matches) or (rule.target is not None and rule.target.stateful))):
+            return cmd
+        if len(self._lines) >= self.size:
+            self._lines.clear()
+        self._lines[ctx.table, line] = (cmd.cmd, cmd.chain, cmd.num, cmd.policy, cmd.has_spec, rule,
+                                        rule.pkts if rule else 0, rule.bytes if rule else 0)
+        return cmd

@@ -1,11 +1,14 @@
 """One iptables rule: the `struct ipt_ip` header part, its matches, its target, its counters.
 
-A rule is compiled once into a tuple of small check callables (only the tests it really has), so
-the per-packet walk is `all(check(p, state))` with no interpretation of options. Its canonical
-`iptables-save` text is built once too, in iptables' print order.
+A rule is compiled into a tuple of small check callables (only the tests it really has), so the
+per-packet walk is `all(check(p, state))` with no interpretation of options. Its canonical
+`iptables-save` text is built once too, in iptables' print order. Both are made on first use: in
+a table of 170k kube-proxy rules most are never evaluated (the index skips them) nor printed,
+and the closures and text would be most of a rule's memory.
 """
 from __future__ import annotations
 
+import copy as _copy
 from typing import TYPE_CHECKING, Any, Callable
 
 from pktemu.netfilter.xt_base import U32, Match, Pkt, Target, ifname_match, ip_str, mask_str, proto_name
@@ -26,7 +29,7 @@ class Rule:
     __slots__ = ("src", "smsk", "inv_src", "dst", "dmsk", "inv_dst", "iniface", "inv_in",
                  "outiface", "inv_out", "proto", "inv_proto", "frag", "inv_frag", "matches",
                  "target", "kind", "jump", "pkts", "bytes", "where", "chain", "num", "checks",
-                 "key", "body", "jump_chain", "origin")
+                 "key", "_body", "jump_chain", "origin")
 
     def __init__(self, where: str = "<rules>") -> None:
         self.src = self.smsk = self.dst = self.dmsk = 0
@@ -37,7 +40,7 @@ class Rule:
         self.inv_proto = False
         self.frag = False
         self.inv_frag = False
-        self.matches: list[Match] = []
+        self.matches: tuple[Match, ...] = ()
         self.target: Target | None = None
         self.kind = K_NONE
         self.jump = ""                 # the -j / -g word as written (chain or standard target)
@@ -45,9 +48,9 @@ class Rule:
         self.where = where
         self.chain = ""
         self.num = 0
-        self.checks: tuple[Check, ...] = ()
+        self.checks: tuple[Check, ...] | None = ()
         self.key: int | None = None
-        self.body = ""
+        self._body: str | None = ""
         self.jump_chain: Any = None
         #: how a rule loaded mid-run came to be ("replaced at 2.000 s by iptables -R"); "" otherwise
         self.origin = ""
@@ -55,17 +58,50 @@ class Rule:
     def copy(self) -> "Rule":
         """The same rule as a new object (its counters can then change independently); the
         extension objects are shared."""
-        r = Rule(self.where)
-        for name in self.__slots__:
-            setattr(r, name, getattr(self, name))
-        r.matches = list(self.matches)
+        r = _new_rule(Rule)
+        (r.src, r.smsk, r.inv_src, r.dst, r.dmsk, r.inv_dst, r.iniface, r.inv_in, r.outiface, r.inv_out,
+         r.proto, r.inv_proto, r.frag, r.inv_frag, r.target, r.kind, r.jump, r.pkts, r.bytes, r.where,
+         r.chain, r.num, r.checks, r.key, r._body, r.jump_chain, r.origin) = (
+            self.src, self.smsk, self.inv_src, self.dst, self.dmsk, self.inv_dst, self.iniface, self.inv_in,
+            self.outiface, self.inv_out, self.proto, self.inv_proto, self.frag, self.inv_frag, self.target,
+            self.kind, self.jump, self.pkts, self.bytes, self.where, self.chain, self.num, self.checks,
+            self.key, self._body, self.jump_chain, self.origin)
+        r.matches = self.matches
+        return r
+
+    def clone(self) -> "Rule":
+        """A copy for another namespace: what keeps state per rule or per namespace (an nth
+        counter, a recent list, a LOG sink) is copied, every other extension object is shared,
+        and so is the save text (every run's iptables-save-<node>.txt prints it for every copy)."""
+        self.body                       # noqa: B018 (made once here, not once per copy)
+        r = self.copy()
+        if self.target is not None and self.target.stateful:
+            r.target = _copy.copy(self.target)
+        if any(m.stateful for m in self.matches):
+            r.matches = tuple(_copy.copy(m) if m.stateful else m for m in self.matches)
+            r.checks = None
         return r
 
     def finish(self) -> None:
-        """Compile the checks, the index key and the save text (after parsing is complete)."""
-        self.checks = tuple(self._compile())
+        """Parsing is complete: the index key now, the checks and the save text on first use."""
+        self.checks = None
         self.key = self.dst if self.dmsk == U32 and not self.inv_dst else None
-        self.body = self._text()
+        self._body = None
+
+    def compiled(self) -> tuple[Check, ...]:
+        """The checks (compiled the first time)."""
+        checks = self.checks
+        if checks is None:
+            checks = self.checks = tuple(self._compile())
+        return checks
+
+    @property
+    def body(self) -> str:
+        """The rule as iptables-save prints it after `-A CHAIN` (made the first time)."""
+        body = self._body
+        if body is None:
+            body = self._body = self._text()
+        return body
 
     def _compile(self) -> list[Check]:
         out: list[Check] = []
@@ -119,3 +155,6 @@ class Rule:
 
     def __repr__(self) -> str:
         return f"<Rule {self.text} [{self.pkts}:{self.bytes}]>"
+
+
+_new_rule = object.__new__

@@ -1,0 +1,57 @@
+"""`pktemu import DUMP... -o TOPOLOGY.yaml`: a topology of a real cluster, from `pktemu collect`
+node dumps and the cluster's Kubernetes objects, that run, trace and replay work on offline.
+
+Each problem met (a file missing from a dump, a device or route pktemu does not emulate, a Pod
+that cannot be wired) is one warning line; the import fails (exit 2) only when nothing runnable
+is left. docs/import.md describes what is imported and how.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from rich.console import Console
+
+from pktemu.errors import PktemuError
+
+NAME = "import"
+HELP = "build a topology from pktemu collect dumps and the cluster's Kubernetes objects"
+ORDER = 81
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dumps", nargs="+", metavar="DUMP",
+                   help="node dumps (pktemu collect archives or folders) and Kubernetes objects "
+                        "(pktemu collect --cluster archives, or YAML files)")
+    p.add_argument("-o", "--output", metavar="TOPOLOGY.yaml", required=True,
+                   help="the topology to write; rules files and the manifest are written beside it")
+    p.add_argument("--redact", action="store_true",
+                   help="replace node, pod and namespace names and public addresses consistently")
+    p.add_argument("--redact-seed", type=int, metavar="N",
+                   help="the seed of --redact's mapping (default: random); the same seed maps the same way")
+
+
+def run(args: argparse.Namespace, out: Console) -> int:
+    from pktemu.importer import Notes
+    from pktemu.importer.build import build, write
+
+    target = args.output
+    if not target.endswith((".yaml", ".yml")):
+        raise PktemuError(f"import: -o {target}: the file name must end in .yaml or .yml")
+    folder = os.path.dirname(os.path.abspath(target))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise PktemuError(f"import: -o {target}: cannot write to folder {folder}")
+    if os.path.isdir(target):
+        raise PktemuError(f"import: -o {target}: is a folder")
+    if args.redact_seed is not None and not args.redact:
+        raise PktemuError("import: --redact-seed needs --redact")
+    notes = Notes()
+    try:
+        result = build(args.dumps, target, notes, args.redact_seed, args.redact)
+        write(result, target, notes)
+    finally:
+        notes.print()
+    beside = f"; beside it {', '.join(result.files)}" if result.files else ""
+    print(f"pktemu: wrote {target} ({result.summary}){beside}", file=sys.stderr)
+    return 0

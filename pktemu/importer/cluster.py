@@ -1,0 +1,316 @@
+"""The cluster around the nodes: which dump is which Node, each Pod wired to its host veth, the
+underlay router that joins the nodes, and the Kubernetes objects kept for the manifest.
+
+A Pod is wired the way a bridge CNI wires it: its IP is on a bridge's network, the node's
+neighbour entry for that IP gives its MAC, and the bridge's FDB says which port learned that
+MAC: that port is its host veth. The underlay is what no dump sees: one router, `gw`, as the
+kernel oracle builds it (topologies/service-test.yaml), with one interface per node numbered
+with that node's default gateway (a /32 whose peer is the node), routing each node's pod CIDR
+to the node.
+"""
+from __future__ import annotations
+
+import copy
+import ipaddress
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pktemu.importer import Notes
+from pktemu.importer.node import ImportedNode
+from pktemu.importer.sources import NodeDump
+from pktemu.io.topofile_fields import NAME_RE
+
+NETNS = "pktemu.io/netns"
+#: A Pod wired: its object, node, bridge, host veth and MAC (None: derived).
+Wired = tuple[dict[str, Any], ImportedNode, str, str, str | None]
+
+
+@dataclass
+class Cluster:
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)       # Node name -> object
+    pods: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    others: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def pod_cidr(self, node: str) -> str | None:
+        spec = (self.nodes.get(node) or {}).get("spec")
+        if not isinstance(spec, dict):
+            return None
+        cidrs: list[Any] = spec["podCIDRs"] if isinstance(spec.get("podCIDRs"), list) else []
+        for cidr in [spec.get("podCIDR"), *cidrs]:
+            try:
+                return str(ipaddress.IPv4Network(cidr))
+            except (ValueError, TypeError):
+                continue
+        return None
+
+
+def split(objects: list[tuple[str, dict[str, Any]]]) -> Cluster:
+    c = Cluster()
+    for origin, obj in objects:
+        if obj.get("kind") == "Node":
+            name = (obj.get("metadata") or {}).get("name")
+            if isinstance(name, str):
+                c.nodes[name] = obj
+        elif obj.get("kind") == "Pod":
+            c.pods.append((origin, obj))
+        else:
+            c.others.append((origin, obj))
+    return c
+
+
+def node_addresses(obj: dict[str, Any]) -> set[str]:
+    status = obj.get("status")
+    addrs = status.get("addresses") if isinstance(status, dict) else None
+    return {str(a.get("address")) for a in addrs if isinstance(a, dict)} if isinstance(addrs, list) else set()
+
+
+def namer(cluster: Cluster, dumps: list[NodeDump]) -> Callable[[NodeDump, set[str]], str]:
+    """Names a dump: the Node object one of its addresses belongs to, else the Node named as its
+    hostname, else the hostname (if no other dump has it), else its file's name."""
+    hosts = [d.meta("hostname") for d in dumps]
+    taken: set[str] = set()
+
+    def name(dump: NodeDump, addresses: set[str]) -> str:
+        found = next((n for n, o in cluster.nodes.items() if node_addresses(o) & addresses), None)
+        host = dump.meta("hostname")
+        if found is None and host in cluster.nodes:
+            found = host
+        if found is None and host and hosts.count(host) == 1:
+            found = host
+        if found is None:
+            base = os.path.basename(dump.origin.split(": ")[0].rstrip("/"))
+            base = re.sub(r"\.(tar\.gz|tgz)$", "", base).removeprefix("pktemu-collect-")
+            found = base if base not in ("pktemu-collect", "") else "node"
+        found = re.sub(r"[^A-Za-z0-9_.-]", "-", found).lstrip("-._") or "node"
+        n, i = found, 2
+        while n in taken:
+            n, i = f"{found}-{i}", i + 1
+        taken.add(n)
+        return n
+
+    return name
+
+
+def _key(obj: dict[str, Any]) -> tuple[str, str]:
+    meta: dict[str, Any] = obj["metadata"] if isinstance(obj.get("metadata"), dict) else {}
+    return str(meta.get("namespace") or "default"), str(meta.get("name"))
+
+
+def wire_pods(nodes: dict[str, ImportedNode], cluster: Cluster, notes: Notes,
+              taken: set[str]) -> dict[str, dict[str, Any]]:
+    """Topology pods of the Pods that could be wired; the Pod objects get the pktemu.io/netns
+    annotation naming them. The others are noted and left out."""
+    wired: list[Wired] = []
+    waiting: list[tuple[dict[str, Any], ImportedNode, str]] = []
+    used: set[tuple[str, str]] = set()
+    hostnet: list[str] = []
+    wanted: dict[int, str] = {}
+    for _, obj in cluster.pods:          # a Pod left out must not name a namespace the topology lacks
+        meta = obj.get("metadata")
+        ann = meta.get("annotations") if isinstance(meta, dict) else None
+        if isinstance(ann, dict) and isinstance(ann.get(NETNS), str):
+            wanted[id(obj)] = ann.pop(NETNS)
+    for origin, obj in cluster.pods:
+        ns, name = _key(obj)
+        where = f"{origin}: Pod {ns}/{name}"
+        spec, status = obj.get("spec"), obj.get("status")
+        if not isinstance(spec, dict) or not isinstance(status, dict):
+            notes.warn(where, "no spec or status mapping: left out")
+            continue
+        if spec.get("hostNetwork"):
+            hostnet.append(f"{ns}/{name}")
+            continue
+        phase, ip, host = status.get("phase"), status.get("podIP"), spec.get("nodeName")
+        if phase in ("Succeeded", "Failed"):
+            notes.warn(where, f"phase {phase}: not running, left out")
+            continue
+        if not isinstance(ip, str) or not isinstance(host, str):
+            notes.warn(where, "no status.podIP or spec.nodeName (not scheduled or not started): left out")
+            continue
+        node = nodes.get(host)
+        if node is None:
+            notes.warn(where, f"its node {host} was not dumped: left out")
+            continue
+        try:
+            addr = ipaddress.IPv4Address(ip)
+        except ValueError:
+            notes.warn(where, f"status.podIP {ip[:40]} is not an IPv4 address: left out")
+            continue
+        if ip in node.all_addresses:
+            notes.warn(where, f"{ip} is an address of node {host} itself: left out")
+            continue
+        bridge = next((b.name for b in node.bridges.values() for a in b.addresses if addr in a.network), None)
+        if bridge is None:
+            notes.warn(where, f"{ip} is on no bridge of node {host} (a routed CNI such as Calico is not "
+                              "imported yet): left out")
+            continue
+        mac = node.neigh.get(ip, ("", ""))[0] or None
+        port = node.fdb.get(mac) if mac else None
+        if port is not None and port in node.bridges[bridge].ports and (host, port) not in used:
+            used.add((host, port))
+            wired.append((obj, node, bridge, port, mac))
+        else:
+            waiting.append((obj, node, bridge))
+    if hostnet:
+        shown = ", ".join(hostnet[:5]) + (", ..." if len(hostnet) > 5 else "")
+        notes.warn("", f"{len(hostnet)} hostNetwork Pods run in their node's own namespace, "
+                       f"not as pods: {shown}")
+    _eliminate(waiting, wired, used, notes)
+    return _pods(wired, taken, wanted)
+
+
+def _eliminate(waiting: list[tuple[dict[str, Any], ImportedNode, str]],
+               wired: list[Wired],
+               used: set[tuple[str, str]], notes: Notes) -> None:
+    """A bridge with one Pod and one port left unmatched: they go together (the MAC is unknown)."""
+    groups: dict[tuple[str, str], list[tuple[dict[str, Any], ImportedNode, str]]] = {}
+    for w in waiting:
+        groups.setdefault((w[1].name, w[2]), []).append(w)
+    for (host, bridge), pods in groups.items():
+        node = pods[0][1]
+        free = [p for p in node.bridges[bridge].ports if (host, p) not in used]
+        if len(pods) == 1 and len(free) == 1:
+            ns, name = _key(pods[0][0])
+            mac = node.neigh.get(str((pods[0][0].get("status") or {}).get("podIP")), ("", ""))[0] or None
+            notes.warn(f"Pod {ns}/{name}", f"no FDB entry for its MAC: wired to {host}/{free[0]}, the only "
+                                           f"port of {bridge} left{'' if mac else ' (its MAC is derived)'}")
+            used.add((host, free[0]))
+            wired.append((pods[0][0], node, bridge, free[0], mac))
+            continue
+        for obj, _, _ in pods:
+            ns, name = _key(obj)
+            ip = (obj.get("status") or {}).get("podIP")
+            notes.warn(f"Pod {ns}/{name}", f"no neighbour entry and FDB port for {ip} on {host}/{bridge} "
+                                           "(no traffic since the node last saw it?): left out")
+
+
+def _pods(wired: list[Wired],
+          taken: set[str], wanted: dict[int, str]) -> dict[str, dict[str, Any]]:
+    """Each Pod's topology name: its pktemu.io/netns annotation if it had one, else its name if no
+    other wired Pod has it, else `namespace.name`."""
+    names = [_key(w[0])[1] for w in wired]
+    out: dict[str, dict[str, Any]] = {}
+    for obj, node, bridge, port, mac in sorted(wired, key=lambda w: _key(w[0])):
+        ns, name = _key(obj)
+        ann = wanted.get(id(obj))
+        if ann is not None and NAME_RE.match(ann) and ann not in taken:
+            pick = ann
+        elif NAME_RE.match(name) and names.count(name) == 1 and name not in taken:
+            pick = name
+        else:
+            pick = f"{ns}.{name}"
+        base, i = pick, 2
+        while pick in taken:
+            pick, i = f"{base}-{i}", i + 1
+        taken.add(pick)
+        meta = obj["metadata"]
+        if not isinstance(meta.get("annotations"), dict):
+            meta["annotations"] = {}
+        meta["annotations"][NETNS] = pick
+        br = node.bridges[bridge]
+        ip = ipaddress.IPv4Address(obj["status"]["podIP"])
+        gw = next(a for a in br.addresses if ip in a.network)
+        p = br.ports[port]
+        entry: dict[str, Any] = {"node": node.name, "bridge": bridge,
+                                 "host_veth": {"name": port, **({"mac": p.mac} if p.mac else {}),
+                                               "hairpin": p.hairpin}}
+        if mac:
+            entry["mac"] = mac
+        entry["address"] = f"{ip}/{gw.network.prefixlen}"
+        entry["gateway"] = str(gw.ip)
+        if p.mtu != 1500:
+            entry["mtu"] = p.mtu
+        out[pick] = entry
+    return out
+
+
+def underlay(nodes: dict[str, ImportedNode], cluster: Cluster, notes: Notes,
+             taken: set[str]) -> tuple[str, dict[str, Any], list[list[str]]] | None:
+    """The router joining the nodes' uplinks: (its name, its topology node, the veths)."""
+    joined = [n for n in nodes.values() if n.uplink and n.gateway and n.address]
+    if not joined:
+        return None
+    name = "gw" if "gw" not in taken else "underlay-gw"
+    taken.add(name)
+    ifaces: dict[str, Any] = {}
+    routes: list[dict[str, Any]] = []
+    veths: list[list[str]] = []
+    sysctls: dict[str, int] = {"net.ipv4.ip_forward": 1, "net.ipv4.conf.all.rp_filter": 0}
+    seen_nets: set[str] = set()
+    for i, n in enumerate(joined, 1):
+        ifn = f"eth{i}"
+        iface: dict[str, Any] = {}
+        if n.gateway_mac:
+            iface["mac"] = n.gateway_mac
+        iface["addresses"] = [{"address": f"{n.gateway}/32", "peer": n.address}]
+        if n.uplink_mtu != 1500:
+            iface["mtu"] = n.uplink_mtu
+        ifaces[ifn] = iface
+        veths.append([f"{n.name}/{n.uplink}", f"{name}/{ifn}"])
+        cidr = cluster.pod_cidr(n.name)
+        nets = [cidr] if cidr else sorted({str(a.network) for b in n.bridges.values() for a in b.addresses})
+        if not cidr:
+            notes.warn(n.name, "no Node object with spec.podCIDR: the underlay routes its bridges' networks "
+                               f"({', '.join(nets) or 'none'}) to it")
+        for net in nets:
+            if net in seen_nets:
+                notes.warn(n.name, f"pod CIDR {net} is another node's too: routed to the first")
+                continue
+            seen_nets.add(net)
+            routes.append({"to": net, "via": n.address, "dev": ifn})
+    for n in nodes.values():
+        if n not in joined and n.uplink:
+            notes.warn(n.name, "no default route on its uplink: not joined to the underlay")
+    return name, {"sysctls": sysctls, "interfaces": ifaces, "routes": routes}, veths
+
+
+def manifest_objects(cluster: Cluster, notes: Notes) -> list[dict[str, Any]]:
+    """Services, EndpointSlices, Endpoints and Pods as pktemu reads them; one that it cannot read is
+    noted and left out. Status and managedFields noise is kept out of the file."""
+    from pktemu.errors import PktemuError
+    from pktemu.k8s.manifest_fields import Ctx
+    from pktemu.k8s.manifests import parse_object
+
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[str, str, str]] = set()
+    for origin, obj in cluster.others + cluster.pods:
+        status: dict[str, Any] = obj["status"] if isinstance(obj.get("status"), dict) else {}
+        hostnet = isinstance(obj.get("spec"), dict) and obj["spec"].get("hostNetwork")
+        if obj.get("kind") == "Pod" and (status.get("phase") in ("Succeeded", "Failed")
+                                         or not status.get("podIP") or hostnet):
+            continue
+        o = copy.deepcopy(obj)
+        meta = o.get("metadata")
+        if isinstance(meta, dict):
+            for k in ("managedFields", "resourceVersion", "uid", "creationTimestamp", "generation",
+                      "ownerReferences"):
+                meta.pop(k, None)
+        ns, name = _key(o)
+        key = (str(o.get("kind")), ns, name)
+        try:
+            parse_object(copy.deepcopy(o), Ctx(origin, 0, str(o.get("kind"))))
+        except PktemuError as e:
+            notes.warn("", f"{e} (object left out)")
+            continue
+        except Exception as e:                     # noqa: BLE001 (a malformed object is noted, never fatal)
+            notes.warn(origin, f"{key[0]} {ns}/{name}: cannot be read ({type(e).__name__}): left out")
+            continue
+        if key in seen:
+            notes.warn(origin, f"{key[0]} {ns}/{name} given twice: the first is kept")
+            continue
+        seen.add(key)
+        out.append(o)
+    return out
+
+
+def supernet(nets: list[ipaddress.IPv4Network], at_most: int = 32) -> ipaddress.IPv4Network | None:
+    """The smallest network holding all of `nets` (prefix at most `at_most`), or None."""
+    if not nets:
+        return None
+    net = nets[0].supernet(new_prefix=min(at_most, nets[0].prefixlen))
+    while not all(n.subnet_of(net) for n in nets):
+        net = net.supernet()
+    return net

@@ -1,0 +1,104 @@
+"""nft_do_chain: running a base chain on a frame, and registering base chains at their hooks.
+
+Filter and route chains register at their own hook and priority in the namespace's hook list,
+so they interleave with conntrack and the iptables tables as in the kernel (kube-proxy's
+filter chains at -110 run after conntrack, -200, and before DNAT, -100). A `type nat` chain does
+not: as nf_nat_register_fn does, it joins the NAT core's lookups at the fixed NAT hook points,
+ordered by its priority next to the iptables nat table, and runs only for a connection's first
+packet until one of them binds.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from pktemu.errors import PktemuError
+from pktemu.netfilter.core import NF_ACCEPT, NF_DROP, HookState
+from pktemu.netfilter.xt_base import Pkt
+from pktemu.nftables.model import Chain, NftRuleset, Table
+from pktemu.nftables.statements import NftNote
+
+MAX_JUMP_STACK = 16      # NFT_JUMP_STACK_SIZE
+
+
+def run_chain(table: Table, base: Chain, frame: Any, state: HookState) -> int:
+    """The verdict of one base chain: rules in order, jump/goto/return, then the policy."""
+    if not frame.is_ipv4:
+        return NF_ACCEPT
+    p = Pkt(frame)
+    extra = state.extra
+    ctype = base.type or "filter"
+    extra["nft_chain"] = (ctype, table.name, base.name)
+    stack: list[tuple[Chain, int]] = []
+    chain, i = base, 0
+    trace = state.trace
+    while True:
+        rules = chain.rules
+        if i >= len(rules):
+            if stack:
+                chain, i = stack.pop()
+                extra["nft_chain"] = (ctype, table.name, chain.name)
+                continue
+            return _policy(table, base, p, state)
+        rule = rules[i]
+        i += 1
+        result: Any = None
+        for step in rule.steps:
+            result = step(p, state)
+            if result is not None:
+                break
+        if result is None or result is False:
+            continue
+        kind = result.kind
+        if trace is not None:
+            trace.append({"table": table.name, "chain": chain.name,
+                          "rulenum": rule.handle, "rule": rule.shown(), "verdict": result.text().upper()})
+        if kind == "accept":
+            return NF_ACCEPT
+        if kind == "drop":
+            return NF_DROP
+        if kind == "continue":
+            continue
+        if kind == "return":
+            if stack:
+                chain, i = stack.pop()
+                extra["nft_chain"] = (ctype, table.name, chain.name)
+                continue
+            return _policy(table, base, p, state)
+        if kind == "jump":
+            if len(stack) >= MAX_JUMP_STACK:
+                raise PktemuError(f"nft {table.name} {chain.name}: jump stack exhausted")
+            stack.append((chain, i))
+        chain, i = table.chains[result.target], 0
+        extra["nft_chain"] = (ctype, table.name, chain.name)
+
+
+def _policy(table: Table, base: Chain, p: Pkt, state: HookState) -> int:
+    if base.policy != "drop":
+        return NF_ACCEPT
+    text = f"{base.type}:{state.hook} {table.name} {base.name} policy drop"
+    n = NftNote(text, "policy drop", f"nft {table.name} {base.name}: policy drop")
+    p.frame.notes.append(n)
+    state.extra["verdict_rule"] = n
+    return NF_DROP
+
+
+def chain_fn(table: Table, chain: Chain) -> Callable[[Any, HookState], int]:
+    def fn(frame: Any, state: HookState) -> int:
+        return run_chain(table, chain, frame, state)
+    return fn
+
+
+def attach(nf: Any, rs: NftRuleset) -> None:
+    """Register every base chain of `rs` with the namespace's Netfilter (pktemu.netfilter.hooks)."""
+    from pktemu.netfilter.hooks import HookEntry
+    nf.nft = rs
+    for t in rs.tables.values():
+        for c in t.chains.values():
+            if c.hook is None:
+                continue
+            fn = chain_fn(t, c)
+            if c.type == "nat":
+                nf.add_nat_lookup(c.hook, c.priority, fn)
+            else:
+                nf.register(c.hook, HookEntry(c.priority, f"nft {t.family} {t.name} {c.name}", fn,
+                                              f"nft {t.name} {c.name}"))

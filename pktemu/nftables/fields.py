@@ -1,0 +1,127 @@
+"""The packet fields a rule reads (nft's payload, meta, ct, fib and numgen expressions).
+
+Each field knows the text `nft list` prints for it, its key type, and how to read it from a
+frame at a hook; a reader returns None where the kernel's expression would break the rule (no
+transport header, no conntrack entry).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from pktemu.netfilter.core import IP_CT_IS_REPLY, UNTRACKED
+from pktemu.netfilter.xt_base import Pkt
+from pktemu.nftables.values import CT_STATE_BITS, FIB_TYPES, FLAG_NAMES
+
+Reader = Callable[[Pkt, Any], "int | None"]
+
+_CTINFO_STATE = (2, 4, 8)        # ctinfo % IP_CT_IS_REPLY: established, related, new
+
+
+@dataclass
+class Field:
+    """One readable field: print text, key type (see values.KEY_TYPES) and its reader."""
+    text: str
+    type: str
+    read: Reader
+    proto: int | None = None         # tcp/udp payload: the l4 protocol it depends on
+
+    @property
+    def flags(self) -> bool:
+        return self.type in FLAG_NAMES
+
+
+def _th(off: int, proto: int | None) -> Reader:
+    def read(p: Pkt, state: Any) -> int | None:
+        if proto is not None and p.proto != proto:
+            return None
+        if p.fragoff:
+            return None
+        d = p.frame.data
+        at = p.l4off + off
+        if len(d) < at + 2:
+            return None
+        return (d[at] << 8) | d[at + 1]
+    return read
+
+
+def _ct_state(p: Pkt, state: Any) -> int | None:
+    frame = p.frame
+    ct = frame.ct
+    if ct is None:
+        return CT_STATE_BITS["invalid"]
+    if ct is UNTRACKED:
+        return CT_STATE_BITS["untracked"]
+    return _CTINFO_STATE[frame.ctinfo % IP_CT_IS_REPLY]
+
+
+def _ct_attr(name: str) -> Reader:
+    def read(p: Pkt, state: Any) -> int | None:
+        ct = p.frame.ct
+        if ct is None or ct is UNTRACKED:
+            return None
+        v: int = getattr(ct, name)
+        return v
+    return read
+
+
+def _dev(attr: str) -> Reader:
+    def read(p: Pkt, state: Any) -> int | None:
+        name = getattr(state, attr)
+        if name is None:
+            return None
+        return int.from_bytes(name.encode()[:16].ljust(16, b"\0"), "big")
+    return read
+
+
+def _fib(addr: str) -> Reader:
+    def read(p: Pkt, state: Any) -> int | None:
+        kind = str(state.node.addr_type(getattr(p, addr))).lower()
+        return FIB_TYPES.index(kind) if kind in FIB_TYPES else 0
+    return read
+
+
+_PROTO_FIELDS = {"tcp": 6, "udp": 17, "th": None, "sctp": 132}
+
+
+def lookup_field(words: list[str]) -> tuple[Field, int] | None:
+    """The field the words start with and how many words it took; None if they name none."""
+    w0 = words[0]
+    w1 = words[1] if len(words) > 1 else ""
+    if w0 == "ip":
+        if w1 == "saddr":
+            return Field("ip saddr", "ipv4_addr", lambda p, s: p.saddr), 2
+        if w1 == "daddr":
+            return Field("ip daddr", "ipv4_addr", lambda p, s: p.daddr), 2
+        if w1 == "protocol":
+            return Field("ip protocol", "inet_proto", lambda p, s: p.proto), 2
+        if w1 == "ttl":
+            return Field("ip ttl", "integer", lambda p, s: p.ttl), 2
+        if w1 == "length":
+            return Field("ip length", "integer", lambda p, s: p.ip_len), 2
+        return None
+    if w0 in _PROTO_FIELDS and w1 in ("sport", "dport"):
+        proto = _PROTO_FIELDS[w0]
+        return Field(f"{w0} {w1}", "inet_service", _th(0 if w1 == "sport" else 2, proto), proto), 2
+    meta = w0 == "meta"
+    key = w1 if meta else w0
+    n = 2 if meta else 1
+    if key == "l4proto" and meta:
+        return Field("meta l4proto", "inet_proto", lambda p, s: p.proto), 2
+    if key == "nfproto" and meta:
+        return Field("meta nfproto", "integer", lambda p, s: 2), 2
+    if key == "mark":
+        return Field("meta mark", "mark", lambda p, s: p.frame.mark), n
+    if key in ("iifname", "oifname"):
+        return Field(key, "ifname", _dev("in_dev" if key == "iifname" else "out_dev")), n
+    if w0 == "ct":
+        if w1 == "state":
+            return Field("ct state", "ct_state", _ct_state), 2
+        if w1 == "status":
+            return Field("ct status", "ct_status", _ct_attr("status")), 2
+        if w1 == "mark":
+            return Field("ct mark", "mark", _ct_attr("mark")), 2
+        return None
+    if w0 == "fib" and w1 in ("saddr", "daddr") and words[2:3] == ["type"]:
+        return Field(f"fib {w1} type", "fib_type", _fib(w1)), 3
+    return None

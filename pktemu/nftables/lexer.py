@@ -1,0 +1,120 @@
+"""Tokens of `nft -f` text: words, quoted strings, punctuation and line ends, each with its line.
+
+Words keep `.`, `/`, `:` and `-` inside them (`10.0.2.3:53`, `10.3.240.0/20`, chain names such as
+`service-X-default/svc/tcp/`); a lone `.` is the concatenation operator, a lone `:` the map arrow.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from pktemu.errors import PktemuError
+
+PUNCT = "{};,"
+NL = "\n"
+
+
+class Token(NamedTuple):
+    """One token: `kind` is word, string, punct or nl."""
+    kind: str
+    text: str
+    line: int
+
+
+def tokenize(text: str, path: str) -> list[Token]:
+    """Split the whole input; a `\\` at a line's end joins it with the next, `#` starts a comment."""
+    out: list[Token] = []
+    line, i, n = 1, 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\" and i + 1 < n and text[i + 1] == "\n":
+            i += 2
+            line += 1
+            continue
+        if c == "\n":
+            out.append(Token("nl", NL, line))
+            line += 1
+            i += 1
+        elif c in " \t\r":
+            i += 1
+        elif c == "#":
+            while i < n and text[i] != "\n":
+                i += 1
+        elif c == '"':
+            j = text.find('"', i + 1)
+            nl = text.find("\n", i + 1)
+            if j < 0 or (0 <= nl < j):
+                raise PktemuError(f"{path}:{line}: unterminated string")
+            out.append(Token("string", text[i + 1:j], line))
+            i = j + 1
+        elif c in PUNCT:
+            out.append(Token("punct", c, line))
+            i += 1
+        else:
+            j = i
+            while j < n and text[j] not in ' \t\r\n"#{};,' and not (text[j] == "\\" and j + 1 < n
+                                                                     and text[j + 1] == "\n"):
+                j += 1
+            out.append(Token("word", text[i:j], line))
+            i = j
+    out.append(Token("nl", NL, line))
+    return out
+
+
+class Cursor:
+    """A position in a token list, with errors that name the file and the line."""
+
+    def __init__(self, toks: list[Token], path: str) -> None:
+        self.toks = toks
+        self.i = 0
+        self.path = path
+
+    def peek(self, k: int = 0) -> Token:
+        """The token k ahead; past the end, a line end (rule token lists have none of their own)."""
+        at = self.i + k
+        if at >= len(self.toks):
+            return Token("nl", NL, self.toks[-1].line if self.toks else 1)
+        return self.toks[at]
+
+    def at_end(self) -> bool:
+        return self.i >= len(self.toks)
+
+    def next(self) -> Token:
+        if self.i >= len(self.toks):
+            raise self.error("unexpected end of input")
+        t = self.toks[self.i]
+        self.i += 1
+        return t
+
+    def accept(self, text: str) -> bool:
+        if self.i < len(self.toks) and self.toks[self.i].text == text and self.toks[self.i].kind != "string":
+            self.i += 1
+            return True
+        return False
+
+    def expect(self, text: str) -> Token:
+        t = self.next()
+        if t.text != text or t.kind == "string":
+            raise self.error(f"expected '{text}', got {describe(t)}", t)
+        return t
+
+    def word(self, what: str) -> str:
+        t = self.next()
+        if t.kind not in ("word", "string"):
+            raise self.error(f"expected {what}, got {describe(t)}", t)
+        return t.text
+
+    def skip_nl(self) -> None:
+        while self.i < len(self.toks) and self.toks[self.i].kind == "nl":
+            self.i += 1
+
+    def error(self, msg: str, tok: Token | None = None) -> PktemuError:
+        t = tok or self.peek()
+        return PktemuError(f"{self.path}:{t.line}: {msg}")
+
+
+def describe(t: Token) -> str:
+    if t.kind == "nl":
+        return "end of line"
+    if t.kind == "string":
+        return f'"{t.text[:40]}"'
+    return f"'{t.text[:40]}'"

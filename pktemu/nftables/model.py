@@ -1,0 +1,235 @@
+"""The nftables objects of one namespace: tables, chains, rules, sets and maps.
+
+As in the kernel, a table holds its sets (named maps included) and chains in creation order,
+which is the order `nft list ruleset` prints them in; every object gets a handle from the
+table's counter. A rule is a list of compiled steps (see `eval`) plus the text `nft list` prints
+for it. Set elements are kept in a dict keyed by the element's value tuple, so a lookup costs
+one hash probe whatever the set's size; interval sets add a per-prefix-length index.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from pktemu.errors import PktemuError
+from pktemu.netfilter.core import FORWARD, INPUT, OUTPUT, POSTROUTING, PREROUTING
+
+FAMILIES = ("ip", "inet")
+REFUSED_FAMILIES = ("ip6", "bridge", "arp", "netdev")
+HOOK_NAMES = {"prerouting": PREROUTING, "input": INPUT, "forward": FORWARD, "output": OUTPUT,
+              "postrouting": POSTROUTING}
+CHAIN_TYPES = ("filter", "nat", "route")
+
+#: key types: name -> (byte length, host byte order); `nft` sorts and prints by these
+KEY_TYPES: dict[str, tuple[int, bool]] = {
+    "ipv4_addr": (4, False), "inet_proto": (1, False), "inet_service": (2, False),
+    "mark": (4, True), "ifname": (16, False), "integer": (4, True), "ct_state": (4, True),
+    "ether_addr": (6, False), "ipv6_addr": (16, False),
+}
+DATA_TYPES = ("verdict", *KEY_TYPES)
+
+#: standard priorities, in the order nft tries them when printing (src/rule.c std_prios)
+STD_PRIOS = (("raw", -300), ("mangle", -150), ("dstnat", -100), ("filter", 0), ("security", 50),
+             ("srcnat", 100))
+
+
+def prio_compatible(value: int, hook: str) -> bool:
+    """dstnat names a priority only at prerouting, srcnat only at postrouting."""
+    if value == -100:
+        return hook == PREROUTING
+    if value == 100:
+        return hook == POSTROUTING
+    return True
+
+
+def prio_text(prio: int, hook: str) -> str:
+    """A base chain's priority as nft prints it: `dstnat`, `dstnat - 10`, or the number."""
+    for name, value in STD_PRIOS:
+        if not prio_compatible(value, hook):
+            continue
+        off = prio - value
+        if off == 0:
+            return name
+        if abs(off) <= 10:
+            return f"{name} {'+' if off > 0 else '-'} {abs(off)}"
+    return str(prio)
+
+
+@dataclass
+class Verdict:
+    """accept, drop, continue, return, jump CHAIN or goto CHAIN."""
+    kind: str
+    target: str | None = None
+    chain: "Chain | None" = None          # resolved when the table is compiled
+
+    def text(self) -> str:
+        return self.kind if self.target is None else f"{self.kind} {self.target}"
+
+
+@dataclass
+class Element:
+    """One set element: its key (one int per concatenated field), an interval end, map data."""
+    key: tuple[int, ...]
+    data: Any = None                     # Verdict for a vmap, int for a value map
+    comment: str | None = None
+    key_end: tuple[int, ...] | None = None
+    prefix: int | None = None            # interval written as a/len
+    timeout_ns: int | None = None
+    expires_ns: int | None = None        # virtual time the element expires at (timeout sets)
+
+
+@dataclass
+class NftSet:
+    """A named or anonymous set or map; `types` lists the concatenated key types."""
+    name: str
+    kind: str = "set"                    # set | map
+    types: list[str] = field(default_factory=list)
+    data_type: str | None = None
+    flags: list[str] = field(default_factory=list)
+    timeout: str | None = None
+    size: int | None = None
+    comment: str | None = None
+    handle: int = 0
+    anonymous: bool = False
+    elements: dict[tuple[int, ...], Element] = field(default_factory=dict)
+    #: interval sets of one field: prefix length -> {masked key -> element}
+    prefixes: dict[int, dict[int, Element]] = field(default_factory=dict)
+    ranges: list[Element] = field(default_factory=list)
+
+    @property
+    def interval(self) -> bool:
+        return "interval" in self.flags
+
+    def add(self, el: Element) -> None:
+        """Insert (or replace) an element and index it."""
+        self.elements[el.key] = el
+        if el.prefix is not None and len(el.key) == 1:
+            self.prefixes.setdefault(el.prefix, {})[el.key[0]] = el
+        elif el.key_end is not None:
+            self.ranges.append(el)
+
+    def remove(self, key: tuple[int, ...]) -> None:
+        el = self.elements.pop(key, None)
+        if el is None:
+            raise KeyError(key)
+        if el.prefix is not None and len(el.key) == 1:
+            del self.prefixes[el.prefix][el.key[0]]
+        elif el in self.ranges:
+            self.ranges.remove(el)
+
+    def clear(self) -> None:
+        self.elements.clear()
+        self.prefixes.clear()
+        self.ranges.clear()
+
+    def lookup(self, key: tuple[int, ...], now: int = 0) -> Element | None:
+        """The element matching `key`: one dict probe, plus one per prefix length of an interval set."""
+        el = self.elements.get(key)
+        if el is None and (self.prefixes or self.ranges):
+            el = self._interval_lookup(key)
+        if el is not None and el.expires_ns is not None and el.expires_ns <= now:
+            self.remove(el.key)
+            return None
+        return el
+
+    def _interval_lookup(self, key: tuple[int, ...]) -> Element | None:
+        if len(key) == 1:
+            v = key[0]
+            bits = KEY_TYPES.get(self.types[0], (4, False))[0] * 8
+            for plen, index in self.prefixes.items():
+                mask = ((1 << plen) - 1) << (bits - plen) if plen else 0
+                el = index.get(v & mask)
+                if el is not None:
+                    return el
+        for el in self.ranges:
+            end = el.key_end
+            assert end is not None
+            if all(lo <= k <= hi for k, lo, hi in zip(key, el.key, end, strict=True)):
+                return el
+        return None
+
+
+COUNTER_MARK = "\x00counter\x00"
+
+#: a compiled rule step: returns None to go on, False for "no match", or a Verdict
+Step = Callable[[Any, Any], Any]
+
+
+@dataclass
+class Rule:
+    """One rule: its steps, the text nft prints, and its counter (when it has one)."""
+    text: str
+    steps: list[Step] = field(default_factory=list)
+    handle: int = 0
+    chain: str = ""
+    where: str = ""
+    counter: list[int] | None = None     # [packets, bytes] of a `counter` statement
+    jumps: list[Verdict] = field(default_factory=list)
+    comment: str | None = None
+    nat: str | None = None               # dnat / snat / masquerade / redirect: checked per hook
+
+    def shown(self) -> str:
+        """The rule as `nft list` prints it, its counter's current values included."""
+        if self.counter is None:
+            return self.text
+        return self.text.replace(COUNTER_MARK, f"counter packets {self.counter[0]} bytes {self.counter[1]}")
+
+
+@dataclass
+class Chain:
+    """A base chain (type, hook, priority, policy) or a regular chain."""
+    name: str
+    type: str | None = None
+    hook: str | None = None
+    priority: int = 0
+    policy: str = "accept"
+    comment: str | None = None
+    handle: int = 0
+    rules: list[Rule] = field(default_factory=list)
+
+    @property
+    def base(self) -> bool:
+        return self.hook is not None
+
+
+@dataclass
+class Table:
+    """One table: family, name, its sets and chains in creation order."""
+    family: str
+    name: str
+    comment: str | None = None
+    flags: list[str] = field(default_factory=list)
+    handle: int = 0
+    sets: dict[str, NftSet] = field(default_factory=dict)
+    chains: dict[str, Chain] = field(default_factory=dict)
+    next_handle: int = 1
+    anon: int = 0
+
+    def new_handle(self) -> int:
+        h = self.next_handle
+        self.next_handle += 1
+        return h
+
+    def chain(self, name: str, where: str) -> Chain:
+        c = self.chains.get(name)
+        if c is None:
+            raise PktemuError(f"{where}: no chain '{name}' in table {self.family} {self.name}")
+        return c
+
+    def set(self, name: str, where: str) -> NftSet:
+        s = self.sets.get(name)
+        if s is None:
+            raise PktemuError(f"{where}: no set or map '{name}' in table {self.family} {self.name}")
+        return s
+
+
+@dataclass
+class NftRuleset:
+    """All nftables tables of one namespace, in creation order."""
+    tables: dict[tuple[str, str], Table] = field(default_factory=dict)
+
+    def table(self, family: str, name: str, where: str) -> Table:
+        t = self.tables.get((family, name))
+        if t is None:
+            raise PktemuError(f"{where}: no table {family} {name}")
+        return t

@@ -1,0 +1,286 @@
+"""One rule's text to compiled steps and to the text `nft list` prints for it.
+
+A rule is a row of expressions and statements (src/parser_bison.y `rule`): matches
+(`ip daddr 10.3.240.0/20`, `ct state new`, `ip daddr . meta l4proto . th dport vmap @m`) and
+statements (`counter`, `meta mark set meta mark | 0x4000`, `dnat to a:p`, `jump c`, ...). Every
+item becomes a step `(pkt, state) -> None | False | Verdict` (go on, the rule does not match, the
+rule's verdict). Anything else is an error naming it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pktemu.nftables import statements
+from pktemu.nftables.elements import parse_elements, parse_typed, parse_verdict
+from pktemu.nftables.fields import Field, lookup_field
+from pktemu.nftables.lexer import Cursor
+from pktemu.nftables.model import Element, NftSet, Rule, Step, Table, Verdict
+from pktemu.nftables.values import format_key, format_value, parse_value, sort_key, ValueError_
+
+OPS = {"==": "==", "eq": "==", "!=": "!=", "ne": "!=", "<": "<", "lt": "<", ">": ">", "gt": ">",
+       "<=": "<=", "le": "<=", ">=": ">=", "ge": ">="}
+BINOPS = {"&": "&", "and": "&", "|": "|", "or": "|", "^": "^", "xor": "^"}
+
+
+class Lhs:
+    """The left side of a match: one field (maybe masked) or a concatenation of fields."""
+
+    def __init__(self, fields: list[Field], text: str, binop: tuple[str, int] | None = None) -> None:
+        self.fields = fields
+        self.text = text
+        self.types = [f.type for f in fields]
+        self.binop = binop
+
+    def reader(self) -> Any:
+        if len(self.fields) == 1:
+            read = self.fields[0].read
+            if self.binop is None:
+                return read
+            op, arg = self.binop
+            if op == "&":
+                return lambda p, s: None if (v := read(p, s)) is None else v & arg
+            if op == "|":
+                return lambda p, s: None if (v := read(p, s)) is None else v | arg
+            return lambda p, s: None if (v := read(p, s)) is None else v ^ arg
+        reads = [f.read for f in self.fields]
+
+        def key(p: Any, s: Any) -> Any:
+            out = []
+            for r in reads:
+                v = r(p, s)
+                if v is None:
+                    return None
+                out.append(v)
+            return tuple(out)
+        return key
+
+
+def parse_rule(cur: Cursor, table: Table, chain: str) -> Rule:
+    """The rule whose tokens are the rest of `cur` (one line)."""
+    rule = Rule(text="", chain=chain, where=f"{cur.path}:{cur.peek().line}")
+    items: list[tuple[str, Any]] = []
+    while not cur.at_end():
+        t = cur.peek()
+        if t.text == "comment" and t.kind == "word":
+            cur.next()
+            rule.comment = cur.word("a comment string")
+            continue
+        stmt = statements.parse_statement(cur, table, rule)
+        if stmt is not None:
+            text, step = stmt
+            items.append((text, None))
+            if step is not None:
+                rule.steps.append(step)
+            continue
+        text, step, dep = parse_match(cur, table, rule)
+        items.append((text, dep))
+        rule.steps.append(step)
+    words = []
+    tcp = False
+    for i, (text, dep) in enumerate(items):
+        nxt = items[i + 1][1] if i + 1 < len(items) else None
+        tcp |= dep in (("needs", 6), ("l4", 6))
+        if isinstance(dep, tuple) and dep[0] == "l4" and nxt is not None and nxt == ("needs", dep[1]):
+            continue
+        if text.startswith(statements.TCP_DEP):
+            bare = text[len(statements.TCP_DEP):]
+            text = bare if tcp else "meta l4proto tcp " + bare
+        words.append(text)
+    if rule.comment is not None:
+        words.append(f'comment "{rule.comment}"')
+    rule.text = " ".join(words)
+    if not rule.steps and not words:
+        raise cur.error("empty rule")
+    return rule
+
+
+def parse_lhs(cur: Cursor) -> Lhs | None:
+    fields: list[Field] = []
+    while True:
+        words = [cur.peek(k).text if cur.peek(k).kind == "word" else "" for k in range(3)]
+        if words[0] == "numgen":
+            f = statements.parse_numgen(cur)
+        else:
+            found = lookup_field(words)
+            if found is None:
+                if fields:
+                    raise cur.error(f"unknown expression '{words[0]}' after '.'")
+                return None
+            f, n = found
+            for _ in range(n):
+                cur.next()
+        fields.append(f)
+        if not cur.accept("."):
+            break
+    text = " . ".join(f.text for f in fields)
+    op = BINOPS.get(cur.peek().text) if cur.peek().kind == "word" else None
+    if op is not None and len(fields) == 1:
+        cur.next()
+        arg = parse_typed(cur, fields[0].type)[0]
+        return Lhs(fields, f"{text} {op} {format_value(fields[0].type, arg)}", (op, arg))
+    return Lhs(fields, text)
+
+
+def parse_match(cur: Cursor, table: Table, rule: Rule) -> tuple[str, Step, Any]:
+    tok = cur.peek()
+    lhs = parse_lhs(cur)
+    if lhs is None:
+        raise cur.error(f"unknown statement or expression '{tok.text}'", tok)
+    dep: Any = ("needs", lhs.fields[0].proto) if lhs.fields[0].proto is not None else None
+    read = lhs.reader()
+    if cur.accept("vmap"):
+        s = set_ref(cur, table, lhs, "verdict")
+        if s.anonymous:
+            rule.jumps += [el.data for el in s.elements.values() if el.data.target is not None]
+        return f"{lhs.text} vmap {set_text(s)}", vmap_step(read, s, lhs, rule), dep
+    op = "=="
+    optext = ""
+    if cur.peek().kind == "word" and cur.peek().text in OPS:
+        op = OPS[cur.next().text]
+        optext = op + " "
+    if cur.peek().text == "{" or cur.peek().text.startswith("@"):
+        if op not in ("==", "!="):
+            raise cur.error(f"operator {op} cannot take a set")
+        s = set_ref(cur, table, lhs, None)
+        neg = op == "!="
+        if s.anonymous and len(s.elements) == 1 and len(lhs.fields) == 1:
+            ((key, el),) = s.elements.items()
+            shown = f"{lhs.text} {optext}{format_key(lhs.types, key, el.prefix, el.key_end)}"
+            if el.prefix is not None:
+                mask = ((1 << el.prefix) - 1) << (32 - el.prefix) if el.prefix else 0
+                return shown, prefix_step(read, key[0] & mask, mask, neg), dep
+            if el.key_end is not None:
+                return shown, range_step(read, key[0], el.key_end[0], neg), dep
+            return shown, cmp_step(read, op, key[0]), dep
+        return f"{lhs.text} {optext}{set_text(s)}", set_step(read, s, neg, len(lhs.fields) > 1), dep
+    if len(lhs.fields) > 1:
+        raise cur.error(f"a concatenation ({lhs.text}) needs a set, a map or a vmap")
+    typ = lhs.types[0]
+    valtok = cur.next()
+    text = valtok.text
+    while typ in ("ct_state", "ct_status") and cur.peek().text == "," and cur.peek(1).kind == "word":
+        cur.next()
+        text += "," + cur.next().text
+    try:
+        v, plen, hi = parse_value(typ, text)
+    except ValueError_ as e:
+        raise cur.error(str(e), valtok) from None
+    if typ in ("ipv4_addr", "inet_proto") and op == "==" and plen is None and hi is None:
+        if lhs.text == "meta l4proto" and not optext:
+            dep = ("l4", v)
+    shown = format_value(typ, v)
+    if plen is not None:
+        shown += f"/{plen}"
+        mask = ((1 << plen) - 1) << (32 - plen) if plen else 0
+        return f"{lhs.text} {optext}{shown}", prefix_step(read, v & mask, mask, op == "!="), dep
+    if hi is not None:
+        shown += "-" + format_value(typ, hi)
+        return f"{lhs.text} {optext}{shown}", range_step(read, v, hi, op == "!="), dep
+    if lhs.fields[0].flags and not optext:
+        return f"{lhs.text} {shown}", flags_step(read, v), dep
+    return f"{lhs.text} {optext}{shown}", cmp_step(read, op, v), dep
+
+
+def set_ref(cur: Cursor, table: Table, lhs: Lhs, data: str | None) -> NftSet:
+    """`@name` (checked against the key types) or an anonymous `{ ... }`."""
+    t = cur.peek()
+    if t.text.startswith("@"):
+        cur.next()
+        s = table.set(t.text[1:], f"{cur.path}:{t.line}")
+        if s.types != lhs.types and not (s.types == ["integer"] or lhs.types == ["integer"]):
+            raise cur.error(f"set '{s.name}' has type {' . '.join(s.types)}, "
+                            f"the expression {lhs.text} is {' . '.join(lhs.types)}", t)
+        if data == "verdict" and s.data_type != "verdict":
+            raise cur.error(f"'{s.name}' is not a verdict map", t)
+        return s
+    table.anon += 1
+    s = NftSet(f"__set{table.anon - 1}", "map" if data else "set", list(lhs.types), data, anonymous=True)
+    for el in parse_elements(cur, s):
+        s.add(el)
+    if s.prefixes or s.ranges:
+        s.flags.append("interval")
+    return s
+
+
+def set_text(s: NftSet) -> str:
+    if not s.anonymous:
+        return f"@{s.name}"
+    return "{ " + ", ".join(element_text(s, el) for el in sorted_elements(s)) + " }"
+
+
+def sorted_elements(s: NftSet) -> list[Element]:
+    return sorted(s.elements.values(), key=lambda el: sort_key(s.types, el.key))
+
+
+def element_text(s: NftSet, el: Element, extra: str = "") -> str:
+    """An element as nft prints it: key, `extra` (timeout, expires), comment, ` : data`."""
+    out = format_key(s.types, el.key, el.prefix, el.key_end) + extra
+    if el.comment is not None:
+        out += f' comment "{el.comment}"'
+    if el.data is not None:
+        data = el.data.text() if isinstance(el.data, Verdict) else format_value(s.data_type or "", el.data)
+        out += f" : {data}"
+    return out
+
+
+def cmp_step(read: Any, op: str, val: Any) -> Step:
+    if op == "==":
+        return lambda p, s: None if read(p, s) == val else False
+    if op == "!=":
+        return lambda p, s: None if (v := read(p, s)) is not None and v != val else False
+    import operator
+    fn = {"<": operator.lt, ">": operator.gt, "<=": operator.le, ">=": operator.ge}[op]
+    return lambda p, s: None if (v := read(p, s)) is not None and fn(v, val) else False
+
+
+def prefix_step(read: Any, net: int, mask: int, neg: bool) -> Step:
+    def step(p: Any, s: Any) -> Any:
+        v = read(p, s)
+        if v is None:
+            return False
+        return None if ((v & mask) == net) != neg else False
+    return step
+
+
+def range_step(read: Any, lo: int, hi: int, neg: bool) -> Step:
+    def step(p: Any, s: Any) -> Any:
+        v = read(p, s)
+        if v is None:
+            return False
+        return None if (lo <= v <= hi) != neg else False
+    return step
+
+
+def flags_step(read: Any, bits: int) -> Step:
+    return lambda p, s: None if (v := read(p, s)) is not None and v & bits else False
+
+
+def set_step(read: Any, st: NftSet, neg: bool, concat: bool) -> Step:
+    def step(p: Any, s: Any) -> Any:
+        v = read(p, s)
+        if v is None:
+            return False
+        hit = st.lookup(v if concat else (v,), s.node.now()) is not None
+        return None if hit != neg else False
+    return step
+
+
+def vmap_step(read: Any, st: NftSet, lhs: Lhs, rule: Rule) -> Step:
+    """A verdict map: the element's verdict, or no match; a named map's hit is noted with its element."""
+    from pktemu.nftables.statements import note
+    concat = len(lhs.fields) > 1
+
+    def step(p: Any, s: Any) -> Any:
+        v = read(p, s)
+        if v is None:
+            return False
+        el = st.lookup(v if concat else (v,), s.node.now())
+        if el is None:
+            return False
+        if not st.anonymous:
+            note(p, s, rule, f" [{element_text(st, el)}]")
+        return el.data
+    return step
+
+
+__all__ = ["parse_rule", "parse_verdict", "element_text", "sorted_elements"]

@@ -1,0 +1,92 @@
+"""`nft list ruleset`: the tables in the kernel's print format (nftables 1.0.x), counters included.
+
+Sets and maps print first, then chains, each in creation order, separated by blank lines; set
+elements are sorted as nft sorts them and wrapped as src/expression.c calculate_delim does
+(two addresses per line, five numbers, one concatenation).
+"""
+from __future__ import annotations
+
+from pktemu.nftables.elements import format_time, parse_time
+from pktemu.nftables.model import Chain, NftRuleset, NftSet, Table, prio_text
+from pktemu.nftables.rules import element_text, sorted_elements
+
+_HOOK_WORD = {"PREROUTING": "prerouting", "INPUT": "input", "FORWARD": "forward", "OUTPUT": "output",
+              "POSTROUTING": "postrouting"}
+_NEWLINE = ",\n\t\t\t     "
+DYNAMIC_SIZE = 65535        # the size nft gives a dynamic set declared without one
+_PER_LINE = {"ipv4_addr": 2, "ct_state": 2, "ct_status": 2, "inet_proto": 5, "inet_service": 5,
+             "integer": 5, "mark": 5}
+
+
+def list_ruleset(rs: NftRuleset, now: int = 0) -> str:
+    """The whole ruleset, as `nft list ruleset` prints it at virtual time `now` (ns)."""
+    return "".join(list_table(t, now) for t in rs.tables.values())
+
+
+def list_table(t: Table, now: int = 0) -> str:
+    out = [f"table {t.family} {t.name} {{"]
+    if t.flags:
+        out.append(f"\tflags {','.join(t.flags)}")
+    if t.comment is not None:
+        out.append(f'\tcomment "{t.comment}"')
+    blocks = [_set(s, now) for s in t.sets.values() if not s.anonymous]
+    blocks += [_chain(t, c) for c in t.chains.values()]
+    out.append("\n\n".join(blocks) if blocks else "")
+    text = "\n".join(x for x in out if x != "") + "\n}\n"
+    return text
+
+
+def _set(s: NftSet, now: int) -> str:
+    lines = [f"\t{s.kind} {s.name} {{"]
+    typ = " . ".join(s.types)
+    if s.data_type is not None:
+        typ += f" : {s.data_type}"
+    lines.append(f"\t\ttype {typ}")
+    if s.size is not None or "dynamic" in s.flags:
+        lines.append(f"\t\tsize {s.size or DYNAMIC_SIZE}")
+    if s.flags:
+        lines.append(f"\t\tflags {','.join(s.flags)}")
+    if s.timeout is not None:
+        lines.append(f"\t\ttimeout {format_time(parse_time(s.timeout) or 0)}")
+    if s.comment is not None:
+        lines.append(f'\t\tcomment "{s.comment}"')
+    if s.elements:
+        lines.append(f"\t\telements = {{ {_elements(s, now)} }}")
+    lines.append("\t}")
+    return "\n".join(lines)
+
+
+def _elements(s: NftSet, now: int) -> str:
+    per = _PER_LINE.get(s.types[0]) if len(s.types) == 1 else None
+    out = ""
+    count = 0
+    default = parse_time(s.timeout) if s.timeout else None
+    for i, el in enumerate(sorted_elements(s)):
+        if el.expires_ns is not None and el.expires_ns <= now:
+            continue
+        if i:
+            if per is None or count >= per:
+                out += _NEWLINE
+                count = 0
+            else:
+                out += ", "
+        extra = ""
+        if el.timeout_ns is not None and el.timeout_ns != default:
+            extra += f" timeout {format_time(el.timeout_ns)}"
+        if el.expires_ns is not None:
+            extra += f" expires {format_time(el.expires_ns - now)}"
+        out += element_text(s, el, extra)
+        count += 1
+    return out
+
+
+def _chain(t: Table, c: Chain) -> str:
+    lines = [f"\tchain {c.name} {{"]
+    if c.comment is not None:
+        lines.append(f'\t\tcomment "{c.comment}"')
+    if c.hook is not None:
+        lines.append(f"\t\ttype {c.type} hook {_HOOK_WORD[c.hook]} priority {prio_text(c.priority, c.hook)}; "
+                     f"policy {c.policy};")
+    lines += [f"\t\t{r.shown()}" for r in c.rules]
+    lines.append("\t}")
+    return "\n".join(lines)

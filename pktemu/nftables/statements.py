@@ -1,0 +1,348 @@
+"""Statements of a rule: verdicts, counter, mark, NAT, reject, log, limit, set updates, numgen.
+
+A statement that changes the packet or ends it leaves a frame note naming the table, chain and
+rule text (`nat:PREROUTING kube-proxy endpoint-X: meta l4proto tcp dnat to 10.0.2.2:8080`), the
+way an iptables target leaves a RuleNote, so all.pcapng's comments and drops.txt can quote it.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pktemu.net.frame import ip2int
+from pktemu.netfilter.core import MANIP_DST, MANIP_SRC, NF_ACCEPT, NatRange
+from pktemu.nftables.elements import VERDICTS, parse_time, parse_typed
+from pktemu.nftables.fields import Field
+from pktemu.nftables.lexer import Cursor
+from pktemu.nftables.model import COUNTER_MARK, Element, Rule, Step, Table, Verdict
+
+ACCEPT, DROP = Verdict("accept"), Verdict("drop")
+REJECT_ICMP = {"net-unreachable": "icmp-net-unreachable", "host-unreachable": "icmp-host-unreachable",
+               "prot-unreachable": "icmp-proto-unreachable", "port-unreachable": "icmp-port-unreachable",
+               "net-prohibited": "icmp-net-prohibited", "host-prohibited": "icmp-host-prohibited",
+               "admin-prohibited": "icmp-admin-prohibited"}
+REJECT_ICMPX = {"port-unreachable": "icmp-port-unreachable", "admin-prohibited": "icmp-admin-prohibited",
+                "no-route": "icmp-net-unreachable", "host-unreachable": "icmp-host-unreachable"}
+_RATE = re.compile(r"^(\d+)/(second|minute|hour|day|week)$")
+_UNIT_S = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
+_NAT_FLAGS = ("random", "fully-random", "persistent")
+#: marks a statement that depends on TCP: printed as `meta l4proto tcp ` unless the rule matched tcp
+TCP_DEP = "\x01tcp "
+
+
+class NftNote(str):
+    """A frame note left by an nftables rule: its text, plus what drops.txt says for a drop."""
+
+    drop_reason: str
+    rule_text: str
+
+    def __new__(cls, text: str, rule_text: str, drop_reason: str) -> "NftNote":
+        note = super().__new__(cls, text)
+        note.rule_text, note.drop_reason = rule_text, drop_reason
+        return note
+
+
+def note(p: Any, s: Any, rule: Rule, extra: str = "") -> NftNote:
+    """Leave the rule's note on the frame (the chain comes from the traversal's state)."""
+    ctype, table, chain = s.extra.get("nft_chain", ("filter", "?", rule.chain))
+    text = rule.text.replace(COUNTER_MARK, "counter")
+    n = NftNote(f"{ctype}:{s.hook} {table} {chain}: {text}{extra}", text,
+                f"nft {table} {chain}: {text}{extra}")
+    p.frame.notes.append(n)
+    return n
+
+
+def verdict_step(rule: Rule, v: Verdict) -> Step:
+    if v.kind in ("jump", "goto", "continue", "return"):
+        return lambda p, s: v
+    def step(p: Any, s: Any) -> Any:
+        n = note(p, s, rule)
+        if v.kind == "drop":
+            s.extra["verdict_rule"] = n
+        return v
+    return step
+
+
+def parse_statement(cur: Cursor, table: Table, rule: Rule) -> tuple[str, Step | None] | None:
+    """The statement at the cursor as (print text, step), or None when it is a match."""
+    w = cur.peek().text if cur.peek().kind == "word" else ""
+    w1 = cur.peek(1).text
+    if w in VERDICTS or w in ("jump", "goto"):
+        cur.next()
+        v = Verdict(w, cur.word("a chain name") if w in ("jump", "goto") else None)
+        if v.target is not None:
+            rule.jumps.append(v)
+        return v.text(), verdict_step(rule, v)
+    if w == "counter":
+        cur.next()
+        rule.counter = [0, 0]
+        while cur.peek().text in ("packets", "bytes"):
+            which = cur.next().text
+            rule.counter[0 if which == "packets" else 1] = int(cur.word("a number"))
+        c = rule.counter
+
+        def count(p: Any, s: Any) -> Any:
+            c[0] += 1
+            c[1] += p.ip_len
+        return COUNTER_MARK, count
+    if (w == "mark" and w1 == "set") or (w in ("meta", "ct") and w1 == "mark" and cur.peek(2).text == "set"):
+        return _mark_set(cur, rule, "ct" if w == "ct" else "meta")
+    if w in ("dnat", "snat", "masquerade", "redirect"):
+        return _nat(cur, table, rule, w)
+    if w == "reject":
+        return _reject(cur, table, rule)
+    if w == "log":
+        return _log(cur, rule)
+    if w == "limit":
+        return _limit(cur)
+    if w in ("update", "add") and w1.startswith("@"):
+        return _update(cur, table, w)
+    if w in ("notrack", "queue", "tproxy", "synproxy", "fwd", "dup", "quota", "meter", "set"):
+        raise cur.error(f"unsupported statement '{w}'")
+    return None
+
+
+def _value_expr(cur: Cursor) -> tuple[str, Any]:
+    """What `mark set` assigns: a value, or `meta mark`/`ct mark` [| & ^ value]."""
+    w = cur.peek().text
+    if w in ("mark", "meta", "ct"):
+        src = "ct" if w == "ct" else "meta"
+        cur.next()
+        if w != "mark":
+            cur.expect("mark")
+        op = cur.peek().text
+        ops = {"|": "|", "or": "|", "&": "&", "and": "&", "^": "^", "xor": "^"}
+        def base(p: Any) -> int:
+            if src == "ct":
+                ct = p.frame.ct
+                return 0 if ct is None or not hasattr(ct, "mark") else int(ct.mark)
+            return int(p.frame.mark)
+        if op in ops:
+            cur.next()
+            arg = parse_typed(cur, "mark")[0]
+            o = ops[op]
+            fn = {"|": lambda a: a | arg, "&": lambda a: a & arg, "^": lambda a: a ^ arg}[o]
+            return f"{src} mark {o} 0x{arg:08x}", lambda p: fn(base(p))
+        return f"{src} mark", base
+    v = parse_typed(cur, "mark")[0]
+    return f"0x{v:08x}", lambda p: v
+
+
+def _mark_set(cur: Cursor, rule: Rule, dest: str) -> tuple[str, Step]:
+    if cur.peek().text in ("meta", "ct"):
+        cur.next()
+    cur.expect("mark")
+    cur.expect("set")
+    text, value = _value_expr(cur)
+
+    def step(p: Any, s: Any) -> Any:
+        v = value(p) & 0xFFFFFFFF
+        if dest == "ct":
+            ct = p.frame.ct
+            if ct is not None and hasattr(ct, "mark"):
+                ct.mark = v
+        else:
+            p.frame.mark = v
+        note(p, s, rule)
+    return f"{dest} mark set {text}", step
+
+
+def _addr_port(cur: Cursor, text: str) -> tuple[int | None, int | None, int | None]:
+    addr, _, port = text.rpartition(":") if ":" in text else (text, "", "")
+    lo = hi = None
+    if port:
+        a, _, b = port.partition("-")
+        try:
+            lo, hi = int(a), int(b or a)
+        except ValueError:
+            raise cur.error(f"bad port in '{text}'") from None
+    try:
+        ip = ip2int(addr) if addr else None
+    except (OSError, ValueError):
+        raise cur.error(f"'{addr}' is not an IPv4 address") from None
+    return ip, lo, hi
+
+
+def _nat(cur: Cursor, table: Table, rule: Rule, kind: str) -> tuple[str, Step]:
+    cur.next()
+    words = [kind]
+    if table.family == "inet" and kind in ("dnat", "snat"):
+        cur.expect("ip")
+        words.append("ip")
+    ip = lo = hi = None
+    if cur.accept("to"):
+        target = cur.word("an address")
+        ip, lo, hi = _addr_port(cur, target)
+        if ip is None and kind in ("dnat", "snat"):
+            raise cur.error(f"{kind} to needs an address")
+        words += ["to", target]
+    elif kind in ("dnat", "snat"):
+        raise cur.error(f"{kind} needs 'to ADDRESS[:PORT]'")
+    flags = []
+    while cur.peek().text in _NAT_FLAGS or cur.peek().text == ",":
+        t = cur.next().text
+        if t != ",":
+            flags.append(t)
+    if flags:
+        words.append(",".join(flags))
+    rule.nat = kind
+    manip = MANIP_SRC if kind in ("snat", "masquerade") else MANIP_DST
+
+    def step(p: Any, s: Any) -> Any:
+        addr = ip
+        if kind == "masquerade":
+            addr = None if s.out_dev is None else s.node.masquerade_source(s.out_dev, p.daddr)
+            if addr is None:
+                s.extra["verdict_rule"] = note(p, s, rule, " (no address)")
+                return DROP
+        elif kind == "redirect":
+            addr = s.nf.redirect_address(p.frame, s)
+            if addr is None:
+                return DROP
+        rng = NatRange(addr, addr, lo, hi, "random" in flags, "fully-random" in flags, "persistent" in flags)
+        n = note(p, s, rule)
+        verdict = s.nf.nat_setup(p.frame, manip, rng, s)
+        if verdict != NF_ACCEPT:
+            s.extra["verdict_rule"] = n
+            return DROP
+        return ACCEPT
+    return " ".join(words), step
+
+
+def _reject(cur: Cursor, table: Table, rule: Rule) -> tuple[str, Step]:
+    cur.next()
+    how, text = "icmp-port-unreachable", "reject"
+    if cur.accept("with"):
+        kind = cur.word("icmp, icmpx or tcp")
+        if kind == "tcp":
+            cur.expect("reset")
+            how, text = "tcp-reset", TCP_DEP + "reject with tcp reset"
+        elif kind in ("icmp", "icmpx"):
+            cur.accept("type")
+            name = cur.word("an icmp type")
+            names = REJECT_ICMP if kind == "icmp" else REJECT_ICMPX
+            if name not in names:
+                raise cur.error(f"unknown reject type '{name}' (one of {', '.join(names)})")
+            how = names[name]
+            default = name == "port-unreachable" and (kind == "icmp") == (table.family == "ip")
+            text = "reject" if default else f"reject with {kind} {name}"
+        else:
+            raise cur.error(f"reject with '{kind}': expected icmp, icmpx or tcp reset")
+
+    def step(p: Any, s: Any) -> Any:
+        if how == "tcp-reset" and p.proto != 6:
+            return False                  # the `meta l4proto tcp` nft puts before it
+        s.extra["verdict_rule"] = note(p, s, rule)
+        s.node.send_reject(p.frame, s, how)
+        return DROP
+    return text, step
+
+
+def _log(cur: Cursor, rule: Rule) -> tuple[str, Step]:
+    cur.next()
+    words = ["log"]
+    while cur.peek().text in ("prefix", "level", "group", "snaplen", "queue-threshold", "flags"):
+        key = cur.next().text
+        val = cur.next()
+        if key == "level" and val.text == "warn":
+            continue                      # the default level, which nft does not print
+        words += [key, f'"{val.text}"' if val.kind == "string" else val.text]
+
+    def step(p: Any, s: Any) -> Any:
+        note(p, s, rule)
+    return " ".join(words), step
+
+
+def _limit(cur: Cursor) -> tuple[str, Step]:
+    cur.next()
+    cur.expect("rate")
+    over = cur.accept("over")
+    rate = cur.word("a rate such as 10/second")
+    m = _RATE.match(rate)
+    if m is None:
+        raise cur.error(f"bad limit rate '{rate}' (N/second|minute|hour|day|week)")
+    n, per = int(m.group(1)), _UNIT_S[m.group(2)] * 10**9
+    burst = 5
+    text = f"limit rate {'over ' if over else ''}{rate}"
+    if cur.accept("burst"):
+        burst = int(cur.word("a burst"))
+        cur.accept("packets")
+        if burst != 5:
+            text += f" burst {burst} packets"
+    cap = float(max(burst, 1))
+    tokens, last = [cap], [-1]
+
+    def step(p: Any, s: Any) -> Any:
+        now = s.node.now()
+        if last[0] >= 0 and n:
+            tokens[0] = min(cap, tokens[0] + (now - last[0]) * n / per)
+        last[0] = now
+        ok = tokens[0] >= 1
+        if ok:
+            tokens[0] -= 1
+        return None if ok != over else False
+    return text, step
+
+
+def _update(cur: Cursor, table: Table, verb: str) -> tuple[str, Step]:
+    from pktemu.nftables.rules import parse_lhs
+    cur.next()
+    ref = cur.next()
+    st = table.set(ref.text[1:], f"{cur.path}:{ref.line}")
+    cur.expect("{")
+    lhs = parse_lhs(cur)
+    if lhs is None:
+        raise cur.error(f"{verb} @{st.name}: expected an expression")
+    if lhs.types != st.types:
+        raise cur.error(f"{verb} @{st.name}: the set has type {' . '.join(st.types)}, not {lhs.text}")
+    text = f"{verb} @{st.name} {{ {lhs.text}"
+    timeout = None
+    if cur.accept("timeout"):
+        tt = cur.word("a time")
+        timeout = parse_time(tt)
+        text += f" timeout {tt}"
+    cur.expect("}")
+    read = lhs.reader()
+    concat = len(lhs.fields) > 1
+    default = parse_time(st.timeout) if st.timeout else None
+
+    def step(p: Any, s: Any) -> Any:
+        v = read(p, s)
+        if v is None:
+            return False
+        key = v if concat else (v,)
+        ttl = timeout if timeout is not None else default
+        el = st.elements.get(key)
+        if el is None:
+            el = Element(key)
+            st.add(el)
+        elif verb == "add":
+            return None
+        el.timeout_ns = ttl
+        el.expires_ns = None if ttl is None else s.node.now() + ttl
+    return text + " }", step
+
+
+def parse_numgen(cur: Cursor) -> Field:
+    """`numgen random|inc mod N [offset M]` drawn from the node's seeded RNG."""
+    cur.expect("numgen")
+    mode = cur.word("random or inc")
+    if mode not in ("random", "inc"):
+        raise cur.error(f"numgen {mode}: expected random or inc")
+    cur.expect("mod")
+    mod = int(cur.word("a modulus"))
+    off = 0
+    text = f"numgen {mode} mod {mod}"
+    if cur.accept("offset"):
+        off = int(cur.word("an offset"))
+        text += f" offset {off}"
+    if mod < 1:
+        raise cur.error("numgen mod must be at least 1")
+    counter = [0]
+
+    def read(p: Any, s: Any) -> int:
+        if mode == "inc":
+            counter[0] = (counter[0] + 1) % mod
+            return (counter[0] - 1) % mod + off
+        return ((s.node.rng("numgen").getrandbits(32) * mod) >> 32) + off
+    return Field(text, "integer", read)

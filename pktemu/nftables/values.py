@@ -1,0 +1,119 @@
+"""Typed values: parse a literal of one key type to an int, print it back as nft does, sort keys.
+
+`nft list` sorts the elements of a set it prints (src/expression.c list_expr_sort): a single
+field by its value, a concatenation by its bytes read as one host-endian (little-endian) number,
+which is why `10.3.245.20 . tcp . 80` prints before `10.3.241.152 . tcp . 80`.
+"""
+from __future__ import annotations
+
+import ipaddress
+
+from pktemu.nftables.model import KEY_TYPES
+
+PROTOS = {"icmp": 1, "igmp": 2, "tcp": 6, "udp": 17, "gre": 47, "esp": 50, "ah": 51, "sctp": 132,
+          "dccp": 33, "udplite": 136}
+PROTO_NAMES = {v: k for k, v in PROTOS.items()}
+CT_STATE_BITS = {"invalid": 1, "established": 2, "related": 4, "new": 8, "untracked": 64}
+CT_STATUS_BITS = {"expected": 1, "seen-reply": 2, "assured": 4, "confirmed": 8, "snat": 16,
+                  "dnat": 32, "dying": 512}
+FLAG_NAMES = {"ct_state": CT_STATE_BITS, "ct_status": CT_STATUS_BITS}
+FIB_TYPES = ("unspec", "unicast", "local", "broadcast", "anycast", "multicast", "blackhole",
+             "unreachable", "prohibit")
+
+
+class ValueError_(Exception):
+    """A literal that is not a value of the expected type (the parser adds file and line)."""
+
+
+def parse_value(typ: str, text: str) -> tuple[int, int | None, int | None]:
+    """(value, prefix length or None, range end or None) of one literal of `typ`."""
+    if "-" in text and typ in ("ipv4_addr", "inet_service", "integer", "mark") and not text.startswith("-"):
+        lo, _, hi = text.partition("-")
+        a, _, _ = parse_value(typ, lo)
+        b, _, _ = parse_value(typ, hi)
+        if b < a:
+            raise ValueError_(f"range {text} ends before it starts")
+        return a, None, b
+    if typ == "ipv4_addr":
+        try:
+            if "/" in text:
+                net = ipaddress.IPv4Network(text, strict=False)
+                return int(net.network_address), net.prefixlen, None
+            return int(ipaddress.IPv4Address(text)), None, None
+        except ValueError:
+            raise ValueError_(f"'{text}' is not an IPv4 address") from None
+    if typ in FLAG_NAMES:
+        bits = 0
+        for name in text.split(","):
+            if name not in FLAG_NAMES[typ]:
+                raise ValueError_(f"'{name}' is not a {typ.replace('_', ' ')} ({', '.join(FLAG_NAMES[typ])})")
+            bits |= FLAG_NAMES[typ][name]
+        return bits, None, None
+    if typ == "fib_type":
+        if text not in FIB_TYPES:
+            raise ValueError_(f"'{text}' is not a fib address type ({', '.join(FIB_TYPES)})")
+        return FIB_TYPES.index(text), None, None
+    if typ == "inet_proto":
+        if text in PROTOS:
+            return PROTOS[text], None, None
+        return _int(text, 255, "protocol"), None, None
+    if typ == "inet_service":
+        return _int(text, 65535, "port"), None, None
+    if typ in ("mark", "integer", "ct_state"):
+        return _int(text, 2**32 - 1, typ), None, None
+    if typ == "ifname":
+        raw = text.encode()[:16]
+        return int.from_bytes(raw.ljust(16, b"\0"), "big"), None, None
+    raise ValueError_(f"values of type {typ} are not supported")
+
+
+def _int(text: str, top: int, what: str) -> int:
+    try:
+        v = int(text, 0)
+    except ValueError:
+        raise ValueError_(f"'{text}' is not a valid {what}") from None
+    if not 0 <= v <= top:
+        raise ValueError_(f"{what} {text} out of range 0-{top}")
+    return v
+
+
+def format_value(typ: str, v: int) -> str:
+    """One value as `nft list` prints it."""
+    if typ == "ipv4_addr":
+        return str(ipaddress.IPv4Address(v))
+    if typ == "inet_proto":
+        return PROTO_NAMES.get(v, str(v))
+    if typ == "mark":
+        return f"0x{v:08x}"
+    if typ in FLAG_NAMES:
+        return ",".join(n for n, b in sorted(FLAG_NAMES[typ].items(), key=lambda x: x[1]) if v & b)
+    if typ == "fib_type":
+        return FIB_TYPES[v] if v < len(FIB_TYPES) else str(v)
+    if typ == "ifname":
+        return '"' + v.to_bytes(16, "big").rstrip(b"\0").decode(errors="replace") + '"'
+    return str(v)
+
+
+def format_key(types: list[str], key: tuple[int, ...], prefix: int | None = None,
+               end: tuple[int, ...] | None = None) -> str:
+    """An element key: fields joined by ` . `, an interval as a/len or a-b."""
+    parts = []
+    for i, (t, v) in enumerate(zip(types, key, strict=True)):
+        s = format_value(t, v)
+        if prefix is not None and len(key) == 1:
+            s += f"/{prefix}"
+        elif end is not None and end[i] != v:
+            s += "-" + format_value(t, end[i])
+        parts.append(s)
+    return " . ".join(parts)
+
+
+def sort_key(types: list[str], key: tuple[int, ...]) -> int:
+    """list_expr_sort's order: the value itself, or a concatenation's bytes as a little-endian number."""
+    if len(types) == 1:
+        return key[0]
+    data = b""
+    for t, v in zip(types, key, strict=True):
+        size, host = KEY_TYPES.get(t, (4, True))
+        data += v.to_bytes(size, "little" if host else "big")
+    return int.from_bytes(data, "little")

@@ -1,0 +1,138 @@
+"""Where jobs run: in this process one after another, or on a Dask cluster (local or remote).
+
+`run_jobs` yields each job's `Done` in the order of the jobs, never in the order they finish, so
+whatever writes them writes the same thing in the same order either way. On Dask, each job is a
+task whose only input is the topology (itself a task, so a worker that dies and takes it along can
+compute it again) and the job; the scheduler reruns the tasks of a worker that dies.
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+import secrets
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from pktemu import interrupt, topo
+from pktemu.errors import PktemuError, excerpt
+from pktemu.scaleout.jobs import Done, Job, run_chunk, run_job
+
+#: How long a `--scheduler` may take to answer before the command gives up (seconds).
+CONNECT_TIMEOUT = 5
+MAX_WORKERS = 256
+CHUNK_MAX = 8
+INSTALL_HINT = "pip install 'pktemu[dask]'"
+
+
+def check_options(workers: int | None, scheduler: str | None) -> None:
+    """One-line errors for `--workers`/`--scheduler` before anything runs."""
+    if workers is not None and scheduler is not None:
+        raise PktemuError("--workers and --scheduler: give one (--scheduler uses the cluster's workers)")
+    if workers is not None and not 1 <= workers <= MAX_WORKERS:
+        raise PktemuError(f"--workers {workers}: expected 1 to {MAX_WORKERS}")
+    if scheduler is not None and not scheduler.strip():
+        raise PktemuError("--scheduler: an empty address (expected tcp://HOST:PORT)")
+    if workers is not None or scheduler is not None:
+        _distributed()
+
+
+def _distributed() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise PktemuError(f"--workers/--scheduler need Dask, which is not installed: {INSTALL_HINT}") \
+            from None
+    return distributed
+
+
+@contextmanager
+def dask_client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
+    """A Dask client on a new local cluster of `workers` processes (one thread each), or on the
+    cluster at `scheduler`; closed (and the local cluster shut down) however the block ends."""
+    distributed = _distributed()
+    for name in ("distributed", "tornado", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)   # workers dying are handled, not news
+    cluster = None
+    client = None
+    try:
+        # a signal while Dask starts is held until it has (a half-started cluster cannot be closed)
+        with interrupt.shielded():
+            if scheduler is not None:
+                try:
+                    client = distributed.Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
+                except (OSError, ValueError, TypeError) as e:
+                    raise PktemuError(f"--scheduler {excerpt(scheduler)}: cannot connect: {e}") from None
+            else:
+                cluster = _local_cluster(distributed, workers)
+                client = distributed.Client(cluster, set_as_default=False)
+        yield client
+    finally:
+        if client is not None:
+            _quietly(client.close)
+        if cluster is not None:
+            _quietly(cluster.close)
+
+
+def _local_cluster(distributed: Any, workers: int | None) -> Any:
+    """A LocalCluster of `workers` processes on the loopback, each of which ignores the terminal's
+    Ctrl-C and hangup once started (`pktemu.scaleout.workerinit`): this process acts on them and
+    shuts the cluster down, instead of every worker printing its traceback."""
+    return distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                    host="127.0.0.1", dashboard_address=None, scheduler_port=0,
+                                    silence_logs=logging.CRITICAL, preload=["pktemu.scaleout.workerinit"])
+
+
+def _quietly(close: Any) -> None:
+    try:
+        close()
+    except Exception:
+        pass
+
+
+def _load_topology(blob: bytes) -> topo.Topology:
+    t = pickle.loads(blob)
+    assert isinstance(t, topo.Topology)
+    return t
+
+
+def chunk_size(jobs: int, workers: int) -> int:
+    """Jobs per task: about eight tasks per worker (so a slow or dead worker holds little back),
+    at most CHUNK_MAX jobs each."""
+    return max(1, min(CHUNK_MAX, jobs // max(1, workers * 8)))
+
+
+def run_jobs(t: topo.Topology, jobs: Sequence[Job], client: Any = None) -> Iterator[Done]:
+    """Each job's result in the order of `jobs`: run here, or as tasks of Dask `client`."""
+    if client is None:
+        for job in jobs:
+            yield run_job(t, job)
+        return
+    distributed = _distributed()
+    token = secrets.token_hex(6)             # keys of this run only, on a scheduler shared by others
+    blob = pickle.dumps(t, protocol=pickle.HIGHEST_PROTOCOL)
+    tfut = client.submit(_load_topology, blob, key=f"pktemu-topology-{token}", pure=False)
+    size = chunk_size(len(jobs), len(client.scheduler_info().get("workers", {})))
+    chunks = [list(jobs[k:k + size]) for k in range(0, len(jobs), size)]
+    futures = [client.submit(run_chunk, tfut, chunk, key=f"pktemu-{token}-{k}-{chunk[0].name}", pure=False)
+               for k, chunk in enumerate(chunks)]
+    done = 0
+    try:
+        for chunk, fut in zip(chunks, futures, strict=True):
+            try:
+                results, error = fut.result()
+            except distributed.KilledWorker:
+                raise PktemuError(f"{chunk[0].name}: the Dask workers running it died "
+                                  "(each try killed its worker; see the workers' logs)") from None
+            except (distributed.client.FutureCancelledError, distributed.CancelledError):
+                raise PktemuError(f"{chunk[0].name}: the Dask scheduler cancelled the task "
+                                  "(did it restart?)") from None
+            fut.release()
+            done += 1
+            yield from results
+            if error is not None:
+                raise error
+    finally:
+        if done < len(futures):
+            _quietly(lambda: client.cancel(futures[done:] + [tfut]))
+        _quietly(tfut.release)

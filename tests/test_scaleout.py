@@ -1,0 +1,163 @@
+"""`pktemu run` and `pktemu sweep` on Dask: a LocalCluster (`--workers 2`) and a `dask scheduler` with
+two `dask worker` processes on localhost (`--scheduler`) give the same bytes as the serial run, also
+when a worker is killed mid-run; an interrupted run stops its cluster and leaves no temporary."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import pktemu
+from pktemu.errors import PktemuError
+from pktemu.io.topofile import load_topology
+from pktemu.scaleout.executor import dask_client, run_jobs
+from pktemu.scaleout.jobs import KEEP_RESULTS, Job, input_files
+from test_sweep import tree
+
+SWEEP = ("sweep", "topologies/service-test.yaml", "--scenario", "s2-noendpoints", "--seeds", "1-200")
+RUN = ("run", "topologies/service-test.yaml")
+#: Kubernetes objects and a timeline (kube-proxy syncs, `apply`): registries a worker must fill itself
+K8S = ("sweep", "topologies/generated-cluster.yaml", "--seeds", "1-16")
+
+
+def normalized(stdout: str, out: Path) -> str:
+    return stdout.replace(str(out), "OUT")
+
+
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict[str, bytes], str]]:
+    """The 4-scenario run and the 200-seed sweep, serially: every file's bytes and stdout."""
+    top = tmp_path_factory.mktemp("serial")
+    runs = {}
+    for name, args in (("run", RUN), ("sweep", SWEEP), ("k8s", K8S)):
+        out = top / name
+        p = pktemu(*args, "--out", str(out), "-o", "json")
+        runs[name] = (tree(out), normalized(p.stdout, out))
+    return runs
+
+
+def test_topologies_pickle_to_equal_objects() -> None:
+    """What a Dask task receives: the loaded topology, pickled."""
+    for name in sorted(os.listdir("topologies")):
+        if name.endswith(".yaml"):
+            t = load_topology(f"topologies/{name}")
+            assert pickle.loads(pickle.dumps(t)) == t, name
+
+
+def test_local_cluster_gives_the_serial_bytes(tmp_path: Path,
+                                              serial: dict[str, tuple[dict[str, bytes], str]]) -> None:
+    for name, args in (("run", RUN), ("sweep", SWEEP), ("k8s", K8S)):
+        out = tmp_path / name
+        p = pktemu(*args, "--out", str(out), "-o", "json", "--workers", "2", timeout=120)
+        assert p.stderr == ""
+        files, stdout = serial[name]
+        assert sorted(tree(out)) == sorted(files)
+        assert tree(out) == files, name
+        assert normalized(p.stdout, out) == stdout
+    assert len(serial["sweep"][0]) == 1 + 200 + 200 * 3      # sweep.json, seed-N/, its 3 JSON files
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[str, list[subprocess.Popen[bytes]], Path]]:
+    """`dask scheduler` and two `dask worker --nthreads 1 --no-nanny` on localhost, stopped at the end."""
+    import distributed
+
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    dask = [sys.executable, "-m", "dask"]
+    log = open(tmp_path / "dask.log", "wb")  # noqa: SIM115 (closed below)
+    procs = [subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-dashboard"], stdout=log, stderr=log)]
+    try:
+        for _ in range(2):
+            procs.append(subprocess.Popen([*dask, "worker", address, "--nthreads", "1", "--no-nanny",
+                                           "--host", "127.0.0.1", "--no-dashboard"],
+                                          stdout=log, stderr=log, cwd=tmp_path))
+        with distributed.Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address, procs[1:], tmp_path / "dask.log"
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=30)
+        log.close()
+
+
+def test_dask_scheduler_and_workers_survive_a_killed_worker(
+        tmp_path: Path, cluster: tuple[str, list[subprocess.Popen[bytes]], Path],
+        serial: dict[str, tuple[dict[str, bytes], str]]) -> None:
+    address, workers, log = cluster
+    out = tmp_path / "run"
+    p = pktemu(*RUN, "--out", str(out), "-o", "json", "--scheduler", address, timeout=120)
+    assert p.stderr == "" and tree(out) == serial["run"][0]
+    assert normalized(p.stdout, out) == serial["run"][1]
+
+    out = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "pktemu.cli", *SWEEP, "--out", str(out), "-o", "json",
+                             "--scheduler", address], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not (out / "seed-1").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    still_running = proc.poll() is None
+    workers[0].send_signal(signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert still_running, "the sweep ended before the worker was killed: nothing was tested"
+    assert workers[0].wait(timeout=10) == -signal.SIGKILL
+    assert proc.returncode == 0, stderr
+    assert tree(out) == serial["sweep"][0]
+    assert normalized(stdout.decode(), out) == serial["sweep"][1]
+    # the scheduler's word that the dead worker's finished tasks were run again elsewhere
+    assert "which will be recomputed elsewhere" in log.read_text(), log.read_text()[-3000:]
+
+
+def test_an_error_in_a_worker_comes_back_as_its_one_line(tmp_path: Path) -> None:
+    t = load_topology("topologies/service-test.yaml")
+    (path, _digest), = input_files(t)
+    bad = Job("s1-clusterip", 1, "seed-1", KEEP_RESULTS, ((path, "0" * 64),))
+    good = Job("s1-clusterip", 1, "seed-1", KEEP_RESULTS, input_files(t))
+    with dask_client(1, None) as client:
+        assert [d.name for d in run_jobs(t, [good], client)] == ["seed-1"]
+        with pytest.raises(PktemuError) as e:
+            list(run_jobs(t, [good, bad], client))
+    assert str(e.value) == f"{path}: differs on this worker from the client's copy (every worker needs the " \
+        "same files at the same paths)"
+
+
+def test_sigint_stops_the_cluster_and_leaves_no_temporary(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "pktemu.cli", "sweep", "topologies/service-test.yaml",
+                             "--scenario", "s1-clusterip", "--seeds", "1-5000", "--out", str(out),
+                             "--captures", "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not (out / "seed-2").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert children, "no worker processes"
+    proc.send_signal(signal.SIGINT)
+    _stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert stderr.decode().splitlines()[-1] == "pktemu: interrupted (SIGINT)"
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    assert alive == []
+    names = os.listdir(out)
+    assert names and all(n.startswith("seed-") for n in names), names   # no hidden temporaries
+    assert "sweep.json" not in names
+    for n in names:
+        assert json.loads((out / n / "server-result.json").read_bytes())   # whole folders only
