@@ -124,3 +124,17 @@ def test_kube_proxy_line_cache_reuses_parsed_lines() -> None:
     assert save_rules(first) == save_rules(second) == save_rules(load_rules(text, "plain"))
     rules = [r for c in second.table("nat").chains.values() for r in c.rules]
     assert rules and all(r.where.startswith("second:") for r in rules)
+
+
+def test_the_load_benchmark_runs_and_reports_every_figure() -> None:
+    """`python -m pktemu.bench_load` (figures, not timing assertions): a kube-proxy sync of N Services
+    x 5 endpoints yields per Service its KUBE-SVC jump, 5 KUBE-SEP chains and their rules."""
+    import json
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, "-m", "pktemu.bench_load", "--services", "40", "--repeat", "1",
+                        "--json"], capture_output=True, text=True, timeout=120, check=True)
+    r = json.loads(p.stdout)
+    assert set(r) == {"manifests_s", "sync_s", "sync_again_s", "rules", "rules_load_s", "copy_s",
+                      "bytes_per_rule"}
+    assert r["rules"] > 40 * 5 * 2 and all(v > 0 for v in r.values())
