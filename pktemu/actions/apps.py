@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pktemu.actions.base import ActionFailed, NodeCtx
-from pktemu.actions.ipcmd import _Where
+from pktemu.actions.base import ActionFailed, NodeCtx, Where
 from pktemu.apps import registry
 from pktemu.errors import PktemuError, excerpt
 from pktemu.timeline import NODE, register
@@ -20,7 +19,7 @@ def _parse_app(value: Any, where: str, base: str, node: Any) -> dict[str, Any]:
         raise PktemuError(f"{where}: expected {{start: {{kind: K, ...}}}} or {{stop: KIND}}, "
                           f"got {excerpt(value)}")
     if "start" in value:
-        return {"start": parse_app(_Where(""), f"{where}.start", value["start"])}
+        return {"start": parse_app(Where(""), f"{where}.start", value["start"])}
     kind = value["stop"]
     if not isinstance(kind, str):
         raise PktemuError(f"{where}.stop: expected an app kind, got {excerpt(kind)}")

@@ -6,9 +6,18 @@ import shlex
 from typing import Any
 
 from pktemu.errors import PktemuError, excerpt
+from pktemu.io.topofile_fields import Src
 from pktemu.timeline import ActionFailed, NodeCtx, when_text
 
-__all__ = ["ActionFailed", "NodeCtx", "when_text", "words", "need"]
+__all__ = ["ActionFailed", "NodeCtx", "Where", "when_text", "words", "need"]
+
+
+class Where(Src):
+    """A Src whose messages are the full `where` already (file and path): the topology's field
+    readers (sysctls, apps) reused on an action's argument."""
+
+    def error(self, where: str, msg: str) -> PktemuError:
+        return PktemuError(f"{where}: {msg}")
 
 
 def words(value: Any, where: str, program: str) -> list[str]:

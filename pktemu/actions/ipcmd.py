@@ -11,21 +11,13 @@ import ipaddress
 from dataclasses import replace
 from typing import Any
 
-from pktemu.actions.base import ActionFailed, NodeCtx, need, words
+from pktemu.actions.base import ActionFailed, NodeCtx, Where, need, words
 from pktemu.errors import PktemuError, excerpt
-from pktemu.io.topofile_fields import Src
 from pktemu.io.topofile_sysctl import parse_sysctls
 from pktemu.net.frame import ip2int
 from pktemu.net.route import Route
 from pktemu.timeline import NODE, register
 from pktemu.units import parse_ipv4, parse_ipv4_network
-
-
-class _Where(Src):
-    """A Src whose messages are the full `where` already (file and path), for the sysctl reader."""
-
-    def error(self, where: str, msg: str) -> PktemuError:
-        return PktemuError(f"{where}: {msg}")
 
 
 def _devices(node: Any) -> set[str]:
@@ -190,7 +182,7 @@ def _parse_sysctl(value: Any, where: str, base: str, node: Any) -> dict[str, Any
         value = pairs
     if not isinstance(value, dict) or not value:
         raise PktemuError(f"{where}: expected {{key: value}} or \"key=value\", got {excerpt(value)}")
-    return {"set": parse_sysctls(_Where(""), where, value, _devices(node))}
+    return {"set": parse_sysctls(Where(""), where, value, _devices(node))}
 
 
 def run_sysctl(ctx: NodeCtx, a: dict[str, Any]) -> str | None:

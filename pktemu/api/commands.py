@@ -61,7 +61,7 @@ class Commands:
         if action not in actions:
             raise PktemuError(f"cmd: unknown command {excerpt(action)} (known: {', '.join(actions)})")
         kind = actions[action]
-        where = f"{action}"
+        where = action                  # messages name the command, as a shell would
         n = ""
         model = None
         if kind.scope != CLUSTER:

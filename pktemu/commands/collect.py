@@ -19,6 +19,7 @@ from rich.console import Console
 
 from pktemu.errors import PktemuError
 from pktemu.io.atomic import forget, make_temp_dir, remove_path
+from pktemu.io.run import check_out_file
 
 NAME = "collect"
 HELP = "save a node's network state (or the cluster's objects) for pktemu import"
@@ -41,13 +42,7 @@ def script() -> str:
 
 
 def _check_out(out: str) -> None:
-    if not out.endswith((".tar.gz", ".tgz")):
-        raise PktemuError(f"--out {out}: the archive name must end in .tar.gz or .tgz")
-    folder = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise PktemuError(f"--out {out}: cannot write to folder {folder}")
-    if os.path.isdir(out):
-        raise PktemuError(f"--out {out}: is a folder")
+    check_out_file(f"--out {out}", out, (".tar.gz", ".tgz"), "archive name")
 
 
 def run(args: argparse.Namespace, out: Console) -> int:

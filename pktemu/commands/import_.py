@@ -8,12 +8,12 @@ is left. docs/import.md describes what is imported and how.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from rich.console import Console
 
 from pktemu.errors import PktemuError
+from pktemu.io.run import check_out_file
 
 NAME = "import"
 HELP = "build a topology from pktemu collect dumps and the cluster's Kubernetes objects"
@@ -37,13 +37,7 @@ def run(args: argparse.Namespace, out: Console) -> int:
     from pktemu.importer.build import build, write
 
     target = args.output
-    if not target.endswith((".yaml", ".yml")):
-        raise PktemuError(f"import: -o {target}: the file name must end in .yaml or .yml")
-    folder = os.path.dirname(os.path.abspath(target))
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise PktemuError(f"import: -o {target}: cannot write to folder {folder}")
-    if os.path.isdir(target):
-        raise PktemuError(f"import: -o {target}: is a folder")
+    check_out_file(f"import: -o {target}", target, (".yaml", ".yml"))
     if args.redact_seed is not None and not args.redact:
         raise PktemuError("import: --redact-seed needs --redact")
     notes = Notes()

@@ -189,13 +189,17 @@ class AtomicFile:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._f.write(data)
 
+    def _release(self) -> None:
+        """Flush and close what holds the temporary open."""
+        self._f.close()
+
     def commit(self) -> None:
         """Flush, close and rename onto `path` (replacing an older file); a no-op once closed."""
-        if self._f.closed:
+        if self.closed:
             return
         with shielded():
             try:
-                self._f.close()
+                self._release()
                 os.replace(self.tmp, self.path)
                 forget(self.tmp)
             except OSError as e:
@@ -206,7 +210,7 @@ class AtomicFile:
         """Drop everything written; an older file at `path` is left as it was."""
         with shielded():
             try:
-                self._f.close()
+                self._release()
             except OSError:
                 pass
             try:

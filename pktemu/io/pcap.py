@@ -11,8 +11,7 @@ import os
 import struct
 
 from pktemu.errors import PktemuError
-from pktemu.interrupt import shielded
-from pktemu.io.atomic import AtomicFile, BufferedAtomicWriter, forget, remove_leftovers_once, temp_path
+from pktemu.io.atomic import AtomicFile, BufferedAtomicWriter, remove_leftovers_once, temp_path
 
 MAGIC_NS = 0xA1B23C4D
 MAGIC_US = 0xA1B2C3D4
@@ -52,26 +51,8 @@ class SpoolFile(AtomicFile):
         if data:
             self._append(data)
 
-    def commit(self) -> None:
-        if self._done:
-            return
-        with shielded():
-            self._done = True
-            try:
-                os.replace(self.tmp, self.path)
-                forget(self.tmp)
-            except OSError as e:
-                self.abort()
-                raise PktemuError(f"{self.path}: cannot write: {e.strerror or e}") from None
-
-    def abort(self) -> None:
-        with shielded():
-            self._done = True
-            try:
-                os.unlink(self.tmp)
-            except FileNotFoundError:
-                pass
-            forget(self.tmp)
+    def _release(self) -> None:
+        self._done = True              # nothing is held open between chunks
 
 
 class PcapWriter(BufferedAtomicWriter):

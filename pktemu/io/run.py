@@ -395,3 +395,15 @@ def check_out_dir(path: str, option: str = "--out") -> None:
     with interrupt.shielded():
         remove_path(probe)
         forget(probe)
+
+
+def check_out_file(where: str, path: str, suffixes: tuple[str, ...], what: str = "file name") -> None:
+    """Refuse an output file that cannot be written as named, before any work is done: `where`
+    names the option in messages ("--out X"), `suffixes` the endings it must have."""
+    if not path.endswith(suffixes):
+        raise PktemuError(f"{where}: the {what} must end in {' or '.join(suffixes)}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise PktemuError(f"{where}: cannot write to folder {folder}")
+    if os.path.isdir(path):
+        raise PktemuError(f"{where}: is a folder")
