@@ -87,7 +87,12 @@ def _run(argv: Sequence[str] | None) -> int:
     from pktemu.commands import examples_text, resolve_topology
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    more = getattr(args, "intermixed", None)        # `import A -o T B`: positionals after an option
+    if extra and more and not any(a.startswith("-") for a in extra):
+        getattr(args, more).extend(extra)
+    elif extra:
+        parser.parse_args(argv)                       # argparse's own one-line error, exit 2
     if args.cmd is None:               # `pktemu` alone: the commands, as kubectl does
         parser.print_help()
         return 0

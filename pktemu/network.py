@@ -19,14 +19,16 @@ from pktemu.errors import PktemuError
 from pktemu.infile import RULES_MAX_BYTES, read_text
 from pktemu.k8s.cluster import Cluster
 from pktemu.net.bridge import Bridge
-from pktemu.net.device import IfAddr, NetDevice
+from pktemu.net import vxlan  # noqa: F401  (registers the vxlan device kind)
+from pktemu.net.device import DEVICE_KINDS, IfAddr, NetDevice
 from pktemu.net.frame import Frame, ip2int, mac2bytes
 from pktemu.net.node import Node
 from pktemu.net.route import Route
 from pktemu.net.tcp import Listener, TcpStack
 from pktemu.net.udp import UdpStack
-from pktemu.net.veth import Veth, connect
+from pktemu.net.veth import connect
 from pktemu.netfilter.hooks import Netfilter
+from pktemu.netfilter.matches_set import load_ipsets
 from pktemu.netfilter.xtables import Ruleset, load_rules
 from pktemu.nftables.load import load_nftables
 from pktemu.sim import Simulator
@@ -136,7 +138,7 @@ class Network:
         node.drop_sink = self._record_drop
         node.resolv = dict(m.resolv)    # resolv.conf, read by the pod's stub resolver (apps.resolver)
         for ifc in m.interfaces.values():
-            dev = Veth(node, ifc.name, mac2bytes(ifc.mac), ifc.mtu)
+            dev = DEVICE_KINDS[ifc.type](node, ifc.name, mac2bytes(ifc.mac), ifc.mtu or 1450, ifc.params)
             node.add_device(dev)
             for a in ifc.addresses:
                 node.add_address(dev, _ifaddr(a))
@@ -147,12 +149,16 @@ class Network:
                 node.add_address(br, _ifaddr(a))
             for p in b.ports:
                 br.add_port(node.devices[p.name], hairpin=p.hairpin)
+        if m.ipsets:
+            load_ipsets(node, m.ipsets)             # before the rules: they name the sets
         if m.iptables:
-            node.nf = Netfilter(node, shared_rules(m.iptables))
+            node.nf = Netfilter(node, shared_rules(m.iptables, node.ipsets))
         if m.nftables:
             node.nf = load_nftables(node, m.nftables)
         node.tcp = TcpStack(node)
         node.udp = UdpStack(node)
+        for d in list(node.devices.values()):
+            d.open()
         for app in m.apps:
             self.start_app(node, app)
         return node
@@ -171,7 +177,7 @@ class Network:
                                   f"is not on a connected network of node {m.name}")
             dev = conn.dev
         return Route(int(net.network_address), net.prefixlen, dev, gateway=gw,
-                     src=ip2int(r.src) if r.src else None, metric=r.metric)
+                     src=ip2int(r.src) if r.src else None, metric=r.metric, onlink=r.onlink)
 
     def device(self, ref: str) -> NetDevice:
         node, _, ifname = ref.partition("/")
@@ -248,11 +254,16 @@ RULESETS_KEPT = 4
 rules_parsed = 0
 
 
-def shared_rules(path: str) -> Ruleset:
+def shared_rules(path: str, ipsets: Any = None) -> Ruleset:
     """The rules file at `path` as a ruleset of its own, parsed once per process per distinct
-    text however many nodes (and runs) load it: each gets a copy with its own counters."""
+    text however many nodes (and runs) load it: each gets a copy with its own counters. A node
+    with ipset sets gets a parse of its own, its rules bound to its sets."""
     global rules_parsed
     text = read_text(path, "rules file", RULES_MAX_BYTES)
+    if ipsets is not None:
+        rs = Ruleset()
+        rs.ext["ipset"] = ipsets
+        return load_rules(text, path, rs)
     key = (path, hashlib.blake2b(text.encode("utf-8"), digest_size=20).digest())
     template = _RULESETS.get(key)
     if template is None:

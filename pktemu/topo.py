@@ -23,6 +23,9 @@ class Interface:
     mac: str
     addresses: list[Address] = field(default_factory=list)
     mtu: int = 1500
+    type: str = "veth"           # `ip link add ... type T`: veth | vxlan (pktemu.net.device.DEVICE_KINDS)
+    #: the type's settings, checked (vxlan: vni, dstport, local, dev, learning, udpcsum, ttl, fdb, neighbours)
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -48,6 +51,7 @@ class Route:
     dev: str | None = None       # output interface
     src: str | None = None       # preferred source address
     metric: int = 0
+    onlink: bool = False         # `onlink`: the gateway is on the device even with no prefix route to it
 
 
 @dataclass
@@ -69,6 +73,7 @@ class Node:
     apps: list[App] = field(default_factory=list)
     iptables: str | None = None  # path of an iptables-save / iptables-restore file
     nftables: str | None = None  # path of an `nft -f` file (pktemu.nftables)
+    ipsets: str | None = None    # path of an `ipset save` file (pktemu.netfilter.ipset)
     resolv: dict[str, Any] = field(default_factory=dict)  # pods: nameservers, search, ndots
 
 
@@ -134,8 +139,10 @@ class Scenario:
 
 @dataclass
 class KubeProxy:
-    """One node's kube-proxy: `iptables` (v1.28+ layout) or `userspace` (pre-1.2, relays on `port`)."""
+    """One node's kube-proxy: `iptables` (v1.28+ layout), `nftables` (the layout of
+    `kube_proxy_version`) or `userspace` (pre-1.2, relays on `port`)."""
     mode: str = "iptables"
+    kube_proxy_version: str = "1.33"   # nftables: the layout (pktemu.k8s.proxier_nftables.LAYOUTS)
     port: int = 10400                  # userspace: the first proxy port (one per service port)
     variant: str = "upstream"          # upstream | kernel-oracle (the oracle's rules, see README)
     random_fully: bool | None = None   # None: the variant's default

@@ -289,3 +289,18 @@ def test_examples_run_from_an_installed_wheel(tmp_path: Path) -> None:
                           "default/client", "--to", "service-test:80"], cwd=work, env=env,
                          capture_output=True, text=True, timeout=60)
     assert k8s.returncode == 0 and "delivered to server" in k8s.stdout, k8s.stderr
+
+
+def test_import_takes_dumps_after_the_output_option(tmp_path: Path) -> None:
+    """`pktemu import A -o T B` reads B as a dump too (as `cp`-like tools take operands anywhere);
+    an unknown option after it is still refused."""
+    first = tmp_path / "node1"
+    first.mkdir()
+    out = tmp_path / "t.yaml"
+    r = pktemu("import", str(first), "-o", str(out), str(tmp_path / "missing.tar.gz"), check=False)
+    assert r.returncode == 2
+    missing = tmp_path / "missing.tar.gz"
+    assert r.stderr.strip().splitlines()[-1] == f"pktemu: error: {missing}: no such file or folder"
+    assert not out.exists()
+    r = pktemu("import", str(first), "-o", str(out), "b", "--bogus", check=False)
+    assert r.returncode == 2 and "unrecognized arguments: b --bogus" in r.stderr

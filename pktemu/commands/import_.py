@@ -30,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="replace node, pod and namespace names and public addresses consistently")
     p.add_argument("--redact-seed", type=int, metavar="N",
                    help="the seed of --redact's mapping (default: random); the same seed maps the same way")
+    p.set_defaults(intermixed="dumps")
 
 
 def run(args: argparse.Namespace, out: Console) -> int:

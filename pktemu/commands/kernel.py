@@ -54,7 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-t", "--topology", default=None,
                    help="the emulator's side: a topology with the oracle's four scenarios "
                         "(default: topologies/service-test.yaml, service-test-nftables.yaml with "
-                        "--proxy nftables)")
+                        "--proxy nftables; service-test-k8s.yaml and service-test-k8s-nftables.yaml "
+                        "have kube-proxy write the rules)")
 
 
 def run(args: argparse.Namespace, out: Console) -> int:

@@ -1,5 +1,6 @@
-"""`pktemu rules TOPOLOGY --node NODE [--scenario S] [--at T] [-c] [-t TABLE]`: a node's ruleset, as
-`iptables-save`.
+"""`pktemu rules TOPOLOGY --node NODE [--scenario S] [--at T] [-c] [-t TABLE] [--format iptables|nft]`:
+a node's ruleset, as `iptables-save` (or, with `--format nft`, its nftables tables as `nft list
+ruleset` prints them: a `nftables:` file's, or kube-proxy's in nftables mode).
 
 The network is built as a run would build it (rules files, kube-proxy's first sync) and, with
 `--scenario`, its overrides, timeline and client traffic apply; the virtual clock then runs to
@@ -22,6 +23,7 @@ from pktemu.errors import PktemuError
 from pktemu.io.topofile import load_topology
 from pktemu.netfilter.core import TABLE_HOOKS
 from pktemu.netfilter.xtables import save_rules
+from pktemu.nftables.save import list_ruleset
 from pktemu.units import parse_duration
 
 NAME = "rules"
@@ -53,6 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="virtual time to print the rules (and counters) at, e.g. 2.5s (default 0s)")
     p.add_argument("-c", "--counters", action="store_true",
                    help="with packet and byte counters (iptables-save -c)")
+    p.add_argument("--format", choices=("iptables", "nft"), default="iptables",
+                   help="iptables: iptables-save (default); nft: the nftables tables, as nft list ruleset")
     add_output(p)
 
 
@@ -62,7 +66,19 @@ def run(args: argparse.Namespace, out: Console) -> int:
     at = parse_duration(args.at, "--at")
     net, name = network_at(t, args.scenario, args.node)
     advance_to(net, at)
-    rs = net.engine.nodes[name].nf.ruleset
+    nf = net.engine.nodes[name].nf
+    if getattr(args, "format", "iptables") == "nft":
+        nft = getattr(nf, "nft", None)
+        if nft is None:
+            raise PktemuError(f"{args.topology}: node {args.node} has no nftables tables (no `nftables:` "
+                              "file and no kube-proxy in nftables mode)")
+        listed = list_ruleset(nft, net.engine.nodes[name].now())
+        if args.output == "text":
+            sys.stdout.write(listed)
+        else:
+            emit({"node": args.node, "scenario": args.scenario, "at": args.at, "nft": listed}, args.output)
+        return 0
+    rs = nf.ruleset
     if rs is None:
         raise PktemuError(f"{args.topology}: node {args.node} has no iptables rules (no `iptables:` file "
                           "and no kube-proxy)")

@@ -212,7 +212,8 @@ class _TracingHooks:
         finally:
             self.rec.in_hook -= 1
         ev.rules = [RuleStep(t["table"], t["chain"], t["rulenum"], t["rule"], t["verdict"],
-                             rule_target(t["rule"]) if t["rulenum"] is not None else "", t.get("priority"))
+                             t.get("target") or (rule_target(t["rule"]) if t["rulenum"] is not None else ""),
+                             t.get("priority"))
                     for t in trace]
         _queued_after_rule(ev.rules)
         ev.verdict = _VERDICTS.get(verdict, "stolen")

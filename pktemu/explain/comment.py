@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from pktemu.explain.ctinfo import ct_entry, ct_state
+from pktemu.netfilter.nftrace import TraceNote
 from pktemu.netfilter.rule_note import RuleNote
 
 NAT_TARGETS = frozenset(("DNAT", "SNAT", "MASQUERADE", "REDIRECT"))
@@ -73,6 +74,8 @@ def frame_comment(direction: str, notes: list[str], frame: Any, now: int) -> str
                 lines.append(f"rule {n.table}:{n.hook} {r.chain}#{r.num}: -A {r.chain}{r.body}{verdict}"
                              f"{origin}")                                                  # type: ignore
                 fold = fold or r.jump in NAT_TARGETS
+        elif n.__class__ is TraceNote:
+            lines.extend(n.lines)                                              # type: ignore[attr-defined]
         elif n.startswith(CT_CHANGED):
             changed = True
     lines[0] = f"{direction}: {summary(notes) if fold else '; '.join(notes)}"

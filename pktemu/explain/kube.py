@@ -101,12 +101,14 @@ class _Draws:
         return _DRAW_MATCH if want else _DRAW_MISS
 
 
-class _Node:
-    """The namespace netfilter sees: the node's addresses (plus 127/8), one uplink, scripted draws."""
+class TracerNode:
+    """The namespace netfilter sees: the node's addresses (plus 127/8), one uplink, scripted draws
+    (of the match or statement named `draw_kind`)."""
 
     name = "kube-tracer"
+    draw_kind = "statistic"
 
-    def __init__(self, node_ips: Sequence[int], draws: _Draws) -> None:
+    def __init__(self, node_ips: Sequence[int], draws: Any) -> None:
         self.local = frozenset(node_ips)
         self.primary = node_ips[0] if node_ips else 0
         self.draws = draws
@@ -131,7 +133,7 @@ class _Node:
         self.rejected = reject_with
 
     def rng(self, name: str) -> Any:
-        return self.draws if name == "statistic" else random.Random(0)
+        return self.draws if name == self.draw_kind else random.Random(0)
 
     def now(self) -> int:
         return 0
@@ -227,7 +229,7 @@ def _packet(src: int, dst: int, proto: int, sport: int, dport: int) -> Frame:
 
 def _run(rs: Ruleset, frame: Frame, node_ips: list[int], script: tuple[bool, ...]) -> KubeBranch:
     draws = _Draws(script)
-    node = _Node(node_ips, draws)
+    node = TracerNode(node_ips, draws)
     nf = Netfilter(node, rs)
     b = KubeBranch(())
     before = (frame.daddr, frame.dport)

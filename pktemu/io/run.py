@@ -311,6 +311,9 @@ def write_state(tmp: str, net: Network, sc: topo.Scenario, captured: list[Any], 
         if node.kind != "pod":
             with open(os.path.join(tmp, f"conntrack-{node.name}.txt"), "w") as f:
                 f.write(node.nf.conntrack_dump())
+        if node.ipsets is not None and node.ipsets.names():
+            with open(os.path.join(tmp, f"ipset-{node.name}.txt"), "w") as f:
+                f.write(node.ipsets.save())
         nft = getattr(node.nf, "nft", None)
         if nft is not None:
             with open(os.path.join(tmp, f"nft-ruleset-{node.name}.txt"), "w") as f:
@@ -323,9 +326,20 @@ def write_state(tmp: str, net: Network, sc: topo.Scenario, captured: list[Any], 
                 for t_ns, data, _prefix in recs:
                     w.write(EPOCH_NS + t_ns, data)
                 w.close()
+            _write_lines(os.path.join(tmp, f"log-{node.name}.txt"),
+                         [f"[{t // 10**9:5d}.{t % 10**9 // 1000:06d}] {ln}" for t, ln in node.nf.ruleset.log])
+            _write_lines(os.path.join(tmp, f"trace-{node.name}.txt"),
+                         [line for _t, line in node.nf.ruleset.ext.get("trace", ())])
     with open(os.path.join(tmp, "drops.txt"), "w") as f:
         for d in net.drops:
             f.write(f"{d.t / 1e9:.6f} {d.node} {d.where}: {d.reason} [{d.summary}]\n")
+
+
+def _write_lines(path: str, lines: list[str]) -> None:
+    """LOG lines as dmesg prints them, TRACE lines as `xtables-monitor --trace`: only when there are some."""
+    if lines:
+        with open(path, "w") as f:
+            f.writelines(line + "\n" for line in lines)
 
 
 def server_results(net: Network, runs: list[Any]) -> dict[str, list[dict[str, Any]]]:

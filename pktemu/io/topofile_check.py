@@ -12,6 +12,7 @@ from pktemu.topo import Address, Node
 
 def check_topology(b: Built) -> None:
     _check_ports(b)
+    _check_tunnels(b)
     _check_veths(b)
     _check_addresses(b)
     _check_macs(b)
@@ -56,14 +57,38 @@ def _check_veths(b: Built) -> None:
             if ifn not in node.interfaces:
                 known = ", ".join(node.interfaces) or "none"
                 raise b.error(("veth", i), f"{end}: no interface {ifn!r} on {n} (interfaces: {known})")
+            if node.interfaces[ifn].type != "veth":
+                raise b.error(("veth", i), f"{end}: {ifn} is a {node.interfaces[ifn].type} device, "
+                                           "not a veth end")
             if end in used:
                 raise b.error(("veth", i), f"{end} is already an end of {b.where(('veth', used[end]))}")
             used[end] = i
     for n, node in b.nodes.items():
-        for ifn in node.interfaces:
-            if f"{n}/{ifn}" not in used:
+        for ifn, ifc in node.interfaces.items():
+            if ifc.type == "veth" and f"{n}/{ifn}" not in used:
                 raise b.error(("dev", n, ifn), "not joined to anything: every interface is one end of a veth "
                                                f"(add [{n}/{ifn}, <node>/<ifname>] to veths)")
+
+
+def _check_tunnels(b: Built) -> None:
+    """A vxlan's `dev` is another device of its node; its MTU is at most that device's - 50 (the
+    VXLAN headers), and that by default."""
+    for n, node in b.nodes.items():
+        for ifn, ifc in node.interfaces.items():
+            if ifc.type != "vxlan":
+                continue
+            lower = ifc.params.get("dev")
+            under = node.interfaces.get(lower) if lower is not None else None
+            if lower is not None and (lower == ifn or (under is None and lower not in node.bridges)):
+                known = ", ".join(d for d in [*node.interfaces, *node.bridges] if d != ifn) or "none"
+                raise b.error(("dev", n, ifn), f"no underlay device {excerpt(lower)} on node {n} "
+                                               f"(devices: {known})", ".dev")
+            top = max(68, (under.mtu if under is not None else 1500) - 50)    # vxlan_config_apply
+            if ifc.mtu == 0:
+                ifc.mtu = top
+            elif ifc.mtu > top and lower is not None:
+                raise b.error(("dev", n, ifn), f"MTU {ifc.mtu} is more than {lower}'s MTU - 50 ({top}): "
+                                               "the kernel refuses it", ".mtu")
 
 
 def _check_addresses(b: Built) -> None:
@@ -143,7 +168,7 @@ def _check_routes(b: Built, node: Node) -> None:
             via = ipaddress.IPv4Address(r.via)
             if via in local:
                 raise b.error(key, f"route to {r.dst}: gateway {via} is an address of node {n} itself")
-            on = (any(via in net for d, net in connected if r.dev in (None, d))
+            on = (r.onlink or any(via in net for d, net in connected if r.dev in (None, d))
                   or any(via == p for d, p in peers if r.dev in (None, d)))
             if not on:
                 dev = f" through {r.dev}" if r.dev else ""

@@ -16,17 +16,19 @@ from pktemu.apps import dnswire
 from pktemu.errors import PktemuError, excerpt, shorten
 from pktemu.io.topofile_fields import Src, boolean, integer, mapping, seq, string
 from pktemu.io.topofile_fields import path as path_field
+from pktemu.io.topofile_merge import resolve_at
 from pktemu.k8s.cluster import topology_pods
 from pktemu.k8s.manifests import Ctx, load_file_located
 from pktemu.k8s.objects import Pod, Service
+from pktemu.k8s.proxier_nftables import LAYOUTS as NFT_LAYOUTS
 from pktemu.topo import KubeProxy, Kubernetes, Topology
 from pktemu.units import parse_duration, parse_ipv4_network
 
 K8S_KEYS = ("service_cidr", "cluster_cidr", "cluster_domain", "pod_cidrs", "manifests", "kube_proxy",
             "watch_latency")
 KP_KEYS = ("mode", "port", "variant", "random_fully", "localhost_nodeports", "masquerade_all",
-           "min_sync_period", "udp_idle_timeout")
-MODES = ("iptables", "userspace")
+           "min_sync_period", "udp_idle_timeout", "kube_proxy_version")
+MODES = ("iptables", "nftables", "userspace")
 VARIANTS = ("upstream", "kernel-oracle")
 NODE_PORT_RANGE = (30000, 32767)     # --service-node-port-range default
 
@@ -65,7 +67,7 @@ def parse_kubernetes(src: Src, value: object, t: Topology) -> Kubernetes:
         k.kube_proxy[n] = _kube_proxy(src, f"kubernetes.kube_proxy.{n}", n, kv, t)
     located: list[tuple[Any, Ctx]] = []
     for i, f in enumerate(seq(src, "kubernetes.manifests", m.get("manifests"))):
-        path = src.resolve(path_field(src, f"kubernetes.manifests[{i}]", f))
+        path = resolve_at(src, "kubernetes.manifests", path_field(src, f"kubernetes.manifests[{i}]", f))
         located += load_file_located(path)
     check_objects(located, k, t, Allocations())
     k.objects = [obj for obj, _ in located]
@@ -91,6 +93,12 @@ def _kube_proxy(src: Src, where: str, n: str, value: object, t: Topology) -> Kub
         if kp.variant not in VARIANTS:
             raise src.error(f"{where}.variant", f"expected one of {', '.join(VARIANTS)}, "
                                                 f"got {excerpt(kp.variant)}")
+    if m.get("kube_proxy_version") is not None:
+        kp.kube_proxy_version = str(m["kube_proxy_version"]).strip()
+        if kp.kube_proxy_version not in NFT_LAYOUTS:
+            raise src.error(f"{where}.kube_proxy_version", f"no nftables layout for version "
+                                                            f"{excerpt(kp.kube_proxy_version)} (have: "
+                                                            f"{', '.join(NFT_LAYOUTS)})")
     if m.get("port") is not None:
         kp.port = integer(src, f"{where}.port", m["port"], 1, 65535)
     for key in ("random_fully", "localhost_nodeports", "masquerade_all"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import pktemu.k8s  # noqa: F401  (registers the Kubernetes app kinds, e.g. cluster-dns)
 from pktemu.apps import dnswire, registry
@@ -29,11 +29,12 @@ from pktemu.io.topofile_fields import (
     string,
 )
 from pktemu.io.topofile_fields import path as path_field
+from pktemu.io.topofile_merge import resolve_at
 from pktemu.io.topofile_sysctl import parse_sysctls
 from pktemu.topo import Address, App, Bridge, BridgePort, Interface, Node, Route, Veth
 from pktemu.units import parse_duration, parse_ipv4_network
 
-NODE_KEYS = ("sysctls", "interfaces", "bridges", "routes", "iptables", "nftables", "apps",
+NODE_KEYS = ("sysctls", "interfaces", "bridges", "routes", "iptables", "nftables", "ipsets", "apps",
              "resolv")
 POD_KEYS = ("node", "bridge", "host_veth", "mac", "address", "addresses", "gateway", "apps", "resolv",
             "sysctls", "mtu")
@@ -134,12 +135,28 @@ def parse_node(src: Src, where: str, nname: str, value: object, b: Built) -> Non
     for ifn, iv in ifs.items():
         at = f"{where}.interfaces.{ifn}"
         interface_name(src, at, ifn)
-        im = mapping(src, at, iv, allowed=("mac", "addresses", "mtu"))
+        kind = "veth"
+        if isinstance(iv, dict) and iv.get("type") is not None:
+            kind = string(src, f"{at}.type", iv["type"])
+            if kind not in LINK_TYPES:
+                raise src.error(f"{at}.type", f"unknown interface type {excerpt(kind)} "
+                                              f"(types: {', '.join(LINK_TYPES)})")
+        keys, parse_params = LINK_TYPES[kind]
+        for other, (okeys, _p) in LINK_TYPES.items():
+            stray = [k for k in okeys if isinstance(iv, dict) and k in iv and k not in keys]
+            if stray:
+                raise src.error(f"{at}.{stray[0]}", f"a key of type: {other} interfaces, and this one is "
+                                                    f"a {kind} (add type: {other})")
+        im = mapping(src, at, iv, allowed=("mac", "addresses", "mtu", "type", *keys))
         b.places[("dev", nname, ifn)] = (src, at)
-        node.interfaces[ifn] = Interface(ifn, _mac(src, f"{at}.mac", im.get("mac"), b.seed, nname, ifn),
-                                         parse_addresses(src, f"{at}.addresses", im.get("addresses"),
-                                                         b, nname, ifn),
-                                         _mtu(src, f"{at}.mtu", im.get("mtu")))
+        ifc = Interface(ifn, _mac(src, f"{at}.mac", im.get("mac"), b.seed, nname, ifn),
+                        parse_addresses(src, f"{at}.addresses", im.get("addresses"), b, nname, ifn),
+                        _mtu(src, f"{at}.mtu", im.get("mtu")), kind)
+        if parse_params is not None:
+            ifc.params = parse_params(src, at, im)
+            if im.get("mtu") is None:
+                ifc.mtu = 0                 # the underlay's MTU - 50, once it is known (topofile_check)
+        node.interfaces[ifn] = ifc
     brs = mapping(src, f"{where}.bridges", m.get("bridges"), open_keys=True)
     for brn, bv in brs.items():
         at = f"{where}.bridges.{brn}"
@@ -170,15 +187,20 @@ def parse_node(src: Src, where: str, nname: str, value: object, b: Built) -> Non
         node.routes.append(parse_route(src, f"{where}.routes[{i}]", r))
         b.places[("route", nname, i)] = (src, f"{where}.routes[{i}]")
     if m.get("iptables") is not None:
-        path = src.resolve(path_field(src, f"{where}.iptables", m["iptables"]))
+        path = resolve_at(src, f"{where}.iptables", path_field(src, f"{where}.iptables", m["iptables"]))
         if (problem := not_a_file(path)) is not None:
             raise src.error(f"{where}.iptables", problem)
         node.iptables = path
     if m.get("nftables") is not None:
-        path = src.resolve(path_field(src, f"{where}.nftables", m["nftables"]))
+        path = resolve_at(src, f"{where}.nftables", path_field(src, f"{where}.nftables", m["nftables"]))
         if (problem := not_a_file(path)) is not None:
             raise src.error(f"{where}.nftables", problem)
         node.nftables = path
+    if m.get("ipsets") is not None:
+        path = resolve_at(src, f"{where}.ipsets", path_field(src, f"{where}.ipsets", m["ipsets"]))
+        if (problem := not_a_file(path)) is not None:
+            raise src.error(f"{where}.ipsets", problem)
+        node.ipsets = path
     node.apps = parse_apps(src, f"{where}.apps", m.get("apps"))
     node.resolv = parse_resolv(src, f"{where}.resolv", m.get("resolv"))
     b.raw_sysctls[nname] = m.get("sysctls")
@@ -186,9 +208,50 @@ def parse_node(src: Src, where: str, nname: str, value: object, b: Built) -> Non
     b.nodes[nname] = node
 
 
+def _vxlan_params(src: Src, at: str, m: dict[str, Any]) -> dict[str, Any]:
+    """`ip link add NAME type vxlan id VNI [local A] [dev D] [dstport P] [nolearning] ...`, plus
+    the device's `bridge fdb append` and `ip neigh add ... nud permanent` entries."""
+    if m.get("vni") is None:
+        raise src.error(f"{at}.vni", "required for a vxlan interface (ip link add ... type vxlan id VNI)")
+    p: dict[str, Any] = {"vni": integer(src, f"{at}.vni", m["vni"], 0, 2**24 - 1)}
+    if m.get("dstport") is not None:
+        p["dstport"] = integer(src, f"{at}.dstport", m["dstport"], 1, 65535)
+    if m.get("local") is not None:
+        p["local"] = str(ipv4(src, f"{at}.local", m["local"]))
+    if m.get("dev") is not None:
+        p["dev"] = interface_name(src, f"{at}.dev", m["dev"])
+    for key in ("learning", "udpcsum"):
+        if m.get(key) is not None:
+            p[key] = boolean(src, f"{at}.{key}", m[key])
+    if m.get("ttl") is not None:
+        p["ttl"] = integer(src, f"{at}.ttl", m["ttl"], 1, 255)
+    p["fdb"] = []
+    for i, e in enumerate(seq(src, f"{at}.fdb", m.get("fdb"))):
+        em = mapping(src, f"{at}.fdb[{i}]", e, required=("mac", "dst"))
+        zero = str(em["mac"]).lower() == ZERO_MAC       # the default entry: every unknown MAC
+        p["fdb"].append({"mac": ZERO_MAC if zero else mac(src, f"{at}.fdb[{i}].mac", em["mac"]),
+                         "dst": str(ipv4(src, f"{at}.fdb[{i}].dst", em["dst"]))})
+    p["neighbours"] = []
+    for i, e in enumerate(seq(src, f"{at}.neighbours", m.get("neighbours"))):
+        em = mapping(src, f"{at}.neighbours[{i}]", e, required=("ip", "lladdr"))
+        p["neighbours"].append({"ip": str(ipv4(src, f"{at}.neighbours[{i}].ip", em["ip"])),
+                                "lladdr": mac(src, f"{at}.neighbours[{i}].lladdr", em["lladdr"])})
+    return p
+
+
+ZERO_MAC = "00:00:00:00:00:00"
+
+#: interface `type:` -> (its own keys, their parser); pktemu.net.device.DEVICE_KINDS builds them
+LINK_TYPES: dict[str, tuple[tuple[str, ...], Callable[[Src, str, dict[str, Any]], dict[str, Any]] | None]] = {
+    "veth": ((), None),
+    "vxlan": (("vni", "dstport", "local", "dev", "learning", "udpcsum", "ttl", "fdb", "neighbours"),
+              _vxlan_params),
+}
+
+
 def parse_route(src: Src, where: str, value: object) -> Route:
     """Syntax only; `topofile_check` checks dev, gateway reachability and src against the node."""
-    m = mapping(src, where, value, allowed=("via", "dev", "src", "metric"), required=("to",))
+    m = mapping(src, where, value, allowed=("via", "dev", "src", "metric", "onlink"), required=("to",))
     to = m["to"]
     if to == "default":
         dst = "default"
@@ -207,6 +270,10 @@ def parse_route(src: Src, where: str, value: object) -> Route:
         r.src = str(ipv4(src, f"{where}.src", m["src"]))
     if m.get("metric") is not None:
         r.metric = integer(src, f"{where}.metric", m["metric"], 0, 2**32 - 1)
+    if m.get("onlink") is not None:
+        r.onlink = boolean(src, f"{where}.onlink", m["onlink"])
+        if r.onlink and (r.via is None or r.dev is None):
+            raise src.error(f"{where}.onlink", "an onlink route needs both via and dev")
     if r.via is None and r.dev is None:
         raise src.error(where, "a route needs via, dev or both")
     return r

@@ -14,6 +14,7 @@ import yaml
 from pktemu.errors import excerpt, shorten
 from pktemu.io.topofile_fields import Src, mapping, seq, string
 from pktemu.io.topofile_k8s import Allocations, check_objects
+from pktemu.io.topofile_merge import resolve_at
 from pktemu.k8s.manifests import Ctx
 from pktemu.k8s.objects import Service
 from pktemu.timeline import CLUSTER, load_builtin
@@ -53,7 +54,7 @@ def parse_timeline(src: Src, where: str, value: object, t: Topology, end: int,
         if t.kubernetes is not None:
             check_objects([(o, Ctx(src.path, 0, "")) for o in t.kubernetes.objects if isinstance(o, Service)],
                           t.kubernetes, t, alloc)
-    base = src.resolve(".")
+    base = resolve_at(src, where, ".")
     out: list[tuple[TimelineEntry, str]] = []
     for i, e in enumerate(entries):
         at_where = f"{where}[{i}]"

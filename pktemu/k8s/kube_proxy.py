@@ -1,6 +1,6 @@
 """The kube-proxy daemon of one node: watches Services and EndpointSlices, resyncs the node's
-netfilter through `iptables-restore --noflush`, clears stale UDP conntrack entries, and can crash
-and restart.
+netfilter through `iptables-restore --noflush` (or, in nftables mode, `nft -f` transactions),
+clears stale UDP conntrack entries, and can crash and restart.
 
 Events reach it after the cluster's watch latency; syncs then run through a bounded-frequency
 runner (at most two back to back, then one per `min_sync_period`), as upstream's. The first sync
@@ -16,7 +16,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pktemu.k8s.apiserver import DELETED, ApiServer
+from pktemu.k8s.nft_tx import TABLE, TableListing, apply_tx
 from pktemu.k8s.proxier_iptables import IptablesOptions, IptablesProxier
+from pktemu.k8s.proxier_nftables import NftablesOptions, NftablesProxier
 from pktemu.k8s.proxier_userspace import UserspaceProxier
 from pktemu.k8s.proxy_state import StaleUdp, endpoints_map, service_ports
 from pktemu.net.frame import ip2int
@@ -48,7 +50,7 @@ class KubeProxy:
         self.log: list[tuple[int, str]] = []
         self._services: dict[str, Any] = {}
         self._slices: dict[str, Any] = {}
-        self._proxier: IptablesProxier | UserspaceProxier | None = None
+        self._proxier: IptablesProxier | NftablesProxier | UserspaceProxier | None = None
         self._timer: Any = None
         self._tokens = float(BURST_SYNCS)
         self._tokens_at = 0
@@ -70,6 +72,14 @@ class KubeProxy:
         if self.cfg.mode == "userspace":
             self._proxier = UserspaceProxier(self.node, self.cfg.port, self.node_ip or "0.0.0.0",
                                              self.cfg.udp_idle_timeout, self.node.rng("kube-proxy"))
+        elif self.cfg.mode == "nftables":
+            oracle = self.cfg.variant == "kernel-oracle"
+            self._proxier = NftablesProxier(NftablesOptions(
+                self.cluster_cidr, self.cfg.masquerade_all,
+                not oracle if self.cfg.random_fully is None else self.cfg.random_fully, self.node_ip,
+                (self.node_ip,) if self.node_ip else None,         # --nodeport-addresses primary
+                self.api.settings.service_cidr,                    # the ServiceCIDR object
+                version=self.cfg.kube_proxy_version))
         else:
             oracle = self.cfg.variant == "kernel-oracle"
             random_fully = not oracle if self.cfg.random_fully is None else self.cfg.random_fully
@@ -144,6 +154,11 @@ class KubeProxy:
         if isinstance(proxier, UserspaceProxier):
             text = proxier.sync(svcs, eps, self.ruleset)
             stale = None
+        elif isinstance(proxier, NftablesProxier):
+            txs, stale = proxier.sync(svcs, eps, TableListing(self.node.nf, TABLE), self.node.sim.now)
+            for tx in txs:
+                apply_tx(self.node.nf, str(tx), f"<kube-proxy {self.node.name}>")
+            text = ""
         else:
             text, stale = proxier.sync(svcs, eps, self.ruleset)
         if text:

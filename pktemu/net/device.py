@@ -7,7 +7,7 @@ bridge when it is a bridge port, the node's protocol stack otherwise.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from pktemu.net.frame import BROADCAST_MAC, Frame, bytes2mac, int2ip
 
@@ -85,6 +85,9 @@ class NetDevice:
     def transmit(self, frame: Frame) -> None:
         raise NotImplementedError
 
+    def open(self) -> None:
+        """ndo_open, once the namespace's stacks exist (a tunnel binds its UDP socket here)."""
+
     def receive(self, frame: Frame) -> None:
         """__netif_receive_skb: taps, then the rx handler (bridge port) or the node's stack."""
         if not self.up:
@@ -96,3 +99,12 @@ class NetDevice:
             self.rx_handler(self, frame)
         else:
             self.node.netif_receive(self, frame)
+
+
+#: `ip link add NAME type KIND`: KIND -> factory(node, name, mac, mtu, params), for topology interfaces
+DeviceFactory = Callable[["Node", str, bytes, int, dict[str, Any]], NetDevice]
+DEVICE_KINDS: dict[str, DeviceFactory] = {}
+
+
+def register_kind(kind: str, factory: DeviceFactory) -> None:
+    DEVICE_KINDS[kind] = factory

@@ -70,8 +70,10 @@ def icmp_rcv(node: "Node", frame: Frame) -> None:
             handler[1](itype, code, quoted)
 
 
-def icmp_send(node: "Node", frame: Frame, itype: int, code: int, cause: str | None = None) -> None:
-    """__icmp_send(): an error about `frame` back to its source (`cause`: the note saying why)."""
+def icmp_send(node: "Node", frame: Frame, itype: int, code: int, cause: str | None = None,
+              info: int = 0) -> None:
+    """__icmp_send(): an error about `frame` back to its source (`cause`: the note saying why;
+    `info`: the second word, the next-hop MTU of a frag-needed)."""
     if not frame.is_ipv4:
         return
     data = frame.data
@@ -89,7 +91,7 @@ def icmp_send(node: "Node", frame: Frame, itype: int, code: int, cause: str | No
         return
     room = _MAX_ERROR_LEN - 20 - 8
     quoted = bytes(data[ETH_HLEN:ETH_HLEN + min(frame.ip_len, room)])
-    body = bytearray(struct.pack("!BBHI", itype, code, 0, 0) + quoted)
+    body = bytearray(struct.pack("!BBHI", itype, code, 0, info) + quoted)
     struct.pack_into("!H", body, 2, checksum(body))
     tos = (data[ETH_HLEN + 1] & 0x1E) | 0xC0
     ipv4.ip_send(node, src, saddr_orig, IPPROTO_ICMP, bytes(body), df=False, ttl=64, tos=tos,

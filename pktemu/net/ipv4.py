@@ -116,7 +116,7 @@ def ip_local_deliver(node: "Node", dev: NetDevice, frame: Frame) -> None:
         if whole is None:
             return
         frame = whole
-    if node.nf.hook(INPUT, frame, dev.name, None) != NF_ACCEPT:
+    if node.nf.hook(INPUT, frame, dev.name, None, physin=_physin(frame)) != NF_ACCEPT:
         return
     proto = frame.proto
     handler = node.protocols.get(proto)
@@ -144,11 +144,11 @@ def ip_forward(node: "Node", in_dev: NetDevice, frame: Frame, rt: Route) -> None
     if frame.ip_len > out.mtu:
         if frame.df:
             node.drop(frame, "ip_forward", f"needs fragmentation (len {frame.ip_len} > mtu {out.mtu}, DF)")
-            node.icmp_send(frame, 3, 4)
+            node.icmp_send(frame, 3, 4, info=out.mtu)
             return
     frame.dec_ttl()
     frame.note(f"fwd {in_dev.name}->{out.name} via {rt}" + (f" ({rt.why})" if rt.why else ""))
-    if node.nf.hook(FORWARD, frame, in_dev.name, out.name) != NF_ACCEPT:
+    if node.nf.hook(FORWARD, frame, in_dev.name, out.name, physin=_physin(frame)) != NF_ACCEPT:
         return
     ip_output(node, frame, out, nexthop)
 
@@ -201,7 +201,7 @@ def ip_local_out(node: "Node", frame: Frame) -> None:
 
 def ip_output(node: "Node", frame: Frame, out: NetDevice, nexthop: int) -> None:
     """ip_output + ip_finish_output2: POSTROUTING, then the neighbour layer."""
-    if node.nf.hook(POSTROUTING, frame, None, out.name) != NF_ACCEPT:
+    if node.nf.hook(POSTROUTING, frame, None, out.name, physin=_physin(frame)) != NF_ACCEPT:
         return
     if out.name == "lo":
         out.xmit(frame)
@@ -214,3 +214,10 @@ def ip_output(node: "Node", frame: Frame, out: NetDevice, nexthop: int) -> None:
             node.neigh.output(out, nexthop, piece)
         return
     node.neigh.output(out, nexthop, frame)
+
+
+def _physin(frame: Frame) -> str | None:
+    """The bridge port a frame came in on: br_netfilter's info stays on the skb once it is routed,
+    so physdev-in matches in INPUT, FORWARD and POSTROUTING too."""
+    nfb = frame.nf_bridge
+    return nfb.physin.dev.name if nfb is not None else None

@@ -97,6 +97,7 @@ class Node:
         self.neigh = NeighTable(self, on_failure=self._neigh_failure)
         self.frags = Reassembler(self)
         self.nf: Any = NoNetfilter()
+        self.ipsets: Any = None                   # ipset sets (pktemu.netfilter.ipset.IpsetStore)
         self.protocols: dict[int, tuple[ProtoRcv, ProtoErr | None]] = {}
         self.ping_sockets: dict[int, Callable[[Frame], None]] = {}   # ICMP echo id -> receiver
         #: what a timeline changed here and when ("sysctl net.ipv4.ip_forward" -> "... at 2.000 s"),
@@ -292,8 +293,8 @@ class Node:
                 ttl: int = 64, tos: int = 0) -> None:
         ipv4.ip_send(self, saddr, daddr, proto, l4, df=df, ttl=ttl, tos=tos)
 
-    def icmp_send(self, frame: Frame, icmp_type: int, code: int) -> None:
-        icmp.icmp_send(self, frame, icmp_type, code)
+    def icmp_send(self, frame: Frame, icmp_type: int, code: int, info: int = 0) -> None:
+        icmp.icmp_send(self, frame, icmp_type, code, info=info)
 
     def next_ip_id(self) -> int:
         self._ip_id = (self._ip_id + 1) & 0xFFFF

@@ -29,6 +29,7 @@ class Route:
     scope: str = RT_SCOPE_UNIVERSE
     metric: int = 0
     proto: str = "static"      # "kernel" for connected routes, as `ip route` shows
+    onlink: bool = False
     #: a route a timeline added ("added at 2.000 s by ip route add"): routing notes say so
     why: str = field(default="", compare=False)
 
@@ -51,6 +52,8 @@ class Route:
             s += f" src {int2ip(self.src)}"
         if self.metric:
             s += f" metric {self.metric}"
+        if self.onlink:
+            s += " onlink"
         return s
 
 

@@ -54,6 +54,9 @@ class UdpSocket:
         #: IP_PKTINFO's ipi_addr: where the datagram being delivered was sent (a wildcard socket
         #: cannot tell otherwise; its replies leave from the route's source, not from there).
         self.pktinfo = 0
+        #: a UDP tunnel's encap_rcv (setup_udp_tunnel_sock): each datagram, checked, goes to it at
+        #: once as (frame, offset of the UDP payload), never to the socket's queue
+        self.encap_rcv: Callable[[Frame, int], None] | None = None
 
     def __repr__(self) -> str:
         return f"<UdpSocket {int2ip(self.addr)}:{self.port}>"
@@ -153,6 +156,9 @@ class UdpStack:
             bcast = getattr(self.node, "is_broadcast", None)
             if daddr >> 28 != 0xE and not (bcast is not None and bcast(daddr)):
                 self.node.icmp_send(frame, 3, 3)
+            return
+        if s.encap_rcv is not None:
+            s.encap_rcv(frame, off + 8)
             return
         data = bytes(d[off + 8:off + ulen])
         self.node.sim.schedule(0, self._deliver, s, data, saddr, sport, daddr)

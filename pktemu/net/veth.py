@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pktemu.net.device import NetDevice
+from pktemu.net.device import NetDevice, register_kind
 from pktemu.net.frame import Frame
 from pktemu.sim import US
 
@@ -51,3 +51,6 @@ class Loopback(NetDevice):
 
     def transmit(self, frame: Frame) -> None:
         self.node.sim.schedule(0, self.receive, frame)
+
+
+register_kind("veth", lambda node, name, mac, mtu, _params: Veth(node, name, mac, mtu))

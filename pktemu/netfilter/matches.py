@@ -332,3 +332,6 @@ class ConnmarkMatch(MarkMatch):
 from pktemu.netfilter import matches_ct as _matches_ct  # noqa: E402,F401  (registers its matches)
 from pktemu.netfilter import matches_dev as _matches_dev  # noqa: E402,F401  (registers its matches)
 from pktemu.netfilter import matches_node as _matches_node  # noqa: E402,F401  (registers its matches)
+from pktemu.netfilter import matches_rate as _matches_rate  # noqa: E402,F401  (registers its matches)
+from pktemu.netfilter import matches_string as _matches_string  # noqa: E402,F401  (registers its matches)
+from pktemu.netfilter import matches_set as _matches_set  # noqa: E402,F401  (ipset: -m set, -j SET)

@@ -1,4 +1,4 @@
-"""Matches that real nodes' dumps use: nfacct, iprange, length, owner; u32 and set are refused.
+"""Matches that real nodes' dumps use: nfacct, iprange, length, owner; u32 is refused.
 
 Each parses and prints as its libxt_*.so does (checked against iptables 1.8.9, see
 tests/test_xtables_real_nodes.py) and matches as its xt_*.ko does, with the limits said per class.
@@ -50,7 +50,7 @@ class NfacctMatch(Match):
         return True
 
     def save(self) -> str:
-        return " --nfacct-name" + save_string(self.acct)
+        return " --nfacct-name " + save_string(self.acct)   # libxt_nfacct prints two blanks
 
 
 @register_match("iprange")
@@ -185,10 +185,3 @@ class U32Match(_Refused):
     why = ("match u32 is not modelled (its byte-offset tests are not interpreted); "
            "rewrite the rule with other matches (e.g. -p, --tcp-flags, -m length)")
 
-
-@register_match("set")
-class SetMatch(_Refused):
-    name = "set"
-    options = {"--match-set": Opt("match-set", nargs=2, invert=True)}
-    why = ("match set (ipset) is not modelled: no ipset sets exist in the emulated nodes; "
-           "write the set's members as -s/-d rules")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pktemu.errors import PktemuError
 from pktemu.netfilter.core import NF_ACCEPT, NF_DROP, NF_STOLEN, TABLE_HOOKS
 from pktemu.netfilter.xt_base import XT_CONTINUE, Pkt
+from pktemu.netfilter.nftrace import traced_traverse
 from pktemu.netfilter.rule_note import RuleNote
 from pktemu.netfilter.xt_rule import K_ACCEPT, K_DROP, K_EXT, K_GOTO, K_JUMP, K_RETURN, Rule
 
@@ -248,7 +249,14 @@ class Ruleset:
 
     # ------------------------------------------------------------------ the packet path
     def traverse(self, table: str, frame: "Frame", state: "HookState") -> int:
-        """ipt_do_table: the verdict of `table` for `frame` at `state.hook`."""
+        """ipt_do_table: the verdict of `table` for `frame` at `state.hook` (a TRACEd packet's walk
+        is also written down, see nftrace)."""
+        if "nftrace" in frame.meta or (table == "raw" and "trace" in self.ext):
+            return traced_traverse(self, table, frame, state)
+        return self.walk(table, frame, state)
+
+    def walk(self, table: str, frame: "Frame", state: "HookState") -> int:
+        """The rules of `table` in order, as ipt_do_table takes them."""
         t = self._tables.get(table)
         if t is None:
             raise PktemuError(f"ruleset {self.name or '?'}: no table '{table}' loaded")

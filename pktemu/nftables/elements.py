@@ -56,8 +56,9 @@ def parse_typed(cur: Cursor, typ: str) -> tuple[int, int | None, int | None]:
         raise cur.error(str(e), t) from None
 
 
-def parse_elements(cur: Cursor, s: NftSet) -> list[Element]:
-    """`{ k [timeout T] [comment "c"] [: data], ... }` for the key types of `s`."""
+def parse_elements(cur: Cursor, s: NftSet, keys_only: bool = False) -> list[Element]:
+    """`{ k [timeout T] [comment "c"] [: data], ... }` for the key types of `s`; `keys_only` for
+    `delete element`, which names a map's elements by their keys."""
     cur.expect("{")
     out: list[Element] = []
     while True:
@@ -102,7 +103,7 @@ def parse_elements(cur: Cursor, s: NftSet) -> list[Element]:
                 el.data = parse_verdict(cur)
             else:
                 el.data = parse_typed(cur, s.data_type)[0]
-        elif s.data_type is not None:
+        elif s.data_type is not None and not keys_only:
             raise cur.error(f"map '{s.name}' element without ': value'")
         out.append(el)
         cur.skip_nl()

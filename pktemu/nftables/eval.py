@@ -51,7 +51,8 @@ def run_chain(table: Table, base: Chain, frame: Any, state: HookState) -> int:
         kind = result.kind
         if trace is not None:
             trace.append({"table": table.name, "chain": chain.name,
-                          "rulenum": rule.handle, "rule": rule.shown(), "verdict": result.text().upper()})
+                          "rulenum": rule.handle, "rule": rule.shown(), "verdict": kind.upper(),
+                          "target": result.target or ""})
         if kind == "accept":
             return NF_ACCEPT
         if kind == "drop":

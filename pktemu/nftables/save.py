@@ -36,6 +36,10 @@ def list_table(t: Table, now: int = 0) -> str:
     return text
 
 
+#: the order nft prints a set's flags in, whatever order they were given in
+_FLAG_ORDER = ("constant", "dynamic", "interval", "timeout")
+
+
 def _set(s: NftSet, now: int) -> str:
     lines = [f"\t{s.kind} {s.name} {{"]
     typ = " . ".join(s.types)
@@ -45,7 +49,7 @@ def _set(s: NftSet, now: int) -> str:
     if s.size is not None or "dynamic" in s.flags:
         lines.append(f"\t\tsize {s.size or DYNAMIC_SIZE}")
     if s.flags:
-        lines.append(f"\t\tflags {','.join(s.flags)}")
+        lines.append(f"\t\tflags {','.join(sorted(s.flags, key=_FLAG_ORDER.index))}")
     if s.timeout is not None:
         lines.append(f"\t\ttimeout {format_time(parse_time(s.timeout) or 0)}")
     if s.comment is not None:

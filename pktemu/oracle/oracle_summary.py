@@ -271,6 +271,24 @@ def parse_nft_ruleset(text: str):
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+def nft_blocks(lines):
+    """A parse_nft_ruleset list as its tables, each with its sets and chains sorted: what the
+    ruleset is, whatever order its objects were created in."""
+    tables, cur = [], None
+    for line in lines:
+        if line.startswith("table "):
+            tables.append([line, []])
+        elif line.startswith(("set ", "map ", "chain ")) and line.endswith("{") and tables:
+            cur = [line]
+            tables[-1][1].append(cur)
+        elif cur is not None:
+            cur.append(line)
+            cur = None if line == "}" else cur
+        elif tables:
+            tables[-1][0] += "\n" + line
+    return sorted((head, sorted("\n".join(b) for b in blocks)) for head, blocks in tables)
+
+
 def _read(path):
     try:
         with open(path) as f:
@@ -446,6 +464,12 @@ def cmd_compare(a_path, b_path, level="brief", state=True):
             na, nb = a[sc].get("nft_ruleset", {}), b[sc].get("nft_ruleset", {})
             for node in sorted(set(na) | set(nb)):
                 ra, rb = na.get(node), nb.get(node)
+                if ra != rb and ra is not None and rb is not None and nft_blocks(ra) == nft_blocks(rb):
+                    # the kernel lists objects in creation order, which is the writer's (the oracle's
+                    # file, or kube-proxy's transactions): the same objects in another order are the same rules
+                    notes.append(f"[{sc}] nft ruleset {node}: the same tables, sets and chains, created "
+                                 "in another order")
+                    continue
                 if ra != rb:
                     diffs += 1
                     if ra is None or rb is None:

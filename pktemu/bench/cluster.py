@@ -1,0 +1,101 @@
+"""Generated clusters at two sizes (topologies/generated-large-cluster.yaml, N nodes x 30 pods):
+`pktemu run` (build + a short scenario + every output) in a forked child each time, so that its peak
+memory is its own, with the exponent of growth between the sizes (1 = linear)."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import statistics
+import tempfile
+import time
+from typing import Any, Callable
+
+from pktemu.bench import Figure, Goal, exponent, interleave
+from pktemu.bench.hops import EXAMPLES
+from pktemu.cli import main as pktemu_main
+
+CLUSTER = os.path.join(EXAMPLES, "generated-large-cluster.yaml")
+PODS = 30
+LINEAR = 1.1           # the goal: time and memory grow linearly (exponent at most 1.1)
+
+
+def cluster_file(directory: str, nodes: int, pods: int) -> str:
+    path = os.path.join(directory, f"cluster-{nodes}x{pods}.yaml")
+    with open(path, "w") as f:
+        f.write(f"extends: {{file: {CLUSTER}, merge: true}}\nvars: {{nodes: {nodes}, pods: {pods}}}\n")
+    return path
+
+
+def run_child(path: str, scenario: str) -> dict[str, Any]:
+    """One `pktemu run PATH --scenario S` in a forked child: wall seconds, the growth of its peak
+    resident memory over what it inherited (bytes), and the capture points written."""
+    rd, wr = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                        # the child: run, report, leave at once
+        os.close(rd)
+        res: dict[str, Any]
+        try:
+            out = tempfile.mkdtemp(prefix="pktemu-bench-")
+            rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            t0 = time.perf_counter()
+            status = pktemu_main(["run", path, "--scenario", scenario, "--out", out, "-q"])
+            secs = time.perf_counter() - t0
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            pcaps = len(os.listdir(os.path.join(out, scenario, "pcap"))) if status == 0 else 0
+            shutil.rmtree(out, ignore_errors=True)
+            res = {"status": status, "seconds": secs, "peak_bytes": max(rss - rss0, 1) * 1024, "pcaps": pcaps}
+        except BaseException as e:                      # reported to the parent, never raised here
+            res = {"status": -1, "error": repr(e)}
+        os.write(wr, json.dumps(res).encode())
+        os._exit(0)
+    os.close(wr)
+    data = b""
+    while chunk := os.read(rd, 65536):
+        data += chunk
+    os.close(rd)
+    os.waitpid(pid, 0)
+    res = json.loads(data or b'{"status": -1, "error": "the child died"}')
+    if res["status"] != 0:
+        raise RuntimeError(f"pktemu run {path} --scenario {scenario}: {res.get('error', res['status'])}")
+    return res
+
+
+def _side(path: str, scenario: str, runs: list[dict[str, Any]],
+          say: Callable[[str], None]) -> Callable[[], float]:
+    def once() -> float:
+        say(f"{os.path.basename(path)[:-5]}, scenario {scenario}")
+        runs.append(run_child(path, scenario))
+        return float(runs[-1]["seconds"])
+    return once
+
+
+def cluster_figures(direct: tuple[int, int], clients: tuple[int, int], reps: int,
+                    say: Callable[[str], None]) -> list[Figure]:
+    """Both scenarios, each at two node counts: `direct` (pod to pod, no Service) and `clients` (one
+    Service over every pod, so every node's kube-proxy programs every endpoint: the cluster's state
+    grows as nodes x all pods, and the clients scenario is measured at smaller sizes)."""
+    figs: list[Figure] = []
+    with tempfile.TemporaryDirectory(prefix="pktemu-bench-") as tmp:
+        for scenario, (small, big) in (("direct", direct), ("clients", clients)):
+            paths = {n: cluster_file(tmp, n, PODS) for n in (small, big)}
+            runs: dict[int, list[dict[str, Any]]] = {small: [], big: []}
+
+            ratios, _ = interleave(_side(paths[big], scenario, runs[big], say),
+                                   _side(paths[small], scenario, runs[small], say), reps)
+            mem = [b["peak_bytes"] / s["peak_bytes"] for b, s in zip(runs[big], runs[small], strict=True)]
+            size_ratio = big / small
+            goal = Goal(f"linear: exponent <= {LINEAR} (ratio <= {size_ratio ** LINEAR:.1f})",
+                        size_ratio ** LINEAR)
+            for what, vals, key, unit in (("time", ratios, "seconds", "s"),
+                                          ("peak memory", mem, "peak_bytes", "MB")):
+                absolute = [r[key] / (1e6 if unit == "MB" else 1) for r in runs[big]]
+                figs.append(Figure(
+                    f"cluster_{scenario}_{'time' if unit == 's' else 'memory'}",
+                    f"`pktemu run` of a {big} x {PODS} generated cluster, scenario {scenario}: {what}",
+                    f"the same at {small} x {PODS}", vals, absolute, unit, goal,
+                    {"exponent": exponent(statistics.median(vals), size_ratio),
+                     "sizes": [f"{small}x{PODS}", f"{big}x{PODS}"],
+                     "pcaps": runs[big][-1]["pcaps"]}))
+    return figs

@@ -1,0 +1,156 @@
+"""kube-proxy's packet-tracer question for its nftables mode, answered by pktemu's nft engine.
+
+Upstream's nftables proxier tests trace a packet (source, protocol, destination, port) through
+the ruleset kube-proxy wrote and list the endpoints it may reach and whether it is marked for
+masquerade (`tracePacket` / `nftablesTracer` in pkg/proxy/nftables/helpers_test.go, a regexp
+interpreter of kube-proxy's own rule shapes). Here the packet is a real frame run through the
+namespace's hooks by the real nftables engine (base chains at their priorities, conntrack, the
+NAT core, the masquerade in nat-postrouting), once per outcome of every `numgen random` draw, so
+the endpoints come out in vmap order, as upstream lists them.
+"""
+from __future__ import annotations
+
+import re
+import struct
+from typing import Any, Sequence
+
+from pktemu.errors import PktemuError
+from pktemu.explain.kube import MAX_BRANCHES, KubeBranch, KubeTrace, TracerNode
+from pktemu.net.frame import Frame, checksum, int2ip, ip2int
+from pktemu.net.ipv4 import build_ip
+from pktemu.netfilter.core import FORWARD, INPUT, NF_ACCEPT, OUTPUT, POSTROUTING, PREROUTING
+from pktemu.netfilter.hooks import Netfilter
+from pktemu.netfilter.xtables import Ruleset
+from pktemu.nftables.eval import attach
+from pktemu.nftables.model import NftRuleset
+from pktemu.nftables.parse import load_nft
+
+PROTOS = {"tcp": 6, "udp": 17, "sctp": 132}
+_NUMGEN_RE = re.compile(r"numgen random mod (\d+)")
+
+
+def load_kube_nft(text: str, name: str = "<kube-proxy>") -> NftRuleset:
+    """An NftRuleset from kube-proxy's transaction text (`add table ip kube-proxy ...` lines)."""
+    return load_nft(text, name)
+
+
+class _Draws:
+    """The RNG `numgen random` draws from: the script picks one of `ways` equal buckets per draw."""
+
+    def __init__(self, script: Sequence[int], ways: int) -> None:
+        self.script = script
+        self.ways = ways
+        self.made: list[int] = []
+
+    def getrandbits(self, bits: int) -> int:
+        i = len(self.made)
+        k = self.script[i] if i < len(self.script) else 0
+        self.made.append(k)
+        return ((2 * k + 1) << (bits - 1)) // self.ways      # the middle of bucket k
+
+
+class _Node(TracerNode):
+    """The namespace netfilter sees, with scripted `numgen` draws."""
+
+    name = "kube-nft-tracer"
+    draw_kind = "numgen"
+
+
+def _ways(rs: NftRuleset) -> int:
+    """The largest `numgen random mod N` of the ruleset: that many buckets reach every outcome."""
+    n = 1
+    for t in rs.tables.values():
+        for c in t.chains.values():
+            for r in c.rules:
+                n = max([n, *(int(m) for m in _NUMGEN_RE.findall(r.text))])
+    return n
+
+
+def trace_kube_nft_packet(rs: NftRuleset, source: str, protocol: str, dest: str, dport: int,
+                          node_ips: Sequence[str], sport: int = 40000,
+                          max_branches: int = MAX_BRANCHES) -> KubeTrace:
+    """Where a new connection from `source` to `dest:dport` goes through the nft ruleset `rs` on a
+    node with `node_ips`: every numgen branch, its endpoint and whether it is masqueraded.
+
+    Dynamic sets (session affinity) are emptied before each branch, so every branch is the first
+    packet of a new client, as in upstream's tracer, which never matches them.
+    """
+    proto = PROTOS.get(protocol.lower())
+    if proto is None:
+        raise PktemuError(f"kube tracer: protocol {protocol!r} not traced (tcp, udp or sctp)")
+    ips = [ip2int(a) for a in node_ips if ":" not in a]
+    src, dst = ip2int(source), ip2int(dest)
+    ways = _ways(rs)
+    branches: list[KubeBranch] = []
+    todo: list[tuple[int, ...]] = [()]
+    while todo:
+        if len(branches) == max_branches:
+            return KubeTrace(branches, truncated=True)
+        script = todo.pop(0)
+        for t in rs.tables.values():
+            for s in t.sets.values():
+                if "dynamic" in s.flags:
+                    s.clear()
+        b, made = _run(rs, _packet(src, dst, proto, sport, dport), ips, script, ways)
+        branches.append(b)
+        for i in range(len(script), len(made)):
+            todo.extend(tuple(made[:i]) + (k,) for k in range(1, ways))
+    return KubeTrace(branches)
+
+
+def _packet(src: int, dst: int, proto: int, sport: int, dport: int) -> Frame:
+    if proto == 6:
+        l4 = bytearray(struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, 0x02, 64240, 0, 0))
+    elif proto == 17:
+        l4 = bytearray(struct.pack("!HHHH", sport, dport, 8, 0))
+    else:
+        return build_ip(src, dst, proto, struct.pack("!HHII", sport, dport, 0, 0), ident=1)
+    pseudo = struct.pack("!IIBBH", src, dst, 0, proto, len(l4))
+    struct.pack_into("!H", l4, 16 if proto == 6 else 6, checksum(pseudo + bytes(l4)) or 0xFFFF)
+    return build_ip(src, dst, proto, bytes(l4), ident=1)
+
+
+def _run(rs: NftRuleset, frame: Frame, node_ips: list[int], script: tuple[int, ...],
+         ways: int) -> tuple[KubeBranch, list[int]]:
+    draws = _Draws(script, ways)
+    node = _Node(node_ips, draws)
+    nf = Netfilter(node, Ruleset(name="nftables"))
+    attach(nf, rs)
+    b = KubeBranch(())
+    before = (frame.daddr, frame.dport)
+
+    def hook(name: str, in_dev: str | None, out_dev: str | None) -> bool:
+        trace: list[dict[str, Any]] = []
+        verdict = nf.hook(name, frame, in_dev, out_dev, trace=trace)
+        b.hooks.append((name, verdict))
+        for t in trace:
+            t["hook"] = name
+        b.rules.extend(trace)
+        if verdict == NF_ACCEPT:
+            return True
+        last = next((t for t in reversed(trace) if t["verdict"] == "DROP"), None)
+        b.decided_by = last["rule"] if last else None
+        b.verdict = "REJECT" if node.rejected is not None else "DROP"
+        return False
+
+    if node.is_local(frame.saddr):
+        ok = hook(OUTPUT, None, "lo" if node.is_local(frame.daddr) else "eth0")
+        _dnat(b, frame, before)
+        out = "lo" if node.is_local(frame.daddr) else "eth0"
+        ok = ok and hook(POSTROUTING, None, out)
+        if ok and out == "lo":
+            ok = hook(PREROUTING, "lo", None) and hook(INPUT, "lo", None)
+    else:
+        ok = hook(PREROUTING, "eth0", None)
+        _dnat(b, frame, before)
+        if ok and node.is_local(frame.daddr):
+            hook(INPUT, "eth0", None)
+        elif ok and hook(FORWARD, "eth0", "eth0"):
+            hook(POSTROUTING, None, "eth0")
+    b.masquerade = any(t["verdict"] == "ACCEPT" and "masquerade" in t["rule"].split() for t in b.rules)
+    return b, list(draws.made)
+
+
+def _dnat(b: KubeBranch, frame: Frame, before: tuple[int, int]) -> None:
+    if (frame.daddr, frame.dport) != before:
+        b.endpoint = f"{int2ip(frame.daddr)}:{frame.dport}"
