@@ -19,8 +19,10 @@ from pktemu.errors import PktemuError
 from pktemu.infile import RULES_MAX_BYTES, read_text
 from pktemu.k8s.cluster import Cluster
 from pktemu.net.bridge import Bridge
+from pktemu.net import ipip  # noqa: F401  (registers the ipip device kind)
 from pktemu.net import vxlan  # noqa: F401  (registers the vxlan device kind)
 from pktemu.net.device import DEVICE_KINDS, IfAddr, NetDevice
+from pktemu.net.fib_rules import install_rules
 from pktemu.net.frame import Frame, ip2int, mac2bytes
 from pktemu.net.node import Node
 from pktemu.net.route import Route
@@ -132,6 +134,7 @@ class Network:
             node = self.nodes[m.name]
             for r in m.routes:
                 node.add_route(self._route(node, m, r))
+            install_rules(node.fib, m.ip_rules)
 
     def _build_node(self, m: topo.Node) -> Node:
         node = Node(self.sim, m.name, m.kind, dict(m.sysctls))
@@ -165,6 +168,9 @@ class Network:
 
     def _route(self, node: Node, m: topo.Node, r: topo.Route) -> Route:
         net = ipaddress.ip_network("0.0.0.0/0" if r.dst == "default" else r.dst, strict=False)
+        if r.type != "unicast":
+            return Route(int(net.network_address), net.prefixlen, "lo", metric=r.metric, table=r.table,
+                         type=r.type)
         gw = ip2int(r.via) if r.via else None
         dev = r.dev
         if dev is None:
@@ -177,7 +183,7 @@ class Network:
                                   f"is not on a connected network of node {m.name}")
             dev = conn.dev
         return Route(int(net.network_address), net.prefixlen, dev, gateway=gw,
-                     src=ip2int(r.src) if r.src else None, metric=r.metric, onlink=r.onlink)
+                     src=ip2int(r.src) if r.src else None, metric=r.metric, onlink=r.onlink, table=r.table)
 
     def device(self, ref: str) -> NetDevice:
         node, _, ifname = ref.partition("/")

@@ -23,7 +23,7 @@ class Interface:
     mac: str
     addresses: list[Address] = field(default_factory=list)
     mtu: int = 1500
-    type: str = "veth"           # `ip link add ... type T`: veth | vxlan (pktemu.net.device.DEVICE_KINDS)
+    type: str = "veth"           # `ip link add ... type T`: veth | vxlan | ipip (net.device.DEVICE_KINDS)
     #: the type's settings, checked (vxlan: vni, dstport, local, dev, learning, udpcsum, ttl, fdb, neighbours)
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -52,6 +52,8 @@ class Route:
     src: str | None = None       # preferred source address
     metric: int = 0
     onlink: bool = False         # `onlink`: the gateway is on the device even with no prefix route to it
+    table: int = 254             # `table N|main|local|default` (pktemu.net.fib_rules)
+    type: str = "unicast"        # or blackhole | unreachable | prohibit | throw (neither via nor dev)
 
 
 @dataclass
@@ -69,6 +71,8 @@ class Node:
     interfaces: dict[str, Interface] = field(default_factory=dict)
     bridges: dict[str, Bridge] = field(default_factory=dict)
     routes: list[Route] = field(default_factory=list)
+    #: `ip rule` list as pktemu.net.fib_rules.FibRule, in the order written (priority -1: unset)
+    ip_rules: list[Any] = field(default_factory=list)
     sysctls: dict[str, int] = field(default_factory=dict)
     apps: list[App] = field(default_factory=list)
     iptables: str | None = None  # path of an iptables-save / iptables-restore file

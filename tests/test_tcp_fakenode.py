@@ -68,14 +68,21 @@ class FakeNode:
                           err: Callable[[int, int, bytes], None] | None = None) -> None:
         self.protocols[proto] = (rcv, err)
 
+    def route_errno(self, daddr: int) -> str:
+        return "ENETUNREACH"
+
     def ip_send(self, saddr: int, daddr: int, proto: int, l4: bytes, *, df: bool = True,
-                ttl: int = 64, tos: int = 0) -> None:
+                ttl: int = 64, tos: int = 0, flow_saddr: int | None = None) -> None:
         self._ip_id = (self._ip_id + 1) & 0xFFFF
         hdr = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, tos, 20 + len(l4), self._ip_id,
                                     0x4000 if df else 0, ttl, proto, 0, saddr.to_bytes(4, "big"),
                                     daddr.to_bytes(4, "big")))
         struct.pack_into("!H", hdr, 10, checksum(hdr))
         self.net.deliver(self, bytes(hdr) + l4)
+
+    def ctl_send(self, saddr: int, daddr: int, proto: int, l4: bytes, *, df: bool = True,
+                 ttl: int = 64, tos: int = 0) -> None:
+        self.ip_send(saddr, daddr, proto, l4, df=df, ttl=ttl, tos=tos)
 
     def icmp_send(self, frame: Frame, icmp_type: int, code: int) -> None:
         quoted = frame.ip_bytes()[:548]

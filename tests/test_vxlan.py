@@ -165,7 +165,7 @@ def test_flow_hash_is_per_flow_and_direction_free() -> None:
      "nodes.node1.interfaces.flannel.1.dev: no underlay device 'eth9' on node node1 "
      "(devices: eth0, veth-pod1, cni0)"),
     (("interfaces", "flannel.1", "type"), "gre",
-     "nodes.node1.interfaces.flannel.1.type: unknown interface type 'gre' (types: veth, vxlan)"),
+     "nodes.node1.interfaces.flannel.1.type: unknown interface type 'gre' (types: veth, vxlan, ipip)"),
     (("interfaces", "flannel.1", "vni"), 2**24,
      "nodes.node1.interfaces.flannel.1.vni: "),
     (("interfaces", "flannel.1", "fdb"), [{"mac": "nope", "dst": "192.168.50.12"}],

@@ -188,16 +188,16 @@ def test_refused_with_one_line(tmp_path: Path, rule: str, msg: str) -> None:
     assert len(p.stderr.splitlines()) == 1 and msg in p.stderr, p.stderr
 
 
-def test_ct_zone_is_refused_with_one_line(tmp_path: Path) -> None:
+def test_bad_ct_zone_is_refused_with_one_line(tmp_path: Path) -> None:
     doc = yaml.safe_load(TOPOLOGY.read_text())
-    (tmp_path / "node1.rules").write_text("*raw\n-A PREROUTING -p udp -j CT --zone 5\nCOMMIT\n")
+    (tmp_path / "node1.rules").write_text("*raw\n-A PREROUTING -p udp -j CT --zone 65536\nCOMMIT\n")
     doc["nodes"]["node1"]["iptables"] = "node1.rules"
     doc["nodes"]["node2"]["iptables"] = str(ROOT / "topologies" / "kube-proxy-rules.iptables")
     (tmp_path / "topo.yaml").write_text(yaml.safe_dump(doc))
     out = tmp_path / "out"
     p = pktemu("run", str(tmp_path / "topo.yaml"), "--out", str(out), check=False, timeout=60)
     assert p.returncode == 2 and not out.exists()
-    assert p.stderr.count("\n") == 1 and "node1.rules:2: CT: conntrack zones" in p.stderr
+    assert p.stderr.count("\n") == 1 and "node1.rules:2: CT: cannot parse 65536 as a zone ID" in p.stderr
 
 
 # ---------------------------------------------------------------------- through a network, real Scapy packets

@@ -3,7 +3,9 @@
 `conntrack: "-D -p udp --orig-dst 10.3.241.152 --dport 53"`. Filters: `-p/--proto`, `-s/--src/
 --orig-src`, `-d/--dst/--orig-dst`, `-r/--reply-src`, `-q/--reply-dst`, `--sport/--orig-port-src`,
 `--dport/--orig-port-dst`, `--reply-port-src`, `--reply-port-dst` (ports need `-p tcp|udp`, as
-conntrack-tools asks), `--state` (TCP), `--dst-nat [IP]`, `--src-nat [IP]`, `-m/--mark`. A delete
+conntrack-tools asks), `--state` (TCP), `--dst-nat [IP]`, `--src-nat [IP]`, `-m/--mark`, `-w/--zone`,
+`--orig-zone`, `--reply-zone` (the zone an entry prints as `zone=`, `zone-orig=`, `zone-reply=`; 0
+for one that prints none). A delete
 that matches nothing fails as conntrack does ("0 flow entries"); the next packet of a deleted flow
 makes a new entry whose note says when and by what the old one went.
 """
@@ -26,6 +28,8 @@ _ADDR = {"-s": "osrc", "--src": "osrc", "--orig-src": "osrc", "-d": "odst", "--d
 _PORT = {"--sport": "osport", "--orig-port-src": "osport", "--dport": "odport", "--orig-port-dst": "odport",
          "--reply-port-src": "rsport", "--reply-port-dst": "rdport"}
 _NAT = {"--dst-nat": "dnat", "--src-nat": "snat"}
+#: zone filters and the zone directions (CtZone.dirs) of the attribute each compares with
+_ZONE = {"-w": ("zone", 3), "--zone": ("zone", 3), "--orig-zone": ("ozone", 1), "--reply-zone": ("rzone", 2)}
 
 
 def _addr(tok: str, where: str, opt: str) -> int:
@@ -81,6 +85,9 @@ def parse_conntrack(value: Any, where: str, base: str = "", _node: Any = None) -
             if st not in STATE_NAMES:
                 raise PktemuError(f"{where}: --state: unknown TCP state {excerpt(st)}")
             f["state"] = st
+        elif t in _ZONE:
+            f[_ZONE[t][0]] = _int(need(toks, i, where, "a zone"), where, t, 65535)
+            i += 1
         elif t in ("-m", "--mark"):
             f["mark"] = _int(need(toks, i, where, "a mark"), where, t, 2**32 - 1)
             i += 1
@@ -104,6 +111,10 @@ def _matches(ct: Conn, f: dict[str, Any]) -> bool:
               ("state", ct.tcp_state), ("mark", ct.mark))
     for key, have in checks:
         if key in f and f[key] != have:
+            return False
+    z = ct.zone
+    for key, dirs in _ZONE.values():
+        if key in f and f[key] != (z.id if z is not None and z.dirs == dirs else 0):
             return False
     if "dnat" in f and (r.src == o.dst or (f["dnat"] is not None and r.src != f["dnat"])):
         return False

@@ -1,4 +1,5 @@
-"""`ip link set`, `ip route add|del|replace`, `bridge link set ... hairpin` and `sysctl -w` mid-run.
+"""`ip link set`, `ip route add|del|replace [table N]`, `ip rule add|del`, `bridge link set ...
+hairpin` and `sysctl -w` mid-run.
 
 Arguments are the tools' own command lines (`ip: "route add 10.9.0.0/16 via 10.240.0.1"`);
 `sysctl` takes `{key: value}` or `"key=value"`. Names (devices, bridge ports, sysctl keys) are
@@ -15,9 +16,12 @@ from pktemu.actions.base import ActionFailed, NodeCtx, Where, need, words
 from pktemu.errors import PktemuError, excerpt
 from pktemu.io.topofile_sysctl import parse_sysctls
 from pktemu.net.frame import ip2int
-from pktemu.net.route import Route
+from pktemu.net.fib_rules import RT_TABLE_MAIN, find_rule, parse_rule, table_id
+from pktemu.net.route import Route, RouteTable
 from pktemu.timeline import NODE, register
 from pktemu.units import parse_ipv4, parse_ipv4_network
+
+ROUTE_TYPES = ("unicast", "blackhole", "unreachable", "prohibit", "throw")
 
 
 def _devices(node: Any) -> set[str]:
@@ -37,12 +41,17 @@ def _parse_route(toks: list[str], where: str, node: Any) -> dict[str, Any]:
     if verb not in ("add", "del", "delete", "replace"):
         raise PktemuError(f"{where}: ip route {excerpt(verb)}: expected add, del or replace")
     dst = need(toks, 2, where, "a destination")
+    rtype = "unicast"
+    if dst in ROUTE_TYPES:
+        rtype, toks = dst, toks[:2] + toks[3:]
+        dst = need(toks, 2, where, "a destination")
     if dst != "default":
         try:
             dst = str(parse_ipv4_network(dst, bare=True))
         except ValueError as e:
             raise PktemuError(f"{where}: not a destination like 10.9.0.0/16: {excerpt(dst)} ({e})") from None
-    r: dict[str, Any] = {"what": "route", "verb": "del" if verb == "delete" else verb, "dst": dst}
+    r: dict[str, Any] = {"what": "route", "verb": "del" if verb == "delete" else verb, "dst": dst,
+                         "type": rtype}
     i = 3
     while i < len(toks):
         key = toks[i]
@@ -58,13 +67,32 @@ def _parse_route(toks: list[str], where: str, node: Any) -> dict[str, Any]:
             if not val.isdigit() or int(val) > 2**32 - 1:
                 raise PktemuError(f"{where}: metric: expected a number, got {excerpt(val)}")
             r["metric"] = int(val)
+        elif key == "table":
+            try:
+                r["table"] = table_id(val)
+            except ValueError as e:
+                raise PktemuError(f"{where}: table: {e}") from None
         else:
             raise PktemuError(f"{where}: ip route: unknown or unsupported argument {excerpt(key)} "
-                              "(via, dev, src, metric)")
+                              "(via, dev, src, metric, table)")
         i += 2
-    if r["verb"] != "del" and "via" not in r and "dev" not in r:
+    if r["verb"] != "del" and "via" not in r and "dev" not in r and r["type"] == "unicast":
         raise PktemuError(f"{where}: a route needs via, dev or both")
+    if r["type"] != "unicast" and ("via" in r or "dev" in r):
+        raise PktemuError(f"{where}: a {r['type']} route takes neither via nor dev")
     return r
+
+
+def _parse_rule(toks: list[str], where: str) -> dict[str, Any]:
+    verb = need(toks, 1, where, "add or del")
+    if verb not in ("add", "del", "delete"):
+        raise PktemuError(f"{where}: ip rule {excerpt(verb)}: expected add or del")
+    try:
+        rule, given = parse_rule(toks[2:])
+    except ValueError as e:
+        raise PktemuError(f"{where}: ip rule: {e}") from None
+    return {"what": "rule", "verb": "del" if verb == "delete" else verb, "rule": rule,
+            "given": sorted(given)}
 
 
 def _parse_ip(value: Any, where: str, base: str, node: Any) -> dict[str, Any]:
@@ -81,12 +109,18 @@ def _parse_ip(value: Any, where: str, base: str, node: Any) -> dict[str, Any]:
         return {"what": "link", "dev": _dev(rest[0], where, node), "up": rest[1] == "up"}
     if obj in ("route", "r", "ro"):
         return _parse_route(toks, where, node)
-    raise PktemuError(f"{where}: ip {excerpt(obj)}: supported are \"link set DEV up|down\" and "
-                      "\"route add|del|replace ...\"")
+    if obj in ("rule", "ru"):
+        return _parse_rule(toks, where)
+    raise PktemuError(f"{where}: ip {excerpt(obj)}: supported are \"link set DEV up|down\", "
+                      "\"route add|del|replace ...\" and \"rule add|del ...\"")
 
 
 def _route(node: Any, a: dict[str, Any]) -> Route:
     net = ipaddress.IPv4Network("0.0.0.0/0" if a["dst"] == "default" else a["dst"])
+    table = a.get("table", RT_TABLE_MAIN)
+    if a.get("type", "unicast") != "unicast":
+        return Route(int(net.network_address), net.prefixlen, "lo", metric=a.get("metric", 0), table=table,
+                     type=a["type"])
     gw = ip2int(a["via"]) if "via" in a else None
     dev = a.get("dev")
     if gw is not None:
@@ -97,18 +131,20 @@ def _route(node: Any, a: dict[str, Any]) -> Route:
     if dev is None or dev not in node.devices:
         raise ActionFailed(f"Cannot find device \"{dev}\"")
     return Route(int(net.network_address), net.prefixlen, dev, gateway=gw,
-                 src=ip2int(a["src"]) if "src" in a else None, metric=a.get("metric", 0))
+                 src=ip2int(a["src"]) if "src" in a else None, metric=a.get("metric", 0), table=table)
 
 
 def _matching(node: Any, a: dict[str, Any]) -> list[Route]:
     net = ipaddress.IPv4Network("0.0.0.0/0" if a["dst"] == "default" else a["dst"])
     out = []
-    for r in node.routes.routes():
+    for r in node.fib.tables.get(a.get("table", RT_TABLE_MAIN), RouteTable()).routes():
         if (r.prefix, r.plen) != (int(net.network_address), net.prefixlen):
             continue
         if "via" in a and r.gateway != ip2int(a["via"]):
             continue
         if ("dev" in a and r.dev != a["dev"]) or ("metric" in a and r.metric != a["metric"]):
+            continue
+        if a.get("type", "unicast") != "unicast" and r.type != a["type"]:
             continue
         out.append(r)
     return out
@@ -122,21 +158,45 @@ def run_ip(ctx: NodeCtx, a: dict[str, Any]) -> str | None:
             raise ActionFailed(f"Cannot find device \"{a['dev']}\"")
         link_set(node, a["dev"], a["up"], f"ip link set {a['dev']} {'up' if a['up'] else 'down'} {ctx.when}")
         return None
+    if a["what"] == "rule":
+        return _run_rule(ctx, a)
+    table = node.fib.table(a.get("table", RT_TABLE_MAIN)) if a["verb"] != "del" else None
     if a["verb"] == "del":
         found = _matching(node, a)
         if not found:
             raise ActionFailed("RTNETLINK answers: No such process")
-        node.routes.remove(found[0])
+        node.fib.tables[found[0].table].remove(found[0])
         return None
     rt = replace(_route(node, a), why=f"{'replaced' if a['verb'] == 'replace' else 'added'} {ctx.when} "
                                       f"by ip route {a['verb']}")
     key = (rt.prefix, rt.plen, rt.metric)
-    same = [r for r in node.routes.routes() if (r.prefix, r.plen, r.metric) == key]
+    assert table is not None
+    same = [r for r in table.routes() if (r.prefix, r.plen, r.metric) == key]
     if same and a["verb"] == "add":
         raise ActionFailed("RTNETLINK answers: File exists")
     for r in same:
-        node.routes.remove(r)
+        table.remove(r)
     node.add_route(rt)
+    return None
+
+
+def _run_rule(ctx: NodeCtx, a: dict[str, Any]) -> str | None:
+    """`ip rule add|del`: add places a rule with no priority by fib_default_rule_pref; del takes
+    the first rule equal on every field given (EEXIST/ENOENT as the kernel answers)."""
+    fib = ctx.node.fib
+    rule = a["rule"]
+    if a["verb"] == "del":
+        found = find_rule(fib.rules, rule, set(a["given"]))
+        if found is None:
+            raise ActionFailed("RTNETLINK answers: No such file or directory")
+        fib.del_rule(found)
+        return None
+    if rule.priority < 0:
+        rule = replace(rule, priority=fib.default_priority())
+    if rule.action == "goto" and rule.goto is not None and rule.goto <= rule.priority:
+        raise ActionFailed("Error: Backward goto not supported.")
+    fib.add_rule(rule)
+    ctx.node.changes[f"rule {rule.priority}"] = f"rule {rule.priority} added {ctx.when} by ip rule add"
     return None
 
 

@@ -73,13 +73,13 @@ def start(node: "Node", params: dict[str, Any], result: dict[str, Any], done: Ca
     def send(seq: int) -> None:
         saddr = node.source_address(daddr)
         if saddr is None:
-            result["errors"].append({"error": "ENETUNREACH"})
+            result["errors"].append({"error": node.route_errno(daddr)})
         else:
             body = bytearray(struct.pack("!BBHHH", 8, 0, 0, ident, seq & 0xFFFF) + payload)
             struct.pack_into("!H", body, 2, checksum(body))
             sent[seq & 0xFFFF] = node.sim.now
             result["transmitted"] += 1
-            node.ip_send(saddr, daddr, 1, bytes(body), df=p["df"])
+            node.ip_send(saddr, daddr, 1, bytes(body), df=p["df"], flow_saddr=0)    # unbound socket
         if seq < count:
             node.sim.schedule(p["interval"], send, seq + 1)
         else:

@@ -61,7 +61,7 @@ run bridge-fdb.json bridge -j fdb show
 run bridge-link.json bridge -j -d link show
 run bridge-vlan.json bridge -j vlan show
 # the sysctls routing, filtering and conntrack depend on (one `key = value` a line)
-run sysctl.txt sh -c 'sysctl -a 2>/dev/null | grep -E "^net\.ipv4\.(ip_forward|ip_local_port_range|tcp_syn_retries|tcp_retries2|conf\.[^.]+\.(rp_filter|route_localnet|forwarding|proxy_arp|accept_local|arp_ignore|arp_announce|arp_filter|send_redirects|accept_redirects))|^net\.bridge\.bridge-nf-call|^net\.netfilter\.nf_conntrack_(max|tcp_loose|udp_timeout|tcp_timeout_established)"'
+run sysctl.txt sh -c 'sysctl -a 2>/dev/null | grep -E "^net\.ipv4\.(ip_forward|ip_local_port_range|tcp_syn_retries|tcp_retries2|conf\.[^.]+\.(rp_filter|route_localnet|forwarding|proxy_arp|accept_local|arp_ignore|arp_announce|arp_filter|send_redirects|accept_redirects)|neigh\.[^.]+\.proxy_delay)|^net\.bridge\.bridge-nf-call|^net\.netfilter\.nf_conntrack_(max|tcp_loose|udp_timeout|tcp_timeout_established)"'
 run iptables-save.txt iptables-save -c
 run iptables-legacy-save.txt iptables-legacy-save -c
 run iptables-nft-save.txt iptables-nft-save -c

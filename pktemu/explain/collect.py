@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from pktemu.explain.ctinfo import ct_entry, ct_state
 from pktemu.explain.kube import rule_target
-from pktemu.explain.model import PROTO_NAMES, Event, PacketView, RuleStep, TracedPacket
+from pktemu.explain.model import NFT_KEYS, PROTO_NAMES, Event, PacketView, RuleStep, TracedPacket
 from pktemu.netfilter.core import NF_ACCEPT, NF_DROP
 from pktemu.netfilter.hooks import Netfilter
 
@@ -213,7 +213,7 @@ class _TracingHooks:
             self.rec.in_hook -= 1
         ev.rules = [RuleStep(t["table"], t["chain"], t["rulenum"], t["rule"], t["verdict"],
                              t.get("target") or (rule_target(t["rule"]) if t["rulenum"] is not None else ""),
-                             t.get("priority"))
+                             t.get("priority"), {k: t[k] for k in NFT_KEYS if k in t} or None)
                     for t in trace]
         _queued_after_rule(ev.rules)
         ev.verdict = _VERDICTS.get(verdict, "stolen")

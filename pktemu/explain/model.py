@@ -121,6 +121,12 @@ class RuleStep:
     verdict: str                  # JUMP, GOTO, ACCEPT, DROP, CONTINUE, RETURN (policy: ACCEPT/DROP)
     target: str                   # the -j/-g word ("" for a policy)
     priority: int | None = None   # Python hooks only
+    #: native nftables steps: base (chain), family, header (the `packet:` line, on a base chain's
+    #: first step), mark (policy steps)
+    nft: dict[str, Any] | None = None
+
+
+NFT_KEYS = ("base", "family", "header", "mark")
 
 
 @dataclass
@@ -179,6 +185,7 @@ def _event_json(e: Event) -> dict[str, Any]:
 
 def _step_json(r: RuleStep) -> dict[str, Any]:
     d = asdict(r)
-    if d["priority"] is None:
-        del d["priority"]
+    for k in ("priority", "nft"):
+        if d[k] is None:
+            del d[k]
     return d

@@ -58,12 +58,24 @@ def verdict_words(step: RuleStep) -> str:
 
 
 def nft_lines(tp: TracedPacket, ev: Event, ct_changed: bool = True) -> list[str]:
-    """The `nft monitor trace` lines of one hook event (the ct line only when it says something new)."""
+    """The `nft monitor trace` lines of one hook event (the ct line only when it says something new).
+
+    A native nftables base chain prints as nft 1.0.6 does (checked against the kernel): its
+    `packet:` line (with nft's trailing space), a `rule` line for every rule that matched, with
+    `(verdict continue)` when it has no verdict, and `policy accept ` (with the mark when set)
+    when the chain ends. iptables tables keep one `ip HOOK packet:` line per hook and their rules in
+    iptables-save text (the kernel prints iptables-nft rules translated to nft syntax)."""
     tid = f"trace id {tp.trace_id}"
     devs = "".join(f' {k} "{v}"' for k, v in (("iif", ev.iif), ("oif", ev.oif), ("physin", ev.physin),
                                                ("physout", ev.physout)) if v)
-    lines = [f"{tid} ip {ev.hook} packet:{devs} {ev.packet.nft() if ev.packet else ''}".rstrip()]
+    packet = f"{tid} ip {ev.hook} packet:{devs} {ev.packet.nft() if ev.packet else ''}".rstrip()
+    lines: list[str] = [] if ev.rules and ev.rules[0].nft is not None else [packet]
     for r in ev.rules:
+        if r.nft is not None:
+            lines += _nft_step(tid, r)
+            continue
+        if packet not in lines:          # the first iptables step after native nftables chains
+            lines.append(packet)
         if r.table == "python":
             lines.append(f"{tid} python hook {r.rule} (prio {r.priority}): {r.verdict.lower()}")
         elif r.table == "nfqueue":
@@ -75,6 +87,21 @@ def nft_lines(tp: TracedPacket, ev: Event, ct_changed: bool = True) -> list[str]
     if ev.ct and ct_changed:
         lines.append(f"{tid} {ev.ct}")
     return lines
+
+
+def _nft_step(tid: str, r: RuleStep) -> list[str]:
+    nft = r.nft or {}
+    head = f"{tid} {nft.get('family', 'ip')} {r.table}"
+    out = []
+    if nft.get("header") is not None:
+        out.append(f"{head} {nft.get('base', r.chain)} packet: {nft['header']}")
+    if r.rulenum is None:
+        mark = nft.get("mark") or 0
+        shown = f"meta mark 0x{mark:08x} " if mark else ""
+        out.append(f"{head} {r.chain} policy {r.verdict.lower()} {shown}")
+    else:
+        out.append(f"{head} {r.chain} rule {r.rule} (verdict {verdict_words(r)})")
+    return out
 
 
 def _label(text: str, style: str = "") -> Text:

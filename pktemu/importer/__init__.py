@@ -1,8 +1,10 @@
 """`pktemu import`: a topology of a real cluster from `pktemu collect` dumps and Kubernetes objects.
 
 sources reads the DUMP arguments (archives, folders, YAML files) and tells node dumps from cluster
-objects by their content; node turns one node dump into a topology node; cluster wires the Pods
-to their host veths and joins the nodes through an underlay router; redact renames what is
+objects by their content; node turns one node dump into a topology node, with the devices the
+CNIs registered in cni claim (bridge, flannel VXLAN, Calico) and nft's tables; cluster wires the
+Pods to their host veths (bridged) or makes them nodes behind their cali veths (routed) and joins
+the nodes through an underlay router; redact renames what is
 sensitive; build assembles the files and writes them. Every problem is a `Notes` line, never an
 exception, unless nothing runnable is left.
 """

@@ -20,7 +20,7 @@ from pktemu.importer import Notes
 from pktemu.importer.cluster import (
     Cluster, manifest_objects, namer, split, supernet, underlay, wire_pods,
 )
-from pktemu.importer.node import ImportedNode, read_node, sysctls
+from pktemu.importer.node import ImportedNode, Vxlan, read_node, sysctls
 from pktemu.importer.redact import Redactor
 from pktemu.importer.sources import read_sources
 
@@ -51,7 +51,7 @@ def build(paths: list[str], out: str, notes: Notes, redact_seed: int | None = No
             "no node dump could be read"
         raise PktemuError(f"nothing runnable to import: {why}")
     taken = set(nodes)
-    pods = wire_pods(nodes, cluster, notes, taken)
+    pods, routed = wire_pods(nodes, cluster, notes, taken)
     if not cluster.pods:
         notes.warn("", "no Pod objects given (pktemu collect --cluster, or kubectl get pods -A -o yaml): "
                        "the topology has nodes only")
@@ -60,16 +60,21 @@ def build(paths: list[str], out: str, notes: Notes, redact_seed: int | None = No
     stem = os.path.splitext(os.path.basename(out))[0]
     topo: dict[str, Any] = {"name": stem, "seed": 1, "nodes": {}}
     rules: dict[str, str] = {}
+    nft: dict[str, str] = {}
     for n in nodes.values():
-        topo["nodes"][n.name] = _node(n, n.name in joined, pods, notes)
+        topo["nodes"][n.name] = _node(n, n.name in joined, pods, routed.veths, notes)
         if n.iptables is not None:
             rules[n.name] = n.iptables
             topo["nodes"][n.name]["iptables"] = f"{n.name}.iptables"
+        if n.nftables is not None:
+            nft[n.name] = n.nftables
+            topo["nodes"][n.name]["nftables"] = f"{n.name}.nft"
     veths: list[list[str]] = []
     if und:
         gw_name, gw, veths = und
         topo["nodes"][gw_name] = gw
-    topo["veths"] = veths
+    topo["nodes"].update(routed.nodes)
+    topo["veths"] = veths + routed.veths
     if pods:
         topo["pods"] = pods
     objects = manifest_objects(cluster, notes)
@@ -83,11 +88,16 @@ def build(paths: list[str], out: str, notes: Notes, redact_seed: int | None = No
         for name in sorted(nodes):
             red.node(name)
         names = {p: red.pod(k) for p, k in pod_names.items()}
+        for p, k in routed.keys.items():      # Calico's pods are nodes named as their Pods
+            red.nodes[p] = red.pod(k)
         topo = red.topology(topo, names)
         objects = [red.object(o, names) for o in objects]
         rules = {red.nodes[name]: red.rules(t) for name, t in rules.items()}
+        nft = {red.nodes[name]: red.rules(t) for name, t in nft.items()}
     for name, text in rules.items():
         files[f"{name}.iptables"] = text
+    for name, text in nft.items():
+        files[f"{name}.nft"] = text
     if objects:
         files[manifest] = "# Kubernetes objects imported by pktemu import (kubernetes.manifests)\n" + \
             yaml.safe_dump_all(objects, sort_keys=False, width=1_000_000)
@@ -105,13 +115,20 @@ def _pod_key(objects: list[dict[str, Any]], pod: str) -> str:
     return pod
 
 
-def _node(n: ImportedNode, joined: bool, pods: dict[str, dict[str, Any]], notes: Notes) -> dict[str, Any]:
+def _node(n: ImportedNode, joined: bool, pods: dict[str, dict[str, Any]], routed_veths: list[list[str]],
+          notes: Notes) -> dict[str, Any]:
     veths = {p["host_veth"]["name"] for p in pods.values() if p["node"] == n.name}
     spare = sorted(port for b in n.bridges.values() for port in b.ports if port not in veths)
     if spare:
         notes.warn(n.name, f"{len(spare)} bridge ports with no Pod wired to them left out: "
                            + ", ".join(spare[:6]) + (", ..." if len(spare) > 6 else ""))
-    devices = set(n.bridges) | veths | ({n.uplink} if n.uplink and joined else set())
+    cali = {v[1].split("/", 1)[1] for v in routed_veths if v[1].startswith(f"{n.name}/")}
+    spare_cali = sorted(set(n.routed) - cali)
+    if spare_cali:
+        notes.warn(n.name, f"{len(spare_cali)} cali veths with no Pod routed to them left out: "
+                           + ", ".join(spare_cali[:6]) + (", ..." if len(spare_cali) > 6 else ""))
+    devices = set(n.bridges) | set(n.vxlans) | cali | ({"tunl0"} if n.tunl else set()) | veths \
+        | ({n.uplink} if n.uplink and joined else set())
     out: dict[str, Any] = {}
     sc = sysctls(n, devices, notes)
     if sc:
@@ -124,6 +141,14 @@ def _node(n: ImportedNode, joined: bool, pods: dict[str, dict[str, Any]], notes:
         if n.uplink_mtu != 1500:
             iface["mtu"] = n.uplink_mtu
         out["interfaces"] = {n.uplink: iface}
+    for v in n.vxlans.values():
+        out.setdefault("interfaces", {})[v.name] = _vxlan(v, joined)
+    if n.tunl is not None:
+        out.setdefault("interfaces", {})["tunl0"] = n.tunl
+    for c in sorted(set(n.routed) & cali):
+        port = n.routed[c]
+        out.setdefault("interfaces", {})[c] = {**({"mac": port.mac} if port.mac else {}),
+                                               **({"mtu": port.mtu} if port.mtu != 1500 else {})}
     bridges: dict[str, Any] = {}
     for b in n.bridges.values():
         entry: dict[str, Any] = {}
@@ -136,11 +161,38 @@ def _node(n: ImportedNode, joined: bool, pods: dict[str, dict[str, Any]], notes:
         bridges[b.name] = entry
     if bridges:
         out["bridges"] = bridges
-    routes = [r for r in n.routes if joined or r.get("dev") != n.uplink]
+    routes = [r for r in n.routes if (joined or r.get("dev") != n.uplink) and r.get("dev") not in spare_cali]
     if len(routes) < len(n.routes):
-        notes.warn(n.name, f"{len(n.routes) - len(routes)} routes through the unjoined uplink left out")
+        notes.warn(n.name, f"{len(n.routes) - len(routes)} routes through the unjoined uplink or unused cali "
+                           "veths left out")
     if routes:
         out["routes"] = routes
+    if n.ip_rules:
+        out["ip_rules"] = n.ip_rules
+    return out
+
+
+def _vxlan(v: Vxlan, joined: bool) -> dict[str, Any]:
+    """flannel.1 as `type: vxlan` (docs/topology.md), with flanneld's FDB and neighbour entries."""
+    out: dict[str, Any] = {"type": "vxlan"}
+    if v.mac:
+        out["mac"] = v.mac
+    out["addresses"] = v.addresses
+    out["mtu"] = v.mtu
+    out["vni"] = v.vni
+    if v.local:
+        out["local"] = v.local
+    if v.dev and joined:
+        out["dev"] = v.dev
+    if v.port is not None:
+        out["dstport"] = v.port
+    out["learning"] = v.learning
+    if not v.udpcsum:
+        out["udpcsum"] = False
+    if v.ttl is not None:
+        out["ttl"] = v.ttl
+    out["fdb"] = v.fdb
+    out["neighbours"] = v.neighbours
     return out
 
 

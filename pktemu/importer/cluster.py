@@ -29,6 +29,15 @@ Wired = tuple[dict[str, Any], ImportedNode, str, str, str | None]
 
 
 @dataclass
+class Routed:
+    """Calico's pods: topology nodes, their veths to the cali devices, their Pods' `ns/name`."""
+
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    veths: list[list[str]] = field(default_factory=list)
+    keys: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class Cluster:
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)       # Node name -> object
     pods: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -99,11 +108,13 @@ def _key(obj: dict[str, Any]) -> tuple[str, str]:
     return str(meta.get("namespace") or "default"), str(meta.get("name"))
 
 
-def wire_pods(nodes: dict[str, ImportedNode], cluster: Cluster, notes: Notes,
-              taken: set[str]) -> dict[str, dict[str, Any]]:
-    """Topology pods of the Pods that could be wired; the Pod objects get the pktemu.io/netns
-    annotation naming them. The others are noted and left out."""
+def wire_pods(nodes: dict[str, ImportedNode], cluster: Cluster, notes: Notes, taken: set[str]
+              ) -> tuple[dict[str, dict[str, Any]], Routed]:
+    """Topology pods of the Pods a bridge CNI wired (the Pod objects get the pktemu.io/netns
+    annotation naming them), and topology nodes and veths of those Calico routes to. The others
+    are noted and left out."""
     wired: list[Wired] = []
+    routed: list[tuple[dict[str, Any], ImportedNode, str]] = []
     waiting: list[tuple[dict[str, Any], ImportedNode, str]] = []
     used: set[tuple[str, str]] = set()
     hostnet: list[str] = []
@@ -144,8 +155,14 @@ def wire_pods(nodes: dict[str, ImportedNode], cluster: Cluster, notes: Notes,
             continue
         bridge = next((b.name for b in node.bridges.values() for a in b.addresses if addr in a.network), None)
         if bridge is None:
-            notes.warn(where, f"{ip} is on no bridge of node {host} (a routed CNI such as Calico is not "
-                              "imported yet): left out")
+            cali = next((r["dev"] for r in node.routes if r.get("to") in (ip, f"{ip}/32") and "table" not in r
+                         and r.get("dev") in node.routed and "via" not in r), None)
+            if cali is not None and (host, cali) not in used:
+                used.add((host, cali))
+                routed.append((obj, node, cali))
+                continue
+            notes.warn(where, f"{ip} is on no bridge of node {host}, and no route `{ip}/32 dev cali...` "
+                              "(Calico) leads to it: left out")
             continue
         mac = node.neigh.get(ip, ("", ""))[0] or None
         port = node.fdb.get(mac) if mac else None
@@ -159,7 +176,37 @@ def wire_pods(nodes: dict[str, ImportedNode], cluster: Cluster, notes: Notes,
         notes.warn("", f"{len(hostnet)} hostNetwork Pods run in their node's own namespace, "
                        f"not as pods: {shown}")
     _eliminate(waiting, wired, used, notes)
-    return _pods(wired, taken, wanted)
+    return _pods(wired, taken, wanted), _routed(routed, taken, notes)
+
+
+def _routed(routed: list[tuple[dict[str, Any], ImportedNode, str]], taken: set[str],
+            notes: Notes) -> Routed:
+    """Calico's pods: topology nodes (the `pods:` shorthand plugs into a bridge) named as the Pod,
+    which is how `--from namespace/name` finds them; eth0 holds the /32, `default via 169.254.1.1
+    onlink` as Calico's CNI plugin sets it, the MAC the node's neighbour table has."""
+    out = Routed()
+    for obj, node, cali in sorted(routed, key=lambda w: _key(w[0])):
+        ns, name = _key(obj)
+        pick = name if NAME_RE.match(name) and name not in taken else f"{ns}.{name}"
+        base, i = pick, 2
+        while pick in taken:
+            pick, i = f"{base}-{i}", i + 1
+        taken.add(pick)
+        if pick != name:
+            notes.warn(f"Pod {ns}/{name}", f"imported as node {pick}: name it so (not {ns}/{name}) in --from")
+        ip = obj["status"]["podIP"]
+        eth0: dict[str, Any] = {}
+        mac = node.neigh.get(ip, ("", ""))[0]
+        if mac:
+            eth0["mac"] = mac
+        eth0["addresses"] = [f"{ip}/32"]
+        if node.routed[cali].mtu != 1500:
+            eth0["mtu"] = node.routed[cali].mtu
+        out.nodes[pick] = {"interfaces": {"eth0": eth0},
+                           "routes": [{"to": "default", "via": "169.254.1.1", "dev": "eth0", "onlink": True}]}
+        out.veths.append([f"{pick}/eth0", f"{node.name}/{cali}"])
+        out.keys[pick] = f"{ns}/{name}"
+    return out
 
 
 def _eliminate(waiting: list[tuple[dict[str, Any], ImportedNode, str]],
@@ -240,11 +287,13 @@ def underlay(nodes: dict[str, ImportedNode], cluster: Cluster, notes: Notes,
     veths: list[list[str]] = []
     sysctls: dict[str, int] = {"net.ipv4.ip_forward": 1, "net.ipv4.conf.all.rp_filter": 0}
     seen_nets: set[str] = set()
+    macs: set[str] = set()
     for i, n in enumerate(joined, 1):
         ifn = f"eth{i}"
         iface: dict[str, Any] = {}
-        if n.gateway_mac:
+        if n.gateway_mac and n.gateway_mac not in macs:     # nodes on one subnet share the gateway's MAC
             iface["mac"] = n.gateway_mac
+            macs.add(n.gateway_mac)
         iface["addresses"] = [{"address": f"{n.gateway}/32", "peer": n.address}]
         if n.uplink_mtu != 1500:
             iface["mtu"] = n.uplink_mtu
@@ -264,7 +313,22 @@ def underlay(nodes: dict[str, ImportedNode], cluster: Cluster, notes: Notes,
     for n in nodes.values():
         if n not in joined and n.uplink:
             notes.warn(n.name, "no default route on its uplink: not joined to the underlay")
+    if _shared_subnet(joined):
+        sysctls["net.ipv4.conf.all.proxy_arp"] = 1
+        for ifn in ifaces:
+            sysctls[f"net.ipv4.neigh.{ifn}.proxy_delay"] = 0
     return name, {"sysctls": sysctls, "interfaces": ifaces, "routes": routes}, veths
+
+
+def _shared_subnet(joined: list[ImportedNode]) -> bool:
+    """Nodes on one subnet ARP for each other (flannel's and Calico's tunnels go node to node):
+    the router then answers for the other nodes by proxy ARP, as a cloud's VPC fabric does."""
+    nets: list[ipaddress.IPv4Network] = []
+    for n in joined:
+        for a in n.uplink_addresses:
+            if isinstance(a, str):
+                nets.append(ipaddress.IPv4Interface(a).network)
+    return any(a.overlaps(b) for i, a in enumerate(nets) for b in nets[i + 1:])
 
 
 def manifest_objects(cluster: Cluster, notes: Notes) -> list[dict[str, Any]]:

@@ -1,9 +1,11 @@
-"""One node dump -> a topology node: its bridges and their veth ports, the uplink, IPv4
-addresses, main-table routes, sysctls and iptables-save rules, with a note for whatever is left out.
+"""One node dump -> a topology node: its bridges and their veth ports, its VXLAN devices, the
+uplink, IPv4 addresses, routes of every table and `ip rule`s, sysctls, iptables-save rules and
+kube-proxy's nftables tables, with a note for whatever is left out.
 
-Only what pktemu emulates is kept: Linux bridges, the veth ports pods hang off, and the uplink
-(the device of the default route), which the underlay joins to the router. Tunnels (flannel's
-VXLAN, Calico's IPIP), Calico's routed `cali*` veths and other device kinds are reported.
+Only what pktemu emulates is kept: the devices a registered CNI claims (importer/cni.py: Linux
+bridges and the veth ports pods hang off, flannel's VXLAN device, Calico's routed `cali*` veths
+and IPIP `tunl0`), and the uplink (the device of the default route), which the underlay joins
+to the router. Other tunnels and device kinds are reported.
 """
 from __future__ import annotations
 
@@ -16,12 +18,11 @@ from typing import Any
 from pktemu.errors import PktemuError
 from pktemu.importer import Notes
 from pktemu.importer.sources import NodeDump
-from pktemu.io.topofile_sysctl import CONF_SYSCTLS, GLOBAL_SYSCTLS
+from pktemu.io.topofile_sysctl import CONF_SYSCTLS, GLOBAL_SYSCTLS, NEIGH_SYSCTLS
 
-TUNNELS = {"vxlan": "VXLAN (flannel)", "ipip": "IPIP (Calico tunl0)", "gre": "GRE", "geneve": "Geneve",
+TUNNELS = {"ipip": "IPIP (other than the fallback tunl0)", "gre": "GRE", "geneve": "Geneve",
            "wireguard": "WireGuard", "sit": "SIT"}
 _IFNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}\Z")
-_NFT_COMPAT = {"filter", "nat", "mangle", "raw", "security"}
 
 
 @dataclass
@@ -43,10 +44,34 @@ class Bridge:
 
 
 @dataclass
+class Vxlan:
+    """A VXLAN device as `ip -d link` shows it, with flanneld's FDB and neighbour entries."""
+
+    name: str
+    mac: str | None
+    mtu: int
+    addresses: list[str]
+    vni: int
+    local: str | None
+    dev: str | None
+    port: int | None
+    learning: bool
+    udpcsum: bool
+    ttl: int | None
+    fdb: list[dict[str, str]] = field(default_factory=list)
+    neighbours: list[dict[str, str]] = field(default_factory=list)
+    up: bool = True
+
+
+@dataclass
 class ImportedNode:
     dump: NodeDump
     name: str = ""
     bridges: dict[str, Bridge] = field(default_factory=dict)
+    vxlans: dict[str, Vxlan] = field(default_factory=dict)
+    routed: dict[str, Port] = field(default_factory=dict)       # Calico's cali* veths (no bridge)
+    tunl: dict[str, Any] | None = None                           # Calico's tunl0, as a topology entry
+    cnis: set[str] = field(default_factory=set)                  # registered CNIs that claimed devices
     uplink: str | None = None
     uplink_mac: str | None = None
     uplink_mtu: int = 1500
@@ -54,11 +79,13 @@ class ImportedNode:
     gateway: str | None = None                                   # the default route's via
     gateway_mac: str | None = None
     routes: list[dict[str, Any]] = field(default_factory=list)
+    ip_rules: list[str] = field(default_factory=list)            # `ip rule add` words, defaults left out
     all_addresses: set[str] = field(default_factory=set)
     neigh: dict[str, tuple[str, str]] = field(default_factory=dict)   # ip -> (lladdr, dev)
     fdb: dict[str, str] = field(default_factory=dict)                 # learned mac -> port
     raw_sysctls: dict[str, str] = field(default_factory=dict)
     iptables: str | None = None
+    nftables: str | None = None                                  # the tables iptables-nft did not write
 
     @property
     def address(self) -> str | None:
@@ -90,27 +117,32 @@ def read_node(dump: NodeDump, notes: Notes,
     default = next((r for r in routes if r.get("dst") == "default" and r.get("table", "main") == "main"
                     and r.get("type", "unicast") == "unicast" and r.get("gateway")), None)
     uplink = default.get("dev") if default else None
+    from pktemu.importer.cni import Ctx, finish
+
     brlinks = {b.get("ifname"): b for b in dump.json("bridge-link.json", notes) or []}
+    neigh = dump.json("ip-neigh.json", notes) or []
+    ctx = Ctx(addrs, brlinks, dump.json("bridge-fdb.json", notes) or [], neigh, notes)
     for link in links:
-        _device(node, link, uplink, addrs, brlinks, notes)
+        _device(node, link, uplink, ctx)
     if node.uplink is None and uplink is not None:
         notes.warn(node.where, f"the default route's device {uplink} is not usable: node not joined "
                                "to the others")
     if default and node.uplink:
         node.gateway = str(default["gateway"])
-    for n in dump.json("ip-neigh.json", notes) or []:
+    for n in neigh:
         if n.get("lladdr") and isinstance(n.get("dst"), str) and "." in n["dst"]:
             node.neigh[n["dst"]] = (str(n["lladdr"]).lower(), str(n.get("dev")))
     if node.gateway and node.gateway in node.neigh:
         node.gateway_mac = node.neigh[node.gateway][0]
-    for f in dump.json("bridge-fdb.json", notes) or []:
-        if f.get("master") in node.bridges and f.get("state") != "permanent" and f.get("mac"):
-            node.fdb[str(f["mac"]).lower()] = str(f.get("ifname"))
+    finish(node, ctx)
+    _vxlan_lower(node, notes)
     _routes(node, routes, notes)
     _rules(node, dump.json("ip-rule.json", notes) or [], notes)
     _sysctls(node, notes)
     _iptables(node, notes)
-    _nft(node, notes)
+    from pktemu.importer.nft import read_nft
+
+    read_nft(node, notes)
     return node
 
 
@@ -132,13 +164,15 @@ def _addresses(data: list[dict[str, Any]]) -> dict[str, list[Any]]:
     return out
 
 
-def _device(node: ImportedNode, link: dict[str, Any], uplink: str | None, addrs: dict[str, list[Any]],
-            brlinks: dict[Any, dict[str, Any]], notes: Notes) -> None:
+def _device(node: ImportedNode, link: dict[str, Any], uplink: str | None, ctx: Any) -> None:
+    """A registered CNI's device, the uplink, or a note saying why it is left out."""
+    from pktemu.importer.cni import recognise
+
     name = str(link.get("ifname"))
     info = link.get("linkinfo") or {}
     kind = info.get("info_kind")
-    up = "UP" in (link.get("flags") or [])
     where = f"{node.where}: device {name}"
+    notes: Notes = ctx.notes
     if link.get("link_type") == "loopback" or name == "lo":
         return
     if not _IFNAME.match(name):
@@ -146,34 +180,17 @@ def _device(node: ImportedNode, link: dict[str, Any], uplink: str | None, addrs:
         return
     mac = str(link["address"]).lower() if link.get("address") else None
     mtu = int(link.get("mtu") or 1500)
-    if kind == "bridge":
-        if not up:
-            notes.warn(where, "bridge is down: left out")
-            return
-        data = info.get("info_data") or {}
-        ageing = data.get("ageing_time")
-        node.bridges[name] = Bridge(name, mac, [ipaddress.IPv4Interface(a) for a in addrs.get(name, [])
-                                                if isinstance(a, str)], bool(data.get("stp_state")),
-                                    int(ageing) // 100 if isinstance(ageing, int) else None)
+    if recognise(node, link, ctx):
         return
     if kind in TUNNELS:
         notes.warn(where, f"{TUNNELS[kind]} tunnel: not emulated yet, left out")
         return
     if name == uplink and kind in (None, "veth", "bond", "vlan", "macvlan") and not link.get("master"):
         node.uplink, node.uplink_mac, node.uplink_mtu = name, mac, mtu
-        node.uplink_addresses = addrs.get(name, [])
-        return
-    if kind == "veth" and link.get("master"):
-        bl = brlinks.get(name) or {}
-        slave = info.get("info_slave_data") or {}
-        hairpin = bool(bl.get("hairpin", slave.get("hairpin", False)))
-        port = Port(name, mac, hairpin, mtu)
-        node.bridges.setdefault(str(link["master"]), Bridge(str(link["master"]), None, [], False, None))
-        node.bridges[str(link["master"])].ports[name] = port
+        node.uplink_addresses = ctx.addrs.get(name, [])
         return
     if kind == "veth":
-        what = "Calico routed pod veth" if name.startswith("cali") else "veth outside any bridge"
-        notes.warn(where, f"{what}: not emulated yet, left out")
+        notes.warn(where, "veth outside any bridge: not emulated yet, left out")
         return
     if kind is None:
         notes.warn(where, "no default route through it: not joined to anything, left out")
@@ -181,8 +198,18 @@ def _device(node: ImportedNode, link: dict[str, Any], uplink: str | None, addrs:
         notes.warn(where, f"device kind {str(kind)[:30]} not emulated: left out")
 
 
+def _vxlan_lower(node: ImportedNode, notes: Notes) -> None:
+    """A VXLAN device's `dev` must be a device the topology has: the uplink."""
+    for v in node.vxlans.values():
+        if v.dev is not None and v.dev != node.uplink:
+            notes.warn(f"{node.where}: device {v.name}", f"its lower device {v.dev} is not the uplink: "
+                                                         "imported without dev")
+            v.dev = None
+
+
 def _kept_devices(node: ImportedNode) -> set[str]:
-    return set(node.bridges) | ({node.uplink} if node.uplink else set())
+    return set(node.bridges) | set(node.vxlans) | set(node.routed) | ({"tunl0"} if node.tunl else set()) \
+        | ({node.uplink} if node.uplink else set())
 
 
 def _connected(node: ImportedNode) -> list[tuple[str, ipaddress.IPv4Network | None, str | None]]:
@@ -190,6 +217,10 @@ def _connected(node: ImportedNode) -> list[tuple[str, ipaddress.IPv4Network | No
     out: list[tuple[str, ipaddress.IPv4Network | None, str | None]] = []
     for b in node.bridges.values():
         out += [(b.name, a.network, None) for a in b.addresses]
+    for v in node.vxlans.values():
+        out += [(v.name, ipaddress.IPv4Interface(a).network, None) for a in v.addresses]
+    for a in (node.tunl or {}).get("addresses", []):
+        out.append(("tunl0", ipaddress.IPv4Interface(a).network, None))
     for a in node.uplink_addresses:
         if isinstance(a, dict):
             out.append((node.uplink or "", None, a["peer"]))
@@ -200,14 +231,10 @@ def _connected(node: ImportedNode) -> list[tuple[str, ipaddress.IPv4Network | No
 
 def _routes(node: ImportedNode, routes: list[dict[str, Any]], notes: Notes) -> None:
     kept, conn = _kept_devices(node), _connected(node)
-    other_tables: set[str] = set()
-    seen: set[tuple[str, int]] = set()
+    seen: set[tuple[str, int, str]] = set()
     for r in routes:
         table = str(r.get("table", "main"))
         if table == "local":
-            continue
-        if table != "main":
-            other_tables.add(table)
             continue
         dst, dev, via = str(r.get("dst")), r.get("dev"), r.get("gateway")
         rtype = r.get("type", "unicast")
@@ -222,6 +249,9 @@ def _routes(node: ImportedNode, routes: list[dict[str, Any]], notes: Notes) -> N
             continue
         if r.get("protocol") == "kernel" and r.get("scope") == "link":
             continue                                     # connected: pktemu adds it from the address
+        if rtype in ("blackhole", "unreachable", "prohibit", "throw"):
+            _typed_route(node, r, dst, table, seen, notes)
+            continue
         if rtype != "unicast":
             notes.warn(where, f"{rtype} routes are not emulated: left out")
             continue
@@ -231,33 +261,77 @@ def _routes(node: ImportedNode, routes: list[dict[str, Any]], notes: Notes) -> N
         if dev not in kept:
             notes.warn(where, f"through device {dev}, which is left out: left out")
             continue
-        if via is not None and not any(d == dev and ((net is not None and ipaddress.IPv4Address(via) in net)
-                                                     or peer == via) for d, net, peer in conn):
+        onlink = "onlink" in (r.get("flags") or [])
+        if via is not None and not onlink and not any(
+                d == dev and ((net is not None and ipaddress.IPv4Address(via) in net) or peer == via)
+                for d, net, peer in conn):
             notes.warn(where, f"gateway {via} is not on a connected network of {dev}: left out")
             continue
         metric = int(r.get("metric") or 0)
-        if (dst, metric) in seen:
+        if (dst, metric, table) in seen:
             notes.warn(where, "a second route with this destination and metric: left out")
             continue
-        seen.add((dst, metric))
+        seen.add((dst, metric, table))
         entry: dict[str, Any] = {"to": dst}
         if via is not None:
             entry["via"] = str(via)
         entry["dev"] = str(dev)
+        if onlink and via is not None:
+            entry["onlink"] = True
         if r.get("prefsrc") and r["prefsrc"] in node.all_addresses:
             entry["src"] = str(r["prefsrc"])
         if metric:
             entry["metric"] = metric
+        if table != "main":
+            entry["table"] = int(table) if table.isdigit() else table
         node.routes.append(entry)
-    for t in sorted(other_tables):
-        notes.warn(f"{node.where}: routing table {t}", "policy routing tables are not imported yet: left out")
+
+
+def _typed_route(node: ImportedNode, r: dict[str, Any], dst: str, table: str,
+                 seen: set[tuple[str, int, str]], notes: Notes) -> None:
+    """A blackhole/unreachable/prohibit/throw route (Calico's `blackhole` for its IPAM block)."""
+    metric = int(r.get("metric") or 0)
+    if (dst, metric, table) in seen:
+        notes.warn(f"{node.where}: route {dst[:40]}",
+                   "a second route with this destination and metric: left out")
+        return
+    seen.add((dst, metric, table))
+    entry: dict[str, Any] = {"to": dst, "type": str(r["type"])}
+    if metric:
+        entry["metric"] = metric
+    if table != "main":
+        entry["table"] = int(table) if table.isdigit() else table
+    node.routes.append(entry)
 
 
 def _rules(node: ImportedNode, rules: list[dict[str, Any]], notes: Notes) -> None:
-    extra = [r for r in rules if str(r.get("table")) not in ("local", "main", "default")]
-    if extra:
-        notes.warn(f"{node.where}: ip-rule.json", f"{len(extra)} policy routing rules (ip rule) "
-                                                  "not imported yet")
+    """`ip -j rule` -> the topology's `ip_rules` (as `ip rule add` words), the kernel's three
+    default rules left implicit; a rule with a selector pktemu does not model is left out."""
+    from pktemu.net.fib_rules import DEFAULT_RULES, json_rule_words, parse_rule
+    where = f"{node.where}: ip-rule.json"
+    present: set[int] = set()
+    for r in rules:
+        if not isinstance(r, dict):
+            notes.warn(where, "a rule that is not a JSON object: left out")
+            continue
+        toks, unknown = json_rule_words(r)
+        if unknown:
+            notes.warn(f"{where}: rule {r.get('priority')}",
+                       f"{', '.join(unknown)}: not emulated, rule left out")
+            continue
+        try:
+            rule, _ = parse_rule(toks)
+        except ValueError as e:
+            notes.warn(f"{where}: rule {r.get('priority')}", f"{e}: left out")
+            continue
+        if rule in DEFAULT_RULES:
+            present.add(rule.priority)
+            continue
+        node.ip_rules.append(" ".join(toks))
+    if rules:
+        for d in DEFAULT_RULES:
+            if d.priority not in present:
+                notes.warn(where, f"the default rule \"{d.text}\" was deleted on the node; pktemu keeps it")
 
 
 def _sysctls(node: ImportedNode, notes: Notes) -> None:
@@ -277,8 +351,16 @@ def sysctls(node: ImportedNode, devices: set[str], notes: Notes) -> dict[str, in
     ignored: list[str] = []
     for key, value in sorted(node.raw_sysctls.items()):
         rng = GLOBAL_SYSCTLS.get(key)
+        if rng is None and key.startswith("net.ipv4.neigh.") and key.count(".") >= 4:
+            dev, knob = key[len("net.ipv4.neigh."):].rsplit(".", 1)
+            dev = dev.replace("/", ".")
+            key = f"net.ipv4.neigh.{dev}.{knob}"
+            if dev in devices:
+                rng = NEIGH_SYSCTLS.get(knob)
         if rng is None and key.startswith("net.ipv4.conf.") and key.count(".") >= 4:
             dev, knob = key[len("net.ipv4.conf."):].rsplit(".", 1)
+            dev = dev.replace("/", ".")                 # sysctl -a spells flannel.1 as flannel/1
+            key = f"net.ipv4.conf.{dev}.{knob}"
             if dev in ("all", "default") or dev in devices:
                 rng = CONF_SYSCTLS.get(knob)
         try:
@@ -319,12 +401,3 @@ def _iptables(node: ImportedNode, notes: Notes) -> None:
         notes.warn("", f"{e} (rules do not parse: the node has no iptables rules)")
         return
     node.iptables = text
-
-
-def _nft(node: ImportedNode, notes: Notes) -> None:
-    text = node.dump.text("nft-ruleset.txt") or ""
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and parts[0] == "table" and parts[2] not in _NFT_COMPAT:
-            notes.warn(f"{node.where}: nft-ruleset.txt",
-                       f"nftables table {parts[1]} {parts[2]}: not imported yet (only iptables rules are)")

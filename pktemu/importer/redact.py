@@ -110,6 +110,8 @@ class Redactor:
         for v in t["nodes"].values():
             if "iptables" in v:
                 v["iptables"] = f"{self._file_node(v['iptables'])}.iptables"
+            if "nftables" in v:
+                v["nftables"] = f"{self._file_node(v['nftables'].removesuffix('.nft'))}.nft"
         if "pods" in topo:
             t["pods"] = {pod_names[p]: {**v, "node": self.nodes.get(v["node"], v["node"])}
                          for p, v in topo["pods"].items()}

@@ -13,8 +13,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from pktemu.explain.comment import frame_comment, plain_comment
-from pktemu.io.pcap import PcapWriter
+from pktemu.io.pcap import LINKTYPE_ETHERNET, PcapWriter
 from pktemu.io.pcapng import INBOUND, OUTBOUND, PcapngWriter
+from pktemu.net.frame import ETH_HLEN
 from pktemu.sim import EPOCH_NS
 
 if TYPE_CHECKING:
@@ -29,10 +30,11 @@ _DEVICE_PLACES = ("dev", "veth", "bridge", "br_netfilter")
 class CaptureTap:
     """A packet socket on one device: feeds its own pcap and the merged pcapng."""
 
-    __slots__ = ("name", "pcap", "merged", "iface", "count", "plain")
+    __slots__ = ("name", "pcap", "merged", "iface", "count", "plain", "skip")
 
     def __init__(self, name: str, pcap: PcapWriter, merged: PcapngWriter, iface: int,
-                 point: str = "") -> None:
+                 point: str = "", skip: int = 0) -> None:
+        self.skip = skip        # 14 on a device without a link layer (ipip): raw IPv4 is captured
         self.name = name
         self.pcap = pcap
         self.merged = merged
@@ -41,7 +43,7 @@ class CaptureTap:
         self.plain = {d: plain_comment(d, point or name) for d in ("in", "out")}
 
     def record(self, ts_ns: int, frame: "Frame", direction: str) -> None:
-        data = bytes(frame.data)
+        data = bytes(frame.data[self.skip:])
         ts = EPOCH_NS + ts_ns
         notes = frame.notes
         if notes:
@@ -65,10 +67,13 @@ class CaptureSet:
 
     def attach(self, name: str, dev: "NetDevice") -> CaptureTap:
         point = f"{dev.node.name}/{dev.name}"
-        iface = self.merged.add_interface(point, description=describe(name, dev), mac=dev.mac,
+        linktype: int = getattr(dev, "linktype", LINKTYPE_ETHERNET)
+        raw = linktype != LINKTYPE_ETHERNET
+        iface = self.merged.add_interface(point, linktype, description=describe(name, dev),
+                                          mac=None if raw else dev.mac,
                                           ipv4=[(a.addr, a.plen) for a in dev.addresses])
-        pcap = PcapWriter(os.path.join(self.pcap_dir, f"{name}.pcap"))
-        tap = CaptureTap(name, pcap, self.merged, iface, point)
+        pcap = PcapWriter(os.path.join(self.pcap_dir, f"{name}.pcap"), linktype)
+        tap = CaptureTap(name, pcap, self.merged, iface, point, ETH_HLEN if raw else 0)
         self.taps[name] = tap
         self.devices[name] = dev
         dev.taps.append(tap)

@@ -75,6 +75,8 @@ def _check_tunnels(b: Built) -> None:
     VXLAN headers), and that by default."""
     for n, node in b.nodes.items():
         for ifn, ifc in node.interfaces.items():
+            if ifc.type == "ipip" and ifc.mtu == 0:
+                ifc.mtu = 1480                  # the fallback tunl0: ETH_DATA_LEN - 20
             if ifc.type != "vxlan":
                 continue
             lower = ifc.params.get("dev")
@@ -135,9 +137,17 @@ def _check_binds(b: Built) -> None:
 
 
 def _check_macs(b: Built) -> None:
+    """MACs are unique, except on unaddressed devices outside any bridge: Calico gives every
+    host-side cali veth ee:ee:ee:ee:ee:ee (each is a point-to-point link to one pod)."""
     seen: dict[str, tuple[str, str]] = {}
+    shareable: set[tuple[str, str]] = set()
     for n, node in b.nodes.items():
+        ported = {p.name for br in node.bridges.values() for p in br.ports}
+        shareable |= {(n, dev) for dev, _, addrs in _devices(node)
+                      if not addrs and dev not in ported and dev not in node.bridges}
         for dev, mac, _ in _devices(node):
+            if mac in seen and (n, dev) in shareable and seen[mac] in shareable:
+                continue
             if mac in seen:
                 raise b.error(("dev", n, dev), f"MAC {mac} is also used by {b.where(('dev', *seen[mac]))}",
                               ".mac")
@@ -158,7 +168,7 @@ def _check_routes(b: Built, node: Node) -> None:
                 peers.append((dev, ipaddress.IPv4Address(a.peer)))
             else:
                 connected.append((dev, iface.network))
-    seen: dict[tuple[str, int], int] = {}
+    seen: dict[tuple[str, int, int], int] = {}
     for i, r in enumerate(node.routes):
         key = ("route", n, i)
         if r.dev is not None and r.dev not in devs:
@@ -176,7 +186,7 @@ def _check_routes(b: Built, node: Node) -> None:
                                    f"of node {n}{dev}")
         if r.src is not None and ipaddress.IPv4Address(r.src) not in local:
             raise b.error(key, f"route to {r.dst}: src {r.src} is not an address of node {n}", ".src")
-        if (r.dst, r.metric) in seen:
+        if (r.dst, r.metric, r.table) in seen:
             raise b.error(key, f"route to {r.dst} with metric {r.metric} is already defined at "
-                               f"{b.where(('route', n, seen[(r.dst, r.metric)]))}")
-        seen[(r.dst, r.metric)] = i
+                               f"{b.where(('route', n, seen[(r.dst, r.metric, r.table)]))}")
+        seen[(r.dst, r.metric, r.table)] = i

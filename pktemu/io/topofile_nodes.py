@@ -34,8 +34,8 @@ from pktemu.io.topofile_sysctl import parse_sysctls
 from pktemu.topo import Address, App, Bridge, BridgePort, Interface, Node, Route, Veth
 from pktemu.units import parse_duration, parse_ipv4_network
 
-NODE_KEYS = ("sysctls", "interfaces", "bridges", "routes", "iptables", "nftables", "ipsets", "apps",
-             "resolv")
+NODE_KEYS = ("sysctls", "interfaces", "bridges", "routes", "ip_rules", "iptables", "nftables", "ipsets",
+             "apps", "resolv")
 POD_KEYS = ("node", "bridge", "host_veth", "mac", "address", "addresses", "gateway", "apps", "resolv",
             "sysctls", "mtu")
 
@@ -186,6 +186,7 @@ def parse_node(src: Src, where: str, nname: str, value: object, b: Built) -> Non
     for i, r in enumerate(seq(src, f"{where}.routes", m.get("routes"))):
         node.routes.append(parse_route(src, f"{where}.routes[{i}]", r))
         b.places[("route", nname, i)] = (src, f"{where}.routes[{i}]")
+    node.ip_rules = parse_ip_rules(src, f"{where}.ip_rules", m.get("ip_rules"))
     if m.get("iptables") is not None:
         path = resolve_at(src, f"{where}.iptables", path_field(src, f"{where}.iptables", m["iptables"]))
         if (problem := not_a_file(path)) is not None:
@@ -239,6 +240,23 @@ def _vxlan_params(src: Src, at: str, m: dict[str, Any]) -> dict[str, Any]:
     return p
 
 
+def _ipip_params(src: Src, at: str, m: dict[str, Any]) -> dict[str, Any]:
+    """The ipip module's fallback `tunl0` (remote any, local any), with `ip tunnel change tunl0
+    [ttl N] [pmtudisc]`; by default `ttl inherit nopmtudisc`."""
+    if not at.endswith(".tunl0"):
+        raise src.error(at, "an ipip interface is the ipip module's fallback device, named tunl0 "
+                            "(remote any, local any)")
+    p: dict[str, Any] = {}
+    if m.get("pmtudisc") is not None:
+        p["pmtudisc"] = boolean(src, f"{at}.pmtudisc", m["pmtudisc"])
+    if m.get("ttl") is not None:
+        p["ttl"] = integer(src, f"{at}.ttl", m["ttl"], 1, 255)
+        if not p.get("pmtudisc"):
+            raise src.error(f"{at}.ttl", "a fixed ttl needs pmtudisc: true (ip tunnel: ttl != 0 and "
+                                         "nopmtudisc are incompatible)")
+    return p
+
+
 ZERO_MAC = "00:00:00:00:00:00"
 
 #: interface `type:` -> (its own keys, their parser); pktemu.net.device.DEVICE_KINDS builds them
@@ -246,12 +264,41 @@ LINK_TYPES: dict[str, tuple[tuple[str, ...], Callable[[Src, str, dict[str, Any]]
     "veth": ((), None),
     "vxlan": (("vni", "dstport", "local", "dev", "learning", "udpcsum", "ttl", "fdb", "neighbours"),
               _vxlan_params),
+    "ipip": (("ttl", "pmtudisc"), _ipip_params),
 }
+
+
+RULE_KEYS = ("priority", "from", "to", "iif", "oif", "fwmark", "tos", "ipproto", "sport", "dport", "not",
+             "table", "action", "goto", "suppress_prefixlength")
+
+
+def parse_ip_rules(src: Src, where: str, value: object) -> list[Any]:
+    """`ip_rules:` items, each `ip rule add` words ("from 10.0.0.0/8 lookup 100") or a mapping."""
+    from pktemu.net.fib_rules import ACTIONS, parse_rule, rule_tokens
+    out = []
+    for i, r in enumerate(seq(src, where, value)):
+        at = f"{where}[{i}]"
+        if isinstance(r, str):
+            toks = r.split()
+        else:
+            m = mapping(src, at, r, allowed=RULE_KEYS)
+            if m.get("action") is not None and m["action"] not in ACTIONS:
+                raise src.error(f"{at}.action", f"expected one of {', '.join(ACTIONS)}, "
+                                                f"got {excerpt(m['action'])}")
+            if m.get("not") is not None:
+                boolean(src, f"{at}.not", m["not"])
+            toks = rule_tokens(m)
+        try:
+            out.append(parse_rule(toks)[0])
+        except ValueError as e:
+            raise src.error(at, str(e)) from None
+    return out
 
 
 def parse_route(src: Src, where: str, value: object) -> Route:
     """Syntax only; `topofile_check` checks dev, gateway reachability and src against the node."""
-    m = mapping(src, where, value, allowed=("via", "dev", "src", "metric", "onlink"), required=("to",))
+    m = mapping(src, where, value, allowed=("via", "dev", "src", "metric", "onlink", "table", "type"),
+                required=("to",))
     to = m["to"]
     if to == "default":
         dst = "default"
@@ -274,7 +321,20 @@ def parse_route(src: Src, where: str, value: object) -> Route:
         r.onlink = boolean(src, f"{where}.onlink", m["onlink"])
         if r.onlink and (r.via is None or r.dev is None):
             raise src.error(f"{where}.onlink", "an onlink route needs both via and dev")
-    if r.via is None and r.dev is None:
+    if m.get("table") is not None:
+        from pktemu.net.fib_rules import table_id
+        try:
+            r.table = table_id(str(m["table"]))
+        except ValueError as e:
+            raise src.error(f"{where}.table", str(e)) from None
+    if m.get("type") is not None:
+        if m["type"] not in ("unicast", "blackhole", "unreachable", "prohibit", "throw"):
+            raise src.error(f"{where}.type", "expected unicast, blackhole, unreachable, prohibit or throw, "
+                                             f"got {excerpt(m['type'])}")
+        r.type = m["type"]
+        if r.type != "unicast" and (r.via is not None or r.dev is not None):
+            raise src.error(f"{where}.type", f"a {r.type} route takes neither via nor dev")
+    if r.via is None and r.dev is None and r.type == "unicast":
         raise src.error(where, "a route needs via, dev or both")
     return r
 

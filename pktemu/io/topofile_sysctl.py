@@ -44,7 +44,13 @@ CONF_SYSCTLS: dict[str, tuple[int, int, str]] = {
     "log_martians": (0, 1, "log impossible addresses"),
 }
 
+#: Per-interface knobs of `net.ipv4.neigh.<if>.<knob>` (the ARP table's parameters).
+NEIGH_SYSCTLS: dict[str, tuple[int, int, str]] = {
+    "proxy_delay": (0, 2**31 - 1, "centiseconds: a proxied ARP reply waits a random time below it"),
+}
+
 _CONF = "net.ipv4.conf."
+_NEIGH = "net.ipv4.neigh."
 
 
 def parse_sysctls(src: Src, where: str, value: object, ifnames: set[str]) -> dict[str, int]:
@@ -53,10 +59,12 @@ def parse_sysctls(src: Src, where: str, value: object, ifnames: set[str]) -> dic
     for key, v in mapping(src, where, value, open_keys=True).items():
         at = f"{where}.{key}"
         rng = GLOBAL_SYSCTLS.get(key)
-        if rng is None and key.startswith(_CONF) and "." in key[len(_CONF):]:
-            dev, knob = key[len(_CONF):].rsplit(".", 1)
-            rng = CONF_SYSCTLS.get(knob)
-            if rng is not None and dev not in ("all", "default") and dev not in ifnames:
+        for prefix, table in ((_CONF, CONF_SYSCTLS), (_NEIGH, NEIGH_SYSCTLS)):
+            if rng is not None or not key.startswith(prefix) or "." not in key[len(prefix):]:
+                continue
+            dev, knob = key[len(prefix):].rsplit(".", 1)
+            rng = table.get(knob)
+            if rng is not None and dev not in ("all", "default")[prefix == _NEIGH:] and dev not in ifnames:
                 known = ", ".join(sorted(ifnames)) or "none"
                 raise src.error(at, f"no interface {excerpt(dev)} on this node (interfaces: {known})")
         if rng is None:
@@ -69,4 +77,5 @@ def known_sysctls() -> list[str]:
     """For documentation and `--help`: every accepted key, per-interface ones with <if>."""
     keys = sorted(GLOBAL_SYSCTLS)
     keys += [f"{_CONF}<if>.{k}" for k in sorted(CONF_SYSCTLS)]
+    keys += [f"{_NEIGH}<if>.{k}" for k in sorted(NEIGH_SYSCTLS)]
     return keys

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
 
 Watcher = Callable[[str, str, Any], None]      # (event type, kind, object)
+Observer = Callable[[str, Any, Any], None]     # (kind, old object or None, new object or None)
 
 
 @dataclass
@@ -32,6 +33,7 @@ class ApiServer:
         self.settings = settings or Settings()
         self._objects: dict[str, dict[str, Any]] = {}          # kind -> "ns/name" -> object
         self._watchers: dict[str, list[tuple[Watcher, int]]] = {}
+        self._observers: list[Observer] = []
         self._created = 0
 
     # ------------------------------------------------------------------ reads
@@ -57,17 +59,26 @@ class ApiServer:
             self._created += 1
             obj.meta.creation_seq = self._created
         store[obj.meta.key] = obj
+        for fn in self._observers:
+            fn(kind, old, obj)
         self._notify(ev, kind, obj)
 
     def delete(self, kind: str, key: str) -> Any | None:
         obj = self._objects.get(kind, {}).pop(key, None)
         if obj is not None:
+            for fn in self._observers:
+                fn(kind, obj, None)
             self._notify(DELETED, kind, obj)
         return obj
 
     # ------------------------------------------------------------------ watches
     def watch(self, kind: str, fn: Watcher, latency_ns: int = 0) -> None:
         self._watchers.setdefault(kind, []).append((fn, latency_ns))
+
+    def observe(self, fn: Observer) -> None:
+        """Be told of every write as it happens (not on the clock): for a controller's own indexes
+        and dirty sets, so that its reconcile touches only what changed."""
+        self._observers.append(fn)
 
     def unwatch(self, fn: Watcher) -> None:
         for ws in self._watchers.values():

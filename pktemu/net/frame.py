@@ -37,8 +37,8 @@ def mac2bytes(mac: str) -> bytes:
     return bytes.fromhex(mac.replace(":", ""))
 
 
-def bytes2mac(b: bytes) -> str:
-    return ":".join(f"{x:02x}" for x in b)
+def bytes2mac(b: bytes | bytearray) -> str:
+    return b.hex(":")
 
 
 def checksum(data: bytes | bytearray | memoryview) -> int:

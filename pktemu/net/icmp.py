@@ -4,6 +4,11 @@ Errors follow __icmp_send(): never about an ICMP error, a non-first fragment or 
 quote is the offending datagram up to 576 bytes in all; TOS gets IPTOS_PREC_INTERNETCONTROL;
 DF is clear; the source is the offending packet's destination when that is ours, otherwise the
 preferred source of the route back (icmp_errors_use_inbound_ifaddr=0).
+
+What the kernel answers by itself (echo replies, ICMP errors, the TCP stack's RST) leaves through
+a control socket, which has no file and so no uid or gid: `-m owner --socket-exists` matches it,
+`--uid-owner`/`--gid-owner` do not, and LOG --log-uid prints no UID. The REJECT target's
+tcp-reset has no socket at all (nf_send_reset). Such frames carry KERNEL_SK in frame.meta.
 """
 from __future__ import annotations
 
@@ -20,6 +25,9 @@ IPPROTO_ICMP = 1
 ICMP_ECHOREPLY, ICMP_DEST_UNREACH, ICMP_ECHO, ICMP_TIME_EXCEEDED = 0, 3, 8, 11
 _ERRORS = frozenset({3, 4, 5, 11, 12})
 _MAX_ERROR_LEN = 576
+#: frame.meta key of a frame the kernel made: (node name, CTL_SOCK or NO_SOCK)
+KERNEL_SK = "kernel_sk"
+CTL_SOCK, NO_SOCK = "ctl", "none"
 
 REJECT_CODES = {
     "icmp-net-unreachable": 0, "icmp-host-unreachable": 1, "icmp-proto-unreachable": 2,
@@ -46,7 +54,7 @@ def icmp_rcv(node: "Node", frame: Frame) -> None:
         body[0] = ICMP_ECHOREPLY
         body[2:4] = b"\x00\x00"
         struct.pack_into("!H", body, 2, checksum(body))
-        node.ip_send(frame.daddr, frame.saddr, IPPROTO_ICMP, bytes(body), df=False)
+        kernel_send(node, frame.daddr, frame.saddr, IPPROTO_ICMP, bytes(body), df=False)
         return
     if itype == ICMP_ECHOREPLY:
         ident = int.from_bytes(frame.data[off + 4:off + 6], "big")
@@ -94,8 +102,8 @@ def icmp_send(node: "Node", frame: Frame, itype: int, code: int, cause: str | No
     body = bytearray(struct.pack("!BBHI", itype, code, 0, info) + quoted)
     struct.pack_into("!H", body, 2, checksum(body))
     tos = (data[ETH_HLEN + 1] & 0x1E) | 0xC0
-    ipv4.ip_send(node, src, saddr_orig, IPPROTO_ICMP, bytes(body), df=False, ttl=64, tos=tos,
-                 note=f"icmp type {itype} code {code} about {frame!r}", cause=cause)
+    kernel_send(node, src, saddr_orig, IPPROTO_ICMP, bytes(body), df=False, ttl=64, tos=tos,
+                note=f"icmp type {itype} code {code} about {frame!r}", cause=cause)
 
 
 def send_reject(node: "Node", frame: Frame, reject_with: str) -> None:
@@ -128,5 +136,21 @@ def _send_reset(node: "Node", frame: Frame, cause: str | None) -> None:
     tcp = bytearray(struct.pack("!HHIIBBHHH", frame.dport, frame.sport, seq, ack, 5 << 4, rflags, 0, 0, 0))
     pseudo = struct.pack("!4s4sBBH", saddr.to_bytes(4, "big"), daddr.to_bytes(4, "big"), 0, IPPROTO_TCP, 20)
     struct.pack_into("!H", tcp, 16, checksum(pseudo + bytes(tcp)))
-    ipv4.ip_send(node, saddr, daddr, IPPROTO_TCP, bytes(tcp), df=True, ttl=64,
-                 note=f"tcp reset answering {frame!r}", cause=cause)
+    kernel_send(node, saddr, daddr, IPPROTO_TCP, bytes(tcp), df=True, ttl=64, sock=NO_SOCK,
+                note=f"tcp reset answering {frame!r}", cause=cause)
+
+
+def kernel_send(node: "Node", saddr: int, daddr: int, proto: int, payload: bytes, *, df: bool = True,
+                ttl: int = 64, tos: int = 0, sock: str = CTL_SOCK, note: str | None = None,
+                cause: str | None = None) -> None:
+    """ipv4.ip_send for a packet the kernel makes itself, marked with the socket it goes out by.
+    With DF its IP id is 0: a control socket has no peer to count ids for (__ip_select_ident),
+    and nf_reject_iphdr_put writes 0."""
+    ident = 0 if df else node.next_ip_id()
+    frame = ipv4.build_ip(saddr, daddr, proto, payload, ident=ident, df=df, ttl=ttl, tos=tos)
+    frame.meta[KERNEL_SK] = (node.name, sock)
+    if note:
+        frame.note(note)
+    if cause:
+        frame.notes.append(cause)
+    ipv4.ip_local_out(node, frame)

@@ -6,9 +6,11 @@ the FORWARD hook, as ip_forward() does (so an ICMP error sent from FORWARD quote
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from pktemu.net.device import PACKET_HOST, PACKET_OTHERHOST, NetDevice
+from pktemu.net.fib_rules import ICMP_CODE, ROUTE_ERRNO, FibResult, Flow
 from pktemu.net.frame import ETH_HLEN, Frame, checksum, int2ip
 from pktemu.net.ip_fragment import fragment
 from pktemu.net.martian import input_martian, output_martian
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
 _IPH = struct.Struct("!BBHHHBBH4s4s")
 _ETH_IP = b"\x00" * 12 + b"\x08\x00"
 IPPROTO_ICMP = 1
+FLOW_SADDR = "flow_saddr"      # frame.meta: the source ip_rule sees for a locally sent packet
 
 
 def build_ip(saddr: int, daddr: int, proto: int, payload: bytes, *, ident: int, df: bool = True,
@@ -91,21 +94,52 @@ def ip_route_input(node: "Node", dev: NetDevice, frame: Frame) -> None:
                   + node.changed("sysctl net.ipv4.conf.all.rp_filter",
                                  f"sysctl net.ipv4.conf.{dev.name}.rp_filter"))
         return
-    rt = node.routes.lookup(daddr)
-    if rt is None:
-        frame.note(f"route {int2ip(daddr)}: no route")
-        node.drop(frame, "ip_route_input", f"no route to {int2ip(daddr)}")
-        node.icmp_send(frame, 3, 0)
+    if not node.fib.custom:
+        rt = node.routes.lookup(daddr)
+        if rt is not None and rt.type == "unicast":
+            ip_forward(node, dev, frame, rt)
+            return
+        res = FibResult(rt, "ENETUNREACH" if rt is None else ROUTE_ERRNO.get(rt.type, "ENETUNREACH"))
+    else:
+        res = node.fib.lookup(flow_of(frame, dev.name))
+    if res.errno is not None or res.route is None:
+        _route_error(node, frame, res)
         return
-    ip_forward(node, dev, frame, rt)
+    ip_forward(node, dev, frame, res.route, res.why)
+
+
+def flow_of(frame: Frame, iif: str = "lo") -> Flow:
+    """The flowi4 of a packet for `ip rule`: addresses, mark, TOS, protocol and ports."""
+    ports = frame.has_ports
+    return Flow(frame.daddr, frame.saddr, iif, None, frame.mark, frame.data[ETH_HLEN + 1], frame.proto,
+                frame.sport if ports else 0, frame.dport if ports else 0)
+
+
+def _route_error(node: "Node", frame: Frame, res: FibResult) -> None:
+    """ip_error(): ICMP net/host unreachable or pkt-filtered by the errno; a blackhole is silent."""
+    daddr = int2ip(frame.daddr)
+    if res.rule is None and res.route is None:
+        frame.note(f"route {daddr}: no route")
+        node.drop(frame, "ip_route_input", f"no route to {daddr}")
+    else:
+        what = res.why + (str(res.route) if res.route is not None else "")
+        frame.note(f"route {daddr}: {what.rstrip(': ')} ({res.errno})")
+        node.drop(frame, "ip_route_input", f"{what.rstrip(': ')} ({res.errno})")
+    code = ICMP_CODE.get(res.errno or "")
+    if code is not None:
+        node.icmp_send(frame, 3, code)
 
 
 def _rp_filter_ok(node: "Node", dev: NetDevice, frame: Frame) -> bool:
     mode = node.sysctl("net.ipv4.conf.all.rp_filter", dev.name)
     if mode == 0:
         return True
-    back = node.routes.lookup(frame.saddr)
-    if back is None:
+    if node.fib.custom:        # __fib_validate_source: reverse flow from lo, mark if src_valid_mark
+        mark = frame.mark if node.conf_or("src_valid_mark", dev.name) else 0
+        back = node.fib.lookup(Flow(frame.saddr, frame.daddr, "lo", None, mark)).route
+    else:
+        back = node.routes.lookup(frame.saddr)
+    if back is None or back.type != "unicast":
         return False
     return mode == 2 or back.dev == dev.name
 
@@ -128,7 +162,7 @@ def ip_local_deliver(node: "Node", dev: NetDevice, frame: Frame) -> None:
 
 
 # ---------------------------------------------------------------------------- forward
-def ip_forward(node: "Node", in_dev: NetDevice, frame: Frame, rt: Route) -> None:
+def ip_forward(node: "Node", in_dev: NetDevice, frame: Frame, rt: Route, rule: str = "") -> None:
     if in_dev.pkt_type(frame) != PACKET_HOST and frame.nf_bridge is None:
         node.drop(frame, "ip_forward", "not addressed to this host at L2")
         return
@@ -147,7 +181,7 @@ def ip_forward(node: "Node", in_dev: NetDevice, frame: Frame, rt: Route) -> None
             node.icmp_send(frame, 3, 4, info=out.mtu)
             return
     frame.dec_ttl()
-    frame.note(f"fwd {in_dev.name}->{out.name} via {rt}" + (f" ({rt.why})" if rt.why else ""))
+    frame.note(f"fwd {in_dev.name}->{out.name} via {rule}{rt}" + (f" ({rt.why})" if rt.why else ""))
     if node.nf.hook(FORWARD, frame, in_dev.name, out.name, physin=_physin(frame)) != NF_ACCEPT:
         return
     ip_output(node, frame, out, nexthop)
@@ -155,13 +189,18 @@ def ip_forward(node: "Node", in_dev: NetDevice, frame: Frame, rt: Route) -> None
 
 # ---------------------------------------------------------------------------- output
 def ip_send(node: "Node", saddr: int, daddr: int, proto: int, payload: bytes, *, df: bool = True,
-            ttl: int = 64, tos: int = 0, note: str | None = None, cause: str | None = None) -> None:
+            ttl: int = 64, tos: int = 0, note: str | None = None, cause: str | None = None,
+            flow_saddr: int | None = None) -> None:
     """ip_queue_xmit for a transport: build the header, then the local output path.
 
     `note` says what the packet is, `cause` (a note of another frame, e.g. the REJECT rule's)
-    why it was sent; both go on the new frame's notes for its first capture.
+    why it was sent; both go on the new frame's notes for its first capture. `flow_saddr` is the
+    source `ip rule` sees when it is not the packet's: 0 for an unbound, unconnected UDP socket
+    (udp_sendmsg routes with the socket's inet_saddr).
     """
     frame = build_ip(saddr, daddr, proto, payload, ident=node.next_ip_id(), df=df, ttl=ttl, tos=tos)
+    if flow_saddr is not None:
+        frame.meta[FLOW_SADDR] = flow_saddr
     if note:
         frame.note(note)
     if cause:
@@ -170,33 +209,53 @@ def ip_send(node: "Node", saddr: int, daddr: int, proto: int, payload: bytes, *,
 
 
 def ip_local_out(node: "Node", frame: Frame) -> None:
-    r = node.route_output(frame.daddr)
-    if r is None:
-        links = "; ".join(v for k, v in node.changes.items() if k.startswith("link "))
-        node.drop(frame, "ip_local_out", f"no route to {int2ip(frame.daddr)} (ENETUNREACH)"
-                  + (f" after {links}" if links else ""))
-        return
-    rt = r[0]
     daddr = frame.daddr
+    res = _output_route(node, frame, frame.meta.pop(FLOW_SADDR, frame.saddr))
+    if res.errno is not None or res.route is None:
+        links = "; ".join(v for k, v in node.changes.items() if k.startswith("link "))
+        node.drop(frame, "ip_local_out", _out_error(frame, res) + (f" after {links}" if links else ""))
+        return
+    rt = res.route
     why = output_martian(node, frame.saddr, daddr, rt.dev)
     if why is not None:
         node.drop(frame, "ip_local_out", why)
         return
+    keys = (frame.saddr, daddr, frame.mark, frame.data[ETH_HLEN + 1])
     if node.nf.hook(OUTPUT, frame, None, rt.dev) != NF_ACCEPT:
         return
-    if frame.daddr != daddr:            # ip_route_me_harder after a DNAT in OUTPUT
-        r = node.route_output(frame.daddr)
-        if r is None:
-            node.drop(frame, "ip_local_out", f"no route to {int2ip(frame.daddr)} after NAT")
+    if (frame.saddr, frame.daddr, frame.mark, frame.data[ETH_HLEN + 1]) != keys:
+        # ip_route_me_harder: a DNAT in OUTPUT, or a MARK/TOS change in mangle OUTPUT
+        res = _output_route(node, frame, frame.saddr)
+        if res.errno is not None or res.route is None:
+            node.drop(frame, "ip_local_out", _out_error(frame, res) + " after OUTPUT")
             return
-        rt = r[0]
+        rt = res.route
         why = output_martian(node, frame.saddr, frame.daddr, rt.dev)
         if why is not None:         # a daddr change outside the nat hook (which checks it itself)
             node.drop(frame, "ip_local_out", why)
             return
     out = node.devices[rt.dev]
-    frame.note(f"route {rt}" + (f" ({rt.why})" if rt.why else ""))
+    frame.note(f"route {res.why}{rt}" + (f" ({rt.why})" if rt.why else ""))
     ip_output(node, frame, out, rt.gateway if rt.gateway is not None else frame.daddr)
+
+
+def _output_route(node: "Node", frame: Frame, saddr: int) -> FibResult:
+    """ip_route_output_key() for a local packet: its own addresses first, then `ip rule` with
+    `saddr` as the flow's source."""
+    daddr = frame.daddr
+    if node.is_local(daddr):
+        return FibResult(Route(daddr, 32, "lo", scope="host", src=daddr))
+    if not node.fib.custom:
+        return node.fib_output(Flow(daddr))
+    fl = flow_of(frame)
+    return node.fib.lookup(fl if saddr == fl.saddr else replace(fl, saddr=saddr))
+
+
+def _out_error(frame: Frame, res: FibResult) -> str:
+    if res.rule is None and res.route is None:
+        return f"no route to {int2ip(frame.daddr)} (ENETUNREACH)"
+    what = res.why + (str(res.route) if res.route is not None else "")
+    return f"{int2ip(frame.daddr)}: {what.rstrip(': ')} ({res.errno})"
 
 
 def ip_output(node: "Node", frame: Frame, out: NetDevice, nexthop: int) -> None:

@@ -61,8 +61,8 @@ def _dev_close(node: "Node", d: "NetDevice", why: str) -> None:
 
 def _fib_disable(node: "Node", d: "NetDevice") -> None:
     """fib_disable_ip(): the routes out of `d` and its broadcast entries go."""
-    for r in [r for r in node.routes.routes() if r.dev == d.name]:
-        node.routes.remove(r)
+    for r in [r for r in node.fib.all_routes() if r.dev == d.name]:
+        node.fib.tables[r.table].remove(r)
     for a in d.addresses:
         if a.peer is None and a.plen < 31:
             node._broadcast.discard(a.addr | (~prefix_mask(a.plen) & 0xFFFFFFFF))

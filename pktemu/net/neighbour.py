@@ -28,6 +28,7 @@ BASE_REACHABLE = 30 * SECOND
 MCAST_SOLICIT = 3
 UCAST_SOLICIT = 3
 UNRES_QLEN_BYTES = 212_992
+PROXY_DELAY = 80                # neigh/default/proxy_delay, centiseconds (USER_HZ): 0.8 s
 
 _ARP = struct.Struct("!6s6sHHHBBH6s4s6s4s")
 ARP_REQUEST, ARP_REPLY = 1, 2
@@ -72,6 +73,10 @@ class NeighTable:
     # ------------------------------------------------------------------ output
     def output(self, dev: "NetDevice", nexthop: int, frame: Frame) -> None:
         """neigh_resolve_output: fill in the MACs and send, or queue and resolve."""
+        noarp = getattr(dev, "noarp_output", None)
+        if noarp is not None:           # a NOARP device (ipip): nothing to resolve
+            noarp(frame, nexthop)
+            return
         n = self.entries.get((dev.name, nexthop))
         if n is None or n.state == FAILED:
             if n is None:
@@ -176,9 +181,54 @@ class NeighTable:
             reply.note(f"arp reply {int2ip(tip)} is-at {bytes2mac(dev.mac)}")
             dev.xmit(reply)
             return
+        if op == ARP_REQUEST and sip != 0 and self._proxy(dev, frame, sip, sha, tip):
+            return
         n = self.entries.get((dev.name, sip))
         if n is not None and n.state != PERMANENT:
             self.update(dev, sip, sha, REACHABLE if op == ARP_REPLY and tha == dev.mac else STALE)
 
+    # ------------------------------------------------------------------ proxy ARP
+    def _proxy(self, dev: "NetDevice", frame: Frame, sip: int, sha: bytes, tip: int) -> bool:
+        """arp_process()'s proxy branch: a request for an address routed out of another device.
+
+        ip_route_input(tip, sip, dev) must give a unicast route (and pass rp_filter for the
+        sender), the device must forward (IN_DEV_FORWARD), and arp_fwd_proxy() holds: proxy_arp
+        on (all or dev), the route's device is not `dev` (medium_id 0). A broadcast request is
+        answered after a random delay below `neigh.<dev>.proxy_delay` (pneigh_enqueue; 80
+        centiseconds by default), unless it is 0."""
+        node = self.node
+        if not node.conf_or("proxy_arp", dev.name):
+            return False
+        fwd = node.sysctls.get(f"net.ipv4.conf.{dev.name}.forwarding", node.sysctl("net.ipv4.ip_forward"))
+        rt = node.routes.lookup(tip)
+        if not fwd or rt is None or rt.type != "unicast" or rt.dev == dev.name or tip >> 28 == 0xE:
+            return False
+        rp = node.sysctl("net.ipv4.conf.all.rp_filter", dev.name)  # fib_validate_source of the sender
+        back = node.routes.lookup(sip) if rp else None
+        if rp and (back is None or (rp == 1 and back.dev != dev.name)):
+            return False
+        self.update(dev, sip, sha, STALE)               # neigh_event_ns
+        why = f"proxy_arp on {dev.name}: {int2ip(tip)} is routed via {rt.dev}"
+        delay = proxy_delay(node, dev.name)
+        if frame.data[0:6] == dev.mac or delay == 0:    # PACKET_HOST or proxy_delay 0: at once
+            self._proxy_reply(dev, sip, sha, tip, why)
+        else:
+            rng = node.sim.rng(f"pneigh:{node.name}")
+            wait = rng.randrange(delay) * (SECOND // 100)       # get_random_u32_below, in centiseconds
+            node.sim.timer(wait, self._proxy_reply, dev, sip, sha, tip,
+                           f"{why} (after {wait / SECOND:.2f} s of proxy_delay {delay / 100:g} s)")
+        return True
+
+    def _proxy_reply(self, dev: "NetDevice", sip: int, sha: bytes, tip: int, why: str) -> None:
+        reply = build_arp(ARP_REPLY, dev.mac, sha, dev.mac, tip, sha, sip)
+        reply.note(f"arp reply {int2ip(tip)} is-at {bytes2mac(dev.mac)} ({why})")
+        dev.xmit(reply)
+
     def dump(self) -> list[str]:
         return [str(n) for _k, n in sorted(self.entries.items(), key=lambda kv: (kv[0][0], kv[0][1]))]
+
+
+def proxy_delay(node: "Node", dev: str) -> int:
+    """`net.ipv4.neigh.<dev>.proxy_delay` (centiseconds); the device's copy of `default`."""
+    d = node.sysctls.get("net.ipv4.neigh.default.proxy_delay", PROXY_DELAY)
+    return node.sysctls.get(f"net.ipv4.neigh.{dev}.proxy_delay", d)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from pktemu.net import icmp, ipv4, martian
 from pktemu.net.device import IfAddr, NetDevice
+from pktemu.net.fib_rules import ROUTE_ERRNO, Fib, FibResult, Flow
 from pktemu.net.frame import ETH_P_ARP, ETH_P_IP, Frame, int2ip
 from pktemu.net.ip_fragment import Reassembler
 from pktemu.net.neighbour import NeighTable
@@ -92,6 +93,7 @@ class Node:
         self.sysctls.update(sysctls or {})
         self.devices: dict[str, NetDevice] = {}
         self.routes = RouteTable()
+        self.fib = Fib(self.routes)               # `ip rule` and the tables besides main
         self._local: dict[int, str] = {}          # local address -> device name
         self._broadcast: set[int] = {0xFFFFFFFF}
         self.neigh = NeighTable(self, on_failure=self._neigh_failure)
@@ -138,7 +140,7 @@ class Node:
                 self._broadcast.add(a.addr | (~prefix_mask(a.plen) & 0xFFFFFFFF))
 
     def add_route(self, route: Route) -> None:
-        self.routes.add(route)
+        self.fib.add_route(route)
 
     def changed(self, *keys: str) -> str:
         """" (<when and by what>)" for the timeline changes among `keys` of `changes` ("" if none):
@@ -194,17 +196,30 @@ class Node:
                 return d.addresses[0].addr
         return None
 
-    def route_output(self, daddr: int) -> tuple[Route, int | None] | None:
-        """ip_route_output_key(): the route and preferred source for a locally sent packet."""
+    def route_output(self, daddr: int, fl: Flow | None = None) -> tuple[Route, int | None] | None:
+        """ip_route_output_key(): the route and preferred source for a locally sent packet
+        (`fl`: the packet's source, mark, ... for `ip rule`; see fib_output for the errno)."""
         if daddr in self._local:
             return Route(daddr, 32, "lo", scope=RT_SCOPE_HOST, src=daddr), daddr
-        rt = self.routes.lookup(daddr)
-        if rt is None:
+        rt = self.fib_output(fl or Flow(daddr)).route
+        if rt is None or rt.type != "unicast":
             return None
         if rt.src is not None:
             return rt, rt.src
         dev = self.devices.get(rt.dev)
         return rt, (self.select_addr(dev, rt.gateway or daddr) if dev else None)
+
+    def fib_output(self, fl: Flow) -> FibResult:
+        """The policy-routing walk for an output flow (iif lo), with the rule that decided."""
+        if not self.fib.custom:
+            rt = self.routes.lookup(fl.daddr)
+            return FibResult(rt, "ENETUNREACH" if rt is None else ROUTE_ERRNO.get(rt.type))
+        return self.fib.lookup(fl)
+
+    def route_errno(self, daddr: int) -> str:
+        """What a socket call gets when there is no usable route to daddr (ENETUNREACH, or the
+        rule's or route type's EACCES/EINVAL/EHOSTUNREACH)."""
+        return self.fib_output(Flow(daddr)).errno or "ENETUNREACH"
 
     def source_address(self, daddr: int) -> int | None:
         r = self.route_output(daddr)
@@ -290,11 +305,16 @@ class Node:
             self.drop(frame, "netif_receive", f"ethertype 0x{et:04x} not handled")
 
     def ip_send(self, saddr: int, daddr: int, proto: int, l4: bytes, *, df: bool = True,
-                ttl: int = 64, tos: int = 0) -> None:
-        ipv4.ip_send(self, saddr, daddr, proto, l4, df=df, ttl=ttl, tos=tos)
+                ttl: int = 64, tos: int = 0, flow_saddr: int | None = None) -> None:
+        ipv4.ip_send(self, saddr, daddr, proto, l4, df=df, ttl=ttl, tos=tos, flow_saddr=flow_saddr)
 
     def icmp_send(self, frame: Frame, icmp_type: int, code: int, info: int = 0) -> None:
         icmp.icmp_send(self, frame, icmp_type, code, info=info)
+
+    def ctl_send(self, saddr: int, daddr: int, proto: int, l4: bytes, *, df: bool = True,
+                 ttl: int = 64, tos: int = 0) -> None:
+        """ip_send for what the kernel answers by itself (the TCP stack's RST): no owner."""
+        icmp.kernel_send(self, saddr, daddr, proto, l4, df=df, ttl=ttl, tos=tos)
 
     def next_ip_id(self) -> int:
         self._ip_id = (self._ip_id + 1) & 0xFFFF

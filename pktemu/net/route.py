@@ -1,4 +1,4 @@
-"""IPv4 routing tables: the `local` table of own addresses and the `main` table, longest prefix first.
+"""IPv4 routing tables (`main` and the numbered ones of pktemu.net.fib_rules), longest prefix first.
 
 Lookups are one dict probe per prefix length that is present (at most 33), never a scan of
 all routes, so a node with thousands of routes costs the same as one with three.
@@ -30,6 +30,8 @@ class Route:
     metric: int = 0
     proto: str = "static"      # "kernel" for connected routes, as `ip route` shows
     onlink: bool = False
+    table: int = 254           # RT_TABLE_MAIN; pktemu.net.fib_rules holds the others
+    type: str = "unicast"      # or blackhole | unreachable | prohibit | throw (no device used)
     #: a route a timeline added ("added at 2.000 s by ip route add"): routing notes say so
     why: str = field(default="", compare=False)
 
@@ -40,7 +42,9 @@ class Route:
     def text(self) -> str:
         """`ip route` syntax, built once: routing notes quote it for every forwarded packet."""
         dst = "default" if self.plen == 0 else f"{int2ip(self.prefix)}/{self.plen}"
-        s = dst
+        s = dst if self.type == "unicast" else f"{self.type} {dst}"
+        if self.type != "unicast":
+            return s + (f" metric {self.metric}" if self.metric else "")
         if self.gateway is not None:
             s += f" via {int2ip(self.gateway)}"
         s += f" dev {self.dev}"

@@ -86,10 +86,10 @@ class UdpSocket:
             raise SockError("EINVAL", where)
         saddr = self.stack.node.source_address(daddr)    # no route: ENETUNREACH, even when bound
         if saddr is None:
-            raise SockError("ENETUNREACH", where)
+            raise SockError(self.stack.node.route_errno(daddr), where)
         saddr = self.addr or saddr
         seg = build(saddr, daddr, self.port, dport, bytes(data))
-        self.stack.node.ip_send(saddr, daddr, IPPROTO_UDP, seg, df=True, ttl=64)
+        self.stack.node.ip_send(saddr, daddr, IPPROTO_UDP, seg, df=True, ttl=64, flow_saddr=self.addr)
 
     def close(self) -> None:
         if self.open:

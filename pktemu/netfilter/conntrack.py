@@ -6,6 +6,11 @@ packet leaves through POSTROUTING or INPUT, so an entry whose packet is dropped 
 existed. Entries expire on the virtual clock; expiry is lazy (on lookup, on dump and by a sweep
 every few hundred inserts), which is what `conntrack -L` would show anyway.
 
+Conntrack zones (`-j CT --zone`, nf_conntrack_zone) make equal tuples different connections: a
+tuple is hashed with the zone id of its direction, so an entry of the default zone is keyed by its
+bare tuple and one of zone N by (N, tuple). The zone comes from the raw table's CT template,
+which the target leaves in `frame.meta` (TEMPLATE_KEY) for conntrack_in to read.
+
 Defragmentation is not modelled. The first fragment is tracked like a whole packet; a later
 fragment gets the connection of the first fragment with the same addresses, protocol and IP id
 (so it is NATed the same way), or no conntrack (INVALID) if that first fragment was not seen.
@@ -20,8 +25,8 @@ from pktemu.netfilter.conntrack_tcp import (
     PKT_ACCEPT, PKT_INVALID, PKT_KILL, PKT_REPEAT, STATE_NAMES, TcpTrack, tcp_error, tcp_new, tcp_packet,
 )
 from pktemu.netfilter.conntrack_tuple import (
-    ICMP_ERRORS, ICMP_VALID_NEW, NR_ICMP_TYPES, PORT_PROTOS, PROTO_NAMES, CtTuple, frame_tuple, invert,
-    ip_end, tuple_at,
+    ICMP_ERRORS, ICMP_VALID_NEW, NR_ICMP_TYPES, PORT_PROTOS, PROTO_NAMES, CtTuple, CtZone, frame_tuple,
+    invert, ip_end, tuple_at, zone_id,
 )
 from pktemu.netfilter.core import (
     IP_CT_ESTABLISHED, IP_CT_ESTABLISHED_REPLY, IP_CT_IS_REPLY, IP_CT_NEW, IP_CT_RELATED, IPS_ASSURED,
@@ -40,14 +45,19 @@ GENERIC_TIMEOUT = 600 * SECOND
 _ALLOW_CLASH = frozenset((IPPROTO_UDP, IPPROTO_ICMP))
 _SWEEP_EVERY = 256
 _MAX_FRAG_HEADS = 64
+#: frame.meta key of a raw-table CT template: (the ConntrackTable it was made for, zone spec)
+TEMPLATE_KEY = "ct_tmpl"
+#: a template's zone spec: (id, directions, id taken from the packet mark)
+ZoneSpec = tuple[int, int, bool]
 
 
 class Conn:
     """nf_conn: one tracked connection. `tuplehash[ORIGINAL]` / `[REPLY]` are the two directions."""
 
-    __slots__ = ("id", "tuplehash", "status", "mark", "expires", "tcp", "stream_ts", "owner")
+    __slots__ = ("id", "tuplehash", "status", "mark", "expires", "tcp", "stream_ts", "owner", "zone")
 
-    def __init__(self, cid: int, orig: CtTuple, reply: CtTuple, owner: "ConntrackTable") -> None:
+    def __init__(self, cid: int, orig: CtTuple, reply: CtTuple, owner: "ConntrackTable",
+                 zone: CtZone | None = None) -> None:
         self.id = cid
         self.tuplehash = [orig, reply]
         self.status = 0
@@ -56,6 +66,7 @@ class Conn:
         self.tcp: TcpTrack | None = None
         self.stream_ts = 0
         self.owner = owner
+        self.zone = zone
 
     @property
     def orig(self) -> CtTuple:
@@ -109,7 +120,7 @@ class ConntrackTable:
 
     def __init__(self, node: NodeView) -> None:
         self.node = node
-        self._hash: dict[CtTuple, tuple[Conn, int]] = {}
+        self._hash: dict[CtTuple | tuple[int, CtTuple], tuple[Conn, int]] = {}
         self._conns: dict[int, Conn] = {}
         self._bysource: dict[tuple[int, int, int], list[Conn]] = {}
         self._frag_heads: dict[tuple[int, int, int, int], tuple[Conn, int]] = {}
@@ -117,6 +128,8 @@ class ConntrackTable:
         self._inserts = 0
         #: orig tuple -> why its entry was deleted (`conntrack -D`), for the note of the entry after it
         self.deleted: dict[CtTuple, str] = {}
+        #: a CT target has run here: conntrack_in looks for templates
+        self.zoned = False
 
     # ------------------------------------------------------------------ the table
     def __len__(self) -> int:
@@ -127,26 +140,47 @@ class ConntrackTable:
         self.purge()
         return iter(list(self._conns.values()))
 
-    def find(self, t: CtTuple) -> tuple[Conn, int] | None:
-        """nf_conntrack_find_get(): the live confirmed entry with tuple `t`, and t's direction."""
-        hit = self._hash.get(t)
-        if hit is not None and hit[0].expires <= self.node.now():
+    def find(self, t: CtTuple, zone: CtZone | None = None) -> tuple[Conn, int] | None:
+        """nf_conntrack_find_get(): the live confirmed entry with tuple `t` in `zone`, and t's
+        direction (a zone of one direction is tried with its original, then its reply id)."""
+        if zone is None:
+            hit = self._hash.get(t)
+            if hit is not None and hit[0].expires <= self.node.now():
+                self._unlink(hit[0])
+                return None
+            return hit
+        oid, rid = zone.zid(ORIGINAL), zone.zid(REPLY)
+        hit = self._at(t, oid, zone)
+        if hit is None and rid != oid:
+            hit = self._at(t, rid, zone)
+        return hit
+
+    def _at(self, t: CtTuple, k: int, zone: CtZone | None) -> tuple[Conn, int] | None:
+        """The live entry hashed as (zone id k, t) that nf_ct_key_equal() accepts for `zone`."""
+        hit = self._hash.get(t if k == 0 else (k, t))
+        if hit is None or zone_id(zone, hit[1]) != k:
+            return None
+        if hit[0].expires <= self.node.now():
             self._unlink(hit[0])
             return None
         return hit
 
     def tuple_taken(self, t: CtTuple, ignored: Conn) -> bool:
-        """nf_conntrack_tuple_taken(): is `t` used by another connection than `ignored`?"""
-        hit = self.find(t)
+        """nf_conntrack_tuple_taken(): is `t` used by another connection than `ignored`, in
+        ignored's zone (looked up with the zone id of its reply direction)?"""
+        zone = ignored.zone
+        hit = self.find(t) if zone is None else self._at(t, zone.zid(REPLY), zone)
         if hit is None or hit[0] is ignored:
             return False
         return hit[0].tuplehash[ORIGINAL] != ignored.tuplehash[ORIGINAL]
 
-    def same_source(self, orig: CtTuple) -> list[Conn]:
-        """Live entries that were source-NAT-checked and share orig's source (nf_nat_bysource)."""
+    def same_source(self, orig: CtTuple, zone: CtZone | None = None) -> list[Conn]:
+        """Live entries that were source-NAT-checked and share orig's source in the same zone
+        (nf_nat_bysource, compared with nf_ct_zone_equal on the original direction)."""
         now = self.node.now()
+        zid = zone_id(zone, ORIGINAL)
         return [c for c in self._bysource.get((orig.proto, orig.src, orig.sport), ())
-                if c.expires > now and not c.status & IPS_DYING]
+                if c.expires > now and not c.status & IPS_DYING and zone_id(c.zone, ORIGINAL) == zid]
 
     def kill(self, ct: Conn) -> None:
         """nf_ct_kill(): take the entry out of the table at once (packets holding it keep it)."""
@@ -172,9 +206,10 @@ class ConntrackTable:
 
     def _unlink(self, ct: Conn) -> None:
         self._conns.pop(ct.id, None)
-        for t in ct.tuplehash:
-            if self._hash.get(t, (None,))[0] is ct:
-                del self._hash[t]
+        for d, t in enumerate(ct.tuplehash):
+            key = _key(ct.zone, d, t)
+            if self._hash.get(key, (None,))[0] is ct:
+                del self._hash[key]
         src = self._bysource.get((ct.orig.proto, ct.orig.src, ct.orig.sport))
         if src is not None and ct in src:
             src.remove(ct)
@@ -190,6 +225,7 @@ class ConntrackTable:
         `--ctstate INVALID -j DROP` drops it before any NAT); replayed captures can carry them.
         """
         d = frame.data
+        zone = self._template_zone(frame) if self.zoned else None
         if _H.unpack_from(d, ETH_HLEN + 6)[0] & 0x1FFF:
             self._later_fragment(frame)
             return
@@ -203,7 +239,7 @@ class ConntrackTable:
                 if d[l4] > NR_ICMP_TYPES:
                     return _invalid(frame, f"unknown icmp type {d[l4]}")
                 if d[l4] in ICMP_ERRORS:
-                    return self._icmp_error(frame)
+                    return self._icmp_error(frame, zone)
         t = frame_tuple(frame)
         if t is None:
             return _invalid(frame, "truncated packet")
@@ -216,12 +252,12 @@ class ConntrackTable:
                 return _invalid(frame, err)
         now = self.node.now()
         for _attempt in range(2):
-            hit = self.find(t)
+            hit = self.find(t, zone)
             if hit is None:
                 rt = invert(t)
                 if rt is None:
                     return _invalid(frame, "tuple cannot be inverted")
-                ct, dir, ctinfo = Conn(self._next_id, t, rt, self), ORIGINAL, IP_CT_NEW
+                ct, dir, ctinfo = Conn(self._next_id, t, rt, self, zone), ORIGINAL, IP_CT_NEW
                 self._next_id += 1
                 if proto == IPPROTO_TCP:
                     ct.tcp = tcp_new(frame)
@@ -252,6 +288,16 @@ class ConntrackTable:
             if len(heads) > _MAX_FRAG_HEADS:
                 del heads[next(iter(heads))]
 
+    def _template_zone(self, frame: Frame) -> CtZone | None:
+        """nf_ct_zone_tmpl(): the zone of the CT template this namespace's raw table attached."""
+        tmpl = frame.meta.pop(TEMPLATE_KEY, None)
+        if tmpl is None or tmpl[0] is not self or tmpl[1] is None:
+            return None
+        zid, dirs, by_mark = tmpl[1]
+        if by_mark:
+            zid = frame.mark & 0xFFFF
+        return CtZone(zid, dirs) if zid else None
+
     def _l4_packet(self, ct: Conn, frame: Frame, dir: int, now: int) -> int:
         """The protocol tracker's `packet` callback; returns a PKT_* code."""
         proto = ct.proto
@@ -281,13 +327,13 @@ class ConntrackTable:
         ct.expires = now + GENERIC_TIMEOUT
         return PKT_ACCEPT
 
-    def _icmp_error(self, frame: Frame) -> None:
+    def _icmp_error(self, frame: Frame, zone: CtZone | None) -> None:
         """nf_conntrack_inet_error(): an ICMP error is RELATED to the connection it quotes."""
         inner = tuple_at(frame.data, frame.l4off + 8, ip_end(frame.data))
         rt = invert(inner) if inner is not None else None
         if rt is None:
             return _invalid(frame, "icmp error quotes no trackable packet")
-        hit = self.find(rt)
+        hit = self.find(rt, zone)
         if hit is None:
             return _invalid(frame, f"icmp error about unknown connection {inner}")
         ct, dir = hit
@@ -315,8 +361,9 @@ class ConntrackTable:
         if ct.status & IPS_DYING:
             frame.note("ct entry died before confirmation: packet dropped")
             return NF_DROP
-        for t in ct.tuplehash:
-            hit = self.find(t)
+        zone = ct.zone
+        for d, t in enumerate(ct.tuplehash):
+            hit = self.find(t) if zone is None else self._at(t, zone.zid(d), zone)
             if hit is not None:
                 other = hit[0]
                 if other.tuplehash == ct.tuplehash and ct.proto in _ALLOW_CLASH:
@@ -327,8 +374,12 @@ class ConntrackTable:
                 return NF_DROP
         ct.status |= IPS_CONFIRMED
         self._conns[ct.id] = ct
-        self._hash[ct.tuplehash[ORIGINAL]] = (ct, ORIGINAL)
-        self._hash[ct.tuplehash[REPLY]] = (ct, REPLY)
+        if zone is None:
+            self._hash[ct.tuplehash[ORIGINAL]] = (ct, ORIGINAL)
+            self._hash[ct.tuplehash[REPLY]] = (ct, REPLY)
+        else:
+            for d, t in enumerate(ct.tuplehash):
+                self._hash[_key(zone, d, t)] = (ct, d)
         if ct.status & IPS_SRC_NAT_DONE:
             o = ct.orig
             self._bysource.setdefault((o.proto, o.src, o.sport), []).append(ct)
@@ -351,13 +402,27 @@ def conntrack_line(ct: Conn, now: int) -> str:
     s = f"{PROTO_NAMES.get(proto, 'unknown'):<8} {proto} {ct.remaining(now) // SECOND} "
     if ct.tcp is not None:
         s += f"{ct.tcp_state} "
+    zone = ct.zone
     s += ct.orig.conntrack_str()
+    if zone is not None and zone.dirs == 1:
+        s += f"zone-orig={zone.id} "
     if not ct.status & IPS_SEEN_REPLY:
         s += "[UNREPLIED] "
     s += ct.reply.conntrack_str()
+    if zone is not None and zone.dirs == 2:
+        s += f"zone-reply={zone.id} "
     if ct.status & IPS_ASSURED:
         s += "[ASSURED] "
-    return s + f"mark={ct.mark} use=1"
+    s += f"mark={ct.mark} "
+    if zone is not None and zone.dirs == 3:
+        s += f"zone={zone.id} "
+    return s + "use=1"
+
+
+def _key(zone: CtZone | None, direction: int, t: CtTuple) -> CtTuple | tuple[int, CtTuple]:
+    """The hash key of one direction's tuple: the bare tuple in the default zone."""
+    k = zone_id(zone, direction)
+    return t if k == 0 else (k, t)
 
 
 def _invalid(frame: Frame, why: str | None) -> None:

@@ -64,6 +64,25 @@ class CtTuple(NamedTuple):
         return f"{int2ip(self.src)} > {int2ip(self.dst)} proto {self.proto}"
 
 
+class CtZone(NamedTuple):
+    """nf_conntrack_zone: an id and the directions it applies to (bit 0 original, bit 1 reply).
+
+    A connection's tuple of direction `d` is hashed and compared with `zid(d)`: the id where the
+    zone covers that direction, 0 (the default zone) elsewhere. A connection of the default zone
+    carries None, so the hot path keys by the bare tuple."""
+    id: int
+    dirs: int = 3
+
+    def zid(self, direction: int) -> int:
+        """nf_ct_zone_id(): the zone id used for one direction's tuple."""
+        return self.id if self.dirs >> direction & 1 else 0
+
+
+def zone_id(zone: CtZone | None, direction: int) -> int:
+    """nf_ct_zone_id() of a possibly default (None) zone."""
+    return 0 if zone is None else zone.zid(direction)
+
+
 def invert(t: CtTuple) -> CtTuple | None:
     """nf_ct_invert_tuple: the tuple of the answer; None for ICMP types that have no answer."""
     if t.proto == IPPROTO_ICMP:

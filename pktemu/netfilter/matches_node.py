@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pktemu.errors import excerpt
+from pktemu.net.icmp import CTL_SOCK, KERNEL_SK
 from pktemu.netfilter.core import OUTPUT, POSTROUTING
 from pktemu.netfilter.xt_base import (
     U32, Match, Opt, ParseCtx, Pkt, ip_str, parse_ipv4, parse_uint, register_match, save_string,
@@ -120,8 +121,10 @@ class LengthMatch(Match):
 class OwnerMatch(Match):
     """`--socket-exists`, `--uid-owner a[-b]`, `--gid-owner a[-b]`, only in OUTPUT/POSTROUTING.
 
-    Every locally generated packet of a node is taken as sent by a socket of root (uid 0, gid 0):
-    the emulated nodes' applications and kernel replies have no other owner.
+    The nodes' applications run as root (uid 0, gid 0). What the kernel answers by itself goes
+    out by a control socket without a file (`KERNEL_SK` CTL_SOCK: --socket-exists matches, the ids
+    do not) or, for REJECT's tcp-reset and once it crossed into another namespace, by no socket;
+    as owner_mt, an option the packet has nothing for passes only inverted.
     """
 
     name = "owner"
@@ -152,7 +155,12 @@ class OwnerMatch(Match):
             raise ctx.error("match owner needs --socket-exists, --uid-owner or --gid-owner")
 
     def match(self, p: Pkt, state: "HookState") -> bool:
-        return all((lo <= 0 <= hi) != inv for lo, hi, inv in self.items.values())
+        sk = p.frame.meta.get(KERNEL_SK)
+        if sk is None:
+            return all((lo <= 0 <= hi) != inv for lo, hi, inv in self.items.values())
+        if sk[1] != CTL_SOCK or sk[0] != state.node.name:
+            return all(inv for _lo, _hi, inv in self.items.values())
+        return all(inv != (opt == "socket-exists") for opt, (_lo, _hi, inv) in self.items.items())
 
     def save(self) -> str:
         out = ""

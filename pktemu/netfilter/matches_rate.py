@@ -359,6 +359,6 @@ class ConnlimitMatch(Match):
 def _alive(ct: Any, table: Any) -> bool:
     """nf_conncount find_or_evict: the entry is still in the table, and not a closed TCP connection
     (one that was never confirmed was dropped: it is gone too)."""
-    if not ct.status & IPS_CONFIRMED or table is None or table.find(ct.orig) is None:
+    if not ct.status & IPS_CONFIRMED or table is None or table.find(ct.orig, ct.zone) is None:
         return False
     return ct.tcp_state not in _CLOSED

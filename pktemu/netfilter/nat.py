@@ -159,10 +159,10 @@ class Nat:
             return False
         if t.proto not in (IPPROTO_UDP, IPPROTO_ICMP) or ct.status & IPS_NAT_MASK:
             return True
-        hit = self.table.find(t)
+        hit = self.table.find(t, ct.zone)
         if hit is None:
             rt = invert(t)
-            hit = self.table.find(rt) if rt is not None else None
+            hit = self.table.find(rt, ct.zone) if rt is not None else None
             if hit is None:
                 return False
         other = hit[0]
@@ -177,7 +177,7 @@ class Nat:
                 if not self._used_new(orig, ct):
                     return orig
             else:
-                for other in self.table.same_source(orig):
+                for other in self.table.same_source(orig, ct.zone):
                     back = invert(other.tuplehash[REPLY])
                     if back is None:
                         continue

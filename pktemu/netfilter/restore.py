@@ -27,7 +27,7 @@ from pktemu.errors import PktemuError, excerpt
 from pktemu.netfilter.core import TABLE_HOOKS
 from pktemu.netfilter.xt_base import MAX_EXPANSION, TARGETS, ParseCtx
 from pktemu.netfilter.restore_s import numbered_lines
-from pktemu.netfilter.xt_parse import Command, LineCache, parse_line, tokenize
+from pktemu.netfilter.xt_parse import Command, LineCache, parse_text
 from pktemu.netfilter.xt_rule import K_GOTO, K_JUMP, STANDARD, Rule
 from pktemu.netfilter.xtables import Chain, Ruleset, Table
 
@@ -193,13 +193,12 @@ class _Loader:
 
     def command(self, t: Table, line: str, where: str) -> None:
         pcnt: tuple[int, int] | None = None
-        m = _PREFIX_RE.match(line)
+        m = _PREFIX_RE.match(line) if line[0] == "[" else None
         if m is not None:
             pcnt = _counters(f"[{m.group(1)}]", where)
             line = line[m.end():]
         ctx = ParseCtx(where, t.name, "", self.expansion, self.shared)
-        cmd = (self.cache.parse(line, ctx) if self.cache is not None
-               else parse_line(tokenize(line, where), ctx))
+        cmd = self.cache.parse(line, ctx) if self.cache is not None else parse_text(line, ctx)
         if cmd.ignore:
             return
         if len(cmd.rules) > 1:
@@ -209,7 +208,10 @@ class _Loader:
                 r.pkts, r.bytes = pcnt
         self.changed = True
         self.lines += len(cmd.rules) or 1
-        getattr(self, f"cmd_{cmd.cmd}")(t, cmd, where)
+        if cmd.cmd == "A":
+            self.cmd_A(t, cmd, where)
+        else:
+            getattr(self, f"cmd_{cmd.cmd}")(t, cmd, where)
 
     # ------------------------------------------------------------------ bookkeeping
     def _live(self, c: Chain) -> list[Rule]:

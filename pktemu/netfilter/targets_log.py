@@ -1,4 +1,4 @@
-"""Targets that record or untrack without deciding: LOG, TRACE and CT --notrack / NOTRACK.
+"""Targets that record or untrack without deciding: LOG, TRACE and CT (--notrack, zones) / NOTRACK.
 
 LOG keeps a kernel-log-like line in the ruleset (one list per namespace) instead of printing;
 CT --notrack gives the packet the untracked conntrack so conntrack-in leaves it alone.
@@ -8,6 +8,8 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, Any
 
+from pktemu.net.icmp import KERNEL_SK
+from pktemu.netfilter.conntrack import TEMPLATE_KEY, ZoneSpec
 from pktemu.netfilter.core import UNTRACKED
 from pktemu.netfilter.xt_base import (
     XT_CONTINUE, Opt, ParseCtx, Pkt, Target, ip_str, parse_uint, register_target, save_string,
@@ -29,7 +31,8 @@ def log_line(p: Pkt, state: "HookState", flags: set[str] | frozenset[str] = froz
     """The line nf_log_syslog prints for an IPv4 packet (after the prefix), trailing blank included.
 
     The MAC part is there when the packet came in on a device; `--log-uid` gives UID=0 GID=0 to
-    locally generated packets (the emulated sockets are root's, as the owner match assumes).
+    locally generated packets (the emulated sockets are root's, as the owner match assumes), but
+    not to what the kernel sent itself (KERNEL_SK: its control sockets have no file).
     """
     d = bytes(p.frame.data)
     s = f"IN={state.in_dev or ''} OUT={state.out_dev or ''} "
@@ -43,7 +46,7 @@ def log_line(p: Pkt, state: "HookState", flags: set[str] | frozenset[str] = froz
         else:
             s += "MAC=" + ":".join(f"{x:02x}" for x in d[:14]) + " "
     s += _ipv4(d[14:14 + p.ip_len], flags, True)
-    if "log-uid" in flags and state.in_dev is None:
+    if "log-uid" in flags and state.in_dev is None and KERNEL_SK not in p.frame.meta:
         s += "UID=0 GID=0 "
     if p.frame.mark:
         s += f"MARK=0x{p.frame.mark:x} "
@@ -167,36 +170,61 @@ class LogTarget(Target):
 
 @register_target("CT", "NOTRACK")
 class CtTarget(Target):
-    """raw-table conntrack templates; only --notrack is modelled (`-j NOTRACK` is its alias)."""
+    """raw-table conntrack templates: --notrack (`-j NOTRACK` is its alias) and the zones.
+
+    As xt_ct_target, the first CT a packet meets wins (a later one sees a conntrack attached);
+    the template's zone waits in frame.meta for this namespace's conntrack_in."""
 
     name = "CT"
     table = "raw"
     notable = True
-    options = {"--notrack": Opt("notrack", nargs=0), "--zone": Opt("zone"), "--zone-orig": Opt("zone"),
-               "--zone-reply": Opt("zone")}
+    options = {"--notrack": Opt("notrack", nargs=0), "--zone": Opt("zone"), "--zone-orig": Opt("zone-orig"),
+               "--zone-reply": Opt("zone-reply")}
+    _DIRS = {"zone": 3, "zone-orig": 1, "zone-reply": 2}
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
+        self.zone: ZoneSpec | None = None
+        self.zone_opt = ""
         if name == "NOTRACK":
             self.options = {}             # type: ignore[misc]
             self.seen.add("notrack")
 
     def parse(self, opt: str, args: list[str], invert: bool, ctx: ParseCtx) -> None:
-        if opt == "zone":
-            raise ctx.error("CT: conntrack zones (--zone, --zone-orig, --zone-reply) are not modelled: "
-                            "entries are keyed by their tuple alone")
+        if opt in self._DIRS:
+            by_mark = args[0] == "mark"
+            if not by_mark and not (args[0].isdigit() and int(args[0]) <= 0xFFFF):
+                raise ctx.error(f"CT: cannot parse {args[0]} as a zone ID (0-65535 or mark)")
+            zid = 0 if by_mark else int(args[0])
+            self.zone, self.zone_opt = (zid, self._DIRS[opt], by_mark), opt   # the last one given wins
 
     def target(self, p: Pkt, state: "HookState") -> int:
         f = p.frame
-        if "notrack" in self.seen and f.ct is None:
+        if f.ct is not None:
+            return XT_CONTINUE
+        table = getattr(state.nf, "conntrack", None)
+        tmpl = f.meta.get(TEMPLATE_KEY)
+        if tmpl is not None and tmpl[0] is table:
+            return XT_CONTINUE
+        if "notrack" in self.seen:
             f.ct, f.ctinfo = UNTRACKED, None
+        elif table is not None:
+            table.zoned = True
+            f.meta[TEMPLATE_KEY] = (table, self.zone)
         return XT_CONTINUE
 
     def save(self) -> str:
-        return " --notrack" if self.ext_name == "CT" and "notrack" in self.seen else ""
+        if self.ext_name != "CT":
+            return ""
+        s = " --notrack" if "notrack" in self.seen else ""
+        if self.zone is not None and (self.zone[0] or self.zone[2]):
+            s += f" --{self.zone_opt} {'mark' if self.zone[2] else self.zone[0]}"
+        return s
 
     def summary(self, p: Pkt, state: "HookState") -> str:
-        return "NOTRACK" if "notrack" in self.seen else "CT"
+        if "notrack" in self.seen:
+            return "NOTRACK"
+        return "CT" + self.save().replace(" --", " ")
 
 
 @register_target("TRACE")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import TypeVar, cast
 
 from pktemu.errors import PktemuError, excerpt
 import pktemu.netfilter.matches  # noqa: F401  (registers the matches)
@@ -25,6 +24,7 @@ from pktemu.netfilter.xt_base import (
     MATCHES, TARGETS, Extension, Match, ParseCtx, ifname_check, parse_cidr, parse_proto, parse_uint,
     proto_name,
 )
+from pktemu.netfilter.xt_fast import fast_rule, shared_ext as _shared
 from pktemu.netfilter.xt_rule import K_EXT, K_GOTO, K_JUMP, STANDARD, Rule
 
 COMMANDS = {
@@ -52,11 +52,6 @@ _TOKEN_RE = re.compile(r"""((?:"(?:[^"\\]|\\.)*"|'[^']*'|[^ \t"'])+)|(["'])""", 
 _PIECE_RE = re.compile(r""""((?:[^"\\]|\\.)*)"|'([^']*)'|([^"']+)""", re.S)
 _UNESCAPE_RE = re.compile(r"\\(.)", re.S)
 _BLANKS_RE = re.compile(r"[ \t]+")
-#: one `seen` set per distinct set of options: extensions are done with theirs once parsed, and
-#: 170k rules would otherwise hold 180k small sets
-_SEEN: dict[frozenset[str], set[str]] = {}
-
-
 def _unquote(tok: str) -> str:
     out = []
     for dq, sq, bare in _PIECE_RE.findall(tok):
@@ -309,24 +304,6 @@ def _addresses(sp: _Spec, ctx: ParseCtx) -> None:
             raise ctx.error(f"'!' not allowed with multiple addresses in {tok}")
 
 
-_E = TypeVar("_E", bound=Extension)
-
-
-def _shared(ext: _E, ctx: ParseCtx) -> _E:
-    """The object of an equal extension parsed before in this input, if any: an extension without
-    state of its own is its settings, and 170k kube-proxy rules have a few dozen distinct `-m tcp`,
-    `statistic` or MARK settings. Equal means every attribute equal (a `seen` set by content)."""
-    ext.seen = _SEEN.setdefault(frozenset(ext.seen), ext.seen)
-    pool = ctx.shared
-    if pool is None or ext.stateful:
-        return ext
-    try:
-        key = (type(ext), *[(k, id(v) if v.__class__ is set else v) for k, v in vars(ext).items()])
-        return cast(_E, pool.setdefault(key, ext))
-    except TypeError:                   # a list or dict setting: kept as it is
-        return ext
-
-
 def _finish(sp: _Spec, ctx: ParseCtx) -> list[Rule]:
     """Final checks of the extensions, then one rule per source x destination address."""
     r = sp.rule
@@ -356,6 +333,15 @@ def _finish(sp: _Spec, ctx: ParseCtx) -> list[Rule]:
     return out
 
 
+def parse_text(line: str, ctx: ParseCtx) -> Command:
+    """One command line of restore input: kube-proxy's rule shapes the fast way (xt_fast), any
+    other line (and any error) by the general parser."""
+    hit = fast_rule(line, ctx)
+    if hit is not None:
+        return Command("A", hit[0], rules=[hit[1]], has_spec=True)
+    return parse_line(tokenize(line, ctx.where), ctx)
+
+
 class LineCache:
     """Parsed lines by (table, text), for a writer that restores nearly the same text again and
     again (kube-proxy: every sync, on every node): a hit copies the rule parsed before instead of
@@ -378,7 +364,7 @@ class LineCache:
                 r.pkts, r.bytes, r.where, r.origin = pkts, nbytes, ctx.where, ""
                 cmd.rules.append(r)
             return cmd
-        cmd = parse_line(tokenize(line, ctx.where), ctx)
+        cmd = parse_text(line, ctx)
         self.parsed += 1
         rule = cmd.rules[0] if cmd.rules else None
         if cmd.ignore or len(cmd.rules) > 1 or (rule is not None and (

@@ -81,21 +81,36 @@ def build_steps(rules: list[Rule]) -> list[Rule | Run]:
 
 
 class Chain:
-    """A built-in chain (with policy and policy counters) or a user chain."""
+    """A built-in chain (with policy and policy counters) or a user chain.
 
-    __slots__ = ("name", "builtin", "policy", "pkts", "bytes", "rules", "steps")
+    `declared`: the policy was set explicitly (an iptables-restore `:INPUT ACCEPT [0:0]` line or
+    `iptables -P`). iptables-nft then creates the base chain with counters, which the kernel
+    counts the policy's packets in; a built-in chain made implicitly (by `-A`, or a restore
+    without its line) has none, and iptables-nft-save prints [0:0] (legacy always counts)."""
+
+    __slots__ = ("name", "builtin", "_policy", "declared", "pkts", "bytes", "rules", "steps")
 
     def __init__(self, name: str, builtin: bool, policy: str | None = None) -> None:
         self.name = name
         self.builtin = builtin
-        self.policy = policy if builtin else None
+        self._policy = policy if builtin else None
+        self.declared = False
         self.pkts = self.bytes = 0
         self.rules: list[Rule] = []
         self.steps: list[Rule | Run] = []
 
+    @property
+    def policy(self) -> str | None:
+        return self._policy
+
+    @policy.setter
+    def policy(self, value: str | None) -> None:
+        self._policy = value
+        self.declared = self.builtin
+
     def copy(self) -> "Chain":
-        c = Chain(self.name, self.builtin, self.policy)
-        c.pkts, c.bytes, c.rules = self.pkts, self.bytes, list(self.rules)
+        c = Chain(self.name, self.builtin, self._policy)
+        c.pkts, c.bytes, c.rules, c.declared = self.pkts, self.bytes, list(self.rules), self.declared
         return c
 
 
@@ -221,7 +236,7 @@ class Ruleset:
         nt.chains = {}
         for cname, c in t.chains.items():
             nc = nt.chains[cname] = Chain(c.name, c.builtin, c.policy)
-            nc.pkts, nc.bytes = c.pkts, c.bytes
+            nc.pkts, nc.bytes, nc.declared = c.pkts, c.bytes, c.declared
             nc.rules = [r.clone() for r in c.rules]
         self.install(nt, validate=False)
 
@@ -356,7 +371,7 @@ class Ruleset:
     def _policy(t: Table, base: Chain, p: Pkt, state: "HookState") -> int:
         base.pkts += 1
         base.bytes += p.ip_len
-        policy = base.policy or "ACCEPT"
+        policy = base._policy or "ACCEPT"
         if policy == "DROP":
             note = RuleNote(f"{t.name}:{state.hook} policy DROP", t.name, state.hook, None, "DROP")
             p.frame.notes.append(note)

@@ -16,6 +16,7 @@ from pktemu.netfilter.core import NF_ACCEPT, NF_DROP, HookState
 from pktemu.netfilter.xt_base import Pkt
 from pktemu.nftables.model import Chain, NftRuleset, Table
 from pktemu.nftables.statements import NftNote
+from pktemu.nftables.trace import packet_line
 
 MAX_JUMP_STACK = 16      # NFT_JUMP_STACK_SIZE
 
@@ -31,6 +32,8 @@ def run_chain(table: Table, base: Chain, frame: Any, state: HookState) -> int:
     stack: list[tuple[Chain, int]] = []
     chain, i = base, 0
     trace = state.trace
+    if trace is not None:
+        trace = _Tracer(trace, table, base, frame, state)
     while True:
         rules = chain.rules
         if i >= len(rules):
@@ -38,20 +41,26 @@ def run_chain(table: Table, base: Chain, frame: Any, state: HookState) -> int:
                 chain, i = stack.pop()
                 extra["nft_chain"] = (ctype, table.name, chain.name)
                 continue
-            return _policy(table, base, p, state)
+            return _policy(table, base, p, state, trace)
         rule = rules[i]
         i += 1
         result: Any = None
+        shown = rule.shown() if trace is not None else ""     # counters as before this packet
         for step in rule.steps:
             result = step(p, state)
             if result is not None:
                 break
-        if result is None or result is False:
+        if result is False:
+            continue
+        if result is None:
+            if trace is not None:           # a rule that matched without a verdict: nft's `continue`
+                trace.append({"table": table.name, "chain": chain.name, "rulenum": rule.handle,
+                              "rule": shown, "verdict": "CONTINUE", "target": ""})
             continue
         kind = result.kind
         if trace is not None:
             trace.append({"table": table.name, "chain": chain.name,
-                          "rulenum": rule.handle, "rule": rule.shown(), "verdict": kind.upper(),
+                          "rulenum": rule.handle, "rule": shown, "verdict": kind.upper(),
                           "target": result.target or ""})
         if kind == "accept":
             return NF_ACCEPT
@@ -64,7 +73,7 @@ def run_chain(table: Table, base: Chain, frame: Any, state: HookState) -> int:
                 chain, i = stack.pop()
                 extra["nft_chain"] = (ctype, table.name, chain.name)
                 continue
-            return _policy(table, base, p, state)
+            return _policy(table, base, p, state, trace)
         if kind == "jump":
             if len(stack) >= MAX_JUMP_STACK:
                 raise PktemuError(f"nft {table.name} {chain.name}: jump stack exhausted")
@@ -73,7 +82,27 @@ def run_chain(table: Table, base: Chain, frame: Any, state: HookState) -> int:
         extra["nft_chain"] = (ctype, table.name, chain.name)
 
 
-def _policy(table: Table, base: Chain, p: Pkt, state: HookState) -> int:
+class _Tracer(list):      # type: ignore[type-arg]
+    """A traced packet's entries for one base chain: each names its base chain and family, the
+    first carries the `packet:` line nft prints for it (the headers as the chain saw them)."""
+
+    def __init__(self, out: list[Any], table: Table, base: Chain, frame: Any, state: HookState) -> None:
+        super().__init__()
+        self.out, self.base, self.family = out, base.name, table.family
+        self.header: str | None = packet_line(frame, state.hook, state.in_dev, state.out_dev)
+
+    def append(self, entry: Any) -> None:
+        entry["base"], entry["family"] = self.base, self.family
+        if self.header is not None:
+            entry["header"], self.header = self.header, None
+        self.out.append(entry)
+
+
+def _policy(table: Table, base: Chain, p: Pkt, state: HookState, trace: Any = None) -> int:
+    if trace is not None:
+        trace.append({"table": table.name, "chain": base.name, "rulenum": None,
+                      "rule": f"policy {base.policy}", "verdict": base.policy.upper(), "target": "",
+                      "mark": p.frame.mark})
     if base.policy != "drop":
         return NF_ACCEPT
     text = f"{base.type}:{state.hook} {table.name} {base.name} policy drop"
@@ -83,9 +112,17 @@ def _policy(table: Table, base: Chain, p: Pkt, state: HookState) -> int:
     return NF_DROP
 
 
-def chain_fn(table: Table, chain: Chain) -> Callable[[Any, HookState], int]:
+def chain_fn(rs: NftRuleset, table: Table, chain: Chain) -> Callable[[Any, HookState], int]:
+    """The hook function of a base chain, found by name on each packet: an `nft` action that
+    deletes and re-adds it mid-run (pktemu.actions.nft) keeps it hooked, one that deletes it unhooks it."""
+    key, name = (table.family, table.name), chain.name
+
     def fn(frame: Any, state: HookState) -> int:
-        return run_chain(table, chain, frame, state)
+        t = rs.tables.get(key)
+        c = t.chains.get(name) if t is not None else None
+        if t is None or c is None or c.hook is None:
+            return NF_ACCEPT
+        return run_chain(t, c, frame, state)
     return fn
 
 
@@ -97,7 +134,7 @@ def attach(nf: Any, rs: NftRuleset) -> None:
         for c in t.chains.values():
             if c.hook is None:
                 continue
-            fn = chain_fn(t, c)
+            fn = chain_fn(rs, t, c)
             if c.type == "nat":
                 nf.add_nat_lookup(c.hook, c.priority, fn)
             else:

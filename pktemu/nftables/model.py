@@ -27,6 +27,9 @@ KEY_TYPES: dict[str, tuple[int, bool]] = {
     "ether_addr": (6, False), "ipv6_addr": (16, False),
 }
 DATA_TYPES = ("verdict", *KEY_TYPES)
+#: the size the kernel gives a set without one when a rule binds it to `add/update @set` (nft_dynset_init);
+#: it stays after that rule is deleted, and is what `nft list` prints then
+DYNAMIC_SIZE = 65535
 
 #: standard priorities, in the order nft tries them when printing (src/rule.c std_prios)
 STD_PRIOS = (("raw", -300), ("mangle", -150), ("dstnat", -100), ("filter", 0), ("security", 50),
@@ -204,6 +207,7 @@ class Table:
     chains: dict[str, Chain] = field(default_factory=dict)
     next_handle: int = 1
     anon: int = 0
+    tx: "Snapshot | None" = field(default=None, repr=False, compare=False)
 
     def new_handle(self) -> int:
         h = self.next_handle
@@ -214,12 +218,30 @@ class Table:
         c = self.chains.get(name)
         if c is None:
             raise PktemuError(f"{where}: no chain '{name}' in table {self.family} {self.name}")
+        if self.tx is not None:
+            self.tx.touch(c)
         return c
+
+    def get_chain(self, name: str) -> Chain | None:
+        """The chain named, or None; a transaction about to change it saves it first."""
+        c = self.chains.get(name)
+        if c is not None and self.tx is not None:
+            self.tx.touch(c)
+        return c
+
+    def get_set(self, name: str) -> NftSet | None:
+        """The set or map named, or None; a transaction about to change it saves it first."""
+        s = self.sets.get(name)
+        if s is not None and self.tx is not None:
+            self.tx.touch(s)
+        return s
 
     def set(self, name: str, where: str) -> NftSet:
         s = self.sets.get(name)
         if s is None:
             raise PktemuError(f"{where}: no set or map '{name}' in table {self.family} {self.name}")
+        if self.tx is not None:
+            self.tx.touch(s)
         return s
 
 
@@ -233,3 +255,52 @@ class NftRuleset:
         if t is None:
             raise PktemuError(f"{where}: no table {family} {name}")
         return t
+
+    def transaction(self) -> Snapshot:
+        """Start an `nft -f` transaction: `restore()` the result if it fails, `close()` it if not."""
+        return Snapshot(self)
+
+
+class Snapshot:
+    """What a transaction changes, saved so that a failed `nft -f` applies nothing, as the kernel's
+    all-or-nothing transactions do. Tables are saved up front (their chain and set dicts copied,
+    one C-level copy each); a chain or set is saved when the transaction first reaches it through
+    `Table.chain`/`Table.set`/`get_chain`/`get_set`, so a small transaction on a 10,000-Service ruleset costs
+    what it touches. Rules and elements are never changed in place by a load, so shallow copies do."""
+
+    def __init__(self, rs: "NftRuleset") -> None:
+        self.rs, self.tables = rs, dict(rs.tables)
+        self.saved: list[tuple[Any, dict[str, Any], list[tuple[Any, Any]]]] = []
+        self.seen: set[int] = set()
+        for t in self.tables.values():
+            self.saved.append((t, dict(t.__dict__), [(t.sets, dict(t.sets)), (t.chains, dict(t.chains))]))
+            t.tx = self
+
+    def touch(self, obj: "Chain | NftSet") -> None:
+        if id(obj) in self.seen:
+            return
+        self.seen.add(id(obj))
+        if isinstance(obj, Chain):
+            self.saved.append((obj, dict(obj.__dict__), [(obj.rules, list(obj.rules))]))
+            return
+        parts: list[tuple[Any, Any]] = [(obj.elements, dict(obj.elements)), (obj.ranges, list(obj.ranges)),
+                                        (obj.prefixes, dict(obj.prefixes))]
+        parts += [(ix, dict(ix)) for ix in obj.prefixes.values()]
+        self.saved.append((obj, dict(obj.__dict__), parts))
+
+    def close(self) -> None:
+        for t in self.tables.values():
+            t.tx = None
+
+    def restore(self) -> None:
+        """Put every saved object back as it was; what the transaction created is dropped."""
+        self.rs.tables.clear()
+        self.rs.tables.update(self.tables)
+        for obj, attrs, parts in reversed(self.saved):
+            obj.__dict__.update(attrs)
+            for container, copy in parts:
+                if isinstance(container, list):
+                    container[:] = copy
+                else:
+                    container.clear()
+                    container.update(copy)

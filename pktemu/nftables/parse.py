@@ -27,6 +27,19 @@ def load_nft(text: str, path: str, rs: NftRuleset | None = None) -> NftRuleset:
     """Apply an `nft -f` file to `rs` (a new ruleset by default) and check its references."""
     rs = rs if rs is not None else NftRuleset()
     cur = Cursor(tokenize(text, path), path)
+    tx = rs.transaction()
+    try:
+        _apply(cur, rs, path)
+    except BaseException:
+        tx.restore()
+        raise
+    finally:
+        tx.close()
+    return rs
+
+
+def _apply(cur: Cursor, rs: NftRuleset, path: str) -> None:
+    """Every command of the file, in order, then the reference check (`load_nft` undoes all on error)."""
     while True:
         while cur.peek().text in (";",) or cur.peek().kind == "nl":
             if cur.i >= len(cur.toks) - 1:
@@ -42,7 +55,6 @@ def load_nft(text: str, path: str, rs: NftRuleset | None = None) -> NftRuleset:
         else:
             raise cur.error(f"unknown command {describe(t)} (expected table, {', '.join(VERBS)})", t)
     check(rs, path)
-    return rs
 
 
 def _family(cur: Cursor) -> str:
@@ -86,6 +98,8 @@ def _command(cur: Cursor, rs: NftRuleset, verb: str) -> None:
             t.chains = {n: Chain(c.name, c.type, c.hook, c.priority, c.policy, c.comment, c.handle)
                         for n, c in t.chains.items()}
             for s in t.sets.values():
+                if t.tx is not None:
+                    t.tx.touch(s)
                 s.clear()
         return _end(cur)
     table = rs.table(fam, tname, where)
@@ -94,7 +108,7 @@ def _command(cur: Cursor, rs: NftRuleset, verb: str) -> None:
         if verb in ("add", "create"):
             if verb == "create" and name in table.chains:
                 raise cur.error(f"chain {name} exists")
-            c = table.chains.get(name)
+            c = table.get_chain(name)
             if c is None:
                 c = table.chains[name] = Chain(name, handle=table.new_handle())
             if cur.accept("{"):
@@ -113,7 +127,7 @@ def _command(cur: Cursor, rs: NftRuleset, verb: str) -> None:
         if verb in ("add", "create"):
             if name in table.sets and verb == "create":
                 raise cur.error(f"{obj} {name} exists")
-            old = table.sets.get(name)
+            old = table.get_set(name)
             if old is None:
                 new = NftSet(name, obj, handle=table.new_handle())
                 cur.expect("{")
@@ -218,13 +232,13 @@ def _table_block(cur: Cursor, rs: NftRuleset, verb: str, fam: str | None = None,
             t.flags = _list(cur)
         elif w in ("set", "map"):
             sname = cur.word(f"a {w} name")
-            s = t.sets.get(sname) or NftSet(sname, w, handle=t.new_handle())
+            s = t.get_set(sname) or NftSet(sname, w, handle=t.new_handle())
             cur.expect("{")
             _set_body(cur, s)
             t.sets[sname] = s
         elif w == "chain":
             cname = cur.word("a chain name")
-            c = t.chains.get(cname)
+            c = t.get_chain(cname)
             if c is None:
                 c = t.chains[cname] = Chain(cname, handle=t.new_handle())
             cur.expect("{")

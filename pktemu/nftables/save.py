@@ -13,7 +13,6 @@ from pktemu.nftables.rules import element_text, sorted_elements
 _HOOK_WORD = {"PREROUTING": "prerouting", "INPUT": "input", "FORWARD": "forward", "OUTPUT": "output",
               "POSTROUTING": "postrouting"}
 _NEWLINE = ",\n\t\t\t     "
-DYNAMIC_SIZE = 65535        # the size nft gives a dynamic set declared without one
 _PER_LINE = {"ipv4_addr": 2, "ct_state": 2, "ct_status": 2, "inet_proto": 5, "inet_service": 5,
              "integer": 5, "mark": 5}
 
@@ -46,8 +45,8 @@ def _set(s: NftSet, now: int) -> str:
     if s.data_type is not None:
         typ += f" : {s.data_type}"
     lines.append(f"\t\ttype {typ}")
-    if s.size is not None or "dynamic" in s.flags:
-        lines.append(f"\t\tsize {s.size or DYNAMIC_SIZE}")
+    if s.size:      # 0 or none: nft prints no size (a rule updating the set gave it DYNAMIC_SIZE)
+        lines.append(f"\t\tsize {s.size}")
     if s.flags:
         lines.append(f"\t\tflags {','.join(sorted(s.flags, key=_FLAG_ORDER.index))}")
     if s.timeout is not None:

@@ -11,10 +11,11 @@ from typing import Any
 
 from pktemu.net.frame import ip2int
 from pktemu.netfilter.core import MANIP_DST, MANIP_SRC, NF_ACCEPT, NatRange
+from pktemu.netfilter.matches_rate import TokenBucket
 from pktemu.nftables.elements import VERDICTS, parse_time, parse_typed
 from pktemu.nftables.fields import Field
 from pktemu.nftables.lexer import Cursor
-from pktemu.nftables.model import COUNTER_MARK, Element, Rule, Step, Table, Verdict
+from pktemu.nftables.model import COUNTER_MARK, DYNAMIC_SIZE, Element, Rule, Step, Table, Verdict
 
 ACCEPT, DROP = Verdict("accept"), Verdict("drop")
 REJECT_ICMP = {"net-unreachable": "icmp-net-unreachable", "host-unreachable": "icmp-host-unreachable",
@@ -87,6 +88,8 @@ def parse_statement(cur: Cursor, table: Table, rule: Rule) -> tuple[str, Step | 
         return COUNTER_MARK, count
     if (w == "mark" and w1 == "set") or (w in ("meta", "ct") and w1 == "mark" and cur.peek(2).text == "set"):
         return _mark_set(cur, rule, "ct" if w == "ct" else "meta")
+    if (w == "nftrace" and w1 == "set") or (w == "meta" and w1 == "nftrace" and cur.peek(2).text == "set"):
+        return _nftrace(cur)
     if w in ("dnat", "snat", "masquerade", "redirect"):
         return _nat(cur, table, rule, w)
     if w == "reject":
@@ -126,6 +129,18 @@ def _value_expr(cur: Cursor) -> tuple[str, Any]:
         return f"{src} mark", base
     v = parse_typed(cur, "mark")[0]
     return f"0x{v:08x}", lambda p: v
+
+
+def _nftrace(cur: Cursor) -> tuple[str, Step]:
+    """`meta nftrace set 0|1`: kept for `nft list`; `pktemu trace` traces its packet through
+    every chain whatever the flag, as if the first chain it meets set it."""
+    if cur.next().text == "meta":
+        cur.next()
+    cur.expect("set")
+    v = cur.word("0 or 1")
+    if v not in ("0", "1"):
+        raise cur.error(f"meta nftrace set {v}: expected 0 or 1")
+    return f"meta nftrace set {v}", lambda p, s: None
 
 
 def _mark_set(cur: Cursor, rule: Rule, dest: str) -> tuple[str, Step]:
@@ -269,17 +284,18 @@ def _limit(cur: Cursor) -> tuple[str, Step]:
         cur.accept("packets")
         if burst != 5:
             text += f" burst {burst} packets"
-    cap = float(max(burst, 1))
-    tokens, last = [cap], [-1]
+    if n < 1:
+        raise cur.error(f"bad limit rate '{rate}': the rate must be at least 1")
+    # nft_limit_init: a packet costs unit/rate ns; the bucket holds `burst` of them (0 means 5)
+    cost = per // n
+    cap = cost * (burst or 5)
+    bucket: list[TokenBucket] = []
 
     def step(p: Any, s: Any) -> Any:
         now = s.node.now()
-        if last[0] >= 0 and n:
-            tokens[0] = min(cap, tokens[0] + (now - last[0]) * n / per)
-        last[0] = now
-        ok = tokens[0] >= 1
-        if ok:
-            tokens[0] -= 1
+        if not bucket:
+            bucket.append(TokenBucket(cap, cost, now))
+        ok = bucket[0].take(now, 1)
         return None if ok != over else False
     return text, step
 
@@ -302,6 +318,8 @@ def _update(cur: Cursor, table: Table, verb: str) -> tuple[str, Step]:
         timeout = parse_time(tt)
         text += f" timeout {tt}"
     cur.expect("}")
+    if not st.size:
+        st.size = DYNAMIC_SIZE
     read = lhs.reader()
     concat = len(lhs.fields) > 1
     default = parse_time(st.timeout) if st.timeout else None
