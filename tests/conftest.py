@@ -70,3 +70,24 @@ def load_error(path: Path) -> str:
         load_topology(str(path))
     assert "\n" not in str(e.value)
     return str(e.value)
+
+
+#: Test files that build network namespaces or change the host kernel's settings: with `-n 2
+#: --dist loadgroup` (pytest-xdist) they all run one after another on one worker, so two of
+#: them never build `pktemu kernel`'s fixed-name namespaces (orc-*) at the same time.
+KERNEL_FILES = frozenset({
+    "test_collect.py", "test_import.py", "test_import_cni.py", "test_import_live.py", "test_k8s_nftables.py",
+    "test_k8s_oracle.py", "test_kernel_calico.py", "test_kernel_conntrack_zones.py", "test_kernel_ipset.py",
+    "test_kernel_link_updown.py", "test_kernel_live.py", "test_kernel_policy_routing.py",
+    "test_kernel_route_localnet.py", "test_kernel_vxlan.py", "test_kernel_xt_constructs.py",
+    "test_masquerade_source.py", "test_nftables_fidelity.py", "test_nftables_json.py",
+    "test_nftables_kernel.py", "test_nftables_parse.py", "test_policy_routing.py", "test_xtables_rate.py",
+    "test_xtables_real_nodes.py", "test_cli_conventions.py", "test_input_mistakes.py",
+})
+
+
+@pytest.hookimpl(tryfirst=True)       # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in KERNEL_FILES:
+            item.add_marker(pytest.mark.xdist_group("kernel"))
