@@ -300,7 +300,22 @@ def test_redact_replaces_names_and_public_addresses_everywhere(tmp_path: Path) -
             "iptables-save.txt": RULES.replace(
                 "COMMIT",
                 '-A POSTROUTING -s 34.1.2.0/24 -m comment --comment "shop/web" -j MASQUERADE\nCOMMIT',
-            )
+            ),
+            "ip-rule.json": json.dumps(
+                [
+                    {"priority": 0, "src": "all", "table": "local"},
+                    {"priority": 100, "src": "34.1.2.0", "srclen": 24, "dst": "35.9.9.9", "table": "100"},
+                    {"priority": 32766, "src": "all", "table": "main"},
+                    {"priority": 32767, "src": "all", "table": "default"},
+                ]
+            ),
+            "ip-route.json": json.dumps(
+                [
+                    {"dst": "default", "gateway": "34.1.2.1", "dev": "eth0", "table": "main"},
+                    {"dst": "10.0.1.0/24", "dev": "cbr0", "table": "main", "scope": "link"},
+                    {"dst": "35.9.9.0/24", "gateway": "34.1.2.1", "dev": "eth0", "table": "100"},
+                ]
+            ),
         },
     )
     objs = cluster_yaml(tmp_path / "c.yaml", node_ip="34.1.2.3")
@@ -313,7 +328,7 @@ def test_redact_replaces_names_and_public_addresses_everywhere(tmp_path: Path) -
         pktemu("validate", str(out / "t.yaml"))
     assert texts[0] == texts[1]
     everything = "\n".join(texts[0].values())
-    for secret in ("34.1.2", "worker-a", "frontend", "shop/", "namespace: shop"):
+    for secret in ("34.1.2", "35.9.9", "worker-a", "frontend", "shop/", "namespace: shop"):
         assert secret not in everything, secret
     t = yaml.safe_load(texts[0]["t.yaml"])
     node = t["nodes"]["node-1"]
@@ -324,6 +339,10 @@ def test_redact_replaces_names_and_public_addresses_everywhere(tmp_path: Path) -
     rules = texts[0]["node-1.iptables"]
     net = addr.split("/")[0].rsplit(".", 1)[0] + ".0/24"
     assert f'-s {net} -m comment --comment "ns-1/web"' in rules
+    [rule] = node["ip_rules"]  # policy routing: its addresses mapped as the interfaces' are
+    [table_route] = [r for r in node["routes"] if r.get("table") == 100]
+    far = table_route["to"].split("/")[0]
+    assert rule.startswith(f"from {net} to ") and far.rsplit(".", 1)[0] in rule, rule
 
 
 # ---------------------------------------------------------------------------- the kernel oracle's cluster

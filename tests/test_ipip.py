@@ -72,6 +72,16 @@ def test_pod_sees_ttl_decremented_by_both_nodes(run: Path) -> None:
     assert [p[IP].ttl for p in reqs] == [62, 62]
 
 
+def test_sniff_on_tunl0_gives_the_pcaps_ip_packets(run: Path) -> None:
+    """The Python API's sniff on a device with no link layer is what tcpdump wrote there: bare IPv4."""
+    net = pk.Network.load(str(TOPO), "cross-node")
+    net.run()
+    sniffed = net.sniff("node2-tunl0")
+    written = rdpcap(str(run / "pcap" / "node2-tunl0.pcap"))
+    assert sniffed and all(isinstance(p, IP) for p in sniffed)
+    assert [bytes(p) for p in sniffed] == [bytes(p) for p in written]
+
+
 def _big_ping(tunl0_mtu: int, df: bool = True) -> pk.Network:
     t = topo()
     for n, dev in (("pod1", "eth0"), ("node1", "calia1b2c3d4e5f")):

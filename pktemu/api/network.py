@@ -22,6 +22,7 @@ from pktemu.api.packets import ethernet_frame, expand, ip_datagram
 from pktemu.api.state import KernelState
 from pktemu.api.taps import INBOUND, Recorder, dissect, stamp
 from pktemu.errors import PktemuError, excerpt
+from pktemu.io.pcap import LINKTYPE_ETHERNET
 from pktemu.io.run import schedule_traffic, server_results
 from pktemu.io.topofile import load_topology
 from pktemu.io.topofile_scenarios import scenario_end
@@ -60,7 +61,8 @@ class Network(KernelState, Commands):
         for cname, dev in self.engine.captures():
             # before a disk capture's tap, which takes the notes its all.pcapng comment is made of
             rec = Recorder(cname, keep_frames, consume=self._disk is None,
-                           point=f"{dev.node.name}/{dev.name}")
+                           point=f"{dev.node.name}/{dev.name}",
+                           raw=getattr(dev, "linktype", LINKTYPE_ETHERNET) != LINKTYPE_ETHERNET)
             dev.taps.insert(0, rec)
             self._recorders[cname] = rec
             self._points[cname] = self._points[f"{dev.node.name}/{dev.name}"] = cname
@@ -249,7 +251,8 @@ class Network(KernelState, Commands):
         name = self._point("sniff", point)
         if not self._recorders[name].keep:
             raise PktemuError("sniff: the network was loaded with keep_frames=False")
-        pkts = [dissect(name, *rec) for rec in self._recorders[name].records]
+        recorder = self._recorders[name]
+        pkts = [dissect(name, *rec, raw=recorder.raw) for rec in recorder.records]
         if lfilter is not None:
             pkts = [p for p in pkts if lfilter(p)]
         return PacketList(pkts, name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
+from scapy.layers.inet import IP
 from scapy.layers.l2 import Ether
 from scapy.utils import EDecimal
 
@@ -27,10 +28,12 @@ Observer = Callable[["Recorder", int, bytes], None]
 class Recorder:
     """A tap on one device: every frame it sends or receives, as bytes, in order."""
 
-    __slots__ = ("name", "records", "observers", "keep", "consume", "count", "plain")
+    __slots__ = ("name", "records", "observers", "keep", "consume", "count", "plain", "raw")
 
-    def __init__(self, name: str, keep: bool = True, consume: bool = True, point: str = "") -> None:
+    def __init__(self, name: str, keep: bool = True, consume: bool = True, point: str = "",
+                 raw: bool = False) -> None:
         self.name = name
+        self.raw = raw              # a device with no link layer (tunl0): sniffed as bare IPv4
         self.plain = {d: plain_comment(d, point or name) for d in ("in", "out")}
         self.records: list[tuple[int, int, bytes, str | None]] = []
         self.observers: list[Observer] = []
@@ -58,10 +61,12 @@ def stamp(ts_ns: int) -> EDecimal:
     return EDecimal(EPOCH_NS + ts_ns) / EDecimal(1_000_000_000)
 
 
-def dissect(name: str, ts_ns: int, direction: int, data: bytes, comment: str | None = None) -> Any:
+def dissect(name: str, ts_ns: int, direction: int, data: bytes, comment: str | None = None,
+            raw: bool = False) -> Any:
     """One recorded frame as a Scapy packet, stamped as Scapy's sniff and pcap readers stamp it,
-    with all.pcapng's explain comment."""
-    pkt = Ether(data)
+    with all.pcapng's explain comment. On a device with no link layer it is the IP packet that
+    tcpdump and Scapy see there (LINKTYPE_RAW), not the emulator's internal Ethernet header."""
+    pkt = IP(data[14:]) if raw else Ether(data)
     pkt.time = stamp(ts_ns)
     pkt.sniffed_on = name
     pkt.direction = direction
