@@ -64,6 +64,10 @@ class FakeNode:
     def is_local(self, addr: int) -> bool:
         return addr == self.addr
 
+    def route_output(self, daddr: int) -> None:
+        """No routes or devices here: the TCP stack then takes the MSS of an MTU of 1500."""
+        return None
+
     def register_protocol(self, proto: int, rcv: Callable[[Frame], None],
                           err: Callable[[int, int, bytes], None] | None = None) -> None:
         self.protocols[proto] = (rcv, err)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable
 
 from pktemu.net.frame import Frame, int2ip
 from pktemu.net.tcp_conn import TcpConnection
-from pktemu.net.tcp_const import ESTABLISHED, SYN_RECV, SYN_SENT, TIME_WAIT
+from pktemu.net.tcp_const import ADVMSS, ESTABLISHED, SYN_RECV, SYN_SENT, TIME_WAIT, advmss
 from pktemu.net.tcp_retrans import Skb
 from pktemu.net.tcp_errno import (ICMP_DEST_UNREACH, ICMP_PARAMETERPROB, ICMP_TIME_EXCEEDED, SockError,
                                   icmp_errno)
@@ -124,6 +124,13 @@ class TcpStack:
         if off is None:
             off = self._ts_base[(saddr, daddr)] = self.rng.getrandbits(32)
         return off
+
+    def advmss(self, daddr: int) -> int:
+        """dst_metric_advmss() of the route to the peer, which the socket's MSS option, initial
+        window and segment size follow: its device's MTU less 40 (1410 on a 1450 flannel pod)."""
+        r = self.node.route_output(daddr)
+        dev = None if r is None else self.node.devices.get(r[0].dev)
+        return ADVMSS if dev is None else advmss(dev.mtu)
 
     def connections(self) -> list[TcpConnection]:
         return list(self._conns.values())

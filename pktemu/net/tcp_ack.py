@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pktemu.net.tcp_const import (ADVMSS, ATO_MIN, CLOSED, DELACK_MAX, MAX_QUICKACKS, MS, OOW_RATELIMIT, TICK,
+from pktemu.net.tcp_const import (ATO_MIN, CLOSED, DELACK_MAX, MAX_QUICKACKS, MS, OOW_RATELIMIT, TICK,
                                   TIME_WAIT)
 from pktemu.net.tcp_wire import MASK32, SYN, before
 
@@ -28,6 +28,7 @@ class AckPolicy:
     ato: int
     lrcvtime: int
     rcv_mss: int
+    advmss: int
     ack_pending: bool
     rcv_nxt: int
     rcv_wup: int
@@ -74,7 +75,7 @@ class AckPolicy:
         """tcp_event_data_recv(): measure the peer's segment size, adapt the ACK timeout."""
         self.ack_pending = True
         if n >= self.rcv_mss:
-            self.rcv_mss = min(n, ADVMSS)
+            self.rcv_mss = min(n, self.advmss)
         now = self.sim.now
         if not self.ato:
             self.incr_quickack()

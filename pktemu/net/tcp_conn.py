@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from pktemu.net.frame import int2ip
 from pktemu.net.tcp_ack import AckPolicy
-from pktemu.net.tcp_const import (ADVMSS, CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_TIMEOUT, FIN_WAIT1,
-                                  FIN_WAIT2, LAST_ACK, MS, MSS_DEFAULT, RAW_WINDOW_ACTIVE, RAW_WINDOW_PASSIVE,
-                                  RTO_INIT, SYN_RECV, SYN_SENT, TIME_WAIT, TIMEWAIT_LEN, WSCALE, syn_window)
+from pktemu.net.tcp_const import (CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_TIMEOUT, FIN_WAIT1, FIN_WAIT2,
+                                  LAST_ACK, MS, MSS_DEFAULT, RTO_INIT, SYN_RECV, SYN_SENT, TIME_WAIT,
+                                  TIMEWAIT_LEN, WSCALE, raw_window, syn_window)
 from pktemu.net.tcp_errno import SockError
 from pktemu.net.tcp_retrans import Retransmission, Skb
 from pktemu.net.tcp_wire import (ACK, FIN, IPPROTO_TCP, MASK32, PSH, RST, SYN, TCPOLEN_TSTAMP_ALIGNED, after,
@@ -36,6 +36,7 @@ class TcpConnection(AckPolicy, Retransmission):
         self.state = CLOSED
         self.iss = stack.isn(saddr, sport, daddr, dport) if iss is None else iss
         self.ts_off = stack.ts_offset(saddr, daddr)
+        self.advmss = stack.advmss(daddr)
         self.snd_una = self.snd_nxt = self.write_seq = self.iss
         self.snd_wnd = 0
         self.snd_wl1 = 0
@@ -192,14 +193,14 @@ class TcpConnection(AckPolicy, Retransmission):
 
     # ------------------------------------------------------------------ sizes and windows
     def send_mss(self) -> int:
-        mss = min(self.peer_mss, ADVMSS) - (TCPOLEN_TSTAMP_ALIGNED if self.ts_ok else 0)
+        mss = min(self.peer_mss, self.advmss) - (TCPOLEN_TSTAMP_ALIGNED if self.ts_ok else 0)
         if self.max_window > MSS_DEFAULT:
             mss = min(mss, max(self.max_window // 2, 68))
         return max(mss, 8)
 
     @property
     def raw_window(self) -> int:
-        raw = RAW_WINDOW_ACTIVE if self.active else RAW_WINDOW_PASSIVE
+        raw = raw_window(self.advmss if self.active else self.advmss - TCPOLEN_TSTAMP_ALIGNED)
         return raw if self.ws_ok else min(raw << WSCALE, 65535)
 
     @property
@@ -219,13 +220,13 @@ class TcpConnection(AckPolicy, Retransmission):
         """tcp_transmit_skb(): options, window, ACK bookkeeping, then down to IP."""
         if flags & SYN:
             if flags & ACK:
-                mss_eff = ADVMSS - (TCPOLEN_TSTAMP_ALIGNED if self.ts_ok and not self.active else 0)
+                mss_eff = self.advmss - (TCPOLEN_TSTAMP_ALIGNED if self.ts_ok and not self.active else 0)
                 window = syn_window(mss_eff)
                 ts = (self.tsval(), self.ts_recent) if self.ts_ok else None
-                opts = syn_options(ADVMSS, self.sack_ok, ts, WSCALE if self.ws_ok else None)
+                opts = syn_options(self.advmss, self.sack_ok, ts, WSCALE if self.ws_ok else None)
             else:
-                window = syn_window(ADVMSS)
-                opts = syn_options(ADVMSS, True, (self.tsval(), 0), WSCALE)
+                window = syn_window(self.advmss)
+                opts = syn_options(self.advmss, True, (self.tsval(), 0), WSCALE)
         else:
             window = self.raw_window
             opts = ts_option(self.tsval(), self.ts_recent) if self.ts_ok else b""

@@ -14,11 +14,9 @@ CLOSING = "CLOSING"
 LAST_ACK = "LAST_ACK"
 TIME_WAIT = "TIME_WAIT"
 
-ADVMSS = 1460                  # MTU 1500 - 40
+ADVMSS = 1460                  # MTU 1500 - 40: a route whose device is unknown
 MSS_DEFAULT = 536              # TCP_MSS_DEFAULT: peer sent no MSS option
 WSCALE = 10                    # what the kernel reference advertised (tcp_rmem max 6 MB)
-RAW_WINDOW_ACTIVE = 63         # window field after the handshake, as the kernel showed it
-RAW_WINDOW_PASSIVE = 64
 RTO_INIT = 1 * SECOND          # TCP_TIMEOUT_INIT
 RTO_MIN = 200 * MS
 RTO_MAX = 120 * SECOND
@@ -38,3 +36,15 @@ OOW_RATELIMIT = 500 * MS       # tcp_invalid_ratelimit
 def syn_window(mss: int) -> int:
     """tcp_select_initial_window(): 65535 rounded down to a multiple of the MSS."""
     return (65535 // mss) * mss
+
+
+def advmss(mtu: int) -> int:
+    """ipv4_default_advmss(): the route's MTU less the IP and TCP headers, at most 65535 - 40."""
+    return max(min(mtu, 65535) - 40, 256)
+
+
+def raw_window(mss: int) -> int:
+    """The window field after the handshake: the initial window (syn_window of the MSS it was
+    cut to), which __tcp_select_window never shrinks, rounded up to the window scale's unit
+    (63 for an MSS of 1460, 64 for 1448, as the kernel showed)."""
+    return -(-syn_window(mss) >> WSCALE)
