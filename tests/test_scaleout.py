@@ -86,9 +86,9 @@ def cluster(tmp_path: Path) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]
     procs = [subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
                                "--no-dashboard"], stdout=log, stderr=log)]
     try:
-        for _ in range(2):
+        for k in range(2):
             procs.append(subprocess.Popen([*dask, "worker", address, "--nthreads", "1", "--no-nanny",
-                                           "--host", "127.0.0.1", "--no-dashboard"],
+                                           "--host", "127.0.0.1", "--no-dashboard", "--name", f"w{k}"],
                                           stdout=log, stderr=log, cwd=tmp_path))
         with distributed.Client(address, timeout=60) as client:
             client.wait_for_workers(2, timeout=60)
@@ -98,6 +98,23 @@ def cluster(tmp_path: Path) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]
             proc.kill()
             proc.wait(timeout=30)
         log.close()
+
+
+def wait_until_worker_holds_a_result(address: str, name: str, proc: subprocess.Popen[bytes]) -> bool:
+    """Until worker `name` holds a finished pktemu task the client has not fetched yet (the
+    scheduler's has_what), so killing it loses computed work that must be rerun elsewhere."""
+    import distributed
+
+    with distributed.Client(address, timeout=60) as client:
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            addr = [a for a, w in client.scheduler_info()["workers"].items() if w.get("name") == name]
+            held = client.has_what(addr) if addr else {}
+            if any(k.startswith("pktemu-") and not k.startswith("pktemu-topology-")
+                   for keys in held.values() for k in keys):
+                return True
+            time.sleep(0.005)
+    return False
 
 
 def test_dask_scheduler_and_workers_survive_a_killed_worker(
@@ -112,13 +129,12 @@ def test_dask_scheduler_and_workers_survive_a_killed_worker(
     out = tmp_path / "sweep"
     proc = subprocess.Popen([sys.executable, "-m", "pktemu.cli", *SWEEP, "--out", str(out), "-o", "json",
                              "--scheduler", address], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not (out / "seed-1").exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    holds_result = wait_until_worker_holds_a_result(address, "w0", proc)
     still_running = proc.poll() is None
     workers[0].send_signal(signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=120)
     assert still_running, "the sweep ended before the worker was killed: nothing was tested"
+    assert holds_result, "worker w0 never held a finished task: the kill would test nothing"
     assert workers[0].wait(timeout=10) == -signal.SIGKILL
     assert proc.returncode == 0, stderr
     assert tree(out) == serial["sweep"][0]
