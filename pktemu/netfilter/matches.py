@@ -271,6 +271,7 @@ class MultiportMatch(Match):
 @register_match("comment")
 class CommentMatch(Match):
     name = "comment"
+    always = True
     options = _opts((("--comment",), Opt("comment")))
 
     def __init__(self, name: str) -> None:

@@ -27,13 +27,16 @@ from pktemu.errors import PktemuError, excerpt
 from pktemu.netfilter.core import TABLE_HOOKS
 from pktemu.netfilter.xt_base import MAX_EXPANSION, TARGETS, ParseCtx
 from pktemu.netfilter.restore_s import numbered_lines
+from pktemu.netfilter.xt_fast import fast_cache, fast_rule
 from pktemu.netfilter.xt_parse import Command, LineCache, parse_text
-from pktemu.netfilter.xt_rule import K_GOTO, K_JUMP, STANDARD, Rule
-from pktemu.netfilter.xtables import Chain, Ruleset, Table
+from pktemu.netfilter.xt_rule import K_GOTO, K_JUMP, STANDARD, Rule, where_code
+from pktemu.netfilter.xtables import Chain, Ruleset, Table, settle_young
 
 _COUNTERS_RE = re.compile(r"^\[([0-9]{1,20}):([0-9]{1,20})\]$")
 _PREFIX_RE = re.compile(r"^\[([^\]]*)\][ \t]*")
 _FIELDS_RE = re.compile(r"[^ \t]+")             # iptables-restore separates with spaces and tabs only
+#: `:NAME - [p:b]` declaring a chain by a name check_chain_name may take, counters below 2^64
+_NEW_CHAIN_RE = re.compile(r":([A-Za-z0-9_][A-Za-z0-9_.:-]{0,27})[ \t]+-[ \t]+\[[0-9]{1,19}:[0-9]{1,19}\]")
 MAX_CHAIN_NAME = 28
 VALIDATE_RATIO = 8
 _U64 = 2**64 - 1
@@ -80,6 +83,8 @@ class _Loader:
         self.checked_size: dict[str, int] = {}  # table -> its size then (rules + chains)
         self.cur: Table | None = None
         self.cur_line = 0
+        self.fast_ctx = ParseCtx(path, "filter", "", MAX_EXPANSION, self.shared)     # per open table
+        self.fast_fc = fast_cache(self.fast_ctx)
         self.expansion = MAX_EXPANSION          # what -s/-d lists may still add (see xt_parse)
         self._reset()
 
@@ -94,11 +99,26 @@ class _Loader:
         self.all_flushed = self.all_zeroed = False
 
     def run(self, text: str) -> Ruleset:
-        for lineno, raw in numbered_lines(text, self.path):
+        path, fast = self.path, self.cache is None
+        first = where_code(path, 1)
+        base = first - 1 if isinstance(first, int) else None
+        new_chain = _NEW_CHAIN_RE.fullmatch
+        for lineno, raw in numbered_lines(text, path):
             line = raw.strip(" \t\r")
-            if not line or line.startswith("#"):
+            if not line or line[0] == "#":
                 continue
-            where = f"{self.path}:{lineno}"
+            cur = self.cur
+            if cur is not None:         # the shapes of nearly every line, the fast way
+                if line[0] == "-":
+                    if fast and line.startswith("-A ") and self.fast_A(
+                            cur, line, base + lineno if base is not None and lineno < 10**9
+                            else where_code(path, lineno)):
+                        continue
+                elif line[0] == ":":
+                    m = new_chain(line)
+                    if m is not None and self.fast_chain(cur, m.group(1)):
+                        continue
+            where = f"{path}:{lineno}"
             if line.startswith("*"):
                 self.open_table(line[1:].strip(), where, lineno)
             elif line == "COMMIT":
@@ -137,6 +157,8 @@ class _Loader:
             self.changed = True
             self.checked_size.pop(name, None)       # emptied: its next validation costs this block only
         self.cur, self.cur_line = t, lineno
+        self.fast_ctx = ParseCtx(self.path, name, "", self.expansion, self.shared)
+        self.fast_fc = fast_cache(self.fast_ctx)
 
     def commit(self, t: Table) -> None:
         for name in [*self.holes, *self.bodies]:
@@ -212,6 +234,41 @@ class _Loader:
             self.cmd_A(t, cmd, where)
         else:
             getattr(self, f"cmd_{cmd.cmd}")(t, cmd, where)
+
+    def fast_chain(self, t: Table, name: str) -> bool:
+        """`declare_chain` of a new user chain whose name is no target's; False for any other."""
+        if name in t.chains or name in STANDARD or name in TARGETS:
+            return False
+        self.changed = True
+        self.lines += 1
+        t.chains[name] = Chain(sys.intern(name), False)
+        return True
+
+    def fast_A(self, t: Table, line: str, at: int | str) -> bool:
+        """`command` + `cmd_A` for a line of one of kube-proxy's shapes (xt_fast) that appends to a
+        declared chain and jumps nowhere it may not; False for any other line, which the general
+        path then reads (and reports the error of, if any, as it always does)."""
+        hit = fast_rule(line, self.fast_ctx, at, self.fast_fc)
+        if hit is None:
+            return False
+        name, r = hit
+        c = t.chains.get(name)
+        if c is None:
+            return False
+        if r.kind == K_JUMP or r.kind == K_GOTO:
+            to = t.chains.get(r.jump)
+            if to is None or to.builtin:
+                return False
+        self.changed = True
+        self.lines += 1
+        idx = self.bodies.get(name)
+        if idx is not None:
+            idx.setdefault(r.body, deque()).append(len(c.rules))
+        c.rules.append(r)
+        if self.refs is not None:
+            self._count(c, [r], 1)
+        self.all_flushed = self.all_zeroed = False
+        return True
 
     # ------------------------------------------------------------------ bookkeeping
     def _live(self, c: Chain) -> list[Rule]:
@@ -404,4 +461,5 @@ def load_rules(text: str, path: str, ruleset: Ruleset | None = None, noflush: bo
         return _Loader(path, rs, noflush, counters, cache).run(text)
     finally:
         if collecting:
+            settle_young()
             gc.enable()

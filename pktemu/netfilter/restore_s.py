@@ -26,11 +26,13 @@ _POLICY_COUNTERS = re.compile(r"^(-P [^ \t]+ [^ \t]+)[ \t]+-c [0-9]+ [0-9]+$")  
 def numbered_lines(text: str, path: str) -> Iterator[tuple[int, str]]:
     """(line number, line) of `text` as restore input; `iptables -S` text gets tables framed."""
     lines = text.split("\n")
+    if any(ln.lstrip(" \t\r").startswith("*") for ln in lines):    # restore input: stops at its first table
+        yield from enumerate(lines, 1)
+        return
     first = next((ln.strip(" \t\r") for ln in lines if ln.strip(" \t\r")
                   and not ln.strip(" \t\r").startswith("#")), "")
     stripped = [ln.strip(" \t\r") for ln in lines]
-    if any(ln.startswith("*") for ln in stripped) or not (
-            first.startswith(("-P ", "-N ")) or any(_TABLE_COMMENT.match(ln) for ln in stripped)):
+    if not (first.startswith(("-P ", "-N ")) or any(_TABLE_COMMENT.match(ln) for ln in stripped)):
         yield from enumerate(lines, 1)
         return
     for table, start, body in _sections(lines, path):

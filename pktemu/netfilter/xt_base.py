@@ -137,6 +137,7 @@ class Extension:
 class Match(Extension):
     kind = "match"
     proto: ClassVar[int | None] = None     # kernel `.proto`: the rule must say `-p` this
+    always: ClassVar[bool] = False         # matches every packet: a rule's checks leave it out
 
     def final_check(self, ctx: ParseCtx) -> None:
         if self.proto is not None and (ctx.proto != self.proto or ctx.proto_inv):

@@ -14,19 +14,20 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Any
-
-from typing import TypeVar, cast
+from socket import inet_aton
+from typing import Any, TypeVar, cast
 
 from pktemu.errors import PktemuError
 import pktemu.netfilter.matches  # noqa: F401  (registers the matches)
 import pktemu.netfilter.targets  # noqa: F401  (registers the targets)
 from pktemu.netfilter.xt_base import MATCHES, TARGETS, U32, Extension, ParseCtx, Target
-from pktemu.netfilter.xt_rule import K_EXT, K_JUMP, STANDARD, Rule
+from pktemu.netfilter.xt_rule import _HDR0, K_EXT, K_JUMP, STANDARD, Rule, _new_rule
 
 # No blank, quote, backslash or `!`, and no leading `-`: a word the general tokenizer leaves as is.
 _NAME = r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}"
-_ADDR = r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?:/[0-9]{1,2})?"
+# Plain decimal parts without leading zeros (which mean octal to iptables), a prefix length 0-32.
+_OCTET = r"(?:0|[1-9][0-9]{0,2})"
+_ADDR = _OCTET + r"(?:\." + _OCTET + r"){3}(?:/(?:[12]?[0-9]|3[0-2]))?"
 _TEXT = r"[^\"'\\\r\n]{0,255}"
 _PROTO = r"tcp|udp"
 _STAT = r"(?: -m statistic --mode random --probability (?P<prob>[0-9.]{1,20}))?"
@@ -45,7 +46,7 @@ _SHAPES = (
                + r"(?: -m (?P<mp>" + _PROTO + r")(?: --dport (?P<dport>[0-9]{1,5}))?)?" + _STAT + _JUMP),
 )
 _first = 0                      # the shape that matched last
-_PROTOS = {"tcp": 6, "udp": 17}
+_PROTOS = {"tcp": (6, 1), "udp": (17, 2), None: (0, 0)}     # -p -> (protocol, index in _Cache)
 _MASKS = tuple((U32 << (32 - n)) & U32 for n in range(33))     # one int object per prefix length
 _MAX_LINE = 1023            # longer lines may hold an argument iptables-restore refuses: not ours
 
@@ -71,22 +72,18 @@ def shared_ext(ext: _E, ctx: ParseCtx) -> _E:
         return ext
 
 
+_new = object.__new__
+
+
 def _cidr(text: str) -> tuple[int, int] | None:
-    """`a.b.c.d[/n]` in plain decimal (no leading zeros, which mean octal to iptables) -> (address &
-    mask, mask); None for anything else."""
+    """`a.b.c.d[/n]` as _ADDR reads it -> (address & mask, mask); None if a part is above 255."""
     addr, _, plen = text.partition("/")
-    v = 0
-    for part in addr.split("."):
-        if len(part) > 1 and part[0] == "0":
-            return None
-        b = int(part)
-        if b > 255:
-            return None
-        v = (v << 8) | b
+    try:
+        v = int.from_bytes(inet_aton(addr), "big")      # four decimal parts: each must be <= 255
+    except OSError:
+        return None
     if not plen:
         return v, U32
-    if (len(plen) > 1 and plen[0] == "0") or int(plen) > 32:
-        return None
     mask = _MASKS[int(plen)]
     return v & mask, mask
 
@@ -120,66 +117,134 @@ def _ext(reg: dict[str, Any], name: str, opts: tuple[tuple[str, str], ...], prot
     return ext
 
 
-def _dnat(to: str, proto: int, ctx: ParseCtx) -> Extension:
+class _Cache:
+    """What one input's fast path found before, for one table: parsed addresses, comment matches,
+    match tuples, targets. The objects are the ones the first line made: equal rules share them."""
+
+    __slots__ = ("cidr", "ints", "comments", "tuples", "rest", "jumps", "dnat")
+
+    def __init__(self) -> None:
+        #: text -> the address of a /32 (an int), else (address, mask); few tuples: a load's
+        #: temporary tuples end in the interpreter's free lists, which memory figures count
+        self.cidr: dict[str, int | tuple[int, int]] = {}
+        self.ints: dict[int, int] = {}                  # one int object per address
+        self.comments: dict[str, Extension] = {}
+        self.tuples: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self.rest: dict[tuple[int, str | None, str | None, str | None], tuple[Any, ...]] = {}
+        #: by the rule's -p (_PROTOS): the jump word -> itself interned (a chain), else (kind,
+        #: word, target); the DNAT text -> the target
+        self.jumps: tuple[dict[str, Any], ...] = ({}, {}, {})
+        self.dnat: tuple[dict[str, Target], ...] = ({}, {}, {})
+
+
+class _Key:
+    """The pool key of an input's _Cache for a table (no tuple of strings: nothing to collide with)."""
+
+
+_CACHE_KEY = _Key()
+
+
+def _cache(ctx: ParseCtx) -> _Cache:
+    pool = ctx.shared
+    if pool is None:
+        return _Cache()
+    per_table = pool.get(_CACHE_KEY)
+    if per_table is None:
+        per_table = pool[_CACHE_KEY] = {}
+    fc = per_table.get(ctx.table)       # type: ignore[attr-defined]
+    if fc is None:
+        fc = per_table[ctx.table] = _Cache()    # type: ignore[index]
+    return fc                           # type: ignore[no-any-return]
+
+
+def _addr(fc: _Cache, text: str) -> int | tuple[int, int] | None:
+    """fc.cidr's entry for `text`, made if new; None if the address is not ours to read."""
+    hit = _cidr(text)
+    if hit is None:
+        return None
+    v = fc.ints.setdefault(hit[0], hit[0])
+    out = fc.cidr[text] = v if hit[1] == U32 else (v, hit[1])
+    return out
+
+
+def _dnat(to: str, proto: int, ctx: ParseCtx, fc: _Cache) -> Target:
     """`-j DNAT --to-destination to`: one per endpoint, so made from the one of its port with
     0.0.0.0 (read and checked by DNAT itself) with the address set, when `to` is `a.b.c.d:port`
     in plain decimal (what DNAT reads as exactly that address)."""
-    opts = (("--to-destination", to),)
     ip, sep, port = to.partition(":")
     v = _quad(ip) if sep and "-" not in to else None
     if v is None:
-        return _ext(TARGETS, "DNAT", opts, proto, ctx)
-    key = ("xt_fast", ctx.table, proto, "DNAT", opts)
-    if ctx.shared is not None:
-        hit = ctx.shared.get(key)
-        if hit is not None:
-            return hit                  # type: ignore[no-any-return]
+        return _ext(TARGETS, "DNAT", (("--to-destination", to),), proto, ctx)     # type: ignore[return-value]
     proto_ext = _ext(TARGETS, "DNAT", (("--to-destination", "0.0.0.0:" + port),), proto, ctx)
-    ext = TARGETS["DNAT"]("DNAT")
-    for k, val in vars(proto_ext).items():
-        setattr(ext, k, val)
-    ext.min_ip = ext.max_ip = v         # type: ignore[attr-defined]
-    if ctx.shared is not None:
-        ctx.shared[key] = ext
-    return ext
+    ext = _copy_of(proto_ext)
+    ext.min_ip = ext.max_ip = fc.ints.setdefault(v, v)      # type: ignore[attr-defined]
+    return ext                          # type: ignore[return-value]
 
 
 def _comment(text: str, proto: int, ctx: ParseCtx) -> Extension:
     """`-m comment --comment text`: kube-proxy's differ rule by rule, so an ASCII one (at most 255
-    bytes, as the regex bounds it) is the checked one of "-" with its text set."""
-    opts = (("--comment", text),)
+    bytes, as the regex bounds it) is the checked one of "-" with its text set (its checks do
+    not depend on the rule's -p)."""
     if not text.isascii():
-        return _ext(MATCHES, "comment", opts, proto, ctx)
-    key = ("xt_fast", ctx.table, proto, "comment", opts)
-    if ctx.shared is not None:
-        hit = ctx.shared.get(key)
-        if hit is not None:
-            return hit                  # type: ignore[no-any-return]
-    proto_ext = _ext(MATCHES, "comment", (("--comment", "-"),), proto, ctx)
-    ext = MATCHES["comment"]("comment")
-    for k, val in vars(proto_ext).items():
-        setattr(ext, k, val)
+        return _ext(MATCHES, "comment", (("--comment", text),), proto, ctx)
+    ext = _copy_of(_ext(MATCHES, "comment", (("--comment", "-"),), 0, ctx))
     ext.comment = text                  # type: ignore[attr-defined]
-    if ctx.shared is not None:
-        ctx.shared[key] = ext
     return ext
+
+
+_ITEMS: dict[int, tuple[Extension, tuple[tuple[str, Any], ...]]] = {}
+
+
+def _copy_of(ext: _E) -> _E:
+    """A new object of `ext`'s class with its attributes (set in the same order: the instances
+    keep sharing their class's attribute layout), without running __init__."""
+    hit = _ITEMS.get(id(ext))
+    if hit is None or hit[0] is not ext:
+        if len(_ITEMS) >= 1024:
+            _ITEMS.clear()
+        hit = _ITEMS[id(ext)] = (ext, tuple(vars(ext).items()))
+    new: _E = _new(type(ext))
+    for k, val in hit[1]:
+        setattr(new, k, val)
+    return new
+
+
+_QUAD_RE = re.compile(r"(?:0|[1-9][0-9]{0,2})(?:\.(?:0|[1-9][0-9]{0,2})){3}")
 
 
 def _quad(text: str) -> int | None:
     """Exactly four decimal bytes without leading zeros (inet_pton) -> the address; else None."""
-    parts = text.split(".")
-    if len(parts) != 4 or not all(p.isdigit() and p.isascii() and len(p) <= 3 and (p == "0" or p[0] != "0")
-                                  for p in parts):
+    if _QUAD_RE.fullmatch(text) is None:
         return None
-    a, b, c, d = (int(p) for p in parts)
-    if a > 255 or b > 255 or c > 255 or d > 255:
+    try:
+        return int.from_bytes(inet_aton(text), "big")
+    except OSError:                     # a part above 255
         return None
-    return (a << 24) | (b << 16) | (c << 8) | d
 
 
-def fast_rule(line: str, ctx: ParseCtx) -> tuple[str, Rule] | None:
+_GROUPS = ("chain", "src", "dst", "p", "comment", "mp", "dport", "prob", "jump", "dnat", "sinv")
+_INDEX = tuple(tuple(shape.groupindex[g] for g in _GROUPS) for shape in _SHAPES)
+
+
+def _hdr_inv_src() -> tuple[Any, ...]:
+    r = Rule()
+    r.inv_src = True
+    return r._hdr
+
+
+_HDR_INV_SRC = _hdr_inv_src()           # the header tuple of `! -s` alone, as Rule makes it
+
+
+def fast_cache(ctx: ParseCtx) -> _Cache:
+    """What fast_rule keeps for the input and table of `ctx` (a loader asks once per table)."""
+    return _cache(ctx)
+
+
+def fast_rule(line: str, ctx: ParseCtx, at: int | str | None = None,
+              fc: _Cache | None = None) -> tuple[str, Rule] | None:
     """(chain, rule) of the `-A` line `line` if it has one of kube-proxy's shapes and valid values,
-    else None."""
+    else None. `at`: the rule's `where` as where_code makes it (else ctx.where); `fc`:
+    fast_cache(ctx), if the caller has it."""
     if len(line) > _MAX_LINE or not line.startswith("-A "):
         return None
     global _first
@@ -189,50 +254,93 @@ def fast_rule(line: str, ctx: ParseCtx) -> tuple[str, Rule] | None:
         if m is None:
             return None
         _first = 1 - _first             # a file keeps to one order: try it first next time
-    chain, src, dst, p, comment, mp, dport, prob, jump, dnat = m.group(
-        "chain", "src", "dst", "p", "comment", "mp", "dport", "prob", "jump", "dnat")
+    chain, src, dst, p, comment, mp, dport, prob, jump, dnat, sinv = m.group(*_INDEX[_first])
     if (mp is not None and mp != p) or (dport is not None and mp is None):
         return None
     if dnat is not None and jump != "DNAT":
         return None
-    proto = _PROTOS[p] if p is not None else 0
+    if fc is None:
+        fc = _cache(ctx)
+    proto, pi = _PROTOS[p]
     ctx.chain = chain
-    r = Rule(ctx.where)
+    sa = sm = da = dm = 0
+    key = None
     if src is not None:
-        s = _cidr(src)
-        if s is None:
+        a = fc.cidr.get(src) or _addr(fc, src)
+        if a is None:
             return None
-        r.src, r.smsk = s
-        if m.group("sinv") is not None:
-            r.inv_src = True
-    if dst is not None:
-        d = _cidr(dst)
-        if d is None:
-            return None
-        r.dst, r.dmsk = d
-    r.proto = proto
-    try:
-        matches: list[Any] = []
-        if comment is not None:
-            matches.append(_comment(comment, proto, ctx))
-        if mp is not None:
-            matches.append(_ext(MATCHES, mp, (("--dport", dport),) if dport is not None else (), proto, ctx))
-        if prob is not None:
-            matches.append(_ext(MATCHES, "statistic", (("--mode", "random"), ("--probability", prob)),
-                                proto, ctx))
-        r.matches = tuple(matches)
-        r.jump = sys.intern(jump)
-        kind = STANDARD.get(jump)
-        if kind is not None:
-            r.kind = kind
-        elif jump in TARGETS:
-            r.kind = K_EXT
-            r.target = cast(Target, _dnat(dnat, proto, ctx) if dnat is not None
-                            else _ext(TARGETS, jump, (), proto, ctx))
+        if a.__class__ is int:
+            sa, sm = a, U32
         else:
-            r.kind = K_JUMP
+            sa, sm = a                  # type: ignore[misc]
+    if dst is not None:
+        a = fc.cidr.get(dst) or _addr(fc, dst)
+        if a is None:
+            return None
+        if a.__class__ is int:
+            da = key = a                # type: ignore[assignment]
+            dm = U32
+        else:
+            da, dm = a                  # type: ignore[misc]
+    target: Target | None
+    try:
+        if mp is None and prob is None:
+            matches: tuple[Any, ...] = ()
+        else:
+            rkey = (proto, mp, dport, prob)
+            matches = fc.rest.get(rkey) or fc.rest.setdefault(rkey, _more(mp, dport, prob, proto, ctx))
+        if comment is not None:
+            c = fc.comments.get(comment)
+            if c is None:
+                c = fc.comments[comment] = _comment(comment, proto, ctx)
+            matches = (c, *matches) if matches else (c,)
+            matches = fc.tuples.setdefault(matches, matches)      # equal objects: one tuple
+        if dnat is not None:
+            t = fc.dnat[pi].get(dnat)
+            if t is None:
+                t = fc.dnat[pi][dnat] = _dnat(dnat, proto, ctx, fc)
+            kind, word, target = K_EXT, "DNAT", t
+        else:
+            j = fc.jumps[pi].get(jump)
+            if j is None:
+                j = fc.jumps[pi][jump] = _jump(jump, proto, ctx)
+            if j.__class__ is str:
+                kind, word, target = K_JUMP, j, None
+            else:
+                kind, word, target = j      # type: ignore[str-unpack,misc,assignment]
     except PktemuError:
         return None
     ctx.proto, ctx.proto_inv = proto, False
-    r.finish()
+    if at is None:
+        r = Rule(ctx.where)
+        at = r._where
+    else:
+        r = _new_rule(Rule)
+    (r.src, r.smsk, r.dst, r.dmsk, r.proto, r._hdr, r.matches, r.target, r.kind, r.jump, r.pkts, r.bytes,
+     r._where, r.chain, r.num, r.checks, r.key, r._body, r.jump_chain) = (
+        sa, sm, da, dm, proto, _HDR0 if sinv is None else _HDR_INV_SRC, matches, target, kind, word, 0, 0,
+        at, "", 0, None, key, None, None)          # checks and body: made on first use (Rule.finish)
     return chain, r
+
+
+def _jump(jump: str, proto: int, ctx: ParseCtx) -> str | tuple[int, str, Target | None]:
+    """`-j jump` without options: the word interned if a chain's (one string for its many jumps),
+    else (kind, word, target)."""
+    word = sys.intern(jump)
+    kind = STANDARD.get(jump)
+    if kind is not None:
+        return kind, word, None
+    if jump in TARGETS:
+        return K_EXT, word, cast(Target, _ext(TARGETS, jump, (), proto, ctx))
+    return word
+
+
+def _more(mp: str | None, dport: str | None, prob: str | None, proto: int,
+          ctx: ParseCtx) -> tuple[Any, ...]:
+    """The `-m tcp/udp` and `-m statistic` matches a line has (after its comment)."""
+    out: list[Any] = []
+    if mp is not None:
+        out.append(_ext(MATCHES, mp, (("--dport", dport),) if dport is not None else (), proto, ctx))
+    if prob is not None:
+        out.append(_ext(MATCHES, "statistic", (("--mode", "random"), ("--probability", prob)), proto, ctx))
+    return tuple(out)

@@ -182,7 +182,7 @@ class Rule:
         if self.frag:
             inv6 = self.inv_frag
             out.append(lambda p, s: (p.fragoff != 0) != inv6)
-        out.extend(m.match for m in self.matches)
+        out.extend(m.match for m in self.matches if not m.always)
         return out
 
     def _text(self) -> str:
@@ -217,3 +217,16 @@ class Rule:
 
 
 _new_rule = object.__new__
+
+
+def where_code(path: str, lineno: int) -> int | str:
+    """`Rule.where` of line `lineno` of `path` in the form the rule keeps (what its setter makes of
+    "path:lineno"), for a loader that makes many rules without formatting that text for each."""
+    if 0 < lineno < 10**9 and (path in _PATHS or len(_PATH_LIST) < _MAX_SHARED):
+        k = _PATHS.get(path)
+        if k is None:
+            k = _PATHS[path] = len(_PATH_LIST)
+            _PATH_LIST.append(path)
+        return k << 32 | lineno
+    return f"{path}:{lineno}"
+

@@ -1,0 +1,112 @@
+"""What the kernel checks when a table is replaced: no jump loops, and every extension in a table
+and reachable only from hooks it allows.
+
+Cost is linear in the table: one depth-first pass finds loops and gives the chains in an order
+where callers come first, so the hooks each chain is reachable from are one pass over the jumps;
+extensions are checked once per set of hooks, by class where the check reads class attributes
+only (most do), else by object (rules share equal extension objects).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pktemu.errors import PktemuError
+from pktemu.netfilter.core import TABLE_HOOKS
+from pktemu.netfilter.xt_base import MATCHES, TARGETS, Extension
+from pktemu.netfilter.xt_rule import K_GOTO, K_JUMP, Rule
+
+if TYPE_CHECKING:
+    from pktemu.netfilter.xtables import Chain, Table
+
+_PLAIN: list[Any] = [-1, set()]
+
+
+def validate_table(t: "Table") -> None:
+    """Raise the error (one line, naming the rule's source) for the first thing the kernel refuses."""
+    jumps = {n: [r for r in c.rules if r.kind == K_JUMP or r.kind == K_GOTO] for n, c in t.chains.items()}
+    order = _check_loops(t, jumps)
+    none: frozenset[str] = frozenset()
+    reach = dict.fromkeys(t.chains, none)        # chain -> the hooks it is reachable from
+    for hook in TABLE_HOOKS[t.name]:
+        reach[hook] = frozenset((hook,))
+    for name in reversed(order):        # no loops: a chain's callers come before it
+        hooks = reach[name]
+        if hooks:
+            for r in jumps[name]:
+                had = reach[r.jump]
+                if not had:
+                    reach[r.jump] = hooks
+                elif not hooks <= had:
+                    reach[r.jump] = had | hooks
+    plain = _plain_classes()
+    #: hooks -> what passed with them: a class whose checks read class attributes only (plain),
+    #: else the extension object
+    checked: dict[frozenset[str], set[Any]] = {}
+    for c in t.chains.values():
+        hooks = reach[c.name]
+        done = checked.setdefault(hooks, set())
+        for r in c.rules:
+            for ext in r.matches:
+                cls = ext.__class__
+                if cls not in done:
+                    what: Any = cls if cls in plain else id(ext)
+                    if what not in done:
+                        _check_ext(t, r, c, ext, hooks)
+                        done.add(what)
+            tg = r.target
+            if tg is not None and tg.__class__ not in done:
+                what = tg.__class__ if tg.__class__ in plain else id(tg)
+                if what not in done:
+                    _check_ext(t, r, c, tg, hooks)
+                    done.add(what)
+
+
+def _check_ext(t: "Table", r: Rule, c: "Chain", ext: Extension, hooks: frozenset[str]) -> None:
+    if ext.table is not None and ext.table != t.name:
+        raise PktemuError(f"{r.where}: {ext.kind} {ext.ext_name} is only valid in the "
+                          f"{ext.table} table, not in {t.name}")
+    err = ext.check_hooks(hooks) if hooks else None
+    if err:
+        raise PktemuError(f"{r.where}: {err} (rule in chain {c.name})")
+
+
+def _check_loops(t: "Table", jumps: dict[str, list[Rule]]) -> list[str]:
+    """Raise the error for a jump loop; else the chains in an order where each comes after
+    every chain it jumps to."""
+    order: list[str] = []
+    state: dict[str, int] = {}          # 1 = on the DFS path, 2 = done
+    for start in t.chains:
+        if state.get(start):
+            continue
+        path: list[tuple[str, int]] = [(start, 0)]
+        state[start] = 1
+        while path:
+            name, i = path[-1]
+            rules = jumps[name]
+            if i == len(rules):
+                state[name] = 2
+                order.append(name)
+                path.pop()
+                continue
+            path[-1] = (name, i + 1)
+            nxt = rules[i].jump
+            if state.get(nxt) == 1:
+                names = [p[0] for p in path]
+                cycle = names[names.index(nxt):] + [nxt]
+                if len(cycle) > 8:      # keep the line short: the start and the way back
+                    cycle = cycle[:4] + [f"... ({len(cycle) - 1} chains)"] + cycle[-2:]
+                raise PktemuError(f"{rules[i].where}: jump loop: {' -> '.join(cycle)}")
+            if not state.get(nxt):
+                state[nxt] = 1
+                path.append((nxt, 0))
+    return order
+
+
+def _plain_classes() -> set[type]:
+    """Extension classes whose objects validate checks by class attributes only (`table`, `hooks`
+    and the base's check_hooks): one check per class and set of hooks says it for all of them."""
+    if _PLAIN[0] != len(MATCHES) + len(TARGETS):
+        _PLAIN[0] = len(MATCHES) + len(TARGETS)
+        _PLAIN[1] = {cls for cls in (*MATCHES.values(), *TARGETS.values())
+                     if cls.check_hooks is Extension.check_hooks}
+    return _PLAIN[1]
