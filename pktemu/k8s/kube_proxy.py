@@ -13,6 +13,7 @@ active and its ClusterIP's conntrack entries are flushed).
 """
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from pktemu.k8s.apiserver import DELETED, ApiServer
@@ -20,7 +21,7 @@ from pktemu.k8s.nft_tx import TABLE, TableListing, apply_tx
 from pktemu.k8s.proxier_iptables import IptablesOptions, IptablesProxier
 from pktemu.k8s.proxier_nftables import NftablesOptions, NftablesProxier
 from pktemu.k8s.proxier_userspace import UserspaceProxier
-from pktemu.k8s.proxy_state import StaleUdp, endpoints_map, service_ports
+from pktemu.k8s.proxy_state import Records, StaleUdp, endpoints_map, service_ports
 from pktemu.net.frame import ip2int
 from pktemu.netfilter.xt_parse import LineCache
 from pktemu.netfilter.xtables import load_rules
@@ -33,6 +34,8 @@ BURST_SYNCS = 2
 #: every kube-proxy's restores in this process: syncs and nodes repeat nearly the same lines
 LINES = LineCache()
 CANARY = "KUBE-PROXY-CANARY"
+#: per cluster (its API server), the service and endpoint records its kube-proxies share
+_RECORDS: "weakref.WeakKeyDictionary[ApiServer, Records]" = weakref.WeakKeyDictionary()
 UDP = 17
 
 
@@ -79,7 +82,7 @@ class KubeProxy:
                 not oracle if self.cfg.random_fully is None else self.cfg.random_fully, self.node_ip,
                 (self.node_ip,) if self.node_ip else None,         # --nodeport-addresses primary
                 self.api.settings.service_cidr,                    # the ServiceCIDR object
-                version=self.cfg.kube_proxy_version))
+                version=self.cfg.kube_proxy_version), mirror=False)  # it lists the node's table
         else:
             oracle = self.cfg.variant == "kernel-oracle"
             random_fully = not oracle if self.cfg.random_fully is None else self.cfg.random_fully
@@ -149,8 +152,9 @@ class KubeProxy:
         proxier = self._proxier
         if proxier is None:
             return
-        svcs = service_ports(self._services.values())
-        eps = endpoints_map(self._slices.values(), self.node.name)
+        records = _RECORDS.setdefault(self.api, Records())
+        svcs = service_ports(self._services.values(), records)
+        eps = endpoints_map(self._slices.values(), self.node.name, records)
         if isinstance(proxier, UserspaceProxier):
             text = proxier.sync(svcs, eps, self.ruleset)
             stale = None

@@ -22,9 +22,10 @@ from pktemu.nftables.parse import load_nft
 TABLE = "kube-proxy"
 
 
-@dataclass
+@dataclass(slots=True)
 class Obj:
-    """One object of an operation: a table, chain, set/map, rule or element."""
+    """One object of an operation: a table, chain, set/map, rule or element (slotted: a sync makes
+    several per endpoint)."""
     kind: str                         # table | chain | set | map | rule | element
     name: str = ""                    # chain/set/map name; for a rule its chain; for an element its set
     spec: str = ""                    # what goes in `{ ... }` (chains, sets, table), or a rule's text
@@ -56,29 +57,32 @@ class Obj:
 
 @dataclass
 class Tx:
+    """The operations in order, as two parallel lists (verbs, objects): no (verb, object) pair to
+    allocate per operation, several per endpoint."""
     family: str = "ip"
     table: str = "kube-proxy"
-    ops: list[tuple[str, Obj]] = field(default_factory=list)
+    verbs: list[str] = field(default_factory=list)
+    objs: list[Obj] = field(default_factory=list)
 
     def add(self, obj: Obj) -> None:
-        self.ops.append(("add", obj))
+        self.verbs.append("add")
+        self.objs.append(obj)
 
     def flush(self, obj: Obj) -> None:
-        self.ops.append(("flush", obj))
+        self.verbs.append("flush")
+        self.objs.append(obj)
 
     def delete(self, obj: Obj) -> None:
-        self.ops.append(("delete", obj))
+        self.verbs.append("delete")
+        self.objs.append(obj)
 
     def __len__(self) -> int:
-        return len(self.ops)
+        return len(self.verbs)
 
     def __str__(self) -> str:
-        out = []
-        for verb, obj in self.ops:
-            f, tb = self.family, self.table
-            text = obj.add_text(f, tb) if verb == "add" else obj.ref_text(f, tb)
-            out.append(f"{verb} {text}\n")
-        return "".join(out)
+        f, tb = self.family, self.table
+        return "".join(f"{verb} {obj.add_text(f, tb) if verb == 'add' else obj.ref_text(f, tb)}\n"
+                       for verb, obj in zip(self.verbs, self.objs, strict=True))
 
 
 def chain(name: str, spec: str = "", comment: str | None = None) -> Obj:
@@ -142,21 +146,24 @@ class Fake:
         self.elements: dict[str, dict[str, Obj]] = {}
 
     def run(self, tx: Tx) -> None:
-        for verb, obj in tx.ops:
-            getattr(self, f"_{verb}")(obj)
+        ops = {"add": self._add, "flush": self._flush, "delete": self._delete}
+        for verb, obj in zip(tx.verbs, tx.objs, strict=True):
+            ops[verb](obj)
 
     def _add(self, o: Obj) -> None:
-        if o.kind == "table":
+        kind = o.kind
+        if kind == "rule":
+            self.chains[o.name].rules.append(o)
+        elif kind == "element":
+            self.elements[o.name][o.key] = o
+        elif kind == "chain":
+            if o.name not in self.chains:
+                self.chains[o.name] = _FakeChain(o)
+        elif kind == "table":
             self.table_obj = self.table_obj or o
-        elif o.kind == "chain":
-            self.chains.setdefault(o.name, _FakeChain(o))
-        elif o.kind in ("set", "map"):
+        elif kind in ("set", "map"):
             self.sets.setdefault(o.name, o)
             self.elements.setdefault(o.name, {})
-        elif o.kind == "rule":
-            self.chains[o.name].rules.append(o)
-        else:
-            self.elements[o.name][o.key] = o
 
     def _flush(self, o: Obj) -> None:
         """(Objects a previous kube-proxy left in the node are not in a new one's mirror.)"""

@@ -84,6 +84,7 @@ def sep_chain(spn: ServicePortName, endpoint: str) -> str:
     return "KUBE-SEP-" + _hash(str(spn), spn.protocol.lower(), endpoint)
 
 
+@functools.lru_cache(maxsize=4096)
 def probability(n: int) -> str:
     """computeProbability: 1/n with ten decimals (iptables-save prints it back with eleven)."""
     return f"{1.0 / n:.10f}"
@@ -130,12 +131,11 @@ def _changed_services(old_s: ServicePortMap, new_s: ServicePortMap, old_e: Endpo
     return out
 
 
-class _Buf:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
+class _Buf(list[str]):
+    """Lines of one section; `write` joins the non-empty parts (the per-service loop appends whole lines)."""
 
     def write(self, *parts: str) -> None:
-        self.lines.append(" ".join(p for p in parts if p))
+        self.append(" ".join(p for p in parts if p))
 
 
 def render(svcs: ServicePortMap, eps: EndpointsMap, opts: IptablesOptions, ruleset: Ruleset | None,
@@ -177,8 +177,8 @@ def render(svcs: ServicePortMap, eps: EndpointsMap, opts: IptablesOptions, rules
                   "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
     jumps = JUMPS + (KUBELET_JUMPS if opts.localhost_nodeports and opts.kubelet_firewall else ())
     missing = missing_jumps(ruleset, jumps) if changed is None else {}
-    out = ["*filter", *f_chains.lines, *missing.get("filter", []), *f_rules.lines, "COMMIT",
-           "*nat", *n_chains.lines, *missing.get("nat", []), *n_rules.lines, "COMMIT"]
+    out = ["*filter", *f_chains, *missing.get("filter", []), *f_rules, "COMMIT",
+           "*nat", *n_chains, *missing.get("nat", []), *n_rules, "COMMIT"]
     return "\n".join(out) + "\n"
 
 
@@ -205,15 +205,18 @@ def rule_exists(ruleset: Ruleset | None, table: str, chain: str, args: str) -> b
 
 
 def _service(spn: ServicePortName, svc: ServicePortInfo, endpoints: list[EndpointInfo], opts: IptablesOptions,
-             large: bool, active: set[str], f_rules: _Buf, n_chains_all: _Buf, n_rules_all: _Buf,
-             skip: bool) -> None:
-    """The body of syncProxyRules' per-service-port loop."""
+             large: bool, active: set[str], f_rules: list[str], n_chains_all: list[str],
+             n_rules_all: list[str], skip: bool) -> None:
+    """The body of syncProxyRules' per-service-port loop. Lines are built as whole f-strings, and the
+    chain names from one hash per service port and one per endpoint: this loop is the sync's cost."""
     proto = svc.protocol.lower()
     name = str(spn)
     cat = categorize(endpoints, svc)
-    for ep in cat.reachable:
-        active.add(sep_chain(spn, ep.endpoint))
-    cluster_chain, local_chain = svc_chain(spn), svl_chain(spn)
+    reachable = [(ep.endpoint, ep.ip) for ep in cat.reachable]
+    seps = {endpoint: "KUBE-SEP-" + _hash(name, proto, endpoint) for endpoint, _ in reachable}
+    active.update(seps.values())
+    h = _hash(name, proto)
+    cluster_chain, local_chain, external_chain = "KUBE-SVC-" + h, "KUBE-SVL-" + h, "KUBE-EXT-" + h
     uses_cluster = bool(cat.cluster) and svc.uses_cluster_endpoints
     uses_local = bool(cat.local) and svc.uses_local_endpoints
     if uses_cluster:
@@ -228,15 +231,14 @@ def _service(spn: ServicePortName, svc: ServicePortInfo, endpoints: list[Endpoin
     if svc.external_policy_local:
         external_policy_chain = local_chain
         has_external = has_external and bool(cat.local)
-    external_chain = ext_chain(spn)
     uses_external = cat.has_any and svc.externally_accessible
     if uses_external:
         active.add(external_chain)
-    lb_chain = external_chain
+    lb_chain = fw = external_chain
     uses_fw = cat.has_any and bool(svc.load_balancer_ips) and bool(svc.load_balancer_source_ranges)
     if uses_fw:
-        active.add(fw_chain(spn))
-        lb_chain = fw_chain(spn)
+        lb_chain = fw = "KUBE-FW-" + h
+        active.add(fw)
     if not cat.has_any:
         int_target, int_comment = "REJECT", f'"{name} has no endpoints"'
         ext_target, ext_comment = int_target, int_comment
@@ -247,106 +249,111 @@ def _service(spn: ServicePortName, svc: ServicePortInfo, endpoints: list[Endpoin
         if not has_external:
             ext_target, ext_comment = "DROP", f'"{name} has no local endpoints"'
     match = f"-m {proto} -p {proto}"
+    port = svc.port
     if has_internal:
-        n_rules_all.write(f'-A KUBE-SERVICES -m comment --comment "{name} cluster IP"', match,
-                          f"-d {svc.cluster_ip} --dport {svc.port} -j {internal_chain}")
+        n_rules_all.append(f'-A KUBE-SERVICES -m comment --comment "{name} cluster IP" {match} '
+                           f"-d {svc.cluster_ip} --dport {port} -j {internal_chain}")
     else:
-        f_rules.write(f"-A KUBE-SERVICES -m comment --comment {int_comment}", match,
-                      f"-d {svc.cluster_ip} --dport {svc.port} -j {int_target}")
+        f_rules.append(f"-A KUBE-SERVICES -m comment --comment {int_comment} {match} "
+                       f"-d {svc.cluster_ip} --dport {port} -j {int_target}")
     for ip in svc.external_ips:
         if cat.has_any:
-            n_rules_all.write(f'-A KUBE-SERVICES -m comment --comment "{name} external IP"', match,
-                              f"-d {ip} --dport {svc.port} -j {external_chain}")
+            n_rules_all.append(f'-A KUBE-SERVICES -m comment --comment "{name} external IP" {match} '
+                               f"-d {ip} --dport {port} -j {external_chain}")
         if not has_external:
-            f_rules.write(f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {ext_comment}", match,
-                          f"-d {ip} --dport {svc.port} -j {ext_target}")
+            f_rules.append(f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {ext_comment} {match} "
+                           f"-d {ip} --dport {port} -j {ext_target}")
     for ip in svc.load_balancer_ips:
         if cat.has_any:
-            n_rules_all.write(f'-A KUBE-SERVICES -m comment --comment "{name} loadbalancer IP"', match,
-                              f"-d {ip} --dport {svc.port} -j {lb_chain}")
+            n_rules_all.append(f'-A KUBE-SERVICES -m comment --comment "{name} loadbalancer IP" {match} '
+                               f"-d {ip} --dport {port} -j {lb_chain}")
         if uses_fw:
-            f_rules.write(f'-A KUBE-PROXY-FIREWALL -m comment --comment "{name} traffic not accepted by '
-                          f'{fw_chain(spn)}"', match, f"-d {ip} --dport {svc.port} -j DROP")
+            f_rules.append(f'-A KUBE-PROXY-FIREWALL -m comment --comment "{name} traffic not accepted by '
+                           f'{fw}" {match} -d {ip} --dport {port} -j DROP')
     if not has_external:
         for ip in svc.load_balancer_ips:
-            f_rules.write(f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {ext_comment}", match,
-                          f"-d {ip} --dport {svc.port} -j {ext_target}")
+            f_rules.append(f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {ext_comment} {match} "
+                           f"-d {ip} --dport {port} -j {ext_target}")
     if svc.node_port:
         if cat.has_any:
-            n_rules_all.write(f"-A KUBE-NODEPORTS -m comment --comment {name}", match,
-                              f"--dport {svc.node_port} -j {external_chain}")
+            n_rules_all.append(f"-A KUBE-NODEPORTS -m comment --comment {name} {match} "
+                               f"--dport {svc.node_port} -j {external_chain}")
         if not has_external:
-            f_rules.write(f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {ext_comment} "
-                          "-m addrtype --dst-type LOCAL", match, f"--dport {svc.node_port} -j {ext_target}")
+            f_rules.append(f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {ext_comment} "
+                           f"-m addrtype --dst-type LOCAL {match} --dport {svc.node_port} -j {ext_target}")
     if svc.health_check_node_port:
-        f_rules.write(f'-A KUBE-NODEPORTS -m comment --comment "{name} health check node port" -m tcp -p tcp '
-                      f"--dport {svc.health_check_node_port} -j ACCEPT")
-    n_chains, n_rules = (_Buf(), _Buf()) if skip else (n_chains_all, n_rules_all)
+        f_rules.append(f'-A KUBE-NODEPORTS -m comment --comment "{name} health check node port" '
+                       f"-m tcp -p tcp --dport {svc.health_check_node_port} -j ACCEPT")
+    if skip:
+        return
+    n_chains, n_rules = n_chains_all, n_rules_all
     if has_internal:
-        args = f'-m comment --comment "{name} cluster IP" {match} -d {svc.cluster_ip} --dport {svc.port}'
+        args = f'-m comment --comment "{name} cluster IP" {match} -d {svc.cluster_ip} --dport {port}'
         if opts.masquerade_all:
-            n_rules.write(f"-A {internal_chain}", args, "-j KUBE-MARK-MASQ")
+            n_rules.append(f"-A {internal_chain} {args} -j KUBE-MARK-MASQ")
         elif opts.cluster_cidr:
-            n_rules.write(f"-A {internal_chain}", args, f"! -s {opts.cluster_cidr} -j KUBE-MARK-MASQ")
+            n_rules.append(f"-A {internal_chain} {args} ! -s {opts.cluster_cidr} -j KUBE-MARK-MASQ")
     if uses_external:
-        n_chains.write(f":{external_chain} - [0:0]")
+        n_chains.append(f":{external_chain} - [0:0]")
         if not svc.external_policy_local:
-            n_rules.write(f'-A {external_chain} -m comment --comment "masquerade traffic for {name} external '
-                          'destinations" -j KUBE-MARK-MASQ')
+            n_rules.append(f'-A {external_chain} -m comment --comment "masquerade traffic for {name} '
+                           'external destinations" -j KUBE-MARK-MASQ')
         else:
             if opts.cluster_cidr:
-                n_rules.write(f'-A {external_chain} -m comment --comment "pod traffic for {name} external '
-                              f'destinations" -s {opts.cluster_cidr} -j {cluster_chain}')
-            n_rules.write(f'-A {external_chain} -m comment --comment "masquerade LOCAL traffic for {name} '
-                          'external destinations" -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ')
-            n_rules.write(f'-A {external_chain} -m comment --comment "route LOCAL traffic for {name} '
-                          f'external destinations" -m addrtype --src-type LOCAL -j {cluster_chain}')
+                n_rules.append(f'-A {external_chain} -m comment --comment "pod traffic for {name} external '
+                               f'destinations" -s {opts.cluster_cidr} -j {cluster_chain}')
+            n_rules.append(f'-A {external_chain} -m comment --comment "masquerade LOCAL traffic for {name} '
+                           'external destinations" -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ')
+            n_rules.append(f'-A {external_chain} -m comment --comment "route LOCAL traffic for {name} '
+                           f'external destinations" -m addrtype --src-type LOCAL -j {cluster_chain}')
         if has_external:
-            n_rules.write(f"-A {external_chain} -j {external_policy_chain}")
+            n_rules.append(f"-A {external_chain} -j {external_policy_chain}")
     if uses_fw:
-        fw = fw_chain(spn)
-        n_chains.write(f":{fw} - [0:0]")
+        n_chains.append(f":{fw} - [0:0]")
         head = f'-A {fw} -m comment --comment "{name} loadbalancer IP"'
         allow_node = False
         for src in svc.load_balancer_source_ranges:
-            n_rules.write(head, f"-s {src} -j {external_chain}")
+            n_rules.append(f"{head} -s {src} -j {external_chain}")
             allow_node = allow_node or _in_cidr(opts.node_ip, src)
         if allow_node:
             for ip in svc.load_balancer_ips:
-                n_rules.write(head, f"-s {ip} -j {external_chain}")
-        n_rules.write(f'-A {fw} -m comment --comment "other traffic to {name} will be dropped by '
-                      'KUBE-PROXY-FIREWALL"')
+                n_rules.append(f"{head} -s {ip} -j {external_chain}")
+        n_rules.append(f'-A {fw} -m comment --comment "other traffic to {name} will be dropped by '
+                       'KUBE-PROXY-FIREWALL"')
     if uses_cluster:
-        n_chains.write(f":{cluster_chain} - [0:0]")
-        _endpoint_rules(n_rules, name, spn, svc, cluster_chain, cat.cluster, large)
+        n_chains.append(f":{cluster_chain} - [0:0]")
+        _endpoint_rules(n_rules, name, svc, cluster_chain, cat.cluster, seps, large)
     if uses_local:
-        n_chains.write(f":{local_chain} - [0:0]")
-        _endpoint_rules(n_rules, name, spn, svc, local_chain, cat.local, large)
-    for ep in cat.reachable:
-        chain = sep_chain(spn, ep.endpoint)
-        n_chains.write(f":{chain} - [0:0]")
-        comment = "" if large else f"-m comment --comment {name}"
-        n_rules.write(f"-A {chain}", comment, f"-s {ep.ip} -j KUBE-MARK-MASQ")
-        recent = f"-m recent --name {chain} --set" if svc.client_ip_affinity else ""
-        n_rules.write(f"-A {chain}", comment, recent,
-                      f"-m {proto} -p {proto} -j DNAT --to-destination {ep.endpoint}")
+        n_chains.append(f":{local_chain} - [0:0]")
+        _endpoint_rules(n_rules, name, svc, local_chain, cat.local, seps, large)
+    comment = "" if large else f" -m comment --comment {name}"
+    recent = " -m recent --name {} --set" if svc.client_ip_affinity else ""
+    dnat = f"-m {proto} -p {proto} -j DNAT --to-destination"
+    for endpoint, ip in reachable:
+        chain = seps[endpoint]
+        n_chains.append(f":{chain} - [0:0]")
+        n_rules.append(f"-A {chain}{comment} -s {ip} -j KUBE-MARK-MASQ")
+        n_rules.append(f"-A {chain}{comment}{recent.format(chain)} {dnat} {endpoint}")
 
 
-def _endpoint_rules(rules: _Buf, name: str, spn: ServicePortName, svc: ServicePortInfo, chain: str,
-                    endpoints: list[EndpointInfo], large: bool) -> None:
+def _endpoint_rules(rules: list[str], name: str, svc: ServicePortInfo, chain: str,
+                    endpoints: list[EndpointInfo], seps: dict[str, str], large: bool) -> None:
     """writeServiceToEndpointRules: affinity checks first, then the probability cascade."""
-    def comment(ep: EndpointInfo) -> str:
-        return "" if large else f'-m comment --comment "{name} -> {ep.endpoint}"'
-
+    names = [ep.endpoint for ep in endpoints]
+    heads = [f"-A {chain}" if large else f'-A {chain} -m comment --comment "{name} -> {endpoint}"'
+             for endpoint in names]
     if svc.client_ip_affinity:
-        for ep in endpoints:
-            sep = sep_chain(spn, ep.endpoint)
-            rules.write(f"-A {chain}", comment(ep),
-                        f"-m recent --name {sep} --rcheck --seconds {svc.sticky_seconds} --reap -j {sep}")
-    n = len(endpoints)
-    for i, ep in enumerate(endpoints):
-        stat = f"-m statistic --mode random --probability {probability(n - i)}" if i < n - 1 else ""
-        rules.write(f"-A {chain}", comment(ep), stat, f"-j {sep_chain(spn, ep.endpoint)}")
+        for head, endpoint in zip(heads, names, strict=True):
+            sep = seps[endpoint]
+            rules.append(f"{head} -m recent --name {sep} --rcheck --seconds {svc.sticky_seconds} "
+                         f"--reap -j {sep}")
+    n = len(names)
+    for i, endpoint in enumerate(names):
+        if i < n - 1:
+            rules.append(f"{heads[i]} -m statistic --mode random --probability {probability(n - i)} "
+                         f"-j {seps[endpoint]}")
+        else:
+            rules.append(f"{heads[i]} -j {seps[endpoint]}")
 
 
 def _in_cidr(ip: str | None, cidr: str) -> bool:

@@ -22,6 +22,7 @@ later one (filter-prerouting-pre-dnat / filter-output-pre-dnat at -110, filter c
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Protocol
@@ -91,9 +92,11 @@ def layout(version: str) -> Layout:
     return found
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def hash_and_truncate(name: str) -> str:
-    """hashAndTruncate: base32(sha256(name))[:8] + "-" + name, cut to 240 characters."""
-    out = base64.b32encode(hashlib.sha256(name.encode()).digest()).decode()[:8] + "-" + name
+    """hashAndTruncate: base32(sha256(name))[:8] + "-" + name, cut to 240 characters. Eight base32
+    characters are the first five bytes' worth; cached, since every sync and node names them again."""
+    out = base64.b32encode(hashlib.sha256(name.encode()).digest()[:5]).decode() + "-" + name
     return out[:NAME_MAX - 3] + "..." if len(out) > NAME_MAX else out
 
 
@@ -122,9 +125,11 @@ class NftablesOptions:
 
 
 class NftablesProxier:
-    """The state kept between syncs; `fake` mirrors the table as the transactions leave it."""
+    """The state kept between syncs; `fake` mirrors the table as the transactions leave it, unless
+    `mirror` is False (a node's kube-proxy, which lists the node's own table: a mirror there would
+    be a second copy of every node's whole table, kept and updated for nothing)."""
 
-    def __init__(self, opts: NftablesOptions) -> None:
+    def __init__(self, opts: NftablesOptions, mirror: bool = True) -> None:
         self.opts = opts
         self.layout = layout(opts.version)
         self.svc_map: ServicePortMap = {}
@@ -134,12 +139,15 @@ class NftablesProxier:
         self.stale_chains: dict[str, int] = {}
         self.storage = {name: ElementStorage(kind, name) for kind, name in MAPS}
         self.fake = Fake()
+        self.mirror = mirror
 
     def sync(self, svcs: ServicePortMap, eps: EndpointsMap, existing: "Listing | None" = None,
              now: int = 0) -> tuple[list[Tx], StaleUdp]:
         """The transactions of one syncProxyRules (stale chain deletion first, when due) and the
         stale UDP conntrack entries to delete. `existing` lists the table's chains and sets
         (the node's, as `nft list` would); by default the proxier's own mirror."""
+        if existing is None and not self.mirror:
+            raise ValueError("a proxier without a mirror needs the table's listing")
         listing = existing if existing is not None else self.fake
         changed = None if self.need_full_sync else _changed_services(self.svc_map, svcs, self.eps_map, eps)
         out: list[Tx] = []
@@ -150,13 +158,15 @@ class NftablesProxier:
                 cleanup.delete(chain(c))
                 del self.stale_chains[c]
             out.append(cleanup)
-            self.fake.run(cleanup)
+            if self.mirror:
+                self.fake.run(cleanup)
         tx = Tx()
         if changed is None:
             self._setup(tx)
         self._services(tx, svcs, eps, changed, listing, now, set(due))
         out.append(tx)
-        self.fake.run(tx)
+        if self.mirror:
+            self.fake.run(tx)
         stale = stale_udp(self.svc_map, svcs, self.eps_map, eps)
         self.svc_map, self.eps_map = dict(svcs), {k: list(v) for k, v in eps.items()}
         self.need_full_sync = False
@@ -260,8 +270,9 @@ def _ensure_chain(tx: Tx, name: str, created: set[str], skip: bool = False) -> N
         return
     created.add(name)
     if not skip:
-        tx.add(chain(name))
-        tx.flush(chain(name))
+        c = chain(name)
+        tx.add(c)
+        tx.flush(c)
 
 
 class _ServicePort:
@@ -275,16 +286,24 @@ class _ServicePort:
         base = chain_base(spn)
         self.cluster_chain, self.local_chain = "service-" + base, "local-" + base
         self.external_chain, self.fw_chain = "external-" + base, "firewall-" + base
+        self.ep_bases: dict[str, str] = {}
 
     def put(self, name: str, key: str, value: str, comment: str | None = None) -> None:
         """ensureElem into the named map's storage."""
         self.p.storage[name].ensure(self.tx, element(name, key, value, comment))
 
+    def ep_base(self, ep: EndpointInfo) -> str:
+        """endpoint_base, once per endpoint: the loop names each endpoint's chain three times or more."""
+        base = self.ep_bases.get(ep.endpoint)
+        if base is None:
+            base = self.ep_bases[ep.endpoint] = endpoint_base(self.spn, ep)
+        return base
+
     def ep_chain(self, ep: EndpointInfo) -> str:
-        return "endpoint-" + endpoint_base(self.spn, ep)
+        return "endpoint-" + self.ep_base(ep)
 
     def ep_set(self, ep: EndpointInfo) -> str:
-        return "affinity-" + endpoint_base(self.spn, ep)
+        return "affinity-" + self.ep_base(ep)
 
     def write(self) -> None:
         tx, svc, cat, skip = self.tx, self.svc, self.cat, self.skip

@@ -8,7 +8,7 @@ ours is deterministic). Endpoints are sorted by "ip:port" as upstream's byEndpoi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable, TypeVar
 
 from pktemu.k8s.objects import EndpointSlice, Service
 
@@ -59,8 +59,9 @@ class ServicePortInfo:
 
     @property
     def uses_cluster_endpoints(self) -> bool:
-        return not self.internal_policy_local or (self.externally_accessible
-                                                  and not self.external_policy_local)
+        """Upstream's UsesClusterEndpoints: even with an external policy of Local, external traffic
+        from inside the cluster short-circuits to the Cluster endpoints."""
+        return not self.internal_policy_local or self.externally_accessible
 
     @property
     def uses_local_endpoints(self) -> bool:
@@ -85,18 +86,40 @@ class EndpointInfo:
 
 ServicePortMap = dict[ServicePortName, ServicePortInfo]
 EndpointsMap = dict[ServicePortName, list[EndpointInfo]]
+_Rec = TypeVar("_Rec", ServicePortName, ServicePortInfo, EndpointInfo)
 
 
-def service_ports(services: Iterable[Service]) -> ServicePortMap:
-    """Service ports kube-proxy programs: headless, ExternalName and unallocated Services are skipped."""
+class Records:
+    """The records of one cluster, one of each: every node's kube-proxy rebuilds the same records
+    at every sync (an endpoint differs between nodes only by is_local) and keeps its last maps, so
+    without this a cluster holds nodes x endpoints of them. Bounded: past `size` it starts afresh."""
+
+    def __init__(self, size: int = 1 << 18) -> None:
+        self.size = size
+        self._recs: dict[Any, Any] = {}
+
+    def __call__(self, rec: _Rec) -> _Rec:
+        if len(self._recs) >= self.size:
+            self._recs.clear()
+        return self._recs.setdefault(rec, rec)  # type: ignore[no-any-return]
+
+
+def _same(rec: _Rec) -> _Rec:
+    return rec
+
+
+def service_ports(services: Iterable[Service], records: Records | None = None) -> ServicePortMap:
+    """Service ports kube-proxy programs: headless, ExternalName and unallocated Services are skipped.
+    `records`: the cluster's, to share the records with the other nodes."""
+    intern = records or _same
     out: ServicePortMap = {}
     for svc in sorted(services, key=lambda s: s.meta.creation_seq):
         if svc.headless or not svc.cluster_ip or svc.type == "ExternalName":
             continue
         lb = tuple(svc.load_balancer_ips) if svc.type == "LoadBalancer" else ()
         for p in svc.ports:
-            spn = ServicePortName(svc.meta.namespace, svc.meta.name, p.name, p.protocol)
-            out[spn] = ServicePortInfo(
+            spn = intern(ServicePortName(svc.meta.namespace, svc.meta.name, p.name, p.protocol))
+            out[spn] = intern(ServicePortInfo(
                 spn, svc.cluster_ip, p.port, p.protocol,
                 node_port=(p.node_port or 0) if svc.type in ("NodePort", "LoadBalancer") else 0,
                 client_ip_affinity=svc.session_affinity == "ClientIP",
@@ -105,27 +128,31 @@ def service_ports(services: Iterable[Service]) -> ServicePortMap:
                 load_balancer_source_ranges=tuple(svc.load_balancer_source_ranges) if lb else (),
                 health_check_node_port=(svc.health_check_node_port or 0)
                 if svc.type == "LoadBalancer" and svc.external_traffic_policy == "Local" else 0,
-                external_policy=svc.external_traffic_policy, internal_policy=svc.internal_traffic_policy)
+                external_policy=svc.external_traffic_policy, internal_policy=svc.internal_traffic_policy))
     return out
 
 
-def endpoints_map(slices: Iterable[EndpointSlice], node_name: str) -> EndpointsMap:
+def endpoints_map(slices: Iterable[EndpointSlice], node_name: str, records: Records | None = None
+                  ) -> EndpointsMap:
     """EndpointSliceCache: per service port, the endpoints of every slice of the Service, one per
-    "ip:port" (a ready one wins over a not-ready duplicate), sorted by "ip:port"."""
+    "ip:port" (a ready one wins over a not-ready duplicate), sorted by "ip:port". `records`: the
+    cluster's, to share the records with the other nodes."""
+    intern = records or _same
     by_port: dict[ServicePortName, dict[str, EndpointInfo]] = {}
     for es in sorted(slices, key=lambda s: s.meta.key):
         if es.address_type != "IPv4":
             continue
         for p in es.ports:
-            spn = ServicePortName(es.meta.namespace, es.service_name, p.name, p.protocol)
+            spn = intern(ServicePortName(es.meta.namespace, es.service_name, p.name, p.protocol))
             eps = by_port.setdefault(spn, {})
             for e in es.endpoints:
                 if not e.addresses:
                     continue
                 c = e.conditions
-                info = EndpointInfo(e.addresses[0], p.port, e.node_name == node_name,
-                                    c.ready is None or bool(c.ready), c.serving is None or bool(c.serving),
-                                    bool(c.terminating), e.node_name)
+                info = intern(EndpointInfo(e.addresses[0], p.port, e.node_name == node_name,
+                                           c.ready is None or bool(c.ready),
+                                           c.serving is None or bool(c.serving), bool(c.terminating),
+                                           e.node_name))
                 old = eps.get(info.endpoint)
                 if old is None or (info.ready and not old.ready):
                     eps[info.endpoint] = info
