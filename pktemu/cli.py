@@ -13,10 +13,15 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
+import importlib
+import importlib.util
 import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from pktemu import interrupt
@@ -54,7 +59,9 @@ def say(line: str) -> None:
         pass
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with `argv` naming a command first, that command's only: the others' imports and
+    argument tables cost a run's start-up for nothing (usage errors are one line without the list)."""
     from pktemu import commands
 
     from pktemu.version import version
@@ -64,14 +71,30 @@ def build_parser() -> argparse.ArgumentParser:
                 "`pktemu COMMAND --help` a command's.")
     p.add_argument("--version", action="version", version=f"pktemu {version()}")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
-    for mod in commands.load_all():
+    one = _command(argv[0]) if argv else None
+    for mod in [one] if one is not None else commands.load_all():
         sp = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.__doc__)
         mod.add_arguments(sp)
         sp.set_defaults(func=mod.run)
     return p
 
 
-def _console() -> Console:
+def _command(name: str) -> ModuleType | None:
+    """The module of command `name` (`import` is import_.py), or None if `name` is none."""
+    if not re.fullmatch(r"[a-z]{1,20}", name):
+        return None
+    for mod_name in (name, name + "_"):
+        full = f"pktemu.commands.{mod_name}"
+        if importlib.util.find_spec(full) is not None:
+            mod = importlib.import_module(full)
+            if getattr(mod, "NAME", None) == name:
+                return mod
+    return None
+
+
+@functools.cache
+def _console_class() -> type[Console]:
+    """Made once per process (rich is imported only once the signal handlers are in)."""
     from rich.console import Console
 
     class _Console(Console):
@@ -80,13 +103,17 @@ def _console() -> Console:
             self.quiet = True
             raise BrokenPipeError(errno.EPIPE, "stdout is closed")
 
-    return _Console()
+    return _Console
+
+
+def _console() -> Console:
+    return _console_class()()
 
 
 def _run(argv: Sequence[str] | None) -> int:
     from pktemu.commands import examples_text, resolve_topology
 
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
     more = getattr(args, "intermixed", None)        # `import A -o T B`: positionals after an option
     if extra and more and not any(a.startswith("-") for a in extra):

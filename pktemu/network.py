@@ -7,6 +7,8 @@ a scenario's overrides (hairpin off, sysctls) applied first.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import hashlib
 import ipaddress
 from collections import OrderedDict
@@ -79,7 +81,10 @@ def apply_overrides(t: topo.Topology, scenario: topo.Scenario | None) -> topo.To
     addresses, rules file), in order; pktemu.io.topofile_overrides checked them at load time."""
     if scenario is None or not scenario.overrides:
         return t
-    t = copy.deepcopy(t)
+    t = copy.copy(t)
+    t.nodes = dict(t.nodes)
+    for node_name in {ov.target.partition("/")[0] for ov in scenario.overrides}:
+        t.nodes[node_name] = _own_node(t.nodes[node_name])
     for ov in scenario.overrides:
         node_name, _, ifname = ov.target.partition("/")
         node = t.nodes[node_name]
@@ -98,6 +103,19 @@ def apply_overrides(t: topo.Topology, scenario: topo.Scenario | None) -> topo.To
         if "iptables" in ov.settings:
             node.iptables = ov.settings["iptables"]
     return t
+
+
+def _own_node(m: topo.Node) -> topo.Node:
+    """A copy of the node model with the parts an override changes (sysctls, devices and their
+    addresses, bridge ports, routes, rules file) its own: the rest of the topology is shared,
+    not deep-copied, and never changed by a run."""
+    m = copy.copy(m)
+    m.sysctls = dict(m.sysctls)
+    m.interfaces = {k: copy.copy(v) for k, v in m.interfaces.items()}
+    m.bridges = {k: dataclasses.replace(b, ports=[copy.copy(p) for p in b.ports])
+                 for k, b in m.bridges.items()}
+    m.routes = list(m.routes)
+    return m
 
 
 class Network:
@@ -167,10 +185,9 @@ class Network:
         return node
 
     def _route(self, node: Node, m: topo.Node, r: topo.Route) -> Route:
-        net = ipaddress.ip_network("0.0.0.0/0" if r.dst == "default" else r.dst, strict=False)
+        dst, plen = _prefix("0.0.0.0/0" if r.dst == "default" else r.dst)
         if r.type != "unicast":
-            return Route(int(net.network_address), net.prefixlen, "lo", metric=r.metric, table=r.table,
-                         type=r.type)
+            return Route(dst, plen, "lo", metric=r.metric, table=r.table, type=r.type)
         gw = ip2int(r.via) if r.via else None
         dev = r.dev
         if dev is None:
@@ -182,7 +199,7 @@ class Network:
                 raise PktemuError(f"{self.topology.path}: nodes.{m.name}.routes: gateway {r.via} "
                                   f"is not on a connected network of node {m.name}")
             dev = conn.dev
-        return Route(int(net.network_address), net.prefixlen, dev, gateway=gw,
+        return Route(dst, plen, dev, gateway=gw,
                      src=ip2int(r.src) if r.src else None, metric=r.metric, onlink=r.onlink, table=r.table)
 
     def device(self, ref: str) -> NetDevice:
@@ -288,5 +305,19 @@ def _open_sockets(node: Node) -> list[Any]:
 
 
 def _ifaddr(a: topo.Address) -> IfAddr:
-    iface = ipaddress.ip_interface(a.cidr)
-    return IfAddr(int(iface.ip), iface.network.prefixlen, ip2int(a.peer) if a.peer else None)
+    addr, plen = _interface(a.cidr)
+    return IfAddr(addr, plen, ip2int(a.peer) if a.peer else None)
+
+
+@functools.lru_cache(maxsize=4096)
+def _interface(cidr: str) -> tuple[int, int]:
+    """"10.0.1.2/24" -> (address, prefix length): every scenario's network parses the same ones."""
+    iface = ipaddress.ip_interface(cidr)
+    return int(iface.ip), iface.network.prefixlen
+
+
+@functools.lru_cache(maxsize=4096)
+def _prefix(cidr: str) -> tuple[int, int]:
+    """A route's destination "10.0.0.0/16" -> (network address, prefix length), host bits cleared."""
+    net = ipaddress.ip_network(cidr, strict=False)
+    return int(net.network_address), net.prefixlen

@@ -5,6 +5,7 @@ Events at the same instant run in the order they were scheduled (a FIFO, like a 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import random
@@ -33,6 +34,13 @@ class Timer:
         self.cancelled = True
 
 
+@functools.lru_cache(maxsize=8192)
+def _stream_seed(seed: int, name: str) -> int:
+    """The seed of stream `name` of a run seeded `seed` (the same in every scenario's network)."""
+    digest = hashlib.sha256(f"{seed}/{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
 class Simulator:
     """Virtual clock and event queue; every source of randomness hangs off `seed`."""
 
@@ -48,8 +56,7 @@ class Simulator:
         """A named RNG stream: adding a new consumer never shifts the draws of another."""
         r = self._rngs.get(name)
         if r is None:
-            digest = hashlib.sha256(f"{self.seed}/{name}".encode()).digest()
-            r = self._rngs[name] = random.Random(int.from_bytes(digest[:8], "big"))
+            r = self._rngs[name] = random.Random(_stream_seed(self.seed, name))
         return r
 
     def schedule(self, delay: int, fn: Callable[..., Any], *args: Any) -> None:

@@ -62,7 +62,7 @@ def wait_for(cond: Callable[[], bool], proc: subprocess.Popen[str], what: str, t
 
 def writing(out: Path) -> bool:
     """The run of `long` is under way: its temporary folder holds pcaps being written."""
-    return any(out.glob(".long.pktemu-*.tmp/pcap/.*.pcap.pktemu-*.tmp"))
+    return any(out.glob(".long.pktemu-*.tmp/pcap/*.pcap"))
 
 
 def handlers_installed(pid: int) -> bool:

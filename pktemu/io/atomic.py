@@ -230,6 +230,69 @@ class AtomicFile:
             self.abort()
 
 
+def write_file(path: str, data: bytes | bytearray | memoryview, append: bool = False) -> None:
+    """`data` into `path` (created, or truncated unless `append`) in three system calls, for files
+    of a folder that is itself a temporary: no buffer layer, no terminal or position checks. A
+    failure is an OSError naming `path`."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC),
+                     0o666)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, path) from None
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, path) from None
+    finally:
+        os.close(fd)
+
+
+def write_text(path: str, text: str) -> None:
+    """`write_file` of UTF-8 text, newlines as given."""
+    write_file(path, text.encode("utf-8"))
+
+
+class InTempFile:
+    """A file inside a folder that is itself a temporary being written (a run's output folder, renamed
+    into place whole): no temporary name and rename of its own, and no descriptor held between the
+    chunks appended to it. `commit()` leaves it (created empty if nothing was written), `abort()`
+    removes it."""
+
+    __slots__ = ("_done", "_started", "path")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._started = False
+        self._done = False
+
+    @property
+    def closed(self) -> bool:
+        return self._done
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            write_file(self.path, data, append=self._started)
+        except OSError as e:
+            self.abort()
+            raise PktemuError(f"{self.path}: cannot write: {e.strerror or e}") from None
+        self._started = True
+
+    def commit(self) -> None:
+        if not self._done:
+            if not self._started:
+                self.write(b"")
+            self._done = True
+
+    def abort(self) -> None:
+        self._done = True
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
 class BufferedAtomicWriter:
     """Records packed into one bytearray and handed to an AtomicFile in large chunks.
 
@@ -240,11 +303,11 @@ class BufferedAtomicWriter:
     __slots__ = ("_buf", "_closed", "_file", "count", "path")
     FLUSH_AT = 1 << 20
 
-    def __init__(self, path: str, header: bytes) -> None:
+    def __init__(self, path: str, header: bytes, *, in_temp: bool = False) -> None:
         self.path = path
         self.count = 0
         self._closed = False
-        self._file = AtomicFile(path)
+        self._file: AtomicFile | InTempFile = InTempFile(path) if in_temp else AtomicFile(path)
         self._buf = bytearray(header)
 
     def _flush(self) -> None:

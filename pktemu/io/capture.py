@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from pktemu.explain.comment import frame_comment, plain_comment
 from pktemu.io.pcap import LINKTYPE_ETHERNET, PcapWriter
-from pktemu.io.pcapng import INBOUND, OUTBOUND, PcapngWriter
+from pktemu.io.pcapng import INBOUND, OUTBOUND, PcapngWriter, epb_options
 from pktemu.net.frame import ETH_HLEN
 from pktemu.sim import EPOCH_NS
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 #: drop places (`Drop.where`) that name the device the frame was freed at
 _DEVICE_PLACES = ("dev", "veth", "bridge", "br_netfilter")
+_DIRECTION = {"in": INBOUND, "out": OUTBOUND}
 
 
 class CaptureTap:
@@ -40,28 +41,34 @@ class CaptureTap:
         self.merged = merged
         self.iface = iface
         self.count = 0
-        self.plain = {d: plain_comment(d, point or name) for d in ("in", "out")}
+        #: the options block of a frame without notes, per direction, made once
+        self.plain = {d: epb_options(_DIRECTION[d], plain_comment(d, point or name)) for d in ("in", "out")}
 
     def record(self, ts_ns: int, frame: "Frame", direction: str) -> None:
-        data = bytes(frame.data[self.skip:])
+        data = frame.data if not self.skip else bytes(frame.data[self.skip:])
         ts = EPOCH_NS + ts_ns
         notes = frame.notes
         if notes:
-            comment = frame_comment(direction, notes, frame, ts_ns)
+            opts = epb_options(INBOUND if direction == "in" else OUTBOUND,
+                               frame_comment(direction, notes, frame, ts_ns))
             frame.notes = []
         else:
-            comment = self.plain[direction]
+            opts = self.plain[direction]
         self.pcap.write(ts, data)
-        self.merged.write(self.iface, ts, data, comment, INBOUND if direction == "in" else OUTBOUND)
+        self.merged.write_options(self.iface, ts, data, opts)
         self.count += 1
 
 
 class CaptureSet:
     """All capture points of one scenario run, written under `pcap_dir` and `merged_path`."""
 
-    def __init__(self, pcap_dir: str, merged_path: str, comment: str | None = None) -> None:
+    def __init__(self, pcap_dir: str, merged_path: str, comment: str | None = None, *,
+                 in_temp: bool = False) -> None:
+        """`in_temp`: the files are inside a temporary folder renamed into place whole (a run's
+        output), so each is written under its own name straight away (`InTempFile`)."""
         self.pcap_dir = pcap_dir
-        self.merged = PcapngWriter(merged_path, comment=comment)
+        self.in_temp = in_temp
+        self.merged = PcapngWriter(merged_path, comment=comment, in_temp=in_temp)
         self.taps: dict[str, CaptureTap] = {}
         self.devices: dict[str, "NetDevice"] = {}
 
@@ -72,7 +79,7 @@ class CaptureSet:
         iface = self.merged.add_interface(point, linktype, description=describe(name, dev),
                                           mac=None if raw else dev.mac,
                                           ipv4=[(a.addr, a.plen) for a in dev.addresses])
-        pcap = PcapWriter(os.path.join(self.pcap_dir, f"{name}.pcap"), linktype)
+        pcap = PcapWriter(os.path.join(self.pcap_dir, f"{name}.pcap"), linktype, in_temp=self.in_temp)
         tap = CaptureTap(name, pcap, self.merged, iface, point, ETH_HLEN if raw else 0)
         self.taps[name] = tap
         self.devices[name] = dev

@@ -11,7 +11,7 @@ import os
 import struct
 
 from pktemu.errors import PktemuError
-from pktemu.io.atomic import AtomicFile, BufferedAtomicWriter, remove_leftovers_once, temp_path
+from pktemu.io.atomic import AtomicFile, BufferedAtomicWriter, InTempFile, remove_leftovers_once, temp_path
 
 MAGIC_NS = 0xA1B23C4D
 MAGIC_US = 0xA1B2C3D4
@@ -62,7 +62,8 @@ class PcapWriter(BufferedAtomicWriter):
     FLUSH_AT = 1 << 16              # one writer per capture point: thousands may buffer at once
 
     def __init__(self, path: str, linktype: int = LINKTYPE_ETHERNET, snaplen: int = DEFAULT_SNAPLEN,
-                 nanosecond: bool = True) -> None:
+                 nanosecond: bool = True, *, in_temp: bool = False) -> None:
+        """`in_temp`: `path` is inside a temporary folder renamed into place whole (`InTempFile`)."""
         if not 0 < snaplen <= 0xFFFFFFFF:
             raise ValueError(f"{path}: snaplen {snaplen} out of range")
         self.snaplen = snaplen
@@ -70,7 +71,7 @@ class PcapWriter(BufferedAtomicWriter):
         self.path = path
         self.count = 0
         self._closed = False
-        self._file = SpoolFile(path)
+        self._file = InTempFile(path) if in_temp else SpoolFile(path)
         self._buf = bytearray(_FILE_HEADER.pack(MAGIC_NS if nanosecond else MAGIC_US, 2, 4, 0, 0,
                                                 snaplen, linktype))
 

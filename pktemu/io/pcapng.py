@@ -42,6 +42,14 @@ def _option(code: int, value: bytes) -> bytes:
     return _OPT.pack(code, len(value)) + value + _PAD[len(value) % 4]
 
 
+def epb_options(direction: int, comment: str | None) -> bytes:
+    """An Enhanced Packet Block's options: epb_flags with `direction` (none when 0), the comment."""
+    opts = _FLAGS_OPT[direction & 3] if direction else b""
+    if comment is not None:
+        opts += _option(OPT_COMMENT, comment.encode())
+    return opts + _END if opts else b""
+
+
 def _block(btype: int, body: bytes) -> bytes:
     total = 12 + len(body)
     return _BLOCK_HEAD.pack(btype, total) + body + _U32.pack(total)
@@ -52,12 +60,13 @@ class PcapngWriter(BufferedAtomicWriter):
 
     __slots__ = ("_snaplens",)
 
-    def __init__(self, path: str, application: str = "pktemu", comment: str | None = None) -> None:
+    def __init__(self, path: str, application: str = "pktemu", comment: str | None = None, *,
+                 in_temp: bool = False) -> None:
         self._snaplens: list[int] = []
         opts = b"" if comment is None else _option(OPT_COMMENT, comment.encode())
         opts += _option(SHB_USERAPPL, application.encode()) + _END
         body = _SHB_BODY.pack(0x1A2B3C4D, 1, 0, -1) + opts
-        super().__init__(path, _block(SHB, body))
+        super().__init__(path, _block(SHB, body), in_temp=in_temp)
 
     def add_interface(self, name: str, linktype: int = LINKTYPE_ETHERNET, snaplen: int = DEFAULT_SNAPLEN,
                       description: str | None = None, mac: bytes | None = None,
@@ -85,26 +94,31 @@ class PcapngWriter(BufferedAtomicWriter):
               direction: int = 0) -> None:
         """One frame on interface `iface_id` at `ts_ns` ns since the Unix epoch, with an optional
         comment and, when `direction` is INBOUND or OUTBOUND, epb_flags saying so."""
+        self.write_options(iface_id, ts_ns, data, epb_options(direction, comment))
+
+    def write_options(self, iface_id: int, ts_ns: int, data: bytes | bytearray | memoryview,
+                      opts: bytes) -> None:
+        """`write` with the options block made already (`epb_options`): a capture point makes
+        its no-notes comment's once, not once per frame."""
         if self._closed:
             raise ValueError(f"{self.path}: write after close")
-        n = len(data)
-        if not 0 <= iface_id < len(self._snaplens):
+        if iface_id < 0:
             raise ValueError(f"{self.path}: no interface {iface_id!r}")
-        snap = self._snaplens[iface_id]
-        cap = min(n, snap)
-        opts = _FLAGS_OPT[direction & 3] if direction else b""
-        if comment is not None:
-            opts += _option(OPT_COMMENT, comment.encode())
-        if opts:
-            opts += _END
-        total = 32 + cap + _PAD_LEN[cap % 4] + len(opts)
+        try:
+            snap = self._snaplens[iface_id]
+        except (IndexError, TypeError):
+            raise ValueError(f"{self.path}: no interface {iface_id!r}") from None
+        n = len(data)
+        cap = n if n <= snap else snap
+        pad = cap & 3
+        total = 32 + cap + _PAD_LEN[pad] + len(opts)
         buf = self._buf
         try:
             buf += _EPB_HEAD.pack(EPB, total, iface_id, ts_ns >> 32, ts_ns & 0xFFFFFFFF, cap, n)
         except struct.error:
             raise ValueError(f"{self.path}: timestamp {ts_ns} ns out of range") from None
         buf += data if cap == n else data[:cap]
-        buf += _PAD[cap % 4]
+        buf += _PAD[pad]
         buf += opts
         buf += _U32.pack(total)
         self.count += 1

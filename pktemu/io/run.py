@@ -11,7 +11,6 @@ temporary names and the removal of a killed run's leftovers are `pktemu.io.atomi
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import shutil
@@ -21,8 +20,9 @@ from typing import Any, Callable
 from pktemu import interrupt, topo
 from pktemu.errors import PktemuError, excerpt
 from pktemu.io.atomic import (entry_name_problem, forget, make_temp_dir, remove_leftovers, remove_path,
-                              temp_path)
+                              temp_path, write_text)
 from pktemu.io.capture import CaptureSet
+from pktemu.io.jsontext import dumps_indented
 from pktemu.io.pcap import PcapWriter
 from pktemu.io.topofile_scenarios import SERVER_RESULT, all_traffic, result_files
 from pktemu.netfilter.xtables import save_rules
@@ -73,7 +73,7 @@ def open_output(out_root: str, name: str, net: Network) -> Output:
     try:
         os.makedirs(os.path.join(tmp, "pcap"))
         caps = CaptureSet(os.path.join(tmp, "pcap"), os.path.join(tmp, "all.pcapng"),
-                          section_comment(name, net))
+                          section_comment(name, net), in_temp=True)
         captured = net.captures()
         for cname, dev in captured:
             caps.attach(cname, dev)
@@ -288,9 +288,8 @@ def _stop(net: Network) -> None:
 
 
 def write_state(tmp: str, net: Network, sc: topo.Scenario, captured: list[Any], runs: list[Any]) -> None:
-    with open(os.path.join(tmp, "captures.tsv"), "w") as f:
-        for name, dev in captured:
-            f.write(f"{name}\t{dev.node.name}\t{dev.name}\tpcap/{name}.pcap\n")
+    write_text(os.path.join(tmp, "captures.tsv"),
+               "".join(f"{name}\t{dev.node.name}\t{dev.name}\tpcap/{name}.pcap\n" for name, dev in captured))
     _write_json(os.path.join(tmp, "scenario.json"), {"scenario": sc.name, "description": sc.description})
     _write_json(os.path.join(tmp, SERVER_RESULT), server_results(net, runs))
     results = [r.result for r in runs]
@@ -301,28 +300,23 @@ def write_state(tmp: str, net: Network, sc: topo.Scenario, captured: list[Any], 
              "end_s": None if r.end is None else r.end / 1e9, "ended_by": r.ended_by or "not reached",
              "results": sorted(result_files(r.step.traffic))} for r in net.steps])
     if net.actions:
-        with open(os.path.join(tmp, "timeline.txt"), "w") as f:
-            for rec in net.actions:
-                f.write(rec.line() + "\n")
+        write_text(os.path.join(tmp, "timeline.txt"), "".join(rec.line() + "\n" for rec in net.actions))
     for fname, items in result_files(all_traffic(sc)).items():
         picked = [results[i] for i in items]
         _write_json(os.path.join(tmp, fname), picked[0] if len(picked) == 1 else picked)
     for node in net.nodes.values():
         if node.kind != "pod":
-            with open(os.path.join(tmp, f"conntrack-{node.name}.txt"), "w") as f:
-                f.write(node.nf.conntrack_dump())
+            write_text(os.path.join(tmp, f"conntrack-{node.name}.txt"), node.nf.conntrack_dump())
         if node.ipsets is not None and node.ipsets.names():
-            with open(os.path.join(tmp, f"ipset-{node.name}.txt"), "w") as f:
-                f.write(node.ipsets.save())
+            write_text(os.path.join(tmp, f"ipset-{node.name}.txt"), node.ipsets.save())
         nft = getattr(node.nf, "nft", None)
         if nft is not None:
-            with open(os.path.join(tmp, f"nft-ruleset-{node.name}.txt"), "w") as f:
-                f.write(list_ruleset(nft, node.now()))
+            write_text(os.path.join(tmp, f"nft-ruleset-{node.name}.txt"), list_ruleset(nft, node.now()))
         if node.nf.ruleset is not None and (nft is None or node.nf.ruleset.tables()):
-            with open(os.path.join(tmp, f"iptables-save-{node.name}.txt"), "w") as f:
-                f.write(save_rules(node.nf.ruleset, counters=True))
+            write_text(os.path.join(tmp, f"iptables-save-{node.name}.txt"),
+                       save_rules(node.nf.ruleset, counters=True))
             for group, recs in sorted(node.nf.ruleset.ext.get("nflog", {}).items()):
-                w = PcapWriter(os.path.join(tmp, f"nflog-{node.name}-{group}.pcap"))
+                w = PcapWriter(os.path.join(tmp, f"nflog-{node.name}-{group}.pcap"), in_temp=True)
                 for t_ns, data, _prefix in recs:
                     w.write(EPOCH_NS + t_ns, data)
                 w.close()
@@ -330,16 +324,14 @@ def write_state(tmp: str, net: Network, sc: topo.Scenario, captured: list[Any], 
                          [f"[{t // 10**9:5d}.{t % 10**9 // 1000:06d}] {ln}" for t, ln in node.nf.ruleset.log])
             _write_lines(os.path.join(tmp, f"trace-{node.name}.txt"),
                          [line for _t, line in node.nf.ruleset.ext.get("trace", ())])
-    with open(os.path.join(tmp, "drops.txt"), "w") as f:
-        for d in net.drops:
-            f.write(f"{d.t / 1e9:.6f} {d.node} {d.where}: {d.reason} [{d.summary}]\n")
+    write_text(os.path.join(tmp, "drops.txt"),
+               "".join(f"{d.t / 1e9:.6f} {d.node} {d.where}: {d.reason} [{d.summary}]\n" for d in net.drops))
 
 
 def _write_lines(path: str, lines: list[str]) -> None:
     """LOG lines as dmesg prints them, TRACE lines as `xtables-monitor --trace`: only when there are some."""
     if lines:
-        with open(path, "w") as f:
-            f.writelines(line + "\n" for line in lines)
+        write_text(path, "".join(line + "\n" for line in lines))
 
 
 def server_results(net: Network, runs: list[Any]) -> dict[str, list[dict[str, Any]]]:
@@ -354,9 +346,7 @@ def server_results(net: Network, runs: list[Any]) -> dict[str, list[dict[str, An
 
 
 def _write_json(path: str, obj: Any) -> None:
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
+    write_text(path, dumps_indented(obj) + "\n")
 
 
 def replace_dir(tmp: str, final: str) -> None:
@@ -407,7 +397,10 @@ def check_out_dir(path: str, option: str = "--out") -> None:
     except OSError as e:
         raise PktemuError(f"{where}: cannot create a directory in {here}: {e.strerror or e}") from None
     with interrupt.shielded():
-        remove_path(probe)
+        try:
+            os.rmdir(probe)
+        except OSError:
+            remove_path(probe)
         forget(probe)
 
 

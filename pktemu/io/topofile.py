@@ -10,6 +10,8 @@ The format is documented in docs/topology.md.
 from __future__ import annotations
 
 import os
+import pickle
+from collections import OrderedDict
 from typing import Any
 
 import yaml
@@ -50,12 +52,38 @@ class _Loader(YamlLoader):
 
 def read_yaml(path: str) -> Any:
     """One YAML document, read within the bounds of pktemu.infile; errors are `file:line: problem`."""
-    return load_yaml(read_text(path), path, _Loader)
+    return parse_yaml(read_text(path), path)
+
+
+#: parsed documents by (file name, text), pickled: a process that loads the same topology again
+#: (the Python API, sweeps, benchmarks) reads the file but does not parse it again
+_PARSED: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+PARSED_KEPT = 8
+PARSED_MAX_CHARS = 1 << 20
+
+
+def parse_yaml(text: str, path: str) -> Any:
+    """`text` as one document (a fresh copy each time: callers change what they get)."""
+    if len(text) > PARSED_MAX_CHARS:
+        return load_yaml(text, path, _Loader)
+    key = (path, text)
+    blob = _PARSED.get(key)
+    if blob is not None:
+        _PARSED.move_to_end(key)
+        return pickle.loads(blob)
+    doc = load_yaml(text, path, _Loader)
+    try:
+        _PARSED[key] = pickle.dumps(doc, pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, ValueError, RecursionError):
+        return doc
+    while len(_PARSED) > PARSED_KEPT:
+        _PARSED.popitem(last=False)
+    return pickle.loads(_PARSED[key])
 
 
 def _load_doc(path: str, chain: tuple[str, ...], text: str | None = None) -> Doc:
     src = Src(path)
-    raw = read_yaml(path) if text is None else load_yaml(text, path, _Loader)
+    raw = read_yaml(path) if text is None else parse_yaml(text, path)
     if raw is None:
         raise PktemuError(f"{path}: empty topology file")
     if isinstance(raw, dict):

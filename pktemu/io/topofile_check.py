@@ -3,11 +3,23 @@ would make a run silently wrong (a dangling interface, two devices with one MAC)
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from pktemu.errors import excerpt, shorten
 from pktemu.io.topofile_nodes import Built
 from pktemu.topo import Address, Node
+
+
+@functools.lru_cache(maxsize=4096)
+def _iface(cidr: str) -> ipaddress.IPv4Interface:
+    """An address the parser validated already, parsed once (every check reads every address)."""
+    return ipaddress.IPv4Interface(cidr)
+
+
+@functools.lru_cache(maxsize=4096)
+def _addr(text: str) -> ipaddress.IPv4Address:
+    return ipaddress.IPv4Address(text)
 
 
 def check_topology(b: Built) -> None:
@@ -97,11 +109,11 @@ def _check_addresses(b: Built) -> None:
     """An address may repeat only as /32 peer addresses of one node (a router's numbered legs)."""
     seen: dict[ipaddress.IPv4Address, tuple[str, str, int, bool]] = {}
     for n, node in b.nodes.items():
-        local = {ipaddress.IPv4Interface(a.cidr).ip for _, _, addrs in _devices(node) for a in addrs}
+        local = {_iface(a.cidr).ip for _, _, addrs in _devices(node) for a in addrs}
         peers: dict[str, tuple[str, int]] = {}
         for dev, _, addrs in _devices(node):
             for i, a in enumerate(addrs):
-                ip = ipaddress.IPv4Interface(a.cidr).ip
+                ip = _iface(a.cidr).ip
                 key = ("addr", n, dev, i)
                 first = seen.get(ip)
                 if first is not None:
@@ -112,7 +124,7 @@ def _check_addresses(b: Built) -> None:
                     seen[ip] = (n, dev, i, a.peer is not None)
                 if a.peer is None:
                     continue
-                if ipaddress.IPv4Address(a.peer) in local:
+                if _addr(a.peer) in local:
                     raise b.error(key, f"peer {a.peer} is an address of node {n} itself")
                 if a.peer in peers:
                     raise b.error(key, f"peer {a.peer} is also the peer of "
@@ -123,7 +135,7 @@ def _check_addresses(b: Built) -> None:
 def _check_binds(b: Built) -> None:
     """A server app's `bind` must be an address of its node: bind() would fail with EADDRNOTAVAIL."""
     for n, node in b.nodes.items():
-        local = {ipaddress.IPv4Interface(a.cidr).ip for _, _, addrs in _devices(node) for a in addrs}
+        local = {_iface(a.cidr).ip for _, _, addrs in _devices(node) for a in addrs}
         for i, app in enumerate(node.apps):
             bind = app.params.get("bind")
             try:
@@ -162,10 +174,10 @@ def _check_routes(b: Built, node: Node) -> None:
     local: set[ipaddress.IPv4Address] = set()
     for dev, _, addrs in _devices(node):
         for a in addrs:
-            iface = ipaddress.IPv4Interface(a.cidr)
+            iface = _iface(a.cidr)
             local.add(iface.ip)
             if a.peer is not None:
-                peers.append((dev, ipaddress.IPv4Address(a.peer)))
+                peers.append((dev, _addr(a.peer)))
             else:
                 connected.append((dev, iface.network))
     seen: dict[tuple[str, int, int], int] = {}
@@ -175,7 +187,7 @@ def _check_routes(b: Built, node: Node) -> None:
             raise b.error(key, f"route to {r.dst}: no device {excerpt(r.dev)} on node {n} "
                                f"(devices: {', '.join(sorted(devs)) or 'none'})", ".dev")
         if r.via is not None:
-            via = ipaddress.IPv4Address(r.via)
+            via = _addr(r.via)
             if via in local:
                 raise b.error(key, f"route to {r.dst}: gateway {via} is an address of node {n} itself")
             on = (r.onlink or any(via in net for d, net in connected if r.dev in (None, d))
@@ -184,7 +196,7 @@ def _check_routes(b: Built, node: Node) -> None:
                 dev = f" through {r.dev}" if r.dev else ""
                 raise b.error(key, f"route to {r.dst}: gateway {via} is not on a connected network "
                                    f"of node {n}{dev}")
-        if r.src is not None and ipaddress.IPv4Address(r.src) not in local:
+        if r.src is not None and _addr(r.src) not in local:
             raise b.error(key, f"route to {r.dst}: src {r.src} is not an address of node {n}", ".src")
         if (r.dst, r.metric, r.table) in seen:
             raise b.error(key, f"route to {r.dst} with metric {r.metric} is already defined at "
