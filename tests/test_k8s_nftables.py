@@ -14,7 +14,8 @@ from conftest import compare, pktemu, summarize
 import datapaths
 from pktemu.k8s.manifests import load_text
 from pktemu.k8s.objects import EndpointSlice, Service
-from pktemu.k8s.proxier_nftables import LAYOUTS, NftablesOptions, NftablesProxier, hash_and_truncate
+from pktemu.k8s.nft_service import hash_and_truncate
+from pktemu.k8s.proxier_nftables import LAYOUTS, NftablesOptions, NftablesProxier
 from pktemu.k8s.proxy_state import EndpointsMap, ServicePortMap, endpoints_map, service_ports
 from pktemu.nftables.parse import load_nft
 

@@ -14,7 +14,8 @@ from pktemu.bench_load import manifests_text
 from pktemu.k8s import manifests
 from pktemu.k8s.objects import Endpoint, EndpointConditions, EndpointPort, EndpointSlice, ObjectMeta, Service
 from pktemu.k8s.proxier_iptables import IptablesOptions, IptablesProxier
-from pktemu.k8s.proxier_nftables import NftablesOptions, NftablesProxier, hash_and_truncate
+from pktemu.k8s.nft_service import hash_and_truncate
+from pktemu.k8s.proxier_nftables import NftablesOptions, NftablesProxier
 from pktemu.k8s.proxy_state import Records, endpoints_map, service_ports
 from pktemu.netfilter.xtables import Ruleset
 
