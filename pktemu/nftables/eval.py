@@ -28,39 +28,39 @@ def run_chain(table: Table, base: Chain, frame: Any, state: HookState) -> int:
     p = Pkt(frame)
     extra = state.extra
     ctype = base.type or "filter"
-    extra["nft_chain"] = (ctype, table.name, base.name)
+    extra["nft_chain"] = (ctype, table.name, base)
     stack: list[tuple[Chain, int]] = []
     chain, i = base, 0
     trace = state.trace
     if trace is not None:
         trace = _Tracer(trace, table, base, frame, state)
     while True:
-        rules = chain.rules
-        if i >= len(rules):
+        prog = chain.prog or chain.program()
+        if i >= len(prog):
             if stack:
                 chain, i = stack.pop()
-                extra["nft_chain"] = (ctype, table.name, chain.name)
+                extra["nft_chain"] = (ctype, table.name, chain)
                 continue
             return _policy(table, base, p, state, trace)
-        rule = rules[i]
-        i += 1
+        at, k, i = i, i + 2, prog[i + 1]        # the rule object itself, prog[at], only when traced
         result: Any = None
-        shown = rule.shown() if trace is not None else ""     # counters as before this packet
-        for step in rule.steps:
-            result = step(p, state)
+        shown = prog[at].shown() if trace is not None else ""     # counters as before this packet
+        while k < i:
+            result = prog[k](p, state, prog[k + 1])
             if result is not None:
                 break
+            k += 2
         if result is False:
             continue
         if result is None:
             if trace is not None:           # a rule that matched without a verdict: nft's `continue`
-                trace.append({"table": table.name, "chain": chain.name, "rulenum": rule.handle,
+                trace.append({"table": table.name, "chain": chain.name, "rulenum": prog[at].handle,
                               "rule": shown, "verdict": "CONTINUE", "target": ""})
             continue
         kind = result.kind
         if trace is not None:
             trace.append({"table": table.name, "chain": chain.name,
-                          "rulenum": rule.handle, "rule": shown, "verdict": kind.upper(),
+                          "rulenum": prog[at].handle, "rule": shown, "verdict": kind.upper(),
                           "target": result.target or ""})
         if kind == "accept":
             return NF_ACCEPT
@@ -71,15 +71,20 @@ def run_chain(table: Table, base: Chain, frame: Any, state: HookState) -> int:
         if kind == "return":
             if stack:
                 chain, i = stack.pop()
-                extra["nft_chain"] = (ctype, table.name, chain.name)
+                extra["nft_chain"] = (ctype, table.name, chain)
                 continue
             return _policy(table, base, p, state, trace)
         if kind == "jump":
             if len(stack) >= MAX_JUMP_STACK:
                 raise PktemuError(f"nft {table.name} {chain.name}: jump stack exhausted")
             stack.append((chain, i))
-        chain, i = table.chains[result.target], 0
-        extra["nft_chain"] = (ctype, table.name, chain.name)
+        if result.epoch == table.epoch:
+            chain = result.chain
+        else:
+            chain = result.chain = table.chains[result.target]
+            result.epoch = table.epoch
+        i = 0
+        extra["nft_chain"] = (ctype, table.name, chain)
 
 
 class _Tracer(list):      # type: ignore[type-arg]

@@ -32,6 +32,15 @@ class Field:
 
 
 def _th(off: int, proto: int | None) -> Reader:
+    """One shared reader per (offset, protocol): every rule's `tcp dport` calls the same function,
+    which stays in cache however many rules there are."""
+    read = _TH.get((off, proto))
+    if read is None:
+        read = _TH[(off, proto)] = _th_new(off, proto)
+    return read
+
+
+def _th_new(off: int, proto: int | None) -> Reader:
     def read(p: Pkt, state: Any) -> int | None:
         if proto is not None and p.proto != proto:
             return None
@@ -81,6 +90,44 @@ def _fib(addr: str) -> Reader:
     return read
 
 
+_TH: dict[tuple[int, int | None], Reader] = {}
+
+
+def _saddr(p: Pkt, s: Any) -> int:
+    return p.saddr
+
+
+def _daddr(p: Pkt, s: Any) -> int:
+    return p.daddr
+
+
+def _proto(p: Pkt, s: Any) -> int:
+    return p.proto
+
+
+def _ttl(p: Pkt, s: Any) -> int:
+    return p.ttl
+
+
+def _ip_len(p: Pkt, s: Any) -> int:
+    return p.ip_len
+
+
+def _nfproto(p: Pkt, s: Any) -> int:
+    return 2
+
+
+def _mark(p: Pkt, s: Any) -> int:
+    mark: int = p.frame.mark
+    return mark
+
+
+#: the readers that are a plain attribute of the packet (steps.eq_step reads those directly)
+DIRECT_READS = {"saddr": _saddr, "daddr": _daddr, "proto": _proto, "tcp dport": _th(2, 6),
+                "udp dport": _th(2, 17)}
+_CT_STATUS, _CT_MARK = _ct_attr("status"), _ct_attr("mark")
+_DEVS = {"iifname": _dev("in_dev"), "oifname": _dev("out_dev")}
+_FIBS = {"saddr": _fib("saddr"), "daddr": _fib("daddr")}
 _PROTO_FIELDS = {"tcp": 6, "udp": 17, "th": None, "sctp": 132}
 
 
@@ -90,15 +137,15 @@ def lookup_field(words: list[str]) -> tuple[Field, int] | None:
     w1 = words[1] if len(words) > 1 else ""
     if w0 == "ip":
         if w1 == "saddr":
-            return Field("ip saddr", "ipv4_addr", lambda p, s: p.saddr), 2
+            return Field("ip saddr", "ipv4_addr", _saddr), 2
         if w1 == "daddr":
-            return Field("ip daddr", "ipv4_addr", lambda p, s: p.daddr), 2
+            return Field("ip daddr", "ipv4_addr", _daddr), 2
         if w1 == "protocol":
-            return Field("ip protocol", "inet_proto", lambda p, s: p.proto), 2
+            return Field("ip protocol", "inet_proto", _proto), 2
         if w1 == "ttl":
-            return Field("ip ttl", "integer", lambda p, s: p.ttl), 2
+            return Field("ip ttl", "integer", _ttl), 2
         if w1 == "length":
-            return Field("ip length", "integer", lambda p, s: p.ip_len), 2
+            return Field("ip length", "integer", _ip_len), 2
         return None
     if w0 in _PROTO_FIELDS and w1 in ("sport", "dport"):
         proto = _PROTO_FIELDS[w0]
@@ -107,21 +154,21 @@ def lookup_field(words: list[str]) -> tuple[Field, int] | None:
     key = w1 if meta else w0
     n = 2 if meta else 1
     if key == "l4proto" and meta:
-        return Field("meta l4proto", "inet_proto", lambda p, s: p.proto), 2
+        return Field("meta l4proto", "inet_proto", _proto), 2
     if key == "nfproto" and meta:
-        return Field("meta nfproto", "integer", lambda p, s: 2), 2
+        return Field("meta nfproto", "integer", _nfproto), 2
     if key == "mark":
-        return Field("meta mark", "mark", lambda p, s: p.frame.mark), n
+        return Field("meta mark", "mark", _mark), n
     if key in ("iifname", "oifname"):
-        return Field(key, "ifname", _dev("in_dev" if key == "iifname" else "out_dev")), n
+        return Field(key, "ifname", _DEVS[key]), n
     if w0 == "ct":
         if w1 == "state":
             return Field("ct state", "ct_state", _ct_state), 2
         if w1 == "status":
-            return Field("ct status", "ct_status", _ct_attr("status")), 2
+            return Field("ct status", "ct_status", _CT_STATUS), 2
         if w1 == "mark":
-            return Field("ct mark", "mark", _ct_attr("mark")), 2
+            return Field("ct mark", "mark", _CT_MARK), 2
         return None
     if w0 == "fib" and w1 in ("saddr", "daddr") and words[2:3] == ["type"]:
-        return Field(f"fib {w1} type", "fib_type", _fib(w1)), 3
+        return Field(f"fib {w1} type", "fib_type", _FIBS[w1]), 3
     return None

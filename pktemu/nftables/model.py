@@ -2,12 +2,16 @@
 
 As in the kernel, a table holds its sets (named maps included) and chains in creation order,
 which is the order `nft list ruleset` prints them in; every object gets a handle from the
-table's counter. A rule is a list of compiled steps (see `eval`) plus the text `nft list` prints
-for it. Set elements are kept in a dict keyed by the element's value tuple, so a lookup costs
-one hash probe whatever the set's size; interval sets add a per-prefix-length index.
+table's counter. A rule is a tuple of compiled steps (see `steps`) plus the text `nft list`
+prints for it; rules, elements and verdicts use __slots__, as there are hundreds of thousands of
+them at 10,000 Services and a first packet touches some of each. Set elements are kept in a dict
+keyed by the element's value tuple, so a lookup costs one hash probe whatever the set's size;
+interval sets add a per-prefix-length index.
 """
 from __future__ import annotations
 
+import itertools
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -58,18 +62,25 @@ def prio_text(prio: int, hook: str) -> str:
     return str(prio)
 
 
-@dataclass
+@dataclass(slots=True)
 class Verdict:
     """accept, drop, continue, return, jump CHAIN or goto CHAIN."""
     kind: str
     target: str | None = None
-    chain: "Chain | None" = None          # resolved when the table is compiled
+    #: the target chain as last resolved, valid while the table's `epoch` is `epoch` (see Table)
+    chain: "Chain | None" = field(default=None, repr=False, compare=False)
+    epoch: int = field(default=0, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.kind = sys.intern(self.kind)     # `kind == "accept"` is then an identity test
+        if self.target is not None:        # the chain's own name object: the chains dict finds it by identity
+            self.target = sys.intern(self.target)
 
     def text(self) -> str:
         return self.kind if self.target is None else f"{self.kind} {self.target}"
 
 
-@dataclass
+@dataclass(slots=True)
 class Element:
     """One set element: its key (one int per concatenated field), an interval end, map data."""
     key: tuple[int, ...]
@@ -81,7 +92,7 @@ class Element:
     expires_ns: int | None = None        # virtual time the element expires at (timeout sets)
 
 
-@dataclass
+@dataclass(slots=True)
 class NftSet:
     """A named or anonymous set or map; `types` lists the concatenated key types."""
     name: str
@@ -152,22 +163,25 @@ class NftSet:
         return None
 
 
+_EPOCHS = itertools.count(1)
+
 COUNTER_MARK = "\x00counter\x00"
 
-#: a compiled rule step: returns None to go on, False for "no match", or a Verdict
-Step = Callable[[Any, Any], Any]
+#: a compiled rule step, `(function, argument)`: `function(pkt, state, argument)` returns None to go
+#: on, False for "no match", or a Verdict (see pktemu.nftables.steps)
+Step = tuple[Callable[[Any, Any, Any], Any], Any]
 
 
-@dataclass
+@dataclass(slots=True)
 class Rule:
     """One rule: its steps, the text nft prints, and its counter (when it has one)."""
     text: str
-    steps: list[Step] = field(default_factory=list)
+    steps: tuple[Step, ...] = ()
     handle: int = 0
     chain: str = ""
     where: str = ""
     counter: list[int] | None = None     # [packets, bytes] of a `counter` statement
-    jumps: list[Verdict] = field(default_factory=list)
+    jumps: tuple[Verdict, ...] = ()
     comment: str | None = None
     nat: str | None = None               # dnat / snat / masquerade / redirect: checked per hook
 
@@ -178,7 +192,7 @@ class Rule:
         return self.text.replace(COUNTER_MARK, f"counter packets {self.counter[0]} bytes {self.counter[1]}")
 
 
-@dataclass
+@dataclass(slots=True)
 class Chain:
     """A base chain (type, hook, priority, policy) or a regular chain."""
     name: str
@@ -189,6 +203,21 @@ class Chain:
     comment: str | None = None
     handle: int = 0
     rules: list[Rule] = field(default_factory=list)
+    #: the rules as eval.run_chain walks them, built on first use; whatever changes `rules` resets it
+    prog: tuple[Any, ...] | None = field(default=None, repr=False, compare=False)
+
+    def program(self) -> tuple[Any, ...]:
+        """Every rule as `rule, end, fn1, arg1, fn2, arg2, ...` in one flat tuple (`end` is where the
+        next rule starts): a packet walks one array instead of a list, rule objects and step pairs."""
+        out: list[Any] = []
+        for r in self.rules:
+            at = len(out)
+            out += (r, 0)
+            for fn, arg in r.steps:
+                out += (fn, arg)
+            out[at + 1] = len(out)
+        self.prog = tuple(out)
+        return self.prog
 
     @property
     def base(self) -> bool:
@@ -208,6 +237,12 @@ class Table:
     next_handle: int = 1
     anon: int = 0
     tx: "Snapshot | None" = field(default=None, repr=False, compare=False)
+    #: changes whenever `chains` gains, loses or replaces a chain (never back to an earlier value), so a
+    #: jump can keep the chain it resolved last (Verdict.chain) instead of looking it up on every packet
+    epoch: int = field(default_factory=lambda: next(_EPOCHS), repr=False, compare=False)
+
+    def chains_changed(self) -> None:
+        self.epoch = next(_EPOCHS)
 
     def new_handle(self) -> int:
         h = self.next_handle
@@ -281,12 +316,12 @@ class Snapshot:
             return
         self.seen.add(id(obj))
         if isinstance(obj, Chain):
-            self.saved.append((obj, dict(obj.__dict__), [(obj.rules, list(obj.rules))]))
+            self.saved.append((obj, _attrs(obj), [(obj.rules, list(obj.rules))]))
             return
         parts: list[tuple[Any, Any]] = [(obj.elements, dict(obj.elements)), (obj.ranges, list(obj.ranges)),
                                         (obj.prefixes, dict(obj.prefixes))]
         parts += [(ix, dict(ix)) for ix in obj.prefixes.values()]
-        self.saved.append((obj, dict(obj.__dict__), parts))
+        self.saved.append((obj, _attrs(obj), parts))
 
     def close(self) -> None:
         for t in self.tables.values():
@@ -297,10 +332,22 @@ class Snapshot:
         self.rs.tables.clear()
         self.rs.tables.update(self.tables)
         for obj, attrs, parts in reversed(self.saved):
-            obj.__dict__.update(attrs)
+            for name, value in attrs.items():
+                setattr(obj, name, value)
             for container, copy in parts:
                 if isinstance(container, list):
                     container[:] = copy
                 else:
                     container.clear()
                     container.update(copy)
+        for t in self.tables.values():
+            t.chains_changed()
+            for c in t.chains.values():
+                c.prog = None
+
+
+def _attrs(obj: Any) -> dict[str, Any]:
+    """An object's attributes, whether it keeps them in a __dict__ (Table) or in slots (Chain, NftSet)."""
+    if hasattr(obj, "__dict__"):
+        return dict(obj.__dict__)
+    return {name: getattr(obj, name) for name in obj.__slots__}

@@ -10,6 +10,8 @@ chain that does not exist at the end is an error naming the rule. Errors are one
 """
 from __future__ import annotations
 
+import sys
+
 from pktemu.errors import PktemuError
 from pktemu.nftables.elements import parse_elements, parse_time
 from pktemu.nftables.lexer import Cursor, Token, describe, tokenize
@@ -97,6 +99,7 @@ def _command(cur: Cursor, rs: NftRuleset, verb: str) -> None:
         elif verb == "flush" and t is not None:
             t.chains = {n: Chain(c.name, c.type, c.hook, c.priority, c.policy, c.comment, c.handle)
                         for n, c in t.chains.items()}
+            t.chains_changed()
             for s in t.sets.values():
                 if t.tx is not None:
                     t.tx.touch(s)
@@ -110,17 +113,22 @@ def _command(cur: Cursor, rs: NftRuleset, verb: str) -> None:
                 raise cur.error(f"chain {name} exists")
             c = table.get_chain(name)
             if c is None:
+                name = sys.intern(name)         # a jump's target is the same object: no string compare
                 c = table.chains[name] = Chain(name, handle=table.new_handle())
+                table.chains_changed()
             if cur.accept("{"):
                 _chain_body(cur, table, c, rules=False)
             return _end(cur)
         if verb == "flush":
-            table.chain(name, where).rules.clear()
+            c = table.chain(name, where)
+            c.rules.clear()
+            c.prog = None
         elif name in table.chains or verb == "delete":
             table.chain(name, where)
             # as nf_tables_delchain: the chain's own rules go with it (kube-proxy deletes its base
             # chains with their jumps on a restart); one still jumped to fails the final check
             del table.chains[name]
+            table.chains_changed()
         return _end(cur)
     if obj in ("set", "map"):
         name = cur.word(f"a {obj} name")
@@ -176,6 +184,7 @@ def _rule_command(cur: Cursor, table: Table, verb: str, where: str) -> None:
                 pos += 1
         if verb in ("delete", "destroy"):
             del c.rules[pos]
+            c.prog = None
             return _end(cur)
     elif verb in ("delete", "destroy"):
         raise cur.error("delete rule needs 'handle N'")
@@ -184,6 +193,7 @@ def _rule_command(cur: Cursor, table: Table, verb: str, where: str) -> None:
     if pos is None:
         pos = 0 if verb == "insert" else len(c.rules)
     c.rules.insert(pos, rule)
+    c.prog = None
 
 
 def _rule_tokens(cur: Cursor) -> list[Token]:
@@ -240,7 +250,9 @@ def _table_block(cur: Cursor, rs: NftRuleset, verb: str, fam: str | None = None,
             cname = cur.word("a chain name")
             c = t.get_chain(cname)
             if c is None:
+                cname = sys.intern(cname)
                 c = t.chains[cname] = Chain(cname, handle=t.new_handle())
+                t.chains_changed()
             cur.expect("{")
             _chain_body(cur, t, c, rules=True)
         else:
@@ -334,6 +346,7 @@ def _chain_body(cur: Cursor, t: Table, c: Chain, rules: bool) -> None:
             rule = parse_rule(Cursor(_rule_tokens(cur), cur.path), t, c.name)
             rule.handle = t.new_handle()
             c.rules.append(rule)
+            c.prog = None
         else:
             raise cur.error(f"unexpected '{w}' in a chain declaration")
 
@@ -390,16 +403,19 @@ def check(rs: NftRuleset, path: str) -> None:
 
 def _check_loops(t: Table, targets: dict[str, set[str]], path: str) -> None:
     state: dict[str, int] = {}
-
-    def visit(n: str, trail: list[str]) -> None:
-        state[n] = 1
-        for m in targets[n]:
-            if state.get(m) == 1:
-                raise PktemuError(f"{path}: table {t.family} {t.name}: chain loop {' -> '.join(trail + [m])}")
-            if m not in state:
-                visit(m, trail + [m])
-        state[n] = 2
-
     for n in t.chains:
         if n not in state:
-            visit(n, [n])
+            _visit(t, targets, path, state, n, [n])
+
+
+def _visit(t: Table, targets: dict[str, set[str]], path: str, state: dict[str, int], n: str,
+           trail: list[str]) -> None:
+    """Depth-first from chain n (a plain function: a recursive closure would be a reference cycle
+    that keeps the whole graph alive until the next garbage collection)."""
+    state[n] = 1
+    for m in targets[n]:
+        if state.get(m) == 1:
+            raise PktemuError(f"{path}: table {t.family} {t.name}: chain loop {' -> '.join(trail + [m])}")
+        if m not in state:
+            _visit(t, targets, path, state, m, trail + [m])
+    state[n] = 2

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pktemu.nftables import statements
+from pktemu.nftables import statements, steps
 from pktemu.nftables.elements import parse_elements, parse_typed, parse_verdict
 from pktemu.nftables.fields import Field, lookup_field
 from pktemu.nftables.lexer import Cursor
 from pktemu.nftables.model import Element, NftSet, Rule, Step, Table, Verdict
-from pktemu.nftables.values import format_key, format_value, parse_value, sort_key, ValueError_
+from pktemu.nftables.values import format_key, format_value, parse_value, shared, sort_key, ValueError_
 
 OPS = {"==": "==", "eq": "==", "!=": "!=", "ne": "!=", "<": "<", "lt": "<", ">": ">", "gt": ">",
        "<=": "<=", "le": "<=", ">=": ">=", "ge": ">="}
@@ -59,6 +59,7 @@ def parse_rule(cur: Cursor, table: Table, chain: str) -> Rule:
     """The rule whose tokens are the rest of `cur` (one line)."""
     rule = Rule(text="", chain=chain, where=f"{cur.path}:{cur.peek().line}")
     items: list[tuple[str, Any]] = []
+    steps: list[Step] = []
     while not cur.at_end():
         t = cur.peek()
         if t.text == "comment" and t.kind == "word":
@@ -70,11 +71,11 @@ def parse_rule(cur: Cursor, table: Table, chain: str) -> Rule:
             text, step = stmt
             items.append((text, None))
             if step is not None:
-                rule.steps.append(step)
+                steps.append(step)
             continue
         text, step, dep = parse_match(cur, table, rule)
         items.append((text, dep))
-        rule.steps.append(step)
+        steps.append(step)
     words = []
     tcp = False
     for i, (text, dep) in enumerate(items):
@@ -89,7 +90,8 @@ def parse_rule(cur: Cursor, table: Table, chain: str) -> Rule:
     if rule.comment is not None:
         words.append(f'comment "{rule.comment}"')
     rule.text = " ".join(words)
-    if not rule.steps and not words:
+    rule.steps = tuple(steps)
+    if not steps and not words:
         raise cur.error("empty rule")
     return rule
 
@@ -131,7 +133,7 @@ def parse_match(cur: Cursor, table: Table, rule: Rule) -> tuple[str, Step, Any]:
     if cur.accept("vmap"):
         s = set_ref(cur, table, lhs, "verdict")
         if s.anonymous:
-            rule.jumps += [el.data for el in s.elements.values() if el.data.target is not None]
+            rule.jumps += tuple(el.data for el in s.elements.values() if el.data.target is not None)
         return f"{lhs.text} vmap {set_text(s)}", vmap_step(read, s, lhs, rule), dep
     op = "=="
     optext = ""
@@ -224,51 +226,44 @@ def element_text(s: NftSet, el: Element, extra: str = "") -> str:
 
 
 def cmp_step(read: Any, op: str, val: Any) -> Step:
+    val = shared(val)
     if op == "==":
-        return lambda p, s: None if read(p, s) == val else False
+        return steps.eq_step(read, val)
     if op == "!=":
-        return lambda p, s: None if (v := read(p, s)) is not None and v != val else False
+        small = isinstance(val, int) and val < 1 << 16
+        return (steps.ne, steps.shared_args(read, val) if small else (read, val))
     import operator
     fn = {"<": operator.lt, ">": operator.gt, "<=": operator.le, ">=": operator.ge}[op]
-    return lambda p, s: None if (v := read(p, s)) is not None and fn(v, val) else False
+    return (steps.compare, (read, fn, val))
 
 
 def prefix_step(read: Any, net: int, mask: int, neg: bool) -> Step:
-    def step(p: Any, s: Any) -> Any:
-        v = read(p, s)
-        if v is None:
-            return False
-        return None if ((v & mask) == net) != neg else False
-    return step
+    return (steps.prefix, steps.shared_args(read, shared(net), shared(mask), neg))
 
 
 def range_step(read: Any, lo: int, hi: int, neg: bool) -> Step:
-    def step(p: Any, s: Any) -> Any:
-        v = read(p, s)
-        if v is None:
-            return False
-        return None if (lo <= v <= hi) != neg else False
-    return step
+    return (steps.in_range, (read, lo, hi, neg))
 
 
 def flags_step(read: Any, bits: int) -> Step:
-    return lambda p, s: None if (v := read(p, s)) is not None and v & bits else False
+    return (steps.flags, steps.shared_args(read, shared(bits)))
 
 
 def set_step(read: Any, st: NftSet, neg: bool, concat: bool) -> Step:
-    def step(p: Any, s: Any) -> Any:
-        v = read(p, s)
-        if v is None:
-            return False
-        hit = st.lookup(v if concat else (v,), s.node.now()) is not None
-        return None if hit != neg else False
-    return step
+    if _plain(st) and not concat:
+        return (steps.member, (read, frozenset(k[0] for k in st.elements), neg))
+    return (steps.set_lookup, (read, st, neg, concat))
 
 
 def vmap_step(read: Any, st: NftSet, lhs: Lhs, rule: Rule) -> Step:
     """A verdict map: the element's verdict, or no match; a named map's hit is noted with its element."""
     from pktemu.nftables.statements import note
     concat = len(lhs.fields) > 1
+    if _plain(st) and not concat:
+        verdicts = {k[0]: el.data for k, el in st.elements.items()}
+        if sorted(verdicts) == list(range(len(verdicts))):
+            return (steps.vmap_index, (read, tuple(verdicts[n] for n in range(len(verdicts)))))
+        return (steps.vmap_plain, (read, verdicts))
 
     def step(p: Any, s: Any) -> Any:
         v = read(p, s)
@@ -280,7 +275,14 @@ def vmap_step(read: Any, st: NftSet, lhs: Lhs, rule: Rule) -> Step:
         if not st.anonymous:
             note(p, s, rule, f" [{element_text(st, el)}]")
         return el.data
-    return step
+    return steps.wrap(step)
+
+
+def _plain(st: NftSet) -> bool:
+    """An anonymous set of exact single-field keys, without timeouts: it never changes, so a rule
+    can keep its keys in a plain dict or frozenset (one probe, no set and element objects)."""
+    return (st.anonymous and not st.prefixes and not st.ranges
+            and all(el.expires_ns is None and el.timeout_ns is None for el in st.elements.values()))
 
 
 __all__ = ["parse_rule", "parse_verdict", "element_text", "sorted_elements"]

@@ -7,15 +7,18 @@ way an iptables target leaves a RuleNote, so all.pcapng's comments and drops.txt
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any
 
 from pktemu.net.frame import ip2int
 from pktemu.netfilter.core import MANIP_DST, MANIP_SRC, NF_ACCEPT, NatRange
 from pktemu.netfilter.matches_rate import TokenBucket
+from pktemu.nftables import steps
 from pktemu.nftables.elements import VERDICTS, parse_time, parse_typed
 from pktemu.nftables.fields import Field
 from pktemu.nftables.lexer import Cursor
 from pktemu.nftables.model import COUNTER_MARK, DYNAMIC_SIZE, Element, Rule, Step, Table, Verdict
+from pktemu.nftables.values import shared
 
 ACCEPT, DROP = Verdict("accept"), Verdict("drop")
 REJECT_ICMP = {"net-unreachable": "icmp-net-unreachable", "host-unreachable": "icmp-host-unreachable",
@@ -27,6 +30,7 @@ REJECT_ICMPX = {"port-unreachable": "icmp-port-unreachable", "admin-prohibited":
 _RATE = re.compile(r"^(\d+)/(second|minute|hour|day|week)$")
 _UNIT_S = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
 _NAT_FLAGS = ("random", "fully-random", "persistent")
+_OPTS: dict[tuple[bool, bool, bool], tuple[bool, bool, bool]] = {}
 #: marks a statement that depends on TCP: printed as `meta l4proto tcp ` unless the rule matched tcp
 TCP_DEP = "\x01tcp "
 
@@ -45,8 +49,9 @@ class NftNote(str):
 
 def note(p: Any, s: Any, rule: Rule, extra: str = "") -> NftNote:
     """Leave the rule's note on the frame (the chain comes from the traversal's state)."""
-    ctype, table, chain = s.extra.get("nft_chain", ("filter", "?", rule.chain))
-    text = rule.text.replace(COUNTER_MARK, "counter")
+    ctype, table, c = s.extra.get("nft_chain", ("filter", "?", rule.chain))
+    chain = c if isinstance(c, str) else c.name
+    text = rule.text if rule.counter is None else rule.text.replace(COUNTER_MARK, "counter")
     n = NftNote(f"{ctype}:{s.hook} {table} {chain}: {text}{extra}", text,
                 f"nft {table} {chain}: {text}{extra}")
     p.frame.notes.append(n)
@@ -55,13 +60,17 @@ def note(p: Any, s: Any, rule: Rule, extra: str = "") -> NftNote:
 
 def verdict_step(rule: Rule, v: Verdict) -> Step:
     if v.kind in ("jump", "goto", "continue", "return"):
-        return lambda p, s: v
-    def step(p: Any, s: Any) -> Any:
-        n = note(p, s, rule)
-        if v.kind == "drop":
-            s.extra["verdict_rule"] = n
-        return v
-    return step
+        return (steps.go, v)
+    return (_final, (rule, v))
+
+
+def _final(p: Any, s: Any, a: tuple[Rule, Verdict]) -> Any:
+    """accept or drop: noted on the frame, a drop also as the packet's verdict rule."""
+    rule, v = a
+    n = note(p, s, rule)
+    if v.kind == "drop":
+        s.extra["verdict_rule"] = n
+    return v
 
 
 def parse_statement(cur: Cursor, table: Table, rule: Rule) -> tuple[str, Step | None] | None:
@@ -72,7 +81,7 @@ def parse_statement(cur: Cursor, table: Table, rule: Rule) -> tuple[str, Step | 
         cur.next()
         v = Verdict(w, cur.word("a chain name") if w in ("jump", "goto") else None)
         if v.target is not None:
-            rule.jumps.append(v)
+            rule.jumps += (v,)
         return v.text(), verdict_step(rule, v)
     if w == "counter":
         cur.next()
@@ -80,12 +89,7 @@ def parse_statement(cur: Cursor, table: Table, rule: Rule) -> tuple[str, Step | 
         while cur.peek().text in ("packets", "bytes"):
             which = cur.next().text
             rule.counter[0 if which == "packets" else 1] = int(cur.word("a number"))
-        c = rule.counter
-
-        def count(p: Any, s: Any) -> Any:
-            c[0] += 1
-            c[1] += p.ip_len
-        return COUNTER_MARK, count
+        return COUNTER_MARK, (steps.count, rule.counter)
     if (w == "mark" and w1 == "set") or (w in ("meta", "ct") and w1 == "mark" and cur.peek(2).text == "set"):
         return _mark_set(cur, rule, "ct" if w == "ct" else "meta")
     if (w == "nftrace" and w1 == "set") or (w == "meta" and w1 == "nftrace" and cur.peek(2).text == "set"):
@@ -140,7 +144,7 @@ def _nftrace(cur: Cursor) -> tuple[str, Step]:
     v = cur.word("0 or 1")
     if v not in ("0", "1"):
         raise cur.error(f"meta nftrace set {v}: expected 0 or 1")
-    return f"meta nftrace set {v}", lambda p, s: None
+    return f"meta nftrace set {v}", (steps.nop, None)
 
 
 def _mark_set(cur: Cursor, rule: Rule, dest: str) -> tuple[str, Step]:
@@ -159,7 +163,7 @@ def _mark_set(cur: Cursor, rule: Rule, dest: str) -> tuple[str, Step]:
         else:
             p.frame.mark = v
         note(p, s, rule)
-    return f"{dest} mark set {text}", step
+    return f"{dest} mark set {text}", steps.wrap(step)
 
 
 def _addr_port(cur: Cursor, text: str) -> tuple[int | None, int | None, int | None]:
@@ -202,26 +206,30 @@ def _nat(cur: Cursor, table: Table, rule: Rule, kind: str) -> tuple[str, Step]:
         words.append(",".join(flags))
     rule.nat = kind
     manip = MANIP_SRC if kind in ("snat", "masquerade") else MANIP_DST
+    opts = ("random" in flags, "fully-random" in flags, "persistent" in flags)
+    opts = _OPTS.setdefault(opts, opts)
+    return " ".join(words), (_nat_step, (ip, shared(lo), shared(hi), sys.intern(kind), rule, manip, opts))
 
-    def step(p: Any, s: Any) -> Any:
-        addr = ip
-        if kind == "masquerade":
-            addr = None if s.out_dev is None else s.node.masquerade_source(s.out_dev, p.daddr)
-            if addr is None:
-                s.extra["verdict_rule"] = note(p, s, rule, " (no address)")
-                return DROP
-        elif kind == "redirect":
-            addr = s.nf.redirect_address(p.frame, s)
-            if addr is None:
-                return DROP
-        rng = NatRange(addr, addr, lo, hi, "random" in flags, "fully-random" in flags, "persistent" in flags)
-        n = note(p, s, rule)
-        verdict = s.nf.nat_setup(p.frame, manip, rng, s)
-        if verdict != NF_ACCEPT:
-            s.extra["verdict_rule"] = n
+
+def _nat_step(p: Any, s: Any, a: Any) -> Any:
+    ip, lo, hi, kind, rule, manip, flags = a
+    addr = ip
+    if kind == "masquerade":
+        addr = None if s.out_dev is None else s.node.masquerade_source(s.out_dev, p.daddr)
+        if addr is None:
+            s.extra["verdict_rule"] = note(p, s, rule, " (no address)")
             return DROP
-        return ACCEPT
-    return " ".join(words), step
+    elif kind == "redirect":
+        addr = s.nf.redirect_address(p.frame, s)
+        if addr is None:
+            return DROP
+    rng = NatRange(addr, addr, lo, hi, *flags)
+    n = note(p, s, rule)
+    verdict = s.nf.nat_setup(p.frame, manip, rng, s)
+    if verdict != NF_ACCEPT:
+        s.extra["verdict_rule"] = n
+        return DROP
+    return ACCEPT
 
 
 def _reject(cur: Cursor, table: Table, rule: Rule) -> tuple[str, Step]:
@@ -250,7 +258,7 @@ def _reject(cur: Cursor, table: Table, rule: Rule) -> tuple[str, Step]:
         s.extra["verdict_rule"] = note(p, s, rule)
         s.node.send_reject(p.frame, s, how)
         return DROP
-    return text, step
+    return text, steps.wrap(step)
 
 
 def _log(cur: Cursor, rule: Rule) -> tuple[str, Step]:
@@ -265,7 +273,7 @@ def _log(cur: Cursor, rule: Rule) -> tuple[str, Step]:
 
     def step(p: Any, s: Any) -> Any:
         note(p, s, rule)
-    return " ".join(words), step
+    return " ".join(words), steps.wrap(step)
 
 
 def _limit(cur: Cursor) -> tuple[str, Step]:
@@ -297,7 +305,7 @@ def _limit(cur: Cursor) -> tuple[str, Step]:
             bucket.append(TokenBucket(cap, cost, now))
         ok = bucket[0].take(now, 1)
         return None if ok != over else False
-    return text, step
+    return text, steps.wrap(step)
 
 
 def _update(cur: Cursor, table: Table, verb: str) -> tuple[str, Step]:
@@ -338,7 +346,7 @@ def _update(cur: Cursor, table: Table, verb: str) -> tuple[str, Step]:
             return None
         el.timeout_ns = ttl
         el.expires_ns = None if ttl is None else s.node.now() + ttl
-    return text + " }", step
+    return text + " }", steps.wrap(step)
 
 
 def parse_numgen(cur: Cursor) -> Field:
@@ -356,11 +364,24 @@ def parse_numgen(cur: Cursor) -> Field:
         text += f" offset {off}"
     if mod < 1:
         raise cur.error("numgen mod must be at least 1")
+    if mode == "random":
+        return Field(text, "integer", _numgen_random(mod, off))
     counter = [0]
 
     def read(p: Any, s: Any) -> int:
-        if mode == "inc":
-            counter[0] = (counter[0] + 1) % mod
-            return (counter[0] - 1) % mod + off
-        return ((s.node.rng("numgen").getrandbits(32) * mod) >> 32) + off
+        counter[0] = (counter[0] + 1) % mod
+        return (counter[0] - 1) % mod + off
     return Field(text, "integer", read)
+
+
+_NUMGEN: dict[tuple[int, int], Any] = {}
+
+
+def _numgen_random(mod: int, off: int) -> Any:
+    """`numgen random` keeps no state: one reader per (mod, offset), shared by every rule."""
+    read = _NUMGEN.get((mod, off))
+    if read is None:
+        def read(p: Any, s: Any) -> int:
+            return ((s.node.rng("numgen").getrandbits(32) * mod) >> 32) + off
+        _NUMGEN[(mod, off)] = read
+    return read

@@ -7,6 +7,7 @@ which is why `10.3.245.20 . tcp . 80` prints before `10.3.241.152 . tcp . 80`.
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 from pktemu.nftables.model import KEY_TYPES
 
@@ -117,3 +118,15 @@ def sort_key(types: list[str], key: tuple[int, ...]) -> int:
         size, host = KEY_TYPES.get(t, (4, True))
         data += v.to_bytes(size, "little" if host else "big")
     return int.from_bytes(data, "little")
+
+
+def shared(v: Any) -> Any:
+    """The one int object for a small constant (ports, masks, marks), shared by every rule using it:
+    a packet then touches one object for them however many rules it runs."""
+    if isinstance(v, int) and (v < 1 << 16 or v in _MASKS):
+        return _CONSTS.setdefault(v, v)
+    return v
+
+
+_CONSTS: dict[int, int] = {}
+_MASKS = frozenset(((1 << n) - 1) << (32 - n) for n in range(33))
