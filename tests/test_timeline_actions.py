@@ -213,7 +213,7 @@ def test_a_failed_command_is_a_warning_and_a_line_in_timeline_txt(tmp_path: Path
     ('{at: 1s, node: node1, iptables: "-t nat -A X --bogus"}', "unknown option"),
     ('{at: 1s, node: node1, iptables: "-t nosuch -A X -j ACCEPT"}', "unknown table 'nosuch'"),
     ('{at: 1s, conntrack: "-F"}', "node: required"),
-    ('{at: 1s, node: node1, conntrack: "-D --dport 53"}', "port filters need -p tcp or -p udp"),
+    ('{at: 1s, node: node1, conntrack: "-D --dport 53"}', "port filters need -p tcp, -p udp or -p sctp"),
     ('{at: 1s, node: node1, conntrack: "-F -p udp"}', "-F takes no filter"),
     ('{at: 1s, node: node1, ip: "link set nosuch down"}', "no device 'nosuch' on node1"),
     ('{at: 1s, node: node1, ip: "route add 10.9.0.0/16 via banana"}', "not an IPv4 address"),

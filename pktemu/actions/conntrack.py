@@ -3,7 +3,7 @@
 `conntrack: "-D -p udp --orig-dst 10.3.241.152 --dport 53"`. Filters: `-p/--proto`, `-s/--src/
 --orig-src`, `-d/--dst/--orig-dst`, `-r/--reply-src`, `-q/--reply-dst`, `--sport/--orig-port-src`,
 `--dport/--orig-port-dst`, `--reply-port-src`, `--reply-port-dst` (ports need `-p tcp|udp`, as
-conntrack-tools asks), `--state` (TCP), `--dst-nat [IP]`, `--src-nat [IP]`, `-m/--mark`, `-w/--zone`,
+conntrack-tools asks), `--state` (TCP, SCTP), `--dst-nat [IP]`, `--src-nat [IP]`, `-m/--mark`, `-w/--zone`,
 `--orig-zone`, `--reply-zone` (the zone an entry prints as `zone=`, `zone-orig=`, `zone-reply=`; 0
 for one that prints none). A delete
 that matches nothing fails as conntrack does ("0 flow entries"); the next packet of a deleted flow
@@ -16,12 +16,13 @@ from typing import Any
 from pktemu.actions.base import ActionFailed, NodeCtx, need, words
 from pktemu.errors import PktemuError, excerpt
 from pktemu.netfilter.conntrack import Conn, ConntrackTable, conntrack_line
+from pktemu.netfilter.conntrack_sctp import STATE_NAMES as SCTP_STATE_NAMES
 from pktemu.netfilter.conntrack_tcp import STATE_NAMES
 from pktemu.units import parse_ipv4
 from pktemu.timeline import NODE, register
 
 VERSION = "conntrack v1.4.8 (conntrack-tools)"
-_PROTOS = {"tcp": 6, "udp": 17, "icmp": 1}
+_PROTOS = {"tcp": 6, "udp": 17, "icmp": 1, "sctp": 132}
 _COMMANDS = {"-L": "L", "--dump": "L", "-D": "D", "--delete": "D", "-F": "F", "--flush": "F"}
 _ADDR = {"-s": "osrc", "--src": "osrc", "--orig-src": "osrc", "-d": "odst", "--dst": "odst",
          "--orig-dst": "odst", "-r": "rsrc", "--reply-src": "rsrc", "-q": "rdst", "--reply-dst": "rdst"}
@@ -80,10 +81,10 @@ def parse_conntrack(value: Any, where: str, base: str = "", _node: Any = None) -
                 f[_NAT[t]] = _addr(toks[i].partition(":")[0], where, t)
                 i += 1
         elif t == "--state":
-            st = need(toks, i, where, "a TCP state").upper()
+            st = need(toks, i, where, "a TCP or SCTP state").upper()
             i += 1
-            if st not in STATE_NAMES:
-                raise PktemuError(f"{where}: --state: unknown TCP state {excerpt(st)}")
+            if st not in STATE_NAMES and st not in SCTP_STATE_NAMES:
+                raise PktemuError(f"{where}: --state: unknown TCP or SCTP state {excerpt(st)}")
             f["state"] = st
         elif t in _ZONE:
             f[_ZONE[t][0]] = _int(need(toks, i, where, "a zone"), where, t, 65535)
@@ -97,10 +98,10 @@ def parse_conntrack(value: Any, where: str, base: str = "", _node: Any = None) -
         raise PktemuError(f"{where}: give a command: -L, -D or -F")
     if cmd == "F" and f:
         raise PktemuError(f"{where}: -F takes no filter (it empties the table; use -D with filters)")
-    if any(k in f for k in _PORT.values()) and f.get("proto") not in (6, 17):
-        raise PktemuError(f"{where}: port filters need -p tcp or -p udp")
-    if "state" in f and f.get("proto") != 6:
-        raise PktemuError(f"{where}: --state needs -p tcp")
+    if any(k in f for k in _PORT.values()) and f.get("proto") not in (6, 17, 132):
+        raise PktemuError(f"{where}: port filters need -p tcp, -p udp or -p sctp")
+    if "state" in f and f.get("proto") not in (6, 132):
+        raise PktemuError(f"{where}: --state needs -p tcp or -p sctp")
     return {"cmd": cmd, "filters": f, "text": " ".join(toks)}
 
 
@@ -108,7 +109,7 @@ def _matches(ct: Conn, f: dict[str, Any]) -> bool:
     o, r = ct.orig, ct.reply
     checks = (("proto", o.proto), ("osrc", o.src), ("odst", o.dst), ("rsrc", r.src), ("rdst", r.dst),
               ("osport", o.sport), ("odport", o.dport), ("rsport", r.sport), ("rdport", r.dport),
-              ("state", ct.tcp_state), ("mark", ct.mark))
+              ("state", ct.proto_state), ("mark", ct.mark))
     for key, have in checks:
         if key in f and f[key] != have:
             return False

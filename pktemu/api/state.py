@@ -57,7 +57,7 @@ class KernelState:
         text = n.nf.conntrack_dump()
         table = getattr(n.nf, "conntrack", None)
         now = self.engine.sim.now
-        entries = [CtEntry(ct.proto, ct.tcp_state, _tuple(ct.orig), _tuple(ct.reply),
+        entries = [CtEntry(ct.proto, ct.proto_state, _tuple(ct.orig), _tuple(ct.reply),
                            ct.remaining(now) // SECOND, conntrack_line(ct, now))
                    for ct in (table or [])]
         return Conntrack(entries, text)

@@ -19,11 +19,12 @@ from typing import Any, Sequence
 from pktemu.errors import PktemuError
 from pktemu.net.frame import Frame, checksum, int2ip, ip2int
 from pktemu.net.ipv4 import build_ip
+from pktemu.net.sctp import sctp_set_cksum
 from pktemu.netfilter.core import FORWARD, INPUT, NF_ACCEPT, OUTPUT, POSTROUTING, PREROUTING, HookState
 from pktemu.netfilter.hooks import Netfilter
 from pktemu.netfilter.xtables import Ruleset, load_rules
 
-PROTOS = {"tcp": 6, "udp": 17}
+PROTOS = {"tcp": 6, "udp": 17, "sctp": 132}
 MAX_BRANCHES = 512
 _DRAW_MATCH, _DRAW_MISS = 0, 0x7FFFFFFF      # statistic matches when draw < probability (<= 2^31)
 
@@ -200,7 +201,7 @@ def trace_kube_packet(ruleset: Ruleset, source: str, protocol: str, dest: str, d
     """
     proto = PROTOS.get(protocol.lower())
     if proto is None:
-        raise PktemuError(f"kube tracer: protocol {protocol!r} not traced (tcp or udp)")
+        raise PktemuError(f"kube tracer: protocol {protocol!r} not traced (tcp, udp or sctp)")
     ips = [ip2int(a) for a in node_ips if ":" not in a]
     src, dst = ip2int(source), ip2int(dest)
     branches: list[KubeBranch] = []
@@ -211,13 +212,20 @@ def trace_kube_packet(ruleset: Ruleset, source: str, protocol: str, dest: str, d
         script = todo.pop()
         for t in ruleset.recent.values():
             t.entries.clear()
-        b = _run(ruleset, _packet(src, dst, proto, sport, dport), ips, script)
+        b = _run(ruleset, first_packet(src, dst, proto, sport, dport), ips, script)
         branches.append(b)
         todo.extend(b.choices[:i] + (False,) for i in range(len(script), len(b.choices)) if b.choices[i])
     return KubeTrace(branches)
 
 
-def _packet(src: int, dst: int, proto: int, sport: int, dport: int) -> Frame:
+def first_packet(src: int, dst: int, proto: int, sport: int, dport: int) -> Frame:
+    """What opens a connection: a TCP SYN, a UDP datagram, or an SCTP INIT (verification tag 0,
+    valid CRC32c: conntrack takes nothing else as a new SCTP association)."""
+    if proto == 132:
+        init = struct.pack("!BBHIIHHI", 1, 0, 20, 0x5045_4D55, 106_496, 10, 65535, 1)
+        l4 = bytearray(struct.pack("!HHII", sport, dport, 0, 0) + init)
+        sctp_set_cksum(l4, 0, len(l4))
+        return build_ip(src, dst, proto, bytes(l4), ident=1)
     if proto == 6:
         l4 = bytearray(struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, 0x02, 64240, 0, 0))
     else:

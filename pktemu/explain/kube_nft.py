@@ -11,13 +11,11 @@ the endpoints come out in vmap order, as upstream lists them.
 from __future__ import annotations
 
 import re
-import struct
 from typing import Any, Sequence
 
 from pktemu.errors import PktemuError
-from pktemu.explain.kube import MAX_BRANCHES, KubeBranch, KubeTrace, TracerNode
-from pktemu.net.frame import Frame, checksum, int2ip, ip2int
-from pktemu.net.ipv4 import build_ip
+from pktemu.explain.kube import MAX_BRANCHES, PROTOS, KubeBranch, KubeTrace, TracerNode, first_packet
+from pktemu.net.frame import Frame, int2ip, ip2int
 from pktemu.netfilter.core import FORWARD, INPUT, NF_ACCEPT, OUTPUT, POSTROUTING, PREROUTING
 from pktemu.netfilter.hooks import Netfilter
 from pktemu.netfilter.xtables import Ruleset
@@ -25,7 +23,6 @@ from pktemu.nftables.eval import attach
 from pktemu.nftables.model import NftRuleset
 from pktemu.nftables.parse import load_nft
 
-PROTOS = {"tcp": 6, "udp": 17, "sctp": 132}
 _NUMGEN_RE = re.compile(r"numgen random mod (\d+)")
 
 
@@ -91,23 +88,11 @@ def trace_kube_nft_packet(rs: NftRuleset, source: str, protocol: str, dest: str,
             for s in t.sets.values():
                 if "dynamic" in s.flags:
                     s.clear()
-        b, made = _run(rs, _packet(src, dst, proto, sport, dport), ips, script, ways)
+        b, made = _run(rs, first_packet(src, dst, proto, sport, dport), ips, script, ways)
         branches.append(b)
         for i in range(len(script), len(made)):
             todo.extend(tuple(made[:i]) + (k,) for k in range(1, ways))
     return KubeTrace(branches)
-
-
-def _packet(src: int, dst: int, proto: int, sport: int, dport: int) -> Frame:
-    if proto == 6:
-        l4 = bytearray(struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, 0x02, 64240, 0, 0))
-    elif proto == 17:
-        l4 = bytearray(struct.pack("!HHHH", sport, dport, 8, 0))
-    else:
-        return build_ip(src, dst, proto, struct.pack("!HHII", sport, dport, 0, 0), ident=1)
-    pseudo = struct.pack("!IIBBH", src, dst, 0, proto, len(l4))
-    struct.pack_into("!H", l4, 16 if proto == 6 else 6, checksum(pseudo + bytes(l4)) or 0xFFFF)
-    return build_ip(src, dst, proto, bytes(l4), ident=1)
 
 
 def _run(rs: NftRuleset, frame: Frame, node_ips: list[int], script: tuple[int, ...],

@@ -17,6 +17,7 @@ ETH_P_8021Q = 0x8100
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
+IPPROTO_SCTP = 132
 ETH_HLEN = 14
 
 BROADCAST_MAC = b"\xff" * 6
@@ -221,7 +222,7 @@ class Frame:
     # ------------------------------------------------------------------ TCP / UDP / ICMP
     @property
     def has_ports(self) -> bool:
-        return self.proto in (IPPROTO_TCP, IPPROTO_UDP) and not (
+        return self.proto in (IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP) and not (
             _H.unpack_from(self.data, ETH_HLEN + 6)[0] & 0x1FFF)
 
     @property

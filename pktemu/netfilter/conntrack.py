@@ -20,7 +20,8 @@ from __future__ import annotations
 import struct
 from typing import Iterator
 
-from pktemu.net.frame import ETH_HLEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Frame, checksum
+from pktemu.net.frame import ETH_HLEN, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, Frame, checksum
+from pktemu.netfilter.conntrack_sctp import SctpTrack, sctp_error, sctp_packet
 from pktemu.netfilter.conntrack_tcp import (
     PKT_ACCEPT, PKT_INVALID, PKT_KILL, PKT_REPEAT, STATE_NAMES, TcpTrack, tcp_error, tcp_new, tcp_packet,
 )
@@ -54,7 +55,7 @@ ZoneSpec = tuple[int, int, bool]
 class Conn:
     """nf_conn: one tracked connection. `tuplehash[ORIGINAL]` / `[REPLY]` are the two directions."""
 
-    __slots__ = ("id", "tuplehash", "status", "mark", "expires", "tcp", "stream_ts", "owner", "zone")
+    __slots__ = ("id", "tuplehash", "status", "mark", "expires", "tcp", "stream_ts", "owner", "zone", "sctp")
 
     def __init__(self, cid: int, orig: CtTuple, reply: CtTuple, owner: "ConntrackTable",
                  zone: CtZone | None = None) -> None:
@@ -64,6 +65,7 @@ class Conn:
         self.mark = 0
         self.expires = 0
         self.tcp: TcpTrack | None = None
+        self.sctp: SctpTrack | None = None
         self.stream_ts = 0
         self.owner = owner
         self.zone = zone
@@ -87,6 +89,13 @@ class Conn:
     @property
     def tcp_state(self) -> str | None:
         return STATE_NAMES[self.tcp.state] if self.tcp is not None else None
+
+    @property
+    def proto_state(self) -> str | None:
+        """The state `conntrack -L` prints after the timeout (TCP and SCTP have one)."""
+        if self.tcp is not None:
+            return STATE_NAMES[self.tcp.state]
+        return self.sctp.name if self.sctp is not None else None
 
     def tuple(self, direction: int) -> tuple[int, int, int, int]:
         """(src, dst, sport, dport) of one direction, ports -1 for protocols without ports."""
@@ -220,8 +229,8 @@ class ConntrackTable:
     def conntrack_in(self, frame: Frame, hook: str = PREROUTING) -> None:
         """nf_conntrack_in(): attach a connection and ctinfo to the frame (ct None means INVALID).
 
-        At PREROUTING the trackers verify the ICMP, TCP and UDP checksums as the kernel does with
-        nf_conntrack_checksum=1 (a bad one makes the packet INVALID, so kube-proxy's
+        At PREROUTING the trackers verify the ICMP, TCP and UDP checksums and SCTP's CRC32c as the
+        kernel does with nf_conntrack_checksum=1 (a bad one makes the packet INVALID, so kube-proxy's
         `--ctstate INVALID -j DROP` drops it before any NAT); replayed captures can carry them.
         """
         d = frame.data
@@ -250,6 +259,10 @@ class ConntrackTable:
             err = tcp_error(frame)
             if err is not None:
                 return _invalid(frame, err)
+        elif proto == IPPROTO_SCTP:
+            err = sctp_error(frame, hook)
+            if err is not None:
+                return _invalid(frame, err)
         now = self.node.now()
         for _attempt in range(2):
             hit = self.find(t, zone)
@@ -275,7 +288,7 @@ class ConntrackTable:
         if verdict == PKT_KILL:
             self.kill(ct)
         if not ct.status & IPS_CONFIRMED and ctinfo == IP_CT_NEW:
-            state = f" {ct.tcp_state}" if ct.tcp is not None else ""
+            state = f" {ct.proto_state}" if ct.proto_state is not None else ""
             why = self.deleted.pop(t, None) if self.deleted else None
             frame.note(f"ct new {PROTO_NAMES.get(proto, 'unknown')}{state}"
                        + (f" (this flow's previous entry was {why})" if why else ""))
@@ -318,6 +331,8 @@ class ConntrackTable:
             else:
                 ct.expires = now + UDP_TIMEOUT
             return PKT_ACCEPT
+        if proto == IPPROTO_SCTP:
+            return sctp_packet(ct, frame, dir, now)
         if proto == IPPROTO_ICMP:
             if not ct.status & IPS_CONFIRMED and ct.orig.icmp_type not in ICMP_VALID_NEW:
                 frame.note(f"ct INVALID: icmp type {ct.orig.icmp_type} cannot open a connection")
@@ -400,8 +415,9 @@ def conntrack_line(ct: Conn, now: int) -> str:
     """One `conntrack -L` line, as libnetfilter_conntrack's default snprintf writes it."""
     proto = ct.proto
     s = f"{PROTO_NAMES.get(proto, 'unknown'):<8} {proto} {ct.remaining(now) // SECOND} "
-    if ct.tcp is not None:
-        s += f"{ct.tcp_state} "
+    state = ct.proto_state
+    if state is not None:
+        s += f"{state} "
     zone = ct.zone
     s += ct.orig.conntrack_str()
     if zone is not None and zone.dirs == 1:

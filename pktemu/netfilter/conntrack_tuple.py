@@ -1,6 +1,6 @@
 """Conntrack tuples: what identifies one direction of a connection (nf_conntrack_tuple).
 
-A tuple is a plain hashable NamedTuple so the table is a dict. TCP and UDP carry ports; ICMP
+A tuple is a plain hashable NamedTuple so the table is a dict. TCP, UDP and SCTP carry ports; ICMP
 queries carry the id in `sport` and `(type << 8) | code` in `dport` (the kernel keeps the id on
 the source side and type/code on the destination side); every other protocol is tracked by
 addresses alone, like the kernel's generic tracker.
@@ -10,13 +10,13 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from pktemu.net.frame import ETH_HLEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Frame, int2ip
+from pktemu.net.frame import ETH_HLEN, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, Frame, int2ip
 
 _II = struct.Struct("!II")
 _HH = struct.Struct("!HH")
 _H = struct.Struct("!H")
 
-PORT_PROTOS = (IPPROTO_TCP, IPPROTO_UDP)
+PORT_PROTOS = (IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP)
 
 # ICMP query types and their answers (icmp_invert_tuple's invmap).
 ICMP_ECHOREPLY, ICMP_ECHO = 0, 8

@@ -335,4 +335,5 @@ from pktemu.netfilter import matches_dev as _matches_dev  # noqa: E402,F401  (re
 from pktemu.netfilter import matches_node as _matches_node  # noqa: E402,F401  (registers its matches)
 from pktemu.netfilter import matches_rate as _matches_rate  # noqa: E402,F401  (registers its matches)
 from pktemu.netfilter import matches_string as _matches_string  # noqa: E402,F401  (registers its matches)
+from pktemu.netfilter import matches_sctp as _matches_sctp  # noqa: E402,F401  (registers its matches)
 from pktemu.netfilter import matches_set as _matches_set  # noqa: E402,F401  (ipset: -m set, -j SET)

@@ -9,9 +9,9 @@ about a NATed connection are translated, quoted header included, by `icmp_reply_
 from __future__ import annotations
 
 from pktemu.errors import PktemuError
-from pktemu.net.frame import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Frame, checksum, int2ip
+from pktemu.net.frame import IPPROTO_ICMP, IPPROTO_UDP, Frame, checksum, int2ip
 from pktemu.netfilter.conntrack import Conn, ConntrackTable
-from pktemu.netfilter.conntrack_tuple import ICMP_ERRORS, CtTuple, invert, ip_end
+from pktemu.netfilter.conntrack_tuple import ICMP_ERRORS, PORT_PROTOS, CtTuple, invert, ip_end
 from pktemu.netfilter.core import (
     INPUT, IP_CT_IS_REPLY, IPS_CONFIRMED, IPS_DST_NAT, IPS_DST_NAT_DONE, IPS_SRC_NAT, IPS_SRC_NAT_DONE,
     MANIP_DST, MANIP_SRC, NF_ACCEPT, NF_DROP, ORIGINAL, OUTPUT, POSTROUTING, PREROUTING, REPLY, NatRange,
@@ -60,7 +60,7 @@ class _Range:
         """l4proto_in_range(): is the tuple's port (ICMP: id) inside the range?"""
         if t.proto == IPPROTO_ICMP:
             return self.min_port <= t.sport <= self.max_port
-        if t.proto in (IPPROTO_TCP, IPPROTO_UDP):
+        if t.proto in PORT_PROTOS:
             port = t.sport if manip == MANIP_SRC else t.dport
             return self.min_port <= port <= self.max_port
         return True
@@ -213,7 +213,7 @@ class Nat:
         if t.proto == IPPROTO_ICMP:
             field = "sport"
             lo, size = (r.min_port, r.max_port - r.min_port + 1) if r.proto else (0, 65536)
-        elif t.proto in (IPPROTO_TCP, IPPROTO_UDP):
+        elif t.proto in PORT_PROTOS:
             field = "sport" if manip == MANIP_SRC else "dport"
             if r.proto:
                 lo, size = r.min_port, r.max_port - r.min_port + 1

@@ -9,8 +9,9 @@ from __future__ import annotations
 import struct
 
 from pktemu.net.frame import (
-    ETH_HLEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Frame, csum_replace, csum_replace32,
+    ETH_HLEN, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, Frame, csum_replace, csum_replace32,
 )
+from pktemu.net.sctp import SCTP_HLEN, sctp_set_cksum
 from pktemu.netfilter.conntrack_tuple import ICMP_INVERSE, CtTuple, endpoint, ip_end, tuple_at
 from pktemu.netfilter.core import MANIP_SRC
 
@@ -34,6 +35,7 @@ def manip_pkt(frame: Frame, target: CtTuple, mtype: int) -> tuple[str, str]:
         elif icmp_query:
             frame.set_icmp_id(target.sport)
         frame.set_saddr(target.src)
+        _sctp_cksum(frame, ports)
         return before, endpoint(target.src, target.sport, proto if ports else 0)
     before = endpoint(frame.daddr, frame.dport if ports else 0, proto if ports else 0)
     if ports:
@@ -41,15 +43,24 @@ def manip_pkt(frame: Frame, target: CtTuple, mtype: int) -> tuple[str, str]:
     elif icmp_query:
         frame.set_icmp_id(target.sport)
     frame.set_daddr(target.dst)
+    _sctp_cksum(frame, ports)
     return before, endpoint(target.dst, target.dport, proto if ports else 0)
+
+
+def _sctp_cksum(frame: Frame, ports: bool) -> None:
+    """sctp_manip_pkt(): the CRC32c is recomputed over the whole packet after every SCTP manip
+    (it has no pseudo-header, so only the port change matters, but the kernel redoes it anyway)."""
+    if ports and frame.proto == IPPROTO_SCTP and ip_end(frame.data) - frame.l4off >= SCTP_HLEN:
+        sctp_set_cksum(frame.data, frame.l4off, ip_end(frame.data))
 
 
 def manip_quoted(frame: Frame, t: CtTuple, mtype: int) -> bool:
     """The inner half of nf_nat_icmp_reply_translation: rewrite the packet an ICMP error quotes.
 
     `t` gives the new source (SRC) or destination (DST) address and port/id. The L4 checksum is
-    only touched when the quote holds it (a full TCP header; UDP unless it is zero), as the kernel
-    does. False when the quote is too short to rewrite (the kernel then drops the error).
+    only touched when the quote holds it (a full TCP header; UDP unless it is zero; a full SCTP
+    common header), as the kernel does. False when the quote is too short to rewrite (the kernel
+    then drops the error).
     """
     d = frame.data
     end = ip_end(d)
@@ -76,6 +87,10 @@ def manip_quoted(frame: Frame, t: CtTuple, mtype: int) -> bool:
                 if proto == IPPROTO_UDP and c == 0:
                     c = 0xFFFF
                 _H.pack_into(d, coff, c)
+    elif proto == IPPROTO_SCTP:
+        _H.pack_into(d, poff, new_port)
+        if end - hoff >= SCTP_HLEN:      # the kernel's CRC runs from the quoted header to skb end
+            sctp_set_cksum(d, hoff, end)
     elif proto == IPPROTO_ICMP and d[hoff] in ICMP_INVERSE:
         old_id = _H.unpack_from(d, hoff + 4)[0]
         _H.pack_into(d, hoff + 4, t.sport)
