@@ -1,20 +1,18 @@
 """Generated clusters at two sizes (topologies/generated-large-cluster.yaml, N nodes x 30 pods):
-`pktemu run` (build + a short scenario + every output) in a forked child each time, so that its peak
-memory is its own, with the exponent of growth between the sizes (1 = linear)."""
+`pktemu run` (build + a short scenario + every output) in a fresh process each time, so that its
+peak memory is its own, with the exponent of growth between the sizes (1 = linear)."""
 from __future__ import annotations
 
 import json
 import os
-import resource
-import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
-import time
 from typing import Any, Callable
 
 from pktemu.bench import Figure, Goal, exponent, interleave
 from pktemu.bench.hops import EXAMPLES
-from pktemu.cli import main as pktemu_main
 
 CLUSTER = os.path.join(EXAMPLES, "generated-large-cluster.yaml")
 PODS = 30
@@ -28,35 +26,35 @@ def cluster_file(directory: str, nodes: int, pods: int) -> str:
     return path
 
 
+#: what a child process runs: imports first (their memory is not the run's), then one `pktemu run`
+_CHILD = """
+import json, os, resource, shutil, sys, tempfile, time
+from pktemu.cli import main
+path, scenario = sys.argv[1], sys.argv[2]
+out = tempfile.mkdtemp(prefix="pktemu-bench-")
+rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+status = main(["run", path, "--scenario", scenario, "--out", out, "-q"])
+secs = time.perf_counter() - t0
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+pcaps = len(os.listdir(os.path.join(out, scenario, "pcap"))) if status == 0 else 0
+shutil.rmtree(out, ignore_errors=True)
+grown = max(rss - rss0, 1) * 1024
+print(json.dumps({"status": status, "seconds": secs, "peak_bytes": grown, "pcaps": pcaps}))
+"""
+
+
 def run_child(path: str, scenario: str) -> dict[str, Any]:
-    """One `pktemu run PATH --scenario S` in a forked child: wall seconds, the growth of its peak
-    resident memory over what it inherited (bytes), and the capture points written."""
-    rd, wr = os.pipe()
-    pid = os.fork()
-    if pid == 0:                                        # the child: run, report, leave at once
-        os.close(rd)
-        res: dict[str, Any]
-        try:
-            out = tempfile.mkdtemp(prefix="pktemu-bench-")
-            rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            t0 = time.perf_counter()
-            status = pktemu_main(["run", path, "--scenario", scenario, "--out", out, "-q"])
-            secs = time.perf_counter() - t0
-            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            pcaps = len(os.listdir(os.path.join(out, scenario, "pcap"))) if status == 0 else 0
-            shutil.rmtree(out, ignore_errors=True)
-            res = {"status": status, "seconds": secs, "peak_bytes": max(rss - rss0, 1) * 1024, "pcaps": pcaps}
-        except BaseException as e:                      # reported to the parent, never raised here
-            res = {"status": -1, "error": repr(e)}
-        os.write(wr, json.dumps(res).encode())
-        os._exit(0)
-    os.close(wr)
-    data = b""
-    while chunk := os.read(rd, 65536):
-        data += chunk
-    os.close(rd)
-    os.waitpid(pid, 0)
-    res = json.loads(data or b'{"status": -1, "error": "the child died"}')
+    """One `pktemu run PATH --scenario S` in a fresh Python process: wall seconds of the run, the
+    growth of the process's peak resident memory over what its imports took (bytes), and the
+    capture points written. A fresh process, not a fork: a forked child would first reuse memory
+    its parent had freed, which hides part of a small run's memory and skews the exponent."""
+    p = subprocess.run([sys.executable, "-c", _CHILD, path, scenario], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONHASHSEED": "0"})
+    try:
+        res: dict[str, Any] = json.loads(p.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        res = {"status": -1, "error": (p.stderr.strip().splitlines() or ["the child died"])[-1]}
     if res["status"] != 0:
         raise RuntimeError(f"pktemu run {path} --scenario {scenario}: {res.get('error', res['status'])}")
     return res
