@@ -132,7 +132,7 @@ class Network:
         self.cluster: Cluster | None = None
         #: every timeline action as it ran (the run's timeline.txt)
         self.actions: list[ActionRecord] = []
-        #: a scenario's steps as they ran (pktemu.io.run.StepRun), for steps.json
+        #: a scenario's steps as they ran (pktemu.traffic.StepRun), for steps.json
         self.steps: list[Any] = []
         self._build()
         if self.topology.kubernetes is not None:

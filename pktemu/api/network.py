@@ -23,7 +23,8 @@ from pktemu.api.state import KernelState
 from pktemu.api.taps import INBOUND, Recorder, dissect, stamp
 from pktemu.errors import PktemuError, excerpt
 from pktemu.io.pcap import LINKTYPE_ETHERNET
-from pktemu.io.run import schedule_traffic, server_results
+from pktemu.io.run import server_results
+from pktemu.traffic import schedule_traffic
 from pktemu.io.topofile import load_topology
 from pktemu.io.topofile_scenarios import scenario_end
 from pktemu.net import ipv4
