@@ -51,9 +51,10 @@ def parse_typed(cur: Cursor, typ: str) -> tuple[int, int | None, int | None]:
         raise cur.error(f"expected a {typ} value, got '{t.text}'", t)
     text = t.text if t.kind == "word" else t.text
     try:
-        return parse_value(typ, text)
+        v, plen, hi = parse_value(typ, text)
     except ValueError_ as e:
         raise cur.error(str(e), t) from None
+    return cur.one(v), plen, hi
 
 
 def parse_elements(cur: Cursor, s: NftSet, keys_only: bool = False) -> list[Element]:

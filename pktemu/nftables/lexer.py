@@ -63,10 +63,16 @@ def tokenize(text: str, path: str) -> list[Token]:
 class Cursor:
     """A position in a token list, with errors that name the file and the line."""
 
-    def __init__(self, toks: list[Token], path: str) -> None:
+    def __init__(self, toks: list[Token], path: str, ints: dict[int, int] | None = None) -> None:
         self.toks = toks
         self.i = 0
         self.path = path
+        self.ints: dict[int, int] = {} if ints is None else ints
+
+    def one(self, v: int) -> int:
+        """The one int object for a value met again in the same input (a Service's ClusterIP in its map
+        element and its rule, an endpoint's address in its two rules): a packet touches one, not two."""
+        return self.ints.setdefault(v, v)
 
     def peek(self, k: int = 0) -> Token:
         """The token k ahead; past the end, a line end (rule token lists have none of their own)."""

@@ -188,7 +188,7 @@ def _rule_command(cur: Cursor, table: Table, verb: str, where: str) -> None:
             return _end(cur)
     elif verb in ("delete", "destroy"):
         raise cur.error("delete rule needs 'handle N'")
-    rule = parse_rule(Cursor(_rule_tokens(cur), cur.path), table, c.name)
+    rule = parse_rule(Cursor(_rule_tokens(cur), cur.path, cur.ints), table, c.name)
     rule.handle = table.new_handle()
     if pos is None:
         pos = 0 if verb == "insert" else len(c.rules)
@@ -343,7 +343,7 @@ def _chain_body(cur: Cursor, t: Table, c: Chain, rules: bool) -> None:
             cur.next()
             c.comment = cur.word("a comment string")
         elif rules:
-            rule = parse_rule(Cursor(_rule_tokens(cur), cur.path), t, c.name)
+            rule = parse_rule(Cursor(_rule_tokens(cur), cur.path, cur.ints), t, c.name)
             rule.handle = t.new_handle()
             c.rules.append(rule)
             c.prog = None

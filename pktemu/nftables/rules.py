@@ -167,6 +167,7 @@ def parse_match(cur: Cursor, table: Table, rule: Rule) -> tuple[str, Step, Any]:
         v, plen, hi = parse_value(typ, text)
     except ValueError_ as e:
         raise cur.error(str(e), valtok) from None
+    v = cur.one(v)
     if typ in ("ipv4_addr", "inet_proto") and op == "==" and plen is None and hi is None:
         if lhs.text == "meta l4proto" and not optext:
             dep = ("l4", v)
@@ -262,7 +263,7 @@ def vmap_step(read: Any, st: NftSet, lhs: Lhs, rule: Rule) -> Step:
     if _plain(st) and not concat:
         verdicts = {k[0]: el.data for k, el in st.elements.items()}
         if sorted(verdicts) == list(range(len(verdicts))):
-            return (steps.vmap_index, (read, tuple(verdicts[n] for n in range(len(verdicts)))))
+            return (steps.vmap_index, (read, *(verdicts[n] for n in range(len(verdicts)))))
         return (steps.vmap_plain, (read, verdicts))
 
     def step(p: Any, s: Any) -> Any:

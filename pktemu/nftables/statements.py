@@ -179,7 +179,7 @@ def _addr_port(cur: Cursor, text: str) -> tuple[int | None, int | None, int | No
         ip = ip2int(addr) if addr else None
     except (OSError, ValueError):
         raise cur.error(f"'{addr}' is not an IPv4 address") from None
-    return ip, lo, hi
+    return None if ip is None else cur.one(ip), lo, hi
 
 
 def _nat(cur: Cursor, table: Table, rule: Rule, kind: str) -> tuple[str, Step]:

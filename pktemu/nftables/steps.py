@@ -130,11 +130,12 @@ def vmap_plain(p: Any, s: Any, a: Any) -> Any:
 
 
 def vmap_index(p: Any, s: Any, a: Any) -> Any:
-    """An anonymous verdict map whose keys are 0..n-1 (`numgen random mod n vmap`): a tuple index."""
+    """An anonymous verdict map whose keys are 0..n-1 (`numgen random mod n vmap`): `a` is the reader
+    then the n verdicts, one tuple, so a packet touches one object fewer."""
     v = a[0](p, s)
-    if v is None or not 0 <= v < len(a[1]):
+    if v is None or not 0 <= v < len(a) - 1:
         return False
-    return a[1][v]
+    return a[v + 1]
 
 
 def count(p: Any, s: Any, c: list[int]) -> Any:
