@@ -240,9 +240,13 @@ def write_file(path: str, data: bytes | bytearray | memoryview, append: bool = F
     except OSError as e:
         raise OSError(e.errno, e.strerror, path) from None
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        # every view released on the way out, even on an interrupt: a live export would stop the
+        # caller from clearing its buffer afterwards (BufferError in abort)
+        with memoryview(data) as view:
+            off, end = 0, len(view)
+            while off < end:
+                with view[off:] as rest:
+                    off += os.write(fd, rest)
     except OSError as e:
         raise OSError(e.errno, e.strerror, path) from None
     finally:
