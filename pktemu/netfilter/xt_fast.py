@@ -317,7 +317,7 @@ def fast_rule(line: str, ctx: ParseCtx, at: int | str | None = None,
     else:
         r = _new_rule(Rule)
     (r.src, r.smsk, r.dst, r.dmsk, r.proto, r._hdr, r.matches, r.target, r.kind, r.jump, r.pkts, r.bytes,
-     r._where, r.chain, r.num, r.checks, r.key, r._body, r.jump_chain) = (
+     r._where, r.chain, r.num, r.checks, r.key, r._body, r.jump_steps) = (
         sa, sm, da, dm, proto, _HDR0 if sinv is None else _HDR_INV_SRC, matches, target, kind, word, 0, 0,
         at, "", 0, None, key, None, None)          # checks and body: made on first use (Rule.finish)
     return chain, r

@@ -51,8 +51,9 @@ def _hdr_field(i: int, doc: str) -> property:
 class Rule:
     """An ipt_entry. `where` is "file:line" of its source, for error messages."""
 
-    __slots__ = ("src", "smsk", "dst", "dmsk", "proto", "_hdr", "matches", "target", "kind", "jump",
-                 "pkts", "bytes", "_where", "chain", "num", "checks", "key", "_body", "jump_chain")
+    # what the packet path reads first, so that it shares the object header's cache line
+    __slots__ = ("checks", "kind", "pkts", "bytes", "jump_steps", "target", "src", "smsk", "dst", "dmsk",
+                 "proto", "_hdr", "matches", "jump", "_where", "chain", "num", "key", "_body")
 
     inv_src = _hdr_field(0, "`! -s`")
     inv_dst = _hdr_field(1, "`! -d`")
@@ -81,7 +82,7 @@ class Rule:
         self.checks: tuple[Check, ...] | None = ()
         self.key: int | None = None
         self._body: str | None = ""
-        self.jump_chain: Any = None
+        self.jump_steps: Any = None
 
     @property
     def where(self) -> str:
@@ -121,11 +122,13 @@ class Rule:
         extension objects are shared."""
         r = _new_rule(Rule)
         (r.src, r.smsk, r.dst, r.dmsk, r.proto, r._hdr, r.target, r.kind, r.jump, r.pkts, r.bytes,
-         r._where, r.chain, r.num, r.checks, r.key, r._body, r.jump_chain) = (
+         r._where, r.chain, r.num, r.checks, r.key, r._body, r.jump_steps) = (
             self.src, self.smsk, self.dst, self.dmsk, self.proto, self._hdr, self.target, self.kind,
             self.jump, self.pkts, self.bytes, self._where, self.chain, self.num, self.checks, self.key,
-            self._body, self.jump_chain)
+            self._body, self.jump_steps)
         r.matches = self.matches
+        if self.smsk == U32 or self.dmsk == U32:
+            r.checks = None             # a /32 test is a method of its rule (_src_is): made anew
         return r
 
     def clone(self) -> "Rule":
@@ -151,8 +154,15 @@ class Rule:
         """The checks (compiled the first time)."""
         checks = self.checks
         if checks is None:
-            checks = self.checks = tuple(self._compile())
+            checks = self.checks = _shared(self._compile(True), self.smsk == U32 or self.dmsk == U32)
         return checks
+
+    def keyed_checks(self) -> tuple[Check, ...]:
+        """The checks of a rule reached through its key (`-d key/32`, an indexed run): without
+        the destination test, which the index made, so that equal rules share one tuple."""
+        if self.key is None:
+            return self.compiled()
+        return _shared(self._compile(False), self.smsk == U32)
 
     @property
     def body(self) -> str:
@@ -162,28 +172,39 @@ class Rule:
             body = self._body = self._text()
         return body
 
-    def _compile(self) -> list[Check]:
+    def _compile(self, dst: bool) -> list[Check]:
+        """The rule's tests; each one shared by the rules that have the same (see _check)."""
         out: list[Check] = []
-        if self.smsk or self.inv_src:
-            a, m, inv = self.src, self.smsk, self.inv_src
-            out.append(lambda p, s: ((p.saddr & m) == a) != inv)
-        if self.dmsk or self.inv_dst:
-            a2, m2, inv2 = self.dst, self.dmsk, self.inv_dst
-            out.append(lambda p, s: ((p.daddr & m2) == a2) != inv2)
-        if self.iniface and (self.iniface != "+" or self.inv_in):
-            name, inv3 = self.iniface, self.inv_in
-            out.append(lambda p, s: ifname_match(s.in_dev, name) != inv3)
-        if self.outiface and (self.outiface != "+" or self.inv_out):
-            name2, inv4 = self.outiface, self.inv_out
-            out.append(lambda p, s: ifname_match(s.out_dev, name2) != inv4)
-        if self.proto or self.inv_proto:
-            pr, inv5 = self.proto, self.inv_proto
-            out.append(lambda p, s: (p.proto == pr) != inv5)
-        if self.frag:
-            inv6 = self.inv_frag
-            out.append(lambda p, s: (p.fragoff != 0) != inv6)
+        inv_src, inv_dst, iniface, inv_in, outiface, inv_out, inv_proto, frag, inv_frag, _o = self._hdr
+        if self.smsk == U32 and not inv_src:
+            out.append(self._src_is)
+        elif self.smsk or inv_src:
+            out.append(_check("s", self.src, self.smsk, inv_src))
+        if not dst:
+            pass
+        elif self.dmsk == U32 and not inv_dst:
+            out.append(self._dst_is)
+        elif self.dmsk or inv_dst:
+            out.append(_check("d", self.dst, self.dmsk, inv_dst))
+        if iniface and (iniface != "+" or inv_in):
+            out.append(_check("i", iniface, 0, inv_in))
+        if outiface and (outiface != "+" or inv_out):
+            out.append(_check("o", outiface, 0, inv_out))
+        if self.proto or inv_proto:
+            out.append(_check("p", self.proto, 0, inv_proto))
+        if frag:
+            out.append(_check("f", 0, 0, inv_frag))
         out.extend(m.match for m in self.matches if not m.always)
         return out
+
+    def _src_is(self, p: Pkt, s: "HookState") -> bool:
+        """`-s a/32`: a method of the rule, not a closure, as one address is one rule's own (a
+        bound method is one small object; a closure is four, scattered)."""
+        return p.saddr == self.src
+
+    def _dst_is(self, p: Pkt, s: "HookState") -> bool:
+        """`-d a/32` (see _src_is)."""
+        return p.daddr == self.dst
 
     def _text(self) -> str:
         """The rule as iptables-save prints it after `-A CHAIN` (each part with a leading space)."""
@@ -217,6 +238,45 @@ class Rule:
 
 
 _new_rule = object.__new__
+
+#: Checks and check tuples by what they test: a packet to one Service among thousands then
+#: runs mostly shared objects that stay in cache, not closures of its own scattered in the heap.
+#: A /32 address is one rule's own (a ClusterIP, an endpoint): its check is made, not kept.
+_CHECKS: dict[tuple[Any, ...], Check] = {}
+_CHECK_TUPLES: dict[tuple[Check, ...], tuple[Check, ...]] = {}
+
+
+def _make_check(kind: str, v: Any, m: int, inv: bool) -> Check:
+    if kind == "s":
+        return lambda p, s: ((p.saddr & m) == v) != inv
+    if kind == "d":
+        return lambda p, s: ((p.daddr & m) == v) != inv
+    if kind == "i":
+        return lambda p, s: ifname_match(s.in_dev, v) != inv
+    if kind == "o":
+        return lambda p, s: ifname_match(s.out_dev, v) != inv
+    if kind == "p":
+        return lambda p, s: (p.proto == v) != inv
+    return lambda p, s: (p.fragoff != 0) != inv
+
+
+def _check(kind: str, v: Any, m: int, inv: bool) -> Check:
+    if m == U32 or len(_CHECKS) >= _MAX_SHARED:
+        return _make_check(kind, v, m, inv)
+    key = (kind, v, m, inv)
+    c = _CHECKS.get(key)
+    if c is None:
+        c = _CHECKS[key] = _make_check(kind, v, m, inv)
+    return c
+
+
+def _shared(checks: list[Check], own: bool) -> tuple[Check, ...]:
+    """One tuple for equal check lists (bound methods of one match object are equal), unless a
+    check in it is the rule's `own` (see _check)."""
+    t = tuple(checks)
+    if own or len(_CHECK_TUPLES) >= _MAX_SHARED:
+        return t
+    return _CHECK_TUPLES.setdefault(t, t)
 
 
 def where_code(path: str, lineno: int) -> int | str:

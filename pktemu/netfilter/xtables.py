@@ -35,23 +35,47 @@ _VERDICT_NAMES = {NF_ACCEPT: "ACCEPT", NF_DROP: "DROP", NF_STOLEN: "STOLEN"}
 
 
 class Run:
-    """An indexed stretch of a chain: daddr -> candidate rules in chain order."""
+    """An indexed stretch of a chain: daddr -> candidate rules in chain order.
+
+    An address's candidates are a tuple of rules until a packet first looks them up, then one flat
+    tuple (rule, its checks, rule, its checks, ...) where a keyed rule's checks leave out the
+    destination test (Rule.keyed_checks): what a packet reads is then mostly shared. The last item
+    tells them apart (a rule, or a tuple of checks)."""
 
     __slots__ = ("index", "default", "rules")
 
     def __init__(self, rules: list[Rule]) -> None:
         self.rules = rules
-        self.default = tuple(r for r in rules if r.key is None)
+        self.default: tuple[Any, ...] = tuple(r for r in rules if r.key is None)
         keyed: dict[int, list[Rule]] = {}
         for r in rules:
             if r.key is not None:
                 keyed.setdefault(r.key, []).append(r)
         if self.default:
             order = {id(r): i for i, r in enumerate(rules)}
-            self.index = {k: tuple(sorted(v + list(self.default), key=lambda r: order[id(r)]))
-                          for k, v in keyed.items()}
+            self.index: dict[int, tuple[Any, ...]] = {
+                k: tuple(sorted(v + list(self.default), key=lambda r: order[id(r)]))
+                for k, v in keyed.items()}
         else:
             self.index = {k: tuple(v) for k, v in keyed.items()}
+
+    def candidates(self, daddr: int) -> tuple[Any, ...]:
+        """The flat candidates of `daddr` (made on its first packet)."""
+        cand = self.index.get(daddr)
+        if cand is None:
+            cand = self.default
+            if cand and cand[-1].__class__ is not tuple:
+                cand = self.default = _flat(cand)
+        elif cand[-1].__class__ is not tuple:
+            cand = self.index[daddr] = _flat(cand)
+        return cand
+
+
+def _flat(rules: tuple[Rule, ...]) -> tuple[Any, ...]:
+    out: list[Any] = []
+    for r in rules:
+        out += (r, r.keyed_checks())
+    return tuple(out)
 
 
 def build_steps(rules: list[Rule]) -> list[Rule | Run]:
@@ -135,17 +159,19 @@ class Table:
         return t
 
     def compile(self, index: bool = True) -> None:
-        """Number the rules, resolve jumps to Chain objects and build the indexed steps (the rules
-        list made anew: appends left it up to twice the size)."""
+        """Number the rules, build the indexed steps (the rules list made anew: appends left it up
+        to twice the size) and resolve jumps to the target chains' steps."""
         chains = self.chains
         for c in chains.values():
             name, rules = c.name, c.rules[:]
             c.rules = rules
             for i, r in enumerate(rules, 1):
                 r.chain, r.num = name, i
-                if r.kind == K_JUMP or r.kind == K_GOTO:
-                    r.jump_chain = chains[r.jump]
             c.steps = build_steps(rules) if index else list(rules)
+        for c in chains.values():
+            for r in c.rules:
+                if r.kind == K_JUMP or r.kind == K_GOTO:
+                    r.jump_steps = chains[r.jump].steps
 
     def validate(self) -> None:
         """What the kernel checks at table replace: no jump loops, extensions in allowed tables/hooks."""
@@ -272,7 +298,7 @@ class Ruleset:
         p = Pkt(frame)
         daddr = p.daddr
         trace = state.trace
-        stack: list[tuple[list[Rule | Run], int, tuple[Rule, ...] | None, int]] = []
+        stack: list[tuple[list[Rule | Run], int, tuple[Any, ...] | None, int]] = []
         steps: list[Rule | Run] = base.steps
         si, cand, ci = 0, None, 0
         rule: Rule
@@ -280,7 +306,8 @@ class Ruleset:
             if cand is not None:
                 if ci < len(cand):
                     rule = cand[ci]
-                    ci += 1
+                    checks = cand[ci + 1]
+                    ci += 2
                 else:
                     cand = None
                     si += 1
@@ -288,19 +315,19 @@ class Ruleset:
             elif si < len(steps):
                 st = steps[si]
                 if st.__class__ is Run:
-                    cand = st.index.get(daddr, st.default)     # type: ignore[union-attr]
+                    cand = st.candidates(daddr)                 # type: ignore[union-attr]
                     ci = 0
                     continue
                 rule = st                                       # type: ignore[assignment]
                 si += 1
+                checks = rule.checks
+                if checks is None:
+                    checks = rule.compiled()
             elif stack:
                 steps, si, cand, ci = stack.pop()
                 continue
             else:
                 return self._policy(t, base, p, state)
-            checks = rule.checks
-            if checks is None:
-                checks = rule.compiled()
             for check in checks:
                 if not check(p, state):
                     break
@@ -313,7 +340,7 @@ class Ruleset:
                         self._trace(trace, table, rule, "JUMP" if kind == K_JUMP else "GOTO")
                     if kind == K_JUMP:
                         stack.append((steps, si, cand, ci))
-                    steps, si, cand, ci = rule.jump_chain.steps, 0, None, 0
+                    steps, si, cand, ci = rule.jump_steps, 0, None, 0
                     continue
                 if kind == K_EXT:
                     tg = rule.target
