@@ -11,7 +11,8 @@ import struct
 from typing import TYPE_CHECKING, ClassVar
 
 from pktemu.errors import excerpt
-from pktemu.netfilter.xt_base import SERVICES, Match, Opt, ParseCtx, Pkt, parse_port, register_match
+from pktemu.netfilter.xt_base import (SERVICES, Match, Opt, ParseCtx, Pkt, parse_port, parse_port_range,
+                                      register_match)
 
 if TYPE_CHECKING:
     from pktemu.netfilter.core import HookState
@@ -47,15 +48,7 @@ def _port(text: str, ctx: ParseCtx) -> int:
 
 def parse_sctp_ports(text: str, ctx: ParseCtx) -> tuple[int, int]:
     """parse_sctp_ports(): `a`, `a:b`, `:b`, `a:`, names looked up for sctp."""
-    if ":" not in text:
-        p = _port(text, ctx)
-        return p, p
-    a, b = text.split(":", 1)
-    lo = _port(a, ctx) if a else 0
-    hi = _port(b, ctx) if b else 0xFFFF
-    if lo > hi:
-        raise ctx.error(f"sctp: invalid portrange {excerpt(text)} (min > max)")
-    return lo, hi
+    return parse_port_range(text, ctx, _port, "sctp: invalid portrange")
 
 
 @register_match("sctp")

@@ -10,7 +10,7 @@ import ipaddress
 import re
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from pktemu.errors import PktemuError, excerpt
 
@@ -251,16 +251,19 @@ def parse_port(text: str, ctx: ParseCtx) -> int:
     return parse_uint(text, ctx, "port", 0, 65535)
 
 
-def parse_port_range(text: str, ctx: ParseCtx) -> tuple[int, int]:
-    """`a`, `a:b`, `:b`, `a:` as parse_tcp_ports does."""
+def parse_port_range(text: str, ctx: ParseCtx, port: Callable[[str, ParseCtx], int] | None = None,
+                     inverted: str = "invalid port range") -> tuple[int, int]:
+    """`a`, `a:b`, `:b`, `a:` as parse_tcp_ports does; `port` reads one end (names looked up for
+    the match's protocol), `inverted` starts the message for min > max."""
+    one = parse_port if port is None else port
     if ":" not in text:
-        p = parse_port(text, ctx)
+        p = one(text, ctx)
         return p, p
     a, b = text.split(":", 1)
-    lo = parse_port(a, ctx) if a else 0
-    hi = parse_port(b, ctx) if b else 0xFFFF
+    lo = one(a, ctx) if a else 0
+    hi = one(b, ctx) if b else 0xFFFF
     if lo > hi:
-        raise ctx.error(f"invalid port range {excerpt(text)} (min > max)")
+        raise ctx.error(f"{inverted} {excerpt(text)} (min > max)")
     return lo, hi
 
 
