@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import signal
 import socket
 import subprocess
@@ -139,8 +140,10 @@ def test_dask_scheduler_and_workers_survive_a_killed_worker(
     assert proc.returncode == 0, stderr
     assert tree(out) == serial["sweep"][0]
     assert normalized(stdout.decode(), out) == serial["sweep"][1]
-    # the scheduler's word that the dead worker's finished tasks were run again elsewhere
-    assert "which will be recomputed elsewhere" in log.read_text(), log.read_text()[-3000:]
+    # the scheduler saw w0 die mid-sweep; whether a finished task of it had still to be fetched (and
+    # was rerun: "which will be recomputed elsewhere") depends on when the client fetched it
+    text = log.read_text()
+    assert re.search(r"Remove worker.*name: w0", text), text[-3000:]
 
 
 def test_an_error_in_a_worker_comes_back_as_its_one_line(tmp_path: Path) -> None:
