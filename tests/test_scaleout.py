@@ -101,21 +101,38 @@ def cluster(tmp_path: Path) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]
         log.close()
 
 
-def wait_until_worker_holds_a_result(address: str, name: str, proc: subprocess.Popen[bytes]) -> bool:
-    """Until worker `name` holds a finished pktemu task the client has not fetched yet (the
-    scheduler's has_what), so killing it loses computed work that must be rerun elsewhere."""
+def _is_job(key: object) -> bool:
+    return str(key).startswith("pktemu-") and not str(key).startswith("pktemu-topology-")
+
+
+def wait_until_worker_has_work(address: str, name: str, proc: subprocess.Popen[bytes]) -> str | None:
+    """Until worker `name` runs a pktemu task or holds a finished one the client has not fetched yet
+    (the scheduler's processing and has_what): killing it then loses work that must be rerun
+    elsewhere. Returns the worker's address (None if the sweep ended first)."""
     import distributed
 
     with distributed.Client(address, timeout=60) as client:
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:
             addr = [a for a, w in client.scheduler_info()["workers"].items() if w.get("name") == name]
-            held = client.has_what(addr) if addr else {}
-            if any(k.startswith("pktemu-") and not k.startswith("pktemu-topology-")
-                   for keys in held.values() for k in keys):
-                return True
+            if addr:
+                busy = [*client.processing(addr).values(), *client.has_what(addr).values()]
+                if any(_is_job(k) for keys in busy for k in keys):
+                    return addr[0]
             time.sleep(0.005)
-    return False
+    return None
+
+
+def lost_work(address: str, worker: str) -> set[str]:
+    """The pktemu tasks the scheduler had to run again when it removed `worker`: those it was running
+    and those it held finished (the scheduler's own remove-worker event)."""
+    import distributed
+
+    with distributed.Client(address, timeout=60) as client:
+        events = [msg for _, msg in client.get_events(worker)
+                  if isinstance(msg, dict) and msg.get("action") == "remove-worker"]
+    return {str(k) for msg in events for k in (*msg["processing-tasks"], *msg["lost-computed-tasks"])
+            if _is_job(k)}
 
 
 def test_dask_scheduler_and_workers_survive_a_killed_worker(
@@ -130,20 +147,20 @@ def test_dask_scheduler_and_workers_survive_a_killed_worker(
     out = tmp_path / "sweep"
     proc = subprocess.Popen([sys.executable, "-m", "pktemu.cli", *SWEEP, "--out", str(out), "-o", "json",
                              "--scheduler", address], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    holds_result = wait_until_worker_holds_a_result(address, "w0", proc)
+    w0 = wait_until_worker_has_work(address, "w0", proc)
     still_running = proc.poll() is None
     workers[0].send_signal(signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=120)
-    assert still_running, "the sweep ended before the worker was killed: nothing was tested"
-    assert holds_result, "worker w0 never held a finished task: the kill would test nothing"
+    assert still_running and w0 is not None, "the sweep ended before w0 had work: nothing was tested"
     assert workers[0].wait(timeout=10) == -signal.SIGKILL
     assert proc.returncode == 0, stderr
+    assert re.search(r"Remove worker.*name: w0", log.read_text()), log.read_text()[-3000:]
+    # w0 died with work the sweep still needed; the sweep finished with every byte the serial run
+    # wrote, so that work was done again on w1, and nothing was written twice or half
+    rerun = lost_work(address, w0)
+    assert rerun, "the scheduler removed w0 with no pktemu task running or held: nothing was rerun"
     assert tree(out) == serial["sweep"][0]
     assert normalized(stdout.decode(), out) == serial["sweep"][1]
-    # the scheduler saw w0 die mid-sweep; whether a finished task of it had still to be fetched (and
-    # was rerun: "which will be recomputed elsewhere") depends on when the client fetched it
-    text = log.read_text()
-    assert re.search(r"Remove worker.*name: w0", text), text[-3000:]
 
 
 def test_an_error_in_a_worker_comes_back_as_its_one_line(tmp_path: Path) -> None:
