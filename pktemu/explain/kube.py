@@ -240,6 +240,18 @@ def _run(rs: Ruleset, frame: Frame, node_ips: list[int], script: tuple[bool, ...
     node = TracerNode(node_ips, draws)
     nf = Netfilter(node, rs)
     b = KubeBranch(())
+    walk_hooks(nf, node, frame, b)
+    b.choices = tuple(draws.made)
+    b.accepted_by_rule = any(t["table"] == "filter" and t["verdict"] == "ACCEPT" and t["rulenum"] is not None
+                             for t in b.rules)
+    b.masquerade = any(t["verdict"] == "ACCEPT" and rule_target(t["rule"]) == "MASQUERADE" for t in b.rules)
+    return b
+
+
+def walk_hooks(nf: Netfilter, node: Any, frame: Frame, b: KubeBranch) -> None:
+    """The hooks a first packet meets on a node, as the kernel orders them for a locally sent packet
+    (OUTPUT, POSTROUTING, then lo's PREROUTING/INPUT) or a routed one (PREROUTING, then INPUT or
+    FORWARD/POSTROUTING), each hook's rule trace added to `b`; the walk stops at a drop."""
     before = (frame.daddr, frame.dport)
 
     def hook(name: str, in_dev: str | None, out_dev: str | None) -> bool:
@@ -270,11 +282,6 @@ def _run(rs: Ruleset, frame: Frame, node_ips: list[int], script: tuple[bool, ...
             hook(INPUT, "eth0", None)
         elif ok and hook(FORWARD, "eth0", "eth0"):
             hook(POSTROUTING, None, "eth0")
-    b.choices = tuple(draws.made)
-    b.accepted_by_rule = any(t["table"] == "filter" and t["verdict"] == "ACCEPT" and t["rulenum"] is not None
-                             for t in b.rules)
-    b.masquerade = any(t["verdict"] == "ACCEPT" and rule_target(t["rule"]) == "MASQUERADE" for t in b.rules)
-    return b
 
 
 def _dnat(b: KubeBranch, frame: Frame, before: tuple[int, int]) -> None:

@@ -11,12 +11,12 @@ the endpoints come out in vmap order, as upstream lists them.
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from typing import Sequence
 
 from pktemu.errors import PktemuError
-from pktemu.explain.kube import MAX_BRANCHES, PROTOS, KubeBranch, KubeTrace, TracerNode, first_packet
-from pktemu.net.frame import Frame, int2ip, ip2int
-from pktemu.netfilter.core import FORWARD, INPUT, NF_ACCEPT, OUTPUT, POSTROUTING, PREROUTING
+from pktemu.explain.kube import (MAX_BRANCHES, PROTOS, KubeBranch, KubeTrace, TracerNode, first_packet,
+                                 walk_hooks)
+from pktemu.net.frame import Frame, ip2int
 from pktemu.netfilter.hooks import Netfilter
 from pktemu.netfilter.xtables import Ruleset
 from pktemu.nftables.eval import attach
@@ -102,40 +102,7 @@ def _run(rs: NftRuleset, frame: Frame, node_ips: list[int], script: tuple[int, .
     nf = Netfilter(node, Ruleset(name="nftables"))
     attach(nf, rs)
     b = KubeBranch(())
-    before = (frame.daddr, frame.dport)
-
-    def hook(name: str, in_dev: str | None, out_dev: str | None) -> bool:
-        trace: list[dict[str, Any]] = []
-        verdict = nf.hook(name, frame, in_dev, out_dev, trace=trace)
-        b.hooks.append((name, verdict))
-        for t in trace:
-            t["hook"] = name
-        b.rules.extend(trace)
-        if verdict == NF_ACCEPT:
-            return True
-        last = next((t for t in reversed(trace) if t["verdict"] == "DROP"), None)
-        b.decided_by = last["rule"] if last else None
-        b.verdict = "REJECT" if node.rejected is not None else "DROP"
-        return False
-
-    if node.is_local(frame.saddr):
-        ok = hook(OUTPUT, None, "lo" if node.is_local(frame.daddr) else "eth0")
-        _dnat(b, frame, before)
-        out = "lo" if node.is_local(frame.daddr) else "eth0"
-        ok = ok and hook(POSTROUTING, None, out)
-        if ok and out == "lo":
-            ok = hook(PREROUTING, "lo", None) and hook(INPUT, "lo", None)
-    else:
-        ok = hook(PREROUTING, "eth0", None)
-        _dnat(b, frame, before)
-        if ok and node.is_local(frame.daddr):
-            hook(INPUT, "eth0", None)
-        elif ok and hook(FORWARD, "eth0", "eth0"):
-            hook(POSTROUTING, None, "eth0")
+    walk_hooks(nf, node, frame, b)
     b.masquerade = any(t["verdict"] == "ACCEPT" and "masquerade" in t["rule"].split() for t in b.rules)
     return b, list(draws.made)
 
-
-def _dnat(b: KubeBranch, frame: Frame, before: tuple[int, int]) -> None:
-    if (frame.daddr, frame.dport) != before:
-        b.endpoint = f"{int2ip(frame.daddr)}:{frame.dport}"
