@@ -25,8 +25,6 @@ from __future__ import annotations
 import copy
 import os
 import shutil
-import signal
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -42,6 +40,7 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.utils import rdpcap
 
 from datapaths import ROOT
+from netns_lab import NetnsLab, sh
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or any(shutil.which(t) is None for t in ("ip", "tcpdump")),
@@ -109,13 +108,6 @@ print("DONE")
 '''
 
 
-def sh(*a: str, check: bool = True) -> str:
-    p = subprocess.run(list(a), capture_output=True, text=True, timeout=30)
-    if check and p.returncode:
-        raise RuntimeError(f"{' '.join(a)}: {p.stderr.strip()}")
-    return p.stdout
-
-
 def kernel_has_ipip() -> bool:
     """The fallback tunl0 exists in a fresh namespace once the ipip module is loaded."""
     ns = f"pkcal{uuid.uuid4().hex[:6]}-probe"
@@ -138,31 +130,18 @@ def without_tunnel(t: dict[str, Any]) -> dict[str, Any]:
     return t
 
 
-class Lab:
+class Lab(NetnsLab):
     """The topology's nodes (pods are nodes here too) as namespaces pkcal<hex>-<name>."""
 
     def __init__(self, t: dict[str, Any]) -> None:
+        super().__init__(list(t["nodes"]), "pkcal")
         self.t = t
-        tag = uuid.uuid4().hex[:6]
-        self.ns = {n: f"pkcal{tag}-{n}" for n in t["nodes"]}
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def x(self, n: str, *a: str, check: bool = True) -> str:
-        return sh("ip", "netns", "exec", self.ns[n], *a, check=check)
 
     def build(self) -> None:
-        for n in self.ns.values():
-            sh("ip", "netns", "add", n)
-        for n in self.ns:
-            self.x(n, "ip", "link", "set", "lo", "up")
-            self.x(n, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", check=False)
-            self.x(n, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1", check=False)
+        self.add_namespaces()
         for a, b in self.t["veths"]:
             (an, ai), (bn, bi) = a.split("/"), b.split("/")
-            sh("ip", "link", "add", "pkcala", "netns", self.ns[an], "type", "veth", "peer", "name", "pkcalb",
-               "netns", self.ns[bn])
-            self.x(an, "ip", "link", "set", "pkcala", "name", ai)
-            self.x(bn, "ip", "link", "set", "pkcalb", "name", bi)
+            self.veth(an, ai, bn, bi)
         for name, node in self.t["nodes"].items():
             for dev, ifc in node["interfaces"].items():
                 if ifc.get("mac") and ifc.get("type") != "ipip":
@@ -182,36 +161,6 @@ class Lab:
                 self.x(name, *cmd)
         time.sleep(0.3)
 
-    def bg(self, n: str, *a: str, out: Path | None = None) -> subprocess.Popen[bytes]:
-        f = open(out, "wb") if out else subprocess.DEVNULL
-        p = subprocess.Popen(["ip", "netns", "exec", self.ns[n], *a], stdout=f, stderr=subprocess.STDOUT)
-        self.procs.append(p)
-        return p
-
-    def capture(self, tmp: Path, points: list[str]) -> list[subprocess.Popen[bytes]]:
-        procs = []
-        for point in points:
-            n, _, dev = point.partition("-")
-            procs.append(self.bg(n, "tcpdump", "-p", "-U", "--immediate-mode", "-n", "-i", dev,
-                                 "-w", str(tmp / f"{point}.pcap"), out=tmp / f"{point}.log"))
-        end = time.time() + 10
-        while time.time() < end and not all(b"listening" in (tmp / f"{p}.log").read_bytes() for p in points):
-            time.sleep(0.1)
-        return procs
-
-    @staticmethod
-    def stop(procs: list[subprocess.Popen[bytes]]) -> None:
-        time.sleep(0.5)
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p in procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-
     def scenario(self, tmp: Path, points: list[str], client: str, server: str, target: str, ident: str,
                  sport: str, body: str) -> dict[str, Any]:
         tmp.mkdir()
@@ -226,11 +175,6 @@ class Lab:
         self.stop(caps)
         frames = {p: list(rdpcap(str(tmp / f"{p}.pcap"))) for p in points}
         return {"ping": ping, "http": http, "frames": frames}
-
-    def close(self) -> None:
-        self.stop(self.procs)
-        for n in self.ns.values():
-            sh("ip", "netns", "del", n, check=False)
 
 
 @pytest.fixture(scope="module")

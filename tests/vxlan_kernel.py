@@ -4,53 +4,26 @@ built as flanneld builds them, tcpdump on each capture point, and the fields of 
 the tests compare with pktemu's."""
 from __future__ import annotations
 
-import signal
-import subprocess
 import time
-import uuid
-from pathlib import Path
 from typing import Any
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.layers.vxlan import VXLAN
 
-
-def sh(*a: str, check: bool = True) -> str:
-    p = subprocess.run(list(a), capture_output=True, text=True, timeout=30)
-    if check and p.returncode:
-        raise RuntimeError(f"{' '.join(a)}: {p.stderr.strip()}")
-    return p.stdout
+from netns_lab import NetnsLab
 
 
-class Lab:
+class Lab(NetnsLab):
     """A flannel-vxlan topology's nodes and pods (`t`, the topology as a dict) as namespaces
     <prefix><hex>-<name>."""
 
     def __init__(self, t: dict[str, Any], prefix: str) -> None:
+        super().__init__([*t["nodes"], *t["pods"]], prefix)
         self.t = t
-        self.prefix = prefix
-        tag = uuid.uuid4().hex[:6]
-        self.ns = {n: f"{prefix}{tag}-{n}" for n in [*self.t["nodes"], *self.t["pods"]]}
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def x(self, n: str, *a: str, check: bool = True) -> str:
-        return sh("ip", "netns", "exec", self.ns[n], *a, check=check)
-
-    def veth(self, a: str, an: str, b: str, bn: str) -> None:
-        ta, tb = self.prefix + "a", self.prefix + "b"
-        sh("ip", "link", "add", ta, "netns", self.ns[a], "type", "veth", "peer", "name", tb,
-           "netns", self.ns[b])
-        self.x(a, "ip", "link", "set", ta, "name", an)
-        self.x(b, "ip", "link", "set", tb, "name", bn)
 
     def build(self) -> None:
-        for n in self.ns.values():
-            sh("ip", "netns", "add", n)
-        for n in self.ns:
-            self.x(n, "ip", "link", "set", "lo", "up")
-            self.x(n, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", check=False)
-            self.x(n, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1", check=False)
+        self.add_namespaces()
         self.veth("node1", "eth0", "node2", "eth0")
         nodes = self.t["nodes"]
         for name, node in nodes.items():
@@ -89,42 +62,6 @@ class Lab:
             for r in node["routes"]:
                 self.x(name, "ip", "route", "add", r["to"], "via", r["via"], "dev", r["dev"], "onlink")
         time.sleep(0.3)
-
-    def bg(self, n: str, *a: str, out: Path | None = None) -> subprocess.Popen[bytes]:
-        f = open(out, "wb") if out else subprocess.DEVNULL
-        p = subprocess.Popen(["ip", "netns", "exec", self.ns[n], *a], stdout=f, stderr=subprocess.STDOUT)
-        self.procs.append(p)
-        return p
-
-    def capture(self, tmp: Path, points: list[str]) -> list[subprocess.Popen[bytes]]:
-        procs = []
-        for point in points:
-            n, _, dev = point.partition("-")
-            procs.append(self.bg(n, "tcpdump", "-p", "-U", "--immediate-mode", "-n", "-i", dev,
-                                 "-w", str(tmp / f"{point}.pcap"), out=tmp / f"{point}.log"))
-        end = time.time() + 10
-        while time.time() < end and not all(b"listening" in (tmp / f"{p}.log").read_bytes() for p in points):
-            time.sleep(0.1)
-        return procs
-
-    @staticmethod
-    def stop(procs: list[subprocess.Popen[bytes]]) -> None:
-        time.sleep(0.5)
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p in procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-
-    def close(self) -> None:
-        self.stop(self.procs)
-        for n in self.ns.values():
-            sh("ip", "netns", "del", n, check=False)
-
 
 
 def vxlan_outer(p: Any) -> tuple[tuple[Any, ...], Any]:

@@ -1,0 +1,84 @@
+"""What every kernel test that builds a topology out of network namespaces needs (tests/vxlan_kernel.py,
+tests/test_kernel_calico.py): namespaces named <prefix><hex>-<name>, commands run in them, tcpdump on
+capture points, and every process and namespace gone at the end."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+
+def sh(*a: str, check: bool = True) -> str:
+    p = subprocess.run(list(a), capture_output=True, text=True, timeout=30)
+    if check and p.returncode:
+        raise RuntimeError(f"{' '.join(a)}: {p.stderr.strip()}")
+    return p.stdout
+
+
+class NetnsLab:
+    """Namespaces <prefix><hex>-<name> for `names`, unique per run; `close` stops every process
+    started here (by PID) and deletes them."""
+
+    def __init__(self, names: list[str], prefix: str) -> None:
+        self.prefix = prefix
+        tag = uuid.uuid4().hex[:6]
+        self.ns = {n: f"{prefix}{tag}-{n}" for n in names}
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def x(self, n: str, *a: str, check: bool = True) -> str:
+        return sh("ip", "netns", "exec", self.ns[n], *a, check=check)
+
+    def add_namespaces(self) -> None:
+        """The namespaces with lo up and IPv6 off (no router solicitations in the captures)."""
+        for n in self.ns.values():
+            sh("ip", "netns", "add", n)
+        for n in self.ns:
+            self.x(n, "ip", "link", "set", "lo", "up")
+            self.x(n, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", check=False)
+            self.x(n, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1", check=False)
+
+    def veth(self, a: str, an: str, b: str, bn: str) -> None:
+        """A veth pair between namespaces a (device an) and b (device bn)."""
+        ta, tb = self.prefix + "a", self.prefix + "b"
+        sh("ip", "link", "add", ta, "netns", self.ns[a], "type", "veth", "peer", "name", tb,
+           "netns", self.ns[b])
+        self.x(a, "ip", "link", "set", ta, "name", an)
+        self.x(b, "ip", "link", "set", tb, "name", bn)
+
+    def bg(self, n: str, *a: str, out: Path | None = None) -> subprocess.Popen[bytes]:
+        f = open(out, "wb") if out else subprocess.DEVNULL  # noqa: SIM115 (the child owns it)
+        p = subprocess.Popen(["ip", "netns", "exec", self.ns[n], *a], stdout=f, stderr=subprocess.STDOUT)
+        self.procs.append(p)
+        return p
+
+    def capture(self, tmp: Path, points: list[str]) -> list[subprocess.Popen[bytes]]:
+        """tcpdump on each point `<namespace name>-<device>`, once every one is listening."""
+        procs = []
+        for point in points:
+            n, _, dev = point.partition("-")
+            procs.append(self.bg(n, "tcpdump", "-p", "-U", "--immediate-mode", "-n", "-i", dev,
+                                 "-w", str(tmp / f"{point}.pcap"), out=tmp / f"{point}.log"))
+        end = time.time() + 10
+        while time.time() < end and not all(b"listening" in (tmp / f"{p}.log").read_bytes() for p in points):
+            time.sleep(0.1)
+        return procs
+
+    @staticmethod
+    def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+        time.sleep(0.5)
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def close(self) -> None:
+        self.stop(self.procs)
+        for n in self.ns.values():
+            sh("ip", "netns", "del", n, check=False)
