@@ -37,10 +37,44 @@ def _text(name: str, value: Any) -> str:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return "; ".join(_text(name, v) for v in value)
     try:
-        flow = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**6).strip()
+        flow = yaml.safe_dump(_ends(value), default_flow_style=True, sort_keys=False, width=10**6).strip()
     except yaml.YAMLError:
         flow = str(value)
-    return f"{name} {shorten(flow, 160)}"
+    return f"{name} {shorten(flow, _SHOWN)}"
+
+
+_SHOWN = 160
+#: items kept at each end of a long list or mapping: each is at least 3 characters of flow text
+#: (`x, `), so both ends of the text that `shorten` shows come out as the whole value's would
+_KEEP = _SHOWN // 2
+
+
+def _ends(value: Any) -> Any:
+    """`value` with the middle of every long list and mapping left out: dumping a List of thousands
+    of objects only to show 160 characters of it took a second. Values that share an object (YAML
+    anchors) are dumped whole, as their anchors' numbers depend on everything before them."""
+    seen: set[int] = set()
+
+    def shared(v: Any) -> bool:
+        if not isinstance(v, (list, dict)):
+            return False
+        if id(v) in seen:
+            return True
+        seen.add(id(v))
+        return any(shared(x) for x in (v.values() if isinstance(v, dict) else v))
+
+    def cut(v: Any) -> Any:
+        if isinstance(v, list):
+            kept = v if len(v) <= 2 * _KEEP else v[:_KEEP] + v[-_KEEP:]
+            return [cut(x) for x in kept]
+        if isinstance(v, dict):
+            items = list(v.items())
+            if len(items) > 2 * _KEEP:
+                items = items[:_KEEP] + items[-_KEEP:]
+            return {k: cut(x) for k, x in items}
+        return v
+
+    return value if shared(value) else cut(value)
 
 
 def parse_timeline(src: Src, where: str, value: object, t: Topology, end: int,

@@ -1,0 +1,49 @@
+"""The timeline log's one-line form of an action (`apply {kind: List, items: [...]}`) is the value's
+YAML flow text shortened to 160 characters; it is made from the value's two ends only, so it must
+equal what the whole value's text gives."""
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import yaml
+
+from pktemu.errors import shorten
+from pktemu.io.topofile_timeline import _text
+
+
+def whole(name: str, value: Any) -> str:
+    flow = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**6).strip()
+    return f"{name} {shorten(flow, 160)}"
+
+
+def value(rnd: random.Random, depth: int) -> Any:
+    sizes = [0, 1, 2, 79, 80, 81, 161, 200] if depth < 2 else [0, 1, 3]
+    r = rnd.random()
+    if depth > 2 or r < 0.3:
+        return rnd.choice([1, "a", "x" * rnd.randrange(5), None, True, "10.0.0.1", "a: b", "", 2.5])
+    if r < 0.65:
+        return [value(rnd, depth + 1) for _ in range(rnd.choice(sizes))]
+    return {f"k{i}": value(rnd, depth + 1) for i in range(rnd.choice(sizes))}
+
+
+def test_long_values_read_as_the_whole_value_does() -> None:
+    rnd = random.Random(15)
+    for _ in range(30):
+        v = {"kind": "List", "items": value(rnd, 0)}
+        assert _text("apply", v) == whole("apply", v)
+
+
+def test_a_list_of_thousands_of_objects() -> None:
+    items = [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"pod{i}"}} for i in range(3000)]
+    text = _text("apply", {"kind": "List", "items": items})
+    assert text == whole("apply", {"kind": "List", "items": items})
+    assert text.startswith("apply {kind: List, items: [{apiVersion: v1")
+    assert text.endswith("name: pod2999}}]}")
+
+
+def test_shared_objects_keep_their_anchors() -> None:
+    item = {"kind": "Pod"}
+    v = {"items": [item] * 200}
+    assert _text("apply", v) == whole("apply", v)
+    assert "&id001" in _text("apply", v)
