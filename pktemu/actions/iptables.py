@@ -8,13 +8,11 @@ carry its time, and the comments of the frames they match quote it.
 """
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
-from pktemu.actions.base import ActionFailed, NodeCtx
+from pktemu.actions.base import ActionFailed, NodeCtx, rules_input
 from pktemu.errors import PktemuError, excerpt
-from pktemu.infile import RULES_MAX_BYTES, not_a_file, read_text
 from pktemu.netfilter.core import TABLE_HOOKS
 from pktemu.netfilter.hooks import Netfilter
 from pktemu.netfilter.matches_set import syntax_ruleset
@@ -128,18 +126,7 @@ def _parse_restore(value: Any, where: str, base: str, _node: Any) -> dict[str, A
     noflush = value.get("noflush", False)
     if not isinstance(noflush, bool):
         raise PktemuError(f"{where}.noflush: expected true or false, got {excerpt(noflush)}")
-    if "file" in value:
-        f = value["file"]
-        if not isinstance(f, str) or not f or not f.isprintable():
-            raise PktemuError(f"{where}.file: not a usable file name: {excerpt(f)}")
-        path = os.path.normpath(os.path.join(base, f))
-        if (problem := not_a_file(path)) is not None:
-            raise PktemuError(f"{where}.file: {problem}")
-        text, label = read_text(path, "rules file", RULES_MAX_BYTES), path
-    else:
-        text, label = value["text"], f"{where}.text"
-        if not isinstance(text, str):
-            raise PktemuError(f"{where}.text: expected iptables-restore input, got {excerpt(text)}")
+    text, label = rules_input(value, where, base, "rules file", "iptables-restore input")
     if noflush:     # the chains may be the node's own: each command's syntax, line by line
         table = "filter"
         for n, raw in enumerate(text.splitlines(), 1):

@@ -11,12 +11,10 @@ ruleset. Base chains a command creates are hooked at once, by name, as kube-prox
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from pktemu.actions.base import ActionFailed, NodeCtx
+from pktemu.actions.base import ActionFailed, NodeCtx, rules_input
 from pktemu.errors import PktemuError, excerpt
-from pktemu.infile import RULES_MAX_BYTES, not_a_file, read_text
 from pktemu.k8s import nft_tx
 from pktemu.netfilter.core import NF_ACCEPT, HookState
 from pktemu.netfilter.hooks import HookEntry, Netfilter
@@ -59,20 +57,7 @@ def parse_nft(value: Any, where: str, base: str = "", _node: Any = None) -> dict
         for k in value:
             if k not in ("file", "text"):
                 raise PktemuError(f"{where}.{excerpt(k, 40)}: unknown key (expected: file, text)")
-        if ("file" in value) == ("text" in value):
-            raise PktemuError(f"{where}: give exactly one of file: or text:")
-        if "file" in value:
-            f = value["file"]
-            if not isinstance(f, str) or not f or not f.isprintable():
-                raise PktemuError(f"{where}.file: not a usable file name: {excerpt(f)}")
-            path = os.path.normpath(os.path.join(base, f))
-            if (problem := not_a_file(path)) is not None:
-                raise PktemuError(f"{where}.file: {problem}")
-            text, label = read_text(path, "nftables file", RULES_MAX_BYTES), path
-        else:
-            text, label = value["text"], f"{where}.text"
-            if not isinstance(text, str):
-                raise PktemuError(f"{where}.text: expected nft -f input, got {excerpt(text)}")
+        text, label = rules_input(value, where, base, "nftables file", "nft -f input")
         tokenize(text, label)
         return {"runs": [(text, label)]}
     lines = value if isinstance(value, list) else [value]
