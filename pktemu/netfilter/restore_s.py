@@ -27,14 +27,16 @@ def numbered_lines(text: str, path: str) -> Iterator[tuple[int, str]]:
     """(line number, line) of `text` as restore input; `iptables -S` text gets tables framed."""
     lines = text.split("\n")
     if any(ln.lstrip(" \t\r").startswith("*") for ln in lines):    # restore input: stops at its first table
-        yield from enumerate(lines, 1)
-        return
+        return enumerate(lines, 1)      # not through a generator: a step less per line
     first = next((ln.strip(" \t\r") for ln in lines if ln.strip(" \t\r")
                   and not ln.strip(" \t\r").startswith("#")), "")
     stripped = [ln.strip(" \t\r") for ln in lines]
     if not (first.startswith(("-P ", "-N ")) or any(_TABLE_COMMENT.match(ln) for ln in stripped)):
-        yield from enumerate(lines, 1)
-        return
+        return enumerate(lines, 1)
+    return _framed(lines, path)
+
+
+def _framed(lines: list[str], path: str) -> Iterator[tuple[int, str]]:
     for table, start, body in _sections(lines, path):
         yield start, f"*{table}"
         yield from body

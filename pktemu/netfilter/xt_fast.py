@@ -2,19 +2,23 @@
 
 A 10,000-Service ruleset is 170k lines of about a dozen shapes (`-A C [! -s A] [-d A] [-p tcp]
 [-m comment --comment "T"] [-m tcp [--dport N]] [-m statistic ...] -j J [--to-destination D]`,
-in iptables-save's order or in kube-proxy's). One compiled regex per order reads such a line's
-fields, and the rule is built directly, the extensions through their own `option` and
-`final_check` (so values are read and checked as the general parser does) and kept per input by
-their settings, since nearly all of them repeat. A line that does not fit a shape, or whose
-values the extensions refuse, returns None: the general parser then parses it, and reports the
-error exactly as it always did. tests/test_xt_fast.py holds every line of the kube-proxy rulesets
-and of the repository's rules files to this: the same rule text, fields and extensions.
+in iptables-save's order or in kube-proxy's, which leaves a comment without blanks unquoted).
+One compiled regex per order reads such a line's fields, and the rule is built directly, the
+extensions through their own `option` and `final_check` (so values are read and checked as the
+general parser does) and kept per input by their settings, since nearly all of them repeat. With
+the open table's chains (restore), the rule's chain and jump are looked up there too. A line
+that does not fit a shape, names no declared chain, or whose values the extensions refuse,
+returns None: the general parser then parses it, and reports the error exactly as it always
+did. tests/test_xt_fast.py and test_xt_restore_fast.py hold every line of the kube-proxy
+rulesets and of the repository's rules files to this: the same rules, the same errors.
 """
 from __future__ import annotations
 
 import re
 import sys
 from socket import inet_aton
+from collections.abc import Callable, Mapping
+from keyword import iskeyword
 from typing import Any, TypeVar, cast
 
 from pktemu.errors import PktemuError
@@ -26,25 +30,37 @@ from pktemu.netfilter.xt_rule import _HDR0, K_EXT, K_JUMP, STANDARD, Rule, _new_
 # No blank, quote, backslash or `!`, and no leading `-`: a word the general tokenizer leaves as is.
 _NAME = r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}"
 # Plain decimal parts without leading zeros (which mean octal to iptables), a prefix length 0-32.
+# An optional part is written `(?:X|)`, not `(?:X)?`: the same match, but re runs a branch in a
+# quarter less time than a repeat (the regexes are a quarter of a kube-proxy line's cost).
 _OCTET = r"(?:0|[1-9][0-9]{0,2})"
-_ADDR = _OCTET + r"(?:\." + _OCTET + r"){3}(?:/(?:[12]?[0-9]|3[0-2]))?"
+_ADDR = _OCTET + r"(?:\." + _OCTET + r"){3}(?:/(?:[12]?[0-9]|3[0-2])|)"
 _TEXT = r"[^\"'\\\r\n]{0,255}"
 _PROTO = r"tcp|udp"
-_STAT = r"(?: -m statistic --mode random --probability (?P<prob>[0-9.]{1,20}))?"
-_JUMP = r" -j (?P<jump>" + _NAME + r")(?: --to-destination (?P<dnat>[0-9.:-]{1,40}))?"
-_COMMENT = r'(?: -m comment --comment "(?P<comment>' + _TEXT + r')")?'
-_SRC = r"(?: (?P<sinv>! )?-s (?P<src>" + _ADDR + r"))?"
+_STAT = r"(?: -m statistic --mode random --probability (?P<prob>[0-9.]{1,20})|)"
+_JUMP = r" -j (?P<jump>" + _NAME + r")(?: --to-destination (?P<dnat>[0-9.:-]{1,40})|)"
+#: quoted, or one bare word as kube-proxy writes a comment without blanks (no quote, `!` or `-` first)
+_COMMENT = (r'(?: -m comment --comment (?:"(?P<comment>' + _TEXT + r')"|(?P<bare>[^ \t"\'\\\r\n!-]'
+            r'[^ \t"\'\\\r\n]{0,254}))|)')
+_SRC = r"(?: (?:(?P<sinv>! )|)-s (?P<src>" + _ADDR + r")|)"
+
+
+def _possessive(pattern: str) -> str:
+    """`pattern` with its bounded repeats possessive: each is of characters that what follows it
+    never starts with, so giving some back could not make a match, and re then keeps no places
+    to go back to."""
+    return re.sub(r"(\{[0-9]+,[0-9]+\})", r"\1+", pattern)
+
 
 #: kube-proxy's order, then iptables-save's (the oracle's and a saved ruleset's)
-_SHAPES = (
-    re.compile(r"-A (?P<chain>" + _NAME + r")" + _COMMENT
-               + r"(?: -m (?P<mp>" + _PROTO + r") -p (?P<p>" + _PROTO + r"))?"
-               r"(?: -d (?P<dst>" + _ADDR + r"))?(?: --dport (?P<dport>[0-9]{1,5}))?"
-               + _SRC + _STAT + _JUMP),
-    re.compile(r"-A (?P<chain>" + _NAME + r")" + _SRC + r"(?: -d (?P<dst>" + _ADDR + r"))?"
-               r"(?: -p (?P<p>" + _PROTO + r"))?" + _COMMENT
-               + r"(?: -m (?P<mp>" + _PROTO + r")(?: --dport (?P<dport>[0-9]{1,5}))?)?" + _STAT + _JUMP),
-)
+_SHAPES = tuple(re.compile(_possessive(p)) for p in (
+    r"-A (?P<chain>" + _NAME + r")" + _COMMENT
+    + r"(?: -m (?P<mp>" + _PROTO + r") -p (?P<p>" + _PROTO + r")|)"
+    r"(?: -d (?P<dst>" + _ADDR + r")|)(?: --dport (?P<dport>[0-9]{1,5})|)"
+    + _SRC + _STAT + _JUMP,
+    r"-A (?P<chain>" + _NAME + r")" + _SRC + r"(?: -d (?P<dst>" + _ADDR + r")|)"
+    r"(?: -p (?P<p>" + _PROTO + r")|)" + _COMMENT
+    + r"(?: -m (?P<mp>" + _PROTO + r")(?: --dport (?P<dport>[0-9]{1,5})|)|)" + _STAT + _JUMP,
+))
 _first = 0                      # the shape that matched last
 _PROTOS = {"tcp": (6, 1), "udp": (17, 2), None: (0, 0)}     # -p -> (protocol, index in _Cache)
 _MASKS = tuple((U32 << (32 - n)) & U32 for n in range(33))     # one int object per prefix length
@@ -121,7 +137,7 @@ class _Cache:
     """What one input's fast path found before, for one table: parsed addresses, comment matches,
     match tuples, targets. The objects are the ones the first line made: equal rules share them."""
 
-    __slots__ = ("cidr", "ints", "comments", "tuples", "rest", "jumps", "dnat")
+    __slots__ = ("cidr", "ints", "comments", "tuples", "rest", "jumps", "dnat", "makers")
 
     def __init__(self) -> None:
         #: text -> the address of a /32 (an int), else (address, mask); few tuples: a load's
@@ -135,6 +151,9 @@ class _Cache:
         #: word, target); the DNAT text -> the target
         self.jumps: tuple[dict[str, Any], ...] = ({}, {}, {})
         self.dnat: tuple[dict[str, Target], ...] = ({}, {}, {})
+        #: what copies the checked comment of "-" (by "comment"), the DNAT of 0.0.0.0:port (by
+        #: ("DNAT", -p, port)): see _maker
+        self.makers: dict[Any, Callable[[], Any]] = {}
 
 
 class _Key:
@@ -170,43 +189,65 @@ def _addr(fc: _Cache, text: str) -> int | tuple[int, int] | None:
 def _dnat(to: str, proto: int, ctx: ParseCtx, fc: _Cache) -> Target:
     """`-j DNAT --to-destination to`: one per endpoint, so made from the one of its port with
     0.0.0.0 (read and checked by DNAT itself) with the address set, when `to` is `a.b.c.d:port`
-    in plain decimal (what DNAT reads as exactly that address)."""
+    in plain decimal (what DNAT reads as exactly that address; the rule's `-s` of the endpoint
+    often read it already)."""
     ip, sep, port = to.partition(":")
-    v = _quad(ip) if sep and "-" not in to else None
-    if v is None:
+    if not sep or "-" in to:
         return _ext(TARGETS, "DNAT", (("--to-destination", to),), proto, ctx)     # type: ignore[return-value]
-    proto_ext = _ext(TARGETS, "DNAT", (("--to-destination", "0.0.0.0:" + port),), proto, ctx)
-    ext = _copy_of(proto_ext)
-    ext.min_ip = ext.max_ip = fc.ints.setdefault(v, v)      # type: ignore[attr-defined]
-    return ext                          # type: ignore[return-value]
+    v = fc.cidr.get(ip)
+    if v.__class__ is not int:
+        v = fc.cidr.get(ip + "/32")
+        if v.__class__ is not int:
+            v = _quad(ip)
+            if v is None:
+                return _ext(TARGETS, "DNAT", (("--to-destination", to),), proto, ctx)  # type: ignore[return-value]
+            v = fc.ints.setdefault(v, v)
+    key = ("DNAT", proto, port)
+    make = fc.makers.get(key)
+    if make is None:
+        make = fc.makers[key] = _maker(_ext(TARGETS, "DNAT", (("--to-destination", "0.0.0.0:" + port),),
+                                            proto, ctx))
+    ext = make()
+    ext.min_ip = ext.max_ip = v
+    return ext                          # type: ignore[no-any-return]
 
 
-def _comment(text: str, proto: int, ctx: ParseCtx) -> Extension:
+def _comment(text: str, proto: int, ctx: ParseCtx, fc: _Cache) -> Extension:
     """`-m comment --comment text`: kube-proxy's differ rule by rule, so an ASCII one (at most 255
     bytes, as the regex bounds it) is the checked one of "-" with its text set (its checks do
     not depend on the rule's -p)."""
     if not text.isascii():
         return _ext(MATCHES, "comment", (("--comment", text),), proto, ctx)
-    ext = _copy_of(_ext(MATCHES, "comment", (("--comment", "-"),), 0, ctx))
-    ext.comment = text                  # type: ignore[attr-defined]
-    return ext
+    make = fc.makers.get("comment")
+    if make is None:
+        make = fc.makers["comment"] = _maker(_ext(MATCHES, "comment", (("--comment", "-"),), 0, ctx))
+    ext = make()
+    ext.comment = text
+    return ext                          # type: ignore[no-any-return]
 
 
-_ITEMS: dict[int, tuple[Extension, tuple[tuple[str, Any], ...]]] = {}
+#: (class, attribute names) -> what makes a _maker for their values (compiled once per process)
+_FACTORIES: dict[tuple[type, tuple[str, ...]], Callable[..., Callable[[], Any]]] = {}
 
 
-def _copy_of(ext: _E) -> _E:
-    """A new object of `ext`'s class with its attributes (set in the same order: the instances
-    keep sharing their class's attribute layout), without running __init__."""
-    hit = _ITEMS.get(id(ext))
-    if hit is None or hit[0] is not ext:
-        if len(_ITEMS) >= 1024:
-            _ITEMS.clear()
-        hit = _ITEMS[id(ext)] = (ext, tuple(vars(ext).items()))
-    new: _E = _new(type(ext))
-    for k, val in hit[1]:
-        setattr(new, k, val)
-    return new
+def _maker(ext: Extension) -> Callable[[], Any]:
+    """A function that makes a copy of `ext` as it is now: its attributes stored one by one in the
+    same order (the instances keep sharing their class's attribute layout), as straight-line code,
+    which costs a third of a setattr loop (one per kube-proxy comment and endpoint: 120k a load)."""
+    items = vars(ext)
+    key = (type(ext), tuple(items))
+    factory = _FACTORIES.get(key)
+    if factory is None:
+        if not all(k.isidentifier() and not iskeyword(k) for k in key[1]):
+            raise PktemuError("not ours: the general parser reads the line")    # (fast_rule declines it)
+        args = "".join(f", v{i}" for i in range(len(key[1])))
+        body = "".join(f"        o.{k} = v{i}\n" for i, k in enumerate(key[1]))
+        code = (f"def make(new, cls{args}):\n    def m():\n        o = new(cls)\n{body}"
+                "        return o\n    return m\n")
+        space: dict[str, Any] = {}
+        exec(code, space)               # noqa: S102 (the code is made of attribute names only)
+        factory = _FACTORIES[key] = space["make"]
+    return factory(_new, type(ext), *items.values())
 
 
 _QUAD_RE = re.compile(r"(?:0|[1-9][0-9]{0,2})(?:\.(?:0|[1-9][0-9]{0,2})){3}")
@@ -222,7 +263,7 @@ def _quad(text: str) -> int | None:
         return None
 
 
-_GROUPS = ("chain", "src", "dst", "p", "comment", "mp", "dport", "prob", "jump", "dnat", "sinv")
+_GROUPS = ("chain", "src", "dst", "p", "comment", "mp", "dport", "prob", "jump", "dnat", "sinv", "bare")
 _INDEX = tuple(tuple(shape.groupindex[g] for g in _GROUPS) for shape in _SHAPES)
 
 
@@ -240,11 +281,13 @@ def fast_cache(ctx: ParseCtx) -> _Cache:
     return _cache(ctx)
 
 
-def fast_rule(line: str, ctx: ParseCtx, at: int | str | None = None,
-              fc: _Cache | None = None) -> tuple[str, Rule] | None:
+def fast_rule(line: str, ctx: ParseCtx, at: int | str | None = None, fc: _Cache | None = None,
+              chains: Mapping[str, Any] | None = None) -> tuple[str, Rule] | None:
     """(chain, rule) of the `-A` line `line` if it has one of kube-proxy's shapes and valid values,
     else None. `at`: the rule's `where` as where_code makes it (else ctx.where); `fc`:
-    fast_cache(ctx), if the caller has it."""
+    fast_cache(ctx), if the caller has it; `chains`: the open table's chains, if the rule is to
+    join them: then also None unless its chain is one of them and its jump (if to a chain) goes
+    to one of their user chains, whose name the rule then holds (no lookup of its own)."""
     if len(line) > _MAX_LINE or not line.startswith("-A "):
         return None
     global _first
@@ -254,15 +297,18 @@ def fast_rule(line: str, ctx: ParseCtx, at: int | str | None = None,
         if m is None:
             return None
         _first = 1 - _first             # a file keeps to one order: try it first next time
-    chain, src, dst, p, comment, mp, dport, prob, jump, dnat, sinv = m.group(*_INDEX[_first])
+    chain, src, dst, p, comment, mp, dport, prob, jump, dnat, sinv, bare = m.group(*_INDEX[_first])
+    if bare is not None:
+        comment = bare
     if (mp is not None and mp != p) or (dport is not None and mp is None):
         return None
     if dnat is not None and jump != "DNAT":
         return None
+    if chains is not None and chain not in chains:
+        return None
     if fc is None:
         fc = _cache(ctx)
     proto, pi = _PROTOS[p]
-    ctx.chain = chain
     sa = sm = da = dm = 0
     key = None
     if src is not None:
@@ -292,7 +338,7 @@ def fast_rule(line: str, ctx: ParseCtx, at: int | str | None = None,
         if comment is not None:
             c = fc.comments.get(comment)
             if c is None:
-                c = fc.comments[comment] = _comment(comment, proto, ctx)
+                c = fc.comments[comment] = _comment(comment, proto, ctx, fc)
             matches = (c, *matches) if matches else (c,)
             matches = fc.tuples.setdefault(matches, matches)      # equal objects: one tuple
         if dnat is not None:
@@ -301,16 +347,24 @@ def fast_rule(line: str, ctx: ParseCtx, at: int | str | None = None,
                 t = fc.dnat[pi][dnat] = _dnat(dnat, proto, ctx, fc)
             kind, word, target = K_EXT, "DNAT", t
         else:
-            j = fc.jumps[pi].get(jump)
+            jumps = fc.jumps[pi]
+            j = jumps.get(jump)
+            if chains is not None and (j is None or j.__class__ is str):
+                to = chains.get(jump)       # a chain's name is no target's (check_chain_name)
+                if to is not None:
+                    if to.builtin:
+                        return None
+                    j = to.name
+                elif jump not in STANDARD and jump not in TARGETS:
+                    return None             # a jump to an undeclared chain: the general path says so
             if j is None:
-                j = fc.jumps[pi][jump] = _jump(jump, proto, ctx)
+                j = jumps[jump] = _jump(jump, proto, ctx)
             if j.__class__ is str:
                 kind, word, target = K_JUMP, j, None
             else:
                 kind, word, target = j      # type: ignore[str-unpack,misc,assignment]
     except PktemuError:
         return None
-    ctx.proto, ctx.proto_inv = proto, False
     if at is None:
         r = Rule(ctx.where)
         at = r._where

@@ -1,10 +1,11 @@
 """What the kernel checks when a table is replaced: no jump loops, and every extension in a table
 and reachable only from hooks it allows.
 
-Cost is linear in the table: one depth-first pass finds loops and gives the chains in an order
-where callers come first, so the hooks each chain is reachable from are one pass over the jumps;
-extensions are checked once per set of hooks, by class where the check reads class attributes
-only (most do), else by object (rules share equal extension objects).
+Cost is linear in the table: counting each chain's callers gives the chains in an order where
+callers come first (Kahn's; on a jump loop a depth-first walk finds the loop to report), so the
+hooks each chain is reachable from are one pass over the jumps; extensions are checked once per
+set of hooks, by class where the check reads class attributes only (most do), else by object
+(rules share equal extension objects).
 """
 from __future__ import annotations
 
@@ -23,21 +24,25 @@ _PLAIN: list[Any] = [-1, set()]
 
 def validate_table(t: "Table") -> None:
     """Raise the error (one line, naming the rule's source) for the first thing the kernel refuses."""
-    jumps = {n: [r for r in c.rules if r.kind == K_JUMP or r.kind == K_GOTO] for n, c in t.chains.items()}
-    order = _check_loops(t, jumps)
+    walk = _callers_first(t)
+    if walk is None:
+        jumps = {n: [r for r in c.rules if r.kind == K_JUMP or r.kind == K_GOTO] for n, c in t.chains.items()}
+        _check_loops(t, jumps)          # raises the error for the loop the depth-first walk meets first
+        raise AssertionError("a jump loop that the depth-first walk did not find")
+    order, targets = walk
     none: frozenset[str] = frozenset()
     reach = dict.fromkeys(t.chains, none)        # chain -> the hooks it is reachable from
     for hook in TABLE_HOOKS[t.name]:
         reach[hook] = frozenset((hook,))
-    for name in reversed(order):        # no loops: a chain's callers come before it
+    for name in order:                  # no loops: a chain's callers come before it
         hooks = reach[name]
         if hooks:
-            for r in jumps[name]:
-                had = reach[r.jump]
+            for to in targets.get(name, ()):
+                had = reach[to]
                 if not had:
-                    reach[r.jump] = hooks
+                    reach[to] = hooks
                 elif not hooks <= had:
-                    reach[r.jump] = had | hooks
+                    reach[to] = had | hooks
     plain = _plain_classes()
     #: hooks -> what passed with them: a class whose checks read class attributes only (plain),
     #: else the extension object
@@ -59,6 +64,31 @@ def validate_table(t: "Table") -> None:
                 if what not in done:
                     _check_ext(t, r, c, tg, hooks)
                     done.add(what)
+
+
+def _callers_first(t: "Table") -> tuple[list[str], dict[str, list[str]]] | None:
+    """The chains in an order where each comes after every chain that jumps to it, and the chains
+    each jumps to (Kahn's: a count per jump, where a depth-first walk costs a step per chain and
+    jump); None if there is a jump loop."""
+    callers = dict.fromkeys(t.chains, 0)
+    targets: dict[str, list[str]] = {}
+    for name, c in t.chains.items():
+        to = [r.jump for r in c.rules if r.kind == K_JUMP or r.kind == K_GOTO]
+        if to:
+            targets[name] = to
+            for j in to:
+                callers[j] += 1
+    ready = [n for n, k in callers.items() if not k]
+    order: list[str] = []
+    while ready:
+        name = ready.pop()
+        order.append(name)
+        for j in targets.get(name, ()):
+            k = callers[j] - 1
+            callers[j] = k
+            if not k:
+                ready.append(j)
+    return (order, targets) if len(order) == len(callers) else None
 
 
 def _check_ext(t: "Table", r: Rule, c: "Chain", ext: Extension, hooks: frozenset[str]) -> None:
