@@ -279,8 +279,9 @@ rules_parsed = 0
 
 def shared_rules(path: str, ipsets: Any = None) -> Ruleset:
     """The rules file at `path` as a ruleset of its own, parsed once per process per distinct
-    text however many nodes (and runs) load it: each gets a copy with its own counters. A node
-    with ipset sets gets a parse of its own, its rules bound to its sets."""
+    text however many nodes (and runs) load it: each borrows the parsed tables until it first
+    counts in or changes one, which it then copies (`Ruleset.borrow`). A node with ipset sets gets
+    a parse of its own, its rules bound to its sets."""
     global rules_parsed
     text = read_text(path, "rules file", RULES_MAX_BYTES)
     if ipsets is not None:
@@ -297,7 +298,7 @@ def shared_rules(path: str, ipsets: Any = None) -> Ruleset:
             _RULESETS.popitem(last=False)
     else:
         _RULESETS.move_to_end(key)
-    return template.copy()
+    return template.borrow()
 
 
 def _open_sockets(node: Node) -> list[Any]:

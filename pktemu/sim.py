@@ -35,7 +35,7 @@ class Timer:
 
 
 @functools.lru_cache(maxsize=8192)
-def _stream_seed(seed: int, name: str) -> int:
+def stream_seed(seed: int, name: str) -> int:
     """The seed of stream `name` of a run seeded `seed` (the same in every scenario's network)."""
     digest = hashlib.sha256(f"{seed}/{name}".encode()).digest()
     return int.from_bytes(digest[:8], "big")
@@ -56,7 +56,7 @@ class Simulator:
         """A named RNG stream: adding a new consumer never shifts the draws of another."""
         r = self._rngs.get(name)
         if r is None:
-            r = self._rngs[name] = random.Random(_stream_seed(self.seed, name))
+            r = self._rngs[name] = random.Random(stream_seed(self.seed, name))
         return r
 
     def schedule(self, delay: int, fn: Callable[..., Any], *args: Any) -> None:

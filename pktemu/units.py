@@ -33,25 +33,28 @@ def parse_duration(value: object, where: str) -> int:
     Refused: negative, NaN, infinite, or longer than DURATION_MAX_NS (YAML's `.inf`, `.nan` and
     `1e999` are numbers, and a 400-digit string of seconds is a float overflow).
     """
-    bad = f"{where}: expected a duration like 800ms or 2s, got {excerpt(value)}"
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise PktemuError(bad)
+        raise _not_duration(value, where)
     if isinstance(value, str):
         m = _DURATION.fullmatch(value)
         if not m:
-            raise PktemuError(bad)
+            raise _not_duration(value, where)
         ns: float = float(m.group(1)) * _SCALE[m.group(2)]
     elif isinstance(value, int):
         ns = value * 1e9 if abs(value) <= DURATION_MAX_NS else (math.inf if value > 0 else -math.inf)
     else:
         ns = value * 1_000_000_000
     if isinstance(value, float) and not math.isfinite(value):
-        raise PktemuError(bad)
+        raise _not_duration(value, where)
     if ns < 0:
         raise PktemuError(f"{where}: duration must not be negative")
     if ns > DURATION_MAX_NS:
         raise PktemuError(f"{where}: {excerpt(value, 30)} is longer than the longest duration, 168h (7 days)")
     return value * 1_000_000_000 if isinstance(value, int) else int(round(ns))
+
+
+def _not_duration(value: object, where: str) -> PktemuError:
+    return PktemuError(f"{where}: expected a duration like 800ms or 2s, got {excerpt(value)}")
 
 
 def parse_ipv4(value: object) -> ipaddress.IPv4Address:

@@ -42,16 +42,20 @@ class Recorder:
         self.count = 0
 
     def record(self, ts_ns: int, frame: "Frame", direction: str) -> None:
-        data = bytes(frame.data)
-        d = INBOUND if direction == "in" else OUTBOUND
         self.count += 1
+        watched = self.observers and direction == "in"
+        if not self.keep and not watched:           # counting only (`pktemu run`): no copy
+            if self.consume:
+                frame.notes = []
+            return
+        data = bytes(frame.data)
         if self.keep:
             notes = frame.notes
             comment = frame_comment(direction, notes, frame, ts_ns) if notes else self.plain[direction]
-            self.records.append((ts_ns, d, data, comment))
+            self.records.append((ts_ns, INBOUND if direction == "in" else OUTBOUND, data, comment))
         if self.consume:
             frame.notes = []    # a capture consumes the notes, as pktemu run's taps do
-        if d == INBOUND:
+        if watched:
             for obs in list(self.observers):
                 obs(self, ts_ns, data)
 

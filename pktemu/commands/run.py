@@ -53,9 +53,11 @@ def run(args: argparse.Namespace, out: Console) -> int:
     if args.workers is not None or args.scheduler is not None:
         done += on_workers(args, out, t, names)
         names = []                         # all run already
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                  TextColumn("{task.fields[vt]}"), console=out, transient=True,
-                  disable=args.quiet or args.output != "text" or not out.is_terminal) as prog:
+    shown = not (args.quiet or args.output != "text" or not out.is_terminal)
+    prog: Progress | _NoProgress
+    with (Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                   TextColumn("{task.fields[vt]}"), console=out, transient=True) if shown
+          else _NoProgress()) as prog:
         for n in names:
             task = prog.add_task(n, total=1.0, vt="")
 
@@ -79,6 +81,25 @@ def run(args: argparse.Namespace, out: Console) -> int:
         emit({"topology": args.topology, "out": args.out, "scenarios": [as_data(r) for r in done]},
              args.output)
     return 0
+
+
+class _NoProgress:
+    """No bar (quiet, not a terminal, JSON): nothing of rich's live display is made."""
+
+    def __enter__(self) -> "_NoProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def add_task(self, *args: Any, **kwargs: Any) -> TaskID:
+        return TaskID(0)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def remove_task(self, task_id: TaskID) -> None:
+        pass
 
 
 def on_workers(args: argparse.Namespace, out: Console, t: Any, names: list[str]) -> list[ScenarioOutcome]:

@@ -8,6 +8,7 @@ direction in epb_flags: the same segment is seen at many points, and a reader mu
 """
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -28,6 +29,12 @@ _DEVICE_PLACES = ("dev", "veth", "bridge", "br_netfilter")
 _DIRECTION = {"in": INBOUND, "out": OUTBOUND}
 
 
+@functools.lru_cache(maxsize=4096)
+def _plain_options(point: str) -> dict[str, bytes]:
+    """The options of a frame without notes at `point`, per direction: made once per process."""
+    return {d: epb_options(_DIRECTION[d], plain_comment(d, point)) for d in ("in", "out")}
+
+
 class CaptureTap:
     """A packet socket on one device: feeds its own pcap and the merged pcapng."""
 
@@ -41,8 +48,8 @@ class CaptureTap:
         self.merged = merged
         self.iface = iface
         self.count = 0
-        #: the options block of a frame without notes, per direction, made once
-        self.plain = {d: epb_options(_DIRECTION[d], plain_comment(d, point or name)) for d in ("in", "out")}
+        #: the options block of a frame without notes, per direction (shared, not to be changed)
+        self.plain = _plain_options(point or name)
 
     def record(self, ts_ns: int, frame: "Frame", direction: str) -> None:
         data = frame.data if not self.skip else bytes(frame.data[self.skip:])

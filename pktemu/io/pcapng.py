@@ -8,6 +8,7 @@ packet, and an Interface Statistics Block per interface (frames seen, frames dro
 """
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Sequence
 
@@ -50,6 +51,22 @@ def epb_options(direction: int, comment: str | None) -> bytes:
     return opts + _END if opts else b""
 
 
+@functools.lru_cache(maxsize=4096)
+def _idb(name: str, linktype: int, snaplen: int, description: str | None, mac: bytes | None,
+         ipv4: tuple[tuple[int, int], ...]) -> bytes:
+    """An Interface Description Block: every scenario's file describes the same points again."""
+    opts = _option(IF_NAME, name.encode())
+    if description is not None:
+        opts += _option(IF_DESCRIPTION, description.encode())
+    for addr, plen in ipv4:
+        mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF
+        opts += _option(IF_IPV4ADDR, struct.pack(">II", addr, mask))
+    if mac is not None:
+        opts += _option(IF_MACADDR, mac)
+    opts += _option(IF_TSRESOL, b"\x09") + _END
+    return _block(IDB, _IDB_BODY.pack(linktype, 0, snaplen) + opts)
+
+
 def _block(btype: int, body: bytes) -> bytes:
     total = 12 + len(body)
     return _BLOCK_HEAD.pack(btype, total) + body + _U32.pack(total)
@@ -77,16 +94,8 @@ class PcapngWriter(BufferedAtomicWriter):
             raise ValueError(f"{self.path}: interface {name!r} added after the first packet or close")
         if not 0 < snaplen <= 0xFFFFFFFF:
             raise ValueError(f"{self.path}: snaplen {snaplen} out of range")
-        opts = _option(IF_NAME, name.encode())
-        if description is not None:
-            opts += _option(IF_DESCRIPTION, description.encode())
-        for addr, plen in ipv4:
-            mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF
-            opts += _option(IF_IPV4ADDR, struct.pack(">II", addr, mask))
-        if mac is not None:
-            opts += _option(IF_MACADDR, mac)
-        opts += _option(IF_TSRESOL, b"\x09") + _END
-        self._buf += _block(IDB, _IDB_BODY.pack(linktype, 0, snaplen) + opts)
+        self._buf += _idb(name, linktype, snaplen, description, None if mac is None else bytes(mac),
+                          tuple((addr, plen) for addr, plen in ipv4))
         self._snaplens.append(snaplen)
         return len(self._snaplens) - 1
 

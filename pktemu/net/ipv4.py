@@ -45,12 +45,13 @@ def validate_header(frame: Frame) -> str | None:
     if len(data) < ETH_HLEN + 20 or data[ETH_HLEN] >> 4 != 4 or data[ETH_HLEN] & 0xF < 5:
         return "bad IPv4 header"
     ihl = (data[ETH_HLEN] & 0xF) * 4
-    if frame.ip_len < ihl or ETH_HLEN + frame.ip_len > len(data):
+    end = ETH_HLEN + frame.ip_len
+    if end - ETH_HLEN < ihl or end > len(data):
         return "bad IPv4 total length"
     if checksum(data[ETH_HLEN:ETH_HLEN + ihl]) != 0:
         return "bad IPv4 header checksum"
-    if len(data) > ETH_HLEN + frame.ip_len:
-        del data[ETH_HLEN + frame.ip_len:]
+    if len(data) > end:
+        del data[end:]
     return None
 
 

@@ -15,6 +15,8 @@ from pktemu.net.frame import BROADCAST_MAC, ETH_P_ARP, Frame, bytes2mac, int2ip
 from pktemu.sim import SECOND, Timer
 
 if TYPE_CHECKING:
+    import random
+
     from pktemu.net.device import NetDevice
     from pktemu.net.node import Node
 
@@ -65,7 +67,11 @@ class NeighTable:
         self.node = node
         self.entries: dict[tuple[str, int], Neighbour] = {}
         self.on_failure = on_failure
-        self._rng = node.sim.rng(f"neigh:{node.name}")
+
+    @property
+    def _rng(self) -> random.Random:
+        """The stream of reachable-time draws, made on the first (most namespaces never draw)."""
+        return self.node.sim.rng(f"neigh:{self.node.name}")
 
     def lookup(self, dev: "NetDevice", ip: int) -> Neighbour | None:
         return self.entries.get((dev.name, ip))

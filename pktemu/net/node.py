@@ -6,6 +6,7 @@ use it live in `ipv4` (receive, forward, output) and `icmp`. Netfilter is plugge
 """
 from __future__ import annotations
 
+import functools
 import random
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
@@ -19,6 +20,7 @@ from pktemu.net.route import (RT_SCOPE_HOST, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, R
                               prefix_mask)
 from pktemu.net.veth import Loopback
 from pktemu.netfilter.core import NF_ACCEPT
+from pktemu.sim import stream_seed
 
 if TYPE_CHECKING:
     from pktemu.netfilter.core import HookState
@@ -81,6 +83,13 @@ def _primaries(dev: NetDevice) -> list[IfAddr]:
     return out
 
 
+@functools.lru_cache(maxsize=8192)
+def _first_ip_id(seed: int, name: str) -> int:
+    """Namespace `name`'s first IP ID: the one draw of its stream `ipid:<name>` (`Simulator.rng`),
+    the same in every network of a seed, so made once."""
+    return random.Random(stream_seed(seed, f"ipid:{name}")).randrange(0x10000)
+
+
 class Node:
     """One network namespace (a host, router, Kubernetes node or pod)."""
 
@@ -107,7 +116,7 @@ class Node:
         self.changes: dict[str, str] = {}
         self.drop_sink: Callable[[str, str, str, Frame], None] | None = None
         self.resolv: dict[str, Any] = {}          # a pod's resolv.conf (topology `resolv`): apps.resolver
-        self._ip_id = sim.rng(f"ipid:{name}").randrange(0x10000)
+        self._ip_id = _first_ip_id(sim.seed, name)
         self.tcp: Any = None
         self.udp: Any = None
         lo = Loopback(self, "lo", b"\x00" * 6, mtu=65536)

@@ -67,13 +67,21 @@ class RouteTable:
     def __init__(self) -> None:
         self._by_len: dict[int, dict[int, list[Route]]] = {}
         self._lens: list[int] = []
+        #: (netmask, its bucket) per prefix length present, longest first: what a lookup probes
+        self._probes: list[tuple[int, dict[int, list[Route]]]] = []
+
+    def _index(self) -> None:
+        self._lens = sorted(self._by_len, reverse=True)
+        self._probes = [(prefix_mask(plen), self._by_len[plen]) for plen in self._lens]
 
     def add(self, route: Route) -> None:
-        bucket = self._by_len.setdefault(route.plen, {})
+        bucket = self._by_len.get(route.plen)
+        if bucket is None:
+            bucket = self._by_len[route.plen] = {}
+            self._index()
         routes = bucket.setdefault(route.prefix & prefix_mask(route.plen), [])
         routes.append(route)
         routes.sort(key=lambda r: r.metric)
-        self._lens = sorted(self._by_len, reverse=True)
 
     def remove(self, route: Route) -> bool:
         """`ip route del`: take out the first route equal to `route`; False when there is none."""
@@ -86,12 +94,12 @@ class RouteTable:
             del bucket[route.prefix & prefix_mask(route.plen)]
             if not bucket:
                 del self._by_len[route.plen]
-                self._lens = sorted(self._by_len, reverse=True)
+                self._index()
         return True
 
     def lookup(self, daddr: int) -> Route | None:
-        for plen in self._lens:
-            routes = self._by_len[plen].get(daddr & prefix_mask(plen))
+        for mask, bucket in self._probes:
+            routes = bucket.get(daddr & mask)
             if routes:
                 return routes[0]
         return None

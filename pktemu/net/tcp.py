@@ -20,6 +20,8 @@ from pktemu.net.tcp_wire import (ACK, FIN, IPPROTO_TCP, MASK32, RST, SYN, Seg, a
                                  reset_for)
 
 if TYPE_CHECKING:
+    import random
+
     from pktemu.net.node import Node
 
 EPHEMERAL_LOW = 32768          # net.ipv4.ip_local_port_range
@@ -51,9 +53,13 @@ class Listener:
 class TcpStack:
     """All TCP sockets of one node."""
 
+    @property
+    def rng(self) -> random.Random:
+        """The ISN, timestamp and port stream, made on the first draw (most namespaces never draw)."""
+        return self.node.sim.rng(f"tcp:{self.node.name}")
+
     def __init__(self, node: "Node") -> None:
         self.node = node
-        self.rng = node.sim.rng(f"tcp:{node.name}")
         self._conns: dict[tuple[int, int, int, int], TcpConnection] = {}
         self._listeners: dict[tuple[int, int], Listener] = {}
         self._port_refs: dict[int, int] = {}

@@ -14,6 +14,8 @@ from pktemu.net.frame import ETH_HLEN, Frame, checksum, int2ip
 from pktemu.net.tcp_errno import SockError, icmp_errno
 
 if TYPE_CHECKING:
+    import random
+
     from pktemu.net.node import Node
 
 IPPROTO_UDP = 17
@@ -100,9 +102,13 @@ class UdpSocket:
 class UdpStack:
     """All UDP sockets of one node; registers itself for IP protocol 17."""
 
+    @property
+    def rng(self) -> random.Random:
+        """The ephemeral port stream, made on the first draw (most namespaces never draw)."""
+        return self.node.sim.rng(f"udp:{self.node.name}")
+
     def __init__(self, node: "Node") -> None:
         self.node = node
-        self.rng = node.sim.rng(f"udp:{node.name}")
         self._socks: dict[tuple[int, int], UdpSocket] = {}
         self._ports: dict[int, int] = {}
         node.register_protocol(IPPROTO_UDP, self.rcv, self.err)

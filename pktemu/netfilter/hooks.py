@@ -91,8 +91,9 @@ class Netfilter:
         self.ruleset = ruleset
         for hook, plan in _TABLES.items():
             for name, prio in plan:
-                self.register(hook, HookEntry(prio, name, self._builtin(name),
-                                              "conntrack" if name == "confirm" else name))
+                self._insert(hook, HookEntry(prio, name, self._builtin(name),
+                                             "conntrack" if name == "confirm" else name))
+        self._compile()
 
     def _builtin(self, name: str) -> HookFn:
         if name == "conntrack-in":
@@ -112,6 +113,11 @@ class Netfilter:
     # ------------------------------------------------------------------ registration
     def register(self, hook: str, entry: HookEntry) -> HookEntry:
         """nf_register_net_hook: insert after every entry of lower or equal priority."""
+        self._insert(hook, entry)
+        self._compile()
+        return entry
+
+    def _insert(self, hook: str, entry: HookEntry) -> None:
         entries = self._hooks.get(hook)
         if entries is None:
             raise PktemuError(f"{self.node.name}: unknown netfilter hook {hook!r} "
@@ -120,8 +126,6 @@ class Netfilter:
         while at and entries[at - 1].priority > entry.priority:
             at -= 1
         entries.insert(at, entry)
-        self._compile()
-        return entry
 
     def unregister(self, hook: str, entry: HookEntry) -> None:
         """nf_unregister_net_hook."""

@@ -5,16 +5,18 @@ or falling off a user chain pops, and with nothing to pop the built-in chain's p
 (its counters count, as the underflow rule's do). ACCEPT/DROP and verdict-returning targets end
 the table; MARK-like targets continue.
 
-Lookup cost does not grow with the number of Services: a consecutive run of rules that carry a
-non-negated `-d a.b.c.d/32` is indexed by that address, so a packet only evaluates the rules of
-the run whose address is its own, plus the run's few rules without such a key, in their original
-order — the same result as the linear walk, since no other rule of the run can match.
+Lookup cost does not grow with the number of Services: a chain's runs of `-d a.b.c.d/32` rules
+are indexed by that address (pktemu.netfilter.xt_steps).
+
+A namespace's tables may be borrowed from a parsed template (`Ruleset.borrow`): shared, not
+copied, until the namespace first walks or changes them.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
-import time
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from pktemu.errors import PktemuError
 from pktemu.netfilter.core import NF_ACCEPT, NF_DROP, NF_STOLEN, TABLE_HOOKS
@@ -22,6 +24,7 @@ from pktemu.netfilter.xt_base import XT_CONTINUE, Extension, Pkt
 from pktemu.netfilter.nftrace import traced_traverse
 from pktemu.netfilter.rule_note import RuleNote
 from pktemu.netfilter.xt_rule import K_ACCEPT, K_DROP, K_EXT, K_GOTO, K_JUMP, K_RETURN, Rule
+from pktemu.netfilter.xt_steps import Run, build_steps
 from pktemu.netfilter.xt_validate import validate_table
 
 if TYPE_CHECKING:
@@ -29,85 +32,7 @@ if TYPE_CHECKING:
     from pktemu.netfilter.xt_parse import LineCache
     from pktemu.netfilter.core import HookState
 
-RUN_MIN_KEYED = 4         # shorter runs are walked linearly
-RUN_MAX_UNKEYED = 16      # rules without a key a run may absorb (each one is a candidate for all)
 _VERDICT_NAMES = {NF_ACCEPT: "ACCEPT", NF_DROP: "DROP", NF_STOLEN: "STOLEN"}
-
-
-class Run:
-    """An indexed stretch of a chain: daddr -> candidate rules in chain order.
-
-    An address's candidates are a tuple of rules until a packet first looks them up, then one flat
-    tuple (rule, its checks, rule, its checks, ...) where a keyed rule's checks leave out the
-    destination test (Rule.keyed_checks): what a packet reads is then mostly shared. The last item
-    tells them apart (a rule, or a tuple of checks)."""
-
-    __slots__ = ("index", "default", "rules")
-
-    def __init__(self, rules: list[Rule]) -> None:
-        self.rules = rules
-        self.default: tuple[Any, ...] = tuple(r for r in rules if r.key is None)
-        keyed: dict[int, list[Rule]] = {}
-        for r in rules:
-            if r.key is not None:
-                keyed.setdefault(r.key, []).append(r)
-        if self.default:
-            order = {id(r): i for i, r in enumerate(rules)}
-            self.index: dict[int, tuple[Any, ...]] = {
-                k: tuple(sorted(v + list(self.default), key=lambda r: order[id(r)]))
-                for k, v in keyed.items()}
-        else:
-            self.index = {k: tuple(v) for k, v in keyed.items()}
-
-    def candidates(self, daddr: int) -> tuple[Any, ...]:
-        """The flat candidates of `daddr` (made on its first packet)."""
-        cand = self.index.get(daddr)
-        if cand is None:
-            cand = self.default
-            if cand and cand[-1].__class__ is not tuple:
-                cand = self.default = _flat(cand)
-        elif cand[-1].__class__ is not tuple:
-            cand = self.index[daddr] = _flat(cand)
-        return cand
-
-
-def _flat(rules: tuple[Rule, ...]) -> tuple[Any, ...]:
-    out: list[Any] = []
-    for r in rules:
-        out += (r, r.keyed_checks())
-    return tuple(out)
-
-
-def build_steps(rules: list[Rule]) -> list[Rule | Run]:
-    """Split a chain into plain rules and indexed runs (see the module docstring); a chain without
-    a run is its own steps (the rules list itself: a chain is never changed once installed, a
-    restore changes a copy)."""
-    if sum(1 for r in rules if r.key is not None) < RUN_MIN_KEYED:
-        return cast("list[Rule | Run]", rules)
-    steps: list[Rule | Run] = []
-    i, n, runs = 0, len(rules), False
-    while i < n:
-        if rules[i].key is None:
-            steps.append(rules[i])
-            i += 1
-            continue
-        j, keyed, unkeyed, end = i, 0, 0, i
-        while j < n:
-            if rules[j].key is not None:
-                keyed += 1
-                end = j + 1
-            elif unkeyed == RUN_MAX_UNKEYED:
-                break
-            else:
-                unkeyed += 1
-            j += 1
-        if keyed >= RUN_MIN_KEYED:
-            steps.append(Run(rules[i:end]))
-            runs = True
-        else:
-            steps.extend(rules[i:end])
-        i = end
-    return steps if runs else cast("list[Rule | Run]", rules)
 
 
 class Chain:
@@ -152,6 +77,9 @@ class Table:
             raise PktemuError(f"unknown table '{name}'")
         self.name = name
         self.chains: dict[str, Chain] = {h: Chain(h, True, "ACCEPT") for h in TABLE_HOOKS[name]}
+        self.plain: bool | None = None        # see _plain
+        #: a template table's iptables-save text, by the tables printed with it and the options
+        self.saved: dict[tuple[Any, ...], str] = {}
 
     def copy(self) -> "Table":
         t = Table(self.name)
@@ -189,6 +117,42 @@ def settle_young() -> None:
         gc.unfreeze()
 
 
+#: a table copied mid-run with at least this many rules is copied with the cyclic GC held off
+_MANY_RULES = 1000
+
+
+@contextlib.contextmanager
+def _adding_objects() -> Iterator[None]:
+    """Around a copy, which only adds objects: the cyclic GC's passes over them would cost 80%
+    (and they are moved out of the young generation after, see settle_young)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            settle_young()
+            gc.enable()
+
+
+def _plain(t: Table) -> bool:
+    """Whether no rule of `t` has an extension with state of its own or bound to a namespace (so
+    that namespaces can share the table's objects until they count); worked out once per table."""
+    plain = t.plain
+    if plain is None:
+        binds = _BINDS
+        plain = not any((r.target is not None and (r.target.stateful or binds[r.target.__class__]))
+                        or any(m.stateful or binds[m.__class__] for m in r.matches)
+                        for c in t.chains.values() for r in c.rules)
+        if plain:
+            for c in t.chains.values():
+                for r in c.rules:
+                    r.body              # noqa: B018 (the save text, made once and shared by the copies)
+                    r.compiled()        # the checks too (a copy makes its own /32 tests only)
+        t.plain = plain
+    return plain
+
+
 class _Binds(dict[type, bool]):
     """Extension class -> whether its objects have a `bind` that does something (the base's does
     nothing)."""
@@ -208,6 +172,8 @@ class Ruleset:
         self.name = name
         self.index = index
         self._tables: dict[str, Table] = {}
+        #: tables still the template's own objects (`borrow`): copied on first use that may change them
+        self._borrowed: set[str] = set()
         self.recent: dict[str, Any] = {}            # xt_recent lists by --name
         self.log: list[tuple[int, str]] = []        # LOG target output: (time ns, line)
         self.ext: dict[str, Any] = {}               # other extensions' state: nfacct counters, NFLOG frames
@@ -221,6 +187,16 @@ class Ruleset:
         return list(self._tables)
 
     def table(self, name: str) -> Table:
+        """The namespace's own table (callers may change its rules or counters)."""
+        if name in self._borrowed:
+            return self._own(name)
+        try:
+            return self._tables[name]
+        except KeyError:
+            raise PktemuError(f"ruleset {self.name or '?'}: no table '{name}' loaded") from None
+
+    def view(self, name: str) -> Table:
+        """The table to read only (iptables-save): a borrowed one is not copied for that."""
         try:
             return self._tables[name]
         except KeyError:
@@ -233,25 +209,51 @@ class Ruleset:
         """The same tables for another namespace, with counters and extension state of its own
         (Rule.clone): what parsing built is shared, so a copy costs a fraction of a parse."""
         rs = Ruleset(name or self.name, self.index)
-        collecting = gc.isenabled()
-        gc.disable()            # only adds objects: the cyclic GC's passes over them would cost 80%
-        try:
+        with _adding_objects():
             for t in self._tables.values():
                 rs._copy_table(t)
-        finally:
-            if collecting:
-                settle_young()
-                gc.enable()
         return rs
 
+    def borrow(self, name: str = "") -> "Ruleset":
+        """`copy` for a ruleset that is itself never traversed nor changed (a parsed template,
+        pktemu.network.shared_rules): a table whose rules keep no per-namespace state is shared
+        until this namespace first walks or changes it, so a node that no packet reaches costs
+        no copy; what it prints and counts is the same as a copy's."""
+        rs = Ruleset(name or self.name, self.index)
+        with _adding_objects():
+            for tname, t in self._tables.items():
+                if tname in self._borrowed or _plain(t):
+                    rs._tables[tname] = t
+                    rs._borrowed.add(tname)
+                else:
+                    rs._copy_table(t)
+        return rs
+
+    def _own(self, name: str) -> Table:
+        """Replace a borrowed table by a copy of this namespace's own (in the same place of the order)."""
+        self._borrowed.discard(name)
+        t = self._tables[name]
+        if sum(len(c.rules) for c in t.chains.values()) < _MANY_RULES:
+            self._copy_table(t)
+        else:
+            with _adding_objects():
+                self._copy_table(t)
+        return self._tables[name]
+
     def _copy_table(self, t: Table) -> None:
-        nt = Table(t.name)
-        nt.chains = {}
+        plain = t.plain is True             # known plain: a rule copy is a clone, and nothing to bind
+        nt = Table.__new__(Table)
+        nt.name, nt.chains, nt.plain, nt.saved = t.name, {}, t.plain, {}
         for cname, c in t.chains.items():
-            nc = nt.chains[cname] = Chain(c.name, c.builtin, c.policy)
+            nc = nt.chains[cname] = Chain(c.name, c.builtin, c._policy)
             nc.pkts, nc.bytes, nc.declared = c.pkts, c.bytes, c.declared
-            nc.rules = [r.clone() for r in c.rules]
-        self.install(nt, validate=False)
+            nc.rules = [r.copy() for r in c.rules] if plain else [r.clone() for r in c.rules]
+        if plain:
+            nt.compile(self.index)
+            self._tables[nt.name] = nt
+            self._borrowed.discard(nt.name)
+        else:
+            self.install(nt, validate=False)
 
     # ------------------------------------------------------------------ changes
     def install(self, table: Table, validate: bool = True) -> None:
@@ -268,9 +270,12 @@ class Ruleset:
                 if r.target is not None and binds[r.target.__class__]:
                     r.target.bind(self)
         self._tables[table.name] = table
+        self._borrowed.discard(table.name)
 
     def zero_counters(self) -> None:
         """iptables -Z on every table: rule and policy counters back to 0."""
+        for name in list(self._borrowed):
+            self._own(name)
         for t in self._tables.values():
             for c in t.chains.values():
                 c.pkts = c.bytes = 0
@@ -290,6 +295,8 @@ class Ruleset:
         t = self._tables.get(table)
         if t is None:
             raise PktemuError(f"ruleset {self.name or '?'}: no table '{table}' loaded")
+        if self._borrowed and table in self._borrowed:
+            t = self._own(table)
         base = t.chains.get(state.hook)
         if base is None:
             raise PktemuError(f"table {table} has no chain {state.hook}")
@@ -411,57 +418,14 @@ def load_rules(text: str, path: str, ruleset: Ruleset | None = None, noflush: bo
 
 
 def save_rules(ruleset: Ruleset, counters: bool = True, backend: str = "nft") -> str:
-    """iptables-save [-c] text of the ruleset; see save."""
+    """iptables-save [-c] text of the ruleset; see save. A ruleset whose tables are all still
+    borrowed prints what its template does, made once (a node no packet reached, in every run)."""
     from pktemu.netfilter.save import save_rules as _save
-    return _save(ruleset, counters, backend)
-
-
-def bench_kube_services(services: int = 10_000, packets: int = 20_000,
-                        index: bool = True) -> dict[str, float]:
-    """Micro-benchmark: nat PREROUTING -> KUBE-SERVICES with `services` ClusterIP rules.
-
-    Returns the mean traversal time in microseconds for packets to random Services and for
-    packets that match no Service (the worst case for a linear walk). Not used by tests.
-    """
-    import random
-
-    from pktemu.netfilter.core import PREROUTING, HookState
-    from scapy.layers.inet import IP, TCP
-    from scapy.layers.l2 import Ether
-
-    from pktemu.net.frame import Frame
-
-    lines = ["*nat", ":KUBE-SERVICES - [0:0]", ":KUBE-MARK-MASQ - [0:0]",
-             "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"]
-    for i in range(services):
-        lines.append(f"-A KUBE-SERVICES -d 10.3.{i // 250}.{i % 250 + 1}/32 -p tcp -m comment "
-                     f"--comment \"ns/svc-{i} cluster IP\" -m tcp --dport 80 -j KUBE-MARK-MASQ")
-    lines += ["-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000", "COMMIT", ""]
-    rs = load_rules("\n".join(lines), "<bench>", Ruleset("bench", index=index))
-
-    class _Node:
-        name = "bench"
-
-        def addr_type(self, addr: int) -> str:
-            return "UNICAST"
-
-        def now(self) -> int:
-            return 0
-
-        def rng(self, name: str) -> random.Random:
-            return random.Random(0)
-
-    rnd = random.Random(1)
-    state = HookState(PREROUTING, "eth0", None, _Node())       # type: ignore[arg-type]
-    out: dict[str, float] = {}
-    for label, pick in (("hit_us", lambda: f"10.3.{(k := rnd.randrange(services)) // 250}.{k % 250 + 1}"),
-                        ("miss_us", lambda: "10.9.9.9")):
-        frames = [Frame(bytes(Ether() / IP(src="10.0.1.2", dst=pick()) / TCP(dport=80)))
-                  for _ in range(min(packets, 2000))]
-        t0 = time.perf_counter()
-        for i in range(packets):
-            f = frames[i % len(frames)]
-            f.notes.clear()
-            rs.traverse("nat", f, state)
-        out[label] = (time.perf_counter() - t0) / packets * 1e6
-    return out
+    tables = list(ruleset._tables.values())
+    if not tables or len(ruleset._borrowed) != len(tables):
+        return _save(ruleset, counters, backend)
+    key = (tuple(tables), counters, backend)
+    text = tables[0].saved.get(key)
+    if text is None:
+        text = tables[0].saved[key] = _save(ruleset, counters, backend)
+    return text
