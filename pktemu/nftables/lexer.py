@@ -5,6 +5,7 @@ Words keep `.`, `/`, `:` and `-` inside them (`10.0.2.3:53`, `10.3.240.0/20`, ch
 """
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 from pktemu.errors import PktemuError
@@ -20,42 +21,36 @@ class Token(NamedTuple):
     line: int
 
 
-def tokenize(text: str, path: str) -> list[Token]:
-    """Split the whole input; a `\\` at a line's end joins it with the next, `#` starts a comment."""
+_W = r'[^ \t\r\n"#{};,\\]'
+#: one token per match: a word (a `\\` not before a newline is part of it), blanks, a line end,
+#: punctuation, a string, a comment, a `\\`-newline join, or a quote that opens no string
+_TOKEN = re.compile(rf'((?:{_W}|\\(?!\n)){_W}*(?:\\(?!\n){_W}*)*)|[ \t\r]+|(\n)|([{{}};,])|"([^"\n]*)"'
+                    r'|#[^\n]*|(\\\n)|(")')
+
+
+def tokenize(text: str, path: str, line: int = 1) -> list[Token]:
+    """Split the whole input (whose first line is `line`); a `\\` at a line's end joins it with the
+    next, `#` starts a comment."""
     out: list[Token] = []
-    line, i, n = 1, 0, len(text)
-    while i < n:
-        c = text[i]
-        if c == "\\" and i + 1 < n and text[i + 1] == "\n":
-            i += 2
-            line += 1
+    add = out.append
+    new = tuple.__new__
+    for m in _TOKEN.finditer(text):
+        k = m.lastindex
+        if k is None:
             continue
-        if c == "\n":
-            out.append(Token("nl", NL, line))
+        if k == 1:
+            add(new(Token, ("word", m.group(1), line)))
+        elif k == 2:
+            add(new(Token, ("nl", NL, line)))
             line += 1
-            i += 1
-        elif c in " \t\r":
-            i += 1
-        elif c == "#":
-            while i < n and text[i] != "\n":
-                i += 1
-        elif c == '"':
-            j = text.find('"', i + 1)
-            nl = text.find("\n", i + 1)
-            if j < 0 or (0 <= nl < j):
-                raise PktemuError(f"{path}:{line}: unterminated string")
-            out.append(Token("string", text[i + 1:j], line))
-            i = j + 1
-        elif c in PUNCT:
-            out.append(Token("punct", c, line))
-            i += 1
+        elif k == 3:
+            add(new(Token, ("punct", m.group(3), line)))
+        elif k == 4:
+            add(new(Token, ("string", m.group(4), line)))
+        elif k == 5:
+            line += 1
         else:
-            j = i
-            while j < n and text[j] not in ' \t\r\n"#{};,' and not (text[j] == "\\" and j + 1 < n
-                                                                     and text[j + 1] == "\n"):
-                j += 1
-            out.append(Token("word", text[i:j], line))
-            i = j
+            raise PktemuError(f"{path}:{line}: unterminated string")
     out.append(Token("nl", NL, line))
     return out
 
@@ -108,6 +103,16 @@ class Cursor:
         if t.kind not in ("word", "string"):
             raise self.error(f"expected {what}, got {describe(t)}", t)
         return t.text
+
+    def number(self, what: str) -> int:
+        """The next word as an integer: anything else is an error naming it, not a ValueError."""
+        t = self.next()
+        try:
+            if t.kind in ("word", "string"):
+                return int(t.text)
+        except ValueError:
+            pass
+        raise self.error(f"expected {what}, got {describe(t)}", t)
 
     def skip_nl(self) -> None:
         while self.i < len(self.toks) and self.toks[self.i].kind == "nl":

@@ -80,6 +80,14 @@ class Verdict:
         return self.kind if self.target is None else f"{self.kind} {self.target}"
 
 
+def make_verdict(kind: str, target: str | None) -> Verdict:
+    """A Verdict from an interned kind constant and the target chain's own name object (the fast
+    loader's): no trip through sys.intern, whose table would keep every chain name alive."""
+    v = object.__new__(Verdict)
+    v.kind, v.target, v.chain, v.epoch = kind, target, None, 0
+    return v
+
+
 @dataclass(slots=True)
 class Element:
     """One set element: its key (one int per concatenated field), an interval end, map data."""
@@ -166,6 +174,7 @@ class NftSet:
 _EPOCHS = itertools.count(1)
 
 COUNTER_MARK = "\x00counter\x00"
+_HANDLE = (1 << 32) - 1
 
 #: a compiled rule step, `(function, argument)`: `function(pkt, state, argument)` returns None to go
 #: on, False for "no match", or a Verdict (see pktemu.nftables.steps)
@@ -174,16 +183,31 @@ Step = tuple[Callable[[Any, Any, Any], Any], Any]
 
 @dataclass(slots=True)
 class Rule:
-    """One rule: its steps, the text nft prints, and its counter (when it has one)."""
+    """One rule: its steps, the text nft prints, and its counter (when it has one). Its handle and
+    the line it was read from share one int (`pos`) and its file name is the load's one string: a
+    `file:line` string and a handle int of its own would be some 60 more bytes per rule."""
     text: str
     steps: tuple[Step, ...] = ()
-    handle: int = 0
     chain: str = ""
-    where: str = ""
+    src: str = ""                        # the file it was read from
+    pos: int = 0                         # line << 32 | handle
     counter: list[int] | None = None     # [packets, bytes] of a `counter` statement
     jumps: tuple[Verdict, ...] = ()
     comment: str | None = None
     nat: str | None = None               # dnat / snat / masquerade / redirect: checked per hook
+
+    @property
+    def handle(self) -> int:
+        return self.pos & _HANDLE
+
+    @handle.setter
+    def handle(self, h: int) -> None:
+        self.pos = (self.pos & ~_HANDLE) | h
+
+    @property
+    def where(self) -> str:
+        """`file:line` of the rule, for errors that name it."""
+        return f"{self.src}:{self.pos >> 32}"
 
     def shown(self) -> str:
         """The rule as `nft list` prints it, its counter's current values included."""
@@ -310,6 +334,11 @@ class Snapshot:
         for t in self.tables.values():
             self.saved.append((t, dict(t.__dict__), [(t.sets, dict(t.sets)), (t.chains, dict(t.chains))]))
             t.tx = self
+
+    def fresh(self, obj: "Chain | NftSet") -> None:
+        """An object this transaction created: a failure drops it with its table's dicts, so there is
+        nothing of it to save when the transaction later reaches it."""
+        self.seen.add(id(obj))
 
     def touch(self, obj: "Chain | NftSet") -> None:
         if id(obj) in self.seen:

@@ -10,38 +10,54 @@ chain that does not exist at the end is an error naming the rule. Errors are one
 """
 from __future__ import annotations
 
+import gc
 import sys
 
-from pktemu.errors import PktemuError
+from pktemu.netfilter.xtables import settle_young
+from pktemu.nftables.check import check
 from pktemu.nftables.elements import parse_elements, parse_time
 from pktemu.nftables.lexer import Cursor, Token, describe, tokenize
 from pktemu.nftables.model import (
     CHAIN_TYPES, DATA_TYPES, FAMILIES, HOOK_NAMES, KEY_TYPES, REFUSED_FAMILIES, STD_PRIOS, Chain, NftRuleset,
-    NftSet, Table, Verdict,
+    NftSet, Table,
 )
+from pktemu.nftables.nft_fast import apply_text
 from pktemu.nftables.rules import parse_rule
 
 VERBS = ("add", "create", "insert", "delete", "destroy", "flush")
 OBJECTS = ("table", "chain", "rule", "set", "map", "element", "ruleset")
 
 
-def load_nft(text: str, path: str, rs: NftRuleset | None = None) -> NftRuleset:
-    """Apply an `nft -f` file to `rs` (a new ruleset by default) and check its references."""
+def load_nft(text: str, path: str, rs: NftRuleset | None = None, fast: bool = True) -> NftRuleset:
+    """Apply an `nft -f` file to `rs` (a new ruleset by default) and check its references; `fast`
+    False reads every line with the general parser (what the fast loader is held to)."""
     rs = rs if rs is not None else NftRuleset()
-    cur = Cursor(tokenize(text, path), path)
+    collecting = gc.isenabled()
+    gc.disable()        # a load only adds objects: the cyclic GC's passes over them would cost a third
     tx = rs.transaction()
     try:
-        _apply(cur, rs, path)
+        ints: dict[int, int] = {}
+
+        def general(chunk: str, line: int) -> None:
+            _apply(Cursor(tokenize(chunk, path, line), path, ints), rs)
+        if fast:
+            apply_text(text, path, rs, ints, general)
+        else:
+            general(text, 1)
+        check(rs, path)
     except BaseException:
         tx.restore()
         raise
     finally:
         tx.close()
+        if collecting:
+            settle_young()
+            gc.enable()
     return rs
 
 
-def _apply(cur: Cursor, rs: NftRuleset, path: str) -> None:
-    """Every command of the file, in order, then the reference check (`load_nft` undoes all on error)."""
+def _apply(cur: Cursor, rs: NftRuleset) -> None:
+    """Every command of a run of lines the fast loader left, in order (`load_nft` undoes all on error)."""
     while True:
         while cur.peek().text in (";",) or cur.peek().kind == "nl":
             if cur.i >= len(cur.toks) - 1:
@@ -56,7 +72,6 @@ def _apply(cur: Cursor, rs: NftRuleset, path: str) -> None:
             _command(cur, rs, t.text)
         else:
             raise cur.error(f"unknown command {describe(t)} (expected table, {', '.join(VERBS)})", t)
-    check(rs, path)
 
 
 def _family(cur: Cursor) -> str:
@@ -116,6 +131,8 @@ def _command(cur: Cursor, rs: NftRuleset, verb: str) -> None:
                 name = sys.intern(name)         # a jump's target is the same object: no string compare
                 c = table.chains[name] = Chain(name, handle=table.new_handle())
                 table.chains_changed()
+                if table.tx is not None:
+                    table.tx.fresh(c)
             if cur.accept("{"):
                 _chain_body(cur, table, c, rules=False)
             return _end(cur)
@@ -173,7 +190,7 @@ def _rule_command(cur: Cursor, table: Table, verb: str, where: str) -> None:
     pos: int | None = None
     if cur.peek().text in ("handle", "position", "index"):
         how = cur.next().text
-        num = int(cur.word("a number"))
+        num = cur.number("a number")
         if how == "index":
             pos = num
         else:
@@ -297,7 +314,7 @@ def _set_body(cur: Cursor, s: NftSet) -> None:
             if w == "timeout":
                 s.timeout = v
         elif w == "size":
-            s.size = int(cur.word("a size"))
+            s.size = cur.number("a size")
         elif w == "policy":
             cur.word("performance or memory")
         elif w == "auto-merge":
@@ -380,42 +397,3 @@ def _priority(cur: Cursor) -> int:
         return int(t.text)
     except ValueError:
         raise cur.error(f"bad priority {describe(t)}", t) from None
-
-
-def check(rs: NftRuleset, path: str) -> None:
-    """Every jump/goto names a chain of its table, no chain jumps into itself, nat only in nat chains."""
-    for t in rs.tables.values():
-        targets: dict[str, set[str]] = {n: set() for n in t.chains}
-        for c in t.chains.values():
-            for r in c.rules:
-                for v in r.jumps:
-                    if v.target not in t.chains:
-                        raise PktemuError(f"{r.where}: {v.kind} to unknown chain '{v.target}'")
-                    targets[c.name].add(v.target)
-        for s in t.sets.values():
-            if s.data_type == "verdict":
-                for el in s.elements.values():
-                    v = el.data
-                    if isinstance(v, Verdict) and v.target is not None and v.target not in t.chains:
-                        raise PktemuError(f"{path}: map {s.name}: {v.kind} to unknown chain '{v.target}'")
-        _check_loops(t, targets, path)
-
-
-def _check_loops(t: Table, targets: dict[str, set[str]], path: str) -> None:
-    state: dict[str, int] = {}
-    for n in t.chains:
-        if n not in state:
-            _visit(t, targets, path, state, n, [n])
-
-
-def _visit(t: Table, targets: dict[str, set[str]], path: str, state: dict[str, int], n: str,
-           trail: list[str]) -> None:
-    """Depth-first from chain n (a plain function: a recursive closure would be a reference cycle
-    that keeps the whole graph alive until the next garbage collection)."""
-    state[n] = 1
-    for m in targets[n]:
-        if state.get(m) == 1:
-            raise PktemuError(f"{path}: table {t.family} {t.name}: chain loop {' -> '.join(trail + [m])}")
-        if m not in state:
-            _visit(t, targets, path, state, m, trail + [m])
-    state[n] = 2

@@ -57,7 +57,7 @@ class Lhs:
 
 def parse_rule(cur: Cursor, table: Table, chain: str) -> Rule:
     """The rule whose tokens are the rest of `cur` (one line)."""
-    rule = Rule(text="", chain=chain, where=f"{cur.path}:{cur.peek().line}")
+    rule = Rule(text="", chain=chain, src=cur.path, pos=cur.peek().line << 32)
     items: list[tuple[str, Any]] = []
     steps: list[Step] = []
     while not cur.at_end():
@@ -76,6 +76,16 @@ def parse_rule(cur: Cursor, table: Table, chain: str) -> Rule:
         text, step, dep = parse_match(cur, table, rule)
         items.append((text, dep))
         steps.append(step)
+    rule.text = rule_text(items, rule.comment)
+    rule.steps = tuple(steps)
+    if not steps and not rule.text:
+        raise cur.error("empty rule")
+    return rule
+
+
+def rule_text(items: list[tuple[str, Any]], comment: str | None) -> str:
+    """The text nft prints for a rule's items (print text, dependency): a `meta l4proto P` that the
+    next match implies is left out, a tcp-only statement gets the `meta l4proto tcp` nft adds."""
     words = []
     tcp = False
     for i, (text, dep) in enumerate(items):
@@ -87,13 +97,9 @@ def parse_rule(cur: Cursor, table: Table, chain: str) -> Rule:
             bare = text[len(statements.TCP_DEP):]
             text = bare if tcp else "meta l4proto tcp " + bare
         words.append(text)
-    if rule.comment is not None:
-        words.append(f'comment "{rule.comment}"')
-    rule.text = " ".join(words)
-    rule.steps = tuple(steps)
-    if not steps and not words:
-        raise cur.error("empty rule")
-    return rule
+    if comment is not None:
+        words.append(f'comment "{comment}"')
+    return " ".join(words)
 
 
 def parse_lhs(cur: Cursor) -> Lhs | None:

@@ -30,7 +30,9 @@ REJECT_ICMPX = {"port-unreachable": "icmp-port-unreachable", "admin-prohibited":
 _RATE = re.compile(r"^(\d+)/(second|minute|hour|day|week)$")
 _UNIT_S = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
 _NAT_FLAGS = ("random", "fully-random", "persistent")
-_OPTS: dict[tuple[bool, bool, bool], tuple[bool, bool, bool]] = {}
+#: NAT flags and (ports, kind, manip, flags) tuples, one object for equal ones: every endpoint's
+#: `dnat to A:8080` rule then shares its tail
+_OPTS: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 #: marks a statement that depends on TCP: printed as `meta l4proto tcp ` unless the rule matched tcp
 TCP_DEP = "\x01tcp "
 
@@ -88,7 +90,7 @@ def parse_statement(cur: Cursor, table: Table, rule: Rule) -> tuple[str, Step | 
         rule.counter = [0, 0]
         while cur.peek().text in ("packets", "bytes"):
             which = cur.next().text
-            rule.counter[0 if which == "packets" else 1] = int(cur.word("a number"))
+            rule.counter[0 if which == "packets" else 1] = cur.number("a number")
         return COUNTER_MARK, (steps.count, rule.counter)
     if (w == "mark" and w1 == "set") or (w in ("meta", "ct") and w1 == "mark" and cur.peek(2).text == "set"):
         return _mark_set(cur, rule, "ct" if w == "ct" else "meta")
@@ -204,15 +206,28 @@ def _nat(cur: Cursor, table: Table, rule: Rule, kind: str) -> tuple[str, Step]:
             flags.append(t)
     if flags:
         words.append(",".join(flags))
+    return " ".join(words), nat_step(rule, kind, ip, lo, hi, flags)
+
+
+def nat_step(rule: Rule, kind: str, ip: int | None, lo: int | None, hi: int | None, flags: list[str]) -> Step:
+    """The step of a dnat/snat/masquerade/redirect statement (also marks the rule as a NAT rule)."""
     rule.nat = kind
     manip = MANIP_SRC if kind in ("snat", "masquerade") else MANIP_DST
     opts = ("random" in flags, "fully-random" in flags, "persistent" in flags)
-    opts = _OPTS.setdefault(opts, opts)
-    return " ".join(words), (_nat_step, (ip, shared(lo), shared(hi), sys.intern(kind), rule, manip, opts))
+    how = (shared(lo), shared(hi), sys.intern(kind), manip, _OPTS.setdefault(opts, opts))
+    return (_nat_step, (ip, rule, _OPTS.setdefault(how, how)))
+
+
+def nat_like(rule: Rule, ip: int | None, like: Step) -> Step:
+    """The step of a NAT statement with the ports, kind and flags of `like`, for another rule and
+    address (every endpoint's `dnat to A:8080` shares them)."""
+    rule.nat = like[1][2][2]
+    return (_nat_step, (ip, rule, like[1][2]))
 
 
 def _nat_step(p: Any, s: Any, a: Any) -> Any:
-    ip, lo, hi, kind, rule, manip, flags = a
+    """The rule's own (address, rule) and the ports, kind and flags it shares with its like."""
+    ip, rule, (lo, hi, kind, manip, flags) = a
     addr = ip
     if kind == "masquerade":
         addr = None if s.out_dev is None else s.node.masquerade_source(s.out_dev, p.daddr)
@@ -288,7 +303,7 @@ def _limit(cur: Cursor) -> tuple[str, Step]:
     burst = 5
     text = f"limit rate {'over ' if over else ''}{rate}"
     if cur.accept("burst"):
-        burst = int(cur.word("a burst"))
+        burst = cur.number("a burst")
         cur.accept("packets")
         if burst != 5:
             text += f" burst {burst} packets"
@@ -356,16 +371,16 @@ def parse_numgen(cur: Cursor) -> Field:
     if mode not in ("random", "inc"):
         raise cur.error(f"numgen {mode}: expected random or inc")
     cur.expect("mod")
-    mod = int(cur.word("a modulus"))
+    mod = cur.number("a modulus")
     off = 0
     text = f"numgen {mode} mod {mod}"
     if cur.accept("offset"):
-        off = int(cur.word("an offset"))
+        off = cur.number("an offset")
         text += f" offset {off}"
     if mod < 1:
         raise cur.error("numgen mod must be at least 1")
     if mode == "random":
-        return Field(text, "integer", _numgen_random(mod, off))
+        return Field(text, "integer", numgen_random(mod, off))
     counter = [0]
 
     def read(p: Any, s: Any) -> int:
@@ -377,7 +392,7 @@ def parse_numgen(cur: Cursor) -> Field:
 _NUMGEN: dict[tuple[int, int], Any] = {}
 
 
-def _numgen_random(mod: int, off: int) -> Any:
+def numgen_random(mod: int, off: int) -> Any:
     """`numgen random` keeps no state: one reader per (mod, offset), shared by every rule."""
     read = _NUMGEN.get((mod, off))
     if read is None:
