@@ -68,6 +68,23 @@ def test_local_cluster_gives_the_serial_bytes(tmp_path: Path,
     assert len(serial["sweep"][0]) == 1 + 200 + 200 * 3      # sweep.json, seed-N/, its 3 JSON files
 
 
+def test_a_taken_dashboard_port_is_no_warning(tmp_path: Path,
+                                              serial: dict[str, tuple[dict[str, bytes], str]]) -> None:
+    """Dask's scheduler serves HTTP on 8787 by default and warns on stderr when that is taken (by a
+    dashboard of the user's, another run): `--workers` must say nothing of it."""
+    with socket.socket() as held:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            held.bind(("127.0.0.1", 8787))
+            held.listen()
+        except OSError:
+            pass                    # taken already: the case itself
+        out = tmp_path / "run"
+        p = pktemu(*RUN, "--out", str(out), "-o", "json", "--workers", "2", timeout=120)
+    assert p.returncode == 0 and p.stderr == ""
+    assert tree(out) == serial["run"][0]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -80,6 +80,9 @@ def _local_cluster(distributed: Any, workers: int | None) -> Any:
     shuts the cluster down, instead of every worker printing its traceback."""
     return distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                     host="127.0.0.1", dashboard_address=None, scheduler_port=0,
+                                    # its health/metrics server on a free loopback port: the default,
+                                    # 8787, taken, made the scheduler warn on stderr
+                                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                                     silence_logs=logging.CRITICAL, preload=["pktemu.scaleout.workerinit"])
 
 
