@@ -26,6 +26,7 @@ from pktemu.nftables.nft_lines import LineLoader
 from pktemu.nftables.parse import load_nft
 from pktemu.nftables.save import list_ruleset
 from pktemu.oracle import oracle_rules
+from test_k8s_nftables import SVC7
 
 REF = datapaths.ROOT / "tests" / "data" / "oracle" / "reference-nftables"
 K8S = datapaths.DATA / "k8s-nftables"
@@ -87,23 +88,6 @@ def test_the_oracles_own_rulesets_load_the_same() -> None:
 def _proxier() -> NftablesProxier:
     return NftablesProxier(NftablesOptions("10.0.0.0/8", False, True, "192.168.0.2", ("192.168.0.2",),
                                            "172.30.0.0/16", version="1.33"))
-
-
-SVC7 = """
-apiVersion: v1
-kind: Service
-metadata: {name: svc7, namespace: ns7}
-spec:
-  clusterIP: 172.30.0.47
-  ports: [{name: p80, port: 80, protocol: TCP}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: svc7-1, namespace: ns7, labels: {kubernetes.io/service-name: svc7}}
-addressType: IPv4
-endpoints: [{addresses: [10.180.0.7]}%s]
-ports: [{name: p80, port: 80, protocol: TCP}]
-"""
 
 
 def test_kube_proxy_sync_transactions_apply_the_same_in_turn() -> None:
