@@ -7,12 +7,14 @@ order — the same result as the linear walk, since no other rule of the run can
 """
 from __future__ import annotations
 
+from operator import attrgetter, countOf
 from typing import Any, cast
 
 from pktemu.netfilter.xt_rule import Rule
 
 RUN_MIN_KEYED = 4         # shorter runs are walked linearly
 RUN_MAX_UNKEYED = 16      # rules without a key a run may absorb (each one is a candidate for all)
+_KEY = attrgetter("key")
 
 
 class Run:
@@ -63,7 +65,7 @@ def build_steps(rules: list[Rule]) -> list[Rule | Run]:
     """Split a chain into plain rules and indexed runs (see the module docstring); a chain without
     a run is its own steps (the rules list itself: a chain is never changed once installed, a
     restore changes a copy)."""
-    if sum(1 for r in rules if r.key is not None) < RUN_MIN_KEYED:
+    if len(rules) < RUN_MIN_KEYED or len(rules) - countOf(map(_KEY, rules), None) < RUN_MIN_KEYED:
         return cast("list[Rule | Run]", rules)
     steps: list[Rule | Run] = []
     i, n, runs = 0, len(rules), False

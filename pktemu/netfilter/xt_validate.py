@@ -22,54 +22,47 @@ if TYPE_CHECKING:
 _PLAIN: list[Any] = [-1, set()]
 
 
-def validate_table(t: "Table") -> None:
-    """Raise the error (one line, naming the rule's source) for the first thing the kernel refuses."""
-    walk = _callers_first(t)
-    if walk is None:
+def validate_table(t: "Table") -> set[type]:
+    """Raise the error (one line, naming the rule's source) for the first thing the kernel refuses;
+    else the classes of the table's extensions."""
+    reach = _reach(t)
+    if reach is None:
         jumps = {n: [r for r in c.rules if r.kind == K_JUMP or r.kind == K_GOTO] for n, c in t.chains.items()}
         _check_loops(t, jumps)          # raises the error for the loop the depth-first walk meets first
         raise AssertionError("a jump loop that the depth-first walk did not find")
-    order, targets = walk
-    none: frozenset[str] = frozenset()
-    reach = dict.fromkeys(t.chains, none)        # chain -> the hooks it is reachable from
-    for hook in TABLE_HOOKS[t.name]:
-        reach[hook] = frozenset((hook,))
-    for name in order:                  # no loops: a chain's callers come before it
-        hooks = reach[name]
-        if hooks:
-            for to in targets.get(name, ()):
-                had = reach[to]
-                if not had:
-                    reach[to] = hooks
-                elif not hooks <= had:
-                    reach[to] = had | hooks
     plain = _plain_classes()
     #: hooks -> what passed with them: a class whose checks read class attributes only (plain),
     #: else the extension object
     checked: dict[frozenset[str], set[Any]] = {}
+    classes: set[type] = set()
     for c in t.chains.values():
         hooks = reach[c.name]
-        done = checked.setdefault(hooks, set())
+        done = checked.get(hooks)
+        if done is None:
+            done = checked[hooks] = set()
         for r in c.rules:
             for ext in r.matches:
-                cls = ext.__class__
+                cls = type(ext)             # not `ext.__class__`: that lookup is not specialized
                 if cls not in done:
                     what: Any = cls if cls in plain else id(ext)
                     if what not in done:
                         _check_ext(t, r, c, ext, hooks)
                         done.add(what)
+                        classes.add(cls)
             tg = r.target
-            if tg is not None and tg.__class__ not in done:
-                what = tg.__class__ if tg.__class__ in plain else id(tg)
+            if tg is not None and (tcls := type(tg)) not in done:
+                what = tcls if tcls in plain else id(tg)
                 if what not in done:
                     _check_ext(t, r, c, tg, hooks)
                     done.add(what)
+                    classes.add(tcls)
+    return classes
 
 
-def _callers_first(t: "Table") -> tuple[list[str], dict[str, list[str]]] | None:
-    """The chains in an order where each comes after every chain that jumps to it, and the chains
-    each jumps to (Kahn's: a count per jump, where a depth-first walk costs a step per chain and
-    jump); None if there is a jump loop."""
+def _reach(t: "Table") -> dict[str, frozenset[str]] | None:
+    """Chain -> the hooks it is reachable from; None if there is a jump loop. Kahn's: a chain is
+    taken once every chain that jumps to it was (a count per jump, where a depth-first walk costs
+    a step per chain and jump), so its hooks are final when it passes them on."""
     callers = dict.fromkeys(t.chains, 0)
     targets: dict[str, list[str]] = {}
     for name, c in t.chains.items():
@@ -78,17 +71,31 @@ def _callers_first(t: "Table") -> tuple[list[str], dict[str, list[str]]] | None:
             targets[name] = to
             for j in to:
                 callers[j] += 1
+    none: frozenset[str] = frozenset()
+    reach = dict.fromkeys(t.chains, none)
+    for hook in TABLE_HOOKS[t.name]:
+        reach[hook] = frozenset((hook,))
     ready = [n for n, k in callers.items() if not k]
-    order: list[str] = []
+    taken = len(ready)
     while ready:
         name = ready.pop()
-        order.append(name)
-        for j in targets.get(name, ()):
+        out = targets.get(name)
+        if out is None:
+            continue
+        hooks = reach[name]
+        for j in out:
+            if hooks:
+                had = reach[j]
+                if not had:
+                    reach[j] = hooks
+                elif not hooks <= had:
+                    reach[j] = had | hooks
             k = callers[j] - 1
             callers[j] = k
             if not k:
                 ready.append(j)
-    return (order, targets) if len(order) == len(callers) else None
+                taken += 1
+    return reach if taken == len(callers) else None
 
 
 def _check_ext(t: "Table", r: Rule, c: "Chain", ext: Extension, hooks: frozenset[str]) -> None:

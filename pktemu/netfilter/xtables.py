@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import gc
 from collections.abc import Iterator
+from itertools import chain as _chain
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from pktemu.errors import PktemuError
@@ -24,7 +26,7 @@ from pktemu.netfilter.xt_base import XT_CONTINUE, Extension, Pkt
 from pktemu.netfilter.nftrace import traced_traverse
 from pktemu.netfilter.rule_note import RuleNote
 from pktemu.netfilter.xt_rule import K_ACCEPT, K_DROP, K_EXT, K_GOTO, K_JUMP, K_RETURN, Rule
-from pktemu.netfilter.xt_steps import Run, build_steps
+from pktemu.netfilter.xt_steps import RUN_MIN_KEYED, Run, build_steps
 from pktemu.netfilter.xt_validate import validate_table
 
 if TYPE_CHECKING:
@@ -32,6 +34,9 @@ if TYPE_CHECKING:
     from pktemu.netfilter.xt_parse import LineCache
     from pktemu.netfilter.core import HookState
 
+_flat = _chain.from_iterable
+_RULES = attrgetter("rules")
+_NO_STEPS: list[Rule | Run] = []
 _VERDICT_NAMES = {NF_ACCEPT: "ACCEPT", NF_DROP: "DROP", NF_STOLEN: "STOLEN"}
 
 
@@ -52,7 +57,7 @@ class Chain:
         self.declared = False
         self.pkts = self.bytes = 0
         self.rules: list[Rule] = []
-        self.steps: list[Rule | Run] = []
+        self.steps: list[Rule | Run] = _NO_STEPS       # made by Table.compile (never changed in place)
 
     @property
     def policy(self) -> str | None:
@@ -78,6 +83,7 @@ class Table:
         self.name = name
         self.chains: dict[str, Chain] = {h: Chain(h, True, "ACCEPT") for h in TABLE_HOOKS[name]}
         self.plain: bool | None = None        # see _plain
+        self.checked: tuple[list[Rule], bool] | None = None     # see validate
         #: a template table's iptables-save text, by the tables printed with it and the options
         self.saved: dict[tuple[Any, ...], str] = {}
 
@@ -91,19 +97,30 @@ class Table:
         to twice the size) and resolve jumps to the target chains' steps."""
         chains = self.chains
         for c in chains.values():
-            name, rules = c.name, c.rules[:]
-            c.rules = rules
-            for i, r in enumerate(rules, 1):
-                r.chain, r.num = name, i
-            c.steps = build_steps(rules) if index else list(rules)
+            rules = c.rules = c.rules[:]
+            if not index:
+                c.steps = list(rules)
+            elif len(rules) < RUN_MIN_KEYED:       # no run (most chains): the call is saved too
+                c.steps = rules                 # type: ignore[assignment]
+            else:
+                c.steps = build_steps(rules)
         for c in chains.values():
-            for r in c.rules:
+            name = c.name
+            for i, r in enumerate(c.rules, 1):
+                r.chain, r.num = name, i
                 if r.kind == K_JUMP or r.kind == K_GOTO:
                     r.jump_steps = chains[r.jump].steps
 
     def validate(self) -> None:
-        """What the kernel checks at table replace: no jump loops, extensions in allowed tables/hooks."""
-        validate_table(self)
+        """What the kernel checks at table replace: no jump loops, extensions in allowed tables/hooks.
+        The rules checked are noted, with whether any extension of theirs binds to a namespace:
+        `install` then need not look at every rule's extensions again if they are still the same."""
+        binds = _BINDS
+        self.checked = (self.all_rules(), any(binds[cls] for cls in validate_table(self)))
+
+    def all_rules(self) -> list[Rule]:
+        """All the rules, chain after chain."""
+        return list(_flat(map(_RULES, self.chains.values())))
 
 
 def settle_young() -> None:
@@ -243,7 +260,7 @@ class Ruleset:
     def _copy_table(self, t: Table) -> None:
         plain = t.plain is True             # known plain: a rule copy is a clone, and nothing to bind
         nt = Table.__new__(Table)
-        nt.name, nt.chains, nt.plain, nt.saved = t.name, {}, t.plain, {}
+        nt.name, nt.chains, nt.plain, nt.saved, nt.checked = t.name, {}, t.plain, {}, None
         for cname, c in t.chains.items():
             nc = nt.chains[cname] = Chain(c.name, c.builtin, c._policy)
             nc.pkts, nc.bytes, nc.declared = c.pkts, c.bytes, c.declared
@@ -261,14 +278,16 @@ class Ruleset:
         if validate:
             table.validate()
         table.compile(self.index)
-        binds = _BINDS
-        for c in table.chains.values():
-            for r in c.rules:
-                for ext in r.matches:
-                    if binds[ext.__class__]:
-                        ext.bind(self)
-                if r.target is not None and binds[r.target.__class__]:
-                    r.target.bind(self)
+        checked, table.checked = table.checked, None
+        if checked is None or checked[1] or checked[0] != table.all_rules():
+            binds = _BINDS
+            for c in table.chains.values():
+                for r in c.rules:
+                    for ext in r.matches:
+                        if binds[ext.__class__]:
+                            ext.bind(self)
+                    if r.target is not None and binds[r.target.__class__]:
+                        r.target.bind(self)
         self._tables[table.name] = table
         self._borrowed.discard(table.name)
 
