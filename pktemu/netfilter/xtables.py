@@ -16,111 +16,23 @@ from __future__ import annotations
 import contextlib
 import gc
 from collections.abc import Iterator
-from itertools import chain as _chain
-from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from pktemu.errors import PktemuError
-from pktemu.netfilter.core import NF_ACCEPT, NF_DROP, NF_STOLEN, TABLE_HOOKS
-from pktemu.netfilter.xt_base import XT_CONTINUE, Extension, Pkt
+from pktemu.netfilter.core import NF_ACCEPT, NF_DROP, NF_STOLEN
+from pktemu.netfilter.xt_base import XT_CONTINUE, Pkt
 from pktemu.netfilter.nftrace import traced_traverse
 from pktemu.netfilter.rule_note import RuleNote
 from pktemu.netfilter.xt_rule import K_ACCEPT, K_DROP, K_EXT, K_GOTO, K_JUMP, K_RETURN, Rule
-from pktemu.netfilter.xt_steps import RUN_MIN_KEYED, Run, build_steps
-from pktemu.netfilter.xt_validate import validate_table
+from pktemu.netfilter.xt_steps import Run
+from pktemu.netfilter.xt_table import BINDS, Chain, Table
 
 if TYPE_CHECKING:
     from pktemu.net.frame import Frame
     from pktemu.netfilter.xt_parse import LineCache
     from pktemu.netfilter.core import HookState
 
-_flat = _chain.from_iterable
-_RULES = attrgetter("rules")
-_NO_STEPS: list[Rule | Run] = []
 _VERDICT_NAMES = {NF_ACCEPT: "ACCEPT", NF_DROP: "DROP", NF_STOLEN: "STOLEN"}
-
-
-class Chain:
-    """A built-in chain (with policy and policy counters) or a user chain.
-
-    `declared`: the policy was set explicitly (an iptables-restore `:INPUT ACCEPT [0:0]` line or
-    `iptables -P`). iptables-nft then creates the base chain with counters, which the kernel
-    counts the policy's packets in; a built-in chain made implicitly (by `-A`, or a restore
-    without its line) has none, and iptables-nft-save prints [0:0] (legacy always counts)."""
-
-    __slots__ = ("name", "builtin", "_policy", "declared", "pkts", "bytes", "rules", "steps")
-
-    def __init__(self, name: str, builtin: bool, policy: str | None = None) -> None:
-        self.name = name
-        self.builtin = builtin
-        self._policy = policy if builtin else None
-        self.declared = False
-        self.pkts = self.bytes = 0
-        self.rules: list[Rule] = []
-        self.steps: list[Rule | Run] = _NO_STEPS       # made by Table.compile (never changed in place)
-
-    @property
-    def policy(self) -> str | None:
-        return self._policy
-
-    @policy.setter
-    def policy(self, value: str | None) -> None:
-        self._policy = value
-        self.declared = self.builtin
-
-    def copy(self) -> "Chain":
-        c = Chain(self.name, self.builtin, self._policy)
-        c.pkts, c.bytes, c.rules, c.declared = self.pkts, self.bytes, list(self.rules), self.declared
-        return c
-
-
-class Table:
-    """One table of one namespace; it always has its built-in chains (policy ACCEPT at first)."""
-
-    def __init__(self, name: str) -> None:
-        if name not in TABLE_HOOKS:
-            raise PktemuError(f"unknown table '{name}'")
-        self.name = name
-        self.chains: dict[str, Chain] = {h: Chain(h, True, "ACCEPT") for h in TABLE_HOOKS[name]}
-        self.plain: bool | None = None        # see _plain
-        self.checked: tuple[list[Rule], bool] | None = None     # see validate
-        #: a template table's iptables-save text, by the tables printed with it and the options
-        self.saved: dict[tuple[Any, ...], str] = {}
-
-    def copy(self) -> "Table":
-        t = Table(self.name)
-        t.chains = {n: c.copy() for n, c in self.chains.items()}
-        return t
-
-    def compile(self, index: bool = True) -> None:
-        """Number the rules, build the indexed steps (the rules list made anew: appends left it up
-        to twice the size) and resolve jumps to the target chains' steps."""
-        chains = self.chains
-        for c in chains.values():
-            rules = c.rules = c.rules[:]
-            if not index:
-                c.steps = list(rules)
-            elif len(rules) < RUN_MIN_KEYED:       # no run (most chains): the call is saved too
-                c.steps = rules                 # type: ignore[assignment]
-            else:
-                c.steps = build_steps(rules)
-        for c in chains.values():
-            name = c.name
-            for i, r in enumerate(c.rules, 1):
-                r.chain, r.num = name, i
-                if r.kind == K_JUMP or r.kind == K_GOTO:
-                    r.jump_steps = chains[r.jump].steps
-
-    def validate(self) -> None:
-        """What the kernel checks at table replace: no jump loops, extensions in allowed tables/hooks.
-        The rules checked are noted, with whether any extension of theirs binds to a namespace:
-        `install` then need not look at every rule's extensions again if they are still the same."""
-        binds = _BINDS
-        self.checked = (self.all_rules(), any(binds[cls] for cls in validate_table(self)))
-
-    def all_rules(self) -> list[Rule]:
-        """All the rules, chain after chain."""
-        return list(_flat(map(_RULES, self.chains.values())))
 
 
 def settle_young() -> None:
@@ -157,7 +69,7 @@ def _plain(t: Table) -> bool:
     that namespaces can share the table's objects until they count); worked out once per table."""
     plain = t.plain
     if plain is None:
-        binds = _BINDS
+        binds = BINDS
         plain = not any((r.target is not None and (r.target.stateful or binds[r.target.__class__]))
                         or any(m.stateful or binds[m.__class__] for m in r.matches)
                         for c in t.chains.values() for r in c.rules)
@@ -168,18 +80,6 @@ def _plain(t: Table) -> bool:
                     r.compiled()        # the checks too (a copy makes its own /32 tests only)
         t.plain = plain
     return plain
-
-
-class _Binds(dict[type, bool]):
-    """Extension class -> whether its objects have a `bind` that does something (the base's does
-    nothing)."""
-
-    def __missing__(self, cls: type) -> bool:
-        hit = self[cls] = cls.bind is not Extension.bind        # type: ignore[attr-defined]
-        return hit
-
-
-_BINDS = _Binds()
 
 
 class Ruleset:
@@ -280,7 +180,7 @@ class Ruleset:
         table.compile(self.index)
         checked, table.checked = table.checked, None
         if checked is None or checked[1] or checked[0] != table.all_rules():
-            binds = _BINDS
+            binds = BINDS
             for c in table.chains.values():
                 for r in c.rules:
                     for ext in r.matches:
