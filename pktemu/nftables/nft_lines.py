@@ -14,7 +14,7 @@ from pktemu.nftables.fields import lookup_field
 from pktemu.nftables.model import FAMILIES, Chain, Element, NftRuleset, Rule, Step, Table, make_verdict
 from pktemu.nftables.rules import cmp_step, prefix_step, rule_text
 from pktemu.nftables.statements import nat_like, nat_step, numgen_random, verdict_step
-from pktemu.nftables.values import PROTOS, shared
+from pktemu.nftables.values import PROTOS, port_range, shared
 
 _VERDICTS = ("accept", "drop", "continue", "return")
 _JUMPS = ("jump", "goto")
@@ -357,11 +357,7 @@ def _nat_target(text: str, addr_of: Callable[[str], int | None]) -> tuple[int, i
     v = addr_of(addr)
     if v is None:
         return None
-    lo = hi = None
-    if port:
-        a, _, b = port.partition("-")
-        try:
-            lo, hi = int(a), int(b or a)
-        except ValueError:
-            return None
-    return v, lo, hi
+    if not port:
+        return v, None, None
+    ports = port_range(port)
+    return None if ports is None else (v, *ports)

@@ -18,7 +18,7 @@ from pktemu.nftables.elements import VERDICTS, parse_time, parse_typed
 from pktemu.nftables.fields import Field
 from pktemu.nftables.lexer import Cursor
 from pktemu.nftables.model import COUNTER_MARK, DYNAMIC_SIZE, Element, Rule, Step, Table, Verdict
-from pktemu.nftables.values import shared
+from pktemu.nftables.values import port_range, shared
 
 ACCEPT, DROP = Verdict("accept"), Verdict("drop")
 REJECT_ICMP = {"net-unreachable": "icmp-net-unreachable", "host-unreachable": "icmp-host-unreachable",
@@ -172,11 +172,10 @@ def _addr_port(cur: Cursor, text: str) -> tuple[int | None, int | None, int | No
     addr, _, port = text.rpartition(":") if ":" in text else (text, "", "")
     lo = hi = None
     if port:
-        a, _, b = port.partition("-")
-        try:
-            lo, hi = int(a), int(b or a)
-        except ValueError:
-            raise cur.error(f"bad port in '{text}'") from None
+        ports = port_range(port)
+        if ports is None:
+            raise cur.error(f"bad port in '{text}'")
+        lo, hi = ports
     try:
         ip = ip2int(addr) if addr else None
     except (OSError, ValueError):

@@ -130,3 +130,12 @@ def shared(v: Any) -> Any:
 
 _CONSTS: dict[int, int] = {}
 _MASKS = frozenset(((1 << n) - 1) << (32 - n) for n in range(33))
+
+
+def port_range(port: str) -> tuple[int, int] | None:
+    """`P` or `P-Q` of a NAT target, else None."""
+    a, _, b = port.partition("-")
+    try:
+        return int(a), int(b or a)
+    except ValueError:
+        return None
