@@ -78,7 +78,14 @@ def test_nodes_share_tables_until_they_count(tmp_path: Path) -> None:
     net.sendp("a/eth0", Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:09")
               / IP(src="10.0.1.9", dst="10.0.1.1") / TCP(dport=22))
     net.run(duration=0.1)
-    assert a.view("nat") is not shared and b.view("nat") is shared
+    # a counts in counters of its own, still walking the shared table: no copy for a packet
+    assert a.view("nat") is shared and b.view("nat") is shared
+    assert a.counted("nat") and b.counted("nat") is None
+    assert "[1:40] -A PREROUTING -j KUBE-SERVICES" in save_rules(a, counters=True)
+    # a copy made later (a change) starts from what a counted
+    assert "[1:40] -A PREROUTING -j KUBE-SERVICES" in save_rules(a.copy(), counters=True)
+    a.table("nat")
+    assert a.view("nat") is not shared and a.counted("nat") is None
     assert "[1:40] -A PREROUTING -j KUBE-SERVICES" in save_rules(a, counters=True)
     assert save_rules(b, counters=True) == _zero_save(RULES)
     # another network from the same file starts from zero: nobody counted in the template

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from pktemu.k8s.apiserver import DELETED, ApiServer
 from pktemu.k8s.nft_tx import TABLE, TableListing, apply_tx
-from pktemu.k8s.proxier_iptables import IptablesOptions, IptablesProxier
+from pktemu.k8s.proxier_iptables import IptablesOptions, IptablesProxier, ServiceLines
 from pktemu.k8s.proxier_nftables import NftablesOptions, NftablesProxier
 from pktemu.k8s.proxier_userspace import UserspaceProxier
 from pktemu.k8s.proxy_state import Records, StaleUdp, endpoints_map, service_ports
 from pktemu.net.frame import ip2int
+from pktemu.netfilter.restore_shared import SharedRestores
 from pktemu.netfilter.xt_parse import LineCache
-from pktemu.netfilter.xtables import load_rules
 
 if TYPE_CHECKING:
     from pktemu import topo
@@ -36,6 +36,10 @@ LINES = LineCache()
 CANARY = "KUBE-PROXY-CANARY"
 #: per cluster (its API server), the service and endpoint records its kube-proxies share
 _RECORDS: "weakref.WeakKeyDictionary[ApiServer, Records]" = weakref.WeakKeyDictionary()
+#: per cluster, its kube-proxies' restores: nodes that write the same rules share the tables made
+_RESTORES: "weakref.WeakKeyDictionary[ApiServer, SharedRestores]" = weakref.WeakKeyDictionary()
+#: per cluster, the iptables lines of services alike on every node
+_LINES: "weakref.WeakKeyDictionary[ApiServer, ServiceLines]" = weakref.WeakKeyDictionary()
 UDP = 17
 
 
@@ -88,7 +92,8 @@ class KubeProxy:
             random_fully = not oracle if self.cfg.random_fully is None else self.cfg.random_fully
             self._proxier = IptablesProxier(IptablesOptions(
                 self.cluster_cidr, self.cfg.masquerade_all, random_fully, self.cfg.localhost_nodeports,
-                kubelet_firewall=not oracle, node_ip=self.node_ip))
+                kubelet_firewall=not oracle, node_ip=self.node_ip),
+                _LINES.setdefault(self.api, ServiceLines()))
             if self.cfg.localhost_nodeports:
                 # NewProxier: NodePorts on 127.0.0.1 need 127/8 routed off lo (sysctl route_localnet)
                 self.node.sysctls["net.ipv4.conf.all.route_localnet"] = 1
@@ -174,7 +179,10 @@ class KubeProxy:
             self._clear_stale(stale)
 
     def _restore(self, text: str) -> None:
-        load_rules(text, f"<kube-proxy {self.node.name}>", ruleset=self.ruleset, noflush=True, cache=LINES)
+        shared = _RESTORES.get(self.api)
+        if shared is None:
+            shared = _RESTORES[self.api] = SharedRestores()
+        shared.restore(text, f"<kube-proxy {self.node.name}>", self.ruleset, noflush=True, cache=LINES)
 
     def _note(self, what: str) -> None:
         self.log.append((self.node.sim.now, what))

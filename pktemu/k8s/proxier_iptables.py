@@ -20,6 +20,7 @@ import base64
 import functools
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 from pktemu.k8s.proxy_state import (
     EndpointInfo, EndpointsMap, ServicePortInfo, ServicePortMap, ServicePortName, StaleUdp, categorize,
@@ -103,8 +104,9 @@ class IptablesOptions:
 class IptablesProxier:
     """The state kept between syncs: the maps of the last sync and whether the next must be full."""
 
-    def __init__(self, opts: IptablesOptions) -> None:
+    def __init__(self, opts: IptablesOptions, shared: "ServiceLines | None" = None) -> None:
         self.opts = opts
+        self.shared = shared
         self.svc_map: ServicePortMap = {}
         self.eps_map: EndpointsMap = {}
         self.need_full_sync = True
@@ -113,7 +115,7 @@ class IptablesProxier:
         """The restore text for the new state and the stale UDP conntrack entries to delete."""
         full = self.need_full_sync
         changed = None if full else _changed_services(self.svc_map, svcs, self.eps_map, eps)
-        text = render(svcs, eps, self.opts, ruleset, changed)
+        text = render(svcs, eps, self.opts, ruleset, changed, self.shared)
         stale = stale_udp(self.svc_map, svcs, self.eps_map, eps)
         self.svc_map, self.eps_map = dict(svcs), {k: list(v) for k, v in eps.items()}
         self.need_full_sync = False
@@ -139,9 +141,10 @@ class _Buf(list[str]):
 
 
 def render(svcs: ServicePortMap, eps: EndpointsMap, opts: IptablesOptions, ruleset: Ruleset | None,
-           changed: set[str] | None = None) -> str:
+           changed: set[str] | None = None, shared: "ServiceLines | None" = None) -> str:
     """syncProxyRules' iptables-restore input. `changed` None means a full sync; otherwise the
-    KUBE-SVC/SVL/EXT/FW/SEP chains of services not in it are left out."""
+    KUBE-SVC/SVL/EXT/FW/SEP chains of services not in it are left out. `shared`: the lines of
+    services made by other nodes' syncs, for the services whose lines are alike on every node."""
     f_chains, f_rules, n_chains, n_rules = _Buf(), _Buf(), _Buf(), _Buf()
     for c in FILTER_CHAINS:
         f_chains.write(f":{c} - [0:0]")
@@ -161,9 +164,13 @@ def render(svcs: ServicePortMap, eps: EndpointsMap, opts: IptablesOptions, rules
     large = sum(len(eps.get(spn, [])) for spn in svcs) > LARGE_CLUSTER_ENDPOINTS
     for spn, svc in svcs.items():
         skip = changed is not None and spn.service not in changed
-        _service(spn, svc, eps.get(spn, []), opts, large, active, f_rules, n_chains, n_rules, skip)
+        if shared is not None and not svc.uses_local_endpoints:
+            shared.service(spn, svc, eps.get(spn, _NONE), opts, large, active, f_rules, n_chains, n_rules,
+                           skip)
+        else:
+            _service(spn, svc, eps.get(spn, []), opts, large, active, f_rules, n_chains, n_rules, skip)
     if ruleset is not None and ruleset.has_table("nat"):
-        for name in sorted(ruleset.table("nat").chains):
+        for name in sorted(ruleset.view("nat").chains):
             if name.startswith(SERVICE_CHAIN_PREFIXES) and name not in active:
                 n_chains.write(f":{name} - [0:0]")
                 n_rules.write("-X", name)
@@ -196,12 +203,47 @@ def missing_jumps(ruleset: Ruleset | None, jumps: tuple[tuple[str, str, str, str
 
 def rule_exists(ruleset: Ruleset | None, table: str, chain: str, args: str) -> bool:
     """iptables -C: is a rule with these arguments (compared as iptables-save prints them) there?"""
-    if ruleset is None or not ruleset.has_table(table) or chain not in ruleset.table(table).chains:
+    if ruleset is None or not ruleset.has_table(table) or chain not in ruleset.view(table).chains:
         return False
     where = "<kube-proxy>"
     cmd = parse_line(tokenize(f"-A {chain} {args}", where), ParseCtx(where, table, ""))
     want = cmd.rules[0].body
-    return any(r.body == want for r in ruleset.chain(table, chain).rules)
+    return any(r.body == want for r in ruleset.view(table).chains[chain].rules)
+
+
+_NONE: list[EndpointInfo] = []
+
+
+class ServiceLines:
+    """The lines of a service port's rules, by what they are made of, for services that do not
+    use local endpoints: those lines are the same on every node (a node's endpoints differ from
+    the others' only in being local, `LocalView`), so a cluster's nodes make them once per sync
+    instead of once each. Keys name the records and lists by identity (the cluster's `Records`
+    gives each node the same objects); an entry keeps them alive. Bounded: past `size` it starts
+    afresh."""
+
+    def __init__(self, size: int = 1 << 14) -> None:
+        self.size = size
+        self._done: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+
+    def service(self, spn: ServicePortName, svc: ServicePortInfo, endpoints: list[EndpointInfo],
+                opts: IptablesOptions, large: bool, active: set[str], f_rules: list[str],
+                n_chains: list[str], n_rules: list[str], skip: bool) -> None:
+        """`_service`, from the lines made before when they are the same."""
+        endpoints = getattr(endpoints, "base", endpoints)
+        key = (id(spn), id(svc), id(endpoints), opts.cluster_cidr, opts.masquerade_all,
+               opts.node_ip if svc.load_balancer_source_ranges else None, large, skip)
+        got = self._done.get(key)
+        if got is None:
+            if len(self._done) >= self.size:
+                self._done.clear()
+            made: tuple[set[str], list[str], list[str], list[str]] = (set(), [], [], [])
+            _service(spn, svc, endpoints, opts, large, *made, skip)
+            got = self._done[key] = (spn, svc, endpoints, *made)
+        active.update(got[3])
+        f_rules.extend(got[4])
+        n_chains.extend(got[5])
+        n_rules.extend(got[6])
 
 
 def _service(spn: ServicePortName, svc: ServicePortInfo, endpoints: list[EndpointInfo], opts: IptablesOptions,

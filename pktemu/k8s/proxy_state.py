@@ -7,7 +7,8 @@ ours is deterministic). Endpoints are sorted by "ip:port" as upstream's byEndpoi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, TypeVar
 
 from pktemu.k8s.objects import EndpointSlice, Service
@@ -86,22 +87,65 @@ class EndpointInfo:
 
 ServicePortMap = dict[ServicePortName, ServicePortInfo]
 EndpointsMap = dict[ServicePortName, list[EndpointInfo]]
+_Where = dict[str, list[tuple[ServicePortName, int]]]
 _Rec = TypeVar("_Rec", ServicePortName, ServicePortInfo, EndpointInfo)
 
 
 class Records:
     """The records of one cluster, one of each: every node's kube-proxy rebuilds the same records
     at every sync (an endpoint differs between nodes only by is_local) and keeps its last maps, so
-    without this a cluster holds nodes x endpoints of them. Bounded: past `size` it starts afresh."""
+    without this a cluster holds nodes x endpoints of them. Bounded: past `size` it starts afresh.
 
-    def __init__(self, size: int = 1 << 18) -> None:
+    It also keeps the last few endpoint maps built from a set of EndpointSlices with no endpoint
+    local (`endpoints_map`): a node's map is that one with its own endpoints marked local, so a
+    sync costs each node the slices and its own endpoints, not every endpoint of the cluster."""
+
+    def __init__(self, size: int = 1 << 18, maps: int = 8) -> None:
         self.size = size
         self._recs: dict[Any, Any] = {}
+        self.maps = maps
+        #: slices' ids -> (the slices, kept so that no other object takes their ids; the map;
+        #: node name -> [(service port, index in its list)] of that node's endpoints)
+        self._maps: OrderedDict[tuple[int, ...], tuple[list[EndpointSlice], EndpointsMap, _Where]] = \
+            OrderedDict()
 
     def __call__(self, rec: _Rec) -> _Rec:
         if len(self._recs) >= self.size:
             self._recs.clear()
         return self._recs.setdefault(rec, rec)  # type: ignore[no-any-return]
+
+    def endpoints(self, slices: list[EndpointSlice], node_name: str) -> EndpointsMap:
+        key = tuple(map(id, slices))
+        got = self._maps.get(key)
+        if got is None:
+            base = _endpoints_map(slices, None, self)
+            where: _Where = {}
+            for spn, eps in base.items():
+                for i, e in enumerate(eps):
+                    if e.node_name is not None:
+                        where.setdefault(e.node_name, []).append((spn, i))
+            got = self._maps[key] = (slices, base, where)
+            if len(self._maps) > self.maps:
+                self._maps.popitem(last=False)
+        else:
+            self._maps.move_to_end(key)
+        _, base, where = got
+        out = dict(base)
+        for spn, i in where.get(node_name, ()):
+            eps = out[spn]
+            if eps is base[spn]:
+                eps = out[spn] = LocalView(eps, eps)
+            eps[i] = self(replace(eps[i], is_local=True))
+        return out
+
+
+class LocalView(list[EndpointInfo]):
+    """A node's endpoints of a service port: the cluster-wide list (`base`, nothing local) with
+    this node's own marked local; what does not look at locality can use `base`, shared."""
+
+    def __init__(self, eps: list[EndpointInfo], base: list[EndpointInfo]) -> None:
+        super().__init__(eps)
+        self.base = base
 
 
 def _same(rec: _Rec) -> _Rec:
@@ -136,10 +180,17 @@ def endpoints_map(slices: Iterable[EndpointSlice], node_name: str, records: Reco
                   ) -> EndpointsMap:
     """EndpointSliceCache: per service port, the endpoints of every slice of the Service, one per
     "ip:port" (a ready one wins over a not-ready duplicate), sorted by "ip:port". `records`: the
-    cluster's, to share the records with the other nodes."""
-    intern = records or _same
+    cluster's, to share the records and maps with the other nodes."""
+    ordered = sorted(slices, key=lambda s: s.meta.key)
+    if records is not None:
+        return records.endpoints(ordered, node_name)
+    return _endpoints_map(ordered, node_name, _same)
+
+
+def _endpoints_map(slices: list[EndpointSlice], node_name: str | None, intern: Any) -> EndpointsMap:
+    """endpoints_map of slices in order; with `node_name` None no endpoint is local."""
     by_port: dict[ServicePortName, dict[str, EndpointInfo]] = {}
-    for es in sorted(slices, key=lambda s: s.meta.key):
+    for es in slices:
         if es.address_type != "IPv4":
             continue
         for p in es.ports:
@@ -149,7 +200,8 @@ def endpoints_map(slices: Iterable[EndpointSlice], node_name: str, records: Reco
                 if not e.addresses:
                     continue
                 c = e.conditions
-                info = intern(EndpointInfo(e.addresses[0], p.port, e.node_name == node_name,
+                info = intern(EndpointInfo(e.addresses[0], p.port,
+                                           node_name is not None and e.node_name == node_name,
                                            c.ready is None or bool(c.ready),
                                            c.serving is None or bool(c.serving), bool(c.terminating),
                                            e.node_name))

@@ -74,8 +74,9 @@ class Table:
         self.chains: dict[str, Chain] = {h: Chain(h, True, "ACCEPT") for h in TABLE_HOOKS[name]}
         self.plain: bool | None = None        # see _plain
         self.checked: tuple[list[Rule], bool] | None = None     # see validate
-        #: a template table's iptables-save text, by the tables printed with it and the options
-        self.saved: dict[tuple[Any, ...], str] = {}
+        #: a template table's iptables-save text (by the tables printed with it and the options)
+        #: and its chains' rule lines (by chain and counters option): see save
+        self.saved: dict[tuple[Any, ...], Any] = {}
 
     def copy(self) -> "Table":
         t = Table(self.name)

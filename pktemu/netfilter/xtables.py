@@ -9,7 +9,10 @@ Lookup cost does not grow with the number of Services: a chain's runs of `-d a.b
 are indexed by that address (pktemu.netfilter.xt_steps).
 
 A namespace's tables may be borrowed from a parsed template (`Ruleset.borrow`): shared, not
-copied, until the namespace first walks or changes them.
+copied, until the namespace first changes them. A walk of a borrowed table counts in the
+namespace's own sparse counters (`Ruleset.counted`), added to the template's when printed or
+when the table is copied, so the nodes of a cluster share one kube-proxy ruleset however many
+packets they pass.
 """
 from __future__ import annotations
 
@@ -64,7 +67,7 @@ def _adding_objects() -> Iterator[None]:
             gc.enable()
 
 
-def _plain(t: Table) -> bool:
+def plain_table(t: Table) -> bool:
     """Whether no rule of `t` has an extension with state of its own or bound to a namespace (so
     that namespaces can share the table's objects until they count); worked out once per table."""
     plain = t.plain
@@ -91,6 +94,8 @@ class Ruleset:
         self._tables: dict[str, Table] = {}
         #: tables still the template's own objects (`borrow`): copied on first use that may change them
         self._borrowed: set[str] = set()
+        #: borrowed table -> {its Rule or Chain: [packets, bytes] this namespace counted in it}
+        self._counts: dict[str, dict[Any, list[int]]] = {}
         self.recent: dict[str, Any] = {}            # xt_recent lists by --name
         self.log: list[tuple[int, str]] = []        # LOG target output: (time ns, line)
         self.ext: dict[str, Any] = {}               # other extensions' state: nfacct counters, NFLOG frames
@@ -129,6 +134,7 @@ class Ruleset:
         with _adding_objects():
             for t in self._tables.values():
                 rs._copy_table(t)
+                rs._fold(t, self._counts.get(t.name))
         return rs
 
     def borrow(self, name: str = "") -> "Ruleset":
@@ -139,7 +145,7 @@ class Ruleset:
         rs = Ruleset(name or self.name, self.index)
         with _adding_objects():
             for tname, t in self._tables.items():
-                if tname in self._borrowed or _plain(t):
+                if tname in self._borrowed or plain_table(t):
                     rs._tables[tname] = t
                     rs._borrowed.add(tname)
                 else:
@@ -147,7 +153,8 @@ class Ruleset:
         return rs
 
     def _own(self, name: str) -> Table:
-        """Replace a borrowed table by a copy of this namespace's own (in the same place of the order)."""
+        """Replace a borrowed table by a copy of this namespace's own (in the same place of the
+        order), with what the namespace counted in it."""
         self._borrowed.discard(name)
         t = self._tables[name]
         if sum(len(c.rules) for c in t.chains.values()) < _MANY_RULES:
@@ -155,7 +162,49 @@ class Ruleset:
         else:
             with _adding_objects():
                 self._copy_table(t)
+        self._fold(t, self._counts.pop(name, None))
         return self._tables[name]
+
+    def _fold(self, template: Table, counts: dict[Any, list[int]] | None) -> None:
+        """Add what was counted in a borrowed `template` to the copy of it just made."""
+        if not counts:
+            return
+        own = self._tables[template.name]
+        for cname, c in template.chains.items():
+            nc = own.chains[cname]
+            if c in counts:
+                nc.pkts += counts[c][0]
+                nc.bytes += counts[c][1]
+            for r, nr in zip(c.rules, nc.rules, strict=True):
+                if r in counts:
+                    nr.pkts += counts[r][0]
+                    nr.bytes += counts[r][1]
+
+    def borrowed(self, name: str) -> bool:
+        """Whether table `name` is still a template's own object (never to be changed here)."""
+        return name in self._borrowed
+
+    def counted(self, name: str) -> dict[Any, list[int]] | None:
+        """What this namespace counted in borrowed table `name` (added to the template's own
+        counters: iptables-save prints the sum), or None when nothing was."""
+        return self._counts.get(name) or None
+
+    def adopt(self, tables: dict[str, Table]) -> None:
+        """Borrow these template tables (each replacing the table of its name, in its place):
+        the result of a restore shared by several namespaces (restore_shared)."""
+        for name, t in tables.items():
+            self._tables[name] = t
+            self._borrowed.add(name)
+            self._counts.pop(name, None)
+
+    def templates(self) -> dict[str, Table]:
+        """The tables by name, in order (templates' own objects when `shareable`)."""
+        return dict(self._tables)
+
+    def shareable(self) -> bool:
+        """Whether every table is still a template's, uncounted (or there is none): a restore's
+        result then depends only on the templates and the text (restore_shared)."""
+        return len(self._borrowed) == len(self._tables) and not any(self._counts.values())
 
     def _copy_table(self, t: Table) -> None:
         plain = t.plain is True             # known plain: a rule copy is a clone, and nothing to bind
@@ -190,6 +239,7 @@ class Ruleset:
                         r.target.bind(self)
         self._tables[table.name] = table
         self._borrowed.discard(table.name)
+        self._counts.pop(table.name, None)
 
     def zero_counters(self) -> None:
         """iptables -Z on every table: rule and policy counters back to 0."""
@@ -214,8 +264,11 @@ class Ruleset:
         t = self._tables.get(table)
         if t is None:
             raise PktemuError(f"ruleset {self.name or '?'}: no table '{table}' loaded")
+        counts = None
         if self._borrowed and table in self._borrowed:
-            t = self._own(table)
+            counts = self._counts.get(table)
+            if counts is None:
+                counts = self._counts[table] = {}
         base = t.chains.get(state.hook)
         if base is None:
             raise PktemuError(f"table {table} has no chain {state.hook}")
@@ -253,13 +306,16 @@ class Ruleset:
                 steps, si, cand, ci = stack.pop()
                 continue
             else:
-                return self._policy(t, base, p, state)
+                return self._policy(t, base, p, state, counts)
             for check in checks:
                 if not check(p, state):
                     break
             else:
-                rule.pkts += 1
-                rule.bytes += p.ip_len
+                if counts is None:
+                    rule.pkts += 1
+                    rule.bytes += p.ip_len
+                else:
+                    _count(counts, rule, p.ip_len)
                 kind = rule.kind
                 if kind == K_JUMP or kind == K_GOTO:
                     if trace is not None:
@@ -294,7 +350,7 @@ class Ruleset:
                     if stack:
                         steps, si, cand, ci = stack.pop()
                         continue
-                    return self._policy(t, base, p, state)
+                    return self._policy(t, base, p, state, counts)
                 if kind == K_ACCEPT or kind == K_DROP:
                     word = "ACCEPT" if kind == K_ACCEPT else "DROP"
                     note = RuleNote(f"{table}:{state.hook} {rule.chain}#{rule.num} {word}", table,
@@ -310,9 +366,13 @@ class Ruleset:
                     self._trace(trace, table, rule, "CONTINUE")
 
     @staticmethod
-    def _policy(t: Table, base: Chain, p: Pkt, state: "HookState") -> int:
-        base.pkts += 1
-        base.bytes += p.ip_len
+    def _policy(t: Table, base: Chain, p: Pkt, state: "HookState",
+                counts: dict[Any, list[int]] | None) -> int:
+        if counts is None:
+            base.pkts += 1
+            base.bytes += p.ip_len
+        else:
+            _count(counts, base, p.ip_len)
         policy = base._policy or "ACCEPT"
         if policy == "DROP":
             note = RuleNote(f"{t.name}:{state.hook} policy DROP", t.name, state.hook, None, "DROP")
@@ -329,6 +389,15 @@ class Ruleset:
                       "verdict": verdict})
 
 
+def _count(counts: dict[Any, list[int]], what: Rule | Chain, size: int) -> None:
+    c = counts.get(what)
+    if c is None:
+        counts[what] = [1, size]
+    else:
+        c[0] += 1
+        c[1] += size
+
+
 def load_rules(text: str, path: str, ruleset: Ruleset | None = None, noflush: bool = False,
                counters: bool = False, cache: "LineCache | None" = None) -> Ruleset:
     """iptables-restore [--noflush] [--counters] of `text` (named `path` in errors); see restore."""
@@ -341,7 +410,7 @@ def save_rules(ruleset: Ruleset, counters: bool = True, backend: str = "nft") ->
     borrowed prints what its template does, made once (a node no packet reached, in every run)."""
     from pktemu.netfilter.save import save_rules as _save
     tables = list(ruleset._tables.values())
-    if not tables or len(ruleset._borrowed) != len(tables):
+    if not tables or not ruleset.shareable():
         return _save(ruleset, counters, backend)
     key = (tuple(tables), counters, backend)
     text = tables[0].saved.get(key)
