@@ -71,6 +71,24 @@ def test_unusable_out_is_refused_up_front(tmp_path: Path, command: str, case: st
     assert not [n for n in os.listdir("/proc") if "pktemu" in n]
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a read-only tmpfs: needs root")
+def test_out_on_a_read_only_filesystem_is_refused_up_front(tmp_path: Path) -> None:
+    """A writable-looking folder is taken without a trial folder only on a writable filesystem:
+    a read-only one still gets the trial, and its refusal, before anything runs."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], check=True)
+    try:
+        p = pktemu("run", long_topology(tmp_path), "--scenario", "long", "--out", str(ro / "out"))
+        assert p.returncode == 2
+        line = one_line(p)
+        assert line == (f"pktemu: error: --out {ro / 'out'}: cannot create a directory in {ro}: "
+                        "Read-only file system"), line
+        assert os.listdir(ro) == []
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+
+
 def test_out_that_does_not_exist_yet_is_created(tmp_path: Path) -> None:
     out = tmp_path / "a" / "b"
     p = pktemu(*REPLAY, "--out", str(out), "--name", "r")
