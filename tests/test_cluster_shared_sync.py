@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
@@ -83,13 +84,25 @@ def test_shared_restores_give_every_node_what_its_own_restore_gives() -> None:
     saved = [save_rules(r, counters=True) for r in shared]
     assert saved == [save_rules(r, counters=True) for r in plain]
     assert [len(re.findall(r"^\[1:40\] -A KUBE-SEP-\S+ .*DNAT", s, re.M)) for s in saved] == [1, 2, 3]
-    # a partial sync after traffic: no longer shareable, restored in place, the same as unshared
+    # a sync after traffic (one Service fewer, its chains deleted): still one result for all,
+    # each node's counts carried onto the rules the restore kept, as in its own copy
     again = oracle_render("iptables", 29)
     for i in range(3):
         restores.restore(again, f"<kube-proxy node{i}>", shared[i], noflush=True)
         load_rules(again, f"<kube-proxy node{i}>", ruleset=plain[i], noflush=True)
-    assert restores.hits == 4
+    assert restores.hits == 6
+    assert shared[0].view("nat") is shared[1].view("nat") is shared[2].view("nat")
+    saved = [save_rules(r, counters=True) for r in shared]
+    assert saved == [save_rules(r, counters=True) for r in plain]
+    assert saved[0] != saved[1] and "[1:40] -A PREROUTING" in saved[0] and "[2:80] -A PREROUTING" in saved[1]
+    # one that zeroes counters is each node's own
+    zero = "*nat\n-Z\nCOMMIT\n"
+    for i in range(3):
+        restores.restore(zero, f"<kube-proxy node{i}>", shared[i], noflush=True)
+        load_rules(zero, f"<kube-proxy node{i}>", ruleset=plain[i], noflush=True)
+    assert restores.hits == 6 and shared[0].view("nat") is not shared[1].view("nat")
     assert [save_rules(r, counters=True) for r in shared] == [save_rules(r, counters=True) for r in plain]
+    assert "[1:40]" not in save_rules(shared[0].copy(), counters=True).split("*nat")[1].split("COMMIT")[0]
 
 
 def test_a_bad_restore_fails_alike_and_changes_nothing() -> None:
@@ -195,3 +208,29 @@ def test_run_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path) -> None
     bad.write_text("nodes: {a: {interfaces: {eth0: {addresses: [nonsense]}}}}\n")
     assert main(["run", str(bad), "--out", str(tmp_path / "o2"), "-q"]) == 2
     assert gc.get_freeze_count() == 0 and gc.isenabled()
+
+
+def test_a_sync_after_the_traffic_keeps_each_nodes_counts(tmp_path: Path) -> None:
+    """A 4 x 3 cluster whose clients connect at 200 ms, then pod4-3 is deleted at 700 ms: every
+    kube-proxy syncs again after its node counted. Each node keeps its own counts on the rules
+    the sync leaves alone (the jumps from the built-in chains: one SYN and the rest of its
+    connection's first packets each), the chains the sync writes again start from zero (as
+    iptables-restore flushes them), and no node keeps the deleted pod's endpoint."""
+    topo = tmp_path / "c.yaml"
+    clients = yaml.safe_load(CLUSTER.read_text())["scenarios"]["clients"]
+    clients["timeline"].append({"at": "700ms", "delete": "Pod/default/pod4-3"})
+    topo.write_text(yaml.safe_dump({"extends": {"file": str(CLUSTER), "merge": True},
+                                    "vars": {"nodes": 4, "pods": 3}, "scenarios": {"churn": clients}}))
+    r = pktemu("run", str(topo), "--scenario", "churn", "--out", str(tmp_path / "out"), "-q")
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "out" / "churn"
+    assert "0.700000 - delete Pod/default/pod4-3 [ok]" in (out / "timeline.txt").read_text()
+    jumps = set()
+    for n in range(1, 5):
+        saved = (out / f"iptables-save-node{n}.txt").read_text()
+        assert "10.0.4.4" not in saved
+        jump = re.findall(r"^\[(\d+):\d+\] -A PREROUTING .* -j KUBE-SERVICES$", saved, re.M)
+        assert len(jump) == 1 and int(jump[0]) >= 1, saved
+        jumps.add(int(jump[0]))
+        assert not re.findall(r"^\[[1-9]\d*:\d+\] -A KUBE-(SEP|SVC|SERVICES)", saved, re.M), saved
+    assert len(jumps) > 1                 # nodes counted apart: not one shared counter

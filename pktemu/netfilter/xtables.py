@@ -189,22 +189,31 @@ class Ruleset:
         counters: iptables-save prints the sum), or None when nothing was."""
         return self._counts.get(name) or None
 
-    def adopt(self, tables: dict[str, Table]) -> None:
+    def adopt(self, tables: dict[str, Table], counts: dict[str, dict[Any, list[int]]] | None = None) -> None:
         """Borrow these template tables (each replacing the table of its name, in its place):
-        the result of a restore shared by several namespaces (restore_shared)."""
+        the result of a restore shared by several namespaces (restore_shared). `counts`: what
+        this namespace has counted in them (a table not given keeps its counts if it is the
+        same object, else starts from none)."""
         for name, t in tables.items():
+            if counts is not None and name in counts:
+                self._counts[name] = counts[name]
+            elif self._tables.get(name) is not t:
+                self._counts.pop(name, None)
             self._tables[name] = t
             self._borrowed.add(name)
-            self._counts.pop(name, None)
 
     def templates(self) -> dict[str, Table]:
-        """The tables by name, in order (templates' own objects when `shareable`)."""
+        """The tables by name, in order (templates' own objects when `all_borrowed`)."""
         return dict(self._tables)
+
+    def all_borrowed(self) -> bool:
+        """Whether every table is still a template's, unchanged here (or there is none)."""
+        return len(self._borrowed) == len(self._tables)
 
     def shareable(self) -> bool:
         """Whether every table is still a template's, uncounted (or there is none): a restore's
         result then depends only on the templates and the text (restore_shared)."""
-        return len(self._borrowed) == len(self._tables) and not any(self._counts.values())
+        return self.all_borrowed() and not any(self._counts.values())
 
     def _copy_table(self, t: Table) -> None:
         plain = t.plain is True             # known plain: a rule copy is a clone, and nothing to bind
