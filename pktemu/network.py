@@ -37,6 +37,7 @@ from pktemu.netfilter.xtables import Ruleset, load_rules
 from pktemu.nftables.load import load_nftables
 from pktemu.sim import Simulator
 from pktemu.timeline import ACTIONS, CLUSTER, ActionFailed, NodeCtx, load_builtin, when_text
+from pktemu.units import interface
 
 
 @dataclass
@@ -310,10 +311,9 @@ def _ifaddr(a: topo.Address) -> IfAddr:
     return IfAddr(addr, plen, ip2int(a.peer) if a.peer else None)
 
 
-@functools.lru_cache(maxsize=4096)
 def _interface(cidr: str) -> tuple[int, int]:
-    """"10.0.1.2/24" -> (address, prefix length): every scenario's network parses the same ones."""
-    iface = ipaddress.ip_interface(cidr)
+    """"10.0.1.2/24" -> (address, prefix length)."""
+    iface = interface(cidr)
     return int(iface.ip), iface.network.prefixlen
 
 

@@ -9,12 +9,10 @@ import ipaddress
 from pktemu.errors import excerpt, shorten
 from pktemu.io.topofile_nodes import Built
 from pktemu.topo import Address, Node
+from pktemu.units import interface
 
 
-@functools.lru_cache(maxsize=4096)
-def _iface(cidr: str) -> ipaddress.IPv4Interface:
-    """An address the parser validated already, parsed once (every check reads every address)."""
-    return ipaddress.IPv4Interface(cidr)
+_iface = interface       # every check reads every address, which the parser validated already
 
 
 @functools.lru_cache(maxsize=4096)

@@ -159,6 +159,9 @@ def ipv4(src: Src, where: str, value: object) -> ipaddress.IPv4Address:
         raise src.error(where, f"not an IPv4 address: {yaml_kind(value)} {excerpt(value)} ({e})") from None
 
 
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
 def host_address(src: Src, where: str, value: object) -> ipaddress.IPv4Interface:
     """An interface address with its prefix length, like `ip addr add 10.0.1.2/24`."""
     if not isinstance(value, str) or "/" not in value:
@@ -169,6 +172,6 @@ def host_address(src: Src, where: str, value: object) -> ipaddress.IPv4Interface
     except ValueError as e:
         raise src.error(where, f"not an IPv4 address/prefix: {excerpt(value)} ({e})") from None
     ip = iface.ip
-    if ip.is_unspecified or ip.is_multicast or ip == ipaddress.IPv4Address("255.255.255.255"):
+    if ip.is_unspecified or ip.is_multicast or ip == _BROADCAST:
         raise src.error(where, f"{ip} cannot be an interface address")
     return iface

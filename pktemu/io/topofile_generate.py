@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from pktemu.errors import excerpt
+from pktemu.io.topofile_expr import _VAR, VALUE_MAX, evaluate
 from pktemu.io.topofile_fields import Src, integer, mapping, seq
 from pktemu.io.topofile_merge import Origin
 
@@ -21,14 +22,8 @@ from pktemu.io.topofile_merge import Origin
 GEN_MAX_OBJECTS = 100_000
 #: Values (scalars and collections) that loops may create in all: bounds memory however large a body is.
 GEN_MAX_VALUES = 2_000_000
-#: The longest expression between braces, and the largest magnitude of any intermediate value.
-EXPR_MAX_CHARS = 200
-VALUE_MAX = 2**63
-
 _FOR = re.compile(r"for\s+([A-Za-z_][A-Za-z0-9_]*)\s+in\s+(.+?)\s*\.\.\s*(.+?)\s*\Z", re.S)
-_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _BRACES = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
-_TOKEN = re.compile(r"\s*(?:(\d+)|([A-Za-z_][A-Za-z0-9_]*)|(//|[-+*%()]))")
 
 
 class _Budget:
@@ -172,6 +167,8 @@ def _range(src: Src, where: str, loop: re.Match[str], env: dict[str, int], budge
 
 def substitute(src: Src, where: str, text: str, env: dict[str, int], whole: bool) -> Any:
     """`{expr}` replaced by its value; with `whole`, a string that is one `{expr}` gives the integer."""
+    if "{" not in text and "}" not in text:
+        return text
     if whole:
         m = _BRACES.fullmatch(text)
         if m is not None and m[1] is not None:
@@ -185,98 +182,3 @@ def substitute(src: Src, where: str, text: str, env: dict[str, int], whole: bool
                                    "brace)")
         return str(evaluate(src, where, m[1], env))
     return _BRACES.sub(one, text)
-
-
-def evaluate(src: Src, where: str, expr: str, env: dict[str, int]) -> int:
-    """An integer expression: numbers, variables, + - * // % and parentheses (no other Python)."""
-    if len(expr) > EXPR_MAX_CHARS:
-        raise src.error(where, f"expression longer than {EXPR_MAX_CHARS} characters: {excerpt(expr)}")
-    tokens: list[str] = []
-    pos = 0
-    stripped = expr.rstrip()
-    while pos < len(stripped):
-        m = _TOKEN.match(stripped, pos)
-        if m is None or m.end() == pos:
-            raise src.error(where, f"not an integer expression: {excerpt(expr)} (numbers, variables "
-                                   f"{', '.join(sorted(env)) or '(none)'}, + - * // % and parentheses)")
-        tokens.append(m[0].strip())
-        pos = m.end()
-    return _Expr(src, where, expr, tokens, env).run()
-
-
-class _Expr:
-    """Recursive descent over the tokens: sum := term (('+'|'-') term)*; term := unary (('*'|'//'|'%')
-    unary)*; unary := '-' unary | atom; atom := number | variable | '(' sum ')'."""
-
-    def __init__(self, src: Src, where: str, text: str, tokens: list[str], env: dict[str, int]) -> None:
-        self.src, self.where, self.text, self.tokens, self.env, self.i = src, where, text, tokens, env, 0
-
-    def fail(self, why: str) -> Exception:
-        return self.src.error(self.where, f"in {excerpt('{' + self.text + '}')}: {why}")
-
-    def peek(self) -> str | None:
-        return self.tokens[self.i] if self.i < len(self.tokens) else None
-
-    def run(self) -> int:
-        if not self.tokens:
-            raise self.fail("empty expression (write {{ for a literal brace)")
-        v = self.sum(0)
-        if self.peek() is not None:
-            raise self.fail(f"unexpected {self.peek()!r}")
-        return v
-
-    def check(self, v: int) -> int:
-        if abs(v) > VALUE_MAX:
-            raise self.fail("a value is out of range -2**63..2**63")
-        return v
-
-    def sum(self, depth: int) -> int:
-        v = self.term(depth)
-        while self.peek() in ("+", "-"):
-            op = self.tokens[self.i]
-            self.i += 1
-            r = self.term(depth)
-            v = self.check(v + r if op == "+" else v - r)
-        return v
-
-    def term(self, depth: int) -> int:
-        v = self.unary(depth)
-        while self.peek() in ("*", "//", "%"):
-            op = self.tokens[self.i]
-            self.i += 1
-            r = self.unary(depth)
-            if op == "*":
-                v = self.check(v * r)
-            elif r == 0:
-                raise self.fail("division by zero")
-            else:
-                v = v // r if op == "//" else v % r
-        return v
-
-    def unary(self, depth: int) -> int:
-        sign = 1
-        while self.peek() == "-":
-            self.i += 1
-            sign = -sign
-        return sign * self.atom(depth)
-
-    def atom(self, depth: int) -> int:
-        tok = self.peek()
-        self.i += 1
-        if tok is None:
-            raise self.fail("the expression ends too early")
-        if tok == "(":
-            if depth > 20:
-                raise self.fail("parentheses nested too deeply")
-            v = self.sum(depth + 1)
-            if self.peek() != ")":
-                raise self.fail("missing )")
-            self.i += 1
-            return v
-        if tok.isdigit():
-            return self.check(int(tok))
-        if _VAR.match(tok):
-            if tok not in self.env:
-                raise self.fail(f"no variable {tok!r} (variables: {', '.join(sorted(self.env)) or 'none'})")
-            return self.env[tok]
-        raise self.fail(f"unexpected {tok!r}")

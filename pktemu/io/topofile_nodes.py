@@ -32,7 +32,7 @@ from pktemu.io.topofile_fields import path as path_field
 from pktemu.io.topofile_merge import resolve_at
 from pktemu.io.topofile_sysctl import parse_sysctls
 from pktemu.topo import Address, App, Bridge, BridgePort, Interface, Node, Route, Veth
-from pktemu.units import parse_duration, parse_ipv4_network
+from pktemu.units import interface, parse_duration, parse_ipv4_network
 
 NODE_KEYS = ("sysctls", "interfaces", "bridges", "routes", "ip_rules", "iptables", "nftables", "ipsets",
              "apps", "resolv")
@@ -378,7 +378,7 @@ def parse_pod(src: Src, where: str, pname: str, value: object, b: Built) -> None
     addrs += parse_addresses(src, f"{where}.addresses", m.get("addresses"), b, pname, "eth0", len(addrs))
     if not addrs:
         raise src.error(f"{where}.address", "required (or addresses: a list, the first is the primary)")
-    addr = ipaddress.IPv4Interface(addrs[0].cidr)
+    addr = interface(addrs[0].cidr)
     pod.interfaces["eth0"] = Interface("eth0", _mac(src, f"{where}.mac", m.get("mac"), b.seed, pname, "eth0"),
                                        addrs, mtu)
     if m.get("gateway") is not None:
@@ -399,7 +399,7 @@ def parse_pod(src: Src, where: str, pname: str, value: object, b: Built) -> None
 def _bridge_gateway(src: Src, where: str, bridge: Bridge, addr: ipaddress.IPv4Interface, host: str) -> str:
     """No `gateway:` given: the bridge's address on the pod's network, as kubenet sets it up."""
     for a in bridge.addresses:
-        ba = ipaddress.IPv4Interface(a.cidr)
+        ba = interface(a.cidr)
         if a.peer is None and addr.ip in ba.network:
             return str(ba.ip)
     raise src.error(f"{where}.gateway", f"required: bridge {bridge.name} of node {host} has no address "

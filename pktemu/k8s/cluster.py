@@ -9,7 +9,6 @@ reads). Objects are deep-copied into the API server, so the topology model is ne
 from __future__ import annotations
 
 import copy
-import ipaddress
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,7 @@ from pktemu.net.frame import int2ip
 from pktemu.netfilter.hooks import Netfilter
 from pktemu.netfilter.xtables import Ruleset
 from pktemu.sim import SECOND
+from pktemu.units import interface
 
 if TYPE_CHECKING:
     from pktemu import topo
@@ -41,7 +41,7 @@ def topology_pods(t: "topo.Topology") -> dict[str, tuple[str, str]]:
             pname, _, ifname = pod_end.partition("/")
             m = t.nodes.get(pname)
             if m is not None and m.kind == "pod" and ifname == "eth0" and m.interfaces["eth0"].addresses:
-                ip = str(ipaddress.IPv4Interface(m.interfaces["eth0"].addresses[0].cidr).ip)
+                ip = str(interface(m.interfaces["eth0"].addresses[0].cidr).ip)
                 out[pname] = (ip, host_end.partition("/")[0])
     return out
 
