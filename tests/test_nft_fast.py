@@ -41,8 +41,8 @@ def _model(rs: NftRuleset) -> list[Any]:
         out.append((key, t.next_handle, t.anon, sets))
         for name, c in t.chains.items():
             out.append((name, c.handle, c.type, c.hook, c.priority, c.policy, c.comment))
-            out += [(r.text, r.handle, r.where, r.chain, r.nat, r.comment, r.jumps, r.counter,
-                     [fn.__qualname__ for fn, _ in r.steps]) for r in c.rules]
+            out += [(r.text, r.handle, r.where, r.chain, r.comment, r.jumps, r.counter,
+                     [fn.__qualname__ for fn, _ in r.pairs()]) for r in c.rules]
     return out
 
 

@@ -4,7 +4,7 @@
     nft: ["add table ip t", "list ruleset"]        several, run in order, each its own `nft` run
     nft: {file: rules.nft}  /  nft: {text: "..."}  `nft -f`: the whole file is one transaction
 
-As in the kernel, a run that fails applies nothing (pktemu.nftables.model.Snapshot); it is logged
+As in the kernel, a run that fails applies nothing (pktemu.nftables.snapshot.Snapshot); it is logged
 as a `[FAILED]` action with nft's error, the run goes on. `list ruleset` prints the node's
 ruleset. Base chains a command creates are hooked at once, by name, as kube-proxy's are
 (pktemu.k8s.nft_tx), so a chain deleted and re-added keeps its hook.

@@ -2,8 +2,9 @@
 
 As in the kernel, a table holds its sets (named maps included) and chains in creation order,
 which is the order `nft list ruleset` prints them in; every object gets a handle from the
-table's counter. A rule is a tuple of compiled steps (see `steps`) plus the text `nft list`
-prints for it; rules, elements and verdicts use __slots__, as there are hundreds of thousands of
+table's counter. A rule is a flat tuple of compiled steps (see `steps`) plus the text `nft list`
+prints for it (or, for a fast-loaded rule, the shape it prints from its steps: see `shapes`);
+rules, elements and verdicts use __slots__, as there are hundreds of thousands of
 them at 10,000 Services and a first packet touches some of each. Set elements are kept in a dict
 keyed by the element's value tuple, so a lookup costs one hash probe whatever the set's size;
 interval sets add a per-prefix-length index.
@@ -13,10 +14,13 @@ from __future__ import annotations
 import itertools
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from pktemu.errors import PktemuError
 from pktemu.netfilter.core import FORWARD, INPUT, OUTPUT, POSTROUTING, PREROUTING
+
+if TYPE_CHECKING:
+    from pktemu.nftables.snapshot import Snapshot
 
 FAMILIES = ("ip", "inet")
 REFUSED_FAMILIES = ("ip6", "bridge", "arp", "netdev")
@@ -181,20 +185,51 @@ _HANDLE = (1 << 32) - 1
 Step = tuple[Callable[[Any, Any, Any], Any], Any]
 
 
-@dataclass(slots=True)
 class Rule:
     """One rule: its steps, the text nft prints, and its counter (when it has one). Its handle and
     the line it was read from share one int (`pos`) and its file name is the load's one string: a
-    `file:line` string and a handle int of its own would be some 60 more bytes per rule."""
-    text: str
-    steps: tuple[Step, ...] = ()
-    chain: str = ""
-    src: str = ""                        # the file it was read from
-    pos: int = 0                         # line << 32 | handle
-    counter: list[int] | None = None     # [packets, bytes] of a `counter` statement
-    jumps: tuple[Verdict, ...] = ()
-    comment: str | None = None
-    nat: str | None = None               # dnat / snat / masquerade / redirect: checked per hook
+    `file:line` string and a handle int of its own would be some 60 more bytes per rule. `steps` is
+    flat, `fn1, arg1, fn2, arg2, ...` (no pair tuple per step). This is the fast loader's rule: it
+    keeps, instead of its text, its shape (pktemu.nftables.shapes), the text printed from its steps,
+    and finds its jumps in its steps; the general parser's rules are ParsedRule."""
+    __slots__ = ("txt", "steps", "chain", "src", "pos", "counter")
+
+    def __init__(self, text: "str | tuple[Any, ...]" = "", steps: tuple[Any, ...] = (), chain: str = "",
+                 src: str = "", pos: int = 0, counter: list[int] | None = None) -> None:
+        self.txt, self.steps, self.chain, self.src, self.pos = text, steps, chain, src, pos
+        self.counter = counter
+
+    @property
+    def jumps(self) -> tuple[Verdict, ...]:
+        """The jump/goto verdicts of its steps: a `jump` step's own, a `numgen ... vmap`'s."""
+        out: list[Verdict] = []
+        for arg in self.steps[1::2]:
+            for v in arg if isinstance(arg, tuple) else (arg,):
+                if isinstance(v, Verdict) and v.target is not None:
+                    out.append(v)
+        return tuple(out)
+
+    @property
+    def comment(self) -> str | None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"Rule({self.text!r}, chain={self.chain!r}, handle={self.handle})"
+
+    @property
+    def text(self) -> str:
+        t = self.txt
+        if isinstance(t, str):
+            return t
+        steps = self.steps
+        if len(t) == 2:             # one variable item: a NAT rule's, whose text every packet's note has
+            i, fmt, extra = t[1]
+            return t[0] % fmt(steps[i], extra)      # type: ignore[no-any-return]
+        return t[0] % tuple([fmt(steps[i], extra) for i, fmt, extra in t[1:]])     # type: ignore[no-any-return]
+
+    @text.setter
+    def text(self, value: str) -> None:
+        self.txt = value
 
     @property
     def handle(self) -> int:
@@ -209,11 +244,35 @@ class Rule:
         """`file:line` of the rule, for errors that name it."""
         return f"{self.src}:{self.pos >> 32}"
 
+    def pairs(self) -> list[tuple[Any, Any]]:
+        """The steps as (function, argument) pairs."""
+        st = self.steps
+        return [(st[k], st[k + 1]) for k in range(0, len(st), 2)]
+
     def shown(self) -> str:
         """The rule as `nft list` prints it, its counter's current values included."""
         if self.counter is None:
             return self.text
         return self.text.replace(COUNTER_MARK, f"counter packets {self.counter[0]} bytes {self.counter[1]}")
+
+
+class ParsedRule(Rule):
+    """A rule the general parser read: its text, the jumps its statements and anonymous verdict
+    maps name (checked when the transaction ends), its comment."""
+    __slots__ = ("own_jumps", "own_comment")
+
+    def __init__(self, chain: str, src: str, pos: int) -> None:
+        super().__init__("", (), chain, src, pos)
+        self.own_jumps: tuple[Verdict, ...] = ()
+        self.own_comment: str | None = None
+
+    @property
+    def jumps(self) -> tuple[Verdict, ...]:
+        return self.own_jumps
+
+    @property
+    def comment(self) -> str | None:
+        return self.own_comment
 
 
 @dataclass(slots=True)
@@ -227,22 +286,6 @@ class Chain:
     comment: str | None = None
     handle: int = 0
     rules: list[Rule] = field(default_factory=list)
-    #: the rules as eval.run_chain walks them, built on first use; whatever changes `rules` resets it
-    prog: tuple[Any, ...] | None = field(default=None, repr=False, compare=False)
-
-    def program(self) -> tuple[Any, ...]:
-        """Every rule as `rule, end, fn1, arg1, fn2, arg2, ...` in one flat tuple (`end` is where the
-        next rule starts): a packet walks one array instead of a list, rule objects and step pairs."""
-        out: list[Any] = []
-        for r in self.rules:
-            at = len(out)
-            out += (r, 0)
-            for fn, arg in r.steps:
-                out += (fn, arg)
-            out[at + 1] = len(out)
-        self.prog = tuple(out)
-        return self.prog
-
     @property
     def base(self) -> bool:
         return self.hook is not None
@@ -315,68 +358,7 @@ class NftRuleset:
             raise PktemuError(f"{where}: no table {family} {name}")
         return t
 
-    def transaction(self) -> Snapshot:
+    def transaction(self) -> "Snapshot":
         """Start an `nft -f` transaction: `restore()` the result if it fails, `close()` it if not."""
+        from pktemu.nftables.snapshot import Snapshot
         return Snapshot(self)
-
-
-class Snapshot:
-    """What a transaction changes, saved so that a failed `nft -f` applies nothing, as the kernel's
-    all-or-nothing transactions do. Tables are saved up front (their chain and set dicts copied,
-    one C-level copy each); a chain or set is saved when the transaction first reaches it through
-    `Table.chain`/`Table.set`/`get_chain`/`get_set`, so a small transaction on a 10,000-Service ruleset costs
-    what it touches. Rules and elements are never changed in place by a load, so shallow copies do."""
-
-    def __init__(self, rs: "NftRuleset") -> None:
-        self.rs, self.tables = rs, dict(rs.tables)
-        self.saved: list[tuple[Any, dict[str, Any], list[tuple[Any, Any]]]] = []
-        self.seen: set[int] = set()
-        for t in self.tables.values():
-            self.saved.append((t, dict(t.__dict__), [(t.sets, dict(t.sets)), (t.chains, dict(t.chains))]))
-            t.tx = self
-
-    def fresh(self, obj: "Chain | NftSet") -> None:
-        """An object this transaction created: a failure drops it with its table's dicts, so there is
-        nothing of it to save when the transaction later reaches it."""
-        self.seen.add(id(obj))
-
-    def touch(self, obj: "Chain | NftSet") -> None:
-        if id(obj) in self.seen:
-            return
-        self.seen.add(id(obj))
-        if isinstance(obj, Chain):
-            self.saved.append((obj, _attrs(obj), [(obj.rules, list(obj.rules))]))
-            return
-        parts: list[tuple[Any, Any]] = [(obj.elements, dict(obj.elements)), (obj.ranges, list(obj.ranges)),
-                                        (obj.prefixes, dict(obj.prefixes))]
-        parts += [(ix, dict(ix)) for ix in obj.prefixes.values()]
-        self.saved.append((obj, _attrs(obj), parts))
-
-    def close(self) -> None:
-        for t in self.tables.values():
-            t.tx = None
-
-    def restore(self) -> None:
-        """Put every saved object back as it was; what the transaction created is dropped."""
-        self.rs.tables.clear()
-        self.rs.tables.update(self.tables)
-        for obj, attrs, parts in reversed(self.saved):
-            for name, value in attrs.items():
-                setattr(obj, name, value)
-            for container, copy in parts:
-                if isinstance(container, list):
-                    container[:] = copy
-                else:
-                    container.clear()
-                    container.update(copy)
-        for t in self.tables.values():
-            t.chains_changed()
-            for c in t.chains.values():
-                c.prog = None
-
-
-def _attrs(obj: Any) -> dict[str, Any]:
-    """An object's attributes, whether it keeps them in a __dict__ (Table) or in slots (Chain, NftSet)."""
-    if hasattr(obj, "__dict__"):
-        return dict(obj.__dict__)
-    return {name: getattr(obj, name) for name in obj.__slots__}

@@ -2,17 +2,18 @@
 
 `LineLoader.line` takes `add chain|rule|element` and `flush chain` lines of the shapes kube-proxy
 writes and builds the very objects the general parser builds for them (same print text, steps,
-handles and line); any other line, or one the general parser would refuse, it leaves untouched.
+handles and line), except that a rule keeps, instead of its text, its shape (pktemu.nftables.shapes);
+any other line, or one the general parser would refuse, it leaves untouched.
 """
 from __future__ import annotations
 
 import socket
 from typing import Any, Callable
 
-from pktemu.nftables import steps
+from pktemu.nftables import shapes, steps
 from pktemu.nftables.fields import lookup_field
 from pktemu.nftables.model import FAMILIES, Chain, Element, NftRuleset, Rule, Step, Table, make_verdict
-from pktemu.nftables.rules import cmp_step, prefix_step, rule_text
+from pktemu.nftables.rules import cmp_step, prefix_step
 from pktemu.nftables.statements import nat_like, nat_step, numgen_random, verdict_step
 from pktemu.nftables.values import PROTOS, port_range, shared
 
@@ -61,7 +62,9 @@ class LineLoader:
         self.consts: dict[tuple[Any, ...], Step] = {}
         #: (table, kind, target) -> the verdict and its step: every rule's `jump mark-for-masquerade`
         #: is then one Verdict (resolved once, as the table's epoch allows) and one step tuple
-        self.jumps: dict[tuple[int, str, str], tuple[Any, Step, tuple[Any, ...], Table]] = {}
+        self.jumps: dict[tuple[int, str, str], tuple[Any, Step, Table]] = {}
+        self.texts: dict[tuple[Any, ...], str] = {}
+        self.shapes: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
     def line(self, line: str, no: int) -> bool:
         """Apply one line if it is a shape this loader knows and would load without error (True);
@@ -96,7 +99,6 @@ class LineLoader:
                 tx.touch(c)
             if verb == "flush":
                 c.rules.clear()
-                c.prog = None
             return True
         c = table.chains[name] = Chain(name, handle=table.new_handle())
         table.chains_changed()
@@ -165,34 +167,27 @@ class LineLoader:
         if "{" in line or "}" in line or "," in line:
             braces = line.count("{") + line.count("}") + line.count(",")
         rule = Rule("", (), c.name, self.path, no << 32)
-        out: list[Step] = []
-        starts: list[int] = []        # the word each item starts at: its print text is its words
-        deps: dict[int, Any] = {}     # item -> ("l4", P) or ("needs", P), for rule_text
-        shown: dict[int, str] = {}    # item -> its print text where that is not its words
-        jumps: tuple[Any, ...] = ()
+        out: list[Any] = []           # the flat steps
+        parts: list[Any] = []         # item -> its text, or (pre, fmt, extra, post): see _part
+        deps: list[Any] = []          # item -> ("l4", P), ("needs", P) or None, as for rule_text
         anon = 0
         ints = self.ints
-        plain = True                  # the rule's print text is its words as written
-        l4: int | None = None
         i = 5
         while i < n:
             w = words[i]
             nxt = words[i + 1] if i + 1 < n else ""
-            starts.append(i)
-            last_l4, l4 = l4, None
+            dep: Any = None
             if w == "ip" and nxt in _ADDR_FIELDS:
-                i, step = self._ip(words, i, n, nxt)
+                i, step, part = self._ip(words, i, n, nxt)
                 if step is None:
                     return False
-                out.append(step)
             elif w in _JUMPS and nxt and not braces:
                 i += 2
                 hit = self.jumps.get((id(table), w, nxt))
                 if hit is None:
                     v = make_verdict(_KIND[w], self._target(table, nxt))
-                    hit = self.jumps[(id(table), w, nxt)] = (v, (steps.go, v), (v,), table)
-                jumps = hit[2] if not jumps else jumps + hit[2]
-                out.append(hit[1])
+                    hit = self.jumps[(id(table), w, nxt)] = (v, (steps.go, v), table)
+                step, part = hit[1], _VERDICT_PART
             elif (w, nxt) in _PORTS:
                 read, proto = _PORTS[(w, nxt)]
                 op, at = ("!=", i + 3) if i + 2 < n and words[i + 2] == "!=" else ("==", i + 2)
@@ -201,13 +196,12 @@ class LineLoader:
                     return False
                 i = at + 1
                 if proto is not None:
-                    deps[len(starts) - 1] = ("needs", proto)
-                    if last_l4 == proto:
-                        plain = False     # `meta l4proto tcp tcp dport 80` prints as `tcp dport 80`
-                step = self.consts.get((w, nxt, op, port))
+                    dep = ("needs", proto)
+                key = (w, nxt, op, port)
+                step = self.consts.get(key)
                 if step is None:
-                    step = self.consts[(w, nxt, op, port)] = cmp_step(read, op, ints.setdefault(port, port))
-                out.append(step)
+                    step = self.consts[key] = cmp_step(read, op, ints.setdefault(port, port))
+                part = self._text(key, f"{w} {nxt} {'!= ' if op == '!=' else ''}{port}")
             elif w == "meta" and nxt == "l4proto":
                 op, at = ("!=", i + 3) if i + 2 < n and words[i + 2] == "!=" else ("==", i + 2)
                 p = PROTOS.get(words[at]) if at < n else None
@@ -215,15 +209,14 @@ class LineLoader:
                     return False
                 i = at + 1
                 if op == "==":
-                    deps[len(starts) - 1] = ("l4", p)
-                    l4 = p
+                    dep = ("l4", p)
                 step = self.consts.get(("l4", op, p))
                 if step is None:
                     step = self.consts[("l4", op, p)] = cmp_step(_L4_READ, op, ints.setdefault(p, p))
-                out.append(step)
+                part = self._text(("l4", op, p), f"meta l4proto {'!= ' if op == '!=' else ''}{words[at]}")
             elif w in _VERDICTS:
                 i += 1
-                out.append(verdict_step(rule, make_verdict(_KIND[w], None)))
+                step, part = verdict_step(rule, make_verdict(_KIND[w], None)), _VERDICT_PART
             elif w == "dnat" and nxt == "to" and table.family == "ip" and i + 2 < n:
                 target = words[i + 2]
                 i += 3
@@ -234,37 +227,62 @@ class LineLoader:
                     return False
                 like = self.consts.get(("dnat", nat[1], nat[2]))
                 if like is None:
-                    out.append(nat_step(rule, "dnat", *nat, []))
-                    self.consts[("dnat", nat[1], nat[2])] = out[-1]
+                    step = self.consts[("dnat", nat[1], nat[2])] = nat_step(rule, "dnat", *nat, [])
                 else:
-                    out.append(nat_like(rule, nat[0], like))
+                    step = nat_like(rule, nat[0], like)
+                part = _part("dnat to ", shapes.nat, None, shapes.nat_port(nat[1], nat[2]))
             elif w == "numgen":
                 got = self._numgen(table, words, i, n, braces)
                 if got is None:
                     return False
-                i, shown[len(starts) - 1], step, vjumps = got
-                braces, anon, plain = 0, anon + 1, False
-                jumps += vjumps
-                out.append(step)
+                i, mod, step = got
+                braces, anon = 0, anon + 1
+                part = _part("", shapes.numgen_vmap, mod, "")
             else:
                 return False
+            out += step
+            parts.append(part)
+            deps.append(dep)
         if braces:
             return False
-        if plain:
-            rule.text = " ".join(words[5:])
-        else:
-            ends = starts[1:] + [n]
-            rule.text = rule_text([(shown.get(k) or " ".join(words[a:b]), deps.get(k))
-                                   for k, (a, b) in enumerate(zip(starts, ends, strict=True))], None)
+        shown = []                    # as rule_text: `meta l4proto tcp tcp dport 80` prints `tcp dport 80`
+        for k, part in enumerate(parts):
+            dep = deps[k]
+            if dep is not None and dep[0] == "l4" and k + 1 < len(deps) and deps[k + 1] == ("needs", dep[1]):
+                continue
+            shown.append(part if isinstance(part, str) else (2 * k + 1, *part))
+        rule.txt = self._shape(shown)
         rule.steps = tuple(out)
-        rule.jumps = jumps
         table.anon += anon
         rule.pos |= table.new_handle()
         if table.tx is not None:
             table.tx.touch(c)
         c.rules.append(rule)
-        c.prog = None
         return True
+
+    def _text(self, key: tuple[Any, ...], text: str) -> str:
+        """The print text of a constant step (a port, protocol or prefix match): one string per load."""
+        got = self.texts.get(key)
+        if got is None:
+            got = self.texts[key] = text
+        return got
+
+    def _shape(self, parts: list[Any]) -> tuple[Any, ...]:
+        """The shape of a rule whose items print as `parts` (a text, or `(i, pre, fmt, extra, post)`):
+        `(template, (i, fmt, extra), ...)`, one tuple per form of rule in a load (see shapes)."""
+        key = tuple(parts)
+        got = self.shapes.get(key)
+        if got is None:
+            pieces, fills = [], []
+            for part in parts:
+                if isinstance(part, str):
+                    pieces.append(part.replace("%", "%%"))
+                else:
+                    i, pre, fmt, extra, post = part
+                    pieces.append(pre.replace("%", "%%") + "%s" + post.replace("%", "%%"))
+                    fills.append((i, fmt, extra))
+            got = self.shapes[key] = (" ".join(pieces), *fills)
+        return got
 
     def _addr(self, w: str) -> int | None:
         """_addr through the load's cache (a Service's address is in its rule and its elements)."""
@@ -275,34 +293,35 @@ class LineLoader:
                 v = self.addrs[w] = self.ints.setdefault(v, v)
         return v
 
-    def _ip(self, words: list[str], i: int, n: int, which: str) -> tuple[int, Step | None]:
-        """`ip saddr|daddr [!=] A[/L]`: (next word, step), or no step when not plain."""
+    def _ip(self, words: list[str], i: int, n: int, which: str) -> tuple[int, Step | None, Any]:
+        """`ip saddr|daddr [!=] A[/L]`: (next word, step, print part), or no step when not plain."""
         read = _ADDR_FIELDS[which]
         neg = i + 2 < n and words[i + 2] == "!="
         at = i + 3 if neg else i + 2
         if at >= n:
-            return at, None
+            return at, None, None
         w = words[at]
         if "/" not in w:
             v = self.addrs.get(w)
             if v is None:
                 v = self._addr(w)
                 if v is None:
-                    return at, None
-            return at + 1, (cmp_step(read, "!=", v) if neg else steps.eq_step(read, shared(v)))
-        step = self.consts.get((which, neg, w))
-        if step is None:
+                    return at, None, None
+            step = cmp_step(read, "!=", v) if neg else steps.eq_step(read, shared(v))
+            return at + 1, step, _ADDR_PARTS[(which, neg)]
+        got = self.consts.get((which, neg, w))
+        if got is None:
             addr, _, plen_text = w.partition("/")
             v = self._addr(addr)
             plen = _num(plen_text, 32)
             if v is None or plen is None or v & ~_MASK[plen] & 0xFFFFFFFF:
-                return at, None
+                return at, None, None
             mask = _MASK[plen]
-            step = self.consts[(which, neg, w)] = prefix_step(read, v & mask, mask, neg)
-        return at + 1, step
+            got = self.consts[(which, neg, w)] = prefix_step(read, v & mask, mask, neg)
+        return at + 1, got, self._text((which, neg, w), f"ip {which} {'!= ' if neg else ''}{w}")
 
     def _numgen(self, table: Table, words: list[str], i: int, n: int,
-                braces: int) -> tuple[int, str, Step, tuple[Any, ...]] | None:
+                braces: int) -> tuple[int, int, Step] | None:
         """`numgen random mod N vmap { 0 : V0 , 1 : V1 , ... }` with keys 0..N-1 in order (vmap_index)."""
         if i + 5 >= n or words[i + 1] != "random" or words[i + 2] != "mod" or words[i + 4] != "vmap":
             return None
@@ -311,7 +330,6 @@ class LineLoader:
             return None
         j = i + 6
         verdicts: list[Any] = []
-        shown: list[str] = []
         used = 1
         while True:
             if j + 2 >= n or _num(words[j], 2**32 - 1) != len(verdicts) or words[j + 1] != ":":
@@ -326,7 +344,6 @@ class LineLoader:
             else:
                 return None
             verdicts.append(v)
-            shown.append(f"{len(verdicts) - 1} : {v.text()}")
             if j < n and words[j] == ",":
                 j += 1
                 used += 1
@@ -337,12 +354,23 @@ class LineLoader:
             return None
         if used != braces:
             return None
-        text = f"numgen random mod {mod} vmap {{ {', '.join(shown)} }}"
         step = (steps.vmap_index, (numgen_random(mod, 0), *verdicts))
-        return j + 1, text, step, tuple(v for v in verdicts if v.target is not None)
+        return j + 1, mod, step
 
 
 _KIND = {k: k for k in (*_VERDICTS, *_JUMPS)}
+_PARTS: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+
+
+def _part(pre: str, fmt: Any, extra: Any, post: str) -> tuple[Any, ...]:
+    """An item printed as `pre + fmt(its step's argument, extra) + post`, one tuple for equal ones."""
+    key = (pre, fmt, extra, post)
+    return _PARTS.setdefault(key, key)
+
+
+_VERDICT_PART = _part("", shapes.verdict, None, "")
+_ADDR_PARTS = {(w, neg): _part(f"ip {w} {'!= ' if neg else ''}", shapes.addr, None, "")
+               for w in ("saddr", "daddr") for neg in (False, True)}
 
 
 def _plain(line: str) -> bool:
@@ -360,4 +388,6 @@ def _nat_target(text: str, addr_of: Callable[[str], int | None]) -> tuple[int, i
     if not port:
         return v, None, None
     ports = port_range(port)
-    return None if ports is None else (v, *ports)
+    if ports is None or shapes.nat_port(*ports) != ":" + port:
+        return None               # only as printed back (`:08080` or `:80-80` go to the general parser)
+    return (v, *ports)

@@ -139,7 +139,6 @@ def _command(cur: Cursor, rs: NftRuleset, verb: str) -> None:
         if verb == "flush":
             c = table.chain(name, where)
             c.rules.clear()
-            c.prog = None
         elif name in table.chains or verb == "delete":
             table.chain(name, where)
             # as nf_tables_delchain: the chain's own rules go with it (kube-proxy deletes its base
@@ -201,7 +200,6 @@ def _rule_command(cur: Cursor, table: Table, verb: str, where: str) -> None:
                 pos += 1
         if verb in ("delete", "destroy"):
             del c.rules[pos]
-            c.prog = None
             return _end(cur)
     elif verb in ("delete", "destroy"):
         raise cur.error("delete rule needs 'handle N'")
@@ -210,7 +208,6 @@ def _rule_command(cur: Cursor, table: Table, verb: str, where: str) -> None:
     if pos is None:
         pos = 0 if verb == "insert" else len(c.rules)
     c.rules.insert(pos, rule)
-    c.prog = None
 
 
 def _rule_tokens(cur: Cursor) -> list[Token]:
@@ -363,7 +360,6 @@ def _chain_body(cur: Cursor, t: Table, c: Chain, rules: bool) -> None:
             rule = parse_rule(Cursor(_rule_tokens(cur), cur.path, cur.ints), t, c.name)
             rule.handle = t.new_handle()
             c.rules.append(rule)
-            c.prog = None
         else:
             raise cur.error(f"unexpected '{w}' in a chain declaration")
 

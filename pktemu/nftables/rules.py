@@ -14,7 +14,7 @@ from pktemu.nftables import statements, steps
 from pktemu.nftables.elements import parse_elements, parse_typed, parse_verdict
 from pktemu.nftables.fields import Field, lookup_field
 from pktemu.nftables.lexer import Cursor
-from pktemu.nftables.model import Element, NftSet, Rule, Step, Table, Verdict
+from pktemu.nftables.model import Element, NftSet, ParsedRule, Rule, Step, Table, Verdict
 from pktemu.nftables.values import format_key, format_value, parse_value, shared, sort_key, ValueError_
 
 OPS = {"==": "==", "eq": "==", "!=": "!=", "ne": "!=", "<": "<", "lt": "<", ">": ">", "gt": ">",
@@ -55,16 +55,16 @@ class Lhs:
         return key
 
 
-def parse_rule(cur: Cursor, table: Table, chain: str) -> Rule:
+def parse_rule(cur: Cursor, table: Table, chain: str) -> ParsedRule:
     """The rule whose tokens are the rest of `cur` (one line)."""
-    rule = Rule(text="", chain=chain, src=cur.path, pos=cur.peek().line << 32)
+    rule = ParsedRule(chain, cur.path, cur.peek().line << 32)
     items: list[tuple[str, Any]] = []
     steps: list[Step] = []
     while not cur.at_end():
         t = cur.peek()
         if t.text == "comment" and t.kind == "word":
             cur.next()
-            rule.comment = cur.word("a comment string")
+            rule.own_comment = cur.word("a comment string")
             continue
         stmt = statements.parse_statement(cur, table, rule)
         if stmt is not None:
@@ -76,8 +76,8 @@ def parse_rule(cur: Cursor, table: Table, chain: str) -> Rule:
         text, step, dep = parse_match(cur, table, rule)
         items.append((text, dep))
         steps.append(step)
-    rule.text = rule_text(items, rule.comment)
-    rule.steps = tuple(steps)
+    rule.text = rule_text(items, rule.own_comment)
+    rule.steps = tuple(x for step in steps for x in step)
     if not steps and not rule.text:
         raise cur.error("empty rule")
     return rule
@@ -129,7 +129,7 @@ def parse_lhs(cur: Cursor) -> Lhs | None:
     return Lhs(fields, text)
 
 
-def parse_match(cur: Cursor, table: Table, rule: Rule) -> tuple[str, Step, Any]:
+def parse_match(cur: Cursor, table: Table, rule: ParsedRule) -> tuple[str, Step, Any]:
     tok = cur.peek()
     lhs = parse_lhs(cur)
     if lhs is None:
@@ -139,7 +139,7 @@ def parse_match(cur: Cursor, table: Table, rule: Rule) -> tuple[str, Step, Any]:
     if cur.accept("vmap"):
         s = set_ref(cur, table, lhs, "verdict")
         if s.anonymous:
-            rule.jumps += tuple(el.data for el in s.elements.values() if el.data.target is not None)
+            rule.own_jumps += tuple(el.data for el in s.elements.values() if el.data.target is not None)
         return f"{lhs.text} vmap {set_text(s)}", vmap_step(read, s, lhs, rule), dep
     op = "=="
     optext = ""

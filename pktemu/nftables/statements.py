@@ -17,7 +17,7 @@ from pktemu.nftables import steps
 from pktemu.nftables.elements import VERDICTS, parse_time, parse_typed
 from pktemu.nftables.fields import Field
 from pktemu.nftables.lexer import Cursor
-from pktemu.nftables.model import COUNTER_MARK, DYNAMIC_SIZE, Element, Rule, Step, Table, Verdict
+from pktemu.nftables.model import COUNTER_MARK, DYNAMIC_SIZE, Element, ParsedRule, Rule, Step, Table, Verdict
 from pktemu.nftables.values import port_range, shared
 
 ACCEPT, DROP = Verdict("accept"), Verdict("drop")
@@ -75,7 +75,7 @@ def _final(p: Any, s: Any, a: tuple[Rule, Verdict]) -> Any:
     return v
 
 
-def parse_statement(cur: Cursor, table: Table, rule: Rule) -> tuple[str, Step | None] | None:
+def parse_statement(cur: Cursor, table: Table, rule: ParsedRule) -> tuple[str, Step | None] | None:
     """The statement at the cursor as (print text, step), or None when it is a match."""
     w = cur.peek().text if cur.peek().kind == "word" else ""
     w1 = cur.peek(1).text
@@ -83,7 +83,7 @@ def parse_statement(cur: Cursor, table: Table, rule: Rule) -> tuple[str, Step | 
         cur.next()
         v = Verdict(w, cur.word("a chain name") if w in ("jump", "goto") else None)
         if v.target is not None:
-            rule.jumps += (v,)
+            rule.own_jumps += (v,)
         return v.text(), verdict_step(rule, v)
     if w == "counter":
         cur.next()
@@ -209,8 +209,7 @@ def _nat(cur: Cursor, table: Table, rule: Rule, kind: str) -> tuple[str, Step]:
 
 
 def nat_step(rule: Rule, kind: str, ip: int | None, lo: int | None, hi: int | None, flags: list[str]) -> Step:
-    """The step of a dnat/snat/masquerade/redirect statement (also marks the rule as a NAT rule)."""
-    rule.nat = kind
+    """The step of a dnat/snat/masquerade/redirect statement."""
     manip = MANIP_SRC if kind in ("snat", "masquerade") else MANIP_DST
     opts = ("random" in flags, "fully-random" in flags, "persistent" in flags)
     how = (shared(lo), shared(hi), sys.intern(kind), manip, _OPTS.setdefault(opts, opts))
@@ -220,7 +219,6 @@ def nat_step(rule: Rule, kind: str, ip: int | None, lo: int | None, hi: int | No
 def nat_like(rule: Rule, ip: int | None, like: Step) -> Step:
     """The step of a NAT statement with the ports, kind and flags of `like`, for another rule and
     address (every endpoint's `dnat to A:8080` shares them)."""
-    rule.nat = like[1][2][2]
     return (_nat_step, (ip, rule, like[1][2]))
 
 
