@@ -7,50 +7,19 @@ any other line, or one the general parser would refuse, it leaves untouched.
 """
 from __future__ import annotations
 
-import socket
-from typing import Any, Callable
+from typing import Any
 
 from pktemu.nftables import shapes, steps
-from pktemu.nftables.fields import lookup_field
-from pktemu.nftables.model import FAMILIES, Chain, Element, NftRuleset, Rule, Step, Table, make_verdict
+from pktemu.nftables.model import (
+    FAMILIES, Chain, Element, NftRuleset, Rule, Step, Table, make_chain, make_verdict,
+)
+from pktemu.nftables.nft_words import (
+    ADDR_FIELDS, ADDR_PARTS, INDEX, JUMPS, KIND, L4_READ, MASK, NAT_WORDS, PORTS, VERDICT_PART, VERDICTS,
+    item_part, nat_target, num, plain, quad,
+)
 from pktemu.nftables.rules import cmp_step, prefix_step
 from pktemu.nftables.statements import nat_like, nat_step, numgen_random, verdict_step
-from pktemu.nftables.values import PROTOS, port_range, shared
-
-_VERDICTS = ("accept", "drop", "continue", "return")
-_JUMPS = ("jump", "goto")
-_NAT_WORDS = ("random", "fully-random", "persistent", ",")
-#: `PROTO dport|sport` -> (reader, the l4 protocol it needs)
-_PORTS: dict[tuple[str, str], tuple[Any, int | None]] = {}
-for _p in ("tcp", "udp", "sctp", "th"):
-    for _d in ("sport", "dport"):
-        _f = lookup_field([_p, _d, ""])
-        assert _f is not None
-        _PORTS[(_p, _d)] = (_f[0].read, _f[0].proto)
-_ADDR_FIELDS = {w: lookup_field(["ip", w, ""])[0].read for w in ("saddr", "daddr")}  # type: ignore[index]
-_L4 = lookup_field(["meta", "l4proto", ""])
-assert _L4 is not None
-_L4_READ = _L4[0].read
-_aton, _ntoa = socket.inet_aton, socket.inet_ntoa
-_MASK = tuple(((1 << n) - 1) << (32 - n) if n else 0 for n in range(33))
-
-
-def _addr(w: str) -> int | None:
-    """A dotted quad as ipaddress prints it (no leading zeros: what inet_ntoa gives back), else None."""
-    try:
-        b = _aton(w)
-    except (OSError, ValueError):
-        return None
-    return int.from_bytes(b, "big") if _ntoa(b) == w else None
-
-
-def _num(w: str, top: int) -> int | None:
-    """A decimal number as nft prints it (no sign, no leading zeros), up to `top`, else None."""
-    if not (w.isdigit() and w.isascii()) or (w[0] == "0" and len(w) > 1):
-        return None
-    v = int(w)
-    return v if v <= top else None
-
+from pktemu.nftables.values import PROTOS, shared
 
 class LineLoader:
     """One load's state: the ruleset, the shared ints, and the jump steps its rules share."""
@@ -65,6 +34,10 @@ class LineLoader:
         self.jumps: dict[tuple[int, str, str], tuple[Any, Step, Table]] = {}
         self.texts: dict[tuple[Any, ...], str] = {}
         self.shapes: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        #: the shapes of _endpoint_rule's forms, recorded by the general loop the first time it builds one
+        self.forms: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self.touched: Chain | None = None
+        self.ports: dict[str, tuple[int | None, int | None]] = {}
 
     def line(self, line: str, no: int) -> bool:
         """Apply one line if it is a shape this loader knows and would load without error (True);
@@ -81,8 +54,13 @@ class LineLoader:
         if table is None:
             return False
         if obj == "rule" and verb == "add":
+            n = len(words)
+            if (n == 10 or n == 11) and plain(line):
+                c = table.chains.get(words[4])
+                if c is not None and self._endpoint_rule(table, c, words, n, no):
+                    return True
             return self._rule(table, words, line, no)
-        if obj == "chain" and len(words) == 5 and (verb == "add" or verb == "flush") and _plain(line):
+        if obj == "chain" and len(words) == 5 and (verb == "add" or verb == "flush") and plain(line):
             return self._chain(table, verb, words[4])
         if obj == "element" and verb == "add":
             return self._element(table, words, line)
@@ -100,7 +78,7 @@ class LineLoader:
             if verb == "flush":
                 c.rules.clear()
             return True
-        c = table.chains[name] = Chain(name, handle=table.new_handle())
+        c = table.chains[name] = make_chain(name, table.new_handle())
         table.chains_changed()
         if tx is not None:
             tx.fresh(c)
@@ -128,7 +106,7 @@ class LineLoader:
             elif typ == "inet_proto":
                 v = PROTOS.get(w)
             elif typ == "inet_service":
-                v = _num(w, 65535)
+                v = num(w, 65535)
             else:
                 return False
             if v is None:
@@ -140,10 +118,10 @@ class LineLoader:
             if s.data_type != "verdict" or i + 1 >= n:
                 return False
             w = words[i + 1]
-            if w in _VERDICTS and i + 2 == n:
-                data = make_verdict(_KIND[w], None)
-            elif w in _JUMPS and i + 3 == n:
-                data = make_verdict(_KIND[w], self._target(table, words[i + 2]))
+            if w in VERDICTS and i + 2 == n:
+                data = make_verdict(KIND[w], None)
+            elif w in JUMPS and i + 3 == n:
+                data = make_verdict(KIND[w], self._target(table, words[i + 2]))
             else:
                 return False
         elif i != n or s.data_type is not None:
@@ -177,21 +155,21 @@ class LineLoader:
             w = words[i]
             nxt = words[i + 1] if i + 1 < n else ""
             dep: Any = None
-            if w == "ip" and nxt in _ADDR_FIELDS:
+            if w == "ip" and nxt in ADDR_FIELDS:
                 i, step, part = self._ip(words, i, n, nxt)
                 if step is None:
                     return False
-            elif w in _JUMPS and nxt and not braces:
+            elif w in JUMPS and nxt and not braces:
                 i += 2
                 hit = self.jumps.get((id(table), w, nxt))
                 if hit is None:
-                    v = make_verdict(_KIND[w], self._target(table, nxt))
+                    v = make_verdict(KIND[w], self._target(table, nxt))
                     hit = self.jumps[(id(table), w, nxt)] = (v, (steps.go, v), table)
-                step, part = hit[1], _VERDICT_PART
-            elif (w, nxt) in _PORTS:
-                read, proto = _PORTS[(w, nxt)]
+                step, part = hit[1], VERDICT_PART
+            elif (w, nxt) in PORTS:
+                read, proto = PORTS[(w, nxt)]
                 op, at = ("!=", i + 3) if i + 2 < n and words[i + 2] == "!=" else ("==", i + 2)
-                port = _num(words[at], 65535) if at < n else None
+                port = num(words[at], 65535) if at < n else None
                 if port is None:
                     return False
                 i = at + 1
@@ -212,17 +190,17 @@ class LineLoader:
                     dep = ("l4", p)
                 step = self.consts.get(("l4", op, p))
                 if step is None:
-                    step = self.consts[("l4", op, p)] = cmp_step(_L4_READ, op, ints.setdefault(p, p))
+                    step = self.consts[("l4", op, p)] = cmp_step(L4_READ, op, ints.setdefault(p, p))
                 part = self._text(("l4", op, p), f"meta l4proto {'!= ' if op == '!=' else ''}{words[at]}")
-            elif w in _VERDICTS:
+            elif w in VERDICTS:
                 i += 1
-                step, part = verdict_step(rule, make_verdict(_KIND[w], None)), _VERDICT_PART
+                step, part = verdict_step(rule, make_verdict(KIND[w], None)), VERDICT_PART
             elif w == "dnat" and nxt == "to" and table.family == "ip" and i + 2 < n:
                 target = words[i + 2]
                 i += 3
-                if i < n and words[i] in _NAT_WORDS:
+                if i < n and words[i] in NAT_WORDS:
                     return False
-                nat = _nat_target(target, self._addr)
+                nat = self._nat_target(target)
                 if nat is None:
                     return False
                 like = self.consts.get(("dnat", nat[1], nat[2]))
@@ -230,14 +208,14 @@ class LineLoader:
                     step = self.consts[("dnat", nat[1], nat[2])] = nat_step(rule, "dnat", *nat, [])
                 else:
                     step = nat_like(rule, nat[0], like)
-                part = _part("dnat to ", shapes.nat, None, shapes.nat_port(nat[1], nat[2]))
+                part = item_part("dnat to ", shapes.nat, None, shapes.nat_port(nat[1], nat[2]))
             elif w == "numgen":
                 got = self._numgen(table, words, i, n, braces)
                 if got is None:
                     return False
                 i, mod, step = got
                 braces, anon = 0, anon + 1
-                part = _part("", shapes.numgen_vmap, mod, "")
+                part = item_part("", shapes.numgen_vmap, mod, "")
             else:
                 return False
             out += step
@@ -255,10 +233,85 @@ class LineLoader:
         rule.steps = tuple(out)
         table.anon += anon
         rule.pos |= table.new_handle()
-        if table.tx is not None:
+        self._append(table, c, rule)
+        if n == 10 or n == 11:
+            self._form(table, words, n, rule.txt)
+        return True
+
+    def _form(self, table: Table, words: list[str], n: int, shape: tuple[Any, ...]) -> None:
+        """Record the shape of a rule the general loop built, if it is of one of _endpoint_rule's forms."""
+        if n == 10:
+            if words[5] == "ip" and words[6] in ADDR_FIELDS and words[7] != "!=" and "/" not in words[7] \
+                    and words[8] in JUMPS:
+                self.forms.setdefault((words[6], words[8]), shape)
+        elif words[5] == "meta" and words[6] == "l4proto" and words[8] == "dnat" and words[9] == "to":
+            p = PROTOS.get(words[7])
+            nat = self._nat_target(words[10])
+            if p is not None and nat is not None and table.family == "ip":
+                self.forms.setdefault(("dnat", p, nat[1], nat[2]), shape)
+
+    def _append(self, table: Table, c: Chain, rule: Rule) -> None:
+        if table.tx is not None and c is not self.touched:     # touching a chain twice changes nothing
             table.tx.touch(c)
+            self.touched = c
+        c.rules.append(rule)
+
+    def _endpoint_rule(self, table: Table, c: Chain, words: list[str], n: int, no: int) -> bool:
+        """An endpoint chain's two rules, `ip saddr A jump C` and `meta l4proto P dnat to A:P` (ten of a
+        Service's twelve), built as the general loop of _rule builds them once it has met their form
+        (its jump, protocol match and NAT ports); False (nothing changed) for any other line."""
+        if n == 10:
+            which, kind = words[6], words[8]
+            if words[5] != "ip" or which not in ADDR_FIELDS or kind not in JUMPS:
+                return False
+            hit = self.jumps.get((id(table), kind, words[9]))
+            shape = self.forms.get((which, kind))
+            w = words[7]
+            v = self.addrs.get(w)
+            if v is None and "/" not in w:
+                v = self._addr(w)
+            if hit is None or shape is None or v is None:
+                return False
+            rule = Rule(shape, (*steps.eq_step(ADDR_FIELDS[which], shared(v)), *hit[1]), c.name, self.path,
+                        no << 32 | table.new_handle())
+        else:
+            if words[5] != "meta" or words[6] != "l4proto" or words[8] != "dnat" or words[9] != "to" \
+                    or table.family != "ip":
+                return False
+            p = PROTOS.get(words[7])
+            nat = self._nat_target(words[10])
+            if p is None or nat is None:
+                return False
+            match = self.consts.get(("l4", "==", p))
+            like = self.consts.get(("dnat", nat[1], nat[2]))
+            shape = self.forms.get(("dnat", p, nat[1], nat[2]))
+            if match is None or like is None or shape is None:
+                return False
+            rule = Rule(shape, (), c.name, self.path, no << 32 | table.new_handle())
+            rule.steps = (*match, *nat_like(rule, nat[0], like))
+        if table.tx is not None and c is not self.touched:
+            table.tx.touch(c)
+            self.touched = c
         c.rules.append(rule)
         return True
+
+    def _nat_target(self, text: str) -> tuple[int, int | None, int | None] | None:
+        """nat_target with the port part's reading kept (every endpoint of a port has the same)."""
+        addr, colon, port = text.rpartition(":")
+        if not colon or "-" in port:
+            return nat_target(text, self._addr)
+        ports = self.ports.get(port)
+        if ports is None:
+            got = nat_target("0.0.0.0:" + port, quad)
+            if got is None:
+                return None
+            ports = self.ports[port] = got[1:]
+        v = self.addrs.get(addr)
+        if v is None:
+            v = self._addr(addr)
+            if v is None:
+                return None
+        return (v, *ports)
 
     def _text(self, key: tuple[Any, ...], text: str) -> str:
         """The print text of a constant step (a port, protocol or prefix match): one string per load."""
@@ -285,17 +338,17 @@ class LineLoader:
         return got
 
     def _addr(self, w: str) -> int | None:
-        """_addr through the load's cache (a Service's address is in its rule and its elements)."""
+        """quad through the load's cache (a Service's address is in its rule and its elements)."""
         v = self.addrs.get(w)
         if v is None:
-            v = _addr(w)
+            v = quad(w)
             if v is not None:
                 v = self.addrs[w] = self.ints.setdefault(v, v)
         return v
 
     def _ip(self, words: list[str], i: int, n: int, which: str) -> tuple[int, Step | None, Any]:
         """`ip saddr|daddr [!=] A[/L]`: (next word, step, print part), or no step when not plain."""
-        read = _ADDR_FIELDS[which]
+        read = ADDR_FIELDS[which]
         neg = i + 2 < n and words[i + 2] == "!="
         at = i + 3 if neg else i + 2
         if at >= n:
@@ -308,15 +361,15 @@ class LineLoader:
                 if v is None:
                     return at, None, None
             step = cmp_step(read, "!=", v) if neg else steps.eq_step(read, shared(v))
-            return at + 1, step, _ADDR_PARTS[(which, neg)]
+            return at + 1, step, ADDR_PARTS[(which, neg)]
         got = self.consts.get((which, neg, w))
         if got is None:
             addr, _, plen_text = w.partition("/")
             v = self._addr(addr)
-            plen = _num(plen_text, 32)
-            if v is None or plen is None or v & ~_MASK[plen] & 0xFFFFFFFF:
+            plen = num(plen_text, 32)
+            if v is None or plen is None or v & ~MASK[plen] & 0xFFFFFFFF:
                 return at, None, None
-            mask = _MASK[plen]
+            mask = MASK[plen]
             got = self.consts[(which, neg, w)] = prefix_step(read, v & mask, mask, neg)
         return at + 1, got, self._text((which, neg, w), f"ip {which} {'!= ' if neg else ''}{w}")
 
@@ -325,21 +378,24 @@ class LineLoader:
         """`numgen random mod N vmap { 0 : V0 , 1 : V1 , ... }` with keys 0..N-1 in order (vmap_index)."""
         if i + 5 >= n or words[i + 1] != "random" or words[i + 2] != "mod" or words[i + 4] != "vmap":
             return None
-        mod = _num(words[i + 3], 2**32 - 1)
+        mod = num(words[i + 3], 2**32 - 1)
         if not mod or words[i + 5] != "{":
             return None
         j = i + 6
         verdicts: list[Any] = []
         used = 1
+        chains = table.chains
         while True:
-            if j + 2 >= n or _num(words[j], 2**32 - 1) != len(verdicts) or words[j + 1] != ":":
+            k = len(verdicts)     # words[j] must read as k: only its canonical decimal does
+            if j + 2 >= n or words[j] != (INDEX[k] if k < 64 else str(k)) or words[j + 1] != ":":
                 return None
             w = words[j + 2]
-            if w in _VERDICTS:
-                v = make_verdict(_KIND[w], None)
+            if w in VERDICTS:
+                v = make_verdict(KIND[w], None)
                 j += 3
-            elif w in _JUMPS and j + 3 < n:
-                v = make_verdict(_KIND[w], self._target(table, words[j + 3]))
+            elif w in JUMPS and j + 3 < n:
+                c = chains.get(words[j + 3])
+                v = make_verdict(KIND[w], words[j + 3] if c is None else c.name)
                 j += 4
             else:
                 return None
@@ -356,38 +412,3 @@ class LineLoader:
             return None
         step = (steps.vmap_index, (numgen_random(mod, 0), *verdicts))
         return j + 1, mod, step
-
-
-_KIND = {k: k for k in (*_VERDICTS, *_JUMPS)}
-_PARTS: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-
-
-def _part(pre: str, fmt: Any, extra: Any, post: str) -> tuple[Any, ...]:
-    """An item printed as `pre + fmt(its step's argument, extra) + post`, one tuple for equal ones."""
-    key = (pre, fmt, extra, post)
-    return _PARTS.setdefault(key, key)
-
-
-_VERDICT_PART = _part("", shapes.verdict, None, "")
-_ADDR_PARTS = {(w, neg): _part(f"ip {w} {'!= ' if neg else ''}", shapes.addr, None, "")
-               for w in ("saddr", "daddr") for neg in (False, True)}
-
-
-def _plain(line: str) -> bool:
-    return "{" not in line and "}" not in line and "," not in line
-
-
-def _nat_target(text: str, addr_of: Callable[[str], int | None]) -> tuple[int, int | None, int | None] | None:
-    """`A` or `A:P` or `A:P-Q` of a dnat, as statements._addr_port reads it, else None."""
-    addr, colon, port = text.rpartition(":")
-    if not colon:
-        addr, port = text, ""
-    v = addr_of(addr)
-    if v is None:
-        return None
-    if not port:
-        return v, None, None
-    ports = port_range(port)
-    if ports is None or shapes.nat_port(*ports) != ":" + port:
-        return None               # only as printed back (`:08080` or `:80-80` go to the general parser)
-    return (v, *ports)
