@@ -173,7 +173,31 @@ class Rule:
         return body
 
     def _compile(self, dst: bool) -> list[Check]:
-        """The rule's tests; each one shared by the rules that have the same (see _check)."""
+        """The rule's tests; each one shared by the rules that have the same (see _check). A rule
+        with none of the rare header fields (kube-proxy's but its `! -s` ones) takes the short
+        way: a packet's first visit to a Service's endpoint chain compiles them."""
+        if self._hdr is not _HDR0:
+            return self._compile_any(dst)
+        out: list[Check] = []
+        smsk = self.smsk
+        if smsk:
+            out.append(self._src_is if smsk == U32 else _check("s", self.src, smsk, False))
+        if dst:
+            dmsk = self.dmsk
+            if dmsk:
+                out.append(self._dst_is if dmsk == U32 else _check("d", self.dst, dmsk, False))
+        proto = self.proto
+        if proto:
+            c = _PROTO_CHECKS.get(proto)
+            if c is None:
+                c = _PROTO_CHECKS[proto] = _check("p", proto, 0, False)
+            out.append(c)
+        for m in self.matches:
+            if not m.always:
+                out.append(m.match)
+        return out
+
+    def _compile_any(self, dst: bool) -> list[Check]:
         out: list[Check] = []
         inv_src, inv_dst, iniface, inv_in, outiface, inv_out, inv_proto, frag, inv_frag, _o = self._hdr
         if self.smsk == U32 and not inv_src:
@@ -244,6 +268,7 @@ _new_rule = object.__new__
 #: A /32 address is one rule's own (a ClusterIP, an endpoint): its check is made, not kept.
 _CHECKS: dict[tuple[Any, ...], Check] = {}
 _CHECK_TUPLES: dict[tuple[Check, ...], tuple[Check, ...]] = {}
+_PROTO_CHECKS: dict[int, Check] = {}       # `-p N`, by N: _check's, without its key tuple
 
 
 def _make_check(kind: str, v: Any, m: int, inv: bool) -> Check:

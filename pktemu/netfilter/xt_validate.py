@@ -1,11 +1,13 @@
 """What the kernel checks when a table is replaced: no jump loops, and every extension in a table
 and reachable only from hooks it allows.
 
-Cost is linear in the table: counting each chain's callers gives the chains in an order where
-callers come first (Kahn's; on a jump loop a depth-first walk finds the loop to report), so the
-hooks each chain is reachable from are one pass over the jumps; extensions are checked once per
-set of hooks, by class where the check reads class attributes only (most do), else by object
-(rules share equal extension objects).
+Cost is linear in the table: when callers come before the chains they jump to (kube-proxy's
+order), one pass over the rules finds the hooks each chain is reachable from and checks its
+extensions; else (or on an error) counting each chain's callers gives the chains in an order
+where callers come first (Kahn's; on a jump loop a depth-first walk finds the loop to report),
+then a pass checks the extensions, raising the first error in the chains' order. Extensions are
+checked once per set of hooks, by class where the check reads class attributes only (most do),
+else by object (rules share equal extension objects).
 """
 from __future__ import annotations
 
@@ -25,14 +27,99 @@ _PLAIN: list[Any] = [-1, set()]
 def validate_table(t: "Table") -> set[type]:
     """Raise the error (one line, naming the rule's source) for the first thing the kernel refuses;
     else the classes of the table's extensions."""
+    classes = _in_order(t)
+    if classes is not None:
+        return classes
     reach = _reach(t)
     if reach is None:
         jumps = {n: [r for r in c.rules if r.kind == K_JUMP or r.kind == K_GOTO] for n, c in t.chains.items()}
         _check_loops(t, jumps)          # raises the error for the loop the depth-first walk meets first
         raise AssertionError("a jump loop that the depth-first walk did not find")
+    return _check_all(t, reach)
+
+
+def _start(t: "Table") -> dict[str, frozenset[str]]:
+    none: frozenset[str] = frozenset()
+    reach = dict.fromkeys(t.chains, none)
+    for hook in TABLE_HOOKS[t.name]:
+        reach[hook] = frozenset((hook,))
+    return reach
+
+
+def _in_order(t: "Table") -> set[type] | None:
+    """validate_table in one pass over the rules, when each jump goes to a later chain or to one
+    that jumps nowhere (a loop needs a jump back to a chain that jumps on): every caller of a
+    chain then comes before it, so its hooks are final when its rules are checked and it passes
+    them on (a chain that jumps nowhere is checked again at the end if callers after it added
+    hooks). kube-proxy's tables are in that order (a Service's chains are declared before its
+    endpoints'). None if they are not, or if anything fails: the general way then finds the
+    error validate_table reports (the first in the chains' order)."""
+    reach = _start(t)
     plain = _plain_classes()
     #: hooks -> what passed with them: a class whose checks read class attributes only (plain),
     #: else the extension object
+    checked: dict[frozenset[str], set[Any]] = {}
+    classes: set[type] = set()
+    jumping: set[str] = set()            # the chains seen to jump on
+    ends: list[tuple["Chain", frozenset[str]]] = []
+    for name, c in t.chains.items():
+        hooks = reach[name]
+        done = checked.get(hooks)
+        if done is None:
+            done = checked[hooks] = set()
+        out = False
+        for r in c.rules:
+            k = r.kind
+            if k == K_JUMP or k == K_GOTO:
+                if not out:
+                    jumping.add(name)
+                    out = True
+                j = r.jump
+                if j in jumping:         # back to a chain that jumps on (or to itself)
+                    return None
+                if hooks:
+                    had = reach[j]
+                    if not had:
+                        reach[j] = hooks
+                    elif had is not hooks and not hooks <= had:
+                        reach[j] = had | hooks
+            for ext in r.matches:
+                cls = type(ext)             # not `ext.__class__`: that lookup is not specialized
+                if cls not in done:
+                    what: Any = cls if cls in plain else id(ext)
+                    if what not in done:
+                        if _fails(t, ext, hooks):
+                            return None
+                        done.add(what)
+                        classes.add(cls)
+            tg = r.target
+            if tg is not None and (tcls := type(tg)) not in done:
+                what = tcls if tcls in plain else id(tg)
+                if what not in done:
+                    if _fails(t, tg, hooks):
+                        return None
+                    done.add(what)
+                    classes.add(tcls)
+        if not out:
+            ends.append((c, hooks))
+    for c, hooks in ends:
+        final = reach[c.name]
+        if final is not hooks and final != hooks:
+            for r in c.rules:
+                for e in (*r.matches, r.target):
+                    if e is not None and _fails(t, e, final):
+                        return None
+    return classes
+
+
+def _fails(t: "Table", ext: Extension, hooks: frozenset[str]) -> bool:
+    """Whether _check_ext would refuse `ext`."""
+    return (ext.table is not None and ext.table != t.name) or bool(hooks and ext.check_hooks(hooks))
+
+
+def _check_all(t: "Table", reach: dict[str, frozenset[str]]) -> set[type]:
+    """The extensions' checks, chain after chain, rule after rule: raise the first error."""
+    plain = _plain_classes()
     checked: dict[frozenset[str], set[Any]] = {}
     classes: set[type] = set()
     for c in t.chains.values():
@@ -42,7 +129,7 @@ def validate_table(t: "Table") -> set[type]:
             done = checked[hooks] = set()
         for r in c.rules:
             for ext in r.matches:
-                cls = type(ext)             # not `ext.__class__`: that lookup is not specialized
+                cls = type(ext)
                 if cls not in done:
                     what: Any = cls if cls in plain else id(ext)
                     if what not in done:
@@ -60,9 +147,10 @@ def validate_table(t: "Table") -> set[type]:
 
 
 def _reach(t: "Table") -> dict[str, frozenset[str]] | None:
-    """Chain -> the hooks it is reachable from; None if there is a jump loop. Kahn's: a chain is
-    taken once every chain that jumps to it was (a count per jump, where a depth-first walk costs
-    a step per chain and jump), so its hooks are final when it passes them on."""
+    """Chain -> the hooks it is reachable from, for chains in any order; None if there is a jump
+    loop. Kahn's: a chain is taken once every chain that jumps to it was (a count per jump), so
+    its hooks are final when it passes them on."""
+    reach = _start(t)
     callers = dict.fromkeys(t.chains, 0)
     targets: dict[str, list[str]] = {}
     for name, c in t.chains.items():
@@ -71,10 +159,6 @@ def _reach(t: "Table") -> dict[str, frozenset[str]] | None:
             targets[name] = to
             for j in to:
                 callers[j] += 1
-    none: frozenset[str] = frozenset()
-    reach = dict.fromkeys(t.chains, none)
-    for hook in TABLE_HOOKS[t.name]:
-        reach[hook] = frozenset((hook,))
     ready = [n for n, k in callers.items() if not k]
     taken = len(ready)
     while ready:
