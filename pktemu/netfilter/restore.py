@@ -36,7 +36,8 @@ from pktemu.netfilter.xt_base import MAX_EXPANSION, TARGETS, ParseCtx
 from pktemu.netfilter.xt_fast import fast_cache, fast_rule
 from pktemu.netfilter.xt_parse import LineCache, parse_line, parse_text, tokenize
 from pktemu.netfilter.xt_rule import STANDARD, where_code
-from pktemu.netfilter.xtables import Chain, Ruleset, Table, settle_young
+from pktemu.netfilter.gc_pause import settle_young
+from pktemu.netfilter.xtables import Chain, Ruleset, Table
 
 _COUNTERS_RE = re.compile(r"^\[([0-9]{1,20}):([0-9]{1,20})\]$")
 _PREFIX_RE = re.compile(r"^\[([^\]]*)\][ \t]*")

@@ -16,13 +16,11 @@ packets they pass.
 """
 from __future__ import annotations
 
-import contextlib
-import gc
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from pktemu.errors import PktemuError
 from pktemu.netfilter.core import NF_ACCEPT, NF_DROP, NF_STOLEN
+from pktemu.netfilter.gc_pause import MANY_RULES, adding_objects
 from pktemu.netfilter.xt_base import XT_CONTINUE, Pkt
 from pktemu.netfilter.nftrace import traced_traverse
 from pktemu.netfilter.rule_note import RuleNote
@@ -36,35 +34,6 @@ if TYPE_CHECKING:
     from pktemu.netfilter.core import HookState
 
 _VERDICT_NAMES = {NF_ACCEPT: "ACCEPT", NF_DROP: "DROP", NF_STOLEN: "STOLEN"}
-
-
-def settle_young() -> None:
-    """Move the young objects to the oldest generation without a pass over them: else the first
-    allocation after a big load pays a young-generation collection of everything it made (~15% of
-    the load), though a ruleset's objects live as long as it does. They are still collected by a
-    full collection, as objects that survived two passes would be. Only when nothing is frozen
-    (gc.freeze is the program's own to use)."""
-    if gc.get_freeze_count() == 0:
-        gc.freeze()
-        gc.unfreeze()
-
-
-#: a table copied mid-run with at least this many rules is copied with the cyclic GC held off
-_MANY_RULES = 1000
-
-
-@contextlib.contextmanager
-def _adding_objects() -> Iterator[None]:
-    """Around a copy, which only adds objects: the cyclic GC's passes over them would cost 80%
-    (and they are moved out of the young generation after, see settle_young)."""
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if collecting:
-            settle_young()
-            gc.enable()
 
 
 def plain_table(t: Table) -> bool:
@@ -131,7 +100,7 @@ class Ruleset:
         """The same tables for another namespace, with counters and extension state of its own
         (Rule.clone): what parsing built is shared, so a copy costs a fraction of a parse."""
         rs = Ruleset(name or self.name, self.index)
-        with _adding_objects():
+        with adding_objects():
             for t in self._tables.values():
                 rs._copy_table(t)
                 rs._fold(t, self._counts.get(t.name))
@@ -143,7 +112,7 @@ class Ruleset:
         until this namespace first walks or changes it, so a node that no packet reaches costs
         no copy; what it prints and counts is the same as a copy's."""
         rs = Ruleset(name or self.name, self.index)
-        with _adding_objects():
+        with adding_objects():
             for tname, t in self._tables.items():
                 if tname in self._borrowed or plain_table(t):
                     rs._tables[tname] = t
@@ -157,10 +126,10 @@ class Ruleset:
         order), with what the namespace counted in it."""
         self._borrowed.discard(name)
         t = self._tables[name]
-        if sum(len(c.rules) for c in t.chains.values()) < _MANY_RULES:
+        if sum(len(c.rules) for c in t.chains.values()) < MANY_RULES:
             self._copy_table(t)
         else:
-            with _adding_objects():
+            with adding_objects():
                 self._copy_table(t)
         self._fold(t, self._counts.pop(name, None))
         return self._tables[name]

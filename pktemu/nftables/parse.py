@@ -13,7 +13,7 @@ from __future__ import annotations
 import gc
 import sys
 
-from pktemu.netfilter.xtables import settle_young
+from pktemu.netfilter.gc_pause import settle_young
 from pktemu.nftables.check import check
 from pktemu.nftables.elements import parse_elements, parse_time
 from pktemu.nftables.lexer import Cursor, Token, describe, tokenize
