@@ -210,6 +210,30 @@ def test_run_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path) -> None
     assert gc.get_freeze_count() == 0 and gc.isenabled()
 
 
+def test_a_run_leaves_a_callers_own_frozen_objects_frozen(tmp_path: Path) -> None:
+    """A program that froze objects of its own (gc.freeze) gets them back frozen after a run whose
+    kube-proxies restore rules mid-run (each restore moves its young objects out of the way with a
+    freeze of its own only when nothing is frozen), and the run does not freeze or thaw anything
+    for it."""
+    topo = tmp_path / "c.yaml"
+    topo.write_text(f"extends: {{file: {CLUSTER}, merge: true}}\nvars: {{nodes: 2, pods: 2}}\n")
+    gc.collect()
+    mine = [[k] for k in range(1000)]
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen >= len(mine)
+        assert main(["run", str(topo), "--scenario", "clients", "--out", str(tmp_path / "o"), "-q"]) == 0
+        assert gc.isenabled() and gc.get_freeze_count() >= len(mine)
+        assert not any(o is mine[0] for o in gc.get_objects())   # frozen objects are in no generation
+        assert frozen - gc.get_freeze_count() < len(mine)
+        assert "hello from pod" in (tmp_path / "o" / "clients" / "client-result.json").read_text()
+    finally:
+        gc.unfreeze()
+    assert main(["run", str(topo), "--scenario", "clients", "--out", str(tmp_path / "o2"), "-q"]) == 0
+    assert gc.get_freeze_count() == 0
+
+
 def test_a_sync_after_the_traffic_keeps_each_nodes_counts(tmp_path: Path) -> None:
     """A 4 x 3 cluster whose clients connect at 200 ms, then pod4-3 is deleted at 700 ms: every
     kube-proxy syncs again after its node counted. Each node keeps its own counts on the rules

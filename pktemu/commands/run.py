@@ -18,6 +18,7 @@ from pktemu.commands import add_output, add_topology, emit, plural
 from pktemu.api.network import Network
 from pktemu.io.run import check_out_dir
 from pktemu.io.topofile import load_topology
+from pktemu.netfilter.gc_pause import hold_frozen, release_frozen
 from pktemu.network import Drop
 from pktemu.network import Network as Engine
 from pktemu.scaleout.executor import check_options
@@ -43,19 +44,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 @contextlib.contextmanager
-def long_lived() -> Iterator[bool]:
+def long_lived() -> Iterator[list[bool]]:
     """What the block makes lives as long as the run (the topology, every scenario's network): the
     cyclic GC does not run while it is made, nor pass over it again after (gc.freeze; one pass over
-    a 100-node cluster's objects costs a tenth of a second, and a run made several). Yields whether
-    it froze: not when something else of the process froze objects already (theirs to unfreeze)."""
-    ours = gc.get_freeze_count() == 0
+    a 100-node cluster's objects costs a tenth of a second, and a run made several). Yields a list
+    that holds, once the block is done, whether it froze: not when something else of the process
+    froze objects already (theirs to unfreeze)."""
+    froze = [False]
     collecting = gc.isenabled()
     gc.disable()
     try:
-        yield ours
+        yield froze
     finally:
-        if ours:
-            gc.freeze()
+        froze[0] = hold_frozen()
         if collecting:
             gc.enable()
 
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace, out: Console) -> int:
     if args.report:
         from pktemu.report import dot_path
         dot_path()                         # Graphviz missing: say so before anything runs
-    froze = False
+    froze = [False]
     try:
         with long_lived() as froze:
             t = load_topology(args.topology)
@@ -75,8 +76,8 @@ def run(args: argparse.Namespace, out: Console) -> int:
             engines = {n: Engine(t, t.scenario(n), args.seed) for n in names}
         return _run(args, out, t, names, engines)
     finally:
-        if froze:
-            gc.unfreeze()
+        if froze[0]:
+            release_frozen()
 
 
 def _run(args: argparse.Namespace, out: Console, t: Any, names: list[str], engines: dict[str, Engine]) -> int:

@@ -8,13 +8,37 @@ import gc
 from collections.abc import Iterator
 
 
+#: whether pktemu itself holds frozen objects (hold_frozen): gc.get_freeze_count() walks every frozen
+#: object, a few milliseconds per call over a big cluster's network, and settle_young is called at
+#: every restore of a run
+_held = False
+
+
+def hold_frozen() -> bool:
+    """Freeze every object tracked so far (gc.freeze) unless something of the process froze objects
+    already (theirs to unfreeze); True if frozen here, to be undone by release_frozen()."""
+    global _held
+    if _held or gc.get_freeze_count() != 0:
+        return False
+    gc.freeze()
+    _held = True
+    return True
+
+
+def release_frozen() -> None:
+    global _held
+    if _held:
+        _held = False
+        gc.unfreeze()
+
+
 def settle_young() -> None:
     """Move the young objects to the oldest generation without a pass over them: else the first
     allocation after a big load pays a young-generation collection of everything it made (~15% of
     the load), though a ruleset's objects live as long as it does. They are still collected by a
     full collection, as objects that survived two passes would be. Only when nothing is frozen
     (gc.freeze is the program's own to use)."""
-    if gc.get_freeze_count() == 0:
+    if not _held and gc.get_freeze_count() == 0:
         gc.freeze()
         gc.unfreeze()
 
