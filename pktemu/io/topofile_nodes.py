@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pktemu.k8s  # noqa: F401  (registers the Kubernetes app kinds, e.g. cluster-dns)
 from pktemu.apps import dnswire, registry
@@ -29,10 +29,12 @@ from pktemu.io.topofile_fields import (
     string,
 )
 from pktemu.io.topofile_fields import path as path_field
+from pktemu.io.topofile_links import LINK_TYPES
 from pktemu.io.topofile_merge import resolve_at
+from pktemu.io.topofile_routes import parse_ip_rules, parse_route
 from pktemu.io.topofile_sysctl import parse_sysctls
 from pktemu.topo import Address, App, Bridge, BridgePort, Interface, Node, Route, Veth
-from pktemu.units import interface, parse_duration, parse_ipv4_network
+from pktemu.units import interface, parse_duration
 
 NODE_KEYS = ("sysctls", "interfaces", "bridges", "routes", "ip_rules", "iptables", "nftables", "ipsets",
              "apps", "resolv")
@@ -207,136 +209,6 @@ def parse_node(src: Src, where: str, nname: str, value: object, b: Built) -> Non
     b.raw_sysctls[nname] = m.get("sysctls")
     b.places[("sysctls", nname)] = (src, f"{where}.sysctls")
     b.nodes[nname] = node
-
-
-def _vxlan_params(src: Src, at: str, m: dict[str, Any]) -> dict[str, Any]:
-    """`ip link add NAME type vxlan id VNI [local A] [dev D] [dstport P] [nolearning] ...`, plus
-    the device's `bridge fdb append` and `ip neigh add ... nud permanent` entries."""
-    if m.get("vni") is None:
-        raise src.error(f"{at}.vni", "required for a vxlan interface (ip link add ... type vxlan id VNI)")
-    p: dict[str, Any] = {"vni": integer(src, f"{at}.vni", m["vni"], 0, 2**24 - 1)}
-    if m.get("dstport") is not None:
-        p["dstport"] = integer(src, f"{at}.dstport", m["dstport"], 1, 65535)
-    if m.get("local") is not None:
-        p["local"] = str(ipv4(src, f"{at}.local", m["local"]))
-    if m.get("dev") is not None:
-        p["dev"] = interface_name(src, f"{at}.dev", m["dev"])
-    for key in ("learning", "udpcsum"):
-        if m.get(key) is not None:
-            p[key] = boolean(src, f"{at}.{key}", m[key])
-    if m.get("ttl") is not None:
-        p["ttl"] = integer(src, f"{at}.ttl", m["ttl"], 1, 255)
-    p["fdb"] = []
-    for i, e in enumerate(seq(src, f"{at}.fdb", m.get("fdb"))):
-        em = mapping(src, f"{at}.fdb[{i}]", e, required=("mac", "dst"))
-        zero = str(em["mac"]).lower() == ZERO_MAC       # the default entry: every unknown MAC
-        p["fdb"].append({"mac": ZERO_MAC if zero else mac(src, f"{at}.fdb[{i}].mac", em["mac"]),
-                         "dst": str(ipv4(src, f"{at}.fdb[{i}].dst", em["dst"]))})
-    p["neighbours"] = []
-    for i, e in enumerate(seq(src, f"{at}.neighbours", m.get("neighbours"))):
-        em = mapping(src, f"{at}.neighbours[{i}]", e, required=("ip", "lladdr"))
-        p["neighbours"].append({"ip": str(ipv4(src, f"{at}.neighbours[{i}].ip", em["ip"])),
-                                "lladdr": mac(src, f"{at}.neighbours[{i}].lladdr", em["lladdr"])})
-    return p
-
-
-def _ipip_params(src: Src, at: str, m: dict[str, Any]) -> dict[str, Any]:
-    """The ipip module's fallback `tunl0` (remote any, local any), with `ip tunnel change tunl0
-    [ttl N] [pmtudisc]`; by default `ttl inherit nopmtudisc`."""
-    if not at.endswith(".tunl0"):
-        raise src.error(at, "an ipip interface is the ipip module's fallback device, named tunl0 "
-                            "(remote any, local any)")
-    p: dict[str, Any] = {}
-    if m.get("pmtudisc") is not None:
-        p["pmtudisc"] = boolean(src, f"{at}.pmtudisc", m["pmtudisc"])
-    if m.get("ttl") is not None:
-        p["ttl"] = integer(src, f"{at}.ttl", m["ttl"], 1, 255)
-        if not p.get("pmtudisc"):
-            raise src.error(f"{at}.ttl", "a fixed ttl needs pmtudisc: true (ip tunnel: ttl != 0 and "
-                                         "nopmtudisc are incompatible)")
-    return p
-
-
-ZERO_MAC = "00:00:00:00:00:00"
-
-#: interface `type:` -> (its own keys, their parser); pktemu.net.device.DEVICE_KINDS builds them
-LINK_TYPES: dict[str, tuple[tuple[str, ...], Callable[[Src, str, dict[str, Any]], dict[str, Any]] | None]] = {
-    "veth": ((), None),
-    "vxlan": (("vni", "dstport", "local", "dev", "learning", "udpcsum", "ttl", "fdb", "neighbours"),
-              _vxlan_params),
-    "ipip": (("ttl", "pmtudisc"), _ipip_params),
-}
-
-
-RULE_KEYS = ("priority", "from", "to", "iif", "oif", "fwmark", "tos", "ipproto", "sport", "dport", "not",
-             "table", "action", "goto", "suppress_prefixlength")
-
-
-def parse_ip_rules(src: Src, where: str, value: object) -> list[Any]:
-    """`ip_rules:` items, each `ip rule add` words ("from 10.0.0.0/8 lookup 100") or a mapping."""
-    from pktemu.net.fib_rules import ACTIONS, parse_rule, rule_tokens
-    out = []
-    for i, r in enumerate(seq(src, where, value)):
-        at = f"{where}[{i}]"
-        if isinstance(r, str):
-            toks = r.split()
-        else:
-            m = mapping(src, at, r, allowed=RULE_KEYS)
-            if m.get("action") is not None and m["action"] not in ACTIONS:
-                raise src.error(f"{at}.action", f"expected one of {', '.join(ACTIONS)}, "
-                                                f"got {excerpt(m['action'])}")
-            if m.get("not") is not None:
-                boolean(src, f"{at}.not", m["not"])
-            toks = rule_tokens(m)
-        try:
-            out.append(parse_rule(toks)[0])
-        except ValueError as e:
-            raise src.error(at, str(e)) from None
-    return out
-
-
-def parse_route(src: Src, where: str, value: object) -> Route:
-    """Syntax only; `topofile_check` checks dev, gateway reachability and src against the node."""
-    m = mapping(src, where, value, allowed=("via", "dev", "src", "metric", "onlink", "table", "type"),
-                required=("to",))
-    to = m["to"]
-    if to == "default":
-        dst = "default"
-    else:
-        try:
-            dst = str(parse_ipv4_network(to, bare=True))
-        except ValueError as e:
-            raise src.error(f"{where}.to", f"expected default or a CIDR like 10.0.2.0/24, got {excerpt(to)} "
-                                           f"({e})") from None
-    r = Route(dst)
-    if m.get("via") is not None:
-        r.via = str(ipv4(src, f"{where}.via", m["via"]))
-    if m.get("dev") is not None:
-        r.dev = string(src, f"{where}.dev", m["dev"])
-    if m.get("src") is not None:
-        r.src = str(ipv4(src, f"{where}.src", m["src"]))
-    if m.get("metric") is not None:
-        r.metric = integer(src, f"{where}.metric", m["metric"], 0, 2**32 - 1)
-    if m.get("onlink") is not None:
-        r.onlink = boolean(src, f"{where}.onlink", m["onlink"])
-        if r.onlink and (r.via is None or r.dev is None):
-            raise src.error(f"{where}.onlink", "an onlink route needs both via and dev")
-    if m.get("table") is not None:
-        from pktemu.net.fib_rules import table_id
-        try:
-            r.table = table_id(str(m["table"]))
-        except ValueError as e:
-            raise src.error(f"{where}.table", str(e)) from None
-    if m.get("type") is not None:
-        if m["type"] not in ("unicast", "blackhole", "unreachable", "prohibit", "throw"):
-            raise src.error(f"{where}.type", "expected unicast, blackhole, unreachable, prohibit or throw, "
-                                             f"got {excerpt(m['type'])}")
-        r.type = m["type"]
-        if r.type != "unicast" and (r.via is not None or r.dev is not None):
-            raise src.error(f"{where}.type", f"a {r.type} route takes neither via nor dev")
-    if r.via is None and r.dev is None and r.type == "unicast":
-        raise src.error(where, "a route needs via, dev or both")
-    return r
 
 
 def parse_pod(src: Src, where: str, pname: str, value: object, b: Built) -> None:

@@ -18,7 +18,8 @@ from pktemu.io.topofile_check import _check_addresses, _check_routes
 from pktemu.io.topofile_fields import Src, boolean, interface_name, mapping, seq, string
 from pktemu.io.topofile_fields import path as path_field
 from pktemu.io.topofile_merge import resolve_at
-from pktemu.io.topofile_nodes import Built, parse_addresses, parse_route
+from pktemu.io.topofile_nodes import Built, parse_addresses
+from pktemu.io.topofile_routes import parse_route
 from pktemu.io.topofile_sysctl import parse_sysctls
 from pktemu.topo import Node, Override
 
