@@ -61,17 +61,19 @@ def _template_rules(out: list[str], t: Table, chains: list[Chain], counters: boo
     """The rule lines of a borrowed (template) table: each chain's lines are made once per
     template and shared by every namespace that prints it; a namespace's own counts replace
     the lines of the few rules it counted in (a cluster's nodes print one kube-proxy ruleset
-    each, in time that is the copying of the lines, not their making)."""
+    each, in time that is the copying of the lines, not their making); an unpatched chain goes
+    out as one piece of text."""
     mine: dict[str, list[tuple[Rule, list[int]]]] = {}
     for what, n in (counted or {}).items():
         if what.__class__ is Rule:
             mine.setdefault(what.chain, []).append((what, n))
     for c in chains:
-        lines = t.saved.get((c.name, counters))
-        if lines is None:
-            lines = t.saved[(c.name, counters)] = (
-                [f"[{r.pkts}:{r.bytes}] -A {c.name}{r.body}" for r in c.rules] if counters
-                else [f"-A {c.name}{r.body}" for r in c.rules])
+        made = t.saved.get((c.name, counters))
+        if made is None:
+            lines = ([f"[{r.pkts}:{r.bytes}] -A {c.name}{r.body}" for r in c.rules] if counters
+                     else [f"-A {c.name}{r.body}" for r in c.rules])
+            made = t.saved[(c.name, counters)] = (lines, "\n".join(lines))
+        lines, text = made
         patch = mine.get(c.name)
         if patch:
             lines = lines.copy()
@@ -81,5 +83,7 @@ def _template_rules(out: list[str], t: Table, chains: list[Chain], counters: boo
                 if not (0 <= at < len(rules) and rules[at] is r):
                     at = rules.index(r)
                 lines[at] = f"[{r.pkts + n[0]}:{r.bytes + n[1]}] -A {c.name}{r.body}"
-        out.extend(lines)
+            out.extend(lines)
+        elif lines:
+            out.append(text)            # one piece per chain: joined again only by the final join
     _close(out)
