@@ -48,6 +48,9 @@ def test_the_quick_benchmark_reports_every_figure_with_its_goal() -> None:
     for key in ("cluster_direct_time", "cluster_clients_memory"):
         assert figs[key]["exponent"] > 0 and len(figs[key]["sizes"]) == 2
     assert figs["founding_hop"]["hops"] > 100 and figs["load_hop"]["hops"] > figs["founding_hop"]["hops"]
+    # what the filesystem's share is measured on: the founding run's 4 scenarios write 23 files each
+    assert (figs["founding_hop"]["files"], figs["founding_hop"]["folders"]) == (4 * 23, 1 + 4 + 4)
+    assert all(f["files_us_per_hop"] > 0 for f in (figs["founding_hop"], figs["load_hop"]))
     assert figs["cluster_direct_time"]["pcaps"] == 100 * 32 + 100 * 30 + 100     # 100 x 30: every point
     # the progress lines go to stderr, the JSON alone to stdout
     assert "founding scenario" in p.stderr

@@ -68,6 +68,8 @@ def table(figs: list[Figure], title: str) -> Table:
     for f in figs:
         r = spread(f.ratios)
         absolute = f"{_num(spread(f.absolute)['median'])} {f.unit}" if f.absolute else ""
+        if "files_us_per_hop" in f.extra:
+            absolute += f" (making its files: {_num(f.extra['files_us_per_hop'])})"
         if "exponent" in f.extra:
             absolute += f" (exponent {f.extra['exponent']:.2f})"
         met = f.met()
