@@ -119,7 +119,7 @@ class Allocations:
 
 
 def check_objects(located: list[tuple[Any, Ctx]], k: Kubernetes, t: Topology, alloc: Allocations) -> None:
-    pods = topology_pods(t)
+    pods: dict[str, tuple[str, str]] | None = None       # made at the first Pod: a walk of every veth
     seen: dict[tuple[str, str], Ctx] = {}
     for obj, ctx in located:
         key = (type(obj).__name__, obj.meta.key)
@@ -130,6 +130,8 @@ def check_objects(located: list[tuple[Any, Ctx]], k: Kubernetes, t: Topology, al
         if isinstance(obj, Service):
             check_service(obj, ctx, k, alloc)
         elif isinstance(obj, Pod):
+            if pods is None:
+                pods = topology_pods(t)
             _check_pod(obj, ctx, pods)
 
 
