@@ -139,7 +139,7 @@ def derived_mac(seed: int, node: str, ifname: str) -> str:
     """A MAC from sha256(seed/node/ifname): locally administered, unicast, never from the host."""
     b = bytearray(hashlib.sha256(f"{seed}/{node}/{ifname}".encode()).digest()[:6])
     b[0] = (b[0] & 0xFC) | 0x02
-    return ":".join(f"{x:02x}" for x in b)
+    return b.hex(":")
 
 
 def path(src: Src, where: str, value: object) -> str:
