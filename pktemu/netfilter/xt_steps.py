@@ -1,4 +1,5 @@
-"""The indexed steps of a chain: runs of rules keyed by their `-d a.b.c.d/32`.
+"""The steps of a chain as the walk takes them: runs of rules keyed by their `-d a.b.c.d/32`,
+flat tuples of short chains; and what the walk does besides rules (policy, counts, trace).
 
 Lookup cost does not grow with the number of Services: a consecutive run of rules that carry a
 non-negated `-d a.b.c.d/32` is indexed by that address, so a packet only evaluates the rules of
@@ -8,13 +9,27 @@ order — the same result as the linear walk, since no other rule of the run can
 from __future__ import annotations
 
 from operator import attrgetter, countOf
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from pktemu.netfilter.xt_rule import Rule
+from pktemu.netfilter.core import NF_ACCEPT, NF_DROP
+from pktemu.netfilter.rule_note import RuleNote
+from pktemu.netfilter.xt_base import Pkt
+from pktemu.netfilter.xt_rule import K_GOTO, K_JUMP, Rule
+
+if TYPE_CHECKING:
+    from pktemu.netfilter.core import HookState
+    from pktemu.netfilter.xt_table import Chain, Table
 
 RUN_MIN_KEYED = 4         # shorter runs are walked linearly
 RUN_MAX_UNKEYED = 16      # rules without a key a run may absorb (each one is a candidate for all)
+FLAT_MAX = 64             # rules flat_chain compiles at once; a longer chain is walked rule by rule
 _KEY = attrgetter("key")
+
+
+class RunSteps(list):           # type: ignore[type-arg]
+    """The steps of a chain that has an indexed run (a list of rules is a chain without one)."""
+
+    __slots__ = ()
 
 
 class Run:
@@ -61,13 +76,37 @@ def _flat(rules: tuple[Rule, ...]) -> tuple[Any, ...]:
     return tuple(out)
 
 
+def flat_chain(steps: list[Any]) -> tuple[Any, ...] | list[Any]:
+    """A short chain without a run as one flat tuple (rule, its checks, rule, its checks, ...),
+    made when a jump first reaches it, with the short chains its rules jump to (FLAT_MAX rules in
+    all: a Service's chain and its endpoints' chains): the walk reads the checks from there and
+    touches a rule only when it matches, and a new connection's first packet to an endpoint not
+    reached before compiles nothing. Other steps are returned as they are."""
+    if steps.__class__ is not list or len(steps) > FLAT_MAX:
+        return steps
+    return _flatten(steps, [FLAT_MAX])
+
+
+def _flatten(steps: list[Rule], budget: list[int]) -> tuple[Any, ...]:
+    budget[0] -= len(steps)
+    out: list[Any] = []
+    for r in steps:
+        checks = r.checks
+        out += (r, checks if checks is not None else r.compiled())
+        if r.kind == K_JUMP or r.kind == K_GOTO:
+            js = r.jump_steps
+            if js.__class__ is list and len(js) <= budget[0]:
+                r.jump_steps = _flatten(js, budget)
+    return tuple(out)
+
+
 def build_steps(rules: list[Rule]) -> list[Rule | Run]:
     """Split a chain into plain rules and indexed runs (see the module docstring); a chain without
     a run is its own steps (the rules list itself: a chain is never changed once installed, a
     restore changes a copy)."""
     if len(rules) < RUN_MIN_KEYED or len(rules) - countOf(map(_KEY, rules), None) < RUN_MIN_KEYED:
         return cast("list[Rule | Run]", rules)
-    steps: list[Rule | Run] = []
+    steps: list[Rule | Run] = RunSteps()
     i, n, runs = 0, len(rules), False
     while i < n:
         if rules[i].key is None:
@@ -91,3 +130,38 @@ def build_steps(rules: list[Rule]) -> list[Rule | Run]:
             steps.extend(rules[i:end])
         i = end
     return steps if runs else cast("list[Rule | Run]", rules)
+
+
+# ---------------------------------------------------------------------- what the walk does besides rules
+def chain_policy(t: "Table", base: "Chain", p: Pkt, state: "HookState",
+                 counts: dict[Any, list[int]] | None) -> int:
+    """Nothing left to pop: the built-in chain's policy decides, and its counters count."""
+    if counts is None:
+        base.pkts += 1
+        base.bytes += p.ip_len
+    else:
+        count_in(counts, base, p.ip_len)
+    policy = base._policy or "ACCEPT"
+    if policy == "DROP":
+        note = RuleNote(f"{t.name}:{state.hook} policy DROP", t.name, state.hook, None, "DROP")
+        p.frame.notes.append(note)
+        state.extra["verdict_rule"] = note
+    if state.trace is not None:
+        state.trace.append({"table": t.name, "chain": base.name, "rulenum": None,
+                            "rule": f"-P {base.name} {policy}", "verdict": policy})
+    return NF_DROP if policy == "DROP" else NF_ACCEPT
+
+
+def trace_rule(trace: list[Any], table: str, rule: Rule, verdict: str) -> None:
+    trace.append({"table": table, "chain": rule.chain, "rulenum": rule.num, "rule": rule.text,
+                  "verdict": verdict})
+
+
+def count_in(counts: dict[Any, list[int]], what: "Rule | Chain", size: int) -> None:
+    """Count in a borrowed table's sparse counters (Ruleset.counted)."""
+    c = counts.get(what)
+    if c is None:
+        counts[what] = [1, size]
+    else:
+        c[0] += 1
+        c[1] += size

@@ -27,7 +27,7 @@ class _Binds(dict[type, bool]):
 BINDS = _Binds()
 _flat = _chain.from_iterable
 _RULES = attrgetter("rules")
-_NO_STEPS: list[Rule | Run] = []
+NO_STEPS: list[Rule | Run] = []
 
 
 class Chain:
@@ -47,7 +47,7 @@ class Chain:
         self.declared = False
         self.pkts = self.bytes = 0
         self.rules: list[Rule] = []
-        self.steps: list[Rule | Run] = _NO_STEPS       # made by Table.compile (never changed in place)
+        self.steps: list[Rule | Run] = NO_STEPS       # made by Table.compile (never changed in place)
 
     @property
     def policy(self) -> str | None:

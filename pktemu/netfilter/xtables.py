@@ -6,7 +6,8 @@ or falling off a user chain pops, and with nothing to pop the built-in chain's p
 the table; MARK-like targets continue.
 
 Lookup cost does not grow with the number of Services: a chain's runs of `-d a.b.c.d/32` rules
-are indexed by that address (pktemu.netfilter.xt_steps).
+are indexed by that address, and a short chain reached by a jump is walked as one flat tuple of
+its rules and their checks, made with the chains under it on its first visit (xt_steps).
 
 A namespace's tables may be borrowed from a parsed template (`Ruleset.borrow`): shared, not
 copied, until the namespace first changes them. A walk of a borrowed table counts in the
@@ -25,8 +26,8 @@ from pktemu.netfilter.xt_base import XT_CONTINUE, Pkt
 from pktemu.netfilter.nftrace import traced_traverse
 from pktemu.netfilter.rule_note import RuleNote
 from pktemu.netfilter.xt_rule import K_ACCEPT, K_DROP, K_EXT, K_GOTO, K_JUMP, K_RETURN, Rule
-from pktemu.netfilter.xt_steps import Run
-from pktemu.netfilter.xt_table import BINDS, Chain, Table
+from pktemu.netfilter.xt_steps import Run, chain_policy, count_in, flat_chain, trace_rule
+from pktemu.netfilter.xt_table import BINDS, NO_STEPS, Chain, Table
 
 if TYPE_CHECKING:
     from pktemu.net.frame import Frame
@@ -258,17 +259,22 @@ class Ruleset:
         stack: list[tuple[list[Rule | Run], int, tuple[Any, ...] | None, int]] = []
         steps: list[Rule | Run] = base.steps
         si, cand, ci = 0, None, 0
+        flat = NO_STEPS                 # the steps while a flat chain (cand) is walked
         rule: Rule
         while True:
             if cand is not None:
                 if ci < len(cand):
-                    rule = cand[ci]
-                    checks = cand[ci + 1]
+                    checks = cand[ci + 1]       # the rule itself only if it matches (flat_chain)
                     ci += 2
-                else:
+                elif steps is not flat:         # the end of a run: its chain goes on
                     cand = None
                     si += 1
                     continue
+                elif stack:
+                    steps, si, cand, ci = stack.pop()
+                    continue
+                else:
+                    return chain_policy(t, base, p, state, counts)
             elif si < len(steps):
                 st = steps[si]
                 if st.__class__ is Run:
@@ -284,23 +290,34 @@ class Ruleset:
                 steps, si, cand, ci = stack.pop()
                 continue
             else:
-                return self._policy(t, base, p, state, counts)
+                return chain_policy(t, base, p, state, counts)
             for check in checks:
                 if not check(p, state):
                     break
             else:
+                if cand is not None:
+                    rule = cand[ci - 2]
                 if counts is None:
                     rule.pkts += 1
                     rule.bytes += p.ip_len
                 else:
-                    _count(counts, rule, p.ip_len)
+                    count_in(counts, rule, p.ip_len)
                 kind = rule.kind
                 if kind == K_JUMP or kind == K_GOTO:
                     if trace is not None:
-                        self._trace(trace, table, rule, "JUMP" if kind == K_JUMP else "GOTO")
+                        trace_rule(trace, table, rule, "JUMP" if kind == K_JUMP else "GOTO")
                     if kind == K_JUMP:
                         stack.append((steps, si, cand, ci))
-                    steps, si, cand, ci = rule.jump_steps, 0, None, 0
+                    js = rule.jump_steps
+                    if js.__class__ is tuple:
+                        steps, cand, ci = flat, js, 0
+                        continue
+                    if js.__class__ is list:
+                        js = rule.jump_steps = flat_chain(js)
+                        if js.__class__ is tuple:
+                            steps, cand, ci = flat, js, 0
+                            continue
+                    steps, si, cand, ci = js, 0, None, 0
                     continue
                 if kind == K_EXT:
                     tg = rule.target
@@ -314,7 +331,7 @@ class Ruleset:
                     if note is not None:
                         note.verdict = _VERDICT_NAMES.get(v, "CONTINUE")
                     if trace is not None:
-                        self._trace(trace, table, rule, _VERDICT_NAMES.get(v, "CONTINUE"))
+                        trace_rule(trace, table, rule, _VERDICT_NAMES.get(v, "CONTINUE"))
                     if v == XT_CONTINUE:
                         continue
                     if v == NF_DROP:
@@ -324,56 +341,24 @@ class Ruleset:
                     return v
                 if kind == K_RETURN:
                     if trace is not None:
-                        self._trace(trace, table, rule, "RETURN")
+                        trace_rule(trace, table, rule, "RETURN")
                     if stack:
                         steps, si, cand, ci = stack.pop()
                         continue
-                    return self._policy(t, base, p, state, counts)
+                    return chain_policy(t, base, p, state, counts)
                 if kind == K_ACCEPT or kind == K_DROP:
                     word = "ACCEPT" if kind == K_ACCEPT else "DROP"
                     note = RuleNote(f"{table}:{state.hook} {rule.chain}#{rule.num} {word}", table,
                                     state.hook, rule, word)
                     frame.notes.append(note)
                     if trace is not None:
-                        self._trace(trace, table, rule, word)
+                        trace_rule(trace, table, rule, word)
                     if kind == K_ACCEPT:
                         return NF_ACCEPT
                     state.extra["verdict_rule"] = note
                     return NF_DROP
                 if trace is not None:
-                    self._trace(trace, table, rule, "CONTINUE")
-
-    @staticmethod
-    def _policy(t: Table, base: Chain, p: Pkt, state: "HookState",
-                counts: dict[Any, list[int]] | None) -> int:
-        if counts is None:
-            base.pkts += 1
-            base.bytes += p.ip_len
-        else:
-            _count(counts, base, p.ip_len)
-        policy = base._policy or "ACCEPT"
-        if policy == "DROP":
-            note = RuleNote(f"{t.name}:{state.hook} policy DROP", t.name, state.hook, None, "DROP")
-            p.frame.notes.append(note)
-            state.extra["verdict_rule"] = note
-        if state.trace is not None:
-            state.trace.append({"table": t.name, "chain": base.name, "rulenum": None,
-                                "rule": f"-P {base.name} {policy}", "verdict": policy})
-        return NF_DROP if policy == "DROP" else NF_ACCEPT
-
-    @staticmethod
-    def _trace(trace: list[Any], table: str, rule: Rule, verdict: str) -> None:
-        trace.append({"table": table, "chain": rule.chain, "rulenum": rule.num, "rule": rule.text,
-                      "verdict": verdict})
-
-
-def _count(counts: dict[Any, list[int]], what: Rule | Chain, size: int) -> None:
-    c = counts.get(what)
-    if c is None:
-        counts[what] = [1, size]
-    else:
-        c[0] += 1
-        c[1] += size
+                    trace_rule(trace, table, rule, "CONTINUE")
 
 
 def load_rules(text: str, path: str, ruleset: Ruleset | None = None, noflush: bool = False,
