@@ -96,7 +96,9 @@ class _Loader(Commands):
     def run(self, text: str) -> Ruleset:
         path = self.path
         first = where_code(path, 1)
-        base0 = first - 1 if isinstance(first, int) else -1
+        #: a rule's `where` is base0 + its line number (where_code's form) for every line of a text
+        #: of fewer than 10**9 - 1 characters (so fewer lines); else where_code makes each
+        base0 = first - 1 if isinstance(first, int) and len(text) < 10**9 - 1 else -1
         new_chain = _NEW_CHAIN_RE.fullmatch
         chains: dict[str, Chain] | None = None      # the open table's, while lines take the fast path
         rules = made = 0                            # fast lines (rules, chains) not yet counted in
@@ -104,18 +106,20 @@ class _Loader(Commands):
         ctx, fc = self.fast_ctx, self.fast_fc
         for lineno, raw in numbered_lines(text, path):
             line = raw.strip(" \t\r")
-            if not line or line[0] == "#":
+            if not line:
+                continue
+            c0 = line[0]
+            if c0 == "#":
                 continue
             if chains is not None:      # the shapes of nearly every line, the fast way
-                c0 = line[0]
                 if c0 == "-":           # fast_rule takes `-A` lines only
-                    at = base0 + lineno if base0 >= 0 and lineno < 10**9 else where_code(path, lineno)
+                    at = base0 + lineno if base0 >= 0 else where_code(path, lineno)
                     hit = fast_rule(line, ctx, at, fc, chains)
                     if hit is not None:
                         if plain:
-                            chains[hit[0]].rules.append(hit[1])
+                            hit[0].rules.append(hit[1])
                         else:
-                            self.cmd_A_fast(chains[hit[0]], hit[1])
+                            self.cmd_A_fast(*hit)
                         rules += 1
                         continue
                 elif c0 == ":":

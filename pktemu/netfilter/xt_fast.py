@@ -16,25 +16,30 @@ from __future__ import annotations
 
 import re
 import sys
-from socket import inet_aton
+from socket import inet_aton, inet_ntoa
+from struct import Struct
 from collections.abc import Callable, Mapping
-from keyword import iskeyword
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from pktemu.errors import PktemuError
 import pktemu.netfilter.matches  # noqa: F401  (registers the matches)
 import pktemu.netfilter.targets  # noqa: F401  (registers the targets)
 from pktemu.netfilter.xt_base import MATCHES, TARGETS, U32, Extension, ParseCtx, Target
-from pktemu.netfilter.xt_rule import _HDR0, K_EXT, K_JUMP, STANDARD, Rule, _new_rule
+from pktemu.netfilter.xt_rule import _HDR0, K_EXT, K_JUMP, SEEN as _SEEN, STANDARD, Rule, _new_rule
+from pktemu.netfilter.xt_rule import maker as _maker, shared_ext
 
 # No blank, quote, backslash or `!`, and no leading `-`: a word the general tokenizer leaves as is.
 _NAME = r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}"
-# Plain decimal parts without leading zeros (which mean octal to iptables), a prefix length 0-32.
-# An optional part is written `(?:X|)`, not `(?:X)?`: the same match, but re runs a branch in a
-# quarter less time than a repeat (the regexes are a quarter of a kube-proxy line's cost).
-_OCTET = r"(?:0|[1-9][0-9]{0,2})"
-_ADDR = _OCTET + r"(?:\." + _OCTET + r"){3}(?:/(?:[12]?[0-9]|3[0-2])|)"
-_TEXT = r"[^\"'\\\r\n]{0,255}"
+# An address as the regex reads it: digits and dots, a prefix length of one or two digits; _addr
+# then takes it only if it is four plain decimal parts (no leading zeros, which mean octal to
+# iptables) of at most 255 and a length of 0-32 (checking that in the regex costs it a seventh of
+# a kube-proxy line; _addr checks each text once). An optional part is written `(?:X|)`, not
+# `(?:X)?`: the same match, but re runs a branch in a quarter less time than a repeat.
+_ADDR = r"[0-9.]{7,15}(?:/[0-9]{1,2}|)"
+#: a quoted comment as the regex reads it: any text up to the closing quote, which fast_rule then
+#: checks as iptables-restore reads it (no quote, backslash or line end) the first time it is seen
+#: (a character class of four exclusions costs the regex a tenth of a kube-proxy line)
+_TEXT = r'[^"]{0,255}'
 _PROTO = r"tcp|udp"
 _STAT = r"(?: -m statistic --mode random --probability (?P<prob>[0-9.]{1,20})|)"
 _JUMP = r" -j (?P<jump>" + _NAME + r")(?: --to-destination (?P<dnat>[0-9.:-]{1,40})|)"
@@ -64,44 +69,9 @@ _SHAPES = tuple(re.compile(_possessive(p)) for p in (
 _first = 0                      # the shape that matched last
 _PROTOS = {"tcp": (6, 1), "udp": (17, 2), None: (0, 0)}     # -p -> (protocol, index in _Cache)
 _MASKS = tuple((U32 << (32 - n)) & U32 for n in range(33))     # one int object per prefix length
-_MAX_LINE = 1023            # longer lines may hold an argument iptables-restore refuses: not ours
-
-
-#: one `seen` set per distinct set of options: extensions are done with theirs once parsed, and
-#: 170k rules would otherwise hold 180k small sets
-_SEEN: dict[frozenset[str], set[str]] = {}
-_E = TypeVar("_E", bound=Extension)
-
-
-def shared_ext(ext: _E, ctx: ParseCtx) -> _E:
-    """The object of an equal extension parsed before in this input, if any: an extension without
-    state of its own is its settings, and 170k kube-proxy rules have a few dozen distinct `-m tcp`,
-    `statistic` or MARK settings. Equal means every attribute equal (a `seen` set by content)."""
-    ext.seen = _SEEN.setdefault(frozenset(ext.seen), ext.seen)
-    pool = ctx.shared
-    if pool is None or ext.stateful:
-        return ext
-    try:
-        key = (type(ext), *[(k, id(v) if v.__class__ is set else v) for k, v in vars(ext).items()])
-        return cast(_E, pool.setdefault(key, ext))
-    except TypeError:                   # a list or dict setting: kept as it is
-        return ext
-
-
-_new = object.__new__
-
-
-def _cidr(text: str) -> tuple[int, int] | None:
-    """`a.b.c.d[/n]` as _ADDR reads it -> (address & mask, mask); None if a part is above 255."""
-    addr, _, plen = text.partition("/")
-    try:
-        v = int.from_bytes(inet_aton(addr), "big")      # four decimal parts: each must be <= 255
-    except OSError:
-        return None
-    if not plen:
-        return v, U32
-    mask = _MASKS[int(plen)]
-    return v & mask, mask
+#: a prefix length as iptables reads it (decimal, no leading zero) -> its mask
+_PREFIX = {str(n): _MASKS[n] for n in range(33)}
+_U32 = Struct("!I").unpack
 
 
 def _ext(reg: dict[str, Any], name: str, opts: tuple[tuple[str, str], ...], proto: int,
@@ -137,23 +107,26 @@ class _Cache:
     """What one input's fast path found before, for one table: parsed addresses, comment matches,
     match tuples, targets. The objects are the ones the first line made: equal rules share them."""
 
-    __slots__ = ("cidr", "ints", "comments", "tuples", "rest", "jumps", "dnat", "makers")
+    __slots__ = ("cidr", "ints", "comments", "tuples", "rest", "jumps", "dnat", "comment", "quad", "quad_v")
 
     def __init__(self) -> None:
         #: text -> the address of a /32 (an int), else (address, mask); few tuples: a load's
         #: temporary tuples end in the interpreter's free lists, which memory figures count
         self.cidr: dict[str, int | tuple[int, int]] = {}
-        self.ints: dict[int, int] = {}                  # one int object per address
+        self.ints: dict[int, int] = {}                  # one int object per network, lone DNAT
         self.comments: dict[str, Extension] = {}
         self.tuples: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self.rest: dict[tuple[int, str | None, str | None, str | None], tuple[Any, ...]] = {}
         #: by the rule's -p (_PROTOS): the jump word -> itself interned (a chain), else (kind,
-        #: word, target); the DNAT text -> the target
+        #: word, target); what copies the checked DNAT of 0.0.0.0:port, by port (see xt_rule.maker).
+        #: No DNAT is kept by its text: kube-proxy's are one per endpoint, each text seen once.
         self.jumps: tuple[dict[str, Any], ...] = ({}, {}, {})
-        self.dnat: tuple[dict[str, Target], ...] = ({}, {}, {})
-        #: what copies the checked comment of "-" (by "comment"), the DNAT of 0.0.0.0:port (by
-        #: ("DNAT", -p, port)): see _maker
-        self.makers: dict[Any, Callable[[], Any]] = {}
+        self.dnat: tuple[dict[str, Callable[[], Any]], ...] = ({}, {}, {})
+        self.comment: Callable[[], Any] | None = None   # copies the checked comment of "-"
+        #: the plain address of the last /32 read and its value: an endpoint's DNAT line follows
+        #: the line that read its address (`-s EP/32`), so most DNATs need no lookup
+        self.quad: str | None = None
+        self.quad_v = 0
 
 
 class _Key:
@@ -177,16 +150,30 @@ def _cache(ctx: ParseCtx) -> _Cache:
 
 
 def _addr(fc: _Cache, text: str) -> int | tuple[int, int] | None:
-    """fc.cidr's entry for `text`, made if new; None if the address is not ours to read."""
-    hit = _cidr(text)
-    if hit is None:
+    """fc.cidr's entry for `a.b.c.d[/n]`, made if new: the address of a /32 (an int, which the
+    text's later uses share), else (address & mask, mask); None unless the address is four plain
+    decimal parts of at most 255 (what inet_ntoa prints back) and n one of 0-32 in plain decimal."""
+    addr, _, plen = text.partition("/")
+    try:
+        packed = inet_aton(addr)
+    except OSError:
         return None
-    v = fc.ints.setdefault(hit[0], hit[0])
-    out = fc.cidr[text] = v if hit[1] == U32 else (v, hit[1])
+    if inet_ntoa(packed) != addr:       # fewer parts, a leading zero (octal), hex
+        return None
+    v = _U32(packed)[0]
+    mask = _PREFIX.get(plen, 0) if plen else U32
+    if mask == U32:                     # (an endpoint's DNAT takes this int object: fc.quad)
+        fc.quad, fc.quad_v = addr, v
+        fc.cidr[text] = v
+        return v
+    if mask == 0 and plen != "0":
+        return None
+    v &= mask
+    out = fc.cidr[text] = (fc.ints.setdefault(v, v), mask)
     return out
 
 
-def _dnat(to: str, proto: int, ctx: ParseCtx, fc: _Cache) -> Target:
+def _dnat(to: str, proto: int, pi: int, ctx: ParseCtx, fc: _Cache) -> Target:
     """`-j DNAT --to-destination to`: one per endpoint, so made from the one of its port with
     0.0.0.0 (read and checked by DNAT itself) with the address set, when `to` is `a.b.c.d:port`
     in plain decimal (what DNAT reads as exactly that address; the rule's `-s` of the endpoint
@@ -194,19 +181,22 @@ def _dnat(to: str, proto: int, ctx: ParseCtx, fc: _Cache) -> Target:
     ip, sep, port = to.partition(":")
     if not sep or "-" in to:
         return _ext(TARGETS, "DNAT", (("--to-destination", to),), proto, ctx)     # type: ignore[return-value]
-    v = fc.cidr.get(ip)
-    if v.__class__ is not int:
-        v = fc.cidr.get(ip + "/32")
+    if ip == fc.quad:
+        v: Any = fc.quad_v
+    else:
+        v = fc.cidr.get(ip)
         if v.__class__ is not int:
-            v = _quad(ip)
-            if v is None:
-                return _ext(TARGETS, "DNAT", (("--to-destination", to),), proto, ctx)  # type: ignore[return-value]
-            v = fc.ints.setdefault(v, v)
-    key = ("DNAT", proto, port)
-    make = fc.makers.get(key)
+            v = fc.cidr.get(ip + "/32")
+            if v.__class__ is not int:
+                v = _quad(ip)
+                if v is None:
+                    return _ext(TARGETS, "DNAT", (("--to-destination", to),), proto, ctx)  # type: ignore[return-value]
+                v = fc.ints.setdefault(v, v)
+    makers = fc.dnat[pi]
+    make = makers.get(port)
     if make is None:
-        make = fc.makers[key] = _maker(_ext(TARGETS, "DNAT", (("--to-destination", "0.0.0.0:" + port),),
-                                            proto, ctx))
+        make = makers[port] = _maker(_ext(TARGETS, "DNAT", (("--to-destination", "0.0.0.0:" + port),),
+                                          proto, ctx))
     ext = make()
     ext.min_ip = ext.max_ip = v
     return ext                          # type: ignore[no-any-return]
@@ -218,36 +208,12 @@ def _comment(text: str, proto: int, ctx: ParseCtx, fc: _Cache) -> Extension:
     not depend on the rule's -p)."""
     if not text.isascii():
         return _ext(MATCHES, "comment", (("--comment", text),), proto, ctx)
-    make = fc.makers.get("comment")
+    make = fc.comment
     if make is None:
-        make = fc.makers["comment"] = _maker(_ext(MATCHES, "comment", (("--comment", "-"),), 0, ctx))
+        make = fc.comment = _maker(_ext(MATCHES, "comment", (("--comment", "-"),), 0, ctx))
     ext = make()
     ext.comment = text
     return ext                          # type: ignore[no-any-return]
-
-
-#: (class, attribute names) -> what makes a _maker for their values (compiled once per process)
-_FACTORIES: dict[tuple[type, tuple[str, ...]], Callable[..., Callable[[], Any]]] = {}
-
-
-def _maker(ext: Extension) -> Callable[[], Any]:
-    """A function that makes a copy of `ext` as it is now: its attributes stored one by one in the
-    same order (the instances keep sharing their class's attribute layout), as straight-line code,
-    which costs a third of a setattr loop (one per kube-proxy comment and endpoint: 120k a load)."""
-    items = vars(ext)
-    key = (type(ext), tuple(items))
-    factory = _FACTORIES.get(key)
-    if factory is None:
-        if not all(k.isidentifier() and not iskeyword(k) for k in key[1]):
-            raise PktemuError("not ours: the general parser reads the line")    # (fast_rule declines it)
-        args = "".join(f", v{i}" for i in range(len(key[1])))
-        body = "".join(f"        o.{k} = v{i}\n" for i, k in enumerate(key[1]))
-        code = (f"def make(new, cls{args}):\n    def m():\n        o = new(cls)\n{body}"
-                "        return o\n    return m\n")
-        space: dict[str, Any] = {}
-        exec(code, space)               # noqa: S102 (the code is made of attribute names only)
-        factory = _FACTORIES[key] = space["make"]
-    return factory(_new, type(ext), *items.values())
 
 
 _QUAD_RE = re.compile(r"(?:0|[1-9][0-9]{0,2})(?:\.(?:0|[1-9][0-9]{0,2})){3}")
@@ -263,8 +229,12 @@ def _quad(text: str) -> int | None:
         return None
 
 
-_GROUPS = ("chain", "src", "dst", "p", "comment", "mp", "dport", "prob", "jump", "dnat", "sinv", "bare")
-_INDEX = tuple(tuple(shape.groupindex[g] for g in _GROUPS) for shape in _SHAPES)
+#: each shape's groups in the order m.groups() gives them (fast_rule unpacks them so)
+_ORDERS = (("chain", "comment", "bare", "mp", "p", "dst", "dport", "sinv", "src", "prob", "jump", "dnat"),
+           ("chain", "sinv", "src", "dst", "p", "comment", "bare", "mp", "dport", "prob", "jump", "dnat"))
+if any(sorted(shape.groupindex, key=shape.groupindex.__getitem__) != list(order) or shape.groups != len(order)
+       for shape, order in zip(_SHAPES, _ORDERS, strict=True)):
+    raise AssertionError("xt_fast: a shape's groups are not in the order fast_rule unpacks them")
 
 
 def _hdr_inv_src() -> tuple[Any, ...]:
@@ -282,47 +252,62 @@ def fast_cache(ctx: ParseCtx) -> _Cache:
 
 
 def fast_rule(line: str, ctx: ParseCtx, at: int | str | None = None, fc: _Cache | None = None,
-              chains: Mapping[str, Any] | None = None) -> tuple[str, Rule] | None:
+              chains: Mapping[str, Any] | None = None) -> tuple[Any, Rule] | None:
     """(chain, rule) of the `-A` line `line` if it has one of kube-proxy's shapes and valid values,
     else None. `at`: the rule's `where` as where_code makes it (else ctx.where); `fc`:
     fast_cache(ctx), if the caller has it; `chains`: the open table's chains, if the rule is to
     join them: then also None unless its chain is one of them and its jump (if to a chain) goes
-    to one of their user chains, whose name the rule then holds (no lookup of its own)."""
-    if len(line) > _MAX_LINE or not line.startswith("-A "):
-        return None
+    to one of their user chains, whose name the rule then holds (no lookup of its own), and the
+    chain returned is the Chain object, not its name."""
     global _first
-    m = _SHAPES[_first].fullmatch(line)
+    first = _first
+    m = _SHAPES[first].fullmatch(line)
     if m is None:
-        m = _SHAPES[1 - _first].fullmatch(line)
+        first = 1 - first
+        m = _SHAPES[first].fullmatch(line)
         if m is None:
             return None
-        _first = 1 - _first             # a file keeps to one order: try it first next time
-    chain, src, dst, p, comment, mp, dport, prob, jump, dnat, sinv, bare = m.group(*_INDEX[_first])
-    if bare is not None:
-        comment = bare
-    if (mp is not None and mp != p) or (dport is not None and mp is None):
+        _first = first                  # a file keeps to one order: try it first next time
+    if first:
+        chain, sinv, src, dst, p, comment, bare, mp, dport, prob, jump, dnat = m.groups()
+    else:
+        chain, comment, bare, mp, p, dst, dport, sinv, src, prob, jump, dnat = m.groups()
+    if mp is not None:
+        if mp != p:
+            return None
+    elif dport is not None:
         return None
     if dnat is not None and jump != "DNAT":
         return None
-    if chains is not None and chain not in chains:
-        return None
+    into: Any = chain
+    if chains is not None:
+        into = chains.get(chain)
+        if into is None:
+            return None
     if fc is None:
         fc = _cache(ctx)
     proto, pi = _PROTOS[p]
-    sa = sm = da = dm = 0
-    key = None
-    if src is not None:
-        a = fc.cidr.get(src) or _addr(fc, src)
+    if src is None:
+        sa = sm = 0
+    else:
+        a = fc.cidr.get(src)
         if a is None:
-            return None
+            a = _addr(fc, src)
+            if a is None:
+                return None
         if a.__class__ is int:
             sa, sm = a, U32
         else:
             sa, sm = a                  # type: ignore[misc]
-    if dst is not None:
-        a = fc.cidr.get(dst) or _addr(fc, dst)
+    key = None
+    if dst is None:
+        da = dm = 0
+    else:
+        a = fc.cidr.get(dst)
         if a is None:
-            return None
+            a = _addr(fc, dst)
+            if a is None:
+                return None
         if a.__class__ is int:
             da = key = a                # type: ignore[assignment]
             dm = U32
@@ -335,34 +320,38 @@ def fast_rule(line: str, ctx: ParseCtx, at: int | str | None = None, fc: _Cache 
         else:
             rkey = (proto, mp, dport, prob)
             matches = fc.rest.get(rkey) or fc.rest.setdefault(rkey, _more(mp, dport, prob, proto, ctx))
+        if bare is not None:
+            comment = bare
         if comment is not None:
             c = fc.comments.get(comment)
             if c is None:
+                if bare is None and ("'" in comment or "\\" in comment or "\r" in comment
+                                     or "\n" in comment):
+                    return None
                 c = fc.comments[comment] = _comment(comment, proto, ctx, fc)
             matches = (c, *matches) if matches else (c,)
             matches = fc.tuples.setdefault(matches, matches)      # equal objects: one tuple
         if dnat is not None:
-            t = fc.dnat[pi].get(dnat)
-            if t is None:
-                t = fc.dnat[pi][dnat] = _dnat(dnat, proto, ctx, fc)
-            kind, word, target = K_EXT, "DNAT", t
+            kind, word, target = K_EXT, "DNAT", _dnat(dnat, proto, pi, ctx, fc)
         else:
-            jumps = fc.jumps[pi]
-            j = jumps.get(jump)
-            if chains is not None and (j is None or j.__class__ is str):
-                to = chains.get(jump)       # a chain's name is no target's (check_chain_name)
-                if to is not None:
-                    if to.builtin:
-                        return None
-                    j = to.name
-                elif jump not in STANDARD and jump not in TARGETS:
-                    return None             # a jump to an undeclared chain: the general path says so
-            if j is None:
-                j = jumps[jump] = _jump(jump, proto, ctx)
-            if j.__class__ is str:
-                kind, word, target = K_JUMP, j, None
+            to = chains.get(jump) if chains is not None else None
+            if to is not None:          # a chain's name is no target's (check_chain_name)
+                if to.builtin:
+                    return None
+                kind, word, target = K_JUMP, to.name, None
             else:
-                kind, word, target = j      # type: ignore[str-unpack,misc,assignment]
+                jumps = fc.jumps[pi]
+                j = jumps.get(jump)
+                if j is None:
+                    if chains is not None and jump not in STANDARD and jump not in TARGETS:
+                        return None     # a jump to an undeclared chain: the general path says so
+                    j = jumps[jump] = _jump(jump, proto, ctx)
+                if j.__class__ is str:
+                    if chains is not None:
+                        return None     # not one of the open table's chains
+                    kind, word, target = K_JUMP, j, None
+                else:
+                    kind, word, target = j      # type: ignore[str-unpack,misc,assignment]
     except PktemuError:
         return None
     if at is None:
@@ -374,7 +363,7 @@ def fast_rule(line: str, ctx: ParseCtx, at: int | str | None = None, fc: _Cache 
      r._where, r.chain, r.num, r.checks, r.key, r._body, r.jump_steps) = (
         sa, sm, da, dm, proto, _HDR0 if sinv is None else _HDR_INV_SRC, matches, target, kind, word, 0, 0,
         at, "", 0, None, key, None, None)          # checks and body: made on first use (Rule.finish)
-    return chain, r
+    return into, r
 
 
 def _jump(jump: str, proto: int, ctx: ParseCtx) -> str | tuple[int, str, Target | None]:

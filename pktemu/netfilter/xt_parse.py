@@ -24,8 +24,8 @@ from pktemu.netfilter.xt_base import (
     MATCHES, TARGETS, Extension, Match, ParseCtx, ifname_check, parse_cidr, parse_proto, parse_uint,
     proto_name,
 )
-from pktemu.netfilter.xt_fast import fast_rule, shared_ext as _shared
-from pktemu.netfilter.xt_rule import K_EXT, K_GOTO, K_JUMP, STANDARD, Rule
+from pktemu.netfilter.xt_fast import fast_rule
+from pktemu.netfilter.xt_rule import K_EXT, K_GOTO, K_JUMP, STANDARD, Rule, shared_ext as _shared
 
 COMMANDS = {
     "-A": "A", "--append": "A", "-I": "I", "--insert": "I", "-D": "D", "--delete": "D",

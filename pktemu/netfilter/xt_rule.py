@@ -4,14 +4,21 @@ A rule is compiled into a tuple of small check callables (only the tests it real
 per-packet walk is `all(check(p, state))` with no interpretation of options. Its canonical
 `iptables-save` text is built once too, in iptables' print order. Both are made on first use: in
 a table of 170k kube-proxy rules most are never evaluated (the index skips them) nor printed,
-and the closures and text would be most of a rule's memory.
+and the closures and text would be most of a rule's memory. For the same reason rules share
+equal extension objects (shared_ext), and the fast loader copies its per-rule ones (a comment,
+an endpoint's DNAT) with straight-line code (maker).
 """
 from __future__ import annotations
 
 import copy as _copy
-from typing import TYPE_CHECKING, Any, Callable
+from keyword import iskeyword
+from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
-from pktemu.netfilter.xt_base import U32, Match, Pkt, Target, ifname_match, ip_str, mask_str, proto_name
+from pktemu.errors import PktemuError
+
+from pktemu.netfilter.xt_base import (
+    U32, Extension, Match, ParseCtx, Pkt, Target, ifname_match, ip_str, mask_str, proto_name,
+)
 
 if TYPE_CHECKING:
     from pktemu.netfilter.core import HookState
@@ -315,3 +322,49 @@ def where_code(path: str, lineno: int) -> int | str:
         return k << 32 | lineno
     return f"{path}:{lineno}"
 
+
+# Extension objects shared by rules: 170k kube-proxy rules have a few dozen distinct settings.
+
+#: one `seen` set per distinct set of options: extensions are done with theirs once parsed, and
+#: 170k rules would otherwise hold 180k small sets
+SEEN: dict[frozenset[str], set[str]] = {}
+_E = TypeVar("_E", bound=Extension)
+
+
+def shared_ext(ext: _E, ctx: ParseCtx) -> _E:
+    """The object of an equal extension parsed before in this input, if any: an extension without
+    state of its own is its settings, and 170k kube-proxy rules have a few dozen distinct `-m tcp`,
+    `statistic` or MARK settings. Equal means every attribute equal (a `seen` set by content)."""
+    ext.seen = SEEN.setdefault(frozenset(ext.seen), ext.seen)
+    pool = ctx.shared
+    if pool is None or ext.stateful:
+        return ext
+    try:
+        key = (type(ext), *[(k, id(v) if v.__class__ is set else v) for k, v in vars(ext).items()])
+        return cast(_E, pool.setdefault(key, ext))
+    except TypeError:                   # a list or dict setting: kept as it is
+        return ext
+
+
+#: (class, attribute names) -> what makes a maker for their values (compiled once per process)
+_FACTORIES: dict[tuple[type, tuple[str, ...]], Callable[..., Callable[[], Any]]] = {}
+
+
+def maker(ext: Extension) -> Callable[[], Any]:
+    """A function that makes a copy of `ext` as it is now: its attributes stored one by one in the
+    same order (the instances keep sharing their class's attribute layout), as straight-line code,
+    which costs a third of a setattr loop (one per kube-proxy comment and endpoint: 120k a load)."""
+    items = vars(ext)
+    key = (type(ext), tuple(items))
+    factory = _FACTORIES.get(key)
+    if factory is None:
+        if not all(k.isidentifier() and not iskeyword(k) for k in key[1]):
+            raise PktemuError("not ours: the general parser reads the line")    # (fast_rule declines it)
+        args = "".join(f", v{i}" for i in range(len(key[1])))
+        body = "".join(f"        o.{k} = v{i}\n" for i, k in enumerate(key[1]))
+        code = (f"def make(new, cls{args}):\n    def m():\n        o = new(cls)\n{body}"
+                "        return o\n    return m\n")
+        space: dict[str, Any] = {}
+        exec(code, space)               # noqa: S102 (the code is made of attribute names only)
+        factory = _FACTORIES[key] = space["make"]
+    return factory(_new_rule, type(ext), *items.values())
