@@ -29,7 +29,7 @@ class Plan:
     cluster_reps: int
 
 
-FULL = Plan(reps=5, rule_sizes=(10_000, 50_000), packets=3000, sync_services=10_000,
+FULL = Plan(reps=5, rule_sizes=(10_000, 50_000), packets=10_000, sync_services=10_000,
             direct=(100, 1000), clients=(50, 100), cluster_reps=2)
 QUICK = Plan(reps=3, rule_sizes=(1000, 5000), packets=1000, sync_services=1000,
              direct=(10, 100), clients=(5, 10), cluster_reps=1)
