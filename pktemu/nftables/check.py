@@ -2,13 +2,92 @@
 element's) names a chain of its table, and no chain reaches itself."""
 from __future__ import annotations
 
+from itertools import compress
+from typing import Any
+
 from pktemu.errors import PktemuError
+from pktemu.nftables import shapes
 from pktemu.nftables.model import NftRuleset, Rule, Table, Verdict
 from pktemu.nftables.steps import go, vmap_index as vmap
 
 
 def check(rs: NftRuleset, path: str) -> None:
-    """Every jump/goto names a chain of its table, no chain jumps into itself, nat only in nat chains."""
+    """Every jump/goto names a chain of its table, no chain jumps into itself, nat only in nat chains.
+    A ruleset `_clean` finds nothing wrong with is not walked again: else `_check` finds the first
+    error, in its order."""
+    if not _clean(rs):
+        _check(rs, path)
+
+
+def _clean(rs: NftRuleset) -> bool:
+    """True when `_check` would find nothing: every jump's target is a chain and the jumps make no
+    loop. A fast-loaded rule's jumps are found from its shape (the steps its verdict and numgen parts
+    print from), so a rule without one (an endpoint's `dnat`) is not read at all; the jumps are
+    gathered in two flat lists, and the loop test drops jumps to chains that jump nowhere until
+    none is left (a loop is left otherwise), in C loops over those lists."""
+    memo: dict[int, tuple[tuple[int, bool], ...]] = {}
+    s0: Any = None                # the last two shapes met and their jump parts (an endpoint chain's two)
+    s1: Any = None
+    a0: tuple[tuple[int, bool], ...] = ()
+    a1: tuple[tuple[int, bool], ...] = ()
+    for t in rs.tables.values():
+        chains = t.chains
+        srcs: list[str] = []
+        dsts: list[str] = []
+        src, dst = srcs.append, dsts.append
+        for c in chains.values():
+            rules = c.rules
+            if not rules:
+                continue
+            name = c.name
+            for r in rules:
+                sh = r.txt
+                if type(r) is Rule and type(sh) is tuple:
+                    if sh is s0:
+                        at = a0
+                    elif sh is s1:
+                        at = a1
+                    else:
+                        got = memo.get(id(sh))
+                        at = got if got is not None else memo.setdefault(id(sh), _jump_parts(sh))
+                        s1, a1, s0, a0 = s0, a0, sh, at
+                    if not at:
+                        continue
+                    st = r.steps
+                    for i, many in at:
+                        a = st[i]
+                        for v in (a[1:] if many else (a,)):
+                            if type(v) is Verdict and v.target is not None:
+                                src(name)
+                                dst(v.target)
+                    continue
+                for v in r.jumps:
+                    src(name)
+                    dst(v.target)        # type: ignore[arg-type]
+        if not set(dsts) <= chains.keys():
+            return False
+        for s in t.sets.values():
+            if s.data_type == "verdict":
+                for el in s.elements.values():
+                    v = el.data
+                    if isinstance(v, Verdict) and v.target is not None and v.target not in chains:
+                        return False
+        while srcs:
+            keep = list(map(set(srcs).__contains__, dsts))
+            if all(keep):
+                return False
+            srcs, dsts = list(compress(srcs, keep)), list(compress(dsts, keep))
+    return True
+
+
+def _jump_parts(shape: tuple[Any, ...]) -> tuple[tuple[int, bool], ...]:
+    """The steps of a fast-loaded rule that may jump, from its shape: (index of the step's argument,
+    whether it is a numgen map's `(reader, verdict, ...)`); its other steps name no chain."""
+    return tuple((i, fmt is shapes.numgen_vmap) for i, fmt, _ in shape[1:]
+                 if fmt is shapes.verdict or fmt is shapes.numgen_vmap)
+
+
+def _check(rs: NftRuleset, path: str) -> None:
     for t in rs.tables.values():
         targets: dict[str, set[str]] = {}         # only the chains that jump: most do not
         chains = t.chains

@@ -312,6 +312,9 @@ class Table:
     chains: dict[str, Chain] = field(default_factory=dict)
     next_handle: int = 1
     anon: int = 0
+    #: some chain's name is not one word of the tokenizer (a quoted name): the fast loader's short
+    #: paths, which take a line's chain name as is, leave this table's lines to the word-by-word reading
+    odd_names: bool = field(default=False, repr=False, compare=False)
     tx: "Snapshot | None" = field(default=None, repr=False, compare=False)
     #: changes whenever `chains` gains, loses or replaces a chain (never back to an earlier value), so a
     #: jump can keep the chain it resolved last (Verdict.chain) instead of looking it up on every packet

@@ -38,6 +38,7 @@ def apply_text(text: str, path: str, rs: NftRuleset, ints: dict[int, int], gener
             continue
         if line[:3] in ("add", "flu"):
             if start >= 0:            # before this line is read against the ruleset the run makes
+                ld.forget()
                 general("\n".join(lines[start:no]) + "\n", start + 1)
                 start = -1
             if fast(line, no + 1):
@@ -50,7 +51,9 @@ def apply_text(text: str, path: str, rs: NftRuleset, ints: dict[int, int], gener
         d, joined = _shape(line)
         depth += d
     if start >= 0:
+        ld.forget()
         general("\n".join(lines[start:]), start + 1)
+    ld.bump()
 
 
 def _shape(line: str) -> tuple[int, bool]:

@@ -10,38 +10,84 @@ from __future__ import annotations
 from typing import Any
 
 from pktemu.nftables import shapes, steps
-from pktemu.nftables.model import (
-    FAMILIES, Chain, Element, NftRuleset, Rule, Step, Table, make_chain, make_verdict,
-)
+from pktemu.nftables.model import FAMILIES, Chain, Element, Rule, Step, Table, make_chain, make_verdict
+from pktemu.nftables.nft_forms import BAD, LoadState, new_object
 from pktemu.nftables.nft_words import (
-    ADDR_FIELDS, ADDR_PARTS, INDEX, JUMPS, KIND, L4_READ, MASK, NAT_WORDS, PORTS, VERDICT_PART, VERDICTS,
-    item_part, nat_target, num, plain, quad,
+    ADDR_FIELDS, ADDR_PARTS, JUMPS, KIND, L4_READ, MASK, NAT_WORDS, PORTS, VERDICT_PART, VERDICTS,
+    item_part, num, plain,
 )
 from pktemu.nftables.rules import cmp_step, prefix_step
-from pktemu.nftables.statements import nat_like, nat_step, numgen_random, verdict_step
+from pktemu.nftables.statements import nat_like, nat_step, verdict_step
 from pktemu.nftables.values import PROTOS, shared
 
-class LineLoader:
-    """One load's state: the ruleset, the shared ints, and the jump steps its rules share."""
 
-    def __init__(self, rs: NftRuleset, path: str, ints: dict[int, int]) -> None:
-        self.rs, self.path, self.ints = rs, path, ints
-        self.addrs: dict[str, int] = {}
-        #: steps of constants (`tcp dport 80`, `ip saddr != 10.0.0.0/8`): one tuple for every rule
-        self.consts: dict[tuple[Any, ...], Step] = {}
-        #: (table, kind, target) -> the verdict and its step: every rule's `jump mark-for-masquerade`
-        #: is then one Verdict (resolved once, as the table's epoch allows) and one step tuple
-        self.jumps: dict[tuple[int, str, str], tuple[Any, Step, Table]] = {}
-        self.texts: dict[tuple[Any, ...], str] = {}
-        self.shapes: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-        #: the shapes of _endpoint_rule's forms, recorded by the general loop the first time it builds one
-        self.forms: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-        self.touched: Chain | None = None
-        self.ports: dict[str, tuple[int | None, int | None]] = {}
+class LineLoader(LoadState):
+    """One load's lines: each taken by a short path (see LoadState) or read word by word here."""
 
     def line(self, line: str, no: int) -> bool:
         """Apply one line if it is a shape this loader knows and would load without error (True);
-        else change nothing (False)."""
+        else change nothing (False). A line that starts as the last one of its kind did (`add rule
+        ip kube-proxy `) is first tried by a short path (see LoadState), which reads only the rest;
+        the two most frequent, an address rule of a form met before and a new chain, are written out
+        here (a call less for each of some 100,000 lines)."""
+        if line.startswith(self.rule_head):
+            p = line[len(self.rule_head):].split(" ", 4)
+            if len(p) == 5:
+                if p[1] == "ip":
+                    by = self.rule_forms.get(p[2])
+                    form = by.get(p[4]) if by is not None else None
+                    if form is not None and self._addr_rule(form, p, no):
+                        return True
+                elif self._rule_line(p, line, no):
+                    return True
+        elif line.startswith(self.chain_head):
+            name = line[len(self.chain_head):]
+            table = self.chain_table
+            if name and BAD(name) is None and table is not None:
+                chains = table.chains
+                if name in chains:
+                    return self._chain(table, "add", name)
+                h = table.next_handle
+                table.next_handle = h + 1
+                c = new_object(Chain)            # make_chain's
+                c.name, c.type, c.hook, c.priority, c.policy, c.comment, c.handle, c.rules = \
+                    name, None, None, 0, "accept", None, h, []
+                chains[name] = c
+                if self.grown is not table:
+                    self.grown = table
+                    table.chains_changed()
+                return True
+        elif line.startswith(self.element_head):
+            table = self.element_table
+            assert table is not None
+            if not ('"' in line or "#" in line or ";" in line or "\t" in line or "\r" in line
+                    or line[-1] == "\\"):
+                words = line[len(self.element_head):].split(" ")
+                if "" not in words and self._element(table, words, line):     # no blank but single spaces
+                    return True
+        return self._line(line, no)
+
+    def _rule_line(self, p: list[str], line: str, no: int) -> bool:
+        """An `add rule` line after its table (split at its first four blanks) but an address rule."""
+        table = self.rule_table
+        assert table is not None
+        w = p[1]
+        c = table.chains.get(p[0])          # a name of the table is one word (see Table.odd_names)
+        if c is None:
+            return False
+        rest = line[len(self.rule_head):]
+        if w == "meta":
+            p = rest.split(" ")
+            return len(p) == 7 and self._nat_rule(table, c, p, no)
+        if w == "numgen":
+            if '"' in line or "#" in line or ";" in line or "\t" in line or "\r" in line or line[-1] == "\\":
+                return False
+            p = rest.split(" ")
+            return "" not in p and self._numgen_rule(table, c, p, len(p), line, no)
+        return False
+
+    def _line(self, line: str, no: int) -> bool:
+        """Any line of the shapes this loader takes, read word by word."""
         words = line.split()
         if len(words) < 5 or '"' in line or "#" in line or ";" in line or line.endswith("\\"):
             return False
@@ -53,44 +99,38 @@ class LineLoader:
         table = self.rs.tables.get((words[2], words[3]))
         if table is None:
             return False
+        if verb == "add":
+            self._heads(line, obj, words, table)
         if obj == "rule" and verb == "add":
-            n = len(words)
-            if (n == 10 or n == 11) and plain(line):
-                c = table.chains.get(words[4])
-                if c is not None and self._endpoint_rule(table, c, words, n, no):
-                    return True
             return self._rule(table, words, line, no)
         if obj == "chain" and len(words) == 5 and (verb == "add" or verb == "flush") and plain(line):
             return self._chain(table, verb, words[4])
         if obj == "element" and verb == "add":
-            return self._element(table, words, line)
+            return self._element(table, words[4:], line)
         return False
 
-    # the three shapes ---------------------------------------------------------------------------
     def _chain(self, table: Table, verb: str, name: str) -> bool:
         c = table.chains.get(name)
         if verb == "flush" and c is None:
             return False
         tx = table.tx
         if c is not None:
-            if tx is not None:
-                tx.touch(c)
+            if tx is not None and c.handle < tx.handles.get(id(table), 0):
+                tx.touch(c)               # an older chain: saved (a new one goes if the transaction fails)
             if verb == "flush":
                 c.rules.clear()
             return True
-        c = table.chains[name] = make_chain(name, table.new_handle())
+        table.chains[name] = make_chain(name, table.new_handle())
         table.chains_changed()
-        if tx is not None:
-            tx.fresh(c)
         return True
 
     def _element(self, table: Table, words: list[str], line: str) -> bool:
-        """`add element FAM T S { K1 . K2 [: VERDICT] }`: one element of plain keys."""
-        s = table.sets.get(words[4])
-        if (s is None or len(words) < 8 or words[5] != "{" or words[-1] != "}" or line.count("{") != 1
+        """`add element FAM T S { K1 . K2 [: VERDICT] }`: one element of plain keys (`words` from S on)."""
+        s = table.sets.get(words[0])
+        if (s is None or len(words) < 4 or words[1] != "{" or words[-1] != "}" or line.count("{") != 1
                 or line.count("}") != 1 or "," in line):
             return False
-        i, n = 6, len(words) - 1
+        i, n = 2, len(words) - 1
         key: list[int] = []
         ints = self.ints
         for k, typ in enumerate(s.types):
@@ -102,8 +142,13 @@ class LineLoader:
                 return False
             w = words[i]
             if typ == "ipv4_addr":
-                v = self._addr(w)
-            elif typ == "inet_proto":
+                v = self._addr(w)         # the object the Service's rule has (see LoadState._addr)
+                if v is None:
+                    return False
+                key.append(v)
+                i += 1
+                continue
+            if typ == "inet_proto":
                 v = PROTOS.get(w)
             elif typ == "inet_service":
                 v = num(w, 65535)
@@ -126,15 +171,14 @@ class LineLoader:
                 return False
         elif i != n or s.data_type is not None:
             return False
-        if table.tx is not None:
-            table.tx.touch(s)
-        s.add(Element(tuple(key), data))
+        if table.tx is not None and s is not self.sets_touched[0] and s is not self.sets_touched[1]:
+            table.tx.touch(s)             # kube-proxy's elements go to two sets in turn
+            self.sets_touched = (s, self.sets_touched[0])
+        el = new_object(Element)                # Element(key, data)'s, without a call per element
+        el.key, el.data, el.comment, el.key_end, el.prefix, el.timeout_ns, el.expires_ns = \
+            tuple(key), data, None, None, None, None, None
+        s.elements[el.key] = el           # what NftSet.add does for an element without interval
         return True
-
-    def _target(self, table: Table, name: str) -> str:
-        """A jump's target: the chain's own name object when the chain exists."""
-        c = table.chains.get(name)
-        return c.name if c is not None else name
 
     def _rule(self, table: Table, words: list[str], line: str, no: int) -> bool:
         c = table.chains.get(words[4])
@@ -149,6 +193,7 @@ class LineLoader:
         parts: list[Any] = []         # item -> its text, or (pre, fmt, extra, post): see _part
         deps: list[Any] = []          # item -> ("l4", P), ("needs", P) or None, as for rule_text
         anon = 0
+        fixed = True                  # every item's step is made of its words and the table alone
         ints = self.ints
         i = 5
         while i < n:
@@ -194,10 +239,12 @@ class LineLoader:
                 part = self._text(("l4", op, p), f"meta l4proto {'!= ' if op == '!=' else ''}{words[at]}")
             elif w in VERDICTS:
                 i += 1
+                fixed = False
                 step, part = verdict_step(rule, make_verdict(KIND[w], None)), VERDICT_PART
             elif w == "dnat" and nxt == "to" and table.family == "ip" and i + 2 < n:
                 target = words[i + 2]
                 i += 3
+                fixed = False
                 if i < n and words[i] in NAT_WORDS:
                     return False
                 nat = self._nat_target(target)
@@ -214,7 +261,7 @@ class LineLoader:
                 if got is None:
                     return False
                 i, mod, step = got
-                braces, anon = 0, anon + 1
+                braces, anon, fixed = 0, anon + 1, False
                 part = item_part("", shapes.numgen_vmap, mod, "")
             else:
                 return False
@@ -234,117 +281,11 @@ class LineLoader:
         table.anon += anon
         rule.pos |= table.new_handle()
         self._append(table, c, rule)
-        if n == 10 or n == 11:
-            self._form(table, words, n, rule.txt)
+        if fixed and n >= 9 and words[5] == "ip":
+            self._record(table, words[4:], rule)
+        elif n == 11:
+            self._nat_form(table, words[4:], rule.txt)
         return True
-
-    def _form(self, table: Table, words: list[str], n: int, shape: tuple[Any, ...]) -> None:
-        """Record the shape of a rule the general loop built, if it is of one of _endpoint_rule's forms."""
-        if n == 10:
-            if words[5] == "ip" and words[6] in ADDR_FIELDS and words[7] != "!=" and "/" not in words[7] \
-                    and words[8] in JUMPS:
-                self.forms.setdefault((words[6], words[8]), shape)
-        elif words[5] == "meta" and words[6] == "l4proto" and words[8] == "dnat" and words[9] == "to":
-            p = PROTOS.get(words[7])
-            nat = self._nat_target(words[10])
-            if p is not None and nat is not None and table.family == "ip":
-                self.forms.setdefault(("dnat", p, nat[1], nat[2]), shape)
-
-    def _append(self, table: Table, c: Chain, rule: Rule) -> None:
-        if table.tx is not None and c is not self.touched:     # touching a chain twice changes nothing
-            table.tx.touch(c)
-            self.touched = c
-        c.rules.append(rule)
-
-    def _endpoint_rule(self, table: Table, c: Chain, words: list[str], n: int, no: int) -> bool:
-        """An endpoint chain's two rules, `ip saddr A jump C` and `meta l4proto P dnat to A:P` (ten of a
-        Service's twelve), built as the general loop of _rule builds them once it has met their form
-        (its jump, protocol match and NAT ports); False (nothing changed) for any other line."""
-        if n == 10:
-            which, kind = words[6], words[8]
-            if words[5] != "ip" or which not in ADDR_FIELDS or kind not in JUMPS:
-                return False
-            hit = self.jumps.get((id(table), kind, words[9]))
-            shape = self.forms.get((which, kind))
-            w = words[7]
-            v = self.addrs.get(w)
-            if v is None and "/" not in w:
-                v = self._addr(w)
-            if hit is None or shape is None or v is None:
-                return False
-            rule = Rule(shape, (*steps.eq_step(ADDR_FIELDS[which], shared(v)), *hit[1]), c.name, self.path,
-                        no << 32 | table.new_handle())
-        else:
-            if words[5] != "meta" or words[6] != "l4proto" or words[8] != "dnat" or words[9] != "to" \
-                    or table.family != "ip":
-                return False
-            p = PROTOS.get(words[7])
-            nat = self._nat_target(words[10])
-            if p is None or nat is None:
-                return False
-            match = self.consts.get(("l4", "==", p))
-            like = self.consts.get(("dnat", nat[1], nat[2]))
-            shape = self.forms.get(("dnat", p, nat[1], nat[2]))
-            if match is None or like is None or shape is None:
-                return False
-            rule = Rule(shape, (), c.name, self.path, no << 32 | table.new_handle())
-            rule.steps = (*match, *nat_like(rule, nat[0], like))
-        if table.tx is not None and c is not self.touched:
-            table.tx.touch(c)
-            self.touched = c
-        c.rules.append(rule)
-        return True
-
-    def _nat_target(self, text: str) -> tuple[int, int | None, int | None] | None:
-        """nat_target with the port part's reading kept (every endpoint of a port has the same)."""
-        addr, colon, port = text.rpartition(":")
-        if not colon or "-" in port:
-            return nat_target(text, self._addr)
-        ports = self.ports.get(port)
-        if ports is None:
-            got = nat_target("0.0.0.0:" + port, quad)
-            if got is None:
-                return None
-            ports = self.ports[port] = got[1:]
-        v = self.addrs.get(addr)
-        if v is None:
-            v = self._addr(addr)
-            if v is None:
-                return None
-        return (v, *ports)
-
-    def _text(self, key: tuple[Any, ...], text: str) -> str:
-        """The print text of a constant step (a port, protocol or prefix match): one string per load."""
-        got = self.texts.get(key)
-        if got is None:
-            got = self.texts[key] = text
-        return got
-
-    def _shape(self, parts: list[Any]) -> tuple[Any, ...]:
-        """The shape of a rule whose items print as `parts` (a text, or `(i, pre, fmt, extra, post)`):
-        `(template, (i, fmt, extra), ...)`, one tuple per form of rule in a load (see shapes)."""
-        key = tuple(parts)
-        got = self.shapes.get(key)
-        if got is None:
-            pieces, fills = [], []
-            for part in parts:
-                if isinstance(part, str):
-                    pieces.append(part.replace("%", "%%"))
-                else:
-                    i, pre, fmt, extra, post = part
-                    pieces.append(pre.replace("%", "%%") + "%s" + post.replace("%", "%%"))
-                    fills.append((i, fmt, extra))
-            got = self.shapes[key] = (" ".join(pieces), *fills)
-        return got
-
-    def _addr(self, w: str) -> int | None:
-        """quad through the load's cache (a Service's address is in its rule and its elements)."""
-        v = self.addrs.get(w)
-        if v is None:
-            v = quad(w)
-            if v is not None:
-                v = self.addrs[w] = self.ints.setdefault(v, v)
-        return v
 
     def _ip(self, words: list[str], i: int, n: int, which: str) -> tuple[int, Step | None, Any]:
         """`ip saddr|daddr [!=] A[/L]`: (next word, step, print part), or no step when not plain."""
@@ -372,43 +313,3 @@ class LineLoader:
             mask = MASK[plen]
             got = self.consts[(which, neg, w)] = prefix_step(read, v & mask, mask, neg)
         return at + 1, got, self._text((which, neg, w), f"ip {which} {'!= ' if neg else ''}{w}")
-
-    def _numgen(self, table: Table, words: list[str], i: int, n: int,
-                braces: int) -> tuple[int, int, Step] | None:
-        """`numgen random mod N vmap { 0 : V0 , 1 : V1 , ... }` with keys 0..N-1 in order (vmap_index)."""
-        if i + 5 >= n or words[i + 1] != "random" or words[i + 2] != "mod" or words[i + 4] != "vmap":
-            return None
-        mod = num(words[i + 3], 2**32 - 1)
-        if not mod or words[i + 5] != "{":
-            return None
-        j = i + 6
-        verdicts: list[Any] = []
-        used = 1
-        chains = table.chains
-        while True:
-            k = len(verdicts)     # words[j] must read as k: only its canonical decimal does
-            if j + 2 >= n or words[j] != (INDEX[k] if k < 64 else str(k)) or words[j + 1] != ":":
-                return None
-            w = words[j + 2]
-            if w in VERDICTS:
-                v = make_verdict(KIND[w], None)
-                j += 3
-            elif w in JUMPS and j + 3 < n:
-                c = chains.get(words[j + 3])
-                v = make_verdict(KIND[w], words[j + 3] if c is None else c.name)
-                j += 4
-            else:
-                return None
-            verdicts.append(v)
-            if j < n and words[j] == ",":
-                j += 1
-                used += 1
-                continue
-            if j < n and words[j] == "}":
-                used += 1
-                break
-            return None
-        if used != braces:
-            return None
-        step = (steps.vmap_index, (numgen_random(mod, 0), *verdicts))
-        return j + 1, mod, step

@@ -22,6 +22,7 @@ from pktemu.nftables.model import (
     NftSet, Table,
 )
 from pktemu.nftables.nft_fast import apply_text
+from pktemu.nftables.nft_forms import BAD
 from pktemu.nftables.rules import parse_rule
 
 VERBS = ("add", "create", "insert", "delete", "destroy", "flush")
@@ -131,6 +132,8 @@ def _command(cur: Cursor, rs: NftRuleset, verb: str) -> None:
                 name = sys.intern(name)         # a jump's target is the same object: no string compare
                 c = table.chains[name] = Chain(name, handle=table.new_handle())
                 table.chains_changed()
+                if not name or BAD(name) is not None:
+                    table.odd_names = True
                 if table.tx is not None:
                     table.tx.fresh(c)
             if cur.accept("{"):
@@ -267,6 +270,8 @@ def _table_block(cur: Cursor, rs: NftRuleset, verb: str, fam: str | None = None,
                 cname = sys.intern(cname)
                 c = t.chains[cname] = Chain(cname, handle=t.new_handle())
                 t.chains_changed()
+                if not cname or BAD(cname) is not None:
+                    t.odd_names = True
             cur.expect("{")
             _chain_body(cur, t, c, rules=True)
         else:

@@ -17,6 +17,10 @@ class Snapshot:
         self.rs, self.tables = rs, dict(rs.tables)
         self.saved: list[tuple[Any, dict[str, Any], list[tuple[Any, Any]]]] = []
         self.seen: set[int] = set()
+        #: each table's next handle when the transaction started: a chain of the table with a handle
+        #: below it is older, the others were made by the transaction (as are a new table's chains)
+        #: and need no saving (the fast loader's test, instead of `fresh` and `seen` for each)
+        self.handles: dict[int, int] = {id(t): t.next_handle for t in self.tables.values()}
         for t in self.tables.values():
             self.saved.append((t, dict(t.__dict__), [(t.sets, dict(t.sets)), (t.chains, dict(t.chains))]))
             t.tx = self
