@@ -69,7 +69,7 @@ def table(figs: list[Figure], title: str) -> Table:
         r = spread(f.ratios)
         absolute = f"{_num(spread(f.absolute)['median'])} {f.unit}" if f.absolute else ""
         if "files_us_per_hop" in f.extra:
-            absolute += f" (making its files: {_num(f.extra['files_us_per_hop'])})"
+            absolute += f" (making its files alone: {_num(f.extra['files_us_per_hop'])} {f.unit})"
         if "exponent" in f.extra:
             absolute += f" (exponent {f.extra['exponent']:.2f})"
         met = f.met()
