@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pktemu.netfilter.core import NF_ACCEPT, NF_DROP
 from pktemu.netfilter.rule_note import RuleNote
-from pktemu.netfilter.xt_base import Pkt
-from pktemu.netfilter.xt_rule import K_GOTO, K_JUMP, Rule
+from pktemu.netfilter.xt_base import U32, Pkt
+from pktemu.netfilter.xt_rule import _HDR0, K_GOTO, K_JUMP, Rule
 
 if TYPE_CHECKING:
     from pktemu.netfilter.core import HookState
@@ -81,7 +81,10 @@ def flat_chain(steps: list[Any]) -> tuple[Any, ...] | list[Any]:
     made when a jump first reaches it, with the short chains its rules jump to (FLAT_MAX rules in
     all: a Service's chain and its endpoints' chains): the walk reads the checks from there and
     touches a rule only when it matches, and a new connection's first packet to an endpoint not
-    reached before compiles nothing. Other steps are returned as they are."""
+    reached before compiles nothing. A rule whose only test is `-s a/32` has its address there
+    instead of its checks (an int): the walk compares it with the source itself, without the
+    rule's own tuple, bound method and the rule (three objects of one endpoint each, scattered).
+    Other steps are returned as they are."""
     if steps.__class__ is not list or len(steps) > FLAT_MAX:
         return steps
     return _flatten(steps, [FLAT_MAX])
@@ -91,8 +94,12 @@ def _flatten(steps: list[Rule], budget: list[int]) -> tuple[Any, ...]:
     budget[0] -= len(steps)
     out: list[Any] = []
     for r in steps:
-        checks = r.checks
-        out += (r, checks if checks is not None else r.compiled())
+        if r.smsk == U32 and r._hdr is _HDR0 and not r.dmsk and not r.proto and all(
+                m.always for m in r.matches):
+            out += (r, r.src)           # only `-s a/32` (an endpoint's masquerade rule): see walk
+        else:
+            checks = r.checks
+            out += (r, checks if checks is not None else r.compiled())
         if r.kind == K_JUMP or r.kind == K_GOTO:
             js = r.jump_steps
             if js.__class__ is list and len(js) <= budget[0]:

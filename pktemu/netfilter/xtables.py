@@ -266,6 +266,10 @@ class Ruleset:
                 if ci < len(cand):
                     checks = cand[ci + 1]       # the rule itself only if it matches (flat_chain)
                     ci += 2
+                    if checks.__class__ is int:         # a lone `-s a/32`: its address (flat_chain)
+                        if p.saddr != checks:
+                            continue
+                        checks = ()
                 elif steps is not flat:         # the end of a run: its chain goes on
                     cand = None
                     si += 1
