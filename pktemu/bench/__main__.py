@@ -56,7 +56,8 @@ class Say:
 
 
 def _num(v: float) -> str:
-    return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+    """Four significant digits: a ratio of 1.096 against a goal of 1.1 must not print as 1.1."""
+    return f"{v:.4g}" if abs(v) < 1000 else f"{v:,.0f}"
 
 
 def table(figs: list[Figure], title: str) -> Table:
