@@ -4,8 +4,10 @@ No timing assertions: the values are whatever this machine measures."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import datapaths
@@ -24,10 +26,14 @@ def _spread_ok(d: dict[str, Any]) -> bool:
     return 0 < d["min"] <= d["median"] <= d["max"]
 
 
-def test_the_quick_benchmark_reports_every_figure_with_its_goal() -> None:
+def test_the_quick_benchmark_reports_every_figure_with_its_goal(tmp_path: Path) -> None:
+    # run where a user would: the bench writes its runs' outputs in the current directory
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(datapaths.ROOT),
+                                                                    os.environ.get("PYTHONPATH")]))}
     p = subprocess.run([sys.executable, "-m", "pktemu.bench", "--quick", "--json"], capture_output=True,
-                       text=True, timeout=600, cwd=datapaths.ROOT)
+                       text=True, timeout=600, cwd=tmp_path, env=env)
     assert p.returncode == 0, p.stderr
+    assert os.listdir(tmp_path) == []           # every run's output folder removed again
     report = json.loads(p.stdout)
     assert report["quick"] is True
     figs = report["figures"]

@@ -34,7 +34,10 @@ _CHILD = """
 import gc, json, os, resource, shutil, sys, tempfile, time
 from pktemu.cli import main
 path, scenario = sys.argv[1], sys.argv[2]
-out = tempfile.mkdtemp(prefix="pktemu-bench-")
+try:                    # where a user's run writes (./pcaps by default), as pktemu.bench.hops.scratch
+    out = tempfile.mkdtemp(prefix=".pktemu-bench-", dir=os.getcwd())
+except OSError:
+    out = tempfile.mkdtemp(prefix="pktemu-bench-")
 gc.collect()
 try:
     with open("/proc/self/statm") as f:

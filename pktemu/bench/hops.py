@@ -54,11 +54,21 @@ def output_shape(out: str) -> tuple[int, int]:
     return dirs, files
 
 
+def scratch() -> str:
+    """A new folder for a run's output where a user's run writes it: `pktemu run` writes into
+    ./pcaps by default, so the current directory (the system's temporary folder if that cannot be
+    written). On one VM, making a file under /tmp cost 25x what it cost elsewhere on the same ext4."""
+    try:
+        return tempfile.mkdtemp(prefix=".pktemu-bench-", dir=os.getcwd())
+    except OSError:
+        return tempfile.mkdtemp(prefix="pktemu-bench-")
+
+
 def create_empty(dirs: int, files: int) -> float:
     """Seconds to make `dirs` folders and `files` empty files in a fresh temporary folder: what a
-    run's output costs the filesystem before a byte is written. On a slow one (we saw 11 to 400 us
+    run's output costs the filesystem before a byte is written. On a slow one (we saw 11 to 900 us
     a file on one VM's ext4, depending on its other I/O) this alone can set the founding figure."""
-    top = tempfile.mkdtemp(prefix="pktemu-bench-")
+    top = scratch()
     try:
         t0 = time.perf_counter()
         for d in range(dirs):
@@ -71,14 +81,21 @@ def create_empty(dirs: int, files: int) -> float:
         shutil.rmtree(top)
 
 
-def run_once(args: list[str]) -> tuple[float, str]:
-    """Seconds of one `pktemu run ... --out TMP -q` called as the CLI calls it; the output kept."""
-    out = tempfile.mkdtemp(prefix="pktemu-bench-")
-    t0 = time.perf_counter()
-    status = pktemu_main(["run", *args, "--out", os.path.join(out, "o"), "-q"])
-    elapsed = time.perf_counter() - t0
-    if status != 0:
-        raise RuntimeError(f"pktemu run {' '.join(args)} exited with {status}")
+def run_once(args: list[str], keep: bool = True) -> tuple[float, str]:
+    """Seconds of one `pktemu run ... --out TMP -q` called as the CLI calls it, and the folder
+    holding its output `o` (removed, whatever happens, unless `keep`)."""
+    out = scratch()
+    kept = False
+    try:
+        t0 = time.perf_counter()
+        status = pktemu_main(["run", *args, "--out", os.path.join(out, "o"), "-q"])
+        elapsed = time.perf_counter() - t0
+        if status != 0:
+            raise RuntimeError(f"pktemu run {' '.join(args)} exited with {status}")
+        kept = keep
+    finally:
+        if not kept:
+            shutil.rmtree(out, ignore_errors=True)
     return elapsed, out
 
 
@@ -87,16 +104,17 @@ def per_hop(args: list[str], reps: int) -> tuple[list[float], list[float], dict[
     Each run is followed by the making of as many empty folders and files as its output holds,
     per hop: the part of the run's time the filesystem sets (`files_us_per_hop`)."""
     _, out = run_once(args)
-    frames = captured_frames(os.path.join(out, "o"))
-    dirs, files = output_shape(os.path.join(out, "o"))
-    shutil.rmtree(out)
+    try:
+        frames = captured_frames(os.path.join(out, "o"))
+        dirs, files = output_shape(os.path.join(out, "o"))
+    finally:
+        shutil.rmtree(out)
     if not frames:
         raise RuntimeError(f"pktemu run {' '.join(args)} captured nothing")
     making: list[float] = []
 
     def emulate() -> float:
-        elapsed, out = run_once(args)
-        shutil.rmtree(out)
+        elapsed, _ = run_once(args, keep=False)
         making.append(create_empty(dirs + 1, files) / len(frames))
         return elapsed / len(frames)
 
