@@ -184,3 +184,17 @@ def test_import_pktemu_stays_light() -> None:
     code = "import sys, pktemu; print('scapy' in sys.modules, 'pktemu.api' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+def test_pktemu_run_does_not_load_scapy_until_a_user_packet_needs_it(tmp_path: Path) -> None:
+    # `pktemu run` of a topology works on bytes: importing Scapy would be a third of its start-up.
+    # The same process then gets Scapy packets from the Python API as soon as it asks for them.
+    code = ("import sys; from pktemu.cli import main; "
+            f"s = main(['run', {str(TOPOLOGY)!r}, '--out', {str(tmp_path / 'o')!r}, '-q']); "
+            "print(s, 'scapy' in sys.modules); import pktemu; net = pktemu.Network.load("
+            f"{str(TOPOLOGY)!r}, 's1-clusterip'); net.run(); "
+            "p = net.sniff('client-eth0')[0]; print(type(p).__module__, 'scapy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.stdout.split() == ["0", "False", "scapy.layers.l2", "True"], out.stderr
+    scenarios = yaml.safe_load(TOPOLOGY.read_text())["scenarios"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == sorted(scenarios)

@@ -6,10 +6,7 @@ are recomputed before its bytes replace the frame's.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
-
-from scapy.layers.inet import ICMP, IP, TCP, UDP
-from scapy.packet import Packet
+from typing import TYPE_CHECKING, Any, Callable
 
 from pktemu.errors import PktemuError, excerpt
 from pktemu.net.node import Node
@@ -18,7 +15,10 @@ from pktemu.netfilter.hooks import HookEntry
 from pktemu.netfilter.nfqueue import Handler, bind_queue
 from pktemu.netfilter.pyhooks import PyVerdict, netfilter_of, register_pyhook
 
-ScapyHook = Callable[[Packet], Any]
+if TYPE_CHECKING:
+    from scapy.packet import Packet
+
+ScapyHook = Callable[["Packet"], Any]
 
 
 def add_hook(node: Node, hook: str, priority: int, fn: ScapyHook) -> HookEntry:
@@ -37,6 +37,9 @@ def add_queue(node: Node, num: int, handler: Handler) -> None:
 
 
 def _scapy_side(fn: ScapyHook) -> Callable[[bytes], PyVerdict]:
+    from scapy.layers.inet import IP
+    from scapy.packet import Packet
+
     def call(data: bytes) -> PyVerdict:
         answer = fn(IP(data))
         if answer is None or answer is True:
@@ -54,6 +57,8 @@ def _scapy_side(fn: ScapyHook) -> Callable[[bytes], PyVerdict]:
 
 def _rebuilt(pkt: Packet, old: bytes) -> bytes:
     """The packet's bytes; when they changed, with IP and transport lengths and checksums redone."""
+    from scapy.layers.inet import ICMP, IP, TCP, UDP
+
     if IP not in pkt:
         raise PktemuError(f"python hook: answered {pkt.summary()}, which has no IP layer")
     ip = pkt[IP]

@@ -11,10 +11,6 @@ import os
 from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
-from scapy.layers.inet import IP
-from scapy.packet import Packet
-from scapy.plist import PacketList, QueryAnswer, SndRcvList
-
 from pktemu import interrupt, topo
 from pktemu.api.commands import Commands
 from pktemu.api.output import DiskCapture
@@ -35,6 +31,9 @@ from pktemu.network import Network as Engine
 from pktemu.sim import MS, SECOND
 
 if TYPE_CHECKING:
+    from scapy.packet import Packet
+    from scapy.plist import PacketList, SndRcvList
+
     from pktemu.api.trace import Trace
 
 SLICE_NS = 100 * MS        # a scenario plays in slices of virtual time: progress, signals
@@ -204,6 +203,9 @@ class Network(KernelState, Commands):
     def sr(self, where: str, pkts: Any, timeout: float = 1) -> tuple[SndRcvList, PacketList]:
         """Scapy's `sr`: send from `where`, collect answers (`answer.answers(query)`) received by
         its interfaces until all are answered or `timeout` virtual seconds have passed."""
+        from scapy.layers.inet import IP
+        from scapy.plist import PacketList, QueryAnswer, SndRcvList
+
         node = self._node("sr", where)
         wait = _ns("sr", "timeout", timeout)
         prepared = [ip_datagram("sr", node, p) for p in expand("sr", pkts)]
@@ -249,6 +251,8 @@ class Network(KernelState, Commands):
 
     def sniff(self, point: str, lfilter: Callable[[Packet], bool] | None = None) -> PacketList:
         """What capture point `point` (`client-eth0` or `client/eth0`) saw so far, as Scapy packets."""
+        from scapy.plist import PacketList
+
         name = self._point("sniff", point)
         if not self._recorders[name].keep:
             raise PktemuError("sniff: the network was loaded with keep_frames=False")

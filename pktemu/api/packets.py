@@ -11,14 +11,12 @@ import ipaddress
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from scapy.layers.inet import IP
-from scapy.layers.l2 import Ether
-from scapy.packet import Packet
-
 from pktemu.errors import PktemuError, excerpt
 from pktemu.net.frame import ETH_HLEN, Frame, int2ip, ip2int
 
 if TYPE_CHECKING:
+    from scapy.packet import Packet
+
     from pktemu.net.node import Node
 
 _ETH_IP = b"\x00" * 12 + b"\x08\x00"
@@ -26,6 +24,8 @@ _ETH_IP = b"\x00" * 12 + b"\x08\x00"
 
 def expand(what: str, pkts: Any) -> list[Packet]:
     """Every packet `pkts` stands for (a packet with ranges or a Net is several, as in Scapy)."""
+    from scapy.packet import Packet
+
     if isinstance(pkts, Packet):
         items: Iterable[Any] = [pkts]
     elif isinstance(pkts, Iterable) and not isinstance(pkts, (str, bytes, bytearray)):
@@ -45,6 +45,8 @@ def expand(what: str, pkts: Any) -> list[Packet]:
 
 def ip_datagram(what: str, node: "Node", pkt: Packet) -> tuple[Packet, Frame]:
     """The datagram `node` would send for `pkt` (as a Scapy packet, filled in) and its frame."""
+    from scapy.layers.inet import IP
+
     if IP not in pkt:
         raise PktemuError(f"{what}: {pkt.summary()} has no IP layer (send() is L3; use sendp() "
                           "for an Ethernet frame)")
@@ -68,6 +70,8 @@ def ip_datagram(what: str, node: "Node", pkt: Packet) -> tuple[Packet, Frame]:
 
 def ethernet_frame(what: str, pkt: Packet) -> Frame:
     """The bytes of an Ethernet frame, as a peer's driver hands them over."""
+    from scapy.layers.l2 import Ether
+
     if Ether not in pkt or not isinstance(pkt, Ether):
         raise PktemuError(f"{what}: {pkt.summary()} is not an Ethernet frame (sendp() is L2; use "
                           "send() for an IP packet)")

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-from scapy.layers.inet import IP
-from scapy.layers.l2 import Ether
-from scapy.utils import EDecimal
-
 from pktemu.explain.comment import frame_comment, plain_comment
 from pktemu.sim import EPOCH_NS
 
 if TYPE_CHECKING:
+    from scapy.utils import EDecimal
+
     from pktemu.net.frame import Frame
 
 #: pcapng's epb_flags direction, which Scapy puts in `Packet.direction`.
@@ -62,6 +60,8 @@ class Recorder:
 
 def stamp(ts_ns: int) -> EDecimal:
     """A virtual time as Scapy's `Packet.time`: seconds in the pcaps' epoch, to the nanosecond."""
+    from scapy.utils import EDecimal
+
     return EDecimal(EPOCH_NS + ts_ns) / EDecimal(1_000_000_000)
 
 
@@ -70,6 +70,9 @@ def dissect(name: str, ts_ns: int, direction: int, data: bytes, comment: str | N
     """One recorded frame as a Scapy packet, stamped as Scapy's sniff and pcap readers stamp it,
     with all.pcapng's explain comment. On a device with no link layer it is the IP packet that
     tcpdump and Scapy see there (LINKTYPE_RAW), not the emulator's internal Ethernet header."""
+    from scapy.layers.inet import IP
+    from scapy.layers.l2 import Ether
+
     pkt = IP(data[14:]) if raw else Ether(data)
     pkt.time = stamp(ts_ns)
     pkt.sniffed_on = name
