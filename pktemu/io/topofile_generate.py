@@ -87,36 +87,53 @@ def _join(where: str, key: str) -> str:
 
 def _mapping(v: dict[Any, Any], origin: Origin | None, where: str, src: Src, env: dict[str, int],
              inside: bool, budget: _Budget) -> tuple[dict[Any, Any], Origin | None]:
+    """A mapping with its loops expanded. The path of an entry (`nodes.pod1.address`) is made only
+    for a value that needs it (a mapping, a list, a string with braces) or an error: a large
+    cluster's body is mostly plain scalars, copied as they are once per round."""
     out: dict[Any, Any] = {}
     kids: dict[str, Origin] = {}
-    written: dict[Any, str] = {}
-
-    def put(key: Any, value: Any, o: Origin | None, at: str) -> None:
-        if key in out:
-            raise src.error(at, f"{excerpt(key)} is already an entry here (from {written[key]})")
-        out[key] = value
-        written[key] = at
-        if o is not None and isinstance(key, str):
-            kids[key] = o
-
+    written: dict[Any, Any] = {}        # key -> the entry that wrote it (for the duplicate error)
     for key, value in v.items():
-        kid = origin.kids.get(key) if origin is not None and isinstance(key, str) else None
-        at = _join(where, str(key))
-        loop = _FOR.match(key) if isinstance(key, str) else None
+        is_str = isinstance(key, str)
+        kid = origin.kids.get(key) if origin is not None and is_str else None
+        loop = _FOR.match(key) if is_str else None
         if loop is None:
-            nkey = substitute(src, at, key, env, whole=False) if inside and isinstance(key, str) else key
-            nv, no = _value(value, kid, _join(where, str(nkey)), src, env, inside, budget)
-            put(nkey, nv, no, at)
+            nkey = (substitute(src, _join(where, key), key, env, whole=False)
+                    if inside and is_str and ("{" in key or "}" in key) else key)
+            if isinstance(value, (dict, list)) or (inside and isinstance(value, str)
+                                                   and ("{" in value or "}" in value)):
+                nv, no = _value(value, kid, _join(where, str(nkey)), src, env, inside, budget)
+            else:
+                if inside:
+                    budget.values += 1
+                    if budget.values > GEN_MAX_VALUES:
+                        raise src.error(_join(where, str(nkey)), f"the loops create more than "
+                                        f"{GEN_MAX_VALUES:,} values in all (the limit)")
+                nv, no = value, kid
+            _put(src, where, out, written, kids, nkey, nv, no, key)
             continue
+        at = _join(where, key)
         body = mapping(src, at, value, open_keys=True)
         for i in _range(src, at, loop, env, budget, len(body)):
             inner = {**env, loop[1]: i}
             sub, so = _mapping(body, kid, where, src, inner, True, budget)
             for k2, v2 in sub.items():
-                put(k2, v2, _own(so, k2, kid), at)
+                _put(src, where, out, written, kids, k2, v2, _own(so, k2, kid), key)
     if origin is None:
         return out, (Origin(None, kids) if kids else None)
     return out, Origin(origin.src, kids)
+
+
+def _put(src: Src, where: str, out: dict[Any, Any], written: dict[Any, Any], kids: dict[str, Origin],
+         key: Any, value: Any, o: Origin | None, entry: Any) -> None:
+    """`out[key] = value`, written by the mapping's `entry` (a plain key or a loop's)."""
+    if key in out:
+        raise src.error(_join(where, str(entry)), f"{excerpt(key)} is already an entry here "
+                                                  f"(from {_join(where, str(written[key]))})")
+    out[key] = value
+    written[key] = entry
+    if o is not None and isinstance(key, str):
+        kids[key] = o
 
 
 def _own(body: Origin | None, key: Any, loop: Origin | None) -> Origin | None:
