@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import shutil
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -300,6 +301,25 @@ FUZZ_WORDS = ["ip", "t", "c", "d", "{", "}", ",", ":", ".", "!=", "jump", "goto"
               "meta", "l4proto", "dnat", "to", "numgen", "mod", "vmap", "0", "2", "65536", "10.0.0.1/8",
               "1.2.3.4:x", "300.1.1.1", "@s", "add", "rule", "element", '"x"', ";", "#", "\t", "01", "x"]
 
+
+def mutated_texts(seed: int, base: list[str], variants: list[str], replacements: list[str],
+                  count: int = 300) -> Iterator[str]:
+    """`count` texts of `base`'s lines plus 1-5 lines, each a line of `base` or `variants` with up
+    to two words replaced (by a FUZZ_WORD or one of `replacements`) or inserted: the seeded
+    mutations the fast and general nft loaders must answer alike."""
+    rnd = random.Random(seed)
+    for _ in range(count):
+        lines = list(base)
+        for _ in range(rnd.randrange(1, 6)):
+            w = rnd.choice(base + variants).split(" ")
+            for _ in range(rnd.randrange(0, 3)):
+                at = rnd.randrange(len(w))
+                if rnd.randrange(2):
+                    w[at] = rnd.choice(FUZZ_WORDS + replacements)
+                else:
+                    w.insert(at, rnd.choice(FUZZ_WORDS))
+            lines.append(" ".join(w))
+        yield "\n".join(lines) + "\n"
 
 def test_mutated_kube_proxy_lines_load_as_the_general_parser_loads_them() -> None:
     """Seeded mutations of kube-proxy's lines (words dropped, added, replaced, cut short), mixed with

@@ -9,7 +9,7 @@ import random
 import socket
 
 import pytest
-from test_nft_fast import FUZZ_BASE, FUZZ_WORDS, _outcome, _same
+from test_nft_fast import FUZZ_BASE, mutated_texts, _outcome, _same
 
 from pktemu.nftables.nft_words import quad
 
@@ -161,20 +161,8 @@ def test_loops_and_unknown_targets_through_learned_forms_fail_as_in_the_general_
 
 
 def test_mutated_lines_after_the_forms_were_learned_load_the_same() -> None:
-    rnd = random.Random(1515)
-    base = LEARN.splitlines()
-    for _ in range(300):
-        lines = list(base)
-        for _ in range(rnd.randrange(1, 6)):
-            w = rnd.choice(base + VARIANTS).split(" ")
-            for _ in range(rnd.randrange(0, 3)):
-                at = rnd.randrange(len(w))
-                if rnd.randrange(2):
-                    w[at] = rnd.choice(FUZZ_WORDS + ["saddr", "daddr", "172.20.0.7", "81", "e", "c", ""])
-                else:
-                    w.insert(at, rnd.choice(FUZZ_WORDS))
-            lines.append(" ".join(w))
-        text = "\n".join(lines) + "\n"
+    swaps = ["saddr", "daddr", "172.20.0.7", "81", "e", "c", ""]
+    for text in mutated_texts(1515, LEARN.splitlines(), VARIANTS, swaps):
         assert _outcome(text, FUZZ_BASE, fast=True) == _outcome(text, FUZZ_BASE, fast=False), text
 
 

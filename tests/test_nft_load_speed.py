@@ -4,10 +4,9 @@ shortcut for the fast loader's rules: the same ruleset, the same first packets a
 the general parser, whatever comes after the form was met."""
 from __future__ import annotations
 
-import random
 
 import pytest
-from test_nft_fast import FUZZ_BASE, FUZZ_WORDS, _netfilter, _outcome, _same
+from test_nft_fast import FUZZ_BASE, mutated_texts, _netfilter, _outcome, _same
 
 from pktemu.bench import rules as bench
 from pktemu.nftables.model import Chain
@@ -64,20 +63,8 @@ def test_jumps_to_unknown_chains_and_loops_fail_as_in_the_general_parser() -> No
 
 
 def test_mutated_endpoint_lines_after_the_forms_were_learned_load_the_same() -> None:
-    rnd = random.Random(151)
-    base = LEARN.splitlines()
-    for _ in range(300):
-        lines = list(base)
-        for _ in range(rnd.randrange(1, 6)):
-            w = rnd.choice(base + VARIANTS).split(" ")
-            for _ in range(rnd.randrange(0, 3)):
-                at = rnd.randrange(len(w))
-                if rnd.randrange(2):
-                    w[at] = rnd.choice(FUZZ_WORDS + ["saddr", "daddr", "10.1.0.7:80", "udp", "e", "c"])
-                else:
-                    w.insert(at, rnd.choice(FUZZ_WORDS))
-            lines.append(" ".join(w))
-        text = "\n".join(lines) + "\n"
+    swaps = ["saddr", "daddr", "10.1.0.7:80", "udp", "e", "c"]
+    for text in mutated_texts(151, LEARN.splitlines(), VARIANTS, swaps):
         assert _outcome(text, FUZZ_BASE, fast=True) == _outcome(text, FUZZ_BASE, fast=False), text
 
 
