@@ -29,7 +29,7 @@ from pktemu.netfilter.save import save_rules
 from pktemu.netfilter.xt_base import MAX_EXPANSION, ParseCtx
 from pktemu.netfilter.xt_fast import fast_rule
 from pktemu.netfilter.xt_parse import parse_line, tokenize
-from pktemu.netfilter.xt_rule import Rule
+from pktemu.netfilter.xt_rule import Rule, ext_attrs
 from pktemu.netfilter.xtables import Ruleset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +43,7 @@ _FIELDS = ("src", "smsk", "inv_src", "dst", "dmsk", "inv_dst", "iniface", "inv_i
 
 def _ext_state(e: Any) -> tuple[Any, ...]:
     return (type(e), e.ext_name, e.stateful, e.save(),
-            sorted((k, sorted(v) if isinstance(v, (set, frozenset)) else v) for k, v in vars(e).items()))
+            sorted((k, sorted(v) if isinstance(v, (set, frozenset)) else v) for k, v in ext_attrs(e).items()))
 
 
 def state(r: Rule) -> dict[str, Any]:

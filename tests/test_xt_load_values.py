@@ -21,6 +21,7 @@ from pktemu.netfilter.hooks import Netfilter
 from pktemu.netfilter.restore import load_rules
 from pktemu.netfilter.restore_s import _CHUNK, _lines, numbered_lines
 from pktemu.netfilter.save import save_rules
+from pktemu.netfilter.xt_rule import ext_attrs
 from pktemu.netfilter.xtables import Ruleset
 
 TOPOLOGIES = datapaths.ROOT / "topologies"
@@ -35,7 +36,7 @@ def _model(rs: Ruleset) -> list[Any]:
         for cname, c in rs.table(name).chains.items():
             out.append((name, cname, c.builtin, c.policy, len(c.steps)))
             out += [(r.where, r.chain, r.num, r.kind, r.jump, r.key, r.body, r.inv_src,
-                     [(type(e).__name__, sorted((k, repr(v)) for k, v in vars(e).items()))
+                     [(type(e).__name__, sorted((k, repr(v)) for k, v in ext_attrs(e).items()))
                       for e in (*r.matches, *([r.target] if r.target is not None else []))])
                     for r in c.rules]
     return out

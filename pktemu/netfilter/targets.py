@@ -66,6 +66,7 @@ class RejectTarget(Target):
 class _NatTarget(Target):
     """libxt_NAT's range (`ip[-ip][:port[-port]]`) and flags, shared by the four NAT targets."""
 
+    __slots__ = ("min_ip", "max_ip", "min_port", "max_port", "flags")      # (see Extension)
     table = "nat"
     notable = True
     manip: ClassVar[int] = MANIP_DST
@@ -162,6 +163,7 @@ class _NatTarget(Target):
 
 @register_target("DNAT")
 class DnatTarget(_NatTarget):
+    __slots__ = ()
     name = "DNAT"
     hooks = frozenset((PREROUTING, OUTPUT))
     options = {"--to-destination": Opt("to"), "--random": Opt("random", nargs=0),

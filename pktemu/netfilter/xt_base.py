@@ -84,8 +84,11 @@ class ParseCtx:
 
 
 class Extension:
-    """Base of matches and targets: option bookkeeping shared by both."""
+    """Base of matches and targets: option bookkeeping shared by both. Its attributes are slots: a
+    NAT target (slots only) then has its values in the object, not in a separate array (a DNAT
+    per endpoint, read by a Service's first packet); others keep a __dict__ (xt_rule.ext_attrs)."""
 
+    __slots__ = ("ext_name", "seen")
     name: ClassVar[str] = ""
     options: ClassVar[dict[str, Opt]] = {}
     table: ClassVar[str | None] = None              # kernel `.table`
@@ -148,6 +151,7 @@ class Match(Extension):
 
 
 class Target(Extension):
+    __slots__ = ()
     kind = "target"
     notable: ClassVar[bool] = False         # worth a note in frame.notes when it fires
 

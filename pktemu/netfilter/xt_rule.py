@@ -340,10 +340,30 @@ def shared_ext(ext: _E, ctx: ParseCtx) -> _E:
     if pool is None or ext.stateful:
         return ext
     try:
-        key = (type(ext), *[(k, id(v) if v.__class__ is set else v) for k, v in vars(ext).items()])
+        key = (type(ext), *[(k, id(v) if v.__class__ is set else v) for k, v in ext_attrs(ext).items()])
         return cast(_E, pool.setdefault(key, ext))
     except TypeError:                   # a list or dict setting: kept as it is
         return ext
+
+
+#: extension class -> its slots' names, base classes first
+_SLOT_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def ext_attrs(ext: Extension) -> dict[str, Any]:
+    """An extension's attributes by name, its slots' (base classes first) then its __dict__'s, in
+    the order they were set: what `vars` gives of an object without slots."""
+    cls = type(ext)
+    names = _SLOT_NAMES.get(cls)
+    if names is None:
+        names = _SLOT_NAMES[cls] = tuple(n for c in reversed(cls.__mro__)
+                                         for n in c.__dict__.get("__slots__", ())
+                                         if n not in ("__dict__", "__weakref__"))
+    out = {n: getattr(ext, n) for n in names if hasattr(ext, n)}
+    own = getattr(ext, "__dict__", None)
+    if own:
+        out.update(own)
+    return out
 
 
 #: (class, attribute names) -> what makes a maker for their values (compiled once per process)
@@ -354,7 +374,7 @@ def maker(ext: Extension) -> Callable[[], Any]:
     """A function that makes a copy of `ext` as it is now: its attributes stored one by one in the
     same order (the instances keep sharing their class's attribute layout), as straight-line code,
     which costs a third of a setattr loop (one per kube-proxy comment and endpoint: 120k a load)."""
-    items = vars(ext)
+    items = ext_attrs(ext)
     key = (type(ext), tuple(items))
     factory = _FACTORIES.get(key)
     if factory is None:

@@ -24,6 +24,40 @@ RUN_MIN_KEYED = 4         # shorter runs are walked linearly
 RUN_MAX_UNKEYED = 16      # rules without a key a run may absorb (each one is a candidate for all)
 FLAT_MAX = 64             # rules flat_chain compiles at once; a longer chain is walked rule by rule
 _KEY = attrgetter("key")
+_MAX_SHARED = 1 << 14     # distinct DstThen kept; past that each rule's own
+
+
+class DstThen(tuple):           # type: ignore[type-arg]
+    """In a flat chain, the checks of a rule with `-d a/32` (and a `-s` test, if any, that is not
+    one address) as (its -s test or None, the checks after -d): both shared by the rules that test
+    the same but for the address. The walk runs the -s test, compares the destination with the
+    rule's own, then runs the rest, the order of the rule's checks: a packet that fails the -s test
+    (kube-proxy's `! -s CLUSTER-CIDR -d CLUSTER-IP/32 ... -j KUBE-MARK-MASQ` for a pod) reads
+    nothing of the Service's own, where a tuple of checks holding the rule's -d test would be its
+    own object."""
+
+    __slots__ = ()
+
+
+_DST_THEN: dict[tuple[Any, ...], DstThen] = {}
+_POSTS: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+
+
+def _dst_then(r: Rule) -> DstThen | None:
+    """The DstThen of `r` if it has a `-d a/32` and its -s test is shared (not `-s a/32`)."""
+    if r.key is None or r.smsk == U32 or len(_DST_THEN) >= _MAX_SHARED:
+        return None
+    checks = r.keyed_checks()           # the checks without the -d test, in order: -s test first
+    if r.smsk or r.inv_src:
+        pre, post = checks[0], checks[1:]
+    else:
+        pre, post = None, checks
+    post = _POSTS.setdefault(post, post)
+    key = (pre, post)
+    hit = _DST_THEN.get(key)
+    if hit is None:
+        hit = _DST_THEN[key] = DstThen(key)
+    return hit
 
 
 class RunSteps(list):           # type: ignore[type-arg]
@@ -38,12 +72,16 @@ class Run:
     An address's candidates are a tuple of rules until a packet first looks them up, then one flat
     tuple (rule, its checks, rule, its checks, ...) where a keyed rule's checks leave out the
     destination test (Rule.keyed_checks): what a packet reads is then mostly shared. The last item
-    tells them apart (a rule, or a tuple of checks)."""
+    tells them apart (a rule, or a tuple of checks). An address whose only candidate is a rule
+    with the run's `common` keyed checks (kube-proxy's Service rules: the same but for the
+    ClusterIP) has the rule itself instead, and the walk takes the checks from the run: a packet
+    then reads no tuple of the Service's own before its rule."""
 
-    __slots__ = ("index", "default", "rules")
+    __slots__ = ("index", "default", "rules", "common")
 
     def __init__(self, rules: list[Rule]) -> None:
         self.rules = rules
+        self.common: Any = None         # keyed checks (a tuple): set by the first address looked up alone
         self.default: tuple[Any, ...] = tuple(r for r in rules if r.key is None)
         keyed: dict[int, list[Rule]] = {}
         for r in rules:
@@ -51,22 +89,31 @@ class Run:
                 keyed.setdefault(r.key, []).append(r)
         if self.default:
             order = {id(r): i for i, r in enumerate(rules)}
-            self.index: dict[int, tuple[Any, ...]] = {
+            self.index: dict[int, Any] = {
                 k: tuple(sorted(v + list(self.default), key=lambda r: order[id(r)]))
                 for k, v in keyed.items()}
         else:
             self.index = {k: tuple(v) for k, v in keyed.items()}
 
-    def candidates(self, daddr: int) -> tuple[Any, ...]:
-        """The flat candidates of `daddr` (made on its first packet)."""
+    def candidates(self, daddr: int) -> Any:
+        """The flat candidates of `daddr` (made on its first packet), or its lone rule."""
         cand = self.index.get(daddr)
         if cand is None:
             cand = self.default
             if cand and cand[-1].__class__ is not tuple:
                 cand = self.default = _flat(cand)
-        elif cand[-1].__class__ is not tuple:
-            cand = self.index[daddr] = _flat(cand)
+        elif cand.__class__ is tuple and cand[-1].__class__ is not tuple:
+            cand = self.index[daddr] = self._first(cand)
         return cand
+
+    def _first(self, rules: tuple[Rule, ...]) -> Any:
+        if len(rules) == 1:             # (a key's rules include the run's unkeyed ones)
+            checks = rules[0].keyed_checks()
+            if self.common is None:
+                self.common = checks
+            if checks is self.common:
+                return rules[0]
+        return _flat(rules)
 
 
 def _flat(rules: tuple[Rule, ...]) -> tuple[Any, ...]:
@@ -97,6 +144,8 @@ def _flatten(steps: list[Rule], budget: list[int]) -> tuple[Any, ...]:
         if r.smsk == U32 and r._hdr is _HDR0 and not r.dmsk and not r.proto and all(
                 m.always for m in r.matches):
             out += (r, r.src)           # only `-s a/32` (an endpoint's masquerade rule): see walk
+        elif (dt := _dst_then(r)) is not None:
+            out += (r, dt)              # `-d a/32` with shared tests besides: see DstThen
         else:
             checks = r.checks
             out += (r, checks if checks is not None else r.compiled())

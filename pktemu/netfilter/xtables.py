@@ -26,7 +26,7 @@ from pktemu.netfilter.xt_base import XT_CONTINUE, Pkt
 from pktemu.netfilter.nftrace import traced_traverse
 from pktemu.netfilter.rule_note import RuleNote
 from pktemu.netfilter.xt_rule import K_ACCEPT, K_DROP, K_EXT, K_GOTO, K_JUMP, K_RETURN, Rule
-from pktemu.netfilter.xt_steps import Run, chain_policy, count_in, flat_chain, trace_rule
+from pktemu.netfilter.xt_steps import DstThen, Run, chain_policy, count_in, flat_chain, trace_rule
 from pktemu.netfilter.xt_table import BINDS, NO_STEPS, Chain, Table
 
 if TYPE_CHECKING:
@@ -270,6 +270,10 @@ class Ruleset:
                         if p.saddr != checks:
                             continue
                         checks = ()
+                    elif checks.__class__ is DstThen:   # -s test, the rule's -d a/32, the rest
+                        pre, checks = checks
+                        if pre is not None and not pre(p, state) or daddr != cand[ci - 2].dst:
+                            continue
                 elif steps is not flat:         # the end of a run: its chain goes on
                     cand = None
                     si += 1
@@ -283,13 +287,17 @@ class Ruleset:
                 st = steps[si]
                 if st.__class__ is Run:
                     cand = st.candidates(daddr)                 # type: ignore[union-attr]
-                    ci = 0
-                    continue
-                rule = st                                       # type: ignore[assignment]
+                    if cand.__class__ is not Rule:
+                        ci = 0
+                        continue
+                    rule, cand = cand, None                     # the address's lone rule (Run)
+                    checks = st.common                          # type: ignore[union-attr]
+                else:
+                    rule = st                                   # type: ignore[assignment]
+                    checks = rule.checks
+                    if checks is None:
+                        checks = rule.compiled()
                 si += 1
-                checks = rule.checks
-                if checks is None:
-                    checks = rule.compiled()
             elif stack:
                 steps, si, cand, ci = stack.pop()
                 continue
