@@ -34,7 +34,17 @@ def _frames(dsts: list[str]) -> list[bytes]:
     return out
 
 
-def _run(nf: Netfilter, frames: list[bytes]) -> list[Any]:
+def pair_frames(pairs: list[tuple[str, str]]) -> list[bytes]:
+    """A SYN and a UDP datagram for each (source, destination)."""
+    eth = Ether(src="0a:58:0a:00:01:02", dst="0a:58:0a:00:01:01")
+    out = []
+    for k, (src, dst) in enumerate(pairs):
+        out.append(bytes(eth / IP(src=src, dst=dst) / TCP(sport=20000 + k, dport=80, flags="S")))
+        out.append(bytes(eth / IP(src=src, dst=dst) / UDP(sport=30000 + k, dport=53) / b"q"))
+    return out
+
+
+def run_hooks(nf: Netfilter, frames: list[bytes]) -> list[Any]:
     """Each frame through PREROUTING, FORWARD and POSTROUTING (so conntrack confirms), traced: what
     a run would write of it."""
     seen = []
@@ -53,7 +63,7 @@ def _both(text: str, frames: list[bytes], monkeypatch: pytest.MonkeyPatch) -> tu
     for flat_max in (xt_steps.FLAT_MAX, -1):
         monkeypatch.setattr(xt_steps, "FLAT_MAX", flat_max)
         nf = bench.load("iptables", text)
-        seen = _run(nf, frames) + _run(nf, frames)
+        seen = run_hooks(nf, frames) + run_hooks(nf, frames)
         out.append((seen, save_rules(nf.ruleset, counters=True), nf.conntrack_dump()))
     return out[0], out[1]
 
@@ -150,11 +160,11 @@ def test_rules_added_after_a_walk_are_seen(monkeypatch: pytest.MonkeyPatch) -> N
     for flat_max in (xt_steps.FLAT_MAX, -1):
         monkeypatch.setattr(xt_steps, "FLAT_MAX", flat_max)
         nf = bench.load("iptables", text)
-        first = _run(nf, [raw])
+        first = run_hooks(nf, [raw])
         seps = [c.name for c in nf.ruleset.view("nat").chains.values() if c.name.startswith("KUBE-SEP-")]
         load_rules("*nat\n" + "".join(f"-I {name} 1 -j DROP\n" for name in seps) + "COMMIT\n",
                    "<more>", ruleset=nf.ruleset, noflush=True)
-        again = _run(nf, [raw2])
+        again = run_hooks(nf, [raw2])
         assert again[0][0][0] == 0                  # dropped by the new first rule
         out.append((first, again, save_rules(nf.ruleset, counters=True)))
     assert out[0] == out[1]
@@ -174,7 +184,7 @@ def test_namespaces_sharing_a_template_count_on_their_own(monkeypatch: pytest.Mo
             node = bench._Node()
             nf = node.nf = Netfilter(node, template.borrow(name))  # type: ignore[arg-type]
             nfs.append(nf)
-        seen = _run(nfs[0], frames) + _run(nfs[1], frames[:8]) + _run(nfs[0], frames[8:])
+        seen = run_hooks(nfs[0], frames) + run_hooks(nfs[1], frames[:8]) + run_hooks(nfs[0], frames[8:])
         out.append((seen, [save_rules(nf.ruleset, counters=True) for nf in nfs]))
     assert out[0] == out[1]
     assert out[0][1][0] != out[0][1][1]

@@ -8,34 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from scapy.layers.inet import IP, TCP, UDP
-from scapy.layers.l2 import Ether
+from test_xt_first_packet import pair_frames, run_hooks
 
 from pktemu.bench import rules as bench
-from pktemu.net.frame import Frame, ip2int
+from pktemu.net.frame import ip2int
 from pktemu.netfilter import xt_steps
-from pktemu.netfilter.core import FORWARD, POSTROUTING, PREROUTING
 from pktemu.netfilter.xtables import save_rules
-
-
-def _frames(pairs: list[tuple[str, str]]) -> list[bytes]:
-    eth = Ether(src="0a:58:0a:00:01:02", dst="0a:58:0a:00:01:01")
-    out = []
-    for k, (src, dst) in enumerate(pairs):
-        out.append(bytes(eth / IP(src=src, dst=dst) / TCP(sport=20000 + k, dport=80, flags="S")))
-        out.append(bytes(eth / IP(src=src, dst=dst) / UDP(sport=30000 + k, dport=53) / b"q"))
-    return out
-
-
-def _run(nf: Any, frames: list[bytes]) -> list[Any]:
-    seen = []
-    for raw in frames:
-        trace: list[Any] = []
-        f = Frame(raw)
-        verdicts = [nf.hook(h, f, "eth0" if h != POSTROUTING else None, "eth1" if h != PREROUTING else None,
-                            trace=trace) for h in (PREROUTING, FORWARD, POSTROUTING)]
-        seen.append((verdicts, f.data, [str(n) for n in f.notes], trace))
-    return seen
 
 
 def _both(text: str, frames: list[bytes], monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any, list[Any]]:
@@ -45,7 +23,7 @@ def _both(text: str, frames: list[bytes], monkeypatch: pytest.MonkeyPatch) -> tu
     for flat_max in (xt_steps.FLAT_MAX, -1):
         monkeypatch.setattr(xt_steps, "FLAT_MAX", flat_max)
         nf = bench.load("iptables", text)
-        seen = _run(nf, frames) + _run(nf, frames)
+        seen = run_hooks(nf, frames) + run_hooks(nf, frames)
         out.append((seen, save_rules(nf.ruleset, counters=True), nf.conntrack_dump()))
         if not flats:
             flats = [r.jump_steps for t in nf.ruleset.tables() for c in nf.ruleset.view(t).chains.values()
@@ -71,7 +49,7 @@ def test_bench_ruleset_endpoint_reaching_its_own_service(monkeypatch: pytest.Mon
     pairs = [(f"10.{100 + e}.0.{i + 1}", bench.cluster_ip(i))
              for i in range(n) for e in range(bench.ENDPOINTS)]
     pairs += [("10.0.1.2", bench.cluster_ip(i)) for i in range(n)] + [("10.100.0.1", "10.9.9.9")]
-    flat, linear, flats = _both(bench.render("iptables", n), _frames(pairs), monkeypatch)
+    flat, linear, flats = _both(bench.render("iptables", n), pair_frames(pairs), monkeypatch)
     assert flat == linear
     assert ip2int("10.100.0.1") in _addresses(flats)
     notes = " ".join(x for seen in flat[0] for x in seen[2])
@@ -105,7 +83,7 @@ def test_lone_source_rules_and_near_misses(monkeypatch: pytest.MonkeyPatch) -> N
     srcs = ["0.0.0.0", "192.168.1.1", "192.168.1.2", "192.168.1.3", "192.168.1.4", "192.168.1.5",
             "192.168.1.6", "192.168.1.9", "192.168.9.9", "10.0.0.1"]
     pairs = [(s, d) for s in srcs for d in ("172.20.0.1", "172.20.0.2")]
-    flat, linear, flats = _both(_HANDMADE, _frames(pairs), monkeypatch)
+    flat, linear, flats = _both(_HANDMADE, pair_frames(pairs), monkeypatch)
     assert flat == linear
     assert _addresses(flats) == {ip2int(a) for a in ("0.0.0.0", "192.168.1.1", "192.168.1.2", "192.168.1.9")}
     verdicts = {seen[0][1] for seen in flat[0]}

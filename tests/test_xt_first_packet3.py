@@ -10,26 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from scapy.layers.inet import IP, TCP, UDP
-from scapy.layers.l2 import Ether
+from test_xt_first_packet import pair_frames, run_hooks
 
 from pktemu.bench import rules as bench
-from pktemu.net.frame import Frame
 from pktemu.netfilter import xt_steps
-from pktemu.netfilter.core import FORWARD, POSTROUTING, PREROUTING
 from pktemu.netfilter.hooks import Netfilter
 from pktemu.netfilter.xt_rule import Rule
 from pktemu.netfilter.xt_steps import DstThen, Run
 from pktemu.netfilter.xtables import Ruleset, load_rules, save_rules
-
-
-def _frames(pairs: list[tuple[str, str]]) -> list[bytes]:
-    eth = Ether(src="0a:58:0a:00:01:02", dst="0a:58:0a:00:01:01")
-    out = []
-    for k, (src, dst) in enumerate(pairs):
-        out.append(bytes(eth / IP(src=src, dst=dst) / TCP(sport=20000 + k, dport=80, flags="S")))
-        out.append(bytes(eth / IP(src=src, dst=dst) / UDP(sport=30000 + k, dport=53) / b"q"))
-    return out
 
 
 def _load(text: str, index: bool) -> Netfilter:
@@ -37,17 +25,6 @@ def _load(text: str, index: bool) -> Netfilter:
     nf = Netfilter(node, load_rules(text, "<test>", ruleset=Ruleset(index=index)))  # type: ignore[arg-type]
     node.nf = nf
     return nf
-
-
-def _run(nf: Netfilter, frames: list[bytes]) -> list[Any]:
-    seen = []
-    for raw in frames:
-        trace: list[Any] = []
-        f = Frame(raw)
-        verdicts = [nf.hook(h, f, "eth0" if h != POSTROUTING else None, "eth1" if h != PREROUTING else None,
-                            trace=trace) for h in (PREROUTING, FORWARD, POSTROUTING)]
-        seen.append((verdicts, f.data, [str(n) for n in f.notes], trace))
-    return seen
 
 
 def _both(text: str, frames: list[bytes], monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any, Netfilter]:
@@ -58,7 +35,7 @@ def _both(text: str, frames: list[bytes], monkeypatch: pytest.MonkeyPatch) -> tu
     for index, flat_max in ((True, xt_steps.FLAT_MAX), (False, -1)):
         monkeypatch.setattr(xt_steps, "FLAT_MAX", flat_max)
         nf = _load(text, index)
-        seen = _run(nf, frames) + _run(nf, frames)
+        seen = run_hooks(nf, frames) + run_hooks(nf, frames)
         out.append((seen, save_rules(nf.ruleset, counters=True), nf.conntrack_dump()))
         nfs.append(nf)
     return out[0], out[1], nfs[0]
@@ -92,7 +69,7 @@ def test_bench_ruleset_from_pods_from_outside_and_from_endpoints(monkeypatch: py
     pairs = [(src, bench.cluster_ip(i)) for i in range(n) for src in ("10.0.1.2", "192.168.7.9")]
     pairs += [(f"10.{100 + e}.0.{i + 1}", bench.cluster_ip(i)) for i in range(n) for e in (0, 4)]
     pairs += [("10.0.1.2", "172.20.0.200"), ("192.168.7.9", "10.9.9.9")]
-    fast, linear, nf = _both(bench.render("iptables", n), _frames(pairs), monkeypatch)
+    fast, linear, nf = _both(bench.render("iptables", n), pair_frames(pairs), monkeypatch)
     assert fast == linear
     lone = _lone_rules(nf)
     assert len(lone) == n and all(r.chain == "KUBE-SERVICES" for r in lone)
@@ -144,7 +121,7 @@ def test_handmade_runs_and_destination_rules(monkeypatch: pytest.MonkeyPatch) ->
     `-s a/32 -d b/32`, a /31); the nth counters after a -d count only the packets to that address."""
     srcs = ["192.168.1.1", "192.168.1.2", "192.168.2.1", "10.0.0.1"]
     pairs = [(s, f"172.20.0.{d}") for s in srcs for d in range(1, 11)] * 2
-    fast, linear, nf = _both(_HANDMADE, _frames(pairs), monkeypatch)
+    fast, linear, nf = _both(_HANDMADE, pair_frames(pairs), monkeypatch)
     assert fast == linear
     assert sorted(r.num for r in _lone_rules(nf)) == [1, 2, 7]
     dts = {(r.chain, r.num): dt for r, dt in _dst_thens(nf)}
@@ -163,7 +140,7 @@ def test_a_lone_rule_whose_address_also_has_unkeyed_rules_is_flat(monkeypatch: p
     lone = "-A RUN -d 172.20.0.4/32 -p udp -j DROP"
     text = _HANDMADE.replace(lone, lone + "\n-A RUN -p udp -m udp --dport 53 -j RETURN")
     srcs = ["192.168.1.1", "10.0.0.1"]
-    fast, linear, nf = _both(text, _frames([(s, f"172.20.0.{d}") for s in srcs for d in range(1, 11)]),
+    fast, linear, nf = _both(text, pair_frames([(s, f"172.20.0.{d}") for s in srcs for d in range(1, 11)]),
                              monkeypatch)
     assert fast == linear
     assert _lone_rules(nf) == []
