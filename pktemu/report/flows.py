@@ -12,9 +12,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror, UDPerror
-from scapy.layers.l2 import ARP, Ether
-from scapy.packet import Packet
 
 from pktemu.report.runread import Drop, Frame, Run
 
@@ -67,7 +64,10 @@ class Decoded:
 
 def decode(data: bytes) -> Decoded:
     """What the ladder writes at a hop, and the keys that tie the frame to its flow and packet."""
-    pkt: Packet = Ether(data)
+    from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror, UDPerror  # a report dissects
+    from scapy.layers.l2 import ARP, Ether
+
+    pkt = Ether(data)
     if ARP in pkt:
         a = pkt[ARP]
         label = (f"ARP who-has {a.pdst} tell {a.psrc}" if a.op == 1 else f"ARP {a.psrc} is-at {a.hwsrc}")
