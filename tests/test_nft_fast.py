@@ -165,6 +165,79 @@ def test_shapes_the_fast_loader_takes_and_those_it_leaves_load_the_same() -> Non
     assert "numgen random mod 2 vmap { 0 : goto e, 1 : goto d }" in list_ruleset(rs)
 
 
+#: lines of the forms the short paths remember (a numgen vmap of gotos, `meta l4proto P dnat to A:P`,
+#: an element of an address then constant words), each met again with one word changed
+FORMS = """add table ip t
+add table inet u
+add chain ip t c
+add chain ip t d
+add chain ip t e
+add chain inet u c
+add set ip t s { type ipv4_addr ; }
+add set ip t p { type ipv4_addr . inet_service ; }
+add map ip t m { type ipv4_addr . inet_proto . inet_service : verdict ; }
+add map ip t n { type ipv4_addr : verdict ; }
+add rule ip t c numgen random mod 2 vmap { 0 : goto d , 1 : goto e }
+add rule ip t c numgen random mod 2 vmap { 0 : goto e , 1 : goto d }
+add rule ip t c numgen random mod 2 vmap { 0 : goto e , 1 : jump d }
+add rule ip t c numgen random mod 2 vmap { 0 : goto e , 1 : drop }
+add rule ip t c numgen random mod 02 vmap { 0 : goto e , 1 : goto d }
+add rule ip t c numgen random mod 3 vmap { 0 : goto e , 1 : goto d , 2 : goto nowhere }
+add rule ip t c numgen random mod 1 vmap { 0 : goto d }
+add rule ip t c numgen random mod 2 vmap { 0 : goto d , 1 : goto e, }
+add rule ip t c numgen random mod 2 vmap { 0 : goto d , 2 : goto e }
+add rule ip t c numgen random mod 2 vmap { 0 : goto d ; 1 : goto e }
+add rule ip t c numgen random mod 65 vmap { %s }
+add rule ip t d meta l4proto tcp dnat to 10.9.9.9:8080
+add rule ip t d meta l4proto tcp dnat to 10.9.9.8:8080
+add rule ip t d meta l4proto udp dnat to 10.9.9.8:8080
+add rule ip t d meta l4proto tcp dnat to 10.9.9.7:8081
+add rule ip t d meta l4proto tcp dnat to 10.9.9.7:80-90
+add rule ip t d meta l4proto tcp dnat to 10.9.9.6:80-90
+add rule ip t d meta l4proto tcp dnat to 10.9.9.5:8080 persistent
+add rule ip t d meta l4proto tcp dnat to 10.9.9.500:8080
+add rule ip t d meta l4proto tcp dnat to :8080
+add rule ip t d meta l4proto tcp dnat to 10.9.9.4:8080:8080
+add rule inet u c meta l4proto tcp dnat to 10.9.9.4:8080
+add element ip t s { 10.0.0.1 }
+add element ip t s { 10.0.0.2 }
+add element ip t s { 10.0.0.3 . 80 }
+add element ip t s { 10.0.0.300 }
+add element ip t p { 10.0.0.1 . 80 }
+add element ip t p { 10.0.0.2 . 443 }
+add element ip t p { 10.0.0.2 . 443 . 1 }
+add element ip t m { 10.0.0.1 . tcp . 80 : goto d }
+add element ip t m { 10.0.0.2 . tcp . 80 : goto e }
+add element ip t m { 10.0.0.2 . tcp . 80 : jump e }
+add element ip t m { 10.0.0.3 . udp . 80 : goto e }
+add element ip t m { 10.0.0.4 . tcp . 80 : goto nowhere }
+add element ip t m { 10.0.0.5 . tcp . 80 : accept }
+add element ip t m { 10.0.0.6 . tcp . 80 : drop }
+add element ip t m { 10.0.0.7 . tcp . 80 : goto { }
+add element ip t n { 10.0.0.1 : goto d }
+add element ip t n { 10.0.0.2 : goto e }
+add element ip t n { 10.0.0.3 : accept }
+add element ip t n { 10.0.0.4 }
+""" % " , ".join(f"{k} : goto {'de'[k % 2]}" for k in range(65))
+
+
+def test_forms_met_again_load_as_the_general_parser_loads_them() -> None:
+    """Each line of FORMS alone after the ones before it that load: the same ruleset or the same error."""
+    lines = FORMS.splitlines()
+    base = [ln for ln in lines if ln.startswith(("add table", "add chain", "add set", "add map"))]
+    body = [ln for ln in lines if ln not in base]
+    kept: list[str] = []
+    for line in body:
+        text = "\n".join(base + kept + [line]) + "\n"
+        fast, general = _outcome(text, "", fast=True), _outcome(text, "", fast=False)
+        assert fast == general, line
+        if not fast[0]:
+            kept.append(line)
+    rs = _same("\n".join(base + kept) + "\n")
+    t = rs.tables[("ip", "t")]
+    assert len(t.sets["m"].elements) >= 4 and len(t.chains["d"].rules) >= 4
+
+
 BAD = [
     "add table ip t\nadd chain ip t c\nadd rule ip t nochain ip daddr 10.0.0.1 accept\n",
     "add table ip t\nadd chain ip t c\nadd rule ip t c ip daddr 10.0.0.300 accept\n",

@@ -26,9 +26,10 @@ from pktemu.nftables.model import Chain, NftRuleset, Rule, Step, Table, Verdict,
 from pktemu.nftables.nft_words import (
     ADDR_FIELDS, INDEX, KIND, VERDICTS, item_part, nat_target, num, quad,
 )
-from pktemu.nftables.statements import nat_like, numgen_random
+from pktemu.nftables.statements import nat_like, nat_statement, numgen_random
 from pktemu.nftables.values import PROTOS, shared
 
+_NUMGEN_WORDS = ["numgen", "random", "mod"]
 #: how many addresses a load keeps read (see LoadState._addr)
 ADDR_CACHE = 4096
 #: object.__new__: a Rule, Verdict or Element made without a call to its __init__
@@ -71,6 +72,13 @@ class LoadState:
         self.sets_touched: tuple[Any, Any] = (None, None)
         self.touched: Chain | None = None
         self.ports: dict[str, tuple[int | None, int | None]] = {}
+        #: mod -> the columns of a numgen vmap of gotos (see _gotos)
+        self.gotos_cols: dict[int, tuple[Any, ...]] = {}
+        #: (protocol word, port text) -> a `dnat to A:PORT` rule's match step, NAT args and shape
+        self.dnat_forms: dict[tuple[str, str], tuple[Any, ...]] = {}
+        #: (set name, the words after the address but a target) -> (the set, the rest of the key, the
+        #: verdict kind or None): see LineLoader._element
+        self.element_forms: dict[tuple[str, ...], tuple[Any, ...]] = {}
 
     def _target(self, table: Table, name: str) -> str:
         """A jump's target: the chain's own name object when the chain exists."""
@@ -185,6 +193,31 @@ class LoadState:
         step = (steps.vmap_index, (numgen_random(mod, 0), *verdicts))
         return j + 1, mod, step
 
+    def _gotos(self, table: Table, w: list[str], n: int, braces: int) -> tuple[int, int, Step] | None:
+        """`_numgen` of `C numgen random mod N vmap { 0 : goto E0 , ... }` whose every verdict is a
+        goto (a Service's endpoints): its words checked a column at a time (`w[7::5]` the keys, and so
+        on) instead of one by one; None for any other form, left to `_numgen`."""
+        mod = (n - 7) // 5
+        if (n - 7) % 5 or mod < 1 or braces != mod + 1 or w[5] != "vmap" or w[6] != "{":
+            return None
+        cols = self.gotos_cols.get(mod)
+        if cols is None:
+            cols = self.gotos_cols[mod] = (str(mod), [str(k) for k in range(mod)], [":"] * mod,
+                                           ["goto"] * mod, [","] * (mod - 1) + ["}"])
+        if (w[4] != cols[0] or w[1:4] != _NUMGEN_WORDS or w[7::5] != cols[1] or w[8::5] != cols[2]
+                or w[9::5] != cols[3] or w[11::5] != cols[4]):
+            return None
+        chains = table.chains
+        goto = KIND["goto"]
+        new = object.__new__
+        verdicts: list[Any] = []
+        for t in w[10::5]:
+            c = chains.get(t)
+            v = new(Verdict)          # make_verdict's, without a call per endpoint
+            v.kind, v.target, v.chain, v.epoch = goto, t if c is None else c.name, None, 0
+            verdicts.append(v)
+        return n, mod, (steps.vmap_index, (numgen_random(mod, 0), *verdicts))
+
     # the short paths ---------------------------------------------------------------------------
     def _heads(self, line: str, obj: str, words: list[str], table: Table) -> None:
         """After a line read word by word: the short paths' start of the next line of its kind."""
@@ -285,6 +318,38 @@ class LoadState:
         rule = new_object(Rule)
         rule.txt, rule.chain, rule.src, rule.pos, rule.counter = shape, c.name, self.path, no << 32 | h, None
         rule.steps = (*match, *nat_like(rule, nat[0], like))
+        port = w[6].rpartition(":")[2]
+        if "-" not in port:
+            self.dnat_forms.setdefault((w[3], port), (match, like[1][2], shape))
+        if table.tx is not None and c is not self.touched:
+            self.touched = c
+            if c.handle < self.rule_old:
+                table.tx.touch(c)
+        c.rules.append(rule)
+        return True
+
+    def _dnat_rule(self, table: Table, c: Chain, p: list[str], no: int) -> bool:
+        """`C meta l4proto P dnat to A:PORT` (`p`: the line after its table, split at its first four
+        blanks) once a rule of its protocol and port was met: the form's steps and shape found by
+        (P, the rest after the address), else `_nat_rule`."""
+        last = p[4]
+        addr, colon, port = last.rpartition(":")
+        form = self.dnat_forms.get((p[3], port)) if colon and p[2] == "l4proto" else None
+        if form is None or addr[:8] != "dnat to " or " " in addr[8:] or table.family != "ip":
+            w = [*p[:4], *last.split(" ")]
+            return len(w) == 7 and self._nat_rule(table, c, w, no)
+        a = addr[8:]
+        v = self.addrs.get(a)
+        if v is None:
+            v = self._addr(a)
+            if v is None:
+                return False
+        match, how, shape = form
+        h = table.next_handle
+        table.next_handle = h + 1
+        rule = new_object(Rule)
+        rule.txt, rule.chain, rule.src, rule.pos, rule.counter = shape, c.name, self.path, no << 32 | h, None
+        rule.steps = (*match, nat_statement, (v, rule, how))       # nat_like's step
         if table.tx is not None and c is not self.touched:
             self.touched = c
             if c.handle < self.rule_old:
@@ -295,7 +360,9 @@ class LoadState:
     def _numgen_rule(self, table: Table, c: Chain, w: list[str], n: int, line: str, no: int) -> bool:
         """`C numgen random mod N vmap { ... }` alone (a Service chain's second rule)."""
         braces = line.count("{") + line.count("}") + line.count(",")
-        got = self._numgen(table, w, 1, n, braces)
+        got = self._gotos(table, w, n, braces)
+        if got is None:
+            got = self._numgen(table, w, 1, n, braces)
         if got is None or got[0] != n:
             return False
         _, mod, step = got

@@ -21,6 +21,12 @@ from pktemu.nftables.statements import nat_like, nat_step, verdict_step
 from pktemu.nftables.values import PROTOS, shared
 
 
+def _element_form(words: list[str]) -> tuple[str, ...]:
+    """The form of an element whose key starts with an address: the set and the words after the
+    address, but a jump's target (`S { A . tcp . 80 : goto C }`)."""
+    return (words[0], *words[3:-2]) if len(words) > 6 and words[-4] == ":" else (words[0], *words[3:-1])
+
+
 class LineLoader(LoadState):
     """One load's lines: each taken by a short path (see LoadState) or read word by word here."""
 
@@ -75,10 +81,9 @@ class LineLoader(LoadState):
         c = table.chains.get(p[0])          # a name of the table is one word (see Table.odd_names)
         if c is None:
             return False
-        rest = line[len(self.rule_head):]
         if w == "meta":
-            p = rest.split(" ")
-            return len(p) == 7 and self._nat_rule(table, c, p, no)
+            return self._dnat_rule(table, c, p, no)
+        rest = line[len(self.rule_head):]
         if w == "numgen":
             if '"' in line or "#" in line or ";" in line or "\t" in line or "\r" in line or line[-1] == "\\":
                 return False
@@ -125,8 +130,33 @@ class LineLoader(LoadState):
         return True
 
     def _element(self, table: Table, words: list[str], line: str) -> bool:
-        """`add element FAM T S { K1 . K2 [: VERDICT] }`: one element of plain keys (`words` from S on)."""
+        """`add element FAM T S { K1 . K2 [: VERDICT] }`: one element of plain keys (`words` from S on).
+        One of a form met before (`_element_form`: every Service's `S { A . tcp . 80 : goto C }`) is
+        made of the address, the target and what the first one of the form was read into."""
         s = table.sets.get(words[0])
+        form = self.element_forms.get(_element_form(words))
+        if (form is not None and form[0] is s and len(words) == form[3] and words[1] == "{"
+                and words[-1] == "}" and line.count("{") == 1 and line.count("}") == 1 and "," not in line):
+            v = self.addrs.get(words[2])
+            if v is None:
+                v = self._addr(words[2])
+            if v is not None:
+                _, rest, kind, _ = form
+                data = None if kind is None else make_verdict(kind, self._target(table, words[-2]))
+                return self._add_element(table, s, (v, *rest), data)
+        return self._element_long(table, s, words, line)
+
+    def _add_element(self, table: Table, s: Any, key: tuple[int, ...], data: Any) -> bool:
+        if table.tx is not None and s is not self.sets_touched[0] and s is not self.sets_touched[1]:
+            table.tx.touch(s)             # kube-proxy's elements go to two sets in turn
+            self.sets_touched = (s, self.sets_touched[0])
+        el = new_object(Element)                # Element(key, data)'s, without a call per element
+        el.key, el.data, el.comment, el.key_end, el.prefix, el.timeout_ns, el.expires_ns = \
+            key, data, None, None, None, None, None
+        s.elements[key] = el              # what NftSet.add does for an element without interval
+        return True
+
+    def _element_long(self, table: Table, s: Any, words: list[str], line: str) -> bool:
         if (s is None or len(words) < 4 or words[1] != "{" or words[-1] != "}" or line.count("{") != 1
                 or line.count("}") != 1 or "," in line):
             return False
@@ -171,14 +201,10 @@ class LineLoader(LoadState):
                 return False
         elif i != n or s.data_type is not None:
             return False
-        if table.tx is not None and s is not self.sets_touched[0] and s is not self.sets_touched[1]:
-            table.tx.touch(s)             # kube-proxy's elements go to two sets in turn
-            self.sets_touched = (s, self.sets_touched[0])
-        el = new_object(Element)                # Element(key, data)'s, without a call per element
-        el.key, el.data, el.comment, el.key_end, el.prefix, el.timeout_ns, el.expires_ns = \
-            tuple(key), data, None, None, None, None, None
-        s.elements[el.key] = el           # what NftSet.add does for an element without interval
-        return True
+        if s.types and s.types[0] == "ipv4_addr" and (data is None or data.target is not None):
+            self.element_forms.setdefault(_element_form(words),
+                                          (s, tuple(key[1:]), None if data is None else data.kind, n + 1))
+        return self._add_element(table, s, tuple(key), data)
 
     def _rule(self, table: Table, words: list[str], line: str, no: int) -> bool:
         c = table.chains.get(words[4])

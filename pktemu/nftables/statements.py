@@ -213,16 +213,16 @@ def nat_step(rule: Rule, kind: str, ip: int | None, lo: int | None, hi: int | No
     manip = MANIP_SRC if kind in ("snat", "masquerade") else MANIP_DST
     opts = ("random" in flags, "fully-random" in flags, "persistent" in flags)
     how = (shared(lo), shared(hi), sys.intern(kind), manip, _OPTS.setdefault(opts, opts))
-    return (_nat_step, (ip, rule, _OPTS.setdefault(how, how)))
+    return (nat_statement, (ip, rule, _OPTS.setdefault(how, how)))
 
 
 def nat_like(rule: Rule, ip: int | None, like: Step) -> Step:
     """The step of a NAT statement with the ports, kind and flags of `like`, for another rule and
     address (every endpoint's `dnat to A:8080` shares them)."""
-    return (_nat_step, (ip, rule, like[1][2]))
+    return (nat_statement, (ip, rule, like[1][2]))
 
 
-def _nat_step(p: Any, s: Any, a: Any) -> Any:
+def nat_statement(p: Any, s: Any, a: Any) -> Any:
     """The rule's own (address, rule) and the ports, kind and flags it shares with its like."""
     ip, rule, (lo, hi, kind, manip, flags) = a
     addr = ip
