@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pktemu.k8s.apiserver import DELETED, ApiServer
 from pktemu.k8s.nft_tx import TABLE, TableListing, apply_tx
+from pktemu.nftables.shared import SharedTx
 from pktemu.k8s.proxier_iptables import IptablesOptions, IptablesProxier, ServiceLines
 from pktemu.k8s.proxier_nftables import NftablesOptions, NftablesProxier
 from pktemu.k8s.proxier_userspace import UserspaceProxier
@@ -38,6 +39,8 @@ CANARY = "KUBE-PROXY-CANARY"
 _RECORDS: "weakref.WeakKeyDictionary[ApiServer, Records]" = weakref.WeakKeyDictionary()
 #: per cluster, its kube-proxies' restores: nodes that write the same rules share the tables made
 _RESTORES: "weakref.WeakKeyDictionary[ApiServer, SharedRestores]" = weakref.WeakKeyDictionary()
+#: per cluster, its kube-proxies' nftables transactions: nodes that send the same share the result
+_NFT: "weakref.WeakKeyDictionary[ApiServer, SharedTx]" = weakref.WeakKeyDictionary()
 #: per cluster, the iptables lines of services alike on every node
 _LINES: "weakref.WeakKeyDictionary[ApiServer, ServiceLines]" = weakref.WeakKeyDictionary()
 UDP = 17
@@ -165,8 +168,11 @@ class KubeProxy:
             stale = None
         elif isinstance(proxier, NftablesProxier):
             txs, stale = proxier.sync(svcs, eps, TableListing(self.node.nf, TABLE), self.node.sim.now)
+            shared = _NFT.get(self.api)
+            if shared is None:
+                shared = _NFT[self.api] = SharedTx()
             for tx in txs:
-                apply_tx(self.node.nf, str(tx), f"<kube-proxy {self.node.name}>")
+                apply_tx(self.node.nf, str(tx), f"<kube-proxy {self.node.name}>", shared=shared)
             text = ""
         else:
             text, stale = proxier.sync(svcs, eps, self.ruleset)

@@ -18,6 +18,7 @@ from pktemu.netfilter.hooks import HookEntry
 from pktemu.nftables.eval import run_chain
 from pktemu.nftables.model import NftRuleset
 from pktemu.nftables.parse import load_nft
+from pktemu.nftables.shared import SharedTx
 
 TABLE = "kube-proxy"
 
@@ -222,13 +223,17 @@ class TableListing:
 _ATTACHED: "weakref.WeakKeyDictionary[Any, set[tuple[str, str, str]]]" = weakref.WeakKeyDictionary()
 
 
-def apply_tx(nf: Any, text: str, where: str, family: str = "ip", table: str = TABLE) -> None:
+def apply_tx(nf: Any, text: str, where: str, family: str = "ip", table: str = TABLE,
+             shared: "SharedTx | None" = None) -> None:
     """Run one transaction on the node (`nft -f`) and hook the table's base chains up. A chain is
     looked up by name on each packet, so a transaction that deletes and re-adds it (a full sync
-    does) keeps it hooked."""
+    does) keeps it hooked. `shared`: the cluster's, to share the result with the other nodes."""
     if nf.nft is None:
         nf.nft = NftRuleset()
-    load_nft(text, where, rs=nf.nft)
+    if shared is not None:
+        shared.apply(nf.nft, text, where, family, table)
+    else:
+        load_nft(text, where, rs=nf.nft)
     t = nf.nft.tables.get((family, table))
     if t is None:
         return

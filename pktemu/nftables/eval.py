@@ -14,11 +14,17 @@ from typing import Any, Callable, Iterator
 from pktemu.errors import PktemuError
 from pktemu.netfilter.core import NF_ACCEPT, NF_DROP, HookState
 from pktemu.netfilter.xt_base import Pkt
-from pktemu.nftables.model import Chain, NftRuleset, Rule, Table
+from pktemu.nftables.model import Chain, NftRuleset, NftSet, Rule, Table
 from pktemu.nftables.statements import NftNote
 from pktemu.nftables.trace import packet_line
 
 MAX_JUMP_STACK = 16      # NFT_JUMP_STACK_SIZE
+
+
+class NftPkt(Pkt):
+    """The packet view of a chain's run, with its table's sets (named sets are found by name)."""
+    __slots__ = ("sets",)
+    sets: dict[str, NftSet]
 
 
 def run_chain(table: Table, base: Chain, frame: Any, state: HookState) -> int:
@@ -27,7 +33,8 @@ def run_chain(table: Table, base: Chain, frame: Any, state: HookState) -> int:
     packet first reaches a chain (at 10,000 Services most first packets reach chains no packet has)."""
     if not frame.is_ipv4:
         return NF_ACCEPT
-    p = Pkt(frame)
+    p = NftPkt(frame)
+    p.sets = table.sets
     extra = state.extra
     ctype = base.type or "filter"
     extra["nft_chain"] = (ctype, table.name, base)

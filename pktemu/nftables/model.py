@@ -319,6 +319,10 @@ class Table:
     #: changes whenever `chains` gains, loses or replaces a chain (never back to an earlier value), so a
     #: jump can keep the chain it resolved last (Verdict.chain) instead of looking it up on every packet
     epoch: int = field(default_factory=lambda: next(_EPOCHS), repr=False, compare=False)
+    #: a view's result (pktemu.nftables.shared): the frozen table whose chains it shares
+    shares: "Table | None" = field(default=None, repr=False, compare=False)
+    #: a shared result's views (how many namespaces hold one)
+    shared_by: int = field(default=0, repr=False, compare=False)
 
     def chains_changed(self) -> None:
         self.epoch = next(_EPOCHS)
@@ -372,5 +376,7 @@ class NftRuleset:
 
     def transaction(self) -> "Snapshot":
         """Start an `nft -f` transaction: `restore()` the result if it fails, `close()` it if not."""
+        from pktemu.nftables.shared import make_own
         from pktemu.nftables.snapshot import Snapshot
+        make_own(self)
         return Snapshot(self)

@@ -257,14 +257,17 @@ def flags_step(read: Any, bits: int) -> Step:
 
 
 def set_step(read: Any, st: NftSet, neg: bool, concat: bool) -> Step:
+    """An anonymous set is the rule's own; a named one is the table's, found by its name when a packet
+    comes (so a namespace that shares another's chains sees its own sets: pktemu.nftables.shared)."""
     if _plain(st) and not concat:
         return (steps.member, (read, frozenset(k[0] for k in st.elements), neg))
+    if not st.anonymous:
+        return (steps.named_set_lookup, (read, st.name, neg, concat))
     return (steps.set_lookup, (read, st, neg, concat))
 
 
 def vmap_step(read: Any, st: NftSet, lhs: Lhs, rule: Rule) -> Step:
     """A verdict map: the element's verdict, or no match; a named map's hit is noted with its element."""
-    from pktemu.nftables.statements import note
     concat = len(lhs.fields) > 1
     if _plain(st) and not concat:
         verdicts = {k[0]: el.data for k, el in st.elements.items()}
@@ -272,17 +275,31 @@ def vmap_step(read: Any, st: NftSet, lhs: Lhs, rule: Rule) -> Step:
             return (steps.vmap_index, (read, *(verdicts[n] for n in range(len(verdicts)))))
         return (steps.vmap_plain, (read, verdicts))
 
+    if not st.anonymous:
+        return (named_vmap, (read, st.name, rule, concat))
+
     def step(p: Any, s: Any) -> Any:
         v = read(p, s)
         if v is None:
             return False
         el = st.lookup(v if concat else (v,), s.node.now())
-        if el is None:
-            return False
-        if not st.anonymous:
-            note(p, s, rule, f" [{element_text(st, el)}]")
-        return el.data
+        return False if el is None else el.data
     return steps.wrap(step)
+
+
+def named_vmap(p: Any, s: Any, a: Any) -> Any:
+    """`vmap @map`: the table's map by its name (see set_step); a hit is noted with its element."""
+    from pktemu.nftables.statements import note
+    read, name, rule, concat = a
+    v = read(p, s)
+    if v is None:
+        return False
+    st = p.sets[name]
+    el = st.lookup(v if concat else (v,), s.node.now())
+    if el is None:
+        return False
+    note(p, s, rule, f" [{element_text(st, el)}]")
+    return el.data
 
 
 def _plain(st: NftSet) -> bool:

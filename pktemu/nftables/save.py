@@ -6,6 +6,8 @@ elements are sorted as nft sorts them and wrapped as src/expression.c calculate_
 """
 from __future__ import annotations
 
+import weakref
+
 from pktemu.nftables.elements import format_time, parse_time
 from pktemu.nftables.model import Chain, NftRuleset, NftSet, Table, prio_text
 from pktemu.nftables.rules import element_text, sorted_elements
@@ -28,12 +30,49 @@ def list_table(t: Table, now: int = 0) -> str:
         out.append(f"\tflags {','.join(t.flags)}")
     if t.comment is not None:
         out.append(f'\tcomment "{t.comment}"')
-    blocks = [_set(s, now) for s in t.sets.values() if not s.anonymous]
-    blocks += [_chain(t, c) for c in t.chains.values()]
+    base = t.shares
+    if base is None:
+        blocks = [_set(s, now) for s in t.sets.values() if not s.anonymous]
+        blocks += [_chain(t, c) for c in t.chains.values()]
+    else:                  # a shared result's view (pktemu.nftables.shared): its text is made once
+        sets, chains = _frozen(base)
+        blocks = []
+        for s in t.sets.values():
+            if s.anonymous:
+                continue
+            if base.sets.get(s.name) is not s:
+                blocks.append(_set(s, now))
+                continue
+            text = sets.get(s.name)
+            if text is None:
+                text = sets[s.name] = _set(s, now)
+            blocks.append(text)
+        blocks += chains
     out.append("\n\n".join(blocks) if blocks else "")
     text = "\n".join(x for x in out if x != "") + "\n}\n"
     return text
 
+
+#: shared results' set and chain blocks by id, printed once for all their views (nothing in one
+#: changes: no counters, no timeouts, see pktemu.nftables.shared.shareable)
+_FROZEN: dict[int, tuple["weakref.ref[Table]", dict[str, str], list[str]]] = {}
+
+
+def forget_printed(base: Table) -> None:
+    """`base` is no longer a frozen result (a namespace took it as its own)."""
+    _FROZEN.pop(id(base), None)
+
+
+def _frozen(base: Table) -> tuple[dict[str, str], list[str]]:
+    got = _FROZEN.get(id(base))
+    if got is not None and got[0]() is base:
+        return got[1], got[2]
+    for k in [k for k, v in _FROZEN.items() if v[0]() is None]:
+        del _FROZEN[k]
+    sets: dict[str, str] = {}
+    chains = [_chain(base, c) for c in base.chains.values()]
+    _FROZEN[id(base)] = (weakref.ref(base), sets, chains)
+    return sets, chains
 
 #: the order nft prints a set's flags in, whatever order they were given in
 _FLAG_ORDER = ("constant", "dynamic", "interval", "timeout")

@@ -317,7 +317,7 @@ def _limit(cur: Cursor) -> tuple[str, Step]:
             bucket.append(TokenBucket(cap, cost, now))
         ok = bucket[0].take(now, 1)
         return None if ok != over else False
-    return text, steps.wrap(step)
+    return text, steps.wrap(steps.keeps_state(step))
 
 
 def _update(cur: Cursor, table: Table, verb: str) -> tuple[str, Step]:
@@ -358,7 +358,7 @@ def _update(cur: Cursor, table: Table, verb: str) -> tuple[str, Step]:
             return None
         el.timeout_ns = ttl
         el.expires_ns = None if ttl is None else s.node.now() + ttl
-    return text + " }", steps.wrap(step)
+    return text + " }", steps.wrap(steps.keeps_state(step))
 
 
 def parse_numgen(cur: Cursor) -> Field:
@@ -383,7 +383,7 @@ def parse_numgen(cur: Cursor) -> Field:
     def read(p: Any, s: Any) -> int:
         counter[0] = (counter[0] + 1) % mod
         return (counter[0] - 1) % mod + off
-    return Field(text, "integer", read)
+    return Field(text, "integer", steps.keeps_state(read))
 
 
 _NUMGEN: dict[tuple[int, int], Any] = {}

@@ -15,6 +15,32 @@ Fn = Callable[[Any, Any, Any], Any]
 Step = tuple[Fn, Any]
 
 
+def keeps_state(f: Any) -> Any:
+    """Mark a step or reader that keeps state packets change (a limit's bucket, a set a rule
+    updates, `numgen inc`'s counter): its table is not shared (pktemu.nftables.shared)."""
+    f.stateful = True
+    return f
+
+
+def stateful(fn: Any, arg: Any) -> bool:
+    """Whether the step (fn, arg) keeps state packets change: a counter, a marked closure, or a
+    marked reader among its arguments (or in a closure's cells)."""
+    if fn is count or getattr(fn, "stateful", False):
+        return True
+    for x in arg if isinstance(arg, tuple) else (arg,):
+        if getattr(x, "stateful", False):
+            return True
+        for cell in getattr(x, "__closure__", None) or ():
+            try:
+                inner = cell.cell_contents
+            except ValueError:
+                continue
+            if getattr(inner, "stateful", False) or (
+                    isinstance(inner, (list, tuple)) and any(getattr(i, "stateful", False) for i in inner)):
+                return True
+    return False
+
+
 def call(p: Any, s: Any, f: Any) -> Any:
     """A step kept as a closure (statements that hold state or are rarely on a hot path)."""
     return f(p, s)
@@ -118,6 +144,16 @@ def set_lookup(p: Any, s: Any, a: Any) -> Any:
     if v is None:
         return False
     hit = st.lookup(v if concat else (v,), s.node.now()) is not None
+    return None if hit != neg else False
+
+
+def named_set_lookup(p: Any, s: Any, a: Any) -> Any:
+    """`@name`: the table's set by its name (pktemu.nftables.rules.set_step)."""
+    read, name, neg, concat = a
+    v = read(p, s)
+    if v is None:
+        return False
+    hit = p.sets[name].lookup(v if concat else (v,), s.node.now()) is not None
     return None if hit != neg else False
 
 

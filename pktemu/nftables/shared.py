@@ -1,0 +1,314 @@
+"""One kube-proxy nftables transaction shared by the namespaces of a cluster.
+
+Every node's kube-proxy sends the same `nft -f` text onto the same table, but for a few elements of
+plain sets (`nodeport-ips` holds the node's own address). The first node to send a text loads it
+into a copy of its table; the result is frozen, and each node that sends the same text on the same
+table, or one that differs from it only in `add element` lines of plain sets, gets a view of it: a
+Table of its own whose chains are the result's (one dict, shared) and whose sets are the result's
+but for the node's own plain sets, whose contents are the lines of its text that name them applied
+to its previous contents. A rule finds a named set by its name in the table the packet walks
+(pktemu.nftables.rules.set_step), so it reads the node's own. A cluster's kube-proxy rules then cost
+time and memory once, not once per node (the kernel keeps a copy per node; what each node prints
+and how its packets go is what its own copy would give).
+
+Shared only what packets cannot change: a table whose rules count (`counter`), limit, update sets
+or draw `numgen inc`, or whose sets time out, stays the node's own. Anything else that changes a
+view (an `nft` action, a text that fails) first makes it the node's own copy
+(NftRuleset.transaction, `own_copy`). The rules of a shared result name the first node's input as
+their source (`Rule.where`, seen only in the error of a later load that breaks one of them).
+"""
+from __future__ import annotations
+
+import weakref
+from collections import OrderedDict
+from itertools import compress
+from operator import ne
+
+from pktemu.errors import PktemuError
+from pktemu.nftables import steps
+from pktemu.nftables.model import Chain, NftRuleset, NftSet, Table
+
+#: off: every node loads its own (what the shared results are held to, in the tests)
+ENABLED = True
+#: results remembered: a cluster's nodes sync nearly in step, so the last few are the ones asked
+SIZE = 8
+#: differing lines a text may have against a remembered one and still share its result
+MAX_DIFF = 64
+#: what in a text may change its table other than line by line (the view's sets are worked out
+#: from the lines naming them)
+_WHOLE = ("flush table", "delete table", "destroy table", "flush ruleset", "\ntable ", "\\\n", "{\n")
+
+
+class _Done:
+    """A shared result: the frozen table, the text and the table it was loaded onto (by reference,
+    so no other table takes its id while the entry lives), and the sets whose contents are the first
+    node's own (to be worked out again for every other node)."""
+    __slots__ = ("start", "result", "text", "own")
+
+    def __init__(self, start: Table | None, result: Table, text: str, own: frozenset[str]) -> None:
+        self.start = None if start is None else weakref.ref(start)
+        self.result = weakref.ref(result)
+        self.text, self.own = text, own
+
+    def alive(self, start: Table | None) -> Table | None:
+        if (self.start() if self.start is not None else None) is not start:
+            return None
+        return self.result()
+
+
+class SharedTx:
+    """The results of recent transactions, by (the table they started from, the text)."""
+
+    def __init__(self, size: int = SIZE) -> None:
+        self.size = size
+        self._done: OrderedDict[tuple[int, str], _Done] = OrderedDict()
+        self.hits = 0
+
+    def apply(self, rs: NftRuleset, text: str, where: str, family: str, name: str) -> None:
+        """`nft -f` of kube-proxy's `text` into `rs`, whose table `family name` it changes."""
+        from pktemu.nftables.parse import load_nft
+        key = (family, name)
+        now = rs.tables.get(key)
+        if not ENABLED or (now is not None and now.shares is None) or any(w in text for w in _WHOLE):
+            load_nft(text, where, rs)
+            return
+        base = None if now is None else now.shares
+        own = frozenset() if now is None else _own(now)
+        found = self._find(base, text)
+        if found is None:
+            self._produce(rs, now, base, own, text, where, key)
+            return
+        done, result, differ = found
+        sets: dict[str, NftSet] = {}
+        for n in done.own | own | differ:
+            st = _node_set(n, now, result, text, where, family, name)
+            if st is None:                 # not a plain set the text's lines alone decide
+                load_nft(text, where, rs)
+                return
+            sets[n] = st
+        self.hits += 1
+        _hold(rs, key, view(result, sets))
+
+    def _find(self, base: Table | None, text: str) -> tuple[_Done, Table, frozenset[str]] | None:
+        """The result of `text` on `base`, or of a text that differs from it only in elements of
+        plain sets (with those sets' names)."""
+        k = (0 if base is None else id(base), text)
+        done = self._done.get(k)
+        if done is not None:
+            result = done.alive(base)
+            if result is not None:
+                self._done.move_to_end(k)
+                return done, result, frozenset()
+        lines: list[str] | None = None
+        count = -1
+        for (b, other), done in reversed(self._done.items()):
+            if b != k[0]:
+                continue
+            result = done.alive(base)
+            if result is None:
+                continue
+            if count < 0:
+                count = text.count("\n")
+            if other.count("\n") != count:
+                continue
+            if lines is None:
+                lines = text.split("\n")
+            differ = _differ(other.split("\n"), lines, result)
+            if differ is not None:
+                return done, result, differ
+        return None
+
+    def _produce(self, rs: NftRuleset, now: Table | None, base: Table | None, own: frozenset[str],
+                 text: str, where: str, key: tuple[str, str]) -> None:
+        """Load `text` onto a copy of the node's table; share the result if packets cannot change it."""
+        from pktemu.nftables.parse import load_nft
+        if now is not None and base is not None and base.shared_by <= 1:
+            self._forget(base)              # no other node has it: the node's own, changed in place
+            make_own(rs, take=True)
+            load_nft(text, where, rs)
+            return
+        apart = NftRuleset()
+        if now is not None:
+            apart.tables[key] = own_copy(now)
+        try:
+            load_nft(text, where, apart)
+        except PktemuError:
+            load_nft(text, where, rs)       # the same error, nothing applied
+            raise                           # (not reached: the same load fails the same way)
+        result = apart.tables.get(key)
+        if result is None or len(apart.tables) != 1:
+            load_nft(text, where, rs)
+            return
+        if not shareable(result):
+            if now is not None and now.shares is not None:
+                now.shares.shared_by -= 1
+            rs.tables[key] = result          # the node's own from now on
+            return
+        self._done[(0 if base is None else id(base), text)] = _Done(base, result, text, own)
+        if len(self._done) > self.size:
+            self._done.popitem(last=False)
+        _hold(rs, key, view(result, {}))
+
+    def _forget(self, t: Table) -> None:
+        """Drop the entries that start from or end in `t` (about to change in place)."""
+        for k in [k for k, d in self._done.items() if k[0] == id(t) or d.result() is t]:
+            del self._done[k]
+
+
+def _hold(rs: NftRuleset, key: tuple[str, str], t: Table) -> None:
+    """`t` (a view) becomes the namespace's table `key`, in place of what it had."""
+    now = rs.tables.get(key)
+    if now is not None and now.shares is not None:
+        now.shares.shared_by -= 1
+    assert t.shares is not None
+    t.shares.shared_by += 1
+    rs.tables[key] = t
+
+
+def _own(t: Table) -> frozenset[str]:
+    """A view's sets that are its own, not its result's."""
+    base = t.shares
+    assert base is not None
+    theirs = base.sets
+    return frozenset(n for n, s in t.sets.items() if theirs.get(n) is not s)
+
+
+def _differ(a: list[str], b: list[str], result: Table) -> frozenset[str] | None:
+    """The sets whose `add element` lines are all that tell two texts apart, or None."""
+    if len(a) != len(b):
+        return None
+    at = list(compress(range(len(a)), map(ne, a, b)))
+    if len(at) > MAX_DIFF:
+        return None
+    names: set[str] = set()
+    for i in at:
+        x, y = a[i].split(" ", 5), b[i].split(" ", 5)
+        if len(x) < 6 or len(y) < 6 or x[:5] != y[:5] or x[0] != "add" or x[1] != "element":
+            return None
+        st = result.sets.get(x[4])
+        if st is None or not _plain(st):
+            return None
+        names.add(x[4])
+    return frozenset(names)
+
+
+def _plain(st: NftSet) -> bool:
+    return (st.data_type is None and not st.anonymous and not st.flags and st.timeout is None
+            and not st.prefixes and not st.ranges)
+
+
+def _node_set(n: str, now: Table | None, result: Table, text: str, where: str, family: str,
+              table: str) -> NftSet | None:
+    """Set `n` as the node's own load of `text` leaves it: the lines naming it applied to the
+    node's own contents (None unless it is a plain set in the result and they apply)."""
+    from pktemu.nftables.parse import load_nft
+    theirs = result.sets.get(n)
+    if theirs is None or not _plain(theirs):
+        return None
+    lines = _naming(text, family, table, n)
+    if lines is None:
+        return None
+    start = now.sets.get(n) if now is not None else None
+    if not lines:
+        return start if start is not None else theirs
+    mini = NftRuleset()
+    t = mini.tables[(family, table)] = Table(family, table)
+    if start is not None:
+        t.sets[n] = copy_set(start)
+    try:
+        load_nft("\n".join(lines) + "\n", where, mini)
+    except PktemuError:
+        return None
+    mine = t.sets.get(n)
+    if mine is None or not _plain(mine) or (mine.kind, mine.types, mine.comment, mine.size) != \
+            (theirs.kind, theirs.types, theirs.comment, theirs.size):
+        return None
+    mine.handle = theirs.handle
+    return mine
+
+
+def _naming(text: str, family: str, table: str, n: str) -> list[str] | None:
+    """The lines of `text` that add, flush or delete set `n` or its elements (None if one names it
+    otherwise than a set or element command does)."""
+    needle = f" {family} {table} {n}"
+    out: list[str] = []
+    at = text.find(needle)
+    while at >= 0:
+        end = at + len(needle)
+        if end == len(text) or text[end] in " \n":
+            start = text.rfind("\n", 0, at) + 1
+            stop = text.find("\n", end)
+            line = text[start:stop if stop >= 0 else len(text)]
+            words = line.split(" ", 2)
+            if len(words) < 2 or words[1] not in ("set", "element", "map", "chain", "rule"):
+                return None
+            if words[1] in ("set", "element", "map"):
+                out.append(line)
+        at = text.find(needle, end)
+    return out
+
+
+def shareable(t: Table) -> bool:
+    """No rule of `t` keeps state a packet changes, and no set of it times out."""
+    for s in t.sets.values():
+        if s.timeout is not None or "dynamic" in s.flags or "timeout" in s.flags or any(
+                el.timeout_ns is not None or el.expires_ns is not None for el in s.elements.values()):
+            return False
+    for c in t.chains.values():
+        for r in c.rules:
+            if r.counter is not None:
+                return False
+            st = r.steps
+            for k in range(0, len(st), 2):
+                if steps.stateful(st[k], st[k + 1]):
+                    return False
+    return True
+
+
+def view(result: Table, sets: dict[str, NftSet]) -> Table:
+    """A node's table: the result's chains (the dict itself) and sets, but `sets`, its own."""
+    t = Table(result.family, result.name, result.comment, result.flags, result.handle,
+              {**result.sets, **sets} if sets else dict(result.sets), result.chains,
+              result.next_handle, result.anon, result.odd_names)
+    t.shares = result
+    return t
+
+
+def copy_set(s: NftSet) -> NftSet:
+    return NftSet(s.name, s.kind, list(s.types), s.data_type, list(s.flags), s.timeout, s.size, s.comment,
+                  s.handle, s.anonymous, dict(s.elements), {k: dict(v) for k, v in s.prefixes.items()},
+                  list(s.ranges))
+
+
+def own_copy(t: Table) -> Table:
+    """A table of the node's own with what `t` holds: its chains and sets copied (the rules and
+    elements, which a load never changes in place, are the same objects)."""
+    out = Table(t.family, t.name, t.comment, list(t.flags), t.handle,
+                {n: copy_set(s) for n, s in t.sets.items()},
+                {n: Chain(c.name, c.type, c.hook, c.priority, c.policy, c.comment, c.handle, list(c.rules))
+                 for n, c in t.chains.items()},
+                t.next_handle, t.anon, t.odd_names)
+    return out
+
+
+def make_own(rs: NftRuleset, take: bool = False) -> None:
+    """Before a change to `rs` by anything but a shared transaction: its views become its own
+    copies; with `take`, a view that is its result's only one takes the result itself (its own
+    sets put in), which no shared entry names any longer (SharedTx._forget)."""
+    for key, t in rs.tables.items():
+        base = t.shares
+        if base is None:
+            continue
+        base.shared_by -= 1
+        if take and base.shared_by <= 0:
+            from pktemu.nftables.save import forget_printed
+            forget_printed(base)
+            base.sets.update((n, s) for n, s in t.sets.items() if base.sets.get(n) is not s)
+            base.shares, base.shared_by = None, 0
+            base.chains_changed()
+            rs.tables[key] = base
+        else:
+            rs.tables[key] = own_copy(t)
+
+
+__all__ = ["SharedTx", "make_own", "own_copy", "view", "shareable"]

@@ -1,0 +1,152 @@
+"""kube-proxy's nftables transactions shared by a cluster's nodes (pktemu.nftables.shared): every
+output is what each node loading its own copy gives, byte for byte, and what one node changes in its
+table (an `nft` action, a text that fails) stays its own."""
+from __future__ import annotations
+
+import filecmp
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import datapaths
+from pktemu.cli import main
+from pktemu.errors import PktemuError
+from pktemu.k8s import kube_proxy
+from pktemu.nftables import shared
+from pktemu.nftables.model import NftRuleset
+from pktemu.nftables.parse import load_nft
+from pktemu.nftables.save import list_ruleset
+
+CLUSTER = datapaths.ROOT / "topologies" / "generated-large-cluster.yaml"
+#: the generated cluster with kube-proxy in nftables mode; node1 drops the Service's traffic at
+#: 150 ms in kube-proxy's own table, after the syncs that made it and before its client's GET
+TOPO = f"""extends: {{file: {CLUSTER}, merge: true}}
+vars: {{nodes: 4, pods: 3}}
+kubernetes:
+  kube_proxy: {{for n in 1..nodes: {{"node{{n}}": {{mode: nftables}}}}}}
+scenarios:
+  blocked:
+    description: clients, with node1's kube-proxy table changed by hand
+    timeline:
+      - at: 0s
+        apply:
+          kind: List
+          items:
+            - {{apiVersion: v1, kind: Service, metadata: {{name: web, namespace: default}},
+               spec: {{clusterIP: 10.96.0.100, selector: {{app: web}},
+                      ports: [{{protocol: TCP, port: 80, targetPort: 8080}}]}}}}
+            - for n in 1..nodes:
+                - for p in 1..pods:
+                    - {{apiVersion: v1, kind: Pod, metadata: {{name: "pod{{n}}-{{p}}", namespace: default,
+                                                             labels: {{app: web}}}}}}
+      - {{at: 150ms, node: node1,
+         nft: "insert rule ip kube-proxy filter-prerouting ip daddr 10.96.0.100 tcp dport 80 drop"}}
+    traffic:
+      - for n in 1..nodes:
+          - {{at: 200ms, pod: "pod{{n}}-1", app: {{kind: http-client, target: 10.96.0.100, port: 80}}}}
+"""
+
+
+def _run(tmp: Path, topo: Path, out: str, on: bool, monkeypatch: pytest.MonkeyPatch,
+         *args: str) -> tuple[Path, int]:
+    monkeypatch.setattr(shared, "ENABLED", on)
+    kube_proxy._NFT.clear()
+    assert main(["run", str(topo), "--out", str(tmp / out), "-q", *args]) == 0
+    return tmp / out, sum(s.hits for s in kube_proxy._NFT.values())
+
+
+def _same_tree(a: Path, b: Path) -> list[Path]:
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    _, mismatch, errors = filecmp.cmpfiles(a, b, [str(f) for f in files], shallow=False)
+    assert not mismatch and not errors, mismatch
+    return files
+
+
+def test_a_cluster_that_shares_writes_what_each_node_loading_its_own_writes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    topo = tmp_path / "nft-cluster.yaml"
+    topo.write_text(TOPO)
+    own, none = _run(tmp_path, topo, "own", False, monkeypatch)
+    got, hits = _run(tmp_path, topo, "shared", True, monkeypatch)
+    assert none == 0 and hits >= 6          # 4 nodes x 3 syncs, the first of each made once
+    files = _same_tree(own, got)
+    assert len([f for f in files if f.name.startswith("nft-ruleset-node")]) == 12
+    for scenario in ("clients", "blocked"):
+        rulesets = {n: (got / scenario / f"nft-ruleset-node{n}.txt").read_text() for n in range(1, 5)}
+        assert "10.0.4.4:8080" in rulesets[2]       # every node has every endpoint
+        for n in range(1, 5):                        # and its own address in nodeport-ips
+            assert f"elements = {{ 172.16.0.{n + 2} }}" in rulesets[n]
+        dropped = [n for n, text in rulesets.items() if "ip daddr 10.96.0.100 tcp dport 80 drop" in text]
+        assert dropped == ([1] if scenario == "blocked" else [])
+    results: list[dict[str, Any]] = json.loads((got / "blocked" / "client-result.json").read_text())
+    by_source = {r["http"]["source"].split(":")[0]: r["http"] for r in results}
+    assert by_source["10.0.1.2"]["error"] == "timeout"                 # node1's own drop rule
+    assert all(by_source[f"10.0.{n}.2"]["status_line"] == "HTTP/1.1 200 OK" for n in (2, 3, 4))
+
+
+def test_the_k8s_nftables_topology_writes_the_same_when_shared(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    topo = datapaths.ROOT / "topologies" / "service-test-k8s-nftables.yaml"
+    own, _ = _run(tmp_path, topo, "own", False, monkeypatch)
+    got, hits = _run(tmp_path, topo, "shared", True, monkeypatch)
+    assert hits > 0
+    _same_tree(own, got)
+
+
+SETS = """add table ip kube-proxy
+add set ip kube-proxy nodeport-ips { type ipv4_addr ; }
+add chain ip kube-proxy services
+add chain ip kube-proxy endpoint
+add rule ip kube-proxy services ip daddr @nodeport-ips jump endpoint
+add rule ip kube-proxy endpoint meta l4proto tcp dnat to 10.0.0.9:80
+add element ip kube-proxy nodeport-ips { %s }
+"""
+
+
+def _apply(tx: shared.SharedTx, rs: NftRuleset, text: str) -> None:
+    tx.apply(rs, text, "<t>", "ip", "kube-proxy")
+
+
+def test_nodes_share_the_chains_and_keep_their_own_plain_sets() -> None:
+    tx = shared.SharedTx()
+    a, b, c = NftRuleset(), NftRuleset(), NftRuleset()
+    _apply(tx, a, SETS % "172.16.0.3")
+    _apply(tx, b, SETS % "172.16.0.4")
+    _apply(tx, c, (SETS % "172.16.0.5").replace("10.0.0.9", "10.0.0.8"))    # a rule differs
+    ta, tb, tc = (r.tables[("ip", "kube-proxy")] for r in (a, b, c))
+    assert ta.chains is tb.chains and tc.chains is not ta.chains and tx.hits == 1
+    for rs, addr in ((a, "172.16.0.3"), (b, "172.16.0.4"), (c, "172.16.0.5")):
+        text = SETS % addr if rs is not c else (SETS % addr).replace("10.0.0.9", "10.0.0.8")
+        assert list_ruleset(rs) == list_ruleset(load_nft(text, "<t>"))
+    more = "add element ip kube-proxy nodeport-ips { 172.16.9.9 }\nadd chain ip kube-proxy extra\n"
+    _apply(tx, a, more)
+    _apply(tx, b, more)
+    assert "172.16.9.9" in list_ruleset(a) and "172.16.0.3" in list_ruleset(a)
+    assert "172.16.0.3" not in list_ruleset(b) and "172.16.0.4" in list_ruleset(b)
+    assert a.tables[("ip", "kube-proxy")].chains is b.tables[("ip", "kube-proxy")].chains
+
+
+def test_a_change_of_ones_own_leaves_the_others_alone() -> None:
+    tx = shared.SharedTx()
+    a, b = NftRuleset(), NftRuleset()
+    _apply(tx, a, SETS % "172.16.0.3")
+    _apply(tx, b, SETS % "172.16.0.4")
+    before = list_ruleset(b)
+    load_nft("add rule ip kube-proxy services drop\n", "<action>", a)       # an `nft` action on a
+    assert "drop" in list_ruleset(a) and list_ruleset(b) == before
+    with pytest.raises(PktemuError, match="jump to unknown chain 'nowhere'"):
+        _apply(tx, b, "add rule ip kube-proxy services jump nowhere\n")
+    assert list_ruleset(b) == before
+
+
+def test_a_table_whose_rules_count_is_not_shared() -> None:
+    tx = shared.SharedTx()
+    text = (SETS % "172.16.0.3").replace("jump endpoint", "counter jump endpoint")
+    a, b = NftRuleset(), NftRuleset()
+    _apply(tx, a, text)
+    _apply(tx, b, text)
+    ta, tb = a.tables[("ip", "kube-proxy")], b.tables[("ip", "kube-proxy")]
+    assert ta.shares is None and tb.shares is None and ta.chains is not tb.chains and tx.hits == 0
