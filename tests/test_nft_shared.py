@@ -1,6 +1,7 @@
-"""kube-proxy's nftables transactions shared by a cluster's nodes (pktemu.nftables.shared): every
-output is what each node loading its own copy gives, byte for byte, and what one node changes in its
-table (an `nft` action, a text that fails) stays its own."""
+"""kube-proxy's nftables work shared by a cluster's nodes (pktemu.nftables.shared: the transactions'
+results; pktemu.k8s.nft_renders: each Service port's operations): every output is what each node
+writing and loading its own gives, byte for byte, and what one node changes in its table (an `nft`
+action, a text that fails) stays its own."""
 from __future__ import annotations
 
 import filecmp
@@ -13,7 +14,7 @@ import pytest
 import datapaths
 from pktemu.cli import main
 from pktemu.errors import PktemuError
-from pktemu.k8s import kube_proxy
+from pktemu.k8s import kube_proxy, nft_renders
 from pktemu.nftables import shared
 from pktemu.nftables.model import NftRuleset
 from pktemu.nftables.parse import load_nft
@@ -37,6 +38,10 @@ scenarios:
             - {{apiVersion: v1, kind: Service, metadata: {{name: web, namespace: default}},
                spec: {{clusterIP: 10.96.0.100, selector: {{app: web}},
                       ports: [{{protocol: TCP, port: 80, targetPort: 8080}}]}}}}
+            - {{apiVersion: v1, kind: Service, metadata: {{name: local, namespace: default}},
+               spec: {{type: NodePort, clusterIP: 10.96.0.101, externalTrafficPolicy: Local,
+                      selector: {{app: web}},
+                      ports: [{{protocol: TCP, port: 80, targetPort: 8080, nodePort: 30080}}]}}}}
             - for n in 1..nodes:
                 - for p in 1..pods:
                     - {{apiVersion: v1, kind: Pod, metadata: {{name: "pod{{n}}-{{p}}", namespace: default,
@@ -52,9 +57,12 @@ scenarios:
 def _run(tmp: Path, topo: Path, out: str, on: bool, monkeypatch: pytest.MonkeyPatch,
          *args: str) -> tuple[Path, int]:
     monkeypatch.setattr(shared, "ENABLED", on)
+    monkeypatch.setattr(nft_renders, "ENABLED", on)
     kube_proxy._NFT.clear()
+    kube_proxy._RENDERS.clear()
     assert main(["run", str(topo), "--out", str(tmp / out), "-q", *args]) == 0
-    return tmp / out, sum(s.hits for s in kube_proxy._NFT.values())
+    return tmp / out, sum(s.hits for s in kube_proxy._NFT.values()) + \
+        sum(r.hits for r in kube_proxy._RENDERS.values())
 
 
 def _same_tree(a: Path, b: Path) -> list[Path]:
@@ -80,6 +88,9 @@ def test_a_cluster_that_shares_writes_what_each_node_loading_its_own_writes(
         for n in range(1, 5):                        # and its own address in nodeport-ips
             assert f"elements = {{ 172.16.0.{n + 2} }}" in rulesets[n]
         dropped = [n for n, text in rulesets.items() if "ip daddr 10.96.0.100 tcp dport 80 drop" in text]
+        if scenario == "blocked":        # a Local policy: each node's own endpoints only
+            assert "__10.0.1.3/8080" in rulesets[1].split("chain local-")[1].split("}")[0]
+            assert "__10.0.1.3/8080" not in rulesets[2].split("chain local-")[1].split("}")[0]
         assert dropped == ([1] if scenario == "blocked" else [])
     results: list[dict[str, Any]] = json.loads((got / "blocked" / "client-result.json").read_text())
     by_source = {r["http"]["source"].split(":")[0]: r["http"] for r in results}

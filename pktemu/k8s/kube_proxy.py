@@ -17,6 +17,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from pktemu.k8s.apiserver import DELETED, ApiServer
+from pktemu.k8s.nft_renders import ServiceRenders
 from pktemu.k8s.nft_tx import TABLE, TableListing, apply_tx
 from pktemu.nftables.shared import SharedTx
 from pktemu.k8s.proxier_iptables import IptablesOptions, IptablesProxier, ServiceLines
@@ -41,6 +42,8 @@ _RECORDS: "weakref.WeakKeyDictionary[ApiServer, Records]" = weakref.WeakKeyDicti
 _RESTORES: "weakref.WeakKeyDictionary[ApiServer, SharedRestores]" = weakref.WeakKeyDictionary()
 #: per cluster, its kube-proxies' nftables transactions: nodes that send the same share the result
 _NFT: "weakref.WeakKeyDictionary[ApiServer, SharedTx]" = weakref.WeakKeyDictionary()
+#: per cluster, the nftables operations of services alike on every node
+_RENDERS: "weakref.WeakKeyDictionary[ApiServer, ServiceRenders]" = weakref.WeakKeyDictionary()
 #: per cluster, the iptables lines of services alike on every node
 _LINES: "weakref.WeakKeyDictionary[ApiServer, ServiceLines]" = weakref.WeakKeyDictionary()
 UDP = 17
@@ -89,7 +92,8 @@ class KubeProxy:
                 not oracle if self.cfg.random_fully is None else self.cfg.random_fully, self.node_ip,
                 (self.node_ip,) if self.node_ip else None,         # --nodeport-addresses primary
                 self.api.settings.service_cidr,                    # the ServiceCIDR object
-                version=self.cfg.kube_proxy_version), mirror=False)  # it lists the node's table
+                version=self.cfg.kube_proxy_version), mirror=False,  # it lists the node's table
+                renders=_RENDERS.setdefault(self.api, ServiceRenders()))
         else:
             oracle = self.cfg.variant == "kernel-oracle"
             random_fully = not oracle if self.cfg.random_fully is None else self.cfg.random_fully

@@ -64,6 +64,8 @@ class Tx:
     table: str = "kube-proxy"
     verbs: list[str] = field(default_factory=list)
     objs: list[Obj] = field(default_factory=list)
+    #: (first, end, text) of runs of operations appended with their text made already (`extend`)
+    made: list[tuple[int, int, str]] = field(default_factory=list)
 
     def add(self, obj: Obj) -> None:
         self.verbs.append("add")
@@ -77,13 +79,35 @@ class Tx:
         self.verbs.append("delete")
         self.objs.append(obj)
 
+    def extend(self, verbs: list[str], objs: list[Obj], text: str) -> None:
+        """Operations whose text (`text()` of them alone) is made already: a Service port's, which
+        every node of a cluster writes alike (pktemu.k8s.nft_renders)."""
+        start = len(self.verbs)
+        self.verbs += verbs
+        self.objs += objs
+        self.made.append((start, len(self.verbs), text))
+
     def __len__(self) -> int:
         return len(self.verbs)
 
-    def __str__(self) -> str:
+    def text(self, start: int = 0, end: int | None = None) -> str:
+        """The operations from `start` to `end` as knftables writes them, one per line."""
         f, tb = self.family, self.table
         return "".join(f"{verb} {obj.add_text(f, tb) if verb == 'add' else obj.ref_text(f, tb)}\n"
-                       for verb, obj in zip(self.verbs, self.objs, strict=True))
+                       for verb, obj in zip(self.verbs[start:end], self.objs[start:end], strict=True))
+
+    def __str__(self) -> str:
+        if not self.made:
+            return self.text()
+        out, at = [], 0
+        for start, end, text in self.made:
+            if start > at:
+                out.append(self.text(at, start))
+            out.append(text)
+            at = end
+        if at < len(self.verbs):
+            out.append(self.text(at))
+        return "".join(out)
 
 
 def chain(name: str, spec: str = "", comment: str | None = None) -> Obj:

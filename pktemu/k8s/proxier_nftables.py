@@ -22,7 +22,7 @@ later one (filter-prerouting-pre-dnat / filter-output-pre-dnat at -110, filter c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pktemu.errors import PktemuError
 from pktemu.k8s.nft_service import ServicePortRules, ensure_chain
@@ -30,6 +30,9 @@ from pktemu.k8s.nft_tx import ElementStorage, Fake, Obj, Tx, chain, element, rul
 from pktemu.k8s.proxy_state import (
     EndpointsMap, ServicePortMap, StaleUdp, stale_udp,
 )
+
+if TYPE_CHECKING:
+    from pktemu.k8s.nft_renders import ServiceRenders
 
 STALE_CHAIN_AGE = 1_000_000_000        # ns: a flushed chain is deleted by a sync this much later
 MAPS = (("set", "cluster-ips"), ("map", "service-ips"), ("map", "firewall-ips"),
@@ -106,8 +109,11 @@ class NftablesProxier:
     `mirror` is False (a node's kube-proxy, which lists the node's own table: a mirror there would
     be a second copy of every node's whole table, kept and updated for nothing)."""
 
-    def __init__(self, opts: NftablesOptions, mirror: bool = True) -> None:
+    def __init__(self, opts: NftablesOptions, mirror: bool = True,
+                 renders: "ServiceRenders | None" = None) -> None:
+        """`renders`: the cluster's, to write each Service port's operations once for every node."""
         self.opts = opts
+        self.renders = renders
         self.layout = layout(opts.version)
         self.svc_map: ServicePortMap = {}
         self.eps_map: EndpointsMap = {}
@@ -225,7 +231,10 @@ class NftablesProxier:
         affinity: set[str] = set()
         for spn, svc in svcs.items():
             skip = changed is not None and spn.service not in changed
-            ServicePortRules(self, tx, spn, svc, eps.get(spn, []), active, affinity, skip).write()
+            if self.renders is not None:
+                self.renders.write(self, tx, spn, svc, eps.get(spn, []), active, affinity, skip)
+            else:
+                ServicePortRules(self, tx, spn, svc, eps.get(spn, []), active, affinity, skip).write()
         for c in listing.list("chains"):
             if "/" not in c or c in deleted:
                 continue

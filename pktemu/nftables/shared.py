@@ -69,12 +69,15 @@ class SharedTx:
         from pktemu.nftables.parse import load_nft
         key = (family, name)
         now = rs.tables.get(key)
-        if not ENABLED or (now is not None and now.shares is None) or any(w in text for w in _WHOLE):
+        if not ENABLED or (now is not None and now.shares is None):
             load_nft(text, where, rs)
             return
         base = None if now is None else now.shares
         own = frozenset() if now is None else _own(now)
-        found = self._find(base, text)
+        found = self._find(base, text)      # a text found as it is was checked when first loaded
+        if (found is None or found[2]) and any(w in text for w in _WHOLE):
+            load_nft(text, where, rs)
+            return
         if found is None:
             self._produce(rs, now, base, own, text, where, key)
             return
