@@ -15,6 +15,7 @@ import datapaths
 FIGURES = {
     "founding_hop", "load_hop",
     "cluster_direct_time", "cluster_direct_memory", "cluster_clients_time", "cluster_clients_memory",
+    "cluster_clients_nftables_time", "cluster_clients_nftables_memory",
     "manifests_load", "kube_proxy_sync",
     *(f"{mode}_{what}" for mode in ("iptables", "nftables")
       for what in ("load_mid", "load_big", "bytes_per_rule", "first_packet_mid", "first_packet_big")),
@@ -56,6 +57,8 @@ def test_the_quick_benchmark_reports_every_figure_with_its_goal(tmp_path: Path) 
     for key in ("cluster_direct_time", "cluster_direct_memory"):
         assert figs[key]["exponent"] > 0 and len(figs[key]["sizes"]) == 2
     assert isinstance(figs["cluster_clients_memory"]["exponent"], float)
+    assert isinstance(figs["cluster_clients_nftables_memory"]["exponent"], float)
+    assert "nftables mode" in figs["cluster_clients_nftables_time"]["what"]
     assert figs["founding_hop"]["hops"] > 100 and figs["load_hop"]["hops"] > figs["founding_hop"]["hops"]
     # what the filesystem's share is measured on: the founding run's 4 scenarios write 23 files each
     assert (figs["founding_hop"]["files"], figs["founding_hop"]["folders"]) == (4 * 23, 1 + 4 + 4)

@@ -19,10 +19,13 @@ PODS = 30
 LINEAR = 1.1           # the goal: time and memory grow linearly (exponent at most 1.1)
 
 
-def cluster_file(directory: str, nodes: int, pods: int) -> str:
-    path = os.path.join(directory, f"cluster-{nodes}x{pods}.yaml")
+def cluster_file(directory: str, nodes: int, pods: int, mode: str = "iptables") -> str:
+    """The generated cluster at a size, its kube-proxies in `mode` (iptables or nftables)."""
+    path = os.path.join(directory, f"cluster-{nodes}x{pods}{'' if mode == 'iptables' else '-' + mode}.yaml")
     with open(path, "w") as f:
         f.write(f"extends: {{file: {CLUSTER}, merge: true}}\nvars: {{nodes: {nodes}, pods: {pods}}}\n")
+        if mode != "iptables":
+            f.write(f'kubernetes:\n  kube_proxy: {{for n in 1..nodes: {{"node{{n}}": {{mode: {mode}}}}}}}\n')
     return path
 
 
@@ -84,11 +87,14 @@ def cluster_figures(direct: tuple[int, int], clients: tuple[int, int], reps: int
                     say: Callable[[str], None]) -> list[Figure]:
     """Both scenarios, each at two node counts: `direct` (pod to pod, no Service) and `clients` (one
     Service over every pod, so every node's kube-proxy programs every endpoint: the cluster's state
-    grows as nodes x all pods, and the clients scenario is measured at smaller sizes)."""
+    grows as nodes x all pods, and the clients scenario is measured at smaller sizes), `clients`
+    also with kube-proxy in nftables mode."""
     figs: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="pktemu-bench-") as tmp:
-        for scenario, (small, big) in (("direct", direct), ("clients", clients)):
-            paths = {n: cluster_file(tmp, n, PODS) for n in (small, big)}
+        for label, scenario, mode, (small, big) in (("direct", "direct", "iptables", direct),
+                                                    ("clients", "clients", "iptables", clients),
+                                                    ("clients_nftables", "clients", "nftables", clients)):
+            paths = {n: cluster_file(tmp, n, PODS, mode) for n in (small, big)}
             runs: dict[int, list[dict[str, Any]]] = {small: [], big: []}
 
             ratios, _ = interleave(_side(paths[big], scenario, runs[big], say),
@@ -101,8 +107,9 @@ def cluster_figures(direct: tuple[int, int], clients: tuple[int, int], reps: int
                                           ("peak memory", mem, "peak_bytes", "MB")):
                 absolute = [r[key] / (1e6 if unit == "MB" else 1) for r in runs[big]]
                 figs.append(Figure(
-                    f"cluster_{scenario}_{'time' if unit == 's' else 'memory'}",
-                    f"`pktemu run` of a {big} x {PODS} generated cluster, scenario {scenario}: {what}",
+                    f"cluster_{label}_{'time' if unit == 's' else 'memory'}",
+                    f"`pktemu run` of a {big} x {PODS} generated cluster, scenario {scenario}"
+                    f"{'' if mode == 'iptables' else ', kube-proxy in ' + mode + ' mode'}: {what}",
                     f"the same at {small} x {PODS}", vals, absolute, unit, goal,
                     {"exponent": exponent(statistics.median(vals), size_ratio),
                      "sizes": [f"{small}x{PODS}", f"{big}x{PODS}"],
