@@ -58,11 +58,6 @@ def list_table(t: Table, now: int = 0) -> str:
 _FROZEN: dict[int, tuple["weakref.ref[Table]", dict[str, str], list[str]]] = {}
 
 
-def forget_printed(base: Table) -> None:
-    """`base` is no longer a frozen result (a namespace took it as its own)."""
-    _FROZEN.pop(id(base), None)
-
-
 def _frozen(base: Table) -> tuple[dict[str, str], list[str]]:
     got = _FROZEN.get(id(base))
     if got is not None and got[0]() is base:

@@ -13,8 +13,9 @@ and how its packets go is what its own copy would give).
 
 Shared only what packets cannot change: a table whose rules count (`counter`), limit, update sets
 or draw `numgen inc`, or whose sets time out, stays the node's own. Anything else that changes a
-view (an `nft` action, a text that fails) first makes it the node's own copy
-(NftRuleset.transaction, `own_copy`). The rules of a shared result name the first node's input as
+view (an `nft` action, a text that fails, a text on a result no other node holds) first makes it
+the node's own copy (NftRuleset.transaction, `own_copy`): a shared result, and any set a view holds,
+is never changed. The rules of a shared result name the first node's input as
 their source (`Rule.where`, seen only in the error of a later load that breaks one of them).
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ from operator import ne
 
 from pktemu.errors import PktemuError
 from pktemu.nftables import steps
-from pktemu.nftables.model import Chain, NftRuleset, NftSet, Table
+from pktemu.nftables.model import Chain, Element, NftRuleset, NftSet, Table
 
 #: off: every node loads its own (what the shared results are held to, in the tests)
 ENABLED = True
@@ -40,9 +41,9 @@ _WHOLE = ("flush table", "delete table", "destroy table", "flush ruleset", "\nta
 
 
 class _Done:
-    """A shared result: the frozen table, the text and the table it was loaded onto (by reference,
-    so no other table takes its id while the entry lives), and the sets whose contents are the first
-    node's own (to be worked out again for every other node)."""
+    """A shared result: the frozen table (held by its views, weakly here), the text and the table it
+    was loaded onto (weakly: a dead one's id may come back, and `alive` tells), and the sets whose
+    contents are the first node's own (to be worked out again for every other node)."""
     __slots__ = ("start", "result", "text", "own")
 
     def __init__(self, start: Table | None, result: Table, text: str, own: frozenset[str]) -> None:
@@ -126,9 +127,7 @@ class SharedTx:
         """Load `text` onto a copy of the node's table; share the result if packets cannot change it."""
         from pktemu.nftables.parse import load_nft
         if now is not None and base is not None and base.shared_by <= 1:
-            self._forget(base)              # no other node has it: the node's own, changed in place
-            make_own(rs, take=True)
-            load_nft(text, where, rs)
+            load_nft(text, where, rs)       # no other node on it: the node's own copy from now on
             return
         apart = NftRuleset()
         if now is not None:
@@ -151,11 +150,6 @@ class SharedTx:
         if len(self._done) > self.size:
             self._done.popitem(last=False)
         _hold(rs, key, view(result, {}))
-
-    def _forget(self, t: Table) -> None:
-        """Drop the entries that start from or end in `t` (about to change in place)."""
-        for k in [k for k, d in self._done.items() if k[0] == id(t) or d.result() is t]:
-            del self._done[k]
 
 
 def _hold(rs: NftRuleset, key: tuple[str, str], t: Table) -> None:
@@ -278,9 +272,16 @@ def view(result: Table, sets: dict[str, NftSet]) -> Table:
 
 
 def copy_set(s: NftSet) -> NftSet:
+    """A set of one's own, its elements too (a rule that updates a set changes its elements)."""
+    mine = {id(el): _copy_element(el) for el in s.elements.values()}
     return NftSet(s.name, s.kind, list(s.types), s.data_type, list(s.flags), s.timeout, s.size, s.comment,
-                  s.handle, s.anonymous, dict(s.elements), {k: dict(v) for k, v in s.prefixes.items()},
-                  list(s.ranges))
+                  s.handle, s.anonymous, {k: mine[id(el)] for k, el in s.elements.items()},
+                  {plen: {k: mine[id(el)] for k, el in index.items()} for plen, index in s.prefixes.items()},
+                  [mine[id(el)] for el in s.ranges])
+
+
+def _copy_element(el: Element) -> Element:
+    return Element(el.key, el.data, el.comment, el.key_end, el.prefix, el.timeout_ns, el.expires_ns)
 
 
 def own_copy(t: Table) -> Table:
@@ -294,23 +295,12 @@ def own_copy(t: Table) -> Table:
     return out
 
 
-def make_own(rs: NftRuleset, take: bool = False) -> None:
-    """Before a change to `rs` by anything but a shared transaction: its views become its own
-    copies; with `take`, a view that is its result's only one takes the result itself (its own
-    sets put in), which no shared entry names any longer (SharedTx._forget)."""
+def make_own(rs: NftRuleset) -> None:
+    """Before a change to `rs` by anything but a shared transaction: its views become copies of its
+    own (a shared result, and every set a view holds, is never changed)."""
     for key, t in rs.tables.items():
-        base = t.shares
-        if base is None:
-            continue
-        base.shared_by -= 1
-        if take and base.shared_by <= 0:
-            from pktemu.nftables.save import forget_printed
-            forget_printed(base)
-            base.sets.update((n, s) for n, s in t.sets.items() if base.sets.get(n) is not s)
-            base.shares, base.shared_by = None, 0
-            base.chains_changed()
-            rs.tables[key] = base
-        else:
+        if t.shares is not None:
+            t.shares.shared_by -= 1
             rs.tables[key] = own_copy(t)
 
 
