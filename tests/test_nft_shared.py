@@ -42,6 +42,9 @@ scenarios:
                spec: {{type: NodePort, clusterIP: 10.96.0.101, externalTrafficPolicy: Local,
                       selector: {{app: web}},
                       ports: [{{protocol: TCP, port: 80, targetPort: 8080, nodePort: 30080}}]}}}}
+            - {{apiVersion: v1, kind: Service, metadata: {{name: sticky, namespace: default}},
+               spec: {{clusterIP: 10.96.0.102, sessionAffinity: ClientIP, selector: {{app: web}},
+                      ports: [{{protocol: TCP, port: 80, targetPort: 8080}}]}}}}
             - for n in 1..nodes:
                 - for p in 1..pods:
                     - {{apiVersion: v1, kind: Pod, metadata: {{name: "pod{{n}}-{{p}}", namespace: default,
@@ -51,6 +54,8 @@ scenarios:
     traffic:
       - for n in 1..nodes:
           - {{at: 200ms, pod: "pod{{n}}-1", app: {{kind: http-client, target: 10.96.0.100, port: 80}}}}
+      - for k in 1..3:
+          - {{at: "{{200 + 100 * k}}ms", pod: pod2-1, app: {{kind: http-client, target: 10.96.0.102, port: 80}}}}
 """
 
 
@@ -89,6 +94,8 @@ def test_a_cluster_that_shares_writes_what_each_node_loading_its_own_writes(
             assert f"elements = {{ 172.16.0.{n + 2} }}" in rulesets[n]
         dropped = [n for n, text in rulesets.items() if "ip daddr 10.96.0.100 tcp dport 80 drop" in text]
         if scenario == "blocked":        # a Local policy: each node's own endpoints only
+            # ClientIP affinity: node2's client is remembered in node2's own affinity set only
+            assert "10.0.2.2 expires" in rulesets[2] and "10.0.2.2 expires" not in rulesets[3]
             assert "__10.0.1.3/8080" in rulesets[1].split("chain local-")[1].split("}")[0]
             assert "__10.0.1.3/8080" not in rulesets[2].split("chain local-")[1].split("}")[0]
         assert dropped == ([1] if scenario == "blocked" else [])

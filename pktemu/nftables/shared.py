@@ -11,8 +11,9 @@ to its previous contents. A rule finds a named set by its name in the table the 
 time and memory once, not once per node (the kernel keeps a copy per node; what each node prints
 and how its packets go is what its own copy would give).
 
-Shared only what packets cannot change: a table whose rules count (`counter`), limit, update sets
-or draw `numgen inc`, or whose sets time out, stays the node's own. Anything else that changes a
+Shared only what packets cannot change: a set that rules update or whose elements time out (a
+Service with ClientIP affinity has one per endpoint) is every view's own, and a table whose rules
+count (`counter`), limit or draw `numgen inc` stays the node's own. Anything else that changes a
 view (an `nft` action, a text that fails, a text on a result no other node holds) first makes it
 the node's own copy (NftRuleset.transaction, `own_copy`): a shared result, and any set a view holds,
 is never changed. The rules of a shared result name the first node's input as
@@ -84,7 +85,7 @@ class SharedTx:
             return
         done, result, differ = found
         sets: dict[str, NftSet] = {}
-        for n in done.own | own | differ:
+        for n in done.own | own | differ | _live(result):
             st = _node_set(n, now, result, text, where, family, name)
             if st is None:                 # not a plain set the text's lines alone decide
                 load_nft(text, where, rs)
@@ -149,7 +150,7 @@ class SharedTx:
         self._done[(0 if base is None else id(base), text)] = _Done(base, result, text, own)
         if len(self._done) > self.size:
             self._done.popitem(last=False)
-        _hold(rs, key, view(result, {}))
+        _hold(rs, key, view(result, {n: copy_set(result.sets[n]) for n in _live(result)}))
 
 
 def _hold(rs: NftRuleset, key: tuple[str, str], t: Table) -> None:
@@ -189,9 +190,26 @@ def _differ(a: list[str], b: list[str], result: Table) -> frozenset[str] | None:
     return frozenset(names)
 
 
-def _plain(st: NftSet) -> bool:
-    return (st.data_type is None and not st.anonymous and not st.flags and st.timeout is None
+def _ownable(st: NftSet) -> bool:
+    """A named set of plain keys without data: one a view may hold its own contents of."""
+    return (st.data_type is None and not st.anonymous and "interval" not in st.flags
             and not st.prefixes and not st.ranges)
+
+
+def _changing(st: NftSet) -> bool:
+    """A set packets change: rules add to it, its elements time out."""
+    return ("dynamic" in st.flags or "timeout" in st.flags or st.timeout is not None
+            or any(el.timeout_ns is not None or el.expires_ns is not None for el in st.elements.values()))
+
+
+def _plain(st: NftSet) -> bool:
+    return _ownable(st) and not _changing(st)
+
+
+def _live(t: Table) -> frozenset[str]:
+    """The sets packets change, which every view holds its own of."""
+    return frozenset(n for n, s in t.sets.items() if "dynamic" in s.flags or "timeout" in s.flags
+                     or s.timeout is not None)
 
 
 def _node_set(n: str, now: Table | None, result: Table, text: str, where: str, family: str,
@@ -200,28 +218,30 @@ def _node_set(n: str, now: Table | None, result: Table, text: str, where: str, f
     node's own contents (None unless it is a plain set in the result and they apply)."""
     from pktemu.nftables.parse import load_nft
     theirs = result.sets.get(n)
-    if theirs is None or not _plain(theirs):
+    if theirs is None or not _ownable(theirs):
         return None
     lines = _naming(text, family, table, n)
     if lines is None:
         return None
     start = now.sets.get(n) if now is not None else None
-    if not lines:
-        return start if start is not None else theirs
-    mini = NftRuleset()
-    t = mini.tables[(family, table)] = Table(family, table)
-    if start is not None:
-        t.sets[n] = copy_set(start)
-    try:
-        load_nft("\n".join(lines) + "\n", where, mini)
-    except PktemuError:
-        return None
-    mine = t.sets.get(n)
-    if mine is None or not _plain(mine) or (mine.kind, mine.types, mine.comment, mine.size) != \
-            (theirs.kind, theirs.types, theirs.comment, theirs.size):
-        return None
-    mine.handle = theirs.handle
-    return mine
+    mine = start if start is not None else theirs
+    if lines:
+        mini = NftRuleset()
+        t = mini.tables[(family, table)] = Table(family, table)
+        if start is not None:
+            t.sets[n] = copy_set(start)
+        try:
+            load_nft("\n".join(lines) + "\n", where, mini)
+        except PktemuError:
+            return None
+        got = t.sets.get(n)
+        if got is None or not _ownable(got) or (got.kind, got.types) != (theirs.kind, theirs.types):
+            return None
+        mine = got
+    out = copy_set(theirs)           # as the text and the rules left the set, with the node's elements
+    elements = copy_set(mine)
+    out.elements, out.prefixes, out.ranges = elements.elements, elements.prefixes, elements.ranges
+    return out
 
 
 def _naming(text: str, family: str, table: str, n: str) -> list[str] | None:
@@ -246,10 +266,11 @@ def _naming(text: str, family: str, table: str, n: str) -> list[str] | None:
 
 
 def shareable(t: Table) -> bool:
-    """No rule of `t` keeps state a packet changes, and no set of it times out."""
-    for s in t.sets.values():
-        if s.timeout is not None or "dynamic" in s.flags or "timeout" in s.flags or any(
-                el.timeout_ns is not None or el.expires_ns is not None for el in s.elements.values()):
+    """No rule of `t` keeps state a packet changes, and every set packets change is one a view can
+    hold its own of (`_live`)."""
+    live = _live(t)
+    for n, s in t.sets.items():
+        if (n in live and not _ownable(s)) or (n not in live and _changing(s)):
             return False
     for c in t.chains.values():
         for r in c.rules:

@@ -340,25 +340,29 @@ def _update(cur: Cursor, table: Table, verb: str) -> tuple[str, Step]:
     cur.expect("}")
     if not st.size:
         st.size = DYNAMIC_SIZE
-    read = lhs.reader()
-    concat = len(lhs.fields) > 1
     default = parse_time(st.timeout) if st.timeout else None
+    ttl = timeout if timeout is not None else default
+    return text + " }", (set_update, (lhs.reader(), st.name, verb, len(lhs.fields) > 1, ttl))
 
-    def step(p: Any, s: Any) -> Any:
-        v = read(p, s)
-        if v is None:
-            return False
-        key = v if concat else (v,)
-        ttl = timeout if timeout is not None else default
-        el = st.elements.get(key)
-        if el is None:
-            el = Element(key)
-            st.add(el)
-        elif verb == "add":
-            return None
-        el.timeout_ns = ttl
-        el.expires_ns = None if ttl is None else s.node.now() + ttl
-    return text + " }", steps.wrap(steps.keeps_state(step))
+
+def set_update(p: Any, s: Any, a: Any) -> Any:
+    """`add|update @set { expr }`: the table's set found by its name, so a namespace that shares
+    another's chains updates its own (pktemu.nftables.shared)."""
+    read, name, verb, concat, ttl = a
+    v = read(p, s)
+    if v is None:
+        return False
+    key = v if concat else (v,)
+    st = p.sets[name]
+    el = st.elements.get(key)
+    if el is None:
+        el = Element(key)
+        st.add(el)
+    elif verb == "add":
+        return None
+    el.timeout_ns = ttl
+    el.expires_ns = None if ttl is None else s.node.now() + ttl
+    return None
 
 
 def parse_numgen(cur: Cursor) -> Field:
