@@ -321,11 +321,7 @@ class LoadState:
         port = w[6].rpartition(":")[2]
         if "-" not in port:
             self.dnat_forms.setdefault((w[3], port), (match, like[1][2], shape))
-        if table.tx is not None and c is not self.touched:
-            self.touched = c
-            if c.handle < self.rule_old:
-                table.tx.touch(c)
-        c.rules.append(rule)
+        self._append(table, c, rule)
         return True
 
     def _dnat_rule(self, table: Table, c: Chain, p: list[str], no: int) -> bool:
@@ -350,11 +346,7 @@ class LoadState:
         rule = new_object(Rule)
         rule.txt, rule.chain, rule.src, rule.pos, rule.counter = shape, c.name, self.path, no << 32 | h, None
         rule.steps = (*match, nat_statement, (v, rule, how))       # nat_like's step
-        if table.tx is not None and c is not self.touched:
-            self.touched = c
-            if c.handle < self.rule_old:
-                table.tx.touch(c)
-        c.rules.append(rule)
+        self._append(table, c, rule)
         return True
 
     def _numgen_rule(self, table: Table, c: Chain, w: list[str], n: int, line: str, no: int) -> bool:
