@@ -55,7 +55,8 @@ scenarios:
       - for n in 1..nodes:
           - {{at: 200ms, pod: "pod{{n}}-1", app: {{kind: http-client, target: 10.96.0.100, port: 80}}}}
       - for k in 1..3:
-          - {{at: "{{200 + 100 * k}}ms", pod: pod2-1, app: {{kind: http-client, target: 10.96.0.102, port: 80}}}}
+          - {{at: "{{200 + 100 * k}}ms", pod: pod2-1,
+             app: {{kind: http-client, target: 10.96.0.102, port: 80}}}}
 """
 
 
