@@ -169,3 +169,25 @@ def test_a_table_whose_rules_count_is_not_shared() -> None:
     _apply(tx, b, text)
     ta, tb = a.tables[("ip", "kube-proxy")], b.tables[("ip", "kube-proxy")]
     assert ta.shares is None and tb.shares is None and ta.chains is not tb.chains and tx.hits == 0
+
+
+def test_a_nodes_nftables_file_is_read_once_per_process(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The nftables founding topology: 4 scenarios x 2 nodes load 2 distinct files; each is parsed
+    once when shared, and every output is what a parse per node gives."""
+    from pktemu.nftables import load
+    topo = datapaths.ROOT / "topologies" / "service-test-nftables.yaml"
+    parsed: list[str] = []
+    real = load.load_nft
+
+    def counting(text: str, path: str, *args: Any, **kw: Any) -> NftRuleset:
+        parsed.append(path)
+        return real(text, path, *args, **kw)
+    monkeypatch.setattr(load, "load_nft", counting)
+    shared._FILES.clear()
+    own, _ = _run(tmp_path, topo, "own", False, monkeypatch)
+    assert len(parsed) == 8 and len(set(parsed)) == 2
+    parsed.clear()
+    got, _ = _run(tmp_path, topo, "shared", True, monkeypatch)
+    assert len(parsed) == 2
+    assert any(f.name.startswith("nft-ruleset-") for f in _same_tree(own, got))

@@ -25,6 +25,7 @@ import weakref
 from collections import OrderedDict
 from itertools import compress
 from operator import ne
+from typing import Callable
 
 from pktemu.errors import PktemuError
 from pktemu.nftables import steps
@@ -313,6 +314,32 @@ def own_copy(t: Table) -> Table:
                 {n: Chain(c.name, c.type, c.hook, c.priority, c.policy, c.comment, c.handle, list(c.rules))
                  for n, c in t.chains.items()},
                 t.next_handle, t.anon, t.odd_names)
+    return out
+
+
+#: rulesets read from files, by their text: every namespace that loads the same text gets views
+_FILES: OrderedDict[str, NftRuleset] = OrderedDict()
+
+
+def loaded(text: str, load: Callable[[], NftRuleset]) -> NftRuleset:
+    """A namespace's ruleset of `text`, made by `load()` the first time: views of one frozen result
+    when every table of it can be shared (else `load()` each time). What the file's first reader
+    named it is the source its rules name (`Rule.where`)."""
+    if not ENABLED:
+        return load()
+    rs = _FILES.get(text)
+    if rs is None:
+        rs = load()
+        if not all(shareable(t) for t in rs.tables.values()):
+            return rs
+        _FILES[text] = rs
+        if len(_FILES) > SIZE:
+            _FILES.popitem(last=False)
+    else:
+        _FILES.move_to_end(text)
+    out = NftRuleset()
+    for key, t in rs.tables.items():
+        _hold(out, key, view(t, {n: copy_set(t.sets[n]) for n in _live(t)}))
     return out
 
 
