@@ -46,12 +46,14 @@ class _Done:
     """A shared result: the frozen table (held by its views, weakly here), the text and the table it
     was loaded onto (weakly: a dead one's id may come back, and `alive` tells), and the sets whose
     contents are the first node's own (to be worked out again for every other node)."""
-    __slots__ = ("start", "result", "text", "own")
+    __slots__ = ("start", "result", "text", "own", "commands")
 
     def __init__(self, start: Table | None, result: Table, text: str, own: frozenset[str]) -> None:
         self.start = None if start is None else weakref.ref(start)
         self.result = weakref.ref(result)
         self.text, self.own = text, own
+        #: the text's set commands by set name (`_set_commands`), made when a view first needs them
+        self.commands: dict[str, list[str]] | None = None
 
     def alive(self, start: Table | None) -> Table | None:
         if (self.start() if self.start is not None else None) is not start:
@@ -85,9 +87,19 @@ class SharedTx:
             self._produce(rs, now, base, own, text, where, key)
             return
         done, result, differ = found
+        names = done.own | own | differ | _live(result)
+        commands: dict[str, list[str]] | None = {}
+        if names:
+            if differ:                      # the node's own text: its lines of those sets are its own
+                commands = _set_commands(text, family, name)
+            else:
+                if done.commands is None:
+                    done.commands = _set_commands(text, family, name)
+                commands = done.commands
         sets: dict[str, NftSet] = {}
-        for n in done.own | own | differ | _live(result):
-            st = _node_set(n, now, result, text, where, family, name)
+        for n in names:
+            st = None if commands is None else _node_set(n, now, result, commands.get(n, []), where, family,
+                                                         name)
             if st is None:                 # not a plain set the text's lines alone decide
                 load_nft(text, where, rs)
                 return
@@ -213,16 +225,13 @@ def _live(t: Table) -> frozenset[str]:
                      or s.timeout is not None)
 
 
-def _node_set(n: str, now: Table | None, result: Table, text: str, where: str, family: str,
+def _node_set(n: str, now: Table | None, result: Table, lines: list[str], where: str, family: str,
               table: str) -> NftSet | None:
-    """Set `n` as the node's own load of `text` leaves it: the lines naming it applied to the
-    node's own contents (None unless it is a plain set in the result and they apply)."""
+    """Set `n` as the node's own load of its text leaves it: the text's `lines` naming it applied
+    to the node's own contents (None unless it is a set a view can hold and they apply)."""
     from pktemu.nftables.parse import load_nft
     theirs = result.sets.get(n)
     if theirs is None or not _ownable(theirs):
-        return None
-    lines = _naming(text, family, table, n)
-    if lines is None:
         return None
     start = now.sets.get(n) if now is not None else None
     mine = start if start is not None else theirs
@@ -245,24 +254,17 @@ def _node_set(n: str, now: Table | None, result: Table, text: str, where: str, f
     return out
 
 
-def _naming(text: str, family: str, table: str, n: str) -> list[str] | None:
-    """The lines of `text` that add, flush or delete set `n` or its elements (None if one names it
-    otherwise than a set or element command does)."""
-    needle = f" {family} {table} {n}"
-    out: list[str] = []
-    at = text.find(needle)
-    while at >= 0:
-        end = at + len(needle)
-        if end == len(text) or text[end] in " \n":
-            start = text.rfind("\n", 0, at) + 1
-            stop = text.find("\n", end)
-            line = text[start:stop if stop >= 0 else len(text)]
-            words = line.split(" ", 2)
-            if len(words) < 2 or words[1] not in ("set", "element", "map", "chain", "rule"):
-                return None
-            if words[1] in ("set", "element", "map"):
-                out.append(line)
-        at = text.find(needle, end)
+def _set_commands(text: str, family: str, table: str) -> dict[str, list[str]] | None:
+    """The lines of `text` that add, flush or delete a set of the table or its elements, by set
+    name, in one pass (None if a line starts with a blank: one command per line is all this reads)."""
+    heads = tuple(f"{verb} {what} {family} {table} " for what in ("set", "map", "element")
+                  for verb in ("add", "create", "delete", "destroy", "flush"))
+    out: dict[str, list[str]] = {}
+    for line in text.split("\n"):
+        if line.startswith(heads):
+            out.setdefault(line.split(" ", 5)[4], []).append(line)
+        elif line[:1] in (" ", "\t"):
+            return None
     return out
 
 
