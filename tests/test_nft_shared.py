@@ -173,8 +173,9 @@ def test_a_table_whose_rules_count_is_not_shared() -> None:
 
 def test_a_nodes_nftables_file_is_read_once_per_process(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The nftables founding topology: 4 scenarios x 2 nodes load 2 distinct files; each is parsed
-    once when shared, and every output is what a parse per node gives."""
+    """The nftables founding topology: 4 scenarios x 2 nodes load 2 files that differ in one element
+    of nodeport-ips; the first is parsed once, the second is the first's result with its own
+    nodeport-ips, and every output is what a parse per node gives."""
     from pktemu.nftables import load
     topo = datapaths.ROOT / "topologies" / "service-test-nftables.yaml"
     parsed: list[str] = []
@@ -189,5 +190,29 @@ def test_a_nodes_nftables_file_is_read_once_per_process(tmp_path: Path,
     assert len(parsed) == 8 and len(set(parsed)) == 2
     parsed.clear()
     got, _ = _run(tmp_path, topo, "shared", True, monkeypatch)
-    assert len(parsed) == 2
+    assert parsed == [str(datapaths.ROOT / "topologies" / "kube-proxy-rules-node1.nft")]   # node2's
     assert any(f.name.startswith("nft-ruleset-") for f in _same_tree(own, got))
+
+
+def test_files_that_differ_only_in_plain_set_elements_are_read_once() -> None:
+    """Three nodes' kube-proxy tables, as `add` commands and as `nft list ruleset` prints them
+    (wrapped element lists): one parse each way, each node's ruleset as its own parse gives it."""
+    extra = "add set ip kube-proxy many { type ipv4_addr ; }\nadd element ip kube-proxy many { %s }\n"
+    texts = [SETS % f"172.16.0.{n}" + extra % ", ".join(f"10.{n}.0.{k}" for k in range(1, 6))
+             for n in range(3, 6)]
+    listings = [list_ruleset(load_nft(t, "<t>")) for t in texts]
+    assert "10.3.0.1, 10.3.0.2,\n" in listings[0]
+    for group in (texts, listings):
+        shared._FILES.clear()
+        parses: list[str] = []
+        for text in group:
+            def parse(text: str = text, parses: list[str] = parses) -> NftRuleset:
+                parses.append(text)
+                return load_nft(text, "<f>")
+            assert list_ruleset(shared.loaded(text, parse)) == list_ruleset(load_nft(text, "<f>"))
+        assert parses == group[:1]
+    shared._FILES.clear()
+    other = texts[1].replace("10.0.0.9", "10.0.0.8")          # a rule differs: read again
+    for text in (texts[0], other):
+        shared.loaded(text, lambda text=text: load_nft(text, "<f>"))
+    assert list(shared._FILES) == [texts[0], other]
