@@ -15,7 +15,7 @@ import datapaths
 from pktemu.cli import main
 from pktemu.errors import PktemuError
 from pktemu.k8s import kube_proxy, nft_renders
-from pktemu.nftables import shared
+from pktemu.nftables import shared, shared_files
 from pktemu.nftables.model import NftRuleset
 from pktemu.nftables.parse import load_nft
 from pktemu.nftables.save import list_ruleset
@@ -185,7 +185,7 @@ def test_a_nodes_nftables_file_is_read_once_per_process(tmp_path: Path,
         parsed.append(path)
         return real(text, path, *args, **kw)
     monkeypatch.setattr(load, "load_nft", counting)
-    shared._FILES.clear()
+    shared_files._FILES.clear()
     own, _ = _run(tmp_path, topo, "own", False, monkeypatch)
     assert len(parsed) == 8 and len(set(parsed)) == 2
     parsed.clear()
@@ -203,16 +203,16 @@ def test_files_that_differ_only_in_plain_set_elements_are_read_once() -> None:
     listings = [list_ruleset(load_nft(t, "<t>")) for t in texts]
     assert "10.3.0.1, 10.3.0.2,\n" in listings[0]
     for group in (texts, listings):
-        shared._FILES.clear()
+        shared_files._FILES.clear()
         parses: list[str] = []
         for text in group:
             def parse(text: str = text, parses: list[str] = parses) -> NftRuleset:
                 parses.append(text)
                 return load_nft(text, "<f>")
-            assert list_ruleset(shared.loaded(text, parse)) == list_ruleset(load_nft(text, "<f>"))
+            assert list_ruleset(shared_files.loaded(text, parse)) == list_ruleset(load_nft(text, "<f>"))
         assert parses == group[:1]
-    shared._FILES.clear()
+    shared_files._FILES.clear()
     other = texts[1].replace("10.0.0.9", "10.0.0.8")          # a rule differs: read again
     for text in (texts[0], other):
-        shared.loaded(text, lambda text=text: load_nft(text, "<f>"))
-    assert list(shared._FILES) == [texts[0], other]
+        shared_files.loaded(text, lambda text=text: load_nft(text, "<f>"))
+    assert list(shared_files._FILES) == [texts[0], other]

@@ -16,8 +16,9 @@ Service with ClientIP affinity has one per endpoint) is every view's own, and a 
 count (`counter`), limit or draw `numgen inc` stays the node's own. Anything else that changes a
 view (an `nft` action, a text that fails, a text on a result no other node holds) first makes it
 the node's own copy (NftRuleset.transaction, `own_copy`): a shared result, and any set a view holds,
-is never changed. The rules of a shared result name the first node's input as
-their source (`Rule.where`, seen only in the error of a later load that breaks one of them).
+is never changed. The rules of a shared result name the first node's input as their source
+(`Rule.where`, seen only in the error of a later load that breaks one of them). A node's
+`nftables:` file is shared the same way (pktemu.nftables.shared_files).
 """
 from __future__ import annotations
 
@@ -25,7 +26,6 @@ import weakref
 from collections import OrderedDict
 from itertools import compress
 from operator import ne
-from typing import Callable
 
 from pktemu.errors import PktemuError
 from pktemu.nftables import steps
@@ -39,7 +39,7 @@ SIZE = 8
 MAX_DIFF = 64
 #: what in a text may change its table other than line by line (the view's sets are worked out
 #: from the lines naming them)
-_WHOLE = ("flush table", "delete table", "destroy table", "flush ruleset", "\ntable ", "\\\n", "{\n")
+WHOLE = ("flush table", "delete table", "destroy table", "flush ruleset", "\ntable ", "\\\n", "{\n")
 
 
 class _Done:
@@ -52,7 +52,7 @@ class _Done:
         self.start = None if start is None else weakref.ref(start)
         self.result = weakref.ref(result)
         self.text, self.own = text, own
-        #: the text's set commands by set name (`_set_commands`), made when a view first needs them
+        #: the text's set commands by set name (`set_commands`), made when a view first needs them
         self.commands: dict[str, list[str]] | None = None
 
     def alive(self, start: Table | None) -> Table | None:
@@ -80,32 +80,32 @@ class SharedTx:
         base = None if now is None else now.shares
         own = frozenset() if now is None else _own(now)
         found = self._find(base, text)      # a text found as it is was checked when first loaded
-        if (found is None or found[2]) and any(w in text for w in _WHOLE):
+        if (found is None or found[2]) and any(w in text for w in WHOLE):
             load_nft(text, where, rs)
             return
         if found is None:
             self._produce(rs, now, base, own, text, where, key)
             return
         done, result, differ = found
-        names = done.own | own | differ | _live(result)
+        names = done.own | own | differ | live(result)
         commands: dict[str, list[str]] | None = {}
         if names:
             if differ:                      # the node's own text: its lines of those sets are its own
-                commands = _set_commands(text, family, name)
+                commands = set_commands(text, family, name)
             else:
                 if done.commands is None:
-                    done.commands = _set_commands(text, family, name)
+                    done.commands = set_commands(text, family, name)
                 commands = done.commands
         sets: dict[str, NftSet] = {}
         for n in names:
-            st = None if commands is None else _node_set(n, now, result, commands.get(n, []), where, family,
+            st = None if commands is None else node_set(n, now, result, commands.get(n, []), where, family,
                                                          name)
             if st is None:                 # not a plain set the text's lines alone decide
                 load_nft(text, where, rs)
                 return
             sets[n] = st
         self.hits += 1
-        _hold(rs, key, view(result, sets))
+        hold(rs, key, view(result, sets))
 
     def _find(self, base: Table | None, text: str) -> tuple[_Done, Table, frozenset[str]] | None:
         """The result of `text` on `base`, or of a text that differs from it only in elements of
@@ -163,10 +163,10 @@ class SharedTx:
         self._done[(0 if base is None else id(base), text)] = _Done(base, result, text, own)
         if len(self._done) > self.size:
             self._done.popitem(last=False)
-        _hold(rs, key, view(result, {n: copy_set(result.sets[n]) for n in _live(result)}))
+        hold(rs, key, view(result, {n: copy_set(result.sets[n]) for n in live(result)}))
 
 
-def _hold(rs: NftRuleset, key: tuple[str, str], t: Table) -> None:
+def hold(rs: NftRuleset, key: tuple[str, str], t: Table) -> None:
     """`t` (a view) becomes the namespace's table `key`, in place of what it had."""
     now = rs.tables.get(key)
     if now is not None and now.shares is not None:
@@ -197,7 +197,7 @@ def _differ(a: list[str], b: list[str], result: Table) -> frozenset[str] | None:
         if len(x) < 6 or len(y) < 6 or x[:5] != y[:5] or x[0] != "add" or x[1] != "element":
             return None
         st = result.sets.get(x[4])
-        if st is None or not _plain(st):
+        if st is None or not plain(st):
             return None
         names.add(x[4])
     return frozenset(names)
@@ -215,17 +215,17 @@ def _changing(st: NftSet) -> bool:
             or any(el.timeout_ns is not None or el.expires_ns is not None for el in st.elements.values()))
 
 
-def _plain(st: NftSet) -> bool:
+def plain(st: NftSet) -> bool:
     return _ownable(st) and not _changing(st)
 
 
-def _live(t: Table) -> frozenset[str]:
+def live(t: Table) -> frozenset[str]:
     """The sets packets change, which every view holds its own of."""
     return frozenset(n for n, s in t.sets.items() if "dynamic" in s.flags or "timeout" in s.flags
                      or s.timeout is not None)
 
 
-def _node_set(n: str, now: Table | None, result: Table, lines: list[str], where: str, family: str,
+def node_set(n: str, now: Table | None, result: Table, lines: list[str], where: str, family: str,
               table: str) -> NftSet | None:
     """Set `n` as the node's own load of its text leaves it: the text's `lines` naming it applied
     to the node's own contents (None unless it is a set a view can hold and they apply)."""
@@ -254,7 +254,7 @@ def _node_set(n: str, now: Table | None, result: Table, lines: list[str], where:
     return out
 
 
-def _set_commands(text: str, family: str, table: str) -> dict[str, list[str]] | None:
+def set_commands(text: str, family: str, table: str) -> dict[str, list[str]] | None:
     """The lines of `text` that add, flush or delete a set of the table or its elements, by set
     name, in one pass (None if a line starts with a blank: one command per line is all this reads)."""
     heads = tuple(f"{verb} {what} {family} {table} " for what in ("set", "map", "element")
@@ -270,10 +270,10 @@ def _set_commands(text: str, family: str, table: str) -> dict[str, list[str]] | 
 
 def shareable(t: Table) -> bool:
     """No rule of `t` keeps state a packet changes, and every set packets change is one a view can
-    hold its own of (`_live`)."""
-    live = _live(t)
+    hold its own of (`live`)."""
+    changing = live(t)
     for n, s in t.sets.items():
-        if (n in live and not _ownable(s)) or (n not in live and _changing(s)):
+        if (n in changing and not _ownable(s)) or (n not in changing and _changing(s)):
             return False
     for c in t.chains.values():
         for r in c.rules:
@@ -319,139 +319,6 @@ def own_copy(t: Table) -> Table:
     return out
 
 
-#: rulesets read from files, by their text: every namespace that loads the same text gets views
-_FILES: OrderedDict[str, NftRuleset] = OrderedDict()
-
-
-def loaded(text: str, load: Callable[[], NftRuleset]) -> NftRuleset:
-    """A namespace's ruleset of `text`, made by `load()` the first time: views of one frozen result
-    when every table of it can be shared (else `load()` each time). What the file's first reader
-    named it is the source its rules name (`Rule.where`)."""
-    if not ENABLED:
-        return load()
-    rs = _FILES.get(text)
-    own: Owned = {}
-    if rs is not None:
-        _FILES.move_to_end(text)
-    else:
-        got = _file_sibling(text)
-        if got is not None:
-            rs, own = got
-        else:
-            rs = load()
-            if not all(shareable(t) for t in rs.tables.values()):
-                return rs
-            _FILES[text] = rs
-            if len(_FILES) > SIZE:
-                _FILES.popitem(last=False)
-    out = NftRuleset()
-    for key, t in rs.tables.items():
-        sets = {n: copy_set(t.sets[n]) for n in _live(t)}
-        sets.update(own.get(key, {}))
-        _hold(out, key, view(t, sets))
-    return out
-
-
-def _file_sibling(text: str) -> "tuple[NftRuleset, Owned] | None":
-    """A file read before that differs from `text` only in the elements of plain sets (another node's
-    kube-proxy table, with its own address in `nodeport-ips`), and those sets as `text` has them: in
-    `nft list ruleset` form (`elements = { ... }` lines) or as `add element` commands."""
-    count = text.count("\n")
-    lines: list[str] | None = None
-    for other, rs in reversed(_FILES.items()):
-        if other.count("\n") != count:
-            continue
-        if lines is None:
-            lines = text.split("\n")
-        theirs = other.split("\n")
-        at = list(compress(range(len(lines)), map(ne, theirs, lines)))
-        if at and len(at) <= MAX_DIFF:
-            sets = _listed_sets(lines, at, rs) if lines[at[0]].startswith("\t") else \
-                _commanded_sets(text, theirs, lines, at, rs)
-            if sets is not None:
-                return rs, sets
-    return None
-
-
-def _commanded_sets(text: str, theirs: list[str], lines: list[str], at: list[int],
-                    rs: NftRuleset) -> Owned | None:
-    """`_listed_sets` of a file of commands (`add element F T S { ... }` lines differ)."""
-    if any(w in text for w in _WHOLE):
-        return None
-    names: dict[tuple[str, str], set[str]] = {}
-    for i in at:
-        x, y = theirs[i].split(" ", 5), lines[i].split(" ", 5)
-        if len(x) < 6 or len(y) < 6 or x[:5] != y[:5] or x[0] != "add" or x[1] != "element":
-            return None
-        t = rs.tables.get((x[2], x[3]))
-        st = t.sets.get(x[4]) if t is not None else None
-        if st is None or not _plain(st):
-            return None
-        names.setdefault((x[2], x[3]), set()).add(x[4])
-    out: Owned = {}
-    for key, sets in names.items():
-        commands = _set_commands(text, *key)
-        if commands is None:
-            return None
-        for n in sets:
-            st = _node_set(n, None, rs.tables[key], commands.get(n, []), "<file>", *key)
-            if st is None:
-                return None
-            out.setdefault(key, {})[n] = st
-    return out
-
-
-Owned = dict[tuple[str, str], dict[str, NftSet]]
-
-
-def _listed_sets(lines: list[str], at: list[int], rs: NftRuleset) -> Owned | None:
-    """The plain sets whose element lines `at` are, read from `lines` (None if a line is another)."""
-    from pktemu.nftables.parse import load_nft
-    out: Owned = {}
-    done: set[tuple[str, str, str]] = set()
-    for i in at:
-        if not lines[i].startswith(("\t\telements = {", "\t\t\t")):
-            return None
-        head = i - 1
-        while head >= 0 and not lines[head].startswith(("\tset ", "\tmap ", "\t}", "table ")):
-            head -= 1
-        top = head
-        while top >= 0 and not lines[top].startswith("table "):
-            top -= 1
-        if head < 0 or top < 0 or not lines[head].startswith("\tset ") or not lines[head].endswith(" {"):
-            return None
-        table = lines[top].split(" ")
-        name = lines[head][5:-2]
-        if len(table) != 4 or table[3] != "{" or " " in name:
-            return None
-        key, which = (table[1], table[2]), (table[1], table[2], name)
-        if which in done:
-            continue
-        done.add(which)
-        t = rs.tables.get(key)
-        st = t.sets.get(name) if t is not None else None
-        if st is None or not _plain(st):
-            return None
-        first = next((k for k in range(head + 1, len(lines))
-                      if lines[k].startswith(("\t\telements = {", "\t}"))), len(lines))
-        last = first
-        while last < len(lines) and not lines[last].endswith("}"):
-            last += 1
-        if last >= len(lines) or not lines[first].startswith("\t\telements = {"):
-            return None
-        listed = " ".join(ln.strip() for ln in lines[first:last + 1])[len("elements = "):]
-        mini = NftRuleset()
-        m = mini.tables[key] = Table(*key)
-        m.sets[name] = mine = copy_set(st)
-        mine.clear()
-        try:
-            load_nft(f"add element {key[0]} {key[1]} {name} {listed}\n", "<listing>", mini)
-        except PktemuError:
-            return None
-        out.setdefault(key, {})[name] = m.sets[name]
-    return out
-
-
 def make_own(rs: NftRuleset) -> None:
     """Before a change to `rs` by anything but a shared transaction: its views become copies of its
     own (a shared result, and every set a view holds, is never changed)."""
@@ -461,4 +328,5 @@ def make_own(rs: NftRuleset) -> None:
             rs.tables[key] = own_copy(t)
 
 
-__all__ = ["SharedTx", "make_own", "own_copy", "view", "shareable"]
+__all__ = ["SharedTx", "make_own", "own_copy", "view", "shareable", "copy_set", "hold", "live",
+           "node_set", "plain", "set_commands"]
