@@ -39,6 +39,7 @@ YAML_INT_MAX_CHARS = 100
 _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
 _CHUNK = 1024 * 1024
+_TAGS_KEPT = 1 << 16                    # distinct plain scalars whose tag a loader remembers
 
 
 def _mib(n: int) -> str:
@@ -144,9 +145,9 @@ _Base: Any
 if _Events is not None:
     class _CBase(yaml.composer.Composer, _Events, yaml.constructor.SafeConstructor,  # type: ignore[misc]
                  yaml.resolver.Resolver):
-        """SafeLoader's pieces on libyaml's event parser. The composer stays PyYAML's (Python) one,
-        which the depth bound below guards: libyaml's own composer recurses in C and overflows the
-        stack on deep nesting (a segfault, not an error)."""
+        """SafeLoader's pieces on libyaml's event parser. The composer is Python's (YamlLoader's,
+        bounded in depth): libyaml's own composer recurses in C and overflows the stack on deep
+        nesting (a segfault, not an error)."""
 
         def __init__(self, text: str) -> None:
             _Events.__init__(self, text)
@@ -165,23 +166,89 @@ class YamlLoader(_Base):  # type: ignore[misc]
     def __init__(self, text: str, path: str) -> None:
         super().__init__(text)
         self.pktemu_path = path
-        self._depth = 0
         self._alias_budget = YAML_MAX_ALIAS_NODES
         self._anchored = True               # the last document composed defined anchors
+        self._tags: dict[str, str] = {}     # plain scalar -> its resolved tag (_scalar_tag)
 
     def error(self, mark: Any, msg: str) -> PktemuError:
         line = f":{mark.line + 1}" if mark is not None else ""
         return PktemuError(f"{self.pktemu_path}{line}: YAML error: {msg}")
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
-        if self._depth >= YAML_MAX_DEPTH:
-            raise self.error(getattr(self.peek_event(), "start_mark", None),
-                             f"nested more than {YAML_MAX_DEPTH} levels deep")
-        self._depth += 1
-        try:
+        """PyYAML's Composer.compose_node as one loop over the events instead of a call per node
+        and a few per event (the same nodes, anchors and errors; half the time of a big manifest
+        file), refusing a node nested YAML_MAX_DEPTH collections deep."""
+        if self.yaml_path_resolvers:                        # pragma: no cover (none are added)
             return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
+        get, anchors, scalar_tag = self.get_event, self.anchors, self._scalar_tag
+        opened: list[Any] = []                              # the collections being composed
+        keys: list[Any] = []                                # a mapping's key awaiting its value
+        while True:
+            if len(opened) >= YAML_MAX_DEPTH:
+                raise self.error(getattr(self.peek_event(), "start_mark", None),
+                                 f"nested more than {YAML_MAX_DEPTH} levels deep")
+            event = get()
+            kind = event.__class__
+            if kind is yaml.AliasEvent:
+                if event.anchor not in anchors:
+                    raise yaml.composer.ComposerError(None, None, f"found undefined alias {event.anchor!r}",
+                                                      event.start_mark)
+                node = anchors[event.anchor]
+            else:
+                anchor = event.anchor
+                if anchor is not None and anchor in anchors:
+                    raise yaml.composer.ComposerError(f"found duplicate anchor {anchor!r}; first occurrence",
+                                                      anchors[anchor].start_mark, "second occurrence",
+                                                      event.start_mark)
+                tag = event.tag
+                if kind is yaml.ScalarEvent:
+                    if tag is None or tag == "!":
+                        tag = scalar_tag(event.value, event.implicit)
+                    node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark,
+                                           style=event.style)
+                else:
+                    sequence = kind is yaml.SequenceStartEvent
+                    if tag is None or tag == "!":
+                        tag = self.resolve(yaml.SequenceNode if sequence else yaml.MappingNode, None,
+                                           event.implicit)
+                    node = (yaml.SequenceNode if sequence else yaml.MappingNode)(
+                        tag, [], event.start_mark, None, flow_style=event.flow_style)
+                if anchor is not None:
+                    anchors[anchor] = node
+                if kind is not yaml.ScalarEvent:
+                    opened.append(node)
+                    keys.append(None)
+                    node = None
+            while True:                                     # hand the node to its collection
+                if node is not None:
+                    if not opened:
+                        return node
+                    top = opened[-1]
+                    if top.__class__ is yaml.SequenceNode:
+                        top.value.append(node)
+                    elif keys[-1] is None:
+                        keys[-1] = node
+                    else:
+                        top.value.append((keys[-1], node))
+                        keys[-1] = None
+                if self.peek_event().__class__ not in (yaml.SequenceEndEvent, yaml.MappingEndEvent):
+                    break
+                node = opened.pop()
+                keys.pop()
+                node.end_mark = get().end_mark
+
+    def _scalar_tag(self, value: str, implicit: tuple[bool, bool]) -> str:
+        """Resolver.resolve of a scalar, remembered by value for plain ones (the same words and
+        numbers recur all through a big file)."""
+        if not implicit[0]:
+            return self.resolve(yaml.ScalarNode, value, implicit)  # type: ignore[no-any-return]
+        tags: dict[str, str] = self._tags
+        tag = tags.get(value)
+        if tag is None:
+            tag = self.resolve(yaml.ScalarNode, value, implicit)
+            if len(tags) < _TAGS_KEPT:
+                tags[value] = tag
+        return tag
 
     def compose_document(self) -> yaml.Node | None:
         """Composer.compose_document, noting whether the document defined anchors (else it has
@@ -234,12 +301,41 @@ class YamlLoader(_Base):  # type: ignore[misc]
                     stack.append((c, None))
         self._alias_budget -= size[id(root)] - len(entered)
 
+    def construct_document(self, node: yaml.Node) -> Any:
+        """A document without anchors is a tree of nodes: when all of it is plain maps, lists and
+        scalars it is made in one walk that only reads it (PyYAML's constructor pays a generator
+        and two dictionaries a node). Anything else, or any error, is PyYAML's own construction of
+        the document, from the start: which then raises what PyYAML raises."""
+        if not self._anchored and type(self).construct_mapping is _SAFE_MAPPING:
+            try:
+                return self._tree(node)
+            except Exception:                               # noqa: BLE001 (PyYAML's way says what)
+                pass
+        return super().construct_document(node)
+
+    def _tree(self, node: yaml.Node) -> Any:
+        tag = node.tag
+        kind = node.__class__
+        if kind is yaml.ScalarNode:
+            return _PLAIN_SCALARS[tag](self, node)
+        if kind is yaml.MappingNode and tag == _MAP:
+            out = {}
+            for k, v in node.value:
+                if k.tag in _MERGE_KEYS:
+                    raise _NotPlain
+                out[self._tree(k)] = self._tree(v)
+            return out
+        if kind is yaml.SequenceNode and tag == _SEQ:
+            return [self._tree(v) for v in node.value]
+        raise _NotPlain
+
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)
-        except (ValueError, TypeError, OverflowError) as e:   # e.g. !!timestamp 2024-13-45, !!float x
+        except (ValueError, TypeError, OverflowError, KeyError) as e:  # !!timestamp 2024-13-45, !!bool maybe
+            why = "not one of its values" if isinstance(e, KeyError) else shorten(str(e), 80)
             raise ConstructorError(None, None, f"cannot read {excerpt(_scalar(node), 40)} as "
-                                               f"{node.tag.rsplit(':', 1)[-1]}: {shorten(str(e), 80)}",
+                                               f"{node.tag.rsplit(':', 1)[-1]}: {why}",
                                    node.start_mark) from None
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
@@ -262,6 +358,23 @@ def _scalar(node: yaml.Node) -> object:
 
 
 YamlLoader.add_constructor(_INT, YamlLoader.construct_yaml_int)
+_SAFE_MAPPING = yaml.constructor.SafeConstructor.construct_mapping
+
+
+class _NotPlain(Exception):
+    """A node YamlLoader._tree leaves to PyYAML's constructor."""
+
+
+_MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+_MERGE_KEYS = frozenset(("tag:yaml.org,2002:merge", "tag:yaml.org,2002:value"))
+#: the scalars YamlLoader._tree makes itself: the constructors SafeConstructor would call
+_PLAIN_SCALARS: dict[str, Any] = {
+    "tag:yaml.org,2002:str": lambda _ld, node: node.value,
+    "tag:yaml.org,2002:null": lambda _ld, _node: None,
+    "tag:yaml.org,2002:bool": YamlLoader.construct_yaml_bool,
+    _INT: YamlLoader.construct_yaml_int,
+    _FLOAT: YamlLoader.construct_yaml_float,
+}
 YamlLoader.yaml_implicit_resolvers = {
     ch: [(tag, rx) for tag, rx in rs if tag not in (_INT, _FLOAT)]
     for ch, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}

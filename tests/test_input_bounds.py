@@ -223,6 +223,7 @@ def test_a_nul_in_the_topology_path_itself() -> None:
      "YAML error: cannot read '2024-13-45' as timestamp: month must be in 1..12"),
     ("description: !!float xyz\n", "YAML error: cannot read 'xyz' as float"),
     ("description: !!int xyz\n", "YAML error: cannot read 'xyz' as int"),
+    ("description: !!bool maybe\n", "YAML error: cannot read 'maybe' as bool: not one of its values"),
 ])
 def test_scalars_pyyaml_cannot_construct_are_clean_errors(tmp_path: Path, text: str, message: str) -> None:
     t = topo(tmp_path, text)
