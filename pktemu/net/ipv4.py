@@ -182,10 +182,28 @@ def ip_forward(node: "Node", in_dev: NetDevice, frame: Frame, rt: Route, rule: s
             node.icmp_send(frame, 3, 4, info=out.mtu)
             return
     frame.dec_ttl()
-    frame.note(f"fwd {in_dev.name}->{out.name} via {rule}{rt}" + (f" ({rt.why})" if rt.why else ""))
+    frame.notes.append(_fwd_note(in_dev.name, out.name, rule, rt))
     if node.nf.hook(FORWARD, frame, in_dev.name, out.name, physin=_physin(frame)) != NF_ACCEPT:
         return
     ip_output(node, frame, out, nexthop)
+
+
+#: (devices and rule, id of the route) -> (the route, the note every packet it forwards gets): made
+#: once per route (the entry holds its route, so the id is that route's while it is there)
+_ROUTE_NOTES: dict[tuple[str, str, str, int], tuple[Route, str]] = {}
+
+
+def _fwd_note(in_name: str, out_name: str, rule: str, rt: Route) -> str:
+    """`fwd IN->OUT via [RULE: ]ROUTE`."""
+    key = (in_name, out_name, rule, id(rt))
+    hit = _ROUTE_NOTES.get(key)
+    if hit is not None and hit[0] is rt:
+        return hit[1]
+    note = f"fwd {in_name}->{out_name} via {rule}{rt}" + (f" ({rt.why})" if rt.why else "")
+    if len(_ROUTE_NOTES) >= 1 << 14:
+        _ROUTE_NOTES.clear()
+    _ROUTE_NOTES[key] = (rt, note)
+    return note
 
 
 # ---------------------------------------------------------------------------- output

@@ -67,6 +67,7 @@ class NeighTable:
         self.node = node
         self.entries: dict[tuple[str, int], Neighbour] = {}
         self.on_failure = on_failure
+        self._notes: dict[tuple[int, bytes | None, str], str] = {}
 
     @property
     def _rng(self) -> random.Random:
@@ -98,7 +99,11 @@ class NeighTable:
         if n.state == STALE:
             self._set_state(n, DELAY, DELAY_FIRST_PROBE)
         frame.set_macs(dev.mac, n.mac)  # type: ignore[arg-type]
-        frame.note(f"neigh {int2ip(nexthop)} {bytes2mac(n.mac)} {n.state}")  # type: ignore[arg-type]
+        key = (nexthop, n.mac, n.state)
+        note = self._notes.get(key)
+        if note is None:                # every packet to a neighbour says the same: made once
+            note = self._notes[key] = f"neigh {int2ip(nexthop)} {bytes2mac(n.mac)} {n.state}"  # type: ignore
+        frame.notes.append(note)
         dev.xmit(frame)
 
     def _enqueue(self, n: Neighbour, frame: Frame) -> None:

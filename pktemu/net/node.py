@@ -116,7 +116,7 @@ class Node:
         self.changes: dict[str, str] = {}
         self.drop_sink: Callable[[str, str, str, Frame], None] | None = None
         self.resolv: dict[str, Any] = {}          # a pod's resolv.conf (topology `resolv`): apps.resolver
-        self._ip_id = _first_ip_id(sim.seed, name)
+        self._ip_id = -1                          # drawn at the first packet (_first_ip_id)
         self.tcp: Any = None
         self.udp: Any = None
         lo = Loopback(self, "lo", b"\x00" * 6, mtu=65536)
@@ -326,8 +326,11 @@ class Node:
         icmp.kernel_send(self, saddr, daddr, proto, l4, df=df, ttl=ttl, tos=tos)
 
     def next_ip_id(self) -> int:
-        self._ip_id = (self._ip_id + 1) & 0xFFFF
-        return self._ip_id
+        ip_id = self._ip_id
+        if ip_id < 0:           # a seeded generator costs ~15 us, and many nodes of a cluster send nothing
+            ip_id = _first_ip_id(self.sim.seed, self.name)
+        self._ip_id = ip_id = (ip_id + 1) & 0xFFFF
+        return ip_id
 
     def drop(self, frame: Frame, where: str, reason: str) -> None:
         """kfree_skb with a reason: the frame leaves no capture, so the run records why."""

@@ -24,7 +24,7 @@ from pktemu.netfilter.core import NF_ACCEPT, NF_DROP, NF_STOLEN
 from pktemu.netfilter.gc_pause import MANY_RULES, adding_objects
 from pktemu.netfilter.xt_base import XT_CONTINUE, Pkt
 from pktemu.netfilter.nftrace import traced_traverse
-from pktemu.netfilter.rule_note import RuleNote
+from pktemu.netfilter.rule_note import RuleNote, verdict_note
 from pktemu.netfilter.xt_rule import K_ACCEPT, K_DROP, K_EXT, K_GOTO, K_JUMP, K_RETURN, Rule
 from pktemu.netfilter.xt_steps import DstThen, Run, chain_policy, count_in, flat_chain, trace_rule
 from pktemu.netfilter.xt_table import BINDS, NO_STEPS, Chain, Table
@@ -359,12 +359,10 @@ class Ruleset:
                         continue
                     return chain_policy(t, base, p, state, counts)
                 if kind == K_ACCEPT or kind == K_DROP:
-                    word = "ACCEPT" if kind == K_ACCEPT else "DROP"
-                    note = RuleNote(f"{table}:{state.hook} {rule.chain}#{rule.num} {word}", table,
-                                    state.hook, rule, word)
+                    note = verdict_note(table, state.hook, rule)
                     frame.notes.append(note)
                     if trace is not None:
-                        trace_rule(trace, table, rule, word)
+                        trace_rule(trace, table, rule, note.verdict)
                     if kind == K_ACCEPT:
                         return NF_ACCEPT
                     state.extra["verdict_rule"] = note
