@@ -63,6 +63,8 @@ def test_the_quick_benchmark_reports_every_figure_with_its_goal(tmp_path: Path) 
     # what the filesystem's share is measured on: the founding run's 4 scenarios write 23 files each
     assert (figs["founding_hop"]["files"], figs["founding_hop"]["folders"]) == (4 * 23, 1 + 4 + 4)
     assert all(f["files_us_per_hop"] > 0 for f in (figs["founding_hop"], figs["load_hop"]))
+    # a founding sample is several runs of a few milliseconds each, so one hiccup is not a sample
+    assert (figs["founding_hop"]["runs_per_sample"], figs["load_hop"]["runs_per_sample"]) == (3, 1)
     assert figs["cluster_direct_time"]["pcaps"] == 100 * 32 + 100 * 30 + 100     # 100 x 30: every point
     # the progress lines go to stderr, the JSON alone to stdout
     assert "founding scenario" in p.stderr
