@@ -30,9 +30,12 @@ def cluster_file(directory: str, nodes: int, pods: int, mode: str = "iptables") 
 
 
 #: what a child process runs: imports first (their memory is not the run's), then one `pktemu run`.
-#: The run's growth is counted from the resident size after the imports (/proc/self/statm), not
-#: from the peak so far: the imports' own peak (modules compiled, when no bytecode may be written)
-#: is some 40 MB above what they leave resident, and counting from it hid that much of a run.
+#: The run's growth is counted from the resident size after the imports (/proc/self/statm) to the
+#: peak of the run alone: the high-water mark is reset after the imports (/proc/self/clear_refs)
+#: and read from /proc/self/status (VmHWM). getrusage's ru_maxrss would not do: it also holds the
+#: imports' own peak (modules compiled, when no bytecode may be written: some 40 MB above what they
+#: leave resident), and the peak of the parent whose address space exec replaced (a vfork child
+#: starts in its parent's), which put a ~100 MB floor under every small run.
 _CHILD = """
 import gc, json, os, resource, shutil, sys, tempfile, time
 from pktemu.cli import main
@@ -42,20 +45,31 @@ try:                    # where a user's run writes (./pcaps by default), as pkt
 except OSError:
     out = tempfile.mkdtemp(prefix="pktemu-bench-")
 gc.collect()
+
+def hwm():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
 try:
     with open("/proc/self/statm") as f:
         rss0 = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
-except OSError:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    hwm()
+    peak = hwm
+except (OSError, StopIteration):
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
 status = main(["run", path, "--scenario", scenario, "--out", out, "-q"])
 secs = time.perf_counter() - t0
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+rss = peak()
 pcaps = len(os.listdir(os.path.join(out, scenario, "pcap"))) if status == 0 else 0
 shutil.rmtree(out, ignore_errors=True)
 grown = max(rss - rss0, 1) * 1024
 print(json.dumps({"status": status, "seconds": secs, "peak_bytes": grown, "pcaps": pcaps}))
 """
+
 
 
 def run_child(path: str, scenario: str) -> dict[str, Any]:
