@@ -52,12 +52,11 @@ def test_the_quick_benchmark_reports_every_figure_with_its_goal(tmp_path: Path) 
         assert goal["text"] and goal["at_most"] > 0, key
         value = f["absolute"]["median"] if goal["on"] == "absolute" else f["median"]
         assert f["met"] is (value <= goal["at_most"]), (key, f)
-    # 10 -> 100 nodes grows in time and memory; --quick's clients pair (5 -> 10 nodes) may measure
-    # the same peak memory to the page, an exponent of 0, so it is only checked to be there
-    for key in ("cluster_direct_time", "cluster_direct_memory"):
-        assert figs[key]["exponent"] > 0 and len(figs[key]["sizes"]) == 2
-    assert isinstance(figs["cluster_clients_memory"]["exponent"], float)
-    assert isinstance(figs["cluster_clients_nftables_memory"]["exponent"], float)
+    # 10 -> 100 nodes grows in time and memory, and so does the memory of --quick's clients pair
+    # (5 -> 10 nodes): each child's peak is its run's own, not its imports' nor its parent's
+    for key in ("cluster_direct_time", "cluster_direct_memory", "cluster_clients_memory",
+                "cluster_clients_nftables_memory"):
+        assert figs[key]["exponent"] > 0.1 and len(figs[key]["sizes"]) == 2, (key, figs[key])
     assert "nftables mode" in figs["cluster_clients_nftables_time"]["what"]
     assert figs["founding_hop"]["hops"] > 100 and figs["load_hop"]["hops"] > figs["founding_hop"]["hops"]
     # what the filesystem's share is measured on: the founding run's 4 scenarios write 23 files each
