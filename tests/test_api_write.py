@@ -129,6 +129,21 @@ def test_keep_frames_false_counts_without_keeping(tmp_path: Path) -> None:
         net.sniff("client-eth0")
     net.write()
     assert len(rdpcap(str(tmp_path / "s1-clusterip" / "pcap" / "client-eth0.pcap"))) == 15
+    # the captures are written and closed; the counts go on, and so do sr's answers
+    assert net.sr1("client", IP(dst="10.0.2.2") / TCP(sport=40001, dport=8080, flags="S"), timeout=1)
+    assert net.frames["client-eth0"] == 15 + 3          # SYN, SYN-ACK, and the RST of a socketless client
+
+
+def test_sr_on_a_network_that_keeps_no_frames_counts_every_frame_once(tmp_path: Path) -> None:
+    net = pktemu.Network.load(TOPOLOGY, "s1-clusterip", capture=tmp_path, keep_frames=False)
+    answer = net.sr1("client", IP(dst="10.0.2.2") / TCP(sport=40002, dport=8080, flags="S"), timeout=1)
+    assert answer is not None and answer[TCP].flags == "SA"
+    net.run()
+    counted = net.frames
+    net.write()
+    pcaps = tmp_path / "s1-clusterip" / "pcap"
+    assert counted == {name: len(rdpcap(str(pcaps / f"{name}.pcap"))) for name in counted}
+    assert counted["client-eth0"] == 15 + 3
 
 
 def test_an_unwritable_capture_directory_is_one_error(tmp_path: Path) -> None:

@@ -58,12 +58,23 @@ class Network(KernelState, Commands):
         self._recorders: dict[str, Recorder] = {}
         self._points: dict[str, str] = {}
         self._node_recorders: dict[str, list[Recorder]] = {}
+        #: what counts each point's frames: its recorder, or while that is off the device (it would
+        #: only count: no frames kept, a disk capture counting them already) the disk capture's tap
+        self._counters: dict[str, Any] = {}
+        #: recorders kept off their device until something needs them there (`sr`, `write`)
+        self._off: dict[str, tuple[Recorder, Any]] = {}
+        disk_taps = self._disk.out.caps.taps if self._disk is not None and not keep_frames else {}
         for cname, dev in self.engine.captures():
-            # before a disk capture's tap, which takes the notes its all.pcapng comment is made of
             rec = Recorder(cname, keep_frames, consume=self._disk is None,
                            point=f"{dev.node.name}/{dev.name}",
                            raw=getattr(dev, "linktype", LINKTYPE_ETHERNET) != LINKTYPE_ETHERNET)
-            dev.taps.insert(0, rec)
+            if cname in disk_taps:
+                self._off[cname] = (rec, dev)
+                self._counters[cname] = disk_taps[cname]
+            else:
+                # before a disk capture's tap, which takes the notes its all.pcapng comment is made of
+                dev.taps.insert(0, rec)
+                self._counters[cname] = rec
             self._recorders[cname] = rec
             self._points[cname] = self._points[f"{dev.node.name}/{dev.name}"] = cname
             self._node_recorders.setdefault(dev.node.name, []).append(rec)
@@ -158,7 +169,9 @@ class Network(KernelState, Commands):
         if self._disk is None:
             raise PktemuError("write: load the network with capture=DIR (or True): the comments of "
                               "all.pcapng are computed as frames pass")
-        return self._disk.write(self.engine, self.scenario, self._runs, out, files)
+        written = self._disk.write(self.engine, self.scenario, self._runs, out, files)
+        self._put_on(list(self._off))           # the disk capture's taps are gone: count on
+        return written
 
     @property
     def output(self) -> str | None:
@@ -174,6 +187,7 @@ class Network(KernelState, Commands):
         """Remove an unwritten output directory (also done when the network is garbage-collected)."""
         if self._disk is not None:
             self._disk.close()
+            self._put_on(list(self._off))
 
     def __enter__(self) -> "Network":
         return self
@@ -184,7 +198,15 @@ class Network(KernelState, Commands):
     @property
     def frames(self) -> dict[str, int]:
         """Frames seen so far by each capture point, in path order (`pktemu run`'s table)."""
-        return {name: rec.count for name, rec in self._recorders.items()}
+        return {name: counter.count for name, counter in self._counters.items()}
+
+    def _put_on(self, names: list[str]) -> None:
+        """Recorders kept off their devices go on, counting from where the disk capture's tap is."""
+        for name in names:
+            rec, dev = self._off.pop(name)
+            rec.count = self._counters[name].count
+            dev.taps.insert(0, rec)
+            self._counters[name] = rec
 
     # ------------------------------------------------------------------ sending
     def send(self, where: str, pkts: Any) -> None:
@@ -226,6 +248,7 @@ class Network(KernelState, Commands):
                     break
 
         recs = self._node_recorders.get(node.name, [])
+        self._put_on([rec.name for rec in recs if rec.name in self._off])
         for rec in recs:
             rec.observers.append(observe)
         try:
