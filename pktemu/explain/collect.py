@@ -183,6 +183,8 @@ class _TraceTap:
 class _TracingHooks:
     """The node's netfilter with every rule evaluation of traced packets recorded."""
 
+    active = True           # every hook is called, a namespace without rules' too
+
     def __init__(self, inner: Any, rec: Recorder, node: "Node") -> None:
         self.inner = inner
         self.rec = rec

@@ -67,7 +67,8 @@ def ip_rcv(node: "Node", dev: NetDevice, frame: Frame) -> None:
     nfb = frame.nf_bridge
     if nfb is None or not nfb.prerouting_done:
         # ip_sabotage_in: a frame that br_netfilter already ran through PREROUTING skips it here
-        if node.nf.hook(PREROUTING, frame, dev.name, None) != NF_ACCEPT:
+        nf = node.nf
+        if nf.active and nf.hook(PREROUTING, frame, dev.name, None) != NF_ACCEPT:
             return
     ip_route_input(node, dev, frame)
 
@@ -151,7 +152,8 @@ def ip_local_deliver(node: "Node", dev: NetDevice, frame: Frame) -> None:
         if whole is None:
             return
         frame = whole
-    if node.nf.hook(INPUT, frame, dev.name, None, physin=_physin(frame)) != NF_ACCEPT:
+    nf = node.nf
+    if nf.active and nf.hook(INPUT, frame, dev.name, None, physin=_physin(frame)) != NF_ACCEPT:
         return
     proto = frame.proto
     handler = node.protocols.get(proto)
@@ -183,7 +185,8 @@ def ip_forward(node: "Node", in_dev: NetDevice, frame: Frame, rt: Route, rule: s
             return
     frame.dec_ttl()
     frame.notes.append(_fwd_note(in_dev.name, out.name, rule, rt))
-    if node.nf.hook(FORWARD, frame, in_dev.name, out.name, physin=_physin(frame)) != NF_ACCEPT:
+    nf = node.nf
+    if nf.active and nf.hook(FORWARD, frame, in_dev.name, out.name, physin=_physin(frame)) != NF_ACCEPT:
         return
     ip_output(node, frame, out, nexthop)
 
@@ -240,7 +243,8 @@ def ip_local_out(node: "Node", frame: Frame) -> None:
         node.drop(frame, "ip_local_out", why)
         return
     keys = (frame.saddr, daddr, frame.mark, frame.data[ETH_HLEN + 1])
-    if node.nf.hook(OUTPUT, frame, None, rt.dev) != NF_ACCEPT:
+    nf = node.nf
+    if nf.active and nf.hook(OUTPUT, frame, None, rt.dev) != NF_ACCEPT:
         return
     if (frame.saddr, frame.daddr, frame.mark, frame.data[ETH_HLEN + 1]) != keys:
         # ip_route_me_harder: a DNAT in OUTPUT, or a MARK/TOS change in mangle OUTPUT
@@ -279,7 +283,8 @@ def _out_error(frame: Frame, res: FibResult) -> str:
 
 def ip_output(node: "Node", frame: Frame, out: NetDevice, nexthop: int) -> None:
     """ip_output + ip_finish_output2: POSTROUTING, then the neighbour layer."""
-    if node.nf.hook(POSTROUTING, frame, None, out.name, physin=_physin(frame)) != NF_ACCEPT:
+    nf = node.nf
+    if nf.active and nf.hook(POSTROUTING, frame, None, out.name, physin=_physin(frame)) != NF_ACCEPT:
         return
     if out.name == "lo":
         out.xmit(frame)

@@ -47,6 +47,7 @@ class NoNetfilter:
     """A namespace with no rules loaded: every hook accepts and nothing is tracked."""
 
     ruleset = None
+    active = False          # the packet path skips the call (and working out its arguments)
 
     def hook(self, hook: str, frame: Frame, in_dev: str | None, out_dev: str | None,
              physin: str | None = None, physout: str | None = None) -> int:

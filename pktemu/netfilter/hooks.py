@@ -65,6 +65,8 @@ _LOOPBACK = 0x7F000001
 class Netfilter:
     """Netfilter of one namespace: the loaded ruleset, the conntrack table and NAT."""
 
+    active = True           # its hooks are called (pktemu.net.node.NoNetfilter's are not)
+
     def __init__(self, node: NodeView, ruleset: Any | None) -> None:
         self.node = node
         self.ruleset = ruleset
