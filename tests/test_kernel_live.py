@@ -8,12 +8,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from conftest import pktemu
+from datapaths import ORACLE
 
+LOCK = "/run/lock/orc-kernel-oracle.lock"
 TOOLS = ("ip", "bridge", "iptables-restore", "tcpdump", "conntrack", "tshark", "ethtool")
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or any(shutil.which(t) is None for t in TOOLS),
@@ -23,7 +27,16 @@ pytestmark = pytest.mark.skipif(
 @pytest.mark.parametrize("brnf", [1, 0])
 def test_this_kernel_and_the_emulator_are_identical(tmp_path: Path, brnf: int) -> None:
     out = tmp_path / "k"
+    holder = None
+    if brnf == 0:        # another oracle run holds the lock for a while: this one waits its turn
+        holder = subprocess.Popen(["flock", LOCK, "sleep", "3"])
+        deadline = time.monotonic() + 10
+        while subprocess.run(["flock", "-n", LOCK, "true"]).returncode == 0:
+            assert time.monotonic() < deadline, "the lock holder never took the lock"
+            time.sleep(0.05)
     p = pktemu("kernel", "--out", str(out), "--brnf", str(brnf), check=False, timeout=600)
+    if holder is not None:
+        assert holder.wait(timeout=10) == 0
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
     assert "IDENTICAL" in p.stdout.splitlines()
     kernel = json.loads((out / "kernel" / "summary.json").read_text())
@@ -35,4 +48,22 @@ def test_this_kernel_and_the_emulator_are_identical(tmp_path: Path, brnf: int) -
             if p.get("flags") == "S"]
     assert syns and syns[0]["dst"] == "10.0.2.2:8080"
     assert [x.name for x in tmp_path.iterdir()] == ["k"]     # no temporary folder left beside it
+
+
+def test_a_run_that_cannot_get_the_lock_in_time_says_so(tmp_path: Path) -> None:
+    holder = subprocess.Popen(["flock", LOCK, "sleep", "5"])
+    try:
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        p = subprocess.run(["bash", str(ORACLE / "kernel_oracle.sh"), str(tmp_path / "o")],
+                           env=dict(os.environ, ORACLE_LOCK_WAIT="1", ORACLE_NO_INSTALL="1"),
+                           capture_output=True, text=True, timeout=60)
+        waited = time.monotonic() - t0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert p.returncode != 0
+    assert f"another kernel_oracle.sh run holds {LOCK}" in p.stderr
+    assert waited > 0.9                   # it waited before giving up
+    assert not (tmp_path / "o").exists()
 
