@@ -26,13 +26,16 @@ Observer = Callable[["Recorder", int, bytes], None]
 class Recorder:
     """A tap on one device: every frame it sends or receives, as bytes, in order."""
 
-    __slots__ = ("name", "records", "observers", "keep", "consume", "count", "plain", "raw")
+    __slots__ = ("name", "records", "observers", "keep", "consume", "count", "plain", "raw", "point")
 
     def __init__(self, name: str, keep: bool = True, consume: bool = True, point: str = "",
                  raw: bool = False) -> None:
         self.name = name
         self.raw = raw              # a device with no link layer (tunl0): sniffed as bare IPv4
-        self.plain = {d: plain_comment(d, point or name) for d in ("in", "out")}
+        self.point = point or name
+        #: the comment of a frame without notes, per direction: made at the first one kept (most
+        #: points of a big cluster see no frame, and a counting recorder keeps none)
+        self.plain: dict[str, str] | None = None
         self.records: list[tuple[int, int, bytes, str | None]] = []
         self.observers: list[Observer] = []
         self.keep = keep            # False: count and observe only (a long run written to disk)
@@ -49,7 +52,13 @@ class Recorder:
         data = bytes(frame.data)
         if self.keep:
             notes = frame.notes
-            comment = frame_comment(direction, notes, frame, ts_ns) if notes else self.plain[direction]
+            if notes:
+                comment = frame_comment(direction, notes, frame, ts_ns)
+            else:
+                plain = self.plain
+                if plain is None:
+                    plain = self.plain = {d: plain_comment(d, self.point) for d in ("in", "out")}
+                comment = plain[direction]
             self.records.append((ts_ns, INBOUND if direction == "in" else OUTBOUND, data, comment))
         if self.consume:
             frame.notes = []    # a capture consumes the notes, as pktemu run's taps do

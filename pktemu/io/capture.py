@@ -38,7 +38,7 @@ def _plain_options(point: str) -> dict[str, bytes]:
 class CaptureTap:
     """A packet socket on one device: feeds its own pcap and the merged pcapng."""
 
-    __slots__ = ("name", "pcap", "merged", "iface", "count", "plain", "skip")
+    __slots__ = ("name", "pcap", "merged", "iface", "count", "plain", "skip", "point")
 
     def __init__(self, name: str, pcap: PcapWriter, merged: PcapngWriter, iface: int,
                  point: str = "", skip: int = 0) -> None:
@@ -48,8 +48,10 @@ class CaptureTap:
         self.merged = merged
         self.iface = iface
         self.count = 0
-        #: the options block of a frame without notes, per direction (shared, not to be changed)
-        self.plain = _plain_options(point or name)
+        self.point = point or name
+        #: the options block of a frame without notes, per direction (shared, not to be changed),
+        #: looked up at the point's first such frame: most points of a big cluster see none
+        self.plain: dict[str, bytes] | None = None
 
     def record(self, ts_ns: int, frame: "Frame", direction: str) -> None:
         data = frame.data if not self.skip else bytes(frame.data[self.skip:])
@@ -60,7 +62,10 @@ class CaptureTap:
                                frame_comment(direction, notes, frame, ts_ns))
             frame.notes = []
         else:
-            opts = self.plain[direction]
+            plain = self.plain
+            if plain is None:
+                plain = self.plain = _plain_options(self.point)
+            opts = plain[direction]
         self.pcap.write(ts, data)
         self.merged.write_options(self.iface, ts, data, opts)
         self.count += 1
