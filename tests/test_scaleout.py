@@ -180,6 +180,37 @@ def test_dask_scheduler_and_workers_survive_a_killed_worker(
     assert normalized(stdout.decode(), out) == serial["sweep"][1]
 
 
+def test_a_scheduler_without_pktemu_is_one_line(tmp_path: Path) -> None:
+    """Dask's scheduler unpickles the tasks, so it needs pktemu too: without it, one line and exit 2."""
+    import distributed
+
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    without = ("import sys; sys.modules['pktemu'] = None; sys.argv[0] = 'dask'; "
+               "from dask.__main__ import main; main()")
+    log = open(tmp_path / "dask.log", "wb")  # noqa: SIM115 (closed below)
+    procs = [subprocess.Popen([sys.executable, "-c", without, "scheduler", "--host", "127.0.0.1", "--port",
+                               str(port), "--no-dashboard"], stdout=log, stderr=log, cwd=tmp_path)]
+    try:
+        procs.append(subprocess.Popen([sys.executable, "-m", "dask", "worker", address, "--nthreads", "1",
+                                       "--no-nanny", "--host", "127.0.0.1", "--no-dashboard"],
+                                      stdout=log, stderr=log, cwd=tmp_path))
+        with distributed.Client(address, timeout=60) as client:
+            client.wait_for_workers(1, timeout=60)
+        p = pktemu(*RUN, "--out", str(tmp_path / "run"), "--scheduler", address, check=False, timeout=120)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=30)
+        log.close()
+    assert p.returncode == 2, p.stderr
+    assert p.stderr == ("pktemu: error: the Dask scheduler cannot read pktemu's tasks: install pktemu on "
+                        "the scheduler's machine too, the same version as here and on the workers "
+                        "(see its log)\n")
+    assert "ModuleNotFoundError: No module named 'pktemu" in (tmp_path / "dask.log").read_text()
+    assert not (tmp_path / "run").exists()
+
+
 def test_an_error_in_a_worker_comes_back_as_its_one_line(tmp_path: Path) -> None:
     t = load_topology("topologies/service-test.yaml")
     (path, _digest), = input_files(t)

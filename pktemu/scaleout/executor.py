@@ -130,6 +130,13 @@ def run_jobs(t: topo.Topology, jobs: Sequence[Job], client: Any = None) -> Itera
             except (distributed.client.FutureCancelledError, distributed.CancelledError):
                 raise PktemuError(f"{chunk[0].name}: the Dask scheduler cancelled the task "
                                   "(did it restart?)") from None
+            except RuntimeError as e:
+                if "deserialization of the task graph" not in str(e):
+                    raise
+                # Dask's scheduler unpickles the tasks (since 2024.x): it imports pktemu as well
+                raise PktemuError("the Dask scheduler cannot read pktemu's tasks: install pktemu on "
+                                  "the scheduler's machine too, the same version as here and on the "
+                                  "workers (see its log)") from None
             fut.release()
             done += 1
             yield from results
