@@ -3,6 +3,7 @@ the expansion is bounded, and every mistake in a loop is one line naming the fil
 from __future__ import annotations
 
 import json
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,19 @@ def test_any_loop_key_is_a_value_or_one_line(key: str, body: object) -> None:
         load_topology("t.yaml", doc)
     except PktemuError as e:
         assert "\n" not in str(e) and len(str(e)) < 400
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="{}np+-*/%()1 a", max_size=14), st.booleans())
+def test_a_text_reads_the_same_through_its_template_as_match_by_match(text: str, whole: bool) -> None:
+    """Loop bodies substitute through a template made once per text (`substitute`); it gives what
+    substituting match by match gives (`substitute_each`): the same value, or the same error."""
+    from pktemu.io.topofile_fields import Src
+    from pktemu.io.topofile_generate import substitute, substitute_each
+
+    def outcome(f: Any) -> tuple[str, Any]:
+        try:
+            return "value", f(Src("t.yaml"), "nodes.x", text, {"n": 3, "p": 7}, whole)
+        except PktemuError as e:
+            return "error", str(e)
+    assert outcome(substitute) == outcome(substitute) == outcome(substitute_each)

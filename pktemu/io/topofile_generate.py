@@ -182,10 +182,51 @@ def _range(src: Src, where: str, loop: re.Match[str], env: dict[str, int], budge
     return range(lo, hi + 1)
 
 
+#: a text's `{expr}` parts as (literal before, expression) pairs and the literal after the last,
+#: braces `{{ }}` already undone: a loop body's strings are substituted once per round
+_TEMPLATES: dict[str, tuple[tuple[tuple[str, str], ...], str] | None] = {}
+_TEMPLATES_MAX = 4096
+
+
+def _template(text: str) -> tuple[tuple[tuple[str, str], ...], str] | None:
+    """`text` split into its parts, or None if a brace is unbalanced (the general path says so)."""
+    parts: list[tuple[str, str]] = []
+    lit: list[str] = []
+    pos = 0
+    for m in _BRACES.finditer(text):
+        lit.append(text[pos:m.start()])
+        if m[0] in ("{{", "}}"):
+            lit.append(m[0][0])
+        elif m[1] is None:
+            return None
+        else:
+            parts.append(("".join(lit), m[1]))
+            lit = []
+        pos = m.end()
+    lit.append(text[pos:])
+    return tuple(parts), "".join(lit)
+
+
 def substitute(src: Src, where: str, text: str, env: dict[str, int], whole: bool) -> Any:
     """`{expr}` replaced by its value; with `whole`, a string that is one `{expr}` gives the integer."""
     if "{" not in text and "}" not in text:
         return text
+    try:
+        t = _TEMPLATES[text]
+    except KeyError:
+        if len(_TEMPLATES) >= _TEMPLATES_MAX:
+            _TEMPLATES.clear()
+        t = _TEMPLATES[text] = _template(text)
+    if t is not None:
+        parts, tail = t
+        if whole and len(parts) == 1 and not parts[0][0] and not tail:
+            return evaluate(src, where, parts[0][1], env)
+        return "".join([f"{before}{evaluate(src, where, expr, env)}" for before, expr in parts]) + tail
+    return substitute_each(src, where, text, env, whole)
+
+
+def substitute_each(src: Src, where: str, text: str, env: dict[str, int], whole: bool) -> Any:
+    """`substitute` match by match (no template): what reports an unbalanced brace."""
     if whole:
         m = _BRACES.fullmatch(text)
         if m is not None and m[1] is not None:
