@@ -211,6 +211,42 @@ def test_a_scheduler_without_pktemu_is_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("worker, said", [
+    ("import sys; sys.modules['pktemu'] = None",
+     r"Dask worker tcp://127\.0\.0\.1:\d+ cannot import pktemu \(ModuleNotFoundError: No module named "
+     r"'pktemu\.version'; 'pktemu' is not a package\): install it there, the same version as here"),
+    ("import pktemu.version; pktemu.version.version = lambda: '0.0.1-other'",
+     r"Dask worker tcp://127\.0\.0\.1:\d+ has pktemu '0\.0\.1-other', this is \S+: install the same "
+     r"version on every machine"),
+])
+def test_a_worker_without_this_pktemu_is_one_line(tmp_path: Path, worker: str, said: str) -> None:
+    """A worker that cannot unpickle a task drops it without a word: `--scheduler` asks every worker
+    which pktemu it has first, and a missing or other one is one line, exit 2, not a run that waits."""
+    import distributed
+
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    log = open(tmp_path / "dask.log", "wb")  # noqa: SIM115 (closed below)
+    procs = [subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port",
+                               str(port), "--no-dashboard"], stdout=log, stderr=log, cwd=tmp_path)]
+    try:
+        start = f"{worker}; sys.argv[0] = 'dask'; from dask.__main__ import main; main()"
+        procs.append(subprocess.Popen([sys.executable, "-c", f"import sys; {start}", "worker", address,
+                                       "--nthreads", "1", "--no-nanny", "--host", "127.0.0.1",
+                                       "--no-dashboard"], stdout=log, stderr=log, cwd=tmp_path))
+        with distributed.Client(address, timeout=60) as client:
+            client.wait_for_workers(1, timeout=60)
+        p = pktemu(*RUN, "--out", str(tmp_path / "run"), "--scheduler", address, check=False, timeout=120)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=30)
+        log.close()
+    assert p.returncode == 2, p.stderr
+    assert re.fullmatch(f"pktemu: error: {said}\n", p.stderr), p.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_an_error_in_a_worker_comes_back_as_its_one_line(tmp_path: Path) -> None:
     t = load_topology("topologies/service-test.yaml")
     (path, _digest), = input_files(t)

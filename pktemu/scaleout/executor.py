@@ -15,8 +15,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from pktemu import interrupt, topo
-from pktemu.errors import PktemuError, excerpt
+from pktemu.errors import PktemuError, excerpt, shorten
 from pktemu.scaleout.jobs import Done, Job, run_chunk, run_job
+from pktemu.version import version
 
 #: How long a `--scheduler` may take to answer before the command gives up (seconds).
 CONNECT_TIMEOUT = 5
@@ -63,6 +64,7 @@ def dask_client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
                     client = distributed.Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
                 except (OSError, ValueError, TypeError) as e:
                     raise PktemuError(f"--scheduler {excerpt(scheduler)}: cannot connect: {e}") from None
+                _check_workers(client)
             else:
                 cluster = _local_cluster(distributed, workers)
                 client = distributed.Client(cluster, set_as_default=False)
@@ -72,6 +74,24 @@ def dask_client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
             _quietly(client.close)
         if cluster is not None:
             _quietly(cluster.close)
+
+
+#: what a worker evaluates to say which pktemu it has (`eval`, pickled by name, needs nothing of
+#: pktemu to reach the worker)
+_PROBE = "__import__('pktemu.version').version.version()"
+
+
+def _check_workers(client: Any) -> None:
+    """Every worker of the cluster imports pktemu, the version this one is. A worker that cannot
+    unpickle a task drops it without a word, and the run would wait for it for ever."""
+    ours = version()
+    for worker, theirs in sorted(client.run(eval, _PROBE, on_error="return").items()):
+        if isinstance(theirs, BaseException):
+            raise PktemuError(f"Dask worker {worker} cannot import pktemu ({type(theirs).__name__}: "
+                              f"{shorten(str(theirs), 100)}): install it there, the same version as here")
+        if theirs != ours:
+            raise PktemuError(f"Dask worker {worker} has pktemu {excerpt(theirs)}, this is {ours}: "
+                              "install the same version on every machine")
 
 
 def _local_cluster(distributed: Any, workers: int | None) -> Any:
