@@ -1,12 +1,15 @@
 """The timeline log's one-line form of an action (`apply {kind: List, items: [...]}`) is the value's
 YAML flow text shortened to 160 characters; it is made from the value's two ends only, so it must
-equal what the whole value's text gives."""
+equal what the whole value's text gives. It is first made from a few items at each end, with a mark
+where the others were (pktemu.io.topofile_timeline._few), and that too must equal the whole's."""
 from __future__ import annotations
 
 import random
 from typing import Any
 
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pktemu.errors import shorten
 from pktemu.io.topofile_timeline import _text
@@ -47,3 +50,31 @@ def test_shared_objects_keep_their_anchors() -> None:
     v = {"items": [item] * 200}
     assert _text("apply", v) == whole("apply", v)
     assert "&id001" in _text("apply", v)
+
+
+LEAVES = st.one_of(st.integers(-10**6, 10**9), st.none(), st.booleans(),
+                   st.text(alphabet="abz09-./: '\"#{}\\\u00e9", max_size=30),
+                   st.sampled_from(["", "yes", "null", "0x1F", "1e3", "- x", "a: b", "\ue000"]))
+VALUES = st.recursive(LEAVES, lambda kids: st.one_of(
+    st.lists(kids, max_size=40),
+    st.dictionaries(st.text(alphabet="abcxyz_-", min_size=1, max_size=12), kids, max_size=40)),
+    max_leaves=400)
+
+
+@settings(max_examples=200, deadline=None)
+@given(VALUES)
+def test_any_value_reads_as_the_whole_value_does(v: Any) -> None:
+    if isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v)):
+        return                           # commands as written, not YAML
+    assert _text("apply", v) == whole("apply", v)
+
+
+def test_a_cluster_of_manifests_with_a_service_first() -> None:
+    pods = [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"pod{n}-{p}", "namespace": "default",
+                                                             "labels": {"app": "web"}}}
+            for n in range(1, 301) for p in range(1, 31)]
+    v = {"kind": "List", "items": [{"kind": "Service", "metadata": {"name": "web"}}, *pods]}
+    text = _text("apply", v)
+    assert text == whole("apply", v)
+    assert text.startswith("apply {kind: List, items: [{kind: Service, metadata: {name: web}}, ")
+    assert text.endswith("pod300-30, namespace: default, labels: {app: web}}}]}")

@@ -37,16 +37,81 @@ def _text(name: str, value: Any) -> str:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return "; ".join(_text(name, v) for v in value)
     try:
-        flow = yaml.safe_dump(_ends(value), default_flow_style=True, sort_keys=False, width=10**6).strip()
+        shown = _few(value)
+        if shown is None:
+            shown = shorten(_flow(_ends(value)), _SHOWN)
     except yaml.YAMLError:
-        flow = str(value)
-    return f"{name} {shorten(flow, _SHOWN)}"
+        shown = shorten(str(value), _SHOWN)
+    return f"{name} {shown}"
+
+
+def _flow(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**6).strip()
 
 
 _SHOWN = 160
 #: items kept at each end of a long list or mapping: each is at least 3 characters of flow text
 #: (`x, `), so both ends of the text that `shorten` shows come out as the whole value's would
 _KEEP = _SHOWN // 2
+
+_HEAD = (_SHOWN - 3) * 2 // 3           # what `shorten` keeps of the text's start
+_TAIL = _SHOWN - 3 - _HEAD              # and of its end
+#: what stands for the items left out (a private-use character: no topology's text holds it)
+_MARK = "\ue000"
+_MARK_TEXT = '"\\uE000"'
+
+
+def _few(value: Any) -> str | None:
+    """`shorten` of the flow text of `value`, made from a few items at each end of its long lists
+    and mappings, with a mark where the others were: right when every mark falls inside the part
+    `shorten` leaves out, as an item's text does not depend on its neighbours' (None otherwise, and
+    when `value` shares an object, whose anchor depends on everything before it, or holds the mark)."""
+    if not _plain(value):
+        return None
+    for keep in (2, 8):
+        flow = _flow(_cut(value, keep))
+        first, last = flow.find(_MARK_TEXT), flow.rfind(_MARK_TEXT)
+        if first < 0:
+            return shorten(flow, _SHOWN)        # nothing was left out: the whole text
+        after = len(flow) - last - len(_MARK_TEXT)
+        if first >= _HEAD and after >= _TAIL and first + after > _SHOWN:
+            return f"{flow[:_HEAD]}...{flow[len(flow) - _TAIL:]}"
+    return None
+
+
+def _plain(value: Any) -> bool:
+    """No list or mapping in `value` twice, and no text holding the mark."""
+    seen: set[int] = set()
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if _MARK in v:
+                return False
+        elif isinstance(v, (list, dict)):
+            if id(v) in seen:
+                return False
+            seen.add(id(v))
+            if isinstance(v, dict):
+                stack.extend(v)
+                stack.extend(v.values())
+            else:
+                stack.extend(v)
+    return True
+
+
+def _cut(value: Any, keep: int) -> Any:
+    """`value` with the middle of every list and mapping longer than 2 * keep items one mark."""
+    if isinstance(value, list):
+        if len(value) > 2 * keep:
+            return [_cut(x, keep) for x in value[:keep]] + [_MARK] + [_cut(x, keep) for x in value[-keep:]]
+        return [_cut(x, keep) for x in value]
+    if isinstance(value, dict):
+        items = list(value.items())
+        if len(items) > 2 * keep:
+            items = items[:keep] + [(_MARK, _MARK)] + items[-keep:]
+        return {k: _cut(x, keep) for k, x in items}
+    return value
 
 
 def _ends(value: Any) -> Any:
