@@ -180,29 +180,37 @@ def test_dask_scheduler_and_workers_survive_a_killed_worker(
     assert normalized(stdout.decode(), out) == serial["sweep"][1]
 
 
-def test_a_scheduler_without_pktemu_is_one_line(tmp_path: Path) -> None:
-    """Dask's scheduler unpickles the tasks, so it needs pktemu too: without it, one line and exit 2."""
+def run_on_one_worker(tmp_path: Path, scheduler_prelude: str = "", worker_prelude: str = "") -> \
+        subprocess.CompletedProcess[str]:
+    """`pktemu run --scheduler` on a `dask scheduler` with one `dask worker`, each started after its
+    prelude (Python, say what breaks its pktemu); its log is tmp_path/dask.log."""
     import distributed
+
+    def dask(prelude: str, *args: str) -> list[str]:
+        start = f"import sys; {prelude}; sys.argv[0] = 'dask'; from dask.__main__ import main; main()"
+        return [sys.executable, "-c", start, *args, "--host", "127.0.0.1", "--no-dashboard"]
 
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
-    without = ("import sys; sys.modules['pktemu'] = None; sys.argv[0] = 'dask'; "
-               "from dask.__main__ import main; main()")
     log = open(tmp_path / "dask.log", "wb")  # noqa: SIM115 (closed below)
-    procs = [subprocess.Popen([sys.executable, "-c", without, "scheduler", "--host", "127.0.0.1", "--port",
-                               str(port), "--no-dashboard"], stdout=log, stderr=log, cwd=tmp_path)]
+    procs = [subprocess.Popen(dask(scheduler_prelude or "pass", "scheduler", "--port", str(port)),
+                              stdout=log, stderr=log, cwd=tmp_path)]
     try:
-        procs.append(subprocess.Popen([sys.executable, "-m", "dask", "worker", address, "--nthreads", "1",
-                                       "--no-nanny", "--host", "127.0.0.1", "--no-dashboard"],
-                                      stdout=log, stderr=log, cwd=tmp_path))
+        procs.append(subprocess.Popen(dask(worker_prelude or "pass", "worker", address, "--nthreads", "1",
+                                           "--no-nanny"), stdout=log, stderr=log, cwd=tmp_path))
         with distributed.Client(address, timeout=60) as client:
             client.wait_for_workers(1, timeout=60)
-        p = pktemu(*RUN, "--out", str(tmp_path / "run"), "--scheduler", address, check=False, timeout=120)
+        return pktemu(*RUN, "--out", str(tmp_path / "run"), "--scheduler", address, check=False, timeout=120)
     finally:
         for proc in procs:
             proc.kill()
             proc.wait(timeout=30)
         log.close()
+
+
+def test_a_scheduler_without_pktemu_is_one_line(tmp_path: Path) -> None:
+    """Dask's scheduler unpickles the tasks, so it needs pktemu too: without it, one line and exit 2."""
+    p = run_on_one_worker(tmp_path, scheduler_prelude="sys.modules['pktemu'] = None")
     assert p.returncode == 2, p.stderr
     assert p.stderr == ("pktemu: error: the Dask scheduler cannot read pktemu's tasks: install pktemu on "
                         "the scheduler's machine too, the same version as here and on the workers "
@@ -212,7 +220,7 @@ def test_a_scheduler_without_pktemu_is_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("worker, said", [
-    ("import sys; sys.modules['pktemu'] = None",
+    ("sys.modules['pktemu'] = None",
      r"Dask worker tcp://127\.0\.0\.1:\d+ cannot import pktemu \(ModuleNotFoundError: No module named "
      r"'pktemu\.version'; 'pktemu' is not a package\): install it there, the same version as here"),
     ("import pktemu.version; pktemu.version.version = lambda: '0.0.1-other'",
@@ -222,28 +230,9 @@ def test_a_scheduler_without_pktemu_is_one_line(tmp_path: Path) -> None:
 def test_a_worker_without_this_pktemu_is_one_line(tmp_path: Path, worker: str, said: str) -> None:
     """A worker that cannot unpickle a task drops it without a word: `--scheduler` asks every worker
     which pktemu it has first, and a missing or other one is one line, exit 2, not a run that waits."""
-    import distributed
-
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    log = open(tmp_path / "dask.log", "wb")  # noqa: SIM115 (closed below)
-    procs = [subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port",
-                               str(port), "--no-dashboard"], stdout=log, stderr=log, cwd=tmp_path)]
-    try:
-        start = f"{worker}; sys.argv[0] = 'dask'; from dask.__main__ import main; main()"
-        procs.append(subprocess.Popen([sys.executable, "-c", f"import sys; {start}", "worker", address,
-                                       "--nthreads", "1", "--no-nanny", "--host", "127.0.0.1",
-                                       "--no-dashboard"], stdout=log, stderr=log, cwd=tmp_path))
-        with distributed.Client(address, timeout=60) as client:
-            client.wait_for_workers(1, timeout=60)
-        p = pktemu(*RUN, "--out", str(tmp_path / "run"), "--scheduler", address, check=False, timeout=120)
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait(timeout=30)
-        log.close()
+    p = run_on_one_worker(tmp_path, worker_prelude=worker)
     assert p.returncode == 2, p.stderr
-    assert re.fullmatch(f"pktemu: error: {said}\n", p.stderr), p.stderr
+    assert re.fullmatch(f"pktemu: error: {said}\\n", p.stderr), p.stderr
     assert not (tmp_path / "run").exists()
 
 

@@ -8,7 +8,7 @@ division by zero or an out-of-range value is reported with the same words.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from typing import Callable, TypeVar
 
 from pktemu.errors import excerpt
 from pktemu.io.topofile_fields import Src
@@ -26,6 +26,21 @@ _COMPILED: dict[str, Fn | None] = {}
 _COMPILED_MAX = 4096
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def memo(cache: dict[K, V], limit: int, key: K, make: Callable[[K], V]) -> V:
+    """cache[key], made by make(key) if new; the cache is emptied first when it holds `limit`."""
+    try:
+        return cache[key]
+    except KeyError:
+        if len(cache) >= limit:
+            cache.clear()
+        value = cache[key] = make(key)
+        return value
+
+
 def evaluate(src: Src, where: str, expr: str, env: dict[str, int]) -> int:
     """An integer expression: numbers, variables, + - * // % and parentheses (no other Python)."""
     if len(expr) > EXPR_MAX_CHARS:
@@ -33,9 +48,7 @@ def evaluate(src: Src, where: str, expr: str, env: dict[str, int]) -> int:
     try:
         fn = _COMPILED[expr]
     except KeyError:
-        if len(_COMPILED) >= _COMPILED_MAX:
-            _COMPILED.clear()
-        fn = _COMPILED[expr] = _compile(expr)
+        fn = memo(_COMPILED, _COMPILED_MAX, expr, _compile)
     if fn is not None:
         return fn(env, lambda why: src.error(where, f"in {excerpt('{' + expr + '}')}: {why}"))
     return _interpret(src, where, expr, env)

@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from pktemu.errors import excerpt
-from pktemu.io.topofile_expr import _VAR, VALUE_MAX, evaluate
+from pktemu.io.topofile_expr import _VAR, VALUE_MAX, evaluate, memo
 from pktemu.io.topofile_fields import Src, integer, mapping, seq
 from pktemu.io.topofile_merge import Origin
 
@@ -214,9 +214,7 @@ def substitute(src: Src, where: str, text: str, env: dict[str, int], whole: bool
     try:
         t = _TEMPLATES[text]
     except KeyError:
-        if len(_TEMPLATES) >= _TEMPLATES_MAX:
-            _TEMPLATES.clear()
-        t = _TEMPLATES[text] = _template(text)
+        t = memo(_TEMPLATES, _TEMPLATES_MAX, text, _template)
     if t is not None:
         parts, tail = t
         if whole and len(parts) == 1 and not parts[0][0] and not tail:
