@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -23,6 +24,7 @@ from pktemu.errors import PktemuError
 from pktemu.io.topofile import load_topology
 from pktemu.scaleout.executor import dask_client, run_jobs
 from pktemu.scaleout.jobs import KEEP_RESULTS, Job, input_files
+from test_signals import handlers_installed
 from test_sweep import tree
 
 SWEEP = ("sweep", "topologies/service-test.yaml", "--scenario", "s2-noendpoints", "--seeds", "1-200")
@@ -180,10 +182,11 @@ def test_dask_scheduler_and_workers_survive_a_killed_worker(
     assert normalized(stdout.decode(), out) == serial["sweep"][1]
 
 
-def run_on_one_worker(tmp_path: Path, scheduler_prelude: str = "", worker_prelude: str = "") -> \
-        subprocess.CompletedProcess[str]:
-    """`pktemu run --scheduler` on a `dask scheduler` with one `dask worker`, each started after its
-    prelude (Python, say what breaks its pktemu); its log is tmp_path/dask.log."""
+@contextmanager
+def one_worker(tmp_path: Path, scheduler_prelude: str = "pass",
+               worker_prelude: str = "pass") -> Iterator[str]:
+    """A `dask scheduler` with one `dask worker`, each started after its prelude (Python: what
+    breaks its pktemu); yields the scheduler's address. The log is tmp_path/dask.log."""
     import distributed
 
     def dask(prelude: str, *args: str) -> list[str]:
@@ -193,19 +196,50 @@ def run_on_one_worker(tmp_path: Path, scheduler_prelude: str = "", worker_prelud
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     log = open(tmp_path / "dask.log", "wb")  # noqa: SIM115 (closed below)
-    procs = [subprocess.Popen(dask(scheduler_prelude or "pass", "scheduler", "--port", str(port)),
+    procs = [subprocess.Popen(dask(scheduler_prelude, "scheduler", "--port", str(port)),
                               stdout=log, stderr=log, cwd=tmp_path)]
     try:
-        procs.append(subprocess.Popen(dask(worker_prelude or "pass", "worker", address, "--nthreads", "1",
+        procs.append(subprocess.Popen(dask(worker_prelude, "worker", address, "--nthreads", "1",
                                            "--no-nanny"), stdout=log, stderr=log, cwd=tmp_path))
         with distributed.Client(address, timeout=60) as client:
             client.wait_for_workers(1, timeout=60)
-        return pktemu(*RUN, "--out", str(tmp_path / "run"), "--scheduler", address, check=False, timeout=120)
+        yield address
     finally:
         for proc in procs:
             proc.kill()
             proc.wait(timeout=30)
         log.close()
+
+
+def run_on_one_worker(tmp_path: Path, scheduler_prelude: str = "pass", worker_prelude: str = "pass") -> \
+        subprocess.CompletedProcess[str]:
+    """`pktemu run --scheduler` on `one_worker`."""
+    with one_worker(tmp_path, scheduler_prelude, worker_prelude) as address:
+        return pktemu(*RUN, "--out", str(tmp_path / "run"), "--scheduler", address, check=False, timeout=120)
+
+
+def test_ctrl_c_stops_a_run_whose_worker_never_answers(tmp_path: Path) -> None:
+    """The check of the workers is outside the start-up's shield: a worker that never answers it
+    (here it sleeps) does not make `pktemu` deaf to Ctrl-C."""
+    stuck = "import pktemu.version, time; pktemu.version.version = lambda: time.sleep(3600)"
+    with one_worker(tmp_path, worker_prelude=stuck) as address:
+        proc = subprocess.Popen([sys.executable, "-m", "pktemu.cli", *RUN, "--out", str(tmp_path / "run"),
+                                 "--scheduler", address], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not handlers_installed(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(2)               # connected, and waiting for the worker's answer
+            assert proc.poll() is None
+            proc.send_signal(signal.SIGINT)
+            _out, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert proc.returncode == 130, err
+    assert err.splitlines()[-1] == "pktemu: interrupted (SIGINT)"
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_scheduler_without_pktemu_is_one_line(tmp_path: Path) -> None:

@@ -64,10 +64,11 @@ def dask_client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
                     client = distributed.Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
                 except (OSError, ValueError, TypeError) as e:
                     raise PktemuError(f"--scheduler {excerpt(scheduler)}: cannot connect: {e}") from None
-                _check_workers(client)
             else:
                 cluster = _local_cluster(distributed, workers)
                 client = distributed.Client(cluster, set_as_default=False)
+        if scheduler is not None:
+            _check_workers(client)          # outside the shield: Ctrl-C stops a worker that never answers
         yield client
     finally:
         if client is not None:
