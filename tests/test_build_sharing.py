@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import datapaths
 from conftest import pktemu
@@ -237,3 +239,40 @@ def test_runs_in_one_process_write_the_same_bytes(tmp_path: Path) -> None:
                       if p.is_file()) == files
         for f in files:
             assert (tmp_path / f"out{k}" / f).read_bytes() == (tmp_path / "out0" / f).read_bytes(), f
+
+
+#: a kube-proxy-like nat table with a long chain, so a count lands amid the lines of one text
+_LONG = ("*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n"
+         ":KUBE-SERVICES - [0:0]\n:KUBE-SVC-A - [0:0]\n:KUBE-EMPTY - [0:0]\n"
+         "-A PREROUTING -j KUBE-SERVICES\n-A OUTPUT -j KUBE-SERVICES\n"
+         + "".join(f"-A KUBE-SERVICES -d 10.3.{i // 250}.{i % 250 + 1}/32 -p tcp -m tcp --dport 80 "
+                   "-j KUBE-SVC-A\n" for i in range(300))
+         + "".join(f"-A KUBE-SVC-A -p tcp -m statistic --mode random --probability 0.{i + 1:011d} "
+                   f"-j DNAT --to-destination 10.0.{i // 200}.{i % 200 + 2}:8080\n" for i in range(120))
+         + "COMMIT\n")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["PREROUTING", "OUTPUT", "KUBE-SERVICES", "KUBE-SVC-A"]),
+                          st.integers(0, 299), st.integers(1, 9), st.integers(40, 1500)),
+                max_size=8))
+def test_a_borrowed_table_with_counts_prints_as_its_own_copy(hits: list[tuple[str, int, int, int]]) -> None:
+    """A node's counts in a shared (template) table are cut into the template's text: what it prints
+    is what its own copy with the same counters prints, wherever the counted rules are."""
+    template = load_rules(_LONG, "<rules>")
+    borrowed, own = template.borrow("x"), template.copy("x")
+    t = template.view("nat")
+    counts: dict[object, list[int]] = {}
+    for chain, at, pkts, size in hits:
+        rules = t.chains[chain].rules
+        r = rules[at % len(rules)]
+        n = counts.setdefault(r, [0, 0])
+        n[0] += pkts
+        n[1] += pkts * size
+        mine = own.table("nat").chains[chain].rules[at % len(rules)]
+        mine.pkts += pkts
+        mine.bytes += pkts * size
+    borrowed.adopt({"nat": t}, {"nat": counts})
+    assert borrowed.borrowed("nat")
+    assert save_rules(borrowed, counters=True) == save_rules(own, counters=True)
+    assert save_rules(borrowed, counters=False) == save_rules(own, counters=False)
