@@ -226,6 +226,12 @@ class StatisticMatch(Match):
     def stateful(self) -> bool:
         return self.mode == "nth"           # the nth counter is the rule's own
 
+    @property
+    def random_below(self) -> int | None:
+        """The draw's threshold if the match is one random draw (a Draw of the walk takes those
+        of a run of such rules at once), else None."""
+        return self.probability if self.mode == "random" and not self.invert else None
+
     def match(self, p: Pkt, state: "HookState") -> bool:
         if self.mode == "random":
             hit = (state.node.rng("statistic").getrandbits(32) & 0x7FFFFFFF) < self.probability

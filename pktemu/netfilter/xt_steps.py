@@ -4,7 +4,9 @@ flat tuples of short chains; and what the walk does besides rules (policy, count
 Lookup cost does not grow with the number of Services: a consecutive run of rules that carry a
 non-negated `-d a.b.c.d/32` is indexed by that address, so a packet only evaluates the rules of
 the run whose address is its own, plus the run's few rules without such a key, in their original
-order — the same result as the linear walk, since no other rule of the run can match.
+order — the same result as the linear walk, since no other rule of the run can match. A long
+run of rules whose only test is a random draw (the chain of a Service with many endpoints) is
+drawn through in one loop (Draw).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 RUN_MIN_KEYED = 4         # shorter runs are walked linearly
 RUN_MAX_UNKEYED = 16      # rules without a key a run may absorb (each one is a candidate for all)
 FLAT_MAX = 64             # rules flat_chain compiles at once; a longer chain is walked rule by rule
+DRAW_MIN = 8              # rules a Draw takes at least (in a chain longer than FLAT_MAX)
 _KEY = attrgetter("key")
 _MAX_SHARED = 1 << 14     # distinct DstThen kept; past that each rule's own
 
@@ -116,6 +119,59 @@ class Run:
         return _flat(rules)
 
 
+class Draw:
+    """A stretch of a long chain whose rules' only test is `-m statistic --mode random` (kube-proxy's
+    KUBE-SVC chain of a Service with many endpoints): `draw` takes the rules' draws from the node's
+    `statistic` stream in one loop, one per rule up to the first that matches, as the walk rule by
+    rule would. The walk goes on from the rule drawn through `flat` (the rules with their checks,
+    made on the first match), since a chain it jumps to may return."""
+
+    __slots__ = ("rules", "below", "flat")
+
+    def __init__(self, rules: list[Rule], below: list[int]) -> None:
+        self.rules = rules
+        #: (where the rule after each one starts in `flat`, the rule's threshold)
+        self.below = tuple(zip(range(2, 2 * len(rules) + 2, 2), below, strict=True))
+        self.flat: tuple[Any, ...] = ()
+
+    def draw(self, state: "HookState") -> int:
+        """Where in `flat` the rule after the one that matched starts, or 0 if none did."""
+        bits = state.node.rng("statistic").getrandbits
+        for ci, below in self.below:
+            if (bits(32) & 0x7FFFFFFF) < below:
+                if not self.flat:
+                    self.flat = _flat(tuple(self.rules))
+                return ci
+        return 0
+
+
+def _below(r: Rule) -> int | None:
+    """The threshold of a rule whose only test is one random draw (StatisticMatch.random_below)."""
+    if r.key is not None or r.smsk or r.dmsk or r.proto or r._hdr is not _HDR0:
+        return None
+    below = None
+    for m in r.matches:
+        if not m.always:
+            b = getattr(m, "random_below", None)
+            if b is None or below is not None:
+                return None
+            below = b
+    return below
+
+
+def _draws(rules: list[Rule], i: int) -> tuple[int, list[int]]:
+    """The end of the stretch of draw-only rules starting at `i`, and their thresholds."""
+    below: list[int] = []
+    n = len(rules)
+    while i < n:
+        b = _below(rules[i])
+        if b is None:
+            break
+        below.append(b)
+        i += 1
+    return i, below
+
+
 def _flat(rules: tuple[Rule, ...]) -> tuple[Any, ...]:
     out: list[Any] = []
     for r in rules:
@@ -156,16 +212,29 @@ def _flatten(steps: list[Rule], budget: list[int]) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def build_steps(rules: list[Rule]) -> list[Rule | Run]:
-    """Split a chain into plain rules and indexed runs (see the module docstring); a chain without
-    a run is its own steps (the rules list itself: a chain is never changed once installed, a
-    restore changes a copy)."""
-    if len(rules) < RUN_MIN_KEYED or len(rules) - countOf(map(_KEY, rules), None) < RUN_MIN_KEYED:
-        return cast("list[Rule | Run]", rules)
-    steps: list[Rule | Run] = RunSteps()
+def build_steps(rules: list[Rule]) -> list[Rule | Run | Draw]:
+    """Split a chain into plain rules, indexed runs and draws (see the module docstring); a chain
+    without either is its own steps (the rules list itself: a chain is never changed once installed,
+    a restore changes a copy)."""
+    long = len(rules) > FLAT_MAX
+    if not long and (len(rules) < RUN_MIN_KEYED
+                     or len(rules) - countOf(map(_KEY, rules), None) < RUN_MIN_KEYED):
+        return cast("list[Rule | Run | Draw]", rules)
+    steps: list[Rule | Run | Draw] = RunSteps()
     i, n, runs = 0, len(rules), False
     while i < n:
         if rules[i].key is None:
+            if long:
+                end, below = _draws(rules, i)
+                if end - i >= DRAW_MIN:
+                    steps.append(Draw(rules[i:end], below))
+                    runs = True
+                    i = end
+                    continue
+                if end > i:
+                    steps.extend(rules[i:end])
+                    i = end
+                    continue
             steps.append(rules[i])
             i += 1
             continue
@@ -185,7 +254,7 @@ def build_steps(rules: list[Rule]) -> list[Rule | Run]:
         else:
             steps.extend(rules[i:end])
         i = end
-    return steps if runs else cast("list[Rule | Run]", rules)
+    return steps if runs else cast("list[Rule | Run | Draw]", rules)
 
 
 # ---------------------------------------------------------------------- what the walk does besides rules

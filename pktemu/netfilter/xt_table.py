@@ -11,7 +11,7 @@ from pktemu.errors import PktemuError
 from pktemu.netfilter.core import TABLE_HOOKS
 from pktemu.netfilter.xt_base import Extension
 from pktemu.netfilter.xt_rule import K_GOTO, K_JUMP, Rule
-from pktemu.netfilter.xt_steps import RUN_MIN_KEYED, Run, build_steps
+from pktemu.netfilter.xt_steps import RUN_MIN_KEYED, Draw, Run, build_steps
 from pktemu.netfilter.xt_validate import validate_table
 
 
@@ -27,7 +27,7 @@ class _Binds(dict[type, bool]):
 BINDS = _Binds()
 _flat = _chain.from_iterable
 _RULES = attrgetter("rules")
-NO_STEPS: list[Rule | Run] = []
+NO_STEPS: list[Rule | Run | Draw] = []
 
 
 class Chain:
@@ -47,7 +47,7 @@ class Chain:
         self.declared = False
         self.pkts = self.bytes = 0
         self.rules: list[Rule] = []
-        self.steps: list[Rule | Run] = NO_STEPS       # made by Table.compile (never changed in place)
+        self.steps: list[Rule | Run | Draw] = NO_STEPS       # made by Table.compile (never changed in place)
 
     @property
     def policy(self) -> str | None:

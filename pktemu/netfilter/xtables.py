@@ -26,7 +26,7 @@ from pktemu.netfilter.xt_base import XT_CONTINUE, Pkt
 from pktemu.netfilter.nftrace import traced_traverse
 from pktemu.netfilter.rule_note import RuleNote, verdict_note
 from pktemu.netfilter.xt_rule import K_ACCEPT, K_DROP, K_EXT, K_GOTO, K_JUMP, K_RETURN, Rule
-from pktemu.netfilter.xt_steps import DstThen, Run, chain_policy, count_in, flat_chain, trace_rule
+from pktemu.netfilter.xt_steps import DstThen, Draw, Run, chain_policy, count_in, flat_chain, trace_rule
 from pktemu.netfilter.xt_table import BINDS, NO_STEPS, Chain, Table
 
 if TYPE_CHECKING:
@@ -256,8 +256,8 @@ class Ruleset:
         p = Pkt(frame)
         daddr = p.daddr
         trace = state.trace
-        stack: list[tuple[list[Rule | Run], int, tuple[Any, ...] | None, int]] = []
-        steps: list[Rule | Run] = base.steps
+        stack: list[tuple[list[Rule | Run | Draw], int, tuple[Any, ...] | None, int]] = []
+        steps: list[Rule | Run | Draw] = base.steps
         si, cand, ci = 0, None, 0
         flat = NO_STEPS                 # the steps while a flat chain (cand) is walked
         rule: Rule
@@ -285,19 +285,27 @@ class Ruleset:
                     return chain_policy(t, base, p, state, counts)
             elif si < len(steps):
                 st = steps[si]
-                if st.__class__ is Run:
+                if st.__class__ is Rule:
+                    rule = st                                   # type: ignore[assignment]
+                    checks = rule.checks
+                    if checks is None:
+                        checks = rule.compiled()
+                    si += 1
+                elif st.__class__ is Run:
                     cand = st.candidates(daddr)                 # type: ignore[union-attr]
                     if cand.__class__ is not Rule:
                         ci = 0
                         continue
                     rule, cand = cand, None                     # the address's lone rule (Run)
                     checks = st.common                          # type: ignore[union-attr]
-                else:
-                    rule = st                                   # type: ignore[assignment]
-                    checks = rule.checks
-                    if checks is None:
-                        checks = rule.compiled()
-                si += 1
+                    si += 1
+                else:                                           # a Draw: its rules' draws at once
+                    ci = st.draw(state)                         # type: ignore[union-attr]
+                    if not ci:
+                        si += 1
+                        continue
+                    cand = st.flat                              # type: ignore[union-attr]
+                    checks = ()                                 # the walk goes on in `flat` from ci
             elif stack:
                 steps, si, cand, ci = stack.pop()
                 continue
