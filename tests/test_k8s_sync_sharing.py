@@ -100,3 +100,26 @@ def test_every_node_of_a_generated_cluster_gets_the_same_service_chains(tmp_path
     assert sum(ln.startswith(":KUBE-SEP-") for ln in chains[0]) == 12
     results = json.loads((out / "client-result.json").read_text())
     assert len(results) == 3 and all(x["http"]["status_line"] == "HTTP/1.1 200 OK" for x in results)
+
+
+def test_nodes_whose_sync_lines_are_the_same_hand_restore_one_text() -> None:
+    """With the cluster's shared service lines, two nodes whose syncs make the same lines get one
+    text object (iptables-restore's shared result is then found by a hash made once); a node whose
+    lines differ (its own node port address) gets its own text, which is what its lines say."""
+    from pktemu.k8s.iptables_service import ServiceLines
+    objs = manifests.load_text(manifests_text(20, slices=True), "<test>")
+    records, shared = Records(), ServiceLines()
+    svcs = service_ports([o for o in objs if isinstance(o, Service)], records)
+    slices = [o for o in objs if isinstance(o, EndpointSlice)]
+
+    def sync(node: str, opts: IptablesOptions) -> str:
+        return IptablesProxier(opts, shared).sync(svcs, endpoints_map(slices, node, records), Ruleset())[0]
+
+    same = IptablesOptions(cluster_cidr="10.0.0.0/8")
+    one, two = sync("node1", same), sync("node2", same)
+    assert one is two
+    alone = IptablesProxier(same).sync(svcs, endpoints_map(slices, "node2"), Ruleset())[0]
+    assert alone == one and alone is not one
+    other = sync("node3", IptablesOptions(cluster_cidr="10.99.0.0/16"))
+    assert other is not one and other != one and "10.99.0.0/16" in other and "10.99.0.0/16" not in one
+    assert sync("node4", same) == one

@@ -73,6 +73,18 @@ class ServiceLines:
     def __init__(self, size: int = 1 << 14) -> None:
         self.size = size
         self._done: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._last: tuple[list[str], str] | None = None
+
+    def text(self, lines: list[str]) -> str:
+        """The restore text of `lines`: the last node's own object when its lines were the same (most
+        of them are the same objects, so this costs little), so that a cluster's nodes hand
+        iptables-restore one text whose hash is made once, not a copy each of megabytes."""
+        last = self._last
+        if last is not None and last[0] == lines:
+            return last[1]
+        text = "\n".join(lines) + "\n"
+        self._last = (lines, text)
+        return text
 
     def service(self, spn: ServicePortName, svc: ServicePortInfo, endpoints: list[EndpointInfo],
                 opts: IptablesOptions, large: bool, active: set[str], f_rules: list[str],

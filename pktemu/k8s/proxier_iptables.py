@@ -134,7 +134,7 @@ def render(svcs: ServicePortMap, eps: EndpointsMap, opts: IptablesOptions, rules
     missing = missing_jumps(ruleset, jumps) if changed is None else {}
     out = ["*filter", *f_chains, *missing.get("filter", []), *f_rules, "COMMIT",
            "*nat", *n_chains, *missing.get("nat", []), *n_rules, "COMMIT"]
-    return "\n".join(out) + "\n"
+    return shared.text(out) if shared is not None else "\n".join(out) + "\n"
 
 
 def missing_jumps(ruleset: Ruleset | None, jumps: tuple[tuple[str, str, str, str, str], ...]
