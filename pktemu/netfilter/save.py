@@ -52,7 +52,10 @@ def save_rules(ruleset: Ruleset, counters: bool = True, backend: str = "nft") ->
             else:
                 out.extend(f"-A {c.name}{r.body}" for r in c.rules)
         _close(out)
-    return "\n".join(out) + "\n" if out else ""
+    if not out:
+        return ""
+    out.append("")                      # the last newline, without copying megabytes again for it
+    return "\n".join(out)
 
 
 def _users(t: Table) -> list[Chain]:
