@@ -148,6 +148,21 @@ def test_nodes_share_the_chains_and_keep_their_own_plain_sets() -> None:
     assert a.tables[("ip", "kube-proxy")].chains is b.tables[("ip", "kube-proxy")].chains
 
 
+def test_equal_texts_made_apart_share_and_a_later_other_text_does_not_pass_for_them() -> None:
+    """Each node makes its text apart (equal, distinct objects): the second shares the first's
+    result; a text equal to neither, sent next, loads as its own text says."""
+    tx = shared.SharedTx()
+    a, b, c = NftRuleset(), NftRuleset(), NftRuleset()
+    text = SETS % "172.16.0.3"
+    _apply(tx, a, text)
+    _apply(tx, b, "".join(list(text)))
+    assert tx.hits == 1
+    assert a.tables[("ip", "kube-proxy")].chains is b.tables[("ip", "kube-proxy")].chains
+    other = text.replace("10.0.0.9", "10.0.0.7")
+    _apply(tx, c, other)
+    assert list_ruleset(c) == list_ruleset(load_nft(other, "<t>")) != list_ruleset(a)
+
+
 def test_a_change_of_ones_own_leaves_the_others_alone() -> None:
     tx = shared.SharedTx()
     a, b = NftRuleset(), NftRuleset()

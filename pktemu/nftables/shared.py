@@ -68,10 +68,17 @@ class SharedTx:
         self.size = size
         self._done: OrderedDict[tuple[int, str], _Done] = OrderedDict()
         self.hits = 0
+        #: the last text sent: a node's text equal to it is taken as that object, whose hash (a
+        #: full sync's text is megabytes in a big cluster) is then made once, not once per node
+        self._last: str | None = None
 
     def apply(self, rs: NftRuleset, text: str, where: str, family: str, name: str) -> None:
         """`nft -f` of kube-proxy's `text` into `rs`, whose table `family name` it changes."""
         from pktemu.nftables.parse import load_nft
+        last = self._last
+        if last is not None and text is not last and text == last:
+            text = last
+        self._last = text
         key = (family, name)
         now = rs.tables.get(key)
         if not ENABLED or (now is not None and now.shares is None):
