@@ -5,12 +5,18 @@ are compared with the rule-by-rule walk, on a Service of 150 endpoints and on ru
 the walk must go on inside the stretch (a target that continues, a jump to a chain that returns)."""
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import pytest
+from conftest import pktemu
+from datapaths import ROOT
 from test_xt_first_packet3 import _both
 
 from pktemu.netfilter.xt_steps import DRAW_MIN, Draw
+
+CLUSTER = ROOT / "topologies" / "generated-large-cluster.yaml"
 
 
 def _statistic(i: int, n: int) -> str:
@@ -98,3 +104,18 @@ def test_a_short_chain_has_no_draw(monkeypatch: pytest.MonkeyPatch) -> None:
     fast, linear, nf = _both(_service(40), _frames(20), monkeypatch)
     assert fast == linear
     assert _draws(nf) == []
+
+
+def test_reach_tries_every_endpoint_of_a_service_drawn_through(tmp_path: Path) -> None:
+    """`pktemu reach` scripts the statistic draws to try each endpoint; through a Draw (a Service of
+    75 endpoints: 74 draw rules) it still reaches every one: 74 pods, and the client's own endpoint
+    dropped at its bridge port (hairpin off)."""
+    topo = tmp_path / "c.yaml"
+    topo.write_text(f"extends: {{file: {CLUSTER}, merge: true}}\nvars: {{nodes: 3, pods: 25}}\n")
+    (svc,) = json.loads(pktemu("reach", str(topo), "--from", "pod1-1", "--scenario", "clients",
+                               "--at", "2s", "-o", "json").stdout)
+    assert svc["branches"] == 75 and not svc["truncated"]
+    reached = {e["node"] for e in svc["endpoints"] if e["outcome"] == "reached"}
+    assert reached == {f"pod{n}-{p}" for n in (1, 2, 3) for p in range(1, 26)} - {"pod1-1"}
+    assert [d["reason"] for d in svc["drops"]] == [
+        "would go back out its ingress port veth-pod1-1 (hairpin off)"]
