@@ -222,8 +222,9 @@ class Frame:
     # ------------------------------------------------------------------ TCP / UDP / ICMP
     @property
     def has_ports(self) -> bool:
+        """A TCP, UDP or SCTP header's ports are here: not a later fragment, nor cut short."""
         return self.proto in (IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP) and not (
-            _H.unpack_from(self.data, ETH_HLEN + 6)[0] & 0x1FFF)
+            _H.unpack_from(self.data, ETH_HLEN + 6)[0] & 0x1FFF) and ETH_HLEN + self.ip_len >= self.l4off + 4
 
     @property
     def sport(self) -> int:

@@ -99,11 +99,14 @@ def sctp_error(frame: Frame, hook: str) -> str | None:
 
 
 def _chunks(d: bytearray, off: int, end: int) -> list[tuple[int, int, int, int]]:
-    """for_each_sctp_chunk: (type, flags, length, offset) of each chunk header present."""
+    """for_each_sctp_chunk: (type, flags, length, offset) of each chunk header present, up to a
+    zero-length one (do_basic_checks refuses the packet there; the walk would never advance)."""
     out = []
     while off < end and end - off >= 4:
         length = _H.unpack_from(d, off + 2)[0]
         out.append((d[off], d[off + 1], length, off))
+        if not length:
+            break
         off += (length + 3) & ~3
     return out
 
