@@ -47,6 +47,17 @@ class NetnsLab:
         self.x(a, "ip", "link", "set", ta, "name", an)
         self.x(b, "ip", "link", "set", tb, "name", bn)
 
+    def bridge_node(self, n: str, ports: list[str], addr: str) -> None:
+        """A node as a CNI bridge makes it: `cbr0` with `addr` over `ports`, eth0 up, forwarding on."""
+        self.x(n, "ip", "link", "add", "cbr0", "type", "bridge")
+        for port in ports:
+            self.x(n, "ip", "link", "set", port, "master", "cbr0")
+            self.x(n, "ip", "link", "set", port, "up")
+        self.x(n, "ip", "addr", "add", addr, "dev", "cbr0")
+        for dev in ("cbr0", "eth0"):
+            self.x(n, "ip", "link", "set", dev, "up")
+        self.x(n, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+
     def bg(self, n: str, *a: str, out: Path | None = None) -> subprocess.Popen[bytes]:
         f = open(out, "wb") if out else subprocess.DEVNULL  # noqa: SIM115 (the child owns it)
         p = subprocess.Popen(["ip", "netns", "exec", self.ns[n], *a], stdout=f, stderr=subprocess.STDOUT)

@@ -25,6 +25,7 @@ class FakeNode:
 
     def __init__(self, name: str = "node2") -> None:
         self.name = name
+        self.sysctls: dict[str, int] = {}      # the kernel's defaults
         self.sim = Simulator(seed=7)
 
     def is_local(self, addr: int) -> bool:

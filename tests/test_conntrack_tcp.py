@@ -22,6 +22,7 @@ class FakeNode:
     name = "node2"
 
     def __init__(self) -> None:
+        self.sysctls: dict[str, int] = {}      # the kernel's defaults
         self.sim = Simulator(seed=3)
 
     def is_local(self, addr: int) -> bool:

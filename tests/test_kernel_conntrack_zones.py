@@ -91,8 +91,7 @@ def kernel() -> tuple[str, str]:
             sh("ip", "-n", ns, "addr", "add", f"{addr}/8", "dev", "eth0")
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
-        # every closed-port datagram gets its ICMP error (the kernel would rate-limit the 7th to a
-        # peer, which pktemu does not model)
+        # every closed-port datagram gets its ICMP error (both would rate-limit the 7th to a peer)
         sh("ip", "netns", "exec", b, "sysctl", "-qw", "net.ipv4.icmp_ratelimit=0")
         sh("ip", "netns", "exec", b, "iptables-restore", stdin=RULES)
         time.sleep(0.3)
@@ -111,6 +110,7 @@ def emulated() -> tuple[str, str]:
     ask, ans = packets()
     net = pktemu.Network.load(str(ROOT / "topologies" / "service-test.yaml"))
     net.cmd("server", "iptables-restore", stdin=RULES)
+    net.cmd("server", "sysctl -w net.ipv4.icmp_ratelimit=0")
     net.send("client", ask)
     net.run(duration=0.2)
     net.send("server", ans)

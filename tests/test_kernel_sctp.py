@@ -61,8 +61,9 @@ def kernel(tmp: Path) -> tuple[str, str, dict[str, list[Any]]]:
         for ns in (c, r, s):
             sh("ip", "netns", "add", ns)
             sh("ip", "-n", ns, "link", "set", "lo", "up")
-            # pktemu has no ICMP rate limit: without this the kernel's per-peer bucket (6, then
-            # one a second) may swallow some of the stack's protocol-unreachables
+            # the per-peer bucket (6, then one a second) would swallow some of the stack's
+            # protocol-unreachables, and which depends on the time between the injections: off
+            # here as in ROUTER_TOPOLOGY (tests/test_sctp.py)
             sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.icmp_ratelimit=0")
         sh("ip", "link", "add", f"pksc{tag}a", "netns", c, "type", "veth", "peer", "name", "eth1", "netns", r)
         sh("ip", "link", "add", f"pksc{tag}b", "netns", s, "type", "veth", "peer", "name", "eth2", "netns", r)

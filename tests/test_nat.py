@@ -31,6 +31,7 @@ BRIDGED = ((PREROUTING, "cbr0", None), (FORWARD, "cbr0", "cbr0"), (POSTROUTING, 
 class FakeNode:
     def __init__(self, name: str = "node1", masq: str | None = "10.100.0.11", seed: int = 1) -> None:
         self.name = name
+        self.sysctls: dict[str, int] = {}      # the kernel's defaults
         self.sim = Simulator(seed=seed)
         self.masq = ip2int(masq) if masq else None
         self.devices: dict[str, Any] = {}

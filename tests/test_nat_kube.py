@@ -37,6 +37,7 @@ class Node1:
     def __init__(self) -> None:
         self.sim = Simulator(seed=1)
         self.rejects: list[tuple[Frame, str]] = []
+        self.sysctls: dict[str, int] = {}      # the kernel's defaults
 
     def is_local(self, addr: int) -> bool:
         return addr in self.local

@@ -97,6 +97,7 @@ ROUTER_TOPOLOGY = """\
 name: sctp-router
 nodes:
   client:
+    sysctls: {net.ipv4.icmp_ratelimit: 0}     # every protocol unreachable, however close in time
     interfaces: {eth0: {mac: "02:00:0a:00:01:02", addresses: [10.0.1.2/24]}}
     routes: [{to: default, via: 10.0.1.1}]
   router:
@@ -106,6 +107,7 @@ nodes:
       eth2: {mac: "02:00:0a:00:02:01", addresses: [10.0.2.1/24]}
     iptables: rules.iptables
   server:
+    sysctls: {net.ipv4.icmp_ratelimit: 0}
     interfaces: {eth0: {mac: "02:00:0a:00:02:02", addresses: [10.0.2.2/24]}}
     routes: [{to: default, via: 10.0.2.1}]
 veths:

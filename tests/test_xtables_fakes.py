@@ -18,6 +18,7 @@ class FakeNode:
 
     def __init__(self, name: str = "node1", seed: int = 1) -> None:
         self.name = name
+        self.sysctls: dict[str, int] = {}      # the kernel's defaults
         self.local = {ip2int("10.0.1.1"), ip2int("10.100.0.11"), ip2int("127.0.0.1")}
         self.masq: dict[str, int | None] = {"eth0": ip2int("10.100.0.11"), "cbr0": ip2int("10.0.1.1")}
         self.rejects: list[tuple[Frame, str, str]] = []

@@ -71,6 +71,7 @@ class _Node:
     def __init__(self) -> None:
         self.nf: Any = None
         self._rng = random.Random(0)
+        self.sysctls: dict[str, int] = {}          # the kernel's defaults
 
     def is_local(self, addr: int) -> bool:
         return False

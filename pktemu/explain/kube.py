@@ -114,6 +114,7 @@ class TracerNode:
         self.primary = node_ips[0] if node_ips else 0
         self.draws = draws
         self.rejected: str | None = None
+        self.sysctls: dict[str, int] = {}          # the kernel's defaults
 
     def is_local(self, addr: int) -> bool:
         return addr in self.local or addr >> 24 == 127

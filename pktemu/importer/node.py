@@ -18,7 +18,7 @@ from typing import Any
 from pktemu.errors import PktemuError
 from pktemu.importer import Notes
 from pktemu.importer.sources import NodeDump
-from pktemu.io.topofile_sysctl import CONF_SYSCTLS, GLOBAL_SYSCTLS, NEIGH_SYSCTLS
+from pktemu.io.topofile_sysctl import CONF_SYSCTLS, GLOBAL_SYSCTLS, NEIGH_SYSCTLS, not_modelled
 
 TUNNELS = {"ipip": "IPIP (other than the fallback tunl0)", "gre": "GRE", "geneve": "Geneve",
            "wireguard": "WireGuard", "sit": "SIT"}
@@ -367,7 +367,7 @@ def sysctls(node: ImportedNode, devices: set[str], notes: Notes) -> dict[str, in
             v = int(value)
         except ValueError:
             v = None
-        if rng is None or v is None or not rng[0] <= v <= rng[1]:
+        if rng is None or v is None or not rng[0] <= v <= rng[1] or (v and not_modelled(key)):
             ignored.append(key)
             continue
         out[key] = v

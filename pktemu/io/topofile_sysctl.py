@@ -13,6 +13,7 @@ GLOBAL_SYSCTLS: dict[str, tuple[int, int, str]] = {
     "net.ipv4.ip_forward": (0, 1, "route packets between interfaces"),
     "net.ipv4.ip_default_ttl": (1, 255, "TTL of locally generated packets"),
     "net.ipv4.icmp_errors_use_inbound_ifaddr": (0, 1, "ICMP errors sourced from the inbound interface"),
+    "net.ipv4.icmp_ratelimit": (0, 2**31 - 1, "ms an ICMP error costs its destination (0: no limit)"),
     "net.ipv4.tcp_syn_retries": (1, 127, "SYN retransmissions before connect() fails"),
     "net.ipv4.tcp_synack_retries": (1, 255, "SYN-ACK retransmissions"),
     "net.ipv4.tcp_retries2": (0, 255, "RTO backoffs before an established connection fails"),
@@ -51,6 +52,15 @@ NEIGH_SYSCTLS: dict[str, tuple[int, int, str]] = {
 
 _CONF = "net.ipv4.conf."
 _NEIGH = "net.ipv4.neigh."
+
+#: accepted (a real node's dump has them) but not modelled: pktemu acts as with each at 0
+NOT_MODELLED = frozenset({"net.bridge.bridge-nf-call-arptables", "arp_ignore", "arp_announce", "arp_filter",
+                          "send_redirects", "accept_redirects", "log_martians"})
+
+
+def not_modelled(key: str) -> bool:
+    """Is this accepted key one the engine ignores (docs/topology.md, Sysctls)?"""
+    return key in NOT_MODELLED or (key.startswith(_CONF) and key.rsplit(".", 1)[1] in NOT_MODELLED)
 
 
 def parse_sysctls(src: Src, where: str, value: object, ifnames: set[str]) -> dict[str, int]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from pktemu.net import ipv4
 from pktemu.net.frame import ETH_HLEN, IPPROTO_TCP, Frame, checksum
+from pktemu.net.inetpeer import icmp_allowed
 
 if TYPE_CHECKING:
     from pktemu.net.node import Node
@@ -91,18 +92,22 @@ def icmp_send(node: "Node", frame: Frame, itype: int, code: int, cause: str | No
     if node.is_broadcast(frame.daddr) or frame.daddr >> 28 == 0xE or saddr_orig == 0:
         return
     if frame.proto == IPPROTO_ICMP:
+        if ETH_HLEN + frame.ip_len <= frame.l4off:
+            return                                  # no type to tell an error from a query
         t = data[frame.l4off]
         if t not in (ICMP_ECHO, ICMP_ECHOREPLY, 13, 14, 15, 16, 17, 18):
             return                                  # never an error about an error
     src = frame.daddr if node.is_local(frame.daddr) else node.source_address(saddr_orig)
     if src is None:
         return
+    if not icmp_allowed(node, itype, code, saddr_orig):
+        return
     room = _MAX_ERROR_LEN - 20 - 8
     quoted = bytes(data[ETH_HLEN:ETH_HLEN + min(frame.ip_len, room)])
     body = bytearray(struct.pack("!BBHI", itype, code, 0, info) + quoted)
     struct.pack_into("!H", body, 2, checksum(body))
     tos = (data[ETH_HLEN + 1] & 0x1E) | 0xC0
-    kernel_send(node, src, saddr_orig, IPPROTO_ICMP, bytes(body), df=False, ttl=64, tos=tos,
+    kernel_send(node, src, saddr_orig, IPPROTO_ICMP, bytes(body), df=False, tos=tos,
                 note=f"icmp type {itype} code {code} about {frame!r}", cause=cause)
 
 
@@ -136,18 +141,19 @@ def _send_reset(node: "Node", frame: Frame, cause: str | None) -> None:
     tcp = bytearray(struct.pack("!HHIIBBHHH", frame.dport, frame.sport, seq, ack, 5 << 4, rflags, 0, 0, 0))
     pseudo = struct.pack("!4s4sBBH", saddr.to_bytes(4, "big"), daddr.to_bytes(4, "big"), 0, IPPROTO_TCP, 20)
     struct.pack_into("!H", tcp, 16, checksum(pseudo + bytes(tcp)))
-    kernel_send(node, saddr, daddr, IPPROTO_TCP, bytes(tcp), df=True, ttl=64, sock=NO_SOCK,
+    kernel_send(node, saddr, daddr, IPPROTO_TCP, bytes(tcp), df=True, sock=NO_SOCK,
                 note=f"tcp reset answering {frame!r}", cause=cause)
 
 
 def kernel_send(node: "Node", saddr: int, daddr: int, proto: int, payload: bytes, *, df: bool = True,
-                ttl: int = 64, tos: int = 0, sock: str = CTL_SOCK, note: str | None = None,
+                ttl: int = 0, tos: int = 0, sock: str = CTL_SOCK, note: str | None = None,
                 cause: str | None = None) -> None:
     """ipv4.ip_send for a packet the kernel makes itself, marked with the socket it goes out by.
     With DF its IP id is 0: a control socket has no peer to count ids for (__ip_select_ident),
     and nf_reject_iphdr_put writes 0."""
     ident = 0 if df else node.next_ip_id()
-    frame = ipv4.build_ip(saddr, daddr, proto, payload, ident=ident, df=df, ttl=ttl, tos=tos)
+    frame = ipv4.build_ip(saddr, daddr, proto, payload, ident=ident, df=df,
+                          ttl=ttl or ipv4.default_ttl(node), tos=tos)
     frame.meta[KERNEL_SK] = (node.name, sock)
     if note:
         frame.note(note)

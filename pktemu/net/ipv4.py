@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from pktemu.net.device import PACKET_HOST, PACKET_OTHERHOST, NetDevice
 from pktemu.net.fib_rules import ICMP_CODE, ROUTE_ERRNO, FibResult, Flow
 from pktemu.net.frame import ETH_HLEN, Frame, checksum, int2ip
+from pktemu.net.inetpeer import ERROR_BURST, ERROR_COST, peers
 from pktemu.net.ip_fragment import fragment
 from pktemu.net.martian import input_martian, output_martian
 from pktemu.net.route import Route
@@ -128,7 +129,7 @@ def _route_error(node: "Node", frame: Frame, res: FibResult) -> None:
         frame.note(f"route {daddr}: {what.rstrip(': ')} ({res.errno})")
         node.drop(frame, "ip_route_input", f"{what.rstrip(': ')} ({res.errno})")
     code = ICMP_CODE.get(res.errno or "")
-    if code is not None:
+    if code is not None and peers(node).allow(frame.saddr, node.now(), ERROR_COST, ERROR_BURST):
         node.icmp_send(frame, 3, code)
 
 
@@ -210,17 +211,24 @@ def _fwd_note(in_name: str, out_name: str, rule: str, rt: Route) -> str:
 
 
 # ---------------------------------------------------------------------------- output
+def default_ttl(node: "Node") -> int:
+    """ip4_dst_hoplimit(): what a socket without IP_TTL, the kernel's own answers and a VXLAN
+    device with `ttl auto` put in the TTL."""
+    return node.sysctls.get("net.ipv4.ip_default_ttl", 64)
+
+
 def ip_send(node: "Node", saddr: int, daddr: int, proto: int, payload: bytes, *, df: bool = True,
-            ttl: int = 64, tos: int = 0, note: str | None = None, cause: str | None = None,
+            ttl: int = 0, tos: int = 0, note: str | None = None, cause: str | None = None,
             flow_saddr: int | None = None) -> None:
     """ip_queue_xmit for a transport: build the header, then the local output path.
 
     `note` says what the packet is, `cause` (a note of another frame, e.g. the REJECT rule's)
     why it was sent; both go on the new frame's notes for its first capture. `flow_saddr` is the
     source `ip rule` sees when it is not the packet's: 0 for an unbound, unconnected UDP socket
-    (udp_sendmsg routes with the socket's inet_saddr).
+    (udp_sendmsg routes with the socket's inet_saddr). `ttl` 0 is the namespace's default.
     """
-    frame = build_ip(saddr, daddr, proto, payload, ident=node.next_ip_id(), df=df, ttl=ttl, tos=tos)
+    frame = build_ip(saddr, daddr, proto, payload, ident=node.next_ip_id(), df=df,
+                     ttl=ttl or default_ttl(node), tos=tos)
     if flow_saddr is not None:
         frame.meta[FLOW_SADDR] = flow_saddr
     if note:

@@ -14,6 +14,7 @@ from pktemu.net import icmp, ipv4, martian
 from pktemu.net.device import IfAddr, NetDevice
 from pktemu.net.fib_rules import ROUTE_ERRNO, Fib, FibResult, Flow
 from pktemu.net.frame import ETH_P_ARP, ETH_P_IP, Frame, int2ip
+from pktemu.net.inetpeer import Peers
 from pktemu.net.ip_fragment import Reassembler
 from pktemu.net.neighbour import NeighTable
 from pktemu.net.route import (RT_SCOPE_HOST, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, Route, RouteTable,
@@ -112,6 +113,7 @@ class Node:
         self.ipsets: Any = None                   # ipset sets (pktemu.netfilter.ipset.IpsetStore)
         self.protocols: dict[int, tuple[ProtoRcv, ProtoErr | None]] = {}
         self.ping_sockets: dict[int, Callable[[Frame], None]] = {}   # ICMP echo id -> receiver
+        self.peers: Peers | None = None           # the ICMP errors' rate limits (at the first)
         #: what a timeline changed here and when ("sysctl net.ipv4.ip_forward" -> "... at 2.000 s"),
         #: for the notes of the frames the change decides
         self.changes: dict[str, str] = {}
@@ -315,14 +317,14 @@ class Node:
             self.drop(frame, "netif_receive", f"ethertype 0x{et:04x} not handled")
 
     def ip_send(self, saddr: int, daddr: int, proto: int, l4: bytes, *, df: bool = True,
-                ttl: int = 64, tos: int = 0, flow_saddr: int | None = None) -> None:
+                ttl: int = 0, tos: int = 0, flow_saddr: int | None = None) -> None:
         ipv4.ip_send(self, saddr, daddr, proto, l4, df=df, ttl=ttl, tos=tos, flow_saddr=flow_saddr)
 
     def icmp_send(self, frame: Frame, icmp_type: int, code: int, info: int = 0) -> None:
         icmp.icmp_send(self, frame, icmp_type, code, info=info)
 
     def ctl_send(self, saddr: int, daddr: int, proto: int, l4: bytes, *, df: bool = True,
-                 ttl: int = 64, tos: int = 0) -> None:
+                 ttl: int = 0, tos: int = 0) -> None:
         """ip_send for what the kernel answers by itself (the TCP stack's RST): no owner."""
         icmp.kernel_send(self, saddr, daddr, proto, l4, df=df, ttl=ttl, tos=tos)
 

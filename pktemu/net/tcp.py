@@ -209,7 +209,7 @@ class TcpStack:
             return
         seq, ack, flags = r
         l4 = build(seg.daddr, seg.saddr, seg.dport, seg.sport, seq, ack, flags, 0)
-        self.node.ctl_send(seg.daddr, seg.saddr, IPPROTO_TCP, l4, df=True, ttl=64, tos=seg.tos & ~3)
+        self.node.ctl_send(seg.daddr, seg.saddr, IPPROTO_TCP, l4, df=True, tos=seg.tos & ~3)
 
     # ------------------------------------------------------------------ ICMP errors
     def err(self, icmp_type: int, code: int, quoted: bytes) -> None:

@@ -238,7 +238,7 @@ class TcpConnection(AckPolicy, Retransmission):
                 self.pingpong += 1                  # tcp_event_data_sent: a quick reply
         self.rcv_wup = self.rcv_nxt
         seg = build(self.saddr, self.daddr, self.sport, self.dport, seq, ack, flags, window, opts, payload)
-        self.stack.node.ip_send(self.saddr, self.daddr, IPPROTO_TCP, seg, df=True, ttl=64)
+        self.stack.node.ip_send(self.saddr, self.daddr, IPPROTO_TCP, seg, df=True)
 
     def transmit(self, skb: Skb) -> None:
         flags = (SYN if skb.syn else 0) | (FIN if skb.fin else 0) | (PSH if skb.psh else 0)

@@ -91,7 +91,7 @@ class UdpSocket:
             raise SockError(self.stack.node.route_errno(daddr), where)
         saddr = self.addr or saddr
         seg = build(saddr, daddr, self.port, dport, bytes(data))
-        self.stack.node.ip_send(saddr, daddr, IPPROTO_UDP, seg, df=True, ttl=64, flow_saddr=self.addr)
+        self.stack.node.ip_send(saddr, daddr, IPPROTO_UDP, seg, df=True, flow_saddr=self.addr)
 
     def close(self) -> None:
         if self.open:

@@ -12,8 +12,9 @@ received on the VXLAN device like on any other (its own PREROUTING, routing, FOR
 
 The outer headers, as this machine's kernel (6.18) builds them, held to it by
 tests/test_kernel_vxlan.py:
-- IPv4 TTL 64 (`ttl auto`: ip4_dst_hoplimit), TOS 0 with the inner ECN bits (INET_ECN_encapsulate),
-  DF clear (`df unset` is the default), IP ID from the sending namespace's counter;
+- IPv4 TTL ip_default_ttl, 64 by default (`ttl auto`: ip4_dst_hoplimit), TOS 0 with the inner
+  ECN bits (INET_ECN_encapsulate), DF clear (`df unset` is the default), IP ID from the sending
+  namespace's counter;
 - UDP destination port `dstport`, source port udp_flow_src_port() over the inner flow in
   [32768, 61000) (the local port range, max+1, when `srcport 0 0`);
 - UDP checksum computed: `udpcsum` is the kernel default (iproute2 and flannel's netlink library
@@ -236,7 +237,7 @@ class Vxlan(NetDevice):
         inner_tos = inner[ETH_HLEN + 1] if frame.is_ipv4 else 0
         ecn = 0x02 if inner_tos & 3 == 3 else inner_tos & 3     # INET_ECN_encapsulate: CE -> ECT(0)
         outer = ipv4.build_ip(saddr, remote, IPPROTO_UDP, seg, ident=node.next_ip_id(), df=False,
-                              ttl=self.ttl or 64, tos=ecn)
+                              ttl=self.ttl or ipv4.default_ttl(node), tos=ecn)
         outer.mark = frame.mark                                 # skb_scrub_packet(xnet=false) keeps it
         outer.notes, outer.meta = frame.notes, frame.meta       # the same sk_buff; conntrack is reset
         outer.note(f"vxlan {self.name}: fdb {which} -> dst {int2ip(remote)}; encapsulated VNI {self.vni}, "

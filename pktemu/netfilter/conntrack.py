@@ -24,7 +24,7 @@ from pktemu.net.frame import ETH_HLEN, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, 
 from pktemu.netfilter.conntrack_entry import Conn, conntrack_line, ctinfo_for
 from pktemu.netfilter.conntrack_sctp import sctp_error, sctp_packet
 from pktemu.netfilter.conntrack_tcp import (
-    PKT_ACCEPT, PKT_INVALID, PKT_KILL, PKT_REPEAT, tcp_error, tcp_new, tcp_packet,
+    PKT_ACCEPT, PKT_INVALID, PKT_KILL, PKT_REPEAT, tcp_error, tcp_new, tcp_new_refused, tcp_packet,
 )
 from pktemu.netfilter.conntrack_tuple import (
     ICMP_ERRORS, ICMP_VALID_NEW, NR_ICMP_TYPES, PROTO_NAMES, CtTuple, CtZone, frame_tuple,
@@ -39,10 +39,12 @@ from pktemu.sim import SECOND
 
 _H = struct.Struct("!H")
 
-UDP_TIMEOUT = 30 * SECOND           # nf_conntrack_udp_timeout
-UDP_TIMEOUT_STREAM = 120 * SECOND   # nf_conntrack_udp_timeout_stream
+TCP_LOOSE = "net.netfilter.nf_conntrack_tcp_loose"
+#: the sysctls of the UDP and ICMP timeouts, in seconds (30, 120 and 30 by default)
+UDP_TIMEOUT_KEY = "net.netfilter.nf_conntrack_udp_timeout"
+UDP_TIMEOUT_STREAM_KEY = "net.netfilter.nf_conntrack_udp_timeout_stream"
+ICMP_TIMEOUT_KEY = "net.netfilter.nf_conntrack_icmp_timeout"
 UDP_STREAM_AFTER = 2 * SECOND       # a flow still alive this long after its start is a stream
-ICMP_TIMEOUT = 30 * SECOND
 GENERIC_TIMEOUT = 600 * SECOND
 _ALLOW_CLASH = frozenset((IPPROTO_UDP, IPPROTO_ICMP))
 _SWEEP_EVERY = 256
@@ -202,9 +204,9 @@ class ConntrackTable:
                 ct, dir, ctinfo = Conn(self._next_id, t, rt, self, zone), ORIGINAL, IP_CT_NEW
                 self._next_id += 1
                 if proto == IPPROTO_TCP:
-                    ct.tcp = tcp_new(frame)
+                    ct.tcp = tcp_new(frame, self.node.sysctls.get(TCP_LOOSE, 1))
                     if ct.tcp is None:
-                        return _invalid(frame, "tcp segment cannot open a connection")
+                        return _invalid(frame, tcp_new_refused(frame))
             else:
                 ct, dir = hit
                 ctinfo = ctinfo_for(ct, dir)
@@ -244,21 +246,19 @@ class ConntrackTable:
         """The protocol tracker's `packet` callback; returns a PKT_* code."""
         proto = ct.proto
         if proto == IPPROTO_TCP:
-            return tcp_packet(ct, frame, dir, now)
+            return tcp_packet(ct, frame, dir, now, self.node.sysctls)
         if proto == IPPROTO_UDP:
             status = ct.status
             if not status & IPS_CONFIRMED:
                 ct.stream_ts = now + UDP_STREAM_AFTER
-            if status & IPS_SEEN_REPLY:
-                extra, stream = UDP_TIMEOUT, False
-                if now > ct.stream_ts:
-                    extra, stream = UDP_TIMEOUT_STREAM, not status & IPS_ASSURED
-                ct.expires = now + extra
-                if stream:
+            sysctls = self.node.sysctls
+            if status & IPS_SEEN_REPLY and now > ct.stream_ts:
+                ct.expires = now + sysctls.get(UDP_TIMEOUT_STREAM_KEY, 120) * SECOND
+                if not status & IPS_ASSURED:
                     ct.status |= IPS_ASSURED
                     frame.note("ct udp stream [ASSURED]")
             else:
-                ct.expires = now + UDP_TIMEOUT
+                ct.expires = now + sysctls.get(UDP_TIMEOUT_KEY, 30) * SECOND
             return PKT_ACCEPT
         if proto == IPPROTO_SCTP:
             return sctp_packet(ct, frame, dir, now)
@@ -266,7 +266,7 @@ class ConntrackTable:
             if not ct.status & IPS_CONFIRMED and ct.orig.icmp_type not in ICMP_VALID_NEW:
                 frame.note(f"ct INVALID: icmp type {ct.orig.icmp_type} cannot open a connection")
                 return PKT_INVALID
-            ct.expires = now + ICMP_TIMEOUT
+            ct.expires = now + self.node.sysctls.get(ICMP_TIMEOUT_KEY, 30) * SECOND
             return PKT_ACCEPT
         ct.expires = now + GENERIC_TIMEOUT
         return PKT_ACCEPT

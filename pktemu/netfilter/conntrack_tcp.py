@@ -10,6 +10,7 @@ picks timeouts (unacknowledged data, zero window, retransmissions) is.
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from pktemu.net.frame import Frame
@@ -30,6 +31,9 @@ STATE_NAMES = ("NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE
 
 # nf_conntrack_tcp_timeout_* defaults, indexed by state.
 TIMEOUTS = tuple(s * SECOND for s in (0, 120, 60, 432000, 120, 60, 30, 120, 10, 120))
+#: the states whose timeout a topology's sysctls may set (seconds)
+TIMEOUT_SYSCTLS = {st: f"net.netfilter.nf_conntrack_tcp_timeout_{STATE_NAMES[st].lower()}"
+                   for st in (SYN_SENT, ESTABLISHED, FIN_WAIT, CLOSE_WAIT, TIME_WAIT)}
 TIMEOUT_RETRANS = 300 * SECOND
 TIMEOUT_UNACK = 300 * SECOND
 MAX_RETRANS = 3
@@ -140,15 +144,27 @@ def tcp_error(frame: Frame) -> str | None:
     return None
 
 
-def tcp_new(frame: Frame) -> TcpTrack | None:
-    """tcp_new(): state for the first segment of a connection, None if it cannot open one."""
+def tcp_new(frame: Frame, loose: int = 1) -> TcpTrack | None:
+    """tcp_new(): state for the first segment of a connection, None if it cannot open one. A
+    segment other than a SYN picks the connection up mid-stream only with `loose`
+    (nf_conntrack_tcp_loose, 1 by default); otherwise it stays untracked, so no NAT rule sees it."""
     flags, _seq, _ack, end, _win = _segment(frame)
-    if _TABLE[ORIGINAL][conntrack_index(flags)][NONE] == _IV:
+    new = _TABLE[ORIGINAL][conntrack_index(flags)][NONE]
+    if new == _IV:
+        return None
+    if new != SYN_SENT and not loose:
         return None
     t = TcpTrack()
     t.td_end[ORIGINAL] = end
     t.inited[ORIGINAL] = True
     return t
+
+
+def tcp_new_refused(frame: Frame) -> str:
+    """Why tcp_new() returned None for this segment."""
+    if _TABLE[ORIGINAL][conntrack_index(_segment(frame)[0])][NONE] == _IV:
+        return "tcp segment cannot open a connection"
+    return "not a SYN, and nf_conntrack_tcp_loose=0 picks up no connection mid-stream"
 
 
 def _track_window(t: TcpTrack, dir: int, index: int, old: int,
@@ -176,8 +192,11 @@ def _track_window(t: TcpTrack, dir: int, index: int, old: int,
             t.retrans = 0
 
 
-def _timeout(t: TcpTrack, index: int, new: int) -> int:
+def _timeout(t: TcpTrack, index: int, new: int, sysctls: Mapping[str, int]) -> int:
     tmo = TIMEOUTS[new]
+    key = TIMEOUT_SYSCTLS.get(new)
+    if key is not None and key in sysctls:
+        tmo = sysctls[key] * SECOND
     if t.retrans >= MAX_RETRANS and tmo > TIMEOUT_RETRANS:
         return TIMEOUT_RETRANS
     if index == RST_SET:
@@ -189,7 +208,7 @@ def _timeout(t: TcpTrack, index: int, new: int) -> int:
     return tmo
 
 
-def tcp_packet(ct: "Conn", frame: Frame, dir: int, now: int) -> int:
+def tcp_packet(ct: "Conn", frame: Frame, dir: int, now: int, sysctls: Mapping[str, int]) -> int:
     """nf_conntrack_tcp_packet(): move the state machine for one segment; returns a PKT_* code."""
     t = ct.tcp
     assert t is not None
@@ -238,7 +257,7 @@ def tcp_packet(ct: "Conn", frame: Frame, dir: int, now: int) -> int:
     t.state = new
     if old != new and new == FIN_WAIT:
         t.flags[dir] |= FLAG_CLOSE_INIT
-    timeout = _timeout(t, index, new)
+    timeout = _timeout(t, index, new, sysctls)
     assured = ""
     if not ct.status & IPS_SEEN_REPLY:
         if flags & _RST:

@@ -75,6 +75,8 @@ class NodeView(Protocol):
     """What netfilter may ask of the namespace it runs in (the node implements this)."""
 
     name: str
+    #: the namespace's sysctls (conntrack reads its net.netfilter.* ones)
+    sysctls: dict[str, int]
 
     def is_local(self, addr: int) -> bool: ...
 
