@@ -2,8 +2,9 @@
 
 `pktemu_network(topology, scenario=None, seed=None, **options)` returns a `pktemu.Network` that
 captures to disk from its first frame; when the test ends its output directory is written under
-the test's `tmp_path` (`pktemu/<scenario>/`, as `pktemu run` writes it) unless the test wrote it,
-and a failed test's report gets a "pktemu captures" section with the path, to open in Wireshark.
+the test's `tmp_path` (`pktemu/<scenario>/`, as `pktemu run` writes it; `capture=DIR` puts it in
+DIR instead, `capture=None` captures nothing) unless the test wrote or closed it, and a failed
+test's report gets a "pktemu captures" section with the path, to open in Wireshark.
 pktemu itself is imported only when the fixture is used: every pytest run loads this module.
 """
 from __future__ import annotations
@@ -30,15 +31,18 @@ def pktemu_network(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[C
     request.node.stash[NETWORKS] = nets
 
     def make(source: str | os.PathLike[str] | dict[str, Any], scenario: str | None = None,
-             seed: int | None = None, **options: Any) -> Network:
-        root = tmp_path / ("pktemu" if not nets else f"pktemu-{len(nets) + 1}")
-        net = Network.load(source, scenario, seed, capture=root, **options)
+             seed: int | None = None, *, capture: bool | str | os.PathLike[str] | None = True,
+             **options: Any) -> Network:
+        # capture=True (the default): a folder of tmp_path's; a folder of your own; None or False: none
+        if capture is True:
+            capture = tmp_path / ("pktemu" if not nets else f"pktemu-{len(nets) + 1}")
+        net = Network.load(source, scenario, seed, capture=capture, **options)
         nets.append(net)
         return net
 
     yield make
     for net in nets:
-        if not net.written and net.output is not None:
+        if not net.written and net.output is not None:      # None: closed by the test (`with`)
             net.write()
 
 

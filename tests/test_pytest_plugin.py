@@ -1,6 +1,7 @@
 """The pytest plugin's `pktemu_network` fixture, run by pytest itself (pytester) as a user's tests would."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -11,6 +12,12 @@ from datapaths import ROOT
 pytest_plugins = ["pytester"]
 
 TOPOLOGY = str(ROOT / "topologies" / "service-test.yaml")
+
+
+@pytest.fixture(autouse=True)
+def _this_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pytest's subprocess imports pktemu (and the plugin) from this checkout, not the installed one."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
 
 USER_TESTS = f'''
 from scapy.layers.inet import IP, TCP
@@ -72,3 +79,58 @@ def test_two(pktemu_network, tmp_path):
     for p in printed:
         assert (p / "drops.txt").exists() and (p / "all.pcapng").exists()
     assert list((printed[0].parent.parent / "pktemu").iterdir()) == []     # moved, no temporary left
+
+
+def test_a_network_the_test_closed_is_left_closed(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_user=f'''
+import os
+
+def test_with(pktemu_network, tmp_path):
+    with pktemu_network({TOPOLOGY!r}) as net:
+        net.run(duration=0.1)
+    assert net.output is None and os.listdir(tmp_path) == []
+
+def test_close(pktemu_network):
+    net = pktemu_network({TOPOLOGY!r})
+    net.run(duration=0.1)
+    net.close()
+
+def test_closed_and_failed(pktemu_network):
+    closed = pktemu_network({TOPOLOGY!r}, scenario="s1-clusterip")
+    closed.close()
+    kept = pktemu_network({TOPOLOGY!r}, scenario="s2-noendpoints")
+    kept.run()
+    assert False, "planted"
+''')
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=300)
+    result.assert_outcomes(passed=2, failed=1)
+    out = result.stdout.str()
+    assert "PktemuError" not in out and "captures were closed" not in out
+    printed = [Path(p) for p in re.findall(r"^(/\S+)  \(pcap/", out, re.M)]
+    assert [(p.parent.name, p.name) for p in printed] == [("pktemu-2", "s2-noendpoints")]
+    assert (printed[0] / "drops.txt").exists()
+    assert not (printed[0].parent.parent / "pktemu").exists()
+
+
+def test_the_fixture_takes_a_capture_folder_of_the_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_user=f'''
+import os
+
+def test_mine(pktemu_network, tmp_path):
+    net = pktemu_network({TOPOLOGY!r}, "s1-clusterip", capture=tmp_path / "x")
+    assert net.output == str(tmp_path / "x" / "s1-clusterip")
+    none = pktemu_network({TOPOLOGY!r}, "s1-clusterip", capture=None)
+    assert none.output is None
+    net.run()
+    none.run()
+    assert none.results == net.results
+    assert False, "planted"
+''')
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=300)
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "TypeError" not in out
+    printed = [Path(p) for p in re.findall(r"^(/\S+)  \(pcap/", out, re.M)]
+    assert [(p.parent.name, p.name) for p in printed] == [("x", "s1-clusterip")]
+    assert (printed[0] / "all.pcapng").exists() and (printed[0] / "client-result.json").exists()
+    assert sorted(os.listdir(printed[0].parent.parent)) == ["x"]

@@ -175,7 +175,8 @@ class Network(KernelState, Commands):
 
     @property
     def output(self) -> str | None:
-        """Where `write` wrote, or else will write by default; None without `capture=DIR`."""
+        """Where `write` wrote, or else will write by default; None without `capture=DIR`, or once
+        `close` removed the unwritten output."""
         return self._disk.path if self._disk is not None else None
 
     @property

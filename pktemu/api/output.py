@@ -33,7 +33,9 @@ class DiskCapture:
     def path(self) -> str | None:
         if self.written is not None:
             return self.written
-        return os.path.join(self.root, self.name) if self.root is not None else None
+        if self.closed or self.root is None:        # closed unwritten: nothing is or will be there
+            return None
+        return os.path.join(self.root, self.name)
 
     def _detach(self) -> None:
         taps = set(map(id, self.out.caps.taps.values()))
