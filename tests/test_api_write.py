@@ -164,4 +164,28 @@ def test_files_of_your_own_go_into_the_directory_before_it_is_renamed(tmp_path: 
     clash = pktemu.Network.load(TOPOLOGY, "s1-clusterip", capture=tmp_path / "clash")
     with pytest.raises(pktemu.Error, match="'drops.txt' is a file the output already has"):
         clash.write(files={"drops.txt": ""})
-    assert not (tmp_path / "clash").exists()
+    assert not (tmp_path / "clash" / "s1-clusterip").exists()    # refused before anything was closed
+    assert (Path(clash.write()) / "drops.txt").read_text() == ""
+
+
+def test_a_refused_write_leaves_the_run_to_write_again(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    net = pktemu.Network.load(TOPOLOGY, "s1-clusterip", capture=tmp_path / "out")
+    net.run()
+    refused = [
+        ({"files": {"ok.txt": "\udcff"}}, r"^write: files: 'ok.txt': its text cannot be written as UTF-8 "
+                                          r"\('\\udcff' at 0\)$"),
+        ({"files": ["x"]}, r"^write: files: expected a dict of file name -> text, got \['x'\]$"),
+        ({"files": {"client-result.json": "{}"}}, r"^write: files: 'client-result.json' is a file the "
+                                                  r"output already has$"),
+        ({"files": {"conntrack-node1.txt": ""}}, r"'conntrack-node1.txt' is a file the output already has$"),
+        ({"out": 5}, r"^write: out=5 is not a directory name$"),
+        ({"out": tmp_path / "file" / "x"}, r"^write: out .*file/x: is under .*file, which is not a directory$"),
+    ]
+    for kwargs, message in refused:
+        with pytest.raises(pktemu.Error, match=message):
+            net.write(**kwargs)
+        assert len(os.listdir(tmp_path / "out")) == 1           # the temporary output, still open
+    out = Path(net.write(files={"notes.txt": "é\n"}))
+    assert (out / "notes.txt").read_bytes() == "é\n".encode()
+    assert (out / "client-result.json").exists() and (out / "pcap" / "client-eth0.pcap").stat().st_size > 24

@@ -13,8 +13,8 @@ import weakref
 from typing import Any
 
 from pktemu import topo
-from pktemu.errors import PktemuError
-from pktemu.io.run import abort_output, check_files, finish_output, open_output
+from pktemu.errors import PktemuError, excerpt
+from pktemu.io.run import abort_output, check_files, check_out_dir, finish_output, open_output, state_names
 from pktemu.network import Network as Engine
 
 
@@ -52,10 +52,17 @@ class DiskCapture:
             raise PktemuError("write: the network's captures were closed")
         if out is None and self.root is None:
             raise PktemuError("write: give the output directory (loaded with capture=True)")
-        check_files(files)
+        # every check before the captures close: a refused write leaves the run to write again
+        root = None
+        if out is not None:
+            root = os.fspath(out) if isinstance(out, (str, os.PathLike)) else None
+            if not isinstance(root, str):
+                raise PktemuError(f"write: out={excerpt(out)} is not a directory name")
+            check_out_dir(root, "write: out")
+        scenario = sc or topo.Scenario(self.name)
+        check_files(files, state_names(engine, scenario))
         self._detach()
-        root = os.fspath(out) if out is not None else None
-        self.written = finish_output(self.out, engine, sc or topo.Scenario(self.name), runs, root, files)
+        self.written = finish_output(self.out, engine, scenario, runs, root, files)
         return self.written
 
     def close(self) -> None:

@@ -151,8 +151,7 @@ def finish_output(out: Output, net: Network, sc: topo.Scenario, runs: list[Any],
             path = os.path.join(out.tmp, fname)
             if os.path.lexists(path):
                 raise PktemuError(f"write: files: {excerpt(fname)} is a file the output already has")
-            with open(path, "w") as f:
-                f.write(text)
+            write_text(path, text)
         if out_root is not None and os.path.abspath(out_root) != os.path.abspath(out.root):
             _move(out, out_root)
         replace_dir(out.tmp, out.final)
@@ -162,12 +161,35 @@ def finish_output(out: Output, net: Network, sc: topo.Scenario, runs: list[Any],
     return out.final
 
 
-def check_files(files: dict[str, str] | None) -> None:
-    """Extra files for `finish_output` must be plain names (no folders, no hidden names) of text."""
-    for fname, text in (files or {}).items():
+def check_files(files: dict[str, str] | None, taken: set[str] | frozenset[str] = frozenset()) -> None:
+    """Extra files for `finish_output` must be a dict of plain names (no folders, no hidden names,
+    none of `taken`) to text that UTF-8 can hold."""
+    if files is None:
+        return
+    if not isinstance(files, dict):
+        raise PktemuError(f"write: files: expected a dict of file name -> text, got {excerpt(files)}")
+    for fname, text in files.items():
         if not isinstance(fname, str) or not EXTRA_FILE.fullmatch(fname) or not isinstance(text, str):
             raise PktemuError(f"write: files: {excerpt(fname)}: expected a plain file name (letters, digits, "
                               "'_', '.', '-') and its text")
+        if fname in taken:
+            raise PktemuError(f"write: files: {excerpt(fname)} is a file the output already has")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise PktemuError(f"write: files: {excerpt(fname)}: its text cannot be written as UTF-8 "
+                              f"({excerpt(text[e.start:e.end])} at {e.start})") from None
+
+
+def state_names(net: Network, sc: topo.Scenario) -> set[str]:
+    """The names `write_state` (and the captures) may give files of the output's top folder, for
+    `check_files` before anything is closed (`nflog-<node>-<group>.pcap` is left to the final check)."""
+    names = {"pcap", "all.pcapng", "captures.tsv", "scenario.json", SERVER_RESULT, "steps.json",
+             "timeline.txt", "drops.txt", *result_files(all_traffic(sc))}
+    for node in net.nodes.values():
+        names.update(f"{what}-{node.name}.txt" for what in
+                     ("conntrack", "ipset", "nft-ruleset", "iptables-save", "log", "trace"))
+    return names
 
 
 def _move(out: Output, out_root: str) -> None:
