@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from pktemu.api.trace import Trace
 
 SLICE_NS = 100 * MS        # a scenario plays in slices of virtual time: progress, signals
+MAX_SEED = 2**64 - 1       # a topology file's `seed:` range
 
 
 class Network(KernelState, Commands):
@@ -92,6 +93,10 @@ class Network(KernelState, Commands):
         `capture` (an output directory, or True for one named at `write`) writes the captures to
         disk from the start, for `write`; `keep_frames=False` keeps none in memory (no `sniff`).
         """
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
+                                 or not 0 <= seed <= MAX_SEED):
+            raise PktemuError(f"Network.load: seed={excerpt(seed)} is not a seed (an integer, 0 to 2**64-1, "
+                              "as a topology's seed:)")
         if isinstance(source, dict):
             try:
                 text = yaml.safe_dump(source, sort_keys=False)
