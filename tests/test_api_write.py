@@ -180,7 +180,8 @@ def test_a_refused_write_leaves_the_run_to_write_again(tmp_path: Path) -> None:
                                                   r"output already has$"),
         ({"files": {"conntrack-node1.txt": ""}}, r"'conntrack-node1.txt' is a file the output already has$"),
         ({"out": 5}, r"^write: out=5 is not a directory name$"),
-        ({"out": tmp_path / "file" / "x"}, r"^write: out .*file/x: is under .*file, which is not a directory$"),
+        ({"out": tmp_path / "file" / "x"}, r"^write: out .*file/x: is under .*file, "
+                                           r"which is not a directory$"),
     ]
     for kwargs, message in refused:
         with pytest.raises(pktemu.Error, match=message):
