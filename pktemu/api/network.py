@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 from pktemu import interrupt, topo
+from pktemu.api import clock
 from pktemu.api.commands import Commands
 from pktemu.api.output import DiskCapture
 from pktemu.api.packets import ethernet_frame, expand, ip_datagram
@@ -124,19 +125,18 @@ class Network(KernelState, Commands):
         as `pktemu run` does, calling `progress(now, end)` (seconds) every 0.1 s of virtual time.
         Returns the number of events run."""
         sim = self.engine.sim
+        if progress is not None and not callable(progress):
+            raise PktemuError(f"run: progress={excerpt(progress)} is not callable (a function of now and "
+                              "end, in seconds)")
         if until is not None and duration is not None:
             raise PktemuError("run: give until or duration, not both")
         if until is None and duration is None:
             if self.scenario is None:
                 raise PktemuError("run: without a scenario, give until= or duration= (seconds)")
             return self._play(scenario_end(self.scenario), progress)
-        field, value = ("until", until) if until is not None else ("duration", duration)
-        target = _ns("run", field, value)
-        if duration is not None:
-            target += sim.now
-        elif target < sim.now:
-            raise PktemuError(f"run: until={until} is in the past (now is {self.now})")
-        return self._advance(target)
+        if until is not None:
+            return self._advance(clock.until("run", "until", until, sim.now))
+        return self._advance(clock.later("run", "duration", duration, sim.now))
 
     def _play(self, limit: int, progress: Callable[[float, float], None] | None) -> int:
         """Until the clients are done and settled, nothing is left to happen or `limit` ns, in slices
@@ -235,7 +235,7 @@ class Network(KernelState, Commands):
         from scapy.plist import PacketList, QueryAnswer, SndRcvList
 
         node = self._node("sr", where)
-        wait = _ns("sr", "timeout", timeout)
+        end = clock.later("sr", "timeout", timeout, self.engine.sim.now)
         prepared = [ip_datagram("sr", node, p) for p in expand("sr", pkts)]
         pending = [q for q, _f in prepared]
         answered: list[QueryAnswer] = []
@@ -262,7 +262,7 @@ class Network(KernelState, Commands):
             for q, frame in prepared:
                 q.sent_time = q.time = stamp(start)
                 ipv4.ip_local_out(node, frame)
-            self._advance(start + wait, lambda: not pending)
+            self._advance(end, lambda: not pending)
         finally:
             for rec in recs:
                 rec.observers.remove(observe)
@@ -345,8 +345,8 @@ class Network(KernelState, Commands):
         from pktemu.api.trace import run_trace
         node = self._node("trace", where)
         sc = self.scenario.name if self.scenario is not None else None
-        return run_trace(self.engine, sc, node.name, where, dst, proto, sport, dport,
-                         _ns("trace", "timeout", timeout))
+        wait = clock.later("trace", "timeout", timeout, self.engine.sim.now) - self.engine.sim.now
+        return run_trace(self.engine, sc, node.name, where, dst, proto, sport, dport, wait)
 
     # ------------------------------------------------------------------ names
     def _node(self, what: str, where: str) -> Node:
@@ -368,8 +368,3 @@ class Network(KernelState, Commands):
     def _device(self, what: str, point: str) -> NetDevice:
         return self.engine.device(self.engine.topology.capture_points[self._point(what, point)])
 
-
-def _ns(what: str, field: str, seconds: Any) -> int:
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < 1e9:
-        raise PktemuError(f"{what}: {field}={excerpt(seconds)} is not a number of seconds (0 or more)")
-    return round(seconds * SECOND)
