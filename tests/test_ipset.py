@@ -270,7 +270,7 @@ def test_timeline_ipset_changes_the_sets_under_traffic(run: Path) -> None:
                              "component")
     assert lines[2] == "1.700000 b ipset create later hash:ip [ok]"
     assert "src -j DROP\n\n    COMMIT\n\n    '} [ok]\n" in text      # set names are checked at run time
-    assert lines[-1].endswith("[FAILED]: 2: Set nosuch doesn't exist (no such ipset on this node; give the "
+    assert lines[-1].endswith("[FAILED]: Set nosuch doesn't exist (no such ipset on this node; give the "
                               "node `ipsets: FILE`)")
     assert "\n[1:84] -A INPUT -p icmp -m set ! --match-set later src -j DROP\n" in \
         (run / "timeline" / "iptables-save-b.txt").read_text()

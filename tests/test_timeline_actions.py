@@ -266,6 +266,22 @@ def test_python_cmd_runs_now_and_at_a_time() -> None:
     assert any("ip_forward=0 (net.ipv4.ip_forward=0 at 0.500 s by sysctl -w)" in r for r in drops), drops
 
 
+def test_a_failed_iptables_command_says_what_iptables_would_without_a_line_number(tmp_path: Path) -> None:
+    import pktemu as api
+    net = api.Network.load(str(BASE), capture=tmp_path)
+    for line, message in [("iptables -A NOPE -j ACCEPT", "unknown chain 'NOPE' in table filter"),
+                          ("iptables -t nat -D KUBE-SERVICES 99", "chain KUBE-SERVICES has no rule 99"),
+                          ("iptables -N KUBE-SERVICES -t nat", "chain KUBE-SERVICES already exists")]:
+        with pytest.raises(api.Error, match=f"^{line}: {message}$"):
+            net.cmd("node1", line)
+    net.cmd("node1", "iptables -A NOPE -j ACCEPT", at=0.1)
+    net.run(duration=0.2)
+    log = (Path(net.write()) / "timeline.txt").read_text()
+    assert log.splitlines()[-1] == ("0.100000 node1 iptables -A NOPE -j ACCEPT [FAILED]: unknown chain "
+                                    "'NOPE' in table filter")
+    assert log.count("[FAILED]") == 4 and "]: 2:" not in log
+
+
 def test_iptables_restore_with_and_without_noflush(tmp_path: Path) -> None:
     """--noflush adds to the table; without it the table is what the input says, nothing more."""
     import pktemu as api

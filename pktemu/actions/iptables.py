@@ -96,21 +96,26 @@ def _mark(rs: Ruleset, tables: set[str], path: str, origin: str) -> None:
                     r.origin = origin
 
 
-def _restore(ctx: NodeCtx, text: str, noflush: bool, tables: set[str], origin: str) -> None:
+def _restore(ctx: NodeCtx, text: str, noflush: bool, tables: set[str], origin: str,
+             command: bool = False) -> None:
+    """Load restore `text` into the node's rules; `command`: the text is one iptables command made
+    into restore input, whose line number (2, after `*table`) is not the user's and is not said."""
     rs = ruleset_of(ctx.node)
     path = f"<{ctx.where} {ctx.when}>"
     try:
         load_rules(text, path, ruleset=rs, noflush=noflush)
     except PktemuError as e:
         msg = str(e)
-        raise ActionFailed(msg[len(path) + 1:].lstrip(": ") if msg.startswith(path) else msg) from None
+        head = f"{path}:2:" if command and msg.startswith(f"{path}:2:") else path
+        raise ActionFailed(msg[len(head):].lstrip(": ") if msg.startswith(head) else msg) from None
     _mark(rs, tables, path, origin)
 
 
 def run_iptables(ctx: NodeCtx, args: dict[str, Any]) -> str | None:
     for c in args["commands"]:
         _restore(ctx, f"*{c['table']}\n{c['line']}\nCOMMIT\n", True, {c["table"]},
-                 f"{_VERBS.get(c['cmd'], 'changed')} {ctx.when} by iptables -t {c['table']} -{c['cmd']}")
+                 f"{_VERBS.get(c['cmd'], 'changed')} {ctx.when} by iptables -t {c['table']} -{c['cmd']}",
+                 command=True)
     return None
 
 
