@@ -107,15 +107,29 @@ def prepare(cap: Capture, split: Split, amap: AddressMap, neigh: Neighbours, tim
         used.add(p.flow)
         need = needs.get(p.number)
         out.items.append(Item(p, data, off, fp, need, timing.react(need.react) if need else 0, _shift(p)))
-    # a loop lasts its last offset (plus a reaction it waits for), the next starts an --pps interval later
-    react = max((it.react for it in out.items), default=0)
-    if offsets and ((offsets[-1] + react + MARGIN_NS) * timing.loops + timing.interval * (timing.loops - 1)
-                    > LAST_PCAP_NS - EPOCH_NS):
-        raise PktemuError(f"{cap.path}: record {chosen[-1][0].number}: at {timing.mode} the replay would run "
-                          "past 2106, where pcap timestamps end; use --speed, --pps or --topspeed")
+    if offsets:
+        _check_pcap_time(cap, chosen[-1][0].number, offsets[-1], max(it.react for it in out.items), timing)
     out.flows = [fp for fp in plans if fp.flow.index in used]
     out.owned = {fp.client[0] for fp in out.flows if 0 < fp.client[0] and fp.client[0] >> 28 < 0xE}
     return out
+
+
+def _check_pcap_time(cap: Capture, last_record: int, last_offset: int, react: int, timing: Timing) -> None:
+    """Refuse a replay whose frames would be stamped past 2106, where pcap timestamps end.
+
+    A loop lasts its last offset (plus a reaction it waits for) and the next starts an --pps
+    interval later; the answers, timeouts and settling after the very last frame get MARGIN_NS,
+    once. At --topspeed every offset is 0: any number of loops fits."""
+    loops = timing.loops
+    end = (last_offset + react) * loops + timing.interval * (loops - 1) + MARGIN_NS
+    if end <= LAST_PCAP_NS - EPOCH_NS:
+        return
+    faster = "a faster --speed, --pps or --topspeed"
+    if loops == 1 or last_offset + react + MARGIN_NS > LAST_PCAP_NS - EPOCH_NS:
+        raise PktemuError(f"{cap.path}: record {last_record}: at {timing.mode} the replay would run past "
+                          f"2106, where pcap timestamps end; use {faster}")
+    raise PktemuError(f"{cap.path}: at {timing.mode}, {loops} loops of the replay would run past 2106, "
+                      f"where pcap timestamps end; use fewer --loop or {faster}")
 
 
 def _shift(p: Pkt) -> str | None:
