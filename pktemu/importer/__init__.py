@@ -2,7 +2,8 @@
 
 sources reads the DUMP arguments (archives, folders, YAML files) and tells node dumps from cluster
 objects by their content; node turns one node dump into a topology node, with the devices the
-CNIs registered in cni claim (bridge, flannel VXLAN, Calico) and nft's tables; cluster wires the
+CNIs registered in cni claim (bridge, flannel VXLAN, Calico), its routes and rules (routes) and
+nft's tables, each field checked as the loader will check it (fields); cluster wires the
 Pods to their host veths (bridged) or makes them nodes behind their cali veths (routed) and joins
 the nodes through an underlay router; redact renames what is
 sensitive; build assembles the files and writes them. Every problem is a `Notes` line, never an

@@ -20,6 +20,7 @@ from pktemu.importer import Notes
 from pktemu.importer.cluster import (
     Cluster, manifest_objects, namer, split, supernet, underlay, wire_pods,
 )
+from pktemu.importer.fields import SHAPE_ERRORS
 from pktemu.importer.node import ImportedNode, Vxlan, read_node, sysctls
 from pktemu.importer.redact import Redactor
 from pktemu.importer.sources import read_sources
@@ -41,8 +42,8 @@ def build(paths: list[str], out: str, notes: Notes, redact_seed: int | None = No
     for d in src.nodes:
         try:
             n = read_node(d, notes, name_of)
-        except (TypeError, ValueError, AttributeError, KeyError) as e:   # a field of an unexpected shape
-            notes.warn(d.origin, f"cannot be read ({type(e).__name__}: {e}): node left out")
+        except SHAPE_ERRORS:             # a field of a shape no item-level check foresaw
+            notes.warn(d.origin, "a file of the dump is not as `pktemu collect` writes it: node left out")
             continue
         if n is not None:
             nodes[n.name] = n

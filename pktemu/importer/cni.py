@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pktemu.importer import Notes
+from pktemu.importer.fields import link_mac, link_mtu, mac_or_none
 from pktemu.importer.node import Bridge, ImportedNode, Port, Vxlan
 
 Link = dict[str, Any]
@@ -39,6 +40,11 @@ class Cni:
 
 
 REGISTRY: list[Cni] = []
+
+
+def _where(node: ImportedNode, name: str) -> str:
+    """Where a field of a device's `ip -j link` entry is, for a warning."""
+    return f"{node.where}: ip-link.json: device {name}"
 
 
 def register(cni: Cni) -> Cni:
@@ -77,7 +83,7 @@ def _bridge(node: ImportedNode, link: Link, ctx: Ctx) -> None:
         return
     data = info.get("info_data") or {}
     ageing = data.get("ageing_time")
-    mac = str(link["address"]).lower() if link.get("address") else None
+    mac = link_mac(link, _where(node, name), ctx.notes)
     old = node.bridges.get(name)
     addrs = [ipaddress.IPv4Interface(a) for a in ctx.addrs.get(name, []) if isinstance(a, str)]
     br = Bridge(name, mac, addrs, bool(data.get("stp_state")),
@@ -92,15 +98,17 @@ def _port(node: ImportedNode, link: Link, ctx: Ctx) -> None:
     bl = ctx.brlinks.get(name) or {}
     slave = (link.get("linkinfo") or {}).get("info_slave_data") or {}
     hairpin = bool(bl.get("hairpin", slave.get("hairpin", False)))
-    mac = str(link["address"]).lower() if link.get("address") else None
+    where = _where(node, name)
+    mac = link_mac(link, where, ctx.notes)
     node.bridges.setdefault(master, Bridge(master, None, [], False, None))
-    node.bridges[master].ports[name] = Port(name, mac, hairpin, int(link.get("mtu") or 1500))
+    node.bridges[master].ports[name] = Port(name, mac, hairpin, link_mtu(link, where, ctx.notes, 1500))
 
 
 def _bridge_fdb(node: ImportedNode, ctx: Ctx) -> None:
     for f in ctx.fdb:
-        if f.get("master") in node.bridges and f.get("state") != "permanent" and f.get("mac"):
-            node.fdb[str(f["mac"]).lower()] = str(f.get("ifname"))
+        mac = mac_or_none(f.get("mac"))
+        if f.get("master") in node.bridges and f.get("state") != "permanent" and mac:
+            node.fdb[mac] = str(f.get("ifname"))
 
 
 def _read_bridge_or_port(node: ImportedNode, link: Link, ctx: Ctx) -> None:
@@ -132,9 +140,10 @@ def _vxlan(node: ImportedNode, link: Link, ctx: Ctx) -> None:
     if data.get("group") or data.get("remote"):
         ctx.notes.warn(where, "a group or remote address is not emulated: unknown MACs are dropped")
     port, ttl = data.get("port"), data.get("ttl")
-    mac = str(link["address"]).lower() if link.get("address") else None
+    field_where = _where(node, name)
+    mac = link_mac(link, field_where, ctx.notes)
     addresses = [a for a in ctx.addrs.get(name, []) if isinstance(a, str)]
-    node.vxlans[name] = Vxlan(name, mac, int(link.get("mtu") or 1450), addresses, vni, local,
+    node.vxlans[name] = Vxlan(name, mac, link_mtu(link, field_where, ctx.notes, 1450), addresses, vni, local,
                               str(data["link"]) if data.get("link") else None,
                               int(port) if isinstance(port, int) and 0 < port < 65536 else None,
                               bool(data.get("learning", True)),
@@ -151,12 +160,17 @@ def _vxlan_entries(node: ImportedNode, ctx: Ctx) -> None:
         v = node.vxlans.get(str(f.get("ifname")))
         if v is None or not f.get("mac") or not f.get("dst"):
             continue
+        where = f"{node.where}: bridge-fdb.json: {v.name} fdb {str(f['mac'])[:40]}"
         try:
             dst = str(ipaddress.IPv4Address(f["dst"]))
         except ValueError:
-            ctx.notes.warn(f"{node.where}: {v.name} fdb {f['mac']}", "dst is not IPv4: left out")
+            ctx.notes.warn(where, "dst is not IPv4: left out")
             continue
-        entry = {"mac": str(f["mac"]).lower(), "dst": dst}
+        mac = mac_or_none(f["mac"])
+        if mac is None:
+            ctx.notes.warn(where, "not a MAC address: left out")
+            continue
+        entry = {"mac": mac, "dst": dst}
         if entry not in v.fdb:
             v.fdb.append(entry)
     for n in ctx.neigh:
@@ -165,7 +179,16 @@ def _vxlan_entries(node: ImportedNode, ctx: Ctx) -> None:
             continue
         if "PERMANENT" not in (n.get("state") or []):
             continue                          # learned entries: the emulated node resolves its own
-        v.neighbours.append({"ip": n["dst"], "lladdr": str(n["lladdr"]).lower()})
+        lladdr = mac_or_none(n["lladdr"])
+        if lladdr is None:                    # node.py warned already
+            continue
+        try:
+            ipaddress.IPv4Address(n["dst"])
+        except ValueError:
+            ctx.notes.warn(f"{node.where}: ip-neigh.json: neighbour {n['dst'][:40]} dev {v.name}",
+                           "not an IPv4 address: left out")
+            continue
+        v.neighbours.append({"ip": n["dst"], "lladdr": lladdr})
     for v in node.vxlans.values():
         if not v.fdb:
             ctx.notes.warn(f"{node.where}: device {v.name}", "no FDB entries with a dst: nothing can leave "
@@ -185,11 +208,12 @@ def _calico_claims(link: Link) -> bool:
 
 def _calico(node: ImportedNode, link: Link, ctx: Ctx) -> None:
     name = str(link.get("ifname"))
-    mac = str(link["address"]).lower() if link.get("address") else None
-    mtu = int(link.get("mtu") or 1500)
     if _kind(link) == "veth":
-        node.routed[name] = Port(name, mac, False, mtu)
+        where = _where(node, name)
+        node.routed[name] = Port(name, link_mac(link, where, ctx.notes), False,
+                                 link_mtu(link, where, ctx.notes, 1500))
         return
+    mtu = link_mtu(link, _where(node, name), ctx.notes, 1480)
     data = (link.get("linkinfo") or {}).get("info_data") or {}
     if data.get("remote") not in (None, "any") or data.get("local") not in (None, "any"):
         ctx.notes.warn(f"{node.where}: device {name}", "tunl0 with a local or remote address: only the "

@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pktemu.errors import PktemuError
+from pktemu.errors import PktemuError, excerpt
 from pktemu.importer import Notes
+from pktemu.importer.fields import SHAPE_ERRORS, link_mac, link_mtu, mac_or_none
 from pktemu.importer.sources import NodeDump
 from pktemu.io.topofile_sysctl import CONF_SYSCTLS, GLOBAL_SYSCTLS, NEIGH_SYSCTLS, not_modelled
 
@@ -105,10 +106,14 @@ def read_node(dump: NodeDump, notes: Notes,
     """The node, or None (with a note) when its devices cannot be read at all; `namer` names it
     from its dump and addresses."""
     node = ImportedNode(dump)
-    addrs = _addresses(dump.json("ip-addr.json", notes) or [])
+    bad: list[tuple[str, str]] = []
+    addrs = _addresses(dump.json("ip-addr.json", notes) or [], bad)
     for a in addrs.values():
         node.all_addresses |= {(x["address"] if isinstance(x, dict) else x).split("/")[0] for x in a}
     node.name = namer(dump, node.all_addresses)
+    for dev, shown in bad:
+        notes.warn(f"{node.name}: ip-addr.json: device {dev}",
+                   f"address {shown}: not an IPv4 address and prefix length: left out")
     links = dump.json("ip-link.json", notes)
     if links is None:
         notes.warn(node.name, "no devices (ip-link.json): node left out")
@@ -123,7 +128,11 @@ def read_node(dump: NodeDump, notes: Notes,
     neigh = dump.json("ip-neigh.json", notes) or []
     ctx = Ctx(addrs, brlinks, dump.json("bridge-fdb.json", notes) or [], neigh, notes)
     for link in links:
-        _device(node, link, uplink, ctx)
+        try:
+            _device(node, link, uplink, ctx)
+        except SHAPE_ERRORS:
+            notes.warn(f"{node.where}: ip-link.json: device {str(link.get('ifname'))[:40]}",
+                       "a field not as `ip -j link` prints it: left out")
     if node.uplink is None and uplink is not None:
         notes.warn(node.where, f"the default route's device {uplink} is not usable: node not joined "
                                "to the others")
@@ -131,13 +140,21 @@ def read_node(dump: NodeDump, notes: Notes,
         node.gateway = str(default["gateway"])
     for n in neigh:
         if n.get("lladdr") and isinstance(n.get("dst"), str) and "." in n["dst"]:
-            node.neigh[n["dst"]] = (str(n["lladdr"]).lower(), str(n.get("dev")))
+            lladdr = mac_or_none(n["lladdr"])
+            if lladdr is None:
+                dev = str(n.get("dev"))[:40]
+                notes.warn(f"{node.where}: ip-neigh.json: neighbour {n['dst'][:40]} dev {dev}",
+                           f"lladdr {excerpt(n['lladdr'], 40)} is not a MAC address: left out")
+                continue
+            node.neigh[n["dst"]] = (lladdr, str(n.get("dev")))
     if node.gateway and node.gateway in node.neigh:
         node.gateway_mac = node.neigh[node.gateway][0]
     finish(node, ctx)
     _vxlan_lower(node, notes)
-    _routes(node, routes, notes)
-    _rules(node, dump.json("ip-rule.json", notes) or [], notes)
+    from pktemu.importer.routes import read_routes, read_rules
+
+    read_routes(node, routes, notes)
+    read_rules(node, dump.json("ip-rule.json", notes) or [], notes)
     _sysctls(node, notes)
     _iptables(node, notes)
     from pktemu.importer.nft import read_nft
@@ -146,19 +163,25 @@ def read_node(dump: NodeDump, notes: Notes,
     return node
 
 
-def _addresses(data: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """ifname -> its IPv4 addresses as topology entries (`A/len` or `{address, peer}`)."""
+def _addresses(data: list[dict[str, Any]], bad: list[tuple[str, str]]) -> dict[str, list[Any]]:
+    """ifname -> its IPv4 addresses as topology entries (`A/len` or `{address, peer}`); one that
+    cannot be read is left out, and added to `bad` as (ifname, the address as given)."""
     out: dict[str, list[Any]] = {}
     for link in data:
-        for a in link.get("addr_info") or []:
+        infos = link.get("addr_info")
+        for a in infos if isinstance(infos, list) else []:
             if not isinstance(a, dict) or a.get("family") != "inet" or not a.get("local"):
                 continue
+            plen, peer = a.get("prefixlen", 32), a.get("address")
+            shown = f"{str(a['local'])[:40]}/{str(plen)[:20]}" + (f" peer {str(peer)[:40]}" if peer else "")
             try:
-                entry: Any = str(ipaddress.IPv4Interface(f"{a['local']}/{a.get('prefixlen', 32)}"))
-                if a.get("address") and a["address"] != a["local"]:
-                    peer = ipaddress.IPv4Address(str(a["address"]).split("/")[0])
-                    entry = {"address": entry, "peer": str(peer)}
+                if isinstance(plen, bool) or not isinstance(plen, int):
+                    raise ValueError
+                entry: Any = str(ipaddress.IPv4Interface(f"{a['local']}/{plen}"))
+                if peer and peer != a["local"]:
+                    entry = {"address": entry, "peer": str(ipaddress.IPv4Address(str(peer).split("/")[0]))}
             except ValueError:
+                bad.append((str(link.get("ifname"))[:40], shown))
                 continue
             out.setdefault(str(link.get("ifname")), []).append(entry)
     return out
@@ -178,15 +201,16 @@ def _device(node: ImportedNode, link: dict[str, Any], uplink: str | None, ctx: A
     if not _IFNAME.match(name):
         notes.warn(where, "not a name pktemu accepts: left out")
         return
-    mac = str(link["address"]).lower() if link.get("address") else None
-    mtu = int(link.get("mtu") or 1500)
     if recognise(node, link, ctx):
         return
     if kind in TUNNELS:
         notes.warn(where, f"{TUNNELS[kind]} tunnel: not emulated yet, left out")
         return
     if name == uplink and kind in (None, "veth", "bond", "vlan", "macvlan") and not link.get("master"):
-        node.uplink, node.uplink_mac, node.uplink_mtu = name, mac, mtu
+        field_where = f"{node.where}: ip-link.json: device {name}"
+        node.uplink = name
+        node.uplink_mac = link_mac(link, field_where, notes)
+        node.uplink_mtu = link_mtu(link, field_where, notes, 1500)
         node.uplink_addresses = ctx.addrs.get(name, [])
         return
     if kind == "veth":
@@ -205,133 +229,6 @@ def _vxlan_lower(node: ImportedNode, notes: Notes) -> None:
             notes.warn(f"{node.where}: device {v.name}", f"its lower device {v.dev} is not the uplink: "
                                                          "imported without dev")
             v.dev = None
-
-
-def _kept_devices(node: ImportedNode) -> set[str]:
-    return set(node.bridges) | set(node.vxlans) | set(node.routed) | ({"tunl0"} if node.tunl else set()) \
-        | ({node.uplink} if node.uplink else set())
-
-
-def _connected(node: ImportedNode) -> list[tuple[str, ipaddress.IPv4Network | None, str | None]]:
-    """(device, connected network, p2p peer) of each kept address."""
-    out: list[tuple[str, ipaddress.IPv4Network | None, str | None]] = []
-    for b in node.bridges.values():
-        out += [(b.name, a.network, None) for a in b.addresses]
-    for v in node.vxlans.values():
-        out += [(v.name, ipaddress.IPv4Interface(a).network, None) for a in v.addresses]
-    for a in (node.tunl or {}).get("addresses", []):
-        out.append(("tunl0", ipaddress.IPv4Interface(a).network, None))
-    for a in node.uplink_addresses:
-        if isinstance(a, dict):
-            out.append((node.uplink or "", None, a["peer"]))
-        else:
-            out.append((node.uplink or "", ipaddress.IPv4Interface(a).network, None))
-    return out
-
-
-def _routes(node: ImportedNode, routes: list[dict[str, Any]], notes: Notes) -> None:
-    kept, conn = _kept_devices(node), _connected(node)
-    seen: set[tuple[str, int, str]] = set()
-    for r in routes:
-        table = str(r.get("table", "main"))
-        if table == "local":
-            continue
-        dst, dev, via = str(r.get("dst")), r.get("dev"), r.get("gateway")
-        rtype = r.get("type", "unicast")
-        where = f"{node.where}: route {dst[:40]}"
-        try:
-            if dst != "default":
-                ipaddress.IPv4Network(dst)
-            if via is not None:
-                ipaddress.IPv4Address(via)
-        except ValueError:
-            notes.warn(where, "not an IPv4 route pktemu can read: left out")
-            continue
-        if r.get("protocol") == "kernel" and r.get("scope") == "link":
-            continue                                     # connected: pktemu adds it from the address
-        if rtype in ("blackhole", "unreachable", "prohibit", "throw"):
-            _typed_route(node, r, dst, table, seen, notes)
-            continue
-        if rtype != "unicast":
-            notes.warn(where, f"{rtype} routes are not emulated: left out")
-            continue
-        if r.get("nexthops"):
-            notes.warn(where, "multipath route: not emulated, left out")
-            continue
-        if dev not in kept:
-            notes.warn(where, f"through device {dev}, which is left out: left out")
-            continue
-        onlink = "onlink" in (r.get("flags") or [])
-        if via is not None and not onlink and not any(
-                d == dev and ((net is not None and ipaddress.IPv4Address(via) in net) or peer == via)
-                for d, net, peer in conn):
-            notes.warn(where, f"gateway {via} is not on a connected network of {dev}: left out")
-            continue
-        metric = int(r.get("metric") or 0)
-        if (dst, metric, table) in seen:
-            notes.warn(where, "a second route with this destination and metric: left out")
-            continue
-        seen.add((dst, metric, table))
-        entry: dict[str, Any] = {"to": dst}
-        if via is not None:
-            entry["via"] = str(via)
-        entry["dev"] = str(dev)
-        if onlink and via is not None:
-            entry["onlink"] = True
-        if r.get("prefsrc") and r["prefsrc"] in node.all_addresses:
-            entry["src"] = str(r["prefsrc"])
-        if metric:
-            entry["metric"] = metric
-        if table != "main":
-            entry["table"] = int(table) if table.isdigit() else table
-        node.routes.append(entry)
-
-
-def _typed_route(node: ImportedNode, r: dict[str, Any], dst: str, table: str,
-                 seen: set[tuple[str, int, str]], notes: Notes) -> None:
-    """A blackhole/unreachable/prohibit/throw route (Calico's `blackhole` for its IPAM block)."""
-    metric = int(r.get("metric") or 0)
-    if (dst, metric, table) in seen:
-        notes.warn(f"{node.where}: route {dst[:40]}",
-                   "a second route with this destination and metric: left out")
-        return
-    seen.add((dst, metric, table))
-    entry: dict[str, Any] = {"to": dst, "type": str(r["type"])}
-    if metric:
-        entry["metric"] = metric
-    if table != "main":
-        entry["table"] = int(table) if table.isdigit() else table
-    node.routes.append(entry)
-
-
-def _rules(node: ImportedNode, rules: list[dict[str, Any]], notes: Notes) -> None:
-    """`ip -j rule` -> the topology's `ip_rules` (as `ip rule add` words), the kernel's three
-    default rules left implicit; a rule with a selector pktemu does not model is left out."""
-    from pktemu.net.fib_rules import DEFAULT_RULES, json_rule_words, parse_rule
-    where = f"{node.where}: ip-rule.json"
-    present: set[int] = set()
-    for r in rules:
-        if not isinstance(r, dict):
-            notes.warn(where, "a rule that is not a JSON object: left out")
-            continue
-        toks, unknown = json_rule_words(r)
-        if unknown:
-            notes.warn(f"{where}: rule {r.get('priority')}",
-                       f"{', '.join(unknown)}: not emulated, rule left out")
-            continue
-        try:
-            rule, _ = parse_rule(toks)
-        except ValueError as e:
-            notes.warn(f"{where}: rule {r.get('priority')}", f"{e}: left out")
-            continue
-        if rule in DEFAULT_RULES:
-            present.add(rule.priority)
-            continue
-        node.ip_rules.append(" ".join(toks))
-    if rules:
-        for d in DEFAULT_RULES:
-            if d.priority not in present:
-                notes.warn(where, f"the default rule \"{d.text}\" was deleted on the node; pktemu keeps it")
 
 
 def _sysctls(node: ImportedNode, notes: Notes) -> None:
