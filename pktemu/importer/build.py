@@ -36,7 +36,7 @@ class Result:
 def build(paths: list[str], out: str, notes: Notes, redact_seed: int | None = None,
           redact: bool = False) -> Result:
     src = read_sources(paths, notes)
-    cluster = split(src.objects)
+    cluster = split(src.objects, notes)
     name_of = namer(cluster, src.nodes)
     nodes: dict[str, ImportedNode] = {}
     for d in src.nodes:

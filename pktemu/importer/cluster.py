@@ -56,14 +56,22 @@ class Cluster:
         return None
 
 
-def split(objects: list[tuple[str, dict[str, Any]]]) -> Cluster:
+def split(objects: list[tuple[str, dict[str, Any]]], notes: Notes) -> Cluster:
+    """The objects by kind; a Pod given twice (namespace and name) is kept once, the first, so that
+    it is wired and named as if it were alone."""
     c = Cluster()
+    pods: set[tuple[str, str]] = set()
     for origin, obj in objects:
         if obj.get("kind") == "Node":
             name = (obj.get("metadata") or {}).get("name")
             if isinstance(name, str):
                 c.nodes[name] = obj
         elif obj.get("kind") == "Pod":
+            key = _key(obj)
+            if key in pods:
+                notes.warn(origin, f"Pod {key[0]}/{key[1]} given twice: the first is kept")
+                continue
+            pods.add(key)
             c.pods.append((origin, obj))
         else:
             c.others.append((origin, obj))

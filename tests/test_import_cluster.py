@@ -1,0 +1,44 @@
+"""`pktemu import`: the Kubernetes objects around the nodes (Pods given twice), from hand-made dumps
+(no root needed).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from conftest import pktemu
+from test_import import _link, cluster_yaml, node_dump, pod, warnings
+
+
+def two_port_dump(folder: Path) -> Path:
+    """node_dump's, with a second pod port veth-b whose FDB and neighbour entries say 10.0.1.3."""
+    links = [{"ifindex": 1, "ifname": "lo", "link_type": "loopback", "flags": ["UP"]},
+             _link("eth0", 2, "52:54:00:00:00:0b"), _link("cbr0", 3, "0a:58:0a:00:01:01", "bridge"),
+             _link("veth-a", 4, "06:00:0a:00:01:02", "veth", "cbr0"),
+             _link("veth-b", 5, "06:00:0a:00:01:03", "veth", "cbr0")]
+    neigh = [{"dst": "10.0.1.2", "dev": "cbr0", "lladdr": "0a:58:0a:00:01:02"},
+             {"dst": "10.0.1.3", "dev": "cbr0", "lladdr": "0a:58:0a:00:01:03"},
+             {"dst": "192.168.5.1", "dev": "eth0", "lladdr": "52:54:00:00:00:01"}]
+    fdb = [{"mac": "0a:58:0a:00:01:02", "ifname": "veth-a", "master": "cbr0", "state": ""},
+           {"mac": "0a:58:0a:00:01:03", "ifname": "veth-b", "master": "cbr0", "state": ""}]
+    return node_dump(folder, **{"ip-link.json": json.dumps(links), "ip-neigh.json": json.dumps(neigh),
+                                "bridge-fdb.json": json.dumps(fdb)})
+
+
+def test_a_pod_given_twice_is_imported_once_with_its_own_name(tmp_path: Path) -> None:
+    objs = cluster_yaml(tmp_path / "c.yaml", [pod("client", "10.0.1.2", ns="default"),
+                                              pod("client", "10.0.1.3", ns="default")])
+    out = tmp_path / "t.yaml"
+    p = pktemu("import", str(two_port_dump(tmp_path / "dump")), str(objs), "-o", str(out))
+    w = warnings(p.stderr)
+    assert sum(line == f"{objs}: Pod default/client given twice: the first is kept" for line in w) == 1, w
+    assert "worker-a: 1 bridge ports with no Pod wired to them left out: veth-b" in w
+    t = yaml.safe_load(out.read_text())
+    assert list(t["pods"]) == ["client"] and t["pods"]["client"]["address"] == "10.0.1.2/24"
+    pods = [o for o in yaml.safe_load_all((tmp_path / "t-k8s.yaml").read_text()) if o["kind"] == "Pod"]
+    assert [(o["metadata"]["annotations"]["pktemu.io/netns"], o["status"]["podIP"]) for o in pods] == \
+        [("client", "10.0.1.2")]
+    tr = pktemu("trace", str(out), "--from", "default/client", "--to", "10.0.1.1:80", "--json", check=False)
+    assert json.loads(tr.stdout)["packets"][0]["events"][0]["node"] == "client"
