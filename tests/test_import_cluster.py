@@ -1,14 +1,19 @@
-"""`pktemu import`: the Kubernetes objects around the nodes (Pods given twice), from hand-made dumps
-(no root needed).
+"""`pktemu import`: the Kubernetes objects around the nodes (Pods given twice, a Node's podCIDR) and
+the output path, from hand-made dumps (no root needed).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 from conftest import pktemu
+from datapaths import ROOT
 from test_import import _link, cluster_yaml, node_dump, pod, warnings
 
 
@@ -42,3 +47,46 @@ def test_a_pod_given_twice_is_imported_once_with_its_own_name(tmp_path: Path) ->
         [("client", "10.0.1.2")]
     tr = pktemu("trace", str(out), "--from", "default/client", "--to", "10.0.1.1:80", "--json", check=False)
     assert json.loads(tr.stdout)["packets"][0]["events"][0]["node"] == "client"
+
+
+def node_object(tmp_path: Path, cidr: Any) -> Path:
+    objs = cluster_yaml(tmp_path / "c.yaml")
+    data = yaml.safe_load(objs.read_text())
+    data["items"][0]["spec"]["podCIDR"] = cidr
+    objs.write_text(yaml.safe_dump(data))
+    return objs
+
+
+def test_an_invalid_pod_cidr_is_named_as_such(tmp_path: Path) -> None:
+    for cidr, why in (("10.0.1.0/33", "is not an IPv4 network"), ("10.0.1.5/24", "has host bits set"),
+                      ("fd00::/64", "is not an IPv4 network")):
+        out = tmp_path / cidr.replace("/", "-").replace(":", "") / "t.yaml"
+        out.parent.mkdir()
+        p = pktemu("import", str(node_dump(out.parent / "dump")), str(node_object(out.parent, cidr)),
+                   "-o", str(out))
+        w = warnings(p.stderr)
+        assert f"worker-a: Node worker-a: spec.podCIDR {cidr} {why}: the underlay routes its bridges' " \
+               "networks (10.0.1.0/24) to it" in w, w
+        assert not any("no Node object" in line for line in w)
+        assert yaml.safe_load(out.read_text())["nodes"]["gw"]["routes"] == \
+            [{"to": "10.0.1.0/24", "via": "192.168.5.11", "dev": "eth1"}]
+
+
+def test_a_node_without_a_node_object_is_still_named_so(tmp_path: Path) -> None:
+    objs = tmp_path / "pods.yaml"
+    objs.write_text(yaml.safe_dump(pod("frontend", "10.0.1.2")))
+    p = pktemu("import", str(node_dump(tmp_path / "dump")), str(objs), "-o", str(tmp_path / "t.yaml"))
+    assert "worker-a: no Node object with spec.podCIDR: the underlay routes its bridges' networks " \
+           "(10.0.1.0/24) to it" in warnings(p.stderr)
+
+
+def test_an_output_folder_that_cannot_hold_files_is_one_line_naming_the_output(tmp_path: Path) -> None:
+    """/proc is a folder root may write to by its mode, but no file can be made there."""
+    dump = node_dump(tmp_path / "dump")
+    p = subprocess.run([sys.executable, "-m", "pktemu.cli", "import", str(dump), "-o", "/proc/c.yaml"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.returncode == 2
+    assert p.stderr.startswith("pktemu: error: import: -o /proc/c.yaml: cannot write to folder /proc") \
+        and p.stderr.count("\n") == 1, p.stderr
+    assert ".tmp" not in p.stderr and "warning" not in p.stderr

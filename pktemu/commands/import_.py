@@ -39,6 +39,7 @@ def run(args: argparse.Namespace, out: Console) -> int:
 
     target = args.output
     check_out_file(f"import: -o {target}", target, (".yaml", ".yml"))
+    _check_writable(f"import: -o {target}", target)
     if args.redact_seed is not None and not args.redact:
         raise PktemuError("import: --redact-seed needs --redact")
     notes = Notes()
@@ -50,3 +51,19 @@ def run(args: argparse.Namespace, out: Console) -> int:
     beside = f"; beside it {', '.join(result.files)}" if result.files else ""
     print(f"pktemu: wrote {target} ({result.summary}){beside}", file=sys.stderr)
     return 0
+
+
+def _check_writable(where: str, target: str) -> None:
+    """Make (and remove) the temporary folder the files will be written into, before any dump is read:
+    a folder whose mode allows writing may still hold no files (/proc, a read-only mount)."""
+    import os
+
+    from pktemu.io.atomic import forget, make_temp_dir, remove_path
+
+    folder = os.path.dirname(os.path.abspath(target))
+    try:
+        work = make_temp_dir(folder, os.path.basename(target))
+    except OSError as e:
+        raise PktemuError(f"{where}: cannot write to folder {folder} ({e.strerror or e})") from None
+    remove_path(work)
+    forget(work)

@@ -5,7 +5,7 @@ objects by their content; node turns one node dump into a topology node, with th
 CNIs registered in cni claim (bridge, flannel VXLAN, Calico), its routes and rules (routes) and
 nft's tables, each field checked as the loader will check it (fields); cluster wires the
 Pods to their host veths (bridged) or makes them nodes behind their cali veths (routed) and joins
-the nodes through an underlay router; redact renames what is
+the nodes through an underlay router (underlay); redact renames what is
 sensitive; build assembles the files and writes them. Every problem is a `Notes` line, never an
 exception, unless nothing runnable is left.
 """

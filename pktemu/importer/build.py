@@ -17,13 +17,12 @@ import yaml
 
 from pktemu.errors import PktemuError
 from pktemu.importer import Notes
-from pktemu.importer.cluster import (
-    Cluster, manifest_objects, namer, split, supernet, underlay, wire_pods,
-)
+from pktemu.importer.cluster import Cluster, manifest_objects, namer, split, supernet, wire_pods
 from pktemu.importer.fields import SHAPE_ERRORS
 from pktemu.importer.node import ImportedNode, Vxlan, read_node, sysctls
 from pktemu.importer.redact import Redactor
 from pktemu.importer.sources import read_sources
+from pktemu.importer.underlay import underlay
 
 
 @dataclass
@@ -231,7 +230,10 @@ def write(result: Result, out: str, notes: Notes) -> None:
 
     folder = os.path.dirname(os.path.abspath(out))
     base = os.path.basename(out)
-    work = make_temp_dir(folder, base)
+    try:
+        work = make_temp_dir(folder, base)
+    except OSError as e:
+        raise PktemuError(f"{out}: cannot write to folder {folder} ({e.strerror or e})") from None
     try:
         header = ("# Imported by `pktemu import`: the cluster's own names, addresses and rules.\n"
                   f"# {len(notes.lines)} warnings were reported on import.\n")

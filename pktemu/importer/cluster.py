@@ -3,10 +3,7 @@ underlay router that joins the nodes, and the Kubernetes objects kept for the ma
 
 A Pod is wired the way a bridge CNI wires it: its IP is on a bridge's network, the node's
 neighbour entry for that IP gives its MAC, and the bridge's FDB says which port learned that
-MAC: that port is its host veth. The underlay is what no dump sees: one router, `gw`, as the
-kernel oracle builds it (topologies/service-test.yaml), with one interface per node numbered
-with that node's default gateway (a /32 whose peer is the node), routing each node's pod CIDR
-to the node.
+MAC: that port is its host veth. The underlay router is in importer/underlay.py.
 """
 from __future__ import annotations
 
@@ -54,6 +51,26 @@ class Cluster:
             except (ValueError, TypeError):
                 continue
         return None
+
+
+    def pod_cidr_problem(self, node: str) -> str:
+        """Why `node` has no pod CIDR: no Node object, none given, or the one given is not a network."""
+        obj = self.nodes.get(node)
+        spec = obj.get("spec") if obj is not None else None
+        if not isinstance(spec, dict):
+            return "no Node object with spec.podCIDR" if obj is None else f"Node {node}: no spec"
+        given = [("spec.podCIDR", spec.get("podCIDR"))] if spec.get("podCIDR") is not None else []
+        if isinstance(spec.get("podCIDRs"), list):
+            given += [(f"spec.podCIDRs[{i}]", c) for i, c in enumerate(spec["podCIDRs"])]
+        if not given:
+            return f"Node {node}: no spec.podCIDR"
+        field, value = given[0]
+        try:
+            ipaddress.IPv4Network(value, strict=False)
+            why = "has host bits set"
+        except (ValueError, TypeError):
+            why = "is not an IPv4 network"
+        return f"Node {node}: {field} {str(value)[:60]} {why}"
 
 
 def split(objects: list[tuple[str, dict[str, Any]]], notes: Notes) -> Cluster:
@@ -280,63 +297,6 @@ def _pods(wired: list[Wired],
             entry["mtu"] = p.mtu
         out[pick] = entry
     return out
-
-
-def underlay(nodes: dict[str, ImportedNode], cluster: Cluster, notes: Notes,
-             taken: set[str]) -> tuple[str, dict[str, Any], list[list[str]]] | None:
-    """The router joining the nodes' uplinks: (its name, its topology node, the veths)."""
-    joined = [n for n in nodes.values() if n.uplink and n.gateway and n.address]
-    if not joined:
-        return None
-    name = "gw" if "gw" not in taken else "underlay-gw"
-    taken.add(name)
-    ifaces: dict[str, Any] = {}
-    routes: list[dict[str, Any]] = []
-    veths: list[list[str]] = []
-    sysctls: dict[str, int] = {"net.ipv4.ip_forward": 1, "net.ipv4.conf.all.rp_filter": 0}
-    seen_nets: set[str] = set()
-    macs: set[str] = set()
-    for i, n in enumerate(joined, 1):
-        ifn = f"eth{i}"
-        iface: dict[str, Any] = {}
-        if n.gateway_mac and n.gateway_mac not in macs:     # nodes on one subnet share the gateway's MAC
-            iface["mac"] = n.gateway_mac
-            macs.add(n.gateway_mac)
-        iface["addresses"] = [{"address": f"{n.gateway}/32", "peer": n.address}]
-        if n.uplink_mtu != 1500:
-            iface["mtu"] = n.uplink_mtu
-        ifaces[ifn] = iface
-        veths.append([f"{n.name}/{n.uplink}", f"{name}/{ifn}"])
-        cidr = cluster.pod_cidr(n.name)
-        nets = [cidr] if cidr else sorted({str(a.network) for b in n.bridges.values() for a in b.addresses})
-        if not cidr:
-            notes.warn(n.name, "no Node object with spec.podCIDR: the underlay routes its bridges' networks "
-                               f"({', '.join(nets) or 'none'}) to it")
-        for net in nets:
-            if net in seen_nets:
-                notes.warn(n.name, f"pod CIDR {net} is another node's too: routed to the first")
-                continue
-            seen_nets.add(net)
-            routes.append({"to": net, "via": n.address, "dev": ifn})
-    for n in nodes.values():
-        if n not in joined and n.uplink:
-            notes.warn(n.name, "no default route on its uplink: not joined to the underlay")
-    if _shared_subnet(joined):
-        sysctls["net.ipv4.conf.all.proxy_arp"] = 1
-        for ifn in ifaces:
-            sysctls[f"net.ipv4.neigh.{ifn}.proxy_delay"] = 0
-    return name, {"sysctls": sysctls, "interfaces": ifaces, "routes": routes}, veths
-
-
-def _shared_subnet(joined: list[ImportedNode]) -> bool:
-    """Nodes on one subnet ARP for each other (flannel's and Calico's tunnels go node to node):
-    the router then answers for the other nodes by proxy ARP, as a cloud's VPC fabric does."""
-    nets: list[ipaddress.IPv4Network] = []
-    for n in joined:
-        for a in n.uplink_addresses:
-            if isinstance(a, str):
-                nets.append(ipaddress.IPv4Interface(a).network)
-    return any(a.overlaps(b) for i, a in enumerate(nets) for b in nets[i + 1:])
 
 
 def manifest_objects(cluster: Cluster, notes: Notes) -> list[dict[str, Any]]:
