@@ -145,7 +145,7 @@ add rule ip t f ip daddr 10.0.0.1 \\
   accept
 add rule ip t c jump f; add rule ip t f drop
 add chain ip t g {
-  type filter hook input priority 0 ; policy drop ;
+  type nat hook prerouting priority 0 ; policy drop ;
 }
 add rule ip t g ct state new jump c
 # a comment line, a "quote in it

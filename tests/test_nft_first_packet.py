@@ -117,9 +117,10 @@ def test_the_masquerade_mark_and_snat_of_an_outside_client_and_a_hairpin() -> No
 
 
 def chains_text() -> str:
-    """Chains that jump, go to, return and continue; d0 .. d17 nest one jump deeper than the
-    kernel's jump stack (NFT_JUMP_STACK_SIZE 16) holds, unless the packet's source port is 6."""
-    deep = "".join(f"    chain d{k} {{ tcp sport 6 return ; jump d{k + 1} }}\n" for k in range(17))
+    """Chains that jump, go to, return and continue; d0 .. d14 nest as deep as the kernel lets a walk
+    from a base chain go (15 jumps: one more is refused at load, tests/test_nftables_validate.py),
+    unless the packet's source port is 6."""
+    deep = "".join(f"    chain d{k} {{ tcp sport 6 return ; jump d{k + 1} }}\n" for k in range(14))
     return f"""table ip t {{
     chain base {{ type filter hook forward priority 0; policy drop;
         tcp dport 1 jump a
@@ -131,7 +132,7 @@ def chains_text() -> str:
     chain a {{ counter meta mark set 0x1 ; tcp sport 7 return ; counter meta mark set 0x2 ; jump b }}
     chain b {{ counter continue ; tcp sport 8 accept ; counter }}
     chain c {{ counter ; }}
-{deep}    chain d17 {{ tcp sport 9 accept }}
+{deep}    chain d14 {{ tcp sport 9 accept }}
 }}
 """
 
@@ -163,7 +164,7 @@ def test_jump_goto_return_continue_and_the_jump_stack(sport: int, dport: int, tr
     got = both(fast, slow, sport, dport)
     assert fast.listing() == slow.listing()
     if dport == 4:
-        assert got[0] == NF_DROP if sport == 6 else "jump stack exhausted" in got[0]
+        assert got[0] == (NF_ACCEPT if sport == 9 else NF_DROP)
     if dport == 1:
         assert got[2] == (1 if sport == 7 else 2)
 

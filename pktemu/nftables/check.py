@@ -1,14 +1,22 @@
 """The checks `nft -f` makes when a transaction ends: every jump and goto (a rule's, a verdict map
-element's) names a chain of its table, and no chain reaches itself."""
+element's) names a regular chain of its table, no chain reaches itself, and the walk from each base
+chain is neither too deep nor meets a NAT statement its type and hook refuse (pktemu.nftables.validate)."""
 from __future__ import annotations
 
 from itertools import compress
+from operator import and_, not_
 from typing import Any
 
 from pktemu.errors import PktemuError
 from pktemu.nftables import shapes
-from pktemu.nftables.model import NftRuleset, Rule, Table, Verdict
+from pktemu.nftables.model import Chain, NftRuleset, Rule, Table, Verdict
+from pktemu.nftables.rules import named_vmap
+from pktemu.nftables.statements import nat_statement
 from pktemu.nftables.steps import go, vmap_index as vmap
+from pktemu.nftables.validate import KIND_BITS, MAX_DEPTH, allowed, loops, validate
+
+#: a fast-loaded rule's NAT step, among its jump parts (see _jump_parts)
+_NAT = 2
 
 
 def check(rs: NftRuleset, path: str) -> None:
@@ -17,25 +25,36 @@ def check(rs: NftRuleset, path: str) -> None:
     error, in its order."""
     if not _clean(rs):
         _check(rs, path)
+        for t in rs.tables.values():
+            loops(t, path)
+            validate(t, path)
 
 
 def _clean(rs: NftRuleset) -> bool:
-    """True when `_check` would find nothing: every jump's target is a chain and the jumps make no
-    loop. A fast-loaded rule's jumps are found from its shape (the steps its verdict and numgen parts
-    print from), so a rule without one (an endpoint's `dnat`) is not read at all; the jumps are
-    gathered in two flat lists, and the loop test drops jumps to chains that jump nowhere until
-    none is left (a loop is left otherwise), in C loops over those lists."""
-    memo: dict[int, tuple[tuple[int, bool], ...]] = {}
+    """True when `_check` and `validate` would find nothing: every jump's target is a regular chain,
+    the jumps make no loop, no chain is 16 jumps below a base chain, no base chain reaches a NAT
+    statement its type and hook refuse. A fast-loaded rule's jumps and NAT statement are found from
+    its shape (the steps its verdict, numgen and NAT parts print from), so a rule without one is not
+    read at all; the jumps are gathered in two flat lists, and the loop test drops jumps to chains
+    that jump nowhere until none is left (a loop is left otherwise), in C loops over those lists.
+    The jumps dropped at the k-th pass go to chains k - 1 jumps deep at most: the passes hand the NAT
+    kinds a chain reaches up to the chains that jump to it, and their count is the deepest walk."""
+    memo: dict[int, tuple[tuple[int, int], ...]] = {}
     s0: Any = None                # the last two shapes met and their jump parts (an endpoint chain's two)
     s1: Any = None
-    a0: tuple[tuple[int, bool], ...] = ()
-    a1: tuple[tuple[int, bool], ...] = ()
+    a0: tuple[tuple[int, int], ...] = ()
+    a1: tuple[tuple[int, int], ...] = ()
     for t in rs.tables.values():
         chains = t.chains
         srcs: list[str] = []
         dsts: list[str] = []
         src, dst = srcs.append, dsts.append
+        bases: list[Chain] = []
+        masks: dict[str, int] = {}      # chain -> the NAT kinds of its own rules (KIND_BITS)
+        maps: list[tuple[str, str]] = []     # (chain, named verdict map a rule of it looks up)
         for c in chains.values():
+            if c.hook is not None:
+                bases.append(c)
             rules = c.rules
             if not rules:
                 continue
@@ -56,6 +75,9 @@ def _clean(rs: NftRuleset) -> bool:
                     st = r.steps
                     for i, many in at:
                         a = st[i]
+                        if many == _NAT:
+                            masks[name] = masks.get(name, 0) | KIND_BITS[a[2][2]]
+                            continue
                         for v in (a[1:] if many else (a,)):
                             if type(v) is Verdict and v.target is not None:
                                 src(name)
@@ -64,27 +86,60 @@ def _clean(rs: NftRuleset) -> bool:
                 for v in r.jumps:
                     src(name)
                     dst(v.target)        # type: ignore[arg-type]
-        if not set(dsts) <= chains.keys():
-            return False
+                st = r.steps
+                for k in range(0, len(st), 2):
+                    f = st[k]
+                    if f is nat_statement:
+                        masks[name] = masks.get(name, 0) | KIND_BITS[st[k + 1][2][2]]
+                    elif f is named_vmap:
+                        maps.append((name, st[k + 1][1]))
+        base_names = {c.name for c in bases}
         for s in t.sets.values():
             if s.data_type == "verdict":
                 for el in s.elements.values():
                     v = el.data
-                    if isinstance(v, Verdict) and v.target is not None and v.target not in chains:
+                    if isinstance(v, Verdict) and v.target is not None and (
+                            v.target not in chains or v.target in base_names):
                         return False
+        for name, m in maps:
+            vm = t.sets.get(m)
+            if vm is not None:
+                for el in vm.elements.values():
+                    v = el.data
+                    if isinstance(v, Verdict) and v.target is not None:
+                        src(name)
+                        dst(v.target)
+        targets = set(dsts)
+        if not targets <= chains.keys() or not targets.isdisjoint(base_names):
+            return False
+        passes = 0
         while srcs:
             keep = list(map(set(srcs).__contains__, dsts))
             if all(keep):
                 return False
+            passes += 1
+            if masks:           # hand the kinds of the chains that jump nowhere now to their callers
+                get = masks.get
+                up = map(and_, map(not_, keep), map(masks.__contains__, dsts))
+                for a, b in compress(zip(srcs, dsts, strict=True), up):
+                    masks[a] = get(a, 0) | masks[b]
             srcs, dsts = list(compress(srcs, keep)), list(compress(dsts, keep))
+        if passes >= MAX_DEPTH and bases:
+            return False
+        for c in bases:
+            bits = masks.get(c.name)
+            if bits and bits & ~allowed(c):
+                return False
     return True
 
 
-def _jump_parts(shape: tuple[Any, ...]) -> tuple[tuple[int, bool], ...]:
-    """The steps of a fast-loaded rule that may jump, from its shape: (index of the step's argument,
-    whether it is a numgen map's `(reader, verdict, ...)`); its other steps name no chain."""
-    return tuple((i, fmt is shapes.numgen_vmap) for i, fmt, _ in shape[1:]
-                 if fmt is shapes.verdict or fmt is shapes.numgen_vmap)
+def _jump_parts(shape: tuple[Any, ...]) -> tuple[tuple[int, int], ...]:
+    """The steps of a fast-loaded rule that may jump or NAT, from its shape: (index of the step's
+    argument, 1 for a numgen map's `(reader, verdict, ...)`, _NAT for a NAT statement's `(address,
+    rule, (lo, hi, kind, ...))`, else 0); its other steps name no chain."""
+    return tuple((i, 1 if fmt is shapes.numgen_vmap else _NAT if fmt is shapes.nat else 0)
+                 for i, fmt, _ in shape[1:]
+                 if fmt is shapes.verdict or fmt is shapes.numgen_vmap or fmt is shapes.nat)
 
 
 def _check(rs: NftRuleset, path: str) -> None:
