@@ -173,3 +173,18 @@ def test_this_machines_nft_prints_the_same() -> None:
     ours = list_ruleset(load_nft(PRINT_CHECK.read_text(), str(PRINT_CHECK)))
     expires = re.compile(r" expires \S+")
     assert expires.sub("", listed) == expires.sub("", ours)
+
+
+def test_add_goes_after_the_rule_an_index_or_handle_names_and_insert_before() -> None:
+    """As real nft put them (kernel 6.18, nft 1.0.6): `add ... index 0` of rules 1, 2, 3 goes after
+    rule 1, `add ... handle H` after rule H, `insert ... handle H` before it; an index past the
+    last rule is refused (nft: No such file or directory)."""
+    three = "".join(f"add rule ip t c meta mark {k}\n" for k in (1, 2, 3))
+    rs = load_nft("add table ip t\nadd chain ip t c\n" + three
+                  + "add rule ip t c index 0 meta mark 9\nadd rule ip t c index 3 meta mark 10\n", "idx.nft")
+    load_nft("add rule ip t c handle 4 meta mark 8\ninsert rule ip t c handle 4 meta mark 7\n"
+             "add rule ip t c position 3 meta mark 6\n", "more.nft", rs)
+    marks = [line.strip()[-2:] for line in list_ruleset(rs).splitlines() if "meta mark" in line]
+    assert marks == ["01", "09", "02", "06", "07", "03", "08", "0a"]
+    with pytest.raises(PktemuError, match=r"^past.nft:1: no rule at index 8 in chain c$"):
+        load_nft("add rule ip t c index 8 meta mark 5\n", "past.nft", rs)

@@ -194,16 +194,18 @@ def _rule_command(cur: Cursor, table: Table, verb: str, where: str) -> None:
         how = cur.next().text
         num = cur.number("a number")
         if how == "index":
+            if num >= len(c.rules):
+                raise cur.error(f"no rule at index {num} in chain {c.name}")
             pos = num
         else:
             pos = next((i for i, r in enumerate(c.rules) if r.handle == num), None)
             if pos is None:
                 raise cur.error(f"no rule with handle {num} in chain {c.name}")
-            if how == "position" and verb == "add":
-                pos += 1
         if verb in ("delete", "destroy"):
             del c.rules[pos]
             return _end(cur)
+        if verb != "insert":              # as nft: `add` goes after the rule named, `insert` before it
+            pos += 1
     elif verb in ("delete", "destroy"):
         raise cur.error("delete rule needs 'handle N'")
     rule = parse_rule(Cursor(_rule_tokens(cur), cur.path, cur.ints), table, c.name)
