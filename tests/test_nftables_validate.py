@@ -1,8 +1,9 @@
 """What the kernel refuses of a table's jump graph when `nft -f` commits (nf_tables_api.c
 nft_chain_validate, nft_verdict_init; nft_nat.c, nft_masq.c, nft_redir.c validate callbacks): a
 NAT statement a base chain reaches whose type is not nat or whose hook its kind does not run at, a
-walk 16 jumps deep below a base chain, a jump to a base chain. Each case was loaded with real nft
-(kernel 6.18, nft 1.0.6), and is again by the last test when root."""
+walk 16 jumps deep below a base chain, a jump to a base chain; and what nf_tables_updchain refuses
+of a chain added again: another hook or priority, another type, a regular chain made a base one.
+Each case was loaded with real nft (kernel 6.18, nft 1.0.6), and is again by the last test when root."""
 from __future__ import annotations
 
 import os
@@ -34,6 +35,11 @@ def deep(jumps: int, verb: str = "jump", base: bool = True) -> str:
     if base:
         chains.append(chain("b", f"{verb} c1", hook="type filter hook input priority 0"))
     return table(*chains)
+
+
+def redefined(spec: str) -> str:
+    """A base chain at input, then the same chain added again with `spec`."""
+    return f"add table ip t\nadd chain ip t c {{ {FILTER_IN} ; }}\nadd chain ip t c {{ {spec} ; }}\n"
 
 
 NAT_POST = "type nat hook postrouting priority 100"
@@ -72,6 +78,15 @@ CASES: list[tuple[str, str, tuple[str, int] | None]] = [
     ("a verdict map's goto to a base chain",
      table(chain("d", "ip daddr vmap { 1.1.1.1 : goto c }"), chain("c", hook=FILTER_IN)),
      ("goto to base chain 'c'", 3)),
+    ("a base chain moved to another hook", redefined("type filter hook forward priority 0"),
+     ("chain c is hooked at input priority 0: Operation not supported", 3)),
+    ("a base chain given another priority", redefined("type filter hook input priority 10"),
+     ("chain c is hooked at input priority 0: Operation not supported", 3)),
+    ("a base chain given another type", redefined("type nat hook input priority 0"),
+     ("chain c exists with type filter: File exists", 3)),
+    ("a base chain given another policy", redefined("type filter hook input priority 0 ; policy drop"), None),
+    ("a regular chain made a base chain", "add table ip t\nadd chain ip t c\nadd chain ip t c { "
+     + FILTER_IN + " ; }\n", ("chain c exists as a regular chain: File exists", 3)),
 ]
 
 
@@ -148,5 +163,6 @@ def test_this_machines_nft_refuses_what_we_refuse(tmp_path: Path) -> None:
         assert (r.returncode == 0) == (want is None), (name, r.stderr)
         if want is not None:
             links = "deep" in want[0] or "links" in want[0]
-            reason = "Too many links" if links else "Operation not supported"
+            reason = "Too many links" if links else "File exists" if "File exists" in want[0] \
+                else "Operation not supported"
             assert f"Error: Could not process rule: {reason}" in r.stderr, (name, r.stderr)

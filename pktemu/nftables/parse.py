@@ -15,14 +15,15 @@ import sys
 
 from pktemu.netfilter.gc_pause import settle_young
 from pktemu.nftables.check import check
-from pktemu.nftables.elements import parse_elements, parse_time
-from pktemu.nftables.lexer import Cursor, Token, describe, tokenize
+from pktemu.nftables.elements import parse_elements
+from pktemu.nftables.lexer import Cursor, describe, tokenize
 from pktemu.nftables.model import (
-    CHAIN_TYPES, DATA_TYPES, FAMILIES, HOOK_NAMES, KEY_TYPES, REFUSED_FAMILIES, STD_PRIOS, Chain, NftRuleset,
+    FAMILIES, REFUSED_FAMILIES, Chain, NftRuleset,
     NftSet, Table,
 )
 from pktemu.nftables.nft_fast import apply_text
 from pktemu.nftables.nft_forms import BAD
+from pktemu.nftables.parse_bodies import chain_body, flag_list, rule_tokens, set_body
 from pktemu.nftables.rules import parse_rule
 
 VERBS = ("add", "create", "insert", "delete", "destroy", "flush")
@@ -128,6 +129,7 @@ def _command(cur: Cursor, rs: NftRuleset, verb: str) -> None:
             if verb == "create" and name in table.chains:
                 raise cur.error(f"chain {name} exists")
             c = table.get_chain(name)
+            fresh = c is None
             if c is None:
                 name = sys.intern(name)         # a jump's target is the same object: no string compare
                 c = table.chains[name] = Chain(name, handle=table.new_handle())
@@ -137,7 +139,7 @@ def _command(cur: Cursor, rs: NftRuleset, verb: str) -> None:
                 if table.tx is not None:
                     table.tx.fresh(c)
             if cur.accept("{"):
-                _chain_body(cur, table, c, rules=False)
+                chain_body(cur, table, c, rules=False, new=fresh)
             return _end(cur)
         if verb == "flush":
             c = table.chain(name, where)
@@ -158,10 +160,10 @@ def _command(cur: Cursor, rs: NftRuleset, verb: str) -> None:
             if old is None:
                 new = NftSet(name, obj, handle=table.new_handle())
                 cur.expect("{")
-                _set_body(cur, new)
+                set_body(cur, new)
                 table.sets[name] = new
             elif cur.accept("{"):
-                _set_body(cur, old)
+                set_body(cur, old)
             return _end(cur)
         s = table.set(name, where)
         if verb == "flush":
@@ -208,33 +210,11 @@ def _rule_command(cur: Cursor, table: Table, verb: str, where: str) -> None:
             pos += 1
     elif verb in ("delete", "destroy"):
         raise cur.error("delete rule needs 'handle N'")
-    rule = parse_rule(Cursor(_rule_tokens(cur), cur.path, cur.ints), table, c.name)
+    rule = parse_rule(Cursor(rule_tokens(cur), cur.path, cur.ints), table, c.name)
     rule.handle = table.new_handle()
     if pos is None:
         pos = 0 if verb == "insert" else len(c.rules)
     c.rules.insert(pos, rule)
-
-
-def _rule_tokens(cur: Cursor) -> list[Token]:
-    """The tokens of one rule: up to the end of its line (or a `;`), braces kept whole."""
-    out: list[Token] = []
-    depth = 0
-    while True:
-        t = cur.peek()
-        if cur.i >= len(cur.toks) - 1 and t.kind == "nl":
-            break
-        if depth == 0 and (t.kind == "nl" or t.text in (";", "}")) and t.kind != "string":
-            break
-        cur.next()
-        if t.kind == "punct" and t.text == "{":
-            depth += 1
-        elif t.kind == "punct" and t.text == "}":
-            depth -= 1
-        if t.kind != "nl":
-            out.append(t)
-    if not out:
-        raise cur.error("empty rule")
-    return out
 
 
 def _table_block(cur: Cursor, rs: NftRuleset, verb: str, fam: str | None = None,
@@ -258,16 +238,17 @@ def _table_block(cur: Cursor, rs: NftRuleset, verb: str, fam: str | None = None,
         if w == "comment":
             t.comment = cur.word("a comment string")
         elif w == "flags":
-            t.flags = _list(cur)
+            t.flags = flag_list(cur)
         elif w in ("set", "map"):
             sname = cur.word(f"a {w} name")
             s = t.get_set(sname) or NftSet(sname, w, handle=t.new_handle())
             cur.expect("{")
-            _set_body(cur, s)
+            set_body(cur, s)
             t.sets[sname] = s
         elif w == "chain":
             cname = cur.word("a chain name")
             c = t.get_chain(cname)
+            fresh = c is None
             if c is None:
                 cname = sys.intern(cname)
                 c = t.chains[cname] = Chain(cname, handle=t.new_handle())
@@ -275,128 +256,6 @@ def _table_block(cur: Cursor, rs: NftRuleset, verb: str, fam: str | None = None,
                 if not cname or BAD(cname) is not None:
                     t.odd_names = True
             cur.expect("{")
-            _chain_body(cur, t, c, rules=True)
+            chain_body(cur, t, c, rules=True, new=fresh)
         else:
             raise cur.error(f"unknown table statement '{w}'")
-
-
-def _list(cur: Cursor) -> list[str]:
-    out = [cur.word("a flag")]
-    while cur.accept(","):
-        out.append(cur.word("a flag"))
-    return out
-
-
-def _set_body(cur: Cursor, s: NftSet) -> None:
-    while True:
-        cur.skip_nl()
-        if cur.accept(";"):
-            continue
-        if cur.accept("}"):
-            break
-        w = cur.word("type, flags, timeout, size, comment or elements")
-        if w == "type":
-            s.types = [_type(cur, KEY_TYPES)]
-            while cur.accept("."):
-                s.types.append(_type(cur, KEY_TYPES))
-            if cur.accept(":"):
-                s.data_type = _type(cur, DATA_TYPES)
-            if (s.kind == "map") != (s.data_type is not None):
-                raise cur.error(f"{s.kind} {s.name}: " + ("a map needs 'type KEY : DATA'" if s.kind == "map"
-                                                          else "a set has no ': DATA' type"))
-        elif w == "typeof":
-            raise cur.error("'typeof' set declarations are not supported: use 'type'")
-        elif w == "flags":
-            s.flags = _list(cur)
-            bad = [f for f in s.flags if f not in ("interval", "timeout", "dynamic", "constant")]
-            if bad:
-                raise cur.error(f"unknown set flag '{bad[0]}'")
-        elif w in ("timeout", "gc-interval"):
-            v = cur.word("a time")
-            if parse_time(v) is None:
-                raise cur.error(f"bad time '{v}'")
-            if w == "timeout":
-                s.timeout = v
-        elif w == "size":
-            s.size = cur.number("a size")
-        elif w == "policy":
-            cur.word("performance or memory")
-        elif w == "auto-merge":
-            continue
-        elif w == "comment":
-            s.comment = cur.word("a comment string")
-        elif w == "elements":
-            cur.expect("=")
-            if not s.types:
-                raise cur.error(f"{s.kind} {s.name}: elements before its type")
-            for el in parse_elements(cur, s):
-                s.add(el)
-        else:
-            raise cur.error(f"unknown {s.kind} property '{w}'")
-    if not s.types:
-        raise cur.error(f"{s.kind} {s.name} has no type")
-
-
-def _type(cur: Cursor, allowed: tuple[str, ...] | dict[str, tuple[int, bool]]) -> str:
-    t = cur.next()
-    if t.text not in allowed:
-        raise cur.error(f"unsupported type '{t.text}' (one of {', '.join(allowed)})", t)
-    return t.text
-
-
-def _chain_body(cur: Cursor, t: Table, c: Chain, rules: bool) -> None:
-    while True:
-        cur.skip_nl()
-        if cur.accept(";"):
-            continue
-        if cur.accept("}"):
-            return
-        w = cur.peek().text
-        if w == "type" and cur.peek().kind == "word":
-            cur.next()
-            _base_chain(cur, c)
-        elif w == "policy":
-            cur.next()
-            c.policy = cur.word("accept or drop")
-            if c.policy not in ("accept", "drop"):
-                raise cur.error(f"chain policy '{c.policy}': expected accept or drop")
-        elif w == "comment" and (cur.peek(2).kind == "nl" or cur.peek(2).text in (";", "}")):
-            cur.next()
-            c.comment = cur.word("a comment string")
-        elif rules:
-            rule = parse_rule(Cursor(_rule_tokens(cur), cur.path, cur.ints), t, c.name)
-            rule.handle = t.new_handle()
-            c.rules.append(rule)
-        else:
-            raise cur.error(f"unexpected '{w}' in a chain declaration")
-
-
-def _base_chain(cur: Cursor, c: Chain) -> None:
-    ctype = cur.word("filter, nat or route")
-    if ctype not in CHAIN_TYPES:
-        raise cur.error(f"unknown chain type '{ctype}' (one of {', '.join(CHAIN_TYPES)})")
-    cur.expect("hook")
-    hook = cur.word("a hook")
-    if hook not in HOOK_NAMES:
-        raise cur.error(f"hook '{hook}' is not supported (one of {', '.join(HOOK_NAMES)})")
-    if ctype == "nat" and hook == "forward":
-        raise cur.error("a nat chain cannot hook forward")
-    if cur.accept("device"):
-        raise cur.error("'device' is for netdev chains, which are not supported")
-    cur.expect("priority")
-    c.type, c.hook, c.priority = ctype, HOOK_NAMES[hook], _priority(cur)
-
-
-def _priority(cur: Cursor) -> int:
-    t = cur.next()
-    names = dict(STD_PRIOS)
-    try:
-        if t.text in names:
-            v = names[t.text]
-            if cur.peek().text in ("+", "-"):
-                sign = 1 if cur.next().text == "+" else -1
-                v += sign * int(cur.word("a number"))
-            return v
-        return int(t.text)
-    except ValueError:
-        raise cur.error(f"bad priority {describe(t)}", t) from None

@@ -1,0 +1,168 @@
+"""The bodies of `set|map NAME { ... }` and `chain NAME { ... }` declarations (pktemu.nftables.parse),
+and the tokens of one rule."""
+from __future__ import annotations
+
+from pktemu.nftables.elements import parse_elements, parse_time
+from pktemu.nftables.lexer import Cursor, Token, describe
+from pktemu.nftables.model import (
+    CHAIN_TYPES, DATA_TYPES, HOOK_NAMES, KEY_TYPES, STD_PRIOS, Chain, NftSet, Table,
+)
+from pktemu.nftables.rules import parse_rule
+
+
+def rule_tokens(cur: Cursor) -> list[Token]:
+    """The tokens of one rule: up to the end of its line (or a `;`), braces kept whole."""
+    out: list[Token] = []
+    depth = 0
+    while True:
+        t = cur.peek()
+        if cur.i >= len(cur.toks) - 1 and t.kind == "nl":
+            break
+        if depth == 0 and (t.kind == "nl" or t.text in (";", "}")) and t.kind != "string":
+            break
+        cur.next()
+        if t.kind == "punct" and t.text == "{":
+            depth += 1
+        elif t.kind == "punct" and t.text == "}":
+            depth -= 1
+        if t.kind != "nl":
+            out.append(t)
+    if not out:
+        raise cur.error("empty rule")
+    return out
+
+
+def flag_list(cur: Cursor) -> list[str]:
+    out = [cur.word("a flag")]
+    while cur.accept(","):
+        out.append(cur.word("a flag"))
+    return out
+
+
+def set_body(cur: Cursor, s: NftSet) -> None:
+    while True:
+        cur.skip_nl()
+        if cur.accept(";"):
+            continue
+        if cur.accept("}"):
+            break
+        w = cur.word("type, flags, timeout, size, comment or elements")
+        if w == "type":
+            s.types = [_type(cur, KEY_TYPES)]
+            while cur.accept("."):
+                s.types.append(_type(cur, KEY_TYPES))
+            if cur.accept(":"):
+                s.data_type = _type(cur, DATA_TYPES)
+            if (s.kind == "map") != (s.data_type is not None):
+                raise cur.error(f"{s.kind} {s.name}: " + ("a map needs 'type KEY : DATA'" if s.kind == "map"
+                                                          else "a set has no ': DATA' type"))
+        elif w == "typeof":
+            raise cur.error("'typeof' set declarations are not supported: use 'type'")
+        elif w == "flags":
+            s.flags = flag_list(cur)
+            bad = [f for f in s.flags if f not in ("interval", "timeout", "dynamic", "constant")]
+            if bad:
+                raise cur.error(f"unknown set flag '{bad[0]}'")
+        elif w in ("timeout", "gc-interval"):
+            v = cur.word("a time")
+            if parse_time(v) is None:
+                raise cur.error(f"bad time '{v}'")
+            if w == "timeout":
+                s.timeout = v
+        elif w == "size":
+            s.size = cur.number("a size")
+        elif w == "policy":
+            cur.word("performance or memory")
+        elif w == "auto-merge":
+            continue
+        elif w == "comment":
+            s.comment = cur.word("a comment string")
+        elif w == "elements":
+            cur.expect("=")
+            if not s.types:
+                raise cur.error(f"{s.kind} {s.name}: elements before its type")
+            for el in parse_elements(cur, s):
+                s.add(el)
+        else:
+            raise cur.error(f"unknown {s.kind} property '{w}'")
+    if not s.types:
+        raise cur.error(f"{s.kind} {s.name} has no type")
+
+
+def _type(cur: Cursor, allowed: tuple[str, ...] | dict[str, tuple[int, bool]]) -> str:
+    t = cur.next()
+    if t.text not in allowed:
+        raise cur.error(f"unsupported type '{t.text}' (one of {', '.join(allowed)})", t)
+    return t.text
+
+
+def chain_body(cur: Cursor, t: Table, c: Chain, rules: bool, new: bool) -> None:
+    while True:
+        cur.skip_nl()
+        if cur.accept(";"):
+            continue
+        if cur.accept("}"):
+            return
+        w = cur.peek().text
+        if w == "type" and cur.peek().kind == "word":
+            cur.next()
+            _base_chain(cur, c, new)
+            new = True                    # a second `type` in the same block is nft's syntax error
+        elif w == "policy":
+            cur.next()
+            c.policy = cur.word("accept or drop")
+            if c.policy not in ("accept", "drop"):
+                raise cur.error(f"chain policy '{c.policy}': expected accept or drop")
+        elif w == "comment" and (cur.peek(2).kind == "nl" or cur.peek(2).text in (";", "}")):
+            cur.next()
+            c.comment = cur.word("a comment string")
+        elif rules:
+            rule = parse_rule(Cursor(rule_tokens(cur), cur.path, cur.ints), t, c.name)
+            rule.handle = t.new_handle()
+            c.rules.append(rule)
+        else:
+            raise cur.error(f"unexpected '{w}' in a chain declaration")
+
+
+def _base_chain(cur: Cursor, c: Chain, new: bool) -> None:
+    """`type T hook H priority P`; for a chain that exists, as nf_tables_updchain: it must be a base
+    chain of that type (else File exists), at that hook and priority (else Operation not supported)."""
+    at = cur.peek()
+    ctype = cur.word("filter, nat or route")
+    if ctype not in CHAIN_TYPES:
+        raise cur.error(f"unknown chain type '{ctype}' (one of {', '.join(CHAIN_TYPES)})")
+    cur.expect("hook")
+    hook = cur.word("a hook")
+    if hook not in HOOK_NAMES:
+        raise cur.error(f"hook '{hook}' is not supported (one of {', '.join(HOOK_NAMES)})")
+    if ctype == "nat" and hook == "forward":
+        raise cur.error("a nat chain cannot hook forward")
+    if cur.accept("device"):
+        raise cur.error("'device' is for netdev chains, which are not supported")
+    cur.expect("priority")
+    prio = _priority(cur)
+    if not new and c.hook is None:
+        raise cur.error(f"chain {c.name} exists as a regular chain: File exists (it cannot become a base "
+                        "chain)", at)
+    if not new and c.type != ctype:
+        raise cur.error(f"chain {c.name} exists with type {c.type}: File exists", at)
+    if not new and (c.hook != HOOK_NAMES[hook] or c.priority != prio):
+        was = next(k for k, v in HOOK_NAMES.items() if v == c.hook)
+        raise cur.error(f"chain {c.name} is hooked at {was} priority {c.priority}: Operation not supported "
+                        "(a base chain's hook and priority cannot change)", at)
+    c.type, c.hook, c.priority = ctype, HOOK_NAMES[hook], prio
+
+
+def _priority(cur: Cursor) -> int:
+    t = cur.next()
+    names = dict(STD_PRIOS)
+    try:
+        if t.text in names:
+            v = names[t.text]
+            if cur.peek().text in ("+", "-"):
+                sign = 1 if cur.next().text == "+" else -1
+                v += sign * int(cur.word("a number"))
+            return v
+        return int(t.text)
+    except ValueError:
+        raise cur.error(f"bad priority {describe(t)}", t) from None
