@@ -188,3 +188,43 @@ def test_add_goes_after_the_rule_an_index_or_handle_names_and_insert_before() ->
     assert marks == ["01", "09", "02", "06", "07", "03", "08", "0a"]
     with pytest.raises(PktemuError, match=r"^past.nft:1: no rule at index 8 in chain c$"):
         load_nft("add rule ip t c index 8 meta mark 5\n", "past.nft", rs)
+
+
+DOCUMENTED = """table ip t {
+\tchain pre {
+\t\ttype nat hook prerouting priority dstnat; policy accept;
+\t\tmeta l4proto tcp ip daddr 10.0.2.99 dnat ip to 10.0.2.2:8080
+\t}
+
+\tchain post {
+\t\ttype nat hook postrouting priority srcnat; policy accept;
+\t}
+}
+table inet f {
+\tchain fw {
+\t\ttype filter hook forward priority filter; policy drop;
+\t\tmeta nfproto ipv6 drop
+\t\tmeta nfproto ipv4 accept
+\t}
+}
+"""
+
+
+def test_documented_dnat_ip_to_in_an_ip_table_and_meta_nfproto_names(tmp_path: Path) -> None:
+    """`dnat ip to A:P` in an ip table and `meta nfproto ipv4|ipv6` in an inet one load, list as
+    real nft listed this file (kernel 6.18, nft 1.0.6: `dnat to`, the names kept) and work: gw
+    translates the client's SYN to the server and forwards it (ipv4 matches, ipv6 does not, the
+    policy drops the rest), and the reply comes back. nft refuses `meta nfproto` in an ip table."""
+    topo = tmp_path / "t.yaml"
+    topo.write_text(f"extends: {{file: {datapaths.ROOT / 'topologies' / 'service-test.yaml'}, merge: true}}\n"
+                    "nodes: {gw: {nftables: r.nft}}\n")
+    (tmp_path / "r.nft").write_text(DOCUMENTED)
+    listed = pktemu("rules", str(topo), "--node", "gw", "--format", "nft").stdout
+    assert listed == DOCUMENTED.replace("dnat ip to", "dnat to")
+    r = pktemu("trace", str(topo), "--from", "client", "--to", "10.0.2.99:80/tcp")
+    results = [line.split("result: ")[1] for line in r.stdout.splitlines() if "result: " in line]
+    assert results == ["delivered to server (tcp 10.0.1.2:49976 > 10.0.2.2:8080)",
+                       "delivered to client (tcp 10.0.2.99:80 > 10.0.1.2:49976)"]
+    assert "inet f fw rule meta nfproto ipv4 accept (verdict accept)" in r.stdout
+    with pytest.raises(PktemuError, match=r"^ip.nft:3: meta nfproto is only useful in the inet family$"):
+        load_nft("add table ip t\nadd chain ip t c\nadd rule ip t c meta nfproto ipv4 accept\n", "ip.nft")

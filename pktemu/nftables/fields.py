@@ -114,7 +114,7 @@ def _ip_len(p: Pkt, s: Any) -> int:
 
 
 def _nfproto(p: Pkt, s: Any) -> int:
-    return 2
+    return 2            # NFPROTO_IPV4: the chains run IPv4 packets only
 
 
 def _mark(p: Pkt, s: Any) -> int:
@@ -156,7 +156,7 @@ def lookup_field(words: list[str]) -> tuple[Field, int] | None:
     if key == "l4proto" and meta:
         return Field("meta l4proto", "inet_proto", _proto), 2
     if key == "nfproto" and meta:
-        return Field("meta nfproto", "integer", _nfproto), 2
+        return Field("meta nfproto", "nfproto", _nfproto), 2
     if key == "mark":
         return Field("meta mark", "mark", _mark), n
     if key in ("iifname", "oifname"):

@@ -134,6 +134,8 @@ def parse_match(cur: Cursor, table: Table, rule: ParsedRule) -> tuple[str, Step,
     lhs = parse_lhs(cur)
     if lhs is None:
         raise cur.error(f"unknown statement or expression '{tok.text}'", tok)
+    if table.family != "inet" and any(f.type == "nfproto" for f in lhs.fields):
+        raise cur.error("meta nfproto is only useful in the inet family", tok)     # as nft says
     dep: Any = ("needs", lhs.fields[0].proto) if lhs.fields[0].proto is not None else None
     read = lhs.reader()
     if cur.accept("vmap"):

@@ -186,9 +186,9 @@ def _addr_port(cur: Cursor, text: str) -> tuple[int | None, int | None, int | No
 def _nat(cur: Cursor, table: Table, rule: Rule, kind: str) -> tuple[str, Step]:
     cur.next()
     words = [kind]
-    if table.family == "inet" and kind in ("dnat", "snat"):
-        cur.expect("ip")
-        words.append("ip")
+    if kind in ("dnat", "snat") and (table.family == "inet" or cur.peek().text == "ip"):
+        cur.expect("ip")                  # an ip table takes it too (as nft does), and prints it without
+        words += ["ip"] if table.family == "inet" else []
     ip = lo = hi = None
     if cur.accept("to"):
         target = cur.word("an address")

@@ -18,6 +18,9 @@ CT_STATE_BITS = {"invalid": 1, "established": 2, "related": 4, "new": 8, "untrac
 CT_STATUS_BITS = {"expected": 1, "seen-reply": 2, "assured": 4, "confirmed": 8, "snat": 16,
                   "dnat": 32, "dying": 512}
 FLAG_NAMES = {"ct_state": CT_STATE_BITS, "ct_status": CT_STATUS_BITS}
+#: `meta nfproto`'s names (NFPROTO_IPV4, NFPROTO_IPV6)
+NFPROTOS = {"ipv4": 2, "ipv6": 10}
+NFPROTO_NAMES = {v: k for k, v in NFPROTOS.items()}
 FIB_TYPES = ("unspec", "unicast", "local", "broadcast", "anycast", "multicast", "blackhole",
              "unreachable", "prohibit")
 
@@ -60,6 +63,10 @@ def parse_value(typ: str, text: str) -> tuple[int, int | None, int | None]:
         return _int(text, 255, "protocol"), None, None
     if typ == "inet_service":
         return _int(text, 65535, "port"), None, None
+    if typ == "nfproto":
+        if text in NFPROTOS:
+            return NFPROTOS[text], None, None
+        return _int(text, 255, "nfproto (ipv4, ipv6 or a number)"), None, None
     if typ in ("mark", "integer", "ct_state"):
         return _int(text, 2**32 - 1, typ), None, None
     if typ == "ifname":
@@ -86,6 +93,8 @@ def format_value(typ: str, v: int) -> str:
         return PROTO_NAMES.get(v, str(v))
     if typ == "mark":
         return f"0x{v:08x}"
+    if typ == "nfproto":
+        return NFPROTO_NAMES.get(v, str(v))
     if typ in FLAG_NAMES:
         return ",".join(n for n, b in sorted(FLAG_NAMES[typ].items(), key=lambda x: x[1]) if v & b)
     if typ == "fib_type":
