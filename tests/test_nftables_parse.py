@@ -190,6 +190,15 @@ def test_add_goes_after_the_rule_an_index_or_handle_names_and_insert_before() ->
         load_nft("add rule ip t c index 8 meta mark 5\n", "past.nft", rs)
 
 
+def gw_topology(tmp_path: Path, rules: str) -> Path:
+    """The founding topology with `rules` as gw's nftables file."""
+    topo = tmp_path / "t.yaml"
+    topo.write_text(f"extends: {{file: {datapaths.ROOT / 'topologies' / 'service-test.yaml'}, merge: true}}\n"
+                    "nodes: {gw: {nftables: r.nft}}\n")
+    (tmp_path / "r.nft").write_text(rules)
+    return topo
+
+
 DOCUMENTED = """table ip t {
 \tchain pre {
 \t\ttype nat hook prerouting priority dstnat; policy accept;
@@ -215,10 +224,7 @@ def test_documented_dnat_ip_to_in_an_ip_table_and_meta_nfproto_names(tmp_path: P
     real nft listed this file (kernel 6.18, nft 1.0.6: `dnat to`, the names kept) and work: gw
     translates the client's SYN to the server and forwards it (ipv4 matches, ipv6 does not, the
     policy drops the rest), and the reply comes back. nft refuses `meta nfproto` in an ip table."""
-    topo = tmp_path / "t.yaml"
-    topo.write_text(f"extends: {{file: {datapaths.ROOT / 'topologies' / 'service-test.yaml'}, merge: true}}\n"
-                    "nodes: {gw: {nftables: r.nft}}\n")
-    (tmp_path / "r.nft").write_text(DOCUMENTED)
+    topo = gw_topology(tmp_path, DOCUMENTED)
     listed = pktemu("rules", str(topo), "--node", "gw", "--format", "nft").stdout
     assert listed == DOCUMENTED.replace("dnat ip to", "dnat to")
     r = pktemu("trace", str(topo), "--from", "client", "--to", "10.0.2.99:80/tcp")
@@ -228,3 +234,37 @@ def test_documented_dnat_ip_to_in_an_ip_table_and_meta_nfproto_names(tmp_path: P
     assert "inet f fw rule meta nfproto ipv4 accept (verdict accept)" in r.stdout
     with pytest.raises(PktemuError, match=r"^ip.nft:3: meta nfproto is only useful in the inet family$"):
         load_nft("add table ip t\nadd chain ip t c\nadd rule ip t c meta nfproto ipv4 accept\n", "ip.nft")
+
+
+DORMANT = """table ip t {
+\tflags dormant
+
+\tchain fw {
+\t\ttype filter hook forward priority filter; policy drop;
+\t}
+
+\tchain pre {
+\t\ttype nat hook prerouting priority dstnat; policy accept;
+\t\tip daddr 10.0.2.2 meta l4proto tcp dnat to 10.0.2.3:8080
+\t}
+}
+"""
+
+
+@pytest.mark.parametrize("dormant", [True, False])
+def test_a_dormant_tables_chains_are_not_hooked(tmp_path: Path, dormant: bool) -> None:
+    """`flags dormant`: gw forwards the client's connection to the server as if the table were absent
+    (no policy drop, no dnat); awake, its forward chain drops it. The listing is real nft's for this
+    file (kernel 6.18, nft 1.0.6): a blank line after the flags, before the first chain."""
+    text = DORMANT if dormant else DORMANT.replace("\tflags dormant\n\n", "")
+    topo = gw_topology(tmp_path, text)
+    assert pktemu("rules", str(topo), "--node", "gw", "--format", "nft").stdout == text
+    r = pktemu("trace", str(topo), "--from", "client", "--to", "10.0.2.2:8080/tcp", check=False)
+    results = [line.split("result: ")[1] for line in r.stdout.splitlines() if "result: " in line]
+    if dormant:
+        assert r.returncode == 0 and results == [
+            "delivered to server (tcp 10.0.1.2:49976 > 10.0.2.2:8080)",
+            "delivered to client (tcp 10.0.2.2:8080 > 10.0.1.2:49976)"]
+        assert " t fw " not in r.stdout and "dnat" not in r.stdout
+    else:
+        assert results == ["dropped at gw (netfilter FORWARD): nft t fw: policy drop"]

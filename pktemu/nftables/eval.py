@@ -5,7 +5,8 @@ so they interleave with conntrack and the iptables tables as in the kernel (kube
 filter chains at -110 run after conntrack, -200, and before DNAT, -100). A `type nat` chain does
 not: as nf_nat_register_fn does, it joins the NAT core's lookups at the fixed NAT hook points,
 ordered by its priority next to the iptables nat table, and runs only for a connection's first
-packet until one of them binds.
+packet until one of them binds. A table with `flags dormant` stays registered (an `nft` action may
+wake it) but its chains let every packet pass, as the kernel's unhooked ones do.
 """
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ def run_chain(table: Table, base: Chain, frame: Any, state: HookState) -> int:
     """The verdict of one base chain: rules in order, jump/goto/return, then the policy. It walks each
     chain's rule list and each rule's flat steps as they are: no per-chain program to build when a
     packet first reaches a chain (at 10,000 Services most first packets reach chains no packet has)."""
-    if not frame.is_ipv4:
-        return NF_ACCEPT
+    if not frame.is_ipv4 or (table.flags and "dormant" in table.flags):
+        return NF_ACCEPT        # a dormant table's chains are not hooked: as if it were absent
     p = NftPkt(frame)
     p.sets = table.sets
     extra = state.extra

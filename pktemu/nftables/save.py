@@ -48,6 +48,8 @@ def list_table(t: Table, now: int = 0) -> str:
                 text = sets[s.name] = _set(s, now)
             blocks.append(text)
         blocks += chains
+    if blocks and t.flags:
+        blocks[0] = "\n" + blocks[0]       # nft table_print: flags put a blank line before the first
     out.append("\n\n".join(blocks) if blocks else "")
     text = "\n".join(x for x in out if x != "") + "\n}\n"
     return text
