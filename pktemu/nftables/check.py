@@ -15,8 +15,10 @@ from pktemu.nftables.statements import nat_statement
 from pktemu.nftables.steps import go, vmap_index as vmap
 from pktemu.nftables.validate import KIND_BITS, MAX_DEPTH, allowed, loops, validate
 
-#: a fast-loaded rule's NAT step, among its jump parts (see _jump_parts)
+#: a fast-loaded rule's NAT step, among its jump parts (see _jump_parts), always a `dnat`
 _NAT = 2
+#: the jump parts of a fast-loaded rule whose only such part is its dnat
+_DNAT_ONLY = ((-1, _NAT),)
 
 
 def check(rs: NftRuleset, path: str) -> None:
@@ -52,6 +54,8 @@ def _clean(rs: NftRuleset) -> bool:
         bases: list[Chain] = []
         masks: dict[str, int] = {}      # chain -> the NAT kinds of its own rules (KIND_BITS)
         maps: list[tuple[str, str]] = []     # (chain, named verdict map a rule of it looks up)
+        dnats: list[str] = []           # chains of a fast-loaded rule whose only part is a dnat
+        dnat = dnats.append
         for c in chains.values():
             if c.hook is not None:
                 bases.append(c)
@@ -71,6 +75,9 @@ def _clean(rs: NftRuleset) -> bool:
                         at = got if got is not None else memo.setdefault(id(sh), _jump_parts(sh))
                         s1, a1, s0, a0 = s0, a0, sh, at
                     if not at:
+                        continue
+                    if at is _DNAT_ONLY:        # an endpoint's `dnat to`: the fast loader's only NAT form
+                        dnat(name)
                         continue
                     st = r.steps
                     for i, many in at:
@@ -93,6 +100,11 @@ def _clean(rs: NftRuleset) -> bool:
                         masks[name] = masks.get(name, 0) | KIND_BITS[st[k + 1][2][2]]
                     elif f is named_vmap:
                         maps.append((name, st[k + 1][1]))
+        if dnats:
+            own = masks
+            masks = dict.fromkeys(dnats, KIND_BITS["dnat"])
+            for name, bits in own.items():
+                masks[name] = masks.get(name, 0) | bits
         base_names = {c.name for c in bases}
         for s in t.sets.values():
             if s.data_type == "verdict":
@@ -127,8 +139,8 @@ def _clean(rs: NftRuleset) -> bool:
         if passes >= MAX_DEPTH and bases:
             return False
         for c in bases:
-            bits = masks.get(c.name)
-            if bits and bits & ~allowed(c):
+            reach = masks.get(c.name)
+            if reach and reach & ~allowed(c):
                 return False
     return True
 
@@ -137,9 +149,10 @@ def _jump_parts(shape: tuple[Any, ...]) -> tuple[tuple[int, int], ...]:
     """The steps of a fast-loaded rule that may jump or NAT, from its shape: (index of the step's
     argument, 1 for a numgen map's `(reader, verdict, ...)`, _NAT for a NAT statement's `(address,
     rule, (lo, hi, kind, ...))`, else 0); its other steps name no chain."""
-    return tuple((i, 1 if fmt is shapes.numgen_vmap else _NAT if fmt is shapes.nat else 0)
-                 for i, fmt, _ in shape[1:]
-                 if fmt is shapes.verdict or fmt is shapes.numgen_vmap or fmt is shapes.nat)
+    parts = tuple((i, 1 if fmt is shapes.numgen_vmap else _NAT if fmt is shapes.nat else 0)
+                  for i, fmt, _ in shape[1:]
+                  if fmt is shapes.verdict or fmt is shapes.numgen_vmap or fmt is shapes.nat)
+    return _DNAT_ONLY if len(parts) == 1 and parts[0][1] == _NAT else parts
 
 
 def _check(rs: NftRuleset, path: str) -> None:
