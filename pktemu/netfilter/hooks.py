@@ -201,8 +201,8 @@ class Netfilter:
 
     def _nat(self, frame: Frame, state: HookState) -> int:
         rs: Any = self.ruleset
-        if not rs.has_table("nat") and not self.nat_chains.get(state.hook):
-            return NF_ACCEPT
+        if not rs.has_table("nat") and not self.nat_chains:
+            return NF_ACCEPT        # nf_nat_register_fn: a first nat chain hooks NAT at all four
         if state.hook != OUTPUT:
             return self._nat_hook(rs, frame, state)
         daddr = frame.daddr
