@@ -255,3 +255,27 @@ veths: [[a/eth0, b/eth0]]
     assert t.nodes["a"].sysctls == {"net.ipv4.ip_forward": 1, "net.ipv4.conf.all.rp_filter": 0}
     assert t.nodes["b"].sysctls == {"net.ipv4.ip_forward": 1, "net.ipv4.conf.all.rp_filter": 2}
     assert t.name == "t" and t.capture_order == ["a-eth0", "b-eth0"] and t.scenarios == {}
+
+
+def test_a_bridge_may_have_its_own_ports_mac_as_linux_gives_it(tmp_path: Any) -> None:
+    """A Linux bridge without a MAC of its own takes the lowest of its ports' (real nodes' dumps show
+    cni0 with a pod veth's MAC): accepted, and frames to that MAC still reach the bridge's stack
+    (every port's MAC is a local FDB entry), so the pod reaches its gateway and the Service."""
+    import json
+    import subprocess
+    import sys
+    t = tmp_path / "t.yaml"
+    t.write_text(f"extends: {{file: {datapaths.ROOT / 'topologies' / 'service-test.yaml'}, merge: true}}\n"
+                 "nodes:\n  node1:\n    bridges:\n      cbr0: {mac: '06:00:0a:00:01:02'}\n")
+    topo = load_topology(str(t))
+    assert topo.nodes["node1"].bridges["cbr0"].mac == "06:00:0a:00:01:02"
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, "-m", "pktemu.cli", "run", str(t), "--scenario", "s1-clusterip",
+                    "--out", str(out), "-q"], check=True, cwd=datapaths.ROOT, timeout=120)
+    result = json.loads((out / "s1-clusterip" / "client-result.json").read_text())
+    assert result["http"]["status_line"] == "HTTP/1.1 200 OK"
+    # a MAC another bridge's port has is still refused
+    t.write_text(f"extends: {{file: {datapaths.ROOT / 'topologies' / 'service-test.yaml'}, merge: true}}\n"
+                 "nodes:\n  node2:\n    bridges:\n      cbr0: {mac: '06:00:0a:00:01:02'}\n")
+    with pytest.raises(PktemuError, match="MAC 06:00:0a:00:01:02 is also used by"):
+        load_topology(str(t))
