@@ -83,6 +83,23 @@ def test_a_rewritten_packet_is_seen_downstream_with_good_checksums(net: pktemu.N
     assert (again.chksum, again[TCP].chksum) == (wire.chksum, wire[TCP].chksum)
 
 
+def test_options_a_hook_adds_get_their_header_lengths(net: pktemu.Network) -> None:
+    """IP options and TCP options added by a hook: ihl and dataofs are redone with the lengths, so
+    the server's stack takes the SYN (it was freed as a bad IPv4 header checksum, ports misread)."""
+    from scapy.layers.inet import IPOption_NOP
+
+    @net.hook("node2", "PREROUTING", priority=-150)
+    def options(p: Any) -> Any:
+        if TCP in p and p[TCP].flags == "S":
+            p.options = [IPOption_NOP()] * 4
+            p[TCP].options = [("NOP", None)] * 4
+        return p
+
+    assert net.sr1("client", SYN) is not None
+    syn = _syns(net, "server-eth0")[0]
+    assert (syn[IP].ihl, syn[TCP].dataofs, syn[TCP].dport) == (6, 6, 8080)
+
+
 def test_a_hook_on_a_node_without_rules_runs_and_tracks_nothing(net: pktemu.Network) -> None:
     ttls: list[int] = []
     net.hook("gw", "FORWARD")(lambda p: ttls.append(p.ttl))

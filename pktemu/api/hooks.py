@@ -56,7 +56,8 @@ def _scapy_side(fn: ScapyHook) -> Callable[[bytes], PyVerdict]:
 
 
 def _rebuilt(pkt: Packet, old: bytes) -> bytes:
-    """The packet's bytes; when they changed, with IP and transport lengths and checksums redone."""
+    """The packet's bytes; when they changed, with IP and transport lengths (header lengths too:
+    added options) and checksums redone."""
     from scapy.layers.inet import ICMP, IP, TCP, UDP
 
     if IP not in pkt:
@@ -66,8 +67,8 @@ def _rebuilt(pkt: Packet, old: bytes) -> bytes:
     if raw == old:
         return old
     ip = ip.copy()
-    for layer, fields in ((IP, ("len", "chksum")), (TCP, ("chksum",)), (UDP, ("len", "chksum")),
-                          (ICMP, ("chksum",))):
+    for layer, fields in ((IP, ("ihl", "len", "chksum")), (TCP, ("dataofs", "chksum")),
+                          (UDP, ("len", "chksum")), (ICMP, ("chksum",))):
         if layer in ip:
             for f in fields:
                 setattr(ip[layer], f, None)
