@@ -29,6 +29,7 @@ from pktemu.net.frame import Frame, ip2int, mac2bytes
 from pktemu.net.node import Node
 from pktemu.net.route import Route
 from pktemu.net.tcp import Listener, TcpStack
+from pktemu.net.tcp_errno import SockError
 from pktemu.net.udp import UdpStack
 from pktemu.net.veth import connect
 from pktemu.netfilter.hooks import Netfilter
@@ -245,9 +246,22 @@ class Network:
                     on_done()
 
         before = _open_sockets(node)
-        kind.start(node, dict(app.params), run.result, done)
-        run.sockets = [s for s in _open_sockets(node) if id(s) not in {id(b) for b in before}]
+        try:
+            kind.start(node, dict(app.params), run.result, done)
+        finally:
+            run.sockets = [s for s in _open_sockets(node) if id(s) not in {id(b) for b in before}]
         return run
+
+    def start_app_now(self, node: Node, app: topo.App) -> AppRun:
+        """`start_app` for a timeline action: a socket call that fails (a port already taken) fails
+        the action as the program would exit, its sockets closed and no result kept."""
+        try:
+            return self.start_app(node, app)
+        except SockError as e:
+            run = self.apps.pop()
+            for s in run.sockets:
+                s.close()
+            raise ActionFailed(str(e)) from None
 
     def stop_app(self, run: AppRun) -> None:
         """Kill the app: its sockets close, and so do the connections its listeners accepted."""

@@ -328,3 +328,26 @@ def test_conntrack_filters_pick_entries_as_conntrack_tools_does() -> None:
     out = net.cmd("node1", "conntrack -D -r 10.0.2.2 -p udp --reply-port-src 7")
     assert out is not None and out.endswith("2 flow entries have been deleted.")
     assert not [e for e in net.conntrack("node1").entries if e.proto == 17]
+
+
+def test_an_app_start_whose_port_is_taken_fails_as_a_warning(tmp_path: Path) -> None:
+    """A second http-server on the client's port 8080, started by the timeline: the action fails as
+    the program would (EADDRINUSE), said on stderr and in timeline.txt, and the run goes on."""
+    topo = _write(tmp_path, f"""
+extends: {{file: {ROOT / "topologies" / "service-test-k8s.yaml"}, merge: true}}
+scenarios:
+  s3-hairpin:
+    timeline:
+      - {{at: 0s, node: client, app: {{start: {{kind: http-server, port: 8080}}}}}}
+""")
+    p = pktemu("run", str(topo), "--out", str(tmp_path / "out"), "-q")
+    line = ("scenarios.s3-hairpin.timeline[0]: app {start: {kind: http-server, port: 8080}} at 0.000 s "
+            "failed: client: tcp listen on 0.0.0.0:8080: EADDRINUSE (Address already in use)")
+    assert p.stderr == f"pktemu: warning: {topo}: {line}\n"
+    assert sorted(d.name for d in (tmp_path / "out").iterdir()) == [
+        "s1-clusterip", "s2-noendpoints", "s3-hairpin", "s3b-hairpin-off"]
+    timeline = (tmp_path / "out" / "s3-hairpin" / "timeline.txt").read_text()
+    assert timeline == ("0.000000 client app {start: {kind: http-server, port: 8080}} [FAILED]: "
+                        "client: tcp listen on 0.0.0.0:8080: EADDRINUSE (Address already in use)\n")
+    served = _json(tmp_path / "out" / "s3-hairpin" / "server-result.json")["client"]
+    assert [a["app"] for a in served] == ["http-server"] and served[0]["result"]["served"]

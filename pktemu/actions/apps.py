@@ -30,7 +30,7 @@ def _parse_app(value: Any, where: str, base: str, node: Any) -> dict[str, Any]:
 def run_app(ctx: NodeCtx, a: dict[str, Any]) -> str | None:
     net, node = ctx.net, ctx.node
     if "start" in a:
-        net.start_app(node, a["start"])
+        net.start_app_now(node, a["start"])
         return None
     runs = [r for r in net.apps if r.node == node.name and r.kind == a["stop"] and r.stopped_at is None]
     if not runs:
