@@ -105,7 +105,7 @@ def test_a_dns_record_is_a_dotted_quad(tmp_path: Path, value: str, shown: str) -
 
 
 def test_a_dotted_quad_record_still_works(tmp_path: Path) -> None:
-    t = topo(tmp_path, "scenarios:\n  s1-clusterip:\n    traffic: [{pod: dns, app: {kind: dns-server, "
+    t = topo(tmp_path, "scenarios:\n  s1-clusterip:\n    traffic: [{pod: server, app: {kind: dns-server, "
                        "records: {Foo.Example.: 10.0.0.1}}}]\n", TOPO / "service-test.yaml")
     assert load_topology(str(t)).scenarios["s1-clusterip"].traffic[0].app.params["records"] == {
         "Foo.Example.": "10.0.0.1"}

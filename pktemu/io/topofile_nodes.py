@@ -63,8 +63,37 @@ class Built:
         return self.places[key][1]
 
 
+#: The server kinds' sockets: kind -> (protocol, default port); the address is `bind` (0.0.0.0).
+SERVER_SOCKETS: dict[str, tuple[str, int | None]] = {
+    "http-server": ("tcp", 8080), "tcp-echo": ("tcp", None), "udp-echo": ("udp", None),
+    "dns-server": ("udp", 53), "cluster-dns": ("udp", 53)}
+
+
 def parse_apps(src: Src, where: str, value: object) -> list[App]:
-    return [parse_app(src, f"{where}[{i}]", a) for i, a in enumerate(seq(src, where, value))]
+    apps = [parse_app(src, f"{where}[{i}]", a) for i, a in enumerate(seq(src, where, value))]
+    check_app_ports(src, [(f"{where}[{i}]", a) for i, a in enumerate(apps)])
+    return apps
+
+
+def check_app_ports(src: Src, placed: list[tuple[str, App]], first: int = 0) -> None:
+    """Servers of one node, each with where it is written: one that would listen on a port an
+    earlier one holds (the same address, or either on 0.0.0.0) is an error at its `.port`, as its
+    bind() would fail with EADDRINUSE when it starts. Only entries from `first` on are checked
+    against the ones before them (those before `first` were checked already)."""
+    taken: dict[tuple[str, int], list[tuple[str, int]]] = {}
+    for i, (at, app) in enumerate(placed):
+        if app.kind not in SERVER_SOCKETS:
+            continue
+        proto, default = SERVER_SOCKETS[app.kind]
+        port, bind = app.params.get("port", default), str(app.params.get("bind", "0.0.0.0"))
+        if not isinstance(port, int) or port == 0:
+            continue
+        for other_bind, j in taken.get((proto, port), []) if i >= first else ():
+            if "0.0.0.0" in (bind, other_bind) or bind == other_bind:
+                raise src.error(f"{at}.port", f"{proto} port {port} is already taken by {placed[j][0]} "
+                                f"({placed[j][1].kind} on {other_bind}:{port}): this {app.kind} on {bind} "
+                                "would fail with EADDRINUSE")
+        taken.setdefault((proto, port), []).append((bind, i))
 
 
 def parse_app(src: Src, where: str, value: object) -> App:

@@ -7,7 +7,7 @@ from typing import Any
 from pktemu.errors import excerpt
 from pktemu.io.atomic import entry_name_problem
 from pktemu.io.topofile_fields import Src, mapping, name, seq, string
-from pktemu.io.topofile_nodes import parse_app
+from pktemu.io.topofile_nodes import check_app_ports, parse_app
 from pktemu.io.topofile_overrides import parse_override
 from pktemu.io.topofile_timeline import parse_timeline
 from pktemu.topo import Node, Override, Scenario, Step, Topology, Traffic
@@ -43,7 +43,23 @@ def parse_scenario(src: Src, where: str, sname: str, value: object, t: Topology)
     for i, sv in enumerate(steps):
         sc.steps.append(_step(src, f"{where}.steps[{i}]", sv, t, seen))
     sc.timeline = parse_timeline(src, f"{where}.timeline", m.get("timeline"), t, scenario_end(sc))
+    _check_server_ports(src, where, sc, nodes)
     return sc
+
+
+def _check_server_ports(src: Src, where: str, sc: Scenario, nodes: dict[str, Node]) -> None:
+    """Servers the traffic starts, against the node's own apps and each other (pktemu.io.
+    topofile_nodes.check_app_ports); a node whose apps the timeline starts or stops is left to the
+    run, where a start on a taken port fails as a timeline action does."""
+    items = [(f"{where}.traffic[{i}].app", tr) for i, tr in enumerate(sc.traffic)]
+    items += [(f"{where}.steps[{k}].traffic[{i}].app", tr)
+              for k, st in enumerate(sc.steps) for i, tr in enumerate(st.traffic)]
+    acted = {e.node for e in [*sc.timeline, *(e for st in sc.steps for e in st.timeline)] if e.action == "app"}
+    for n in dict.fromkeys(tr.node for _, tr in items if tr.node not in acted):
+        node = nodes[n]
+        own = f"{'pods' if node.kind == 'pod' else 'nodes'}.{n}.apps"
+        placed = [(f"{own}[{j}]", a) for j, a in enumerate(node.apps)]
+        check_app_ports(src, placed + [(at, tr.app) for at, tr in items if tr.node == n], len(placed))
 
 
 def _step(src: Src, where: str, value: object, t: Topology, seen: dict[str, str]) -> Step:
