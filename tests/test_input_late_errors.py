@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from conftest import pktemu
 from datapaths import ROOT
 
@@ -56,3 +58,25 @@ scenarios:
     _refused(tmp_path, topo, f"{topo}: scenarios.s3-hairpin.traffic[0].app.port: tcp port 8080 is already "
              "taken by pods.client.apps[0] (http-server on 0.0.0.0:8080): this http-server on 0.0.0.0 would "
              "fail with EADDRINUSE")
+
+
+@pytest.mark.parametrize("rule, says", [
+    ("-A POSTROUTING -j SNAT --to-source 10.0.0.5-10.0.0.1", "SNAT: address range '10.0.0.5-10.0.0.1'"),
+    ("-A PREROUTING -j DNAT --to-destination 10.0.2.9-10.0.2.2", "DNAT: address range '10.0.2.9-10.0.2.2'"),
+    ("-A PREROUTING -p tcp -j DNAT --to-destination 10.0.2.9-10.0.2.2:80",
+     "DNAT: address range '10.0.2.9-10.0.2.2'"),
+])
+def test_a_reversed_nat_address_range(tmp_path: Path, rule: str, says: str) -> None:
+    """iptables takes it (and the kernel then picks from a range wrapped around 0.0.0.0); pktemu
+    refuses it at load with the file and line, as it refuses a reversed port range."""
+    rules = (ROOT / "topologies" / "kube-proxy-rules.iptables").read_text().splitlines()
+    at = rules.index("*nat") + 1
+    while rules[at].startswith(":"):
+        at += 1
+    rules.insert(at, rule)
+    (tmp_path / "kube-proxy-rules.iptables").write_text("\n".join(rules) + "\n")
+    topo = _write(tmp_path, ST.read_text(), "st.yaml")
+    line = f"{tmp_path / 'kube-proxy-rules.iptables'}:{at + 1}: {says} reversed (first above last)"
+    _refused(tmp_path, topo, line)
+    p = pktemu("trace", str(topo), "--from", "client", "--to", "10.3.241.152:80", check=False)
+    assert (p.returncode, p.stdout, p.stderr) == (2, "", f"pktemu: error: {line}\n")

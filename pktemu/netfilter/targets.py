@@ -106,6 +106,10 @@ class _NatTarget(Target):
         lo_s, dash, hi_s = ip_part.partition("-")
         self.min_ip = self._full_ip(lo_s, text, ctx)
         self.max_ip = self._full_ip(hi_s, text, ctx) if dash else self.min_ip
+        if self.max_ip < self.min_ip:
+            # iptables takes it, and the kernel then picks from a range wrapped around 0.0.0.0
+            # (nf_nat_core's `max - min + 1` in u32): no address the rule's author meant
+            raise ctx.error(f"{self.ext_name}: address range {excerpt(ip_part)} reversed (first above last)")
 
     def _full_ip(self, s: str, text: str, ctx: ParseCtx) -> int:
         """inet_pton, as libxt_NAT reads it: exactly four decimal bytes (no `10.1`, no octal)."""
