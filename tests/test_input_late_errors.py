@@ -80,3 +80,61 @@ def test_a_reversed_nat_address_range(tmp_path: Path, rule: str, says: str) -> N
     _refused(tmp_path, topo, line)
     p = pktemu("trace", str(topo), "--from", "client", "--to", "10.3.241.152:80", check=False)
     assert (p.returncode, p.stdout, p.stderr) == (2, "", f"pktemu: error: {line}\n")
+
+
+def _st_with(tmp_path: Path, old: str, new: str) -> Path:
+    text = ST.read_text()
+    assert old in text
+    rules = "kube-proxy-rules.iptables"
+    (tmp_path / rules).write_text((ROOT / "topologies" / rules).read_text())
+    return _write(tmp_path, text.replace(old, new), "st.yaml")
+
+
+def test_a_result_file_name_too_long_for_a_file(tmp_path: Path) -> None:
+    r = "r" * 252
+    topo = _st_with(tmp_path, "sport: 40000}}\n  s3-hairpin:", f"sport: 40000}}, result: {r}.json}}\n  s3-hairpin:")
+    _refused(tmp_path, topo, f"{topo}: scenarios.s2-noendpoints.traffic[0].result: a file name is at most 255 "
+             f"bytes, and '{r[:27]}...{r[:23]}.json' is 257")
+
+
+def test_a_result_file_name_of_255_bytes_is_written(tmp_path: Path) -> None:
+    r = "r" * 250 + ".json"
+    topo = _st_with(tmp_path, "sport: 40000}}\n  s3-hairpin:", f"sport: 40000}}, result: {r}}}\n  s3-hairpin:")
+    pktemu("run", str(topo), "--scenario", "s2-noendpoints", "--out", str(tmp_path / "out"), "-q")
+    assert (tmp_path / "out" / "s2-noendpoints" / r).is_file()
+
+
+def test_a_pod_name_too_long_for_its_files(tmp_path: Path) -> None:
+    pod = "p" * 240
+    topo = _st_with(tmp_path, "\n  dns:\n", f"\n  {pod}:\n")
+    _refused(tmp_path, topo, f"{topo}: pods.{pod[:24]}...{pod[:13]}: a pod name names files of a run's output "
+             "(pcap/<pod>-<ifname>.pcap), and this one is 240 characters long, more than 234")
+
+
+def test_a_node_name_too_long_for_its_files(tmp_path: Path) -> None:
+    node = "n" * 250
+    topo = _st_with(tmp_path, "node2", node)
+    _refused(tmp_path, topo, f"{topo}: nodes.{node[:24]}...{node[:13]}: a node name names files of a run's "
+             "output (pcap/<node>-<ifname>.pcap), and this one is 250 characters long, more than 234")
+
+
+def test_a_node_name_of_234_characters_runs(tmp_path: Path) -> None:
+    node = "n" * 234
+    topo = _st_with(tmp_path, "node2", node)
+    pktemu("run", str(topo), "--scenario", "s1-clusterip", "--out", str(tmp_path / "out"), "-q")
+    assert (tmp_path / "out" / "s1-clusterip" / "pcap" / f"{node}-eth0.pcap").is_file()
+
+
+def test_a_step_name_too_long_for_its_result_file(tmp_path: Path) -> None:
+    step = "t" * 237
+    topo = _write(tmp_path, f"""extends: {ST}
+scenarios:
+  stepped:
+    steps:
+      - name: {step}
+        traffic: [{{pod: client, app: {{kind: http-client, target: 10.3.241.152, port: 80}}}}]
+""")
+    p = pktemu("validate", str(topo), check=False)
+    assert p.returncode == 2 and p.stderr.endswith(
+        ".steps[0].name: a step name names its clients' result file client-result-<step>.json, and this one "
+        "is 237 characters long, more than 236\n") and p.stderr.startswith(f"pktemu: error: {topo}: ")

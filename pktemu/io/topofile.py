@@ -19,7 +19,18 @@ import yaml
 from pktemu.errors import PktemuError, excerpt
 from pktemu.infile import YamlLoader, check_path, load_yaml, not_a_file, read_text
 from pktemu.io.topofile_check import check_topology
-from pktemu.io.topofile_fields import IFNAME_RE, NAME_RE, Src, boolean, integer, mapping, name, seq, string
+from pktemu.io.topofile_fields import (
+    IFNAME_RE,
+    NAME_RE,
+    Src,
+    boolean,
+    integer,
+    mapping,
+    name,
+    namespace_name,
+    seq,
+    string,
+)
 from pktemu.io.topofile_fields import path as path_field
 from pktemu.io.topofile_generate import expand, has_loops, parse_vars
 from pktemu.io.topofile_k8s import parse_kubernetes
@@ -142,12 +153,12 @@ def load_topology(path: str, text: str | None = None) -> Topology:
     if "nodes" in v:
         for n, nv in mapping(src_of, "nodes", v["nodes"], open_keys=True).items():
             src = src_of.view(f"nodes.{n}.iptables")
-            parse_node(src, f"nodes.{n}", name(src, f"nodes.{n}", n, "node name"), nv, b)
+            parse_node(src, f"nodes.{n}", namespace_name(src, "nodes", n, "node name"), nv, b)
     if "veths" in v:
         _parse_veths(src_of, v["veths"], b)
     if "pods" in v:
         for p, pv in mapping(src_of, "pods", v["pods"], open_keys=True).items():
-            parse_pod(src_of, f"pods.{p}", name(src_of, f"pods.{p}", p, "pod name"), pv, b)
+            parse_pod(src_of, f"pods.{p}", namespace_name(src_of, "pods", p, "pod name"), pv, b)
     finish_sysctls(b)
     check_topology(b)
     topo.nodes, topo.veths = b.nodes, b.veths

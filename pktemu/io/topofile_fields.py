@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pktemu.errors import PktemuError, excerpt
+from pktemu.errors import PktemuError, excerpt, shorten
 from pktemu.units import parse_ipv4, parse_ipv4_interface
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
@@ -109,6 +109,23 @@ def name(src: Src, where: str, value: object, what: str = "name") -> str:
     s = string(src, where, value)
     if not NAME_RE.match(s):
         raise src.error(where, f"not a valid {what}: {excerpt(s)} (letters, digits, '_', '.', '-')")
+    return s
+
+
+#: The longest node or pod name: it names files of a run's output, the longest of them
+#: `pcap/<node>-<ifname>.pcap` (an interface name is at most 15 characters), and a file name is at
+#: most 255 bytes (NAME_MAX).
+NAMESPACE_NAME_MAX = 255 - len("-") - 15 - len(".pcap")
+
+
+def namespace_name(src: Src, section: str, value: object, what: str) -> str:
+    """A node's or pod's name, the key of `section` (`nodes`, `pods`): a name (see `name`) short
+    enough for the output files it names; the message cuts a long one short in the middle."""
+    s = name(src, f"{section}.{value}", value, what)
+    if len(s) > NAMESPACE_NAME_MAX:
+        raise src.error(f"{section}.{shorten(s, 40)}",
+                        f"a {what} names files of a run's output (pcap/<{what.split()[0]}>-<ifname>.pcap), "
+                        f"and this one is {len(s)} characters long, more than {NAMESPACE_NAME_MAX}")
     return s
 
 

@@ -18,6 +18,9 @@ CLIENT_RESULT = "client-result.json"
 SERVER_RESULT = "server-result.json"
 #: Files of a scenario's output directory that a traffic item's `result` cannot name.
 _RESERVED = ("scenario.json", SERVER_RESULT)
+#: The longest file name (NAME_MAX): a result file is written as it is named in the scenario's
+#: (temporary) folder.
+FILE_NAME_MAX = 255
 _FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
 
@@ -54,7 +57,8 @@ def _check_server_ports(src: Src, where: str, sc: Scenario, nodes: dict[str, Nod
     items = [(f"{where}.traffic[{i}].app", tr) for i, tr in enumerate(sc.traffic)]
     items += [(f"{where}.steps[{k}].traffic[{i}].app", tr)
               for k, st in enumerate(sc.steps) for i, tr in enumerate(st.traffic)]
-    acted = {e.node for e in [*sc.timeline, *(e for st in sc.steps for e in st.timeline)] if e.action == "app"}
+    timeline = [*sc.timeline, *(e for st in sc.steps for e in st.timeline)]
+    acted = {e.node for e in timeline if e.action == "app"}
     for n in dict.fromkeys(tr.node for _, tr in items if tr.node not in acted):
         node = nodes[n]
         own = f"{'pods' if node.kind == 'pod' else 'nodes'}.{n}.apps"
@@ -66,6 +70,10 @@ def _step(src: Src, where: str, value: object, t: Topology, seen: dict[str, str]
     m = mapping(src, where, value, required=("name",),
                 allowed=("name", "description", "traffic", "timeline", "duration", "settle"))
     st = Step(name(src, f"{where}.name", m["name"], "step name"))
+    if len(step_result(st.name)) > FILE_NAME_MAX:
+        raise src.error(f"{where}.name", f"a step name names its clients' result file "
+                        f"{step_result('<step>')}, and this one is {len(st.name)} characters long, more "
+                        f"than {FILE_NAME_MAX - len(step_result(''))}")
     if st.name in seen:
         raise src.error(f"{where}.name", f"{st.name} is also the name of {seen[st.name]}")
     seen[st.name] = where
@@ -149,6 +157,9 @@ def _traffic(src: Src, where: str, value: object, nodes: dict[str, Node]) -> Tra
             if not _FILE.match(result) or not result.endswith(".json") or result in _RESERVED:
                 raise src.error(f"{where}.result", f"not a plain file name ending in .json (and not "
                                                    f"{', '.join(_RESERVED)}): {excerpt(result)}")
+            if len(result) > FILE_NAME_MAX:
+                raise src.error(f"{where}.result", f"a file name is at most {FILE_NAME_MAX} bytes, and "
+                                                   f"{excerpt(result)} is {len(result)}")
     return Traffic(at, n, parse_app(src, f"{where}.app", m["app"]), result)
 
 
