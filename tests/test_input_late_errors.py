@@ -138,3 +138,18 @@ scenarios:
     assert p.returncode == 2 and p.stderr.endswith(
         ".steps[0].name: a step name names its clients' result file client-result-<step>.json, and this one "
         "is 237 characters long, more than 236\n") and p.stderr.startswith(f"pktemu: error: {topo}: ")
+
+
+@pytest.mark.parametrize("name", ["steps.json", "replay.json", "scenario.json", "server-result.json"])
+def test_a_result_cannot_take_a_file_the_output_folder_uses(tmp_path: Path, name: str) -> None:
+    """steps.json (the steps' records) was silently overwritten by a step's client result."""
+    topo = _write(tmp_path, f"""extends: {ST}
+scenarios:
+  stepped:
+    steps:
+      - name: one
+        traffic: [{{pod: client, app: {{kind: http-client, target: 10.3.241.152, port: 80}}, result: {name}}}]
+""")
+    _refused(tmp_path, topo, f"{topo}: scenarios.stepped.steps[0].traffic[0].result: not a plain file name "
+             "ending in .json (and not scenario.json, server-result.json, steps.json, replay.json): "
+             f"'{name}'")

@@ -127,5 +127,5 @@ def test_a_traffic_result_cannot_take_the_servers_file(tmp_path: Path, name: str
     p = pktemu_cli("run", str(topo), "--out", str(tmp_path / "out"), check=False)
     assert p.returncode == 2 and p.stderr.count("\n") == 1
     assert "traffic[0].result: not a plain file name ending in .json (and not scenario.json, " \
-           "server-result.json)" in p.stderr, p.stderr
+           "server-result.json, steps.json, replay.json)" in p.stderr, p.stderr
     assert not (tmp_path / "out").exists()

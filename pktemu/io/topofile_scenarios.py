@@ -16,8 +16,10 @@ from pktemu.units import parse_duration
 CLIENT_RESULT = "client-result.json"
 #: what the servers (apps that are not traffic) saw
 SERVER_RESULT = "server-result.json"
-#: Files of a scenario's output directory that a traffic item's `result` cannot name.
-_RESERVED = ("scenario.json", SERVER_RESULT)
+#: The .json files of a scenario's output directory that a traffic item's `result` cannot name (its
+#: other files do not end in .json): the scenario's description, the servers' results, a scenario's
+#: steps (pktemu.io.run) and `pktemu replay`'s statistics.
+_RESERVED = ("scenario.json", SERVER_RESULT, "steps.json", "replay.json")
 #: The longest file name (NAME_MAX): a result file is written as it is named in the scenario's
 #: (temporary) folder.
 FILE_NAME_MAX = 255
