@@ -22,9 +22,9 @@ import signal
 import sys
 from collections.abc import Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, cast
 
-from pktemu import interrupt
+from pktemu import interrupt, stdout
 from pktemu.errors import PktemuError
 
 if TYPE_CHECKING:
@@ -107,7 +107,8 @@ def _console_class() -> type[Console]:
 
 
 def _console() -> Console:
-    return _console_class()()
+    """Printing to stdout through pktemu.stdout, so a closed pipe is exit status 141 whatever the size."""
+    return _console_class()(file=cast(IO[str], stdout.Stdout()))
 
 
 def _run(argv: Sequence[str] | None) -> int:
@@ -124,7 +125,7 @@ def _run(argv: Sequence[str] | None) -> int:
         parser.print_help()
         return 0
     if getattr(args, "example", None) == "":       # `--example` alone: the shipped topologies
-        sys.stdout.write(examples_text())
+        stdout.write(examples_text())
         return 0
     resolve_topology(args.cmd, args)
     interrupt.check()                  # a signal whose exception an import swallowed

@@ -7,11 +7,11 @@ import argparse
 import importlib
 import json
 import pkgutil
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from pktemu import stdout
 from pktemu.errors import PktemuError
 
 if TYPE_CHECKING:
@@ -111,11 +111,11 @@ def output_format(cmd: str, args: argparse.Namespace) -> str:
 def emit(obj: Any, fmt: str) -> None:
     """Print `obj` on stdout as JSON (indented, keys in the order built) or YAML."""
     if fmt == "json":
-        sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+        stdout.write(json.dumps(obj, indent=2) + "\n")
     else:
         import yaml
 
-        sys.stdout.write(yaml.safe_dump(obj, sort_keys=False, allow_unicode=True, width=1_000_000))
+        stdout.write(yaml.safe_dump(obj, sort_keys=False, allow_unicode=True, width=1_000_000))
 
 
 

@@ -17,6 +17,7 @@ from importlib import resources
 
 from rich.console import Console
 
+from pktemu import stdout
 from pktemu.errors import PktemuError
 from pktemu.io.atomic import forget, make_temp_dir, remove_path
 from pktemu.io.run import check_out_file
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace, out: Console) -> int:
     if args.print_script:
         if args.cluster or args.out:
             raise PktemuError("--print-script takes no other option")
-        sys.stdout.write(script())
+        stdout.write(script())
         return 0
     if args.cluster:
         return _cluster(args.out or "pktemu-cluster.tar.gz", args.kubectl)

@@ -8,11 +8,11 @@ as `conntrack -L` prints it, each entry's timeout counted down to that instant, 
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from rich.console import Console
 
+from pktemu import stdout
 from pktemu.commands import add_output, add_topology, advance_to, emit, network_at
 from pktemu.api.state import CtEntry
 from pktemu.io.topofile import load_topology
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace, out: Console) -> int:
         advance_to(net, at or 0)
     table = net.conntrack(name)
     if args.output == "text":
-        sys.stdout.write(table.text)
+        stdout.write(table.text)
         return 0
     emit({"node": args.node, "scenario": args.scenario, "at_s": net.now,
           "entries": [_entry(e) for e in table.entries]}, args.output)

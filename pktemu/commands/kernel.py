@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from pktemu import interrupt
+from pktemu import interrupt, stdout
 from pktemu.api.network import Network
 from pktemu.errors import PktemuError
 from pktemu.io.atomic import forget, make_temp_dir, remove_leftovers, remove_path
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace, out: Console) -> int:
             remove_path(tmp)
             forget(tmp)
         raise
-    sys.stdout.write(cmp.stdout)
+    stdout.write(cmp.stdout)
     verdict = cmp.stdout.strip().splitlines()[-1] if cmp.stdout.strip() else "no verdict"
     out.print(f"written to {final}: kernel/ (this machine's kernel), emulator/ (pktemu)")
     return 0 if verdict == "IDENTICAL" else 1

@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
 from typing import Any
 
 from rich.console import Console
 
+from pktemu import stdout
 from pktemu.commands import add_output, add_topology, advance_to, emit, network_at
 from pktemu.errors import PktemuError
 from pktemu.io.topofile import load_topology
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace, out: Console) -> int:
                               "file and no kube-proxy in nftables mode)")
         listed = list_ruleset(nft, net.engine.nodes[name].now())
         if args.output == "text":
-            sys.stdout.write(listed)
+            stdout.write(listed)
         else:
             emit({"node": args.node, "scenario": args.scenario, "at": args.at, "nft": listed}, args.output)
         return 0
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace, out: Console) -> int:
                           "and no kube-proxy)")
     text = only_table(save_rules(rs, counters=args.counters), args.table)
     if args.output == "text":
-        sys.stdout.write(text)
+        stdout.write(text)
     else:
         emit({"node": args.node, "scenario": args.scenario, "at": args.at, "tables": parse_save(text)},
              args.output)
