@@ -304,3 +304,21 @@ def test_import_takes_dumps_after_the_output_option(tmp_path: Path) -> None:
     assert not out.exists()
     r = pktemu("import", str(first), "-o", str(out), "b", "--bogus", check=False)
     assert r.returncode == 2 and "unrecognized arguments: b --bogus" in r.stderr
+
+
+def test_rules_dash_t_table_wins_over_a_file_of_that_name(tmp_path: Path) -> None:
+    """A file `nat` in the current directory does not make `-t nat` a topology (README: only a `-t`
+    value that is not a table name is the topology); `-t ./nat` names the file."""
+    (tmp_path / "nat").write_text("nodes: {}\n")
+    env = {**os.environ, "PYTHONPATH": str(datapaths.ROOT)}
+    topo = str(datapaths.ROOT / TOPO)
+
+    def rules(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pktemu.cli", "rules", *args], capture_output=True,
+                              text=True, timeout=120, cwd=tmp_path, env=env)
+
+    p = rules(topo, "-t", "nat", "--node", "node1")
+    assert (p.returncode, p.stderr) == (0, "")
+    assert p.stdout == pktemu("rules", TOPO, "--node", "node1", "--table", "nat").stdout
+    p = rules("-t", "./nat", "--node", "node1")
+    assert (p.returncode, p.stderr) == (2, "pktemu: error: --node 'node1': no pod or node 'node1' (have: )\n")

@@ -11,7 +11,6 @@ and byte counts of the traffic so far. `-t TABLE` (or `--table`) prints one tabl
 from __future__ import annotations
 
 import argparse
-import os
 import re
 from typing import Any
 
@@ -32,12 +31,13 @@ ORDER = 30
 
 
 class _TopologyOrTable(argparse.Action):
-    """`-t`: iptables-save's `-t TABLE` when the value is a table name and no such file exists,
-    the topology (`-t/--topology`, as in every command) otherwise."""
+    """`-t`: iptables-save's `-t TABLE` when the value is a table name (even if a file of that name
+    is in the current directory: `./nat` or `--topology nat` names that file), the topology
+    (`-t/--topology`, as in every command) otherwise."""
 
     def __call__(self, parser: argparse.ArgumentParser, ns: argparse.Namespace, value: Any,
                  option: str | None = None) -> None:
-        if option == "-t" and value in TABLE_HOOKS and not os.path.exists(value):
+        if option == "-t" and value in TABLE_HOOKS:
             ns.table = value
         else:
             ns.topology_opt = value
