@@ -90,6 +90,24 @@ def test_report_command_rewrites_the_same_bytes(reported: Path, tmp_path: Path) 
 
 
 @needs_dot
+@pytest.mark.parametrize("other, name", [("pod-to-pod.yaml", "pod-to-pod"),
+                                         ("service-test-k8s.yaml", "service-test-k8s")])
+def test_report_refuses_another_topology_than_the_runs(reported: Path, tmp_path: Path, other: str,
+                                                       name: str) -> None:
+    """all.pcapng says which topology the run was of; a report drawn from another one would show
+    nodes, routes and rules the run never had: one line, exit 2, nothing written."""
+    copy = tmp_path / "out"
+    shutil.copytree(reported, copy)
+    for d in SCENARIOS:
+        (copy / d / "report.html").unlink()
+    p = pktemu("report", str(copy), "-t", f"topologies/{other}", check=False)
+    assert (p.returncode, p.stdout) == (2, "")
+    assert p.stderr == (f"pktemu: error: report: {copy}/s1-clusterip is a run of topology service-test "
+                        f"(service-test.yaml), not of {name} ({other}) given with -t\n")
+    assert not list(copy.rglob("report.html")) and not list(copy.rglob(".*"))
+
+
+@needs_dot
 def test_report_of_a_whole_run_folder_without_the_topology(reported: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     shutil.copytree(reported, out)

@@ -8,7 +8,9 @@ puts them in one self-contained HTML file.
 from __future__ import annotations
 
 import os
+import re
 
+from pktemu.errors import PktemuError
 from pktemu.io.atomic import write_text_atomic
 from pktemu.report.flows import build_flows
 from pktemu.report.layout import dot_path, from_pcapng, from_topology, render, svg_inline, to_dot
@@ -18,7 +20,21 @@ from pktemu.topo import Topology
 
 REPORT_NAME = "report.html"
 
-__all__ = ["REPORT_NAME", "build_report", "dot_path", "scenario_dirs", "topology_svg", "write_report"]
+__all__ = ["REPORT_NAME", "build_report", "check_topology", "dot_path", "scenario_dirs", "topology_svg",
+           "write_report"]
+
+
+#: What all.pcapng's section comment says of the topology (pktemu.io.run.section_comment).
+_RECORDED = re.compile(r"pktemu [^:\n]*: topology (?P<name>\S+) \((?P<file>[^)\n]*)\), scenario ")
+
+
+def check_topology(scenario_dir: str, section: str, t: Topology) -> None:
+    """The run in `scenario_dir` was of topology `t`, as far as its all.pcapng says (by name): a
+    report drawn from another topology's file would show nodes, routes and rules the run never had."""
+    m = _RECORDED.match(section)
+    if m is not None and m["name"] != t.name:
+        raise PktemuError(f"report: {scenario_dir} is a run of topology {m['name']} ({m['file']}), not of "
+                          f"{t.name} ({os.path.basename(t.path)}) given with -t")
 
 
 def topology_svg(t: Topology, scenario: str | None = None) -> bytes:
@@ -30,6 +46,7 @@ def build_report(scenario_dir: str, t: Topology | None = None) -> str:
     (routes, rules files, Services), else the merged pcapng's interface blocks do."""
     run = read_run(scenario_dir)
     if t is not None:
+        check_topology(scenario_dir, run.section, t)
         svg = topology_svg(t, run.scenario)
         note = f"{t.name} ({os.path.basename(t.path)}), drawn by Graphviz from the topology file."
     else:
