@@ -11,6 +11,7 @@ from conftest import pktemu
 from datapaths import ROOT
 
 ST = ROOT / "topologies" / "service-test.yaml"
+S2_END = "sport: 40000}}\n  s3-hairpin:"           # the end of s2-noendpoints' traffic entry
 
 
 def _write(tmp_path: Path, text: str, name: str = "t.yaml") -> Path:
@@ -92,14 +93,14 @@ def _st_with(tmp_path: Path, old: str, new: str) -> Path:
 
 def test_a_result_file_name_too_long_for_a_file(tmp_path: Path) -> None:
     r = "r" * 252
-    topo = _st_with(tmp_path, "sport: 40000}}\n  s3-hairpin:", f"sport: 40000}}, result: {r}.json}}\n  s3-hairpin:")
-    _refused(tmp_path, topo, f"{topo}: scenarios.s2-noendpoints.traffic[0].result: a file name is at most 255 "
-             f"bytes, and '{r[:27]}...{r[:23]}.json' is 257")
+    topo = _st_with(tmp_path, S2_END, f"sport: 40000}}, result: {r}.json}}\n  s3-hairpin:")
+    _refused(tmp_path, topo, f"{topo}: scenarios.s2-noendpoints.traffic[0].result: a file name is at most "
+             f"255 bytes, and '{r[:27]}...{r[:23]}.json' is 257")
 
 
 def test_a_result_file_name_of_255_bytes_is_written(tmp_path: Path) -> None:
     r = "r" * 250 + ".json"
-    topo = _st_with(tmp_path, "sport: 40000}}\n  s3-hairpin:", f"sport: 40000}}, result: {r}}}\n  s3-hairpin:")
+    topo = _st_with(tmp_path, S2_END, f"sport: 40000}}, result: {r}}}\n  s3-hairpin:")
     pktemu("run", str(topo), "--scenario", "s2-noendpoints", "--out", str(tmp_path / "out"), "-q")
     assert (tmp_path / "out" / "s2-noendpoints" / r).is_file()
 
@@ -107,8 +108,8 @@ def test_a_result_file_name_of_255_bytes_is_written(tmp_path: Path) -> None:
 def test_a_pod_name_too_long_for_its_files(tmp_path: Path) -> None:
     pod = "p" * 240
     topo = _st_with(tmp_path, "\n  dns:\n", f"\n  {pod}:\n")
-    _refused(tmp_path, topo, f"{topo}: pods.{pod[:24]}...{pod[:13]}: a pod name names files of a run's output "
-             "(pcap/<pod>-<ifname>.pcap), and this one is 240 characters long, more than 234")
+    _refused(tmp_path, topo, f"{topo}: pods.{pod[:24]}...{pod[:13]}: a pod name names files of a run's "
+             "output (pcap/<pod>-<ifname>.pcap), and this one is 240 characters long, more than 234")
 
 
 def test_a_node_name_too_long_for_its_files(tmp_path: Path) -> None:
