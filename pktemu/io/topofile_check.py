@@ -7,7 +7,7 @@ import functools
 import ipaddress
 
 from pktemu.errors import excerpt, shorten
-from pktemu.io.topofile_nodes import Built
+from pktemu.io.topofile_nodes import Built, check_app_ports
 from pktemu.topo import Address, Node
 from pktemu.units import interface
 
@@ -27,6 +27,9 @@ def check_topology(b: Built) -> None:
     _check_addresses(b)
     _check_macs(b)
     _check_binds(b)
+    for n, node in b.nodes.items():
+        src, where = b.places[("node", n)]
+        check_app_ports(src, [(f"{where}.apps[{i}]", a) for i, a in enumerate(node.apps)])
     for node in b.nodes.values():
         _check_routes(b, node)
 

@@ -70,9 +70,7 @@ SERVER_SOCKETS: dict[str, tuple[str, int | None]] = {
 
 
 def parse_apps(src: Src, where: str, value: object) -> list[App]:
-    apps = [parse_app(src, f"{where}[{i}]", a) for i, a in enumerate(seq(src, where, value))]
-    check_app_ports(src, [(f"{where}[{i}]", a) for i, a in enumerate(apps)])
-    return apps
+    return [parse_app(src, f"{where}[{i}]", a) for i, a in enumerate(seq(src, where, value))]
 
 
 def check_app_ports(src: Src, placed: list[tuple[str, App]], first: int = 0) -> None:
