@@ -21,6 +21,8 @@ _SCALE = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_00
 #: The longest duration: 7 days, longer than any kernel default timeout (conntrack's established
 #: TCP timeout is 5 days) while keeping a run's virtual time bounded.
 DURATION_MAX_NS = 7 * 24 * 3_600_000_000_000
+#: A seed's range, in a topology's `seed:`, `--seed` and `Network.load(seed=)`.
+SEED_MAX = 2**64 - 1
 
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")

@@ -322,3 +322,15 @@ def test_rules_dash_t_table_wins_over_a_file_of_that_name(tmp_path: Path) -> Non
     assert p.stdout == pktemu("rules", TOPO, "--node", "node1", "--table", "nat").stdout
     p = rules("-t", "./nat", "--node", "node1")
     assert (p.returncode, p.stderr) == (2, "pktemu: error: --node 'node1': no pod or node 'node1' (have: )\n")
+
+
+@pytest.mark.parametrize("seed", ["-1", "18446744073709551616", "x", "1.5"])
+@pytest.mark.parametrize("cmd", [["run", TOPO], ["reach", TOPO, "--from", "client"], ["replay", *REPLAY],
+                                 ["trace", TOPO, "--from", "client", "--to", "10.3.241.152:80/tcp"]])
+def test_a_seed_outside_a_topologys_seed_range_is_refused(tmp_path: Path, cmd: list[str], seed: str) -> None:
+    """--seed takes what a topology's `seed:` takes (0 to 2**64-1): -1 was run and recorded as the seed."""
+    out = tmp_path / "out"
+    outs = ["--out", str(out)] if cmd[0] in ("run", "replay") else []
+    p = pktemu(*cmd, "--seed", seed, *outs, check=False)
+    refused(p, f"argument --seed: '{seed}' is not a seed (an integer from 0 to 2**64-1)")
+    assert not out.exists()

@@ -30,6 +30,7 @@ from pktemu.net.frame import ETH_HLEN
 from pktemu.net.node import Node
 from pktemu.network import Network as Engine
 from pktemu.sim import MS, SECOND
+from pktemu.units import SEED_MAX
 
 if TYPE_CHECKING:
     from scapy.packet import Packet
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from pktemu.api.trace import Trace
 
 SLICE_NS = 100 * MS        # a scenario plays in slices of virtual time: progress, signals
-MAX_SEED = 2**64 - 1       # a topology file's `seed:` range
+MAX_SEED = SEED_MAX
 
 
 class Network(KernelState, Commands):

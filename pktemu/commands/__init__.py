@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pktemu import stdout
 from pktemu.errors import PktemuError
+from pktemu.units import SEED_MAX
 
 if TYPE_CHECKING:
     from pktemu.api.network import Network
@@ -87,6 +88,17 @@ def resolve_topology(cmd: str, args: argparse.Namespace) -> None:
     if args.topology is None and args.topology_required:
         forms = "TOPOLOGY, -t/--topology TOPOLOGY" if args.topology_positional else "-t/--topology TOPOLOGY"
         raise PktemuError(f"{cmd}: the topology is required ({forms} or --example NAME)")
+
+
+def seed_arg(text: str) -> int:
+    """`--seed N`: the range a topology's `seed:` has (0 to 2**64-1), as argparse's one-line error."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seed (an integer from 0 to 2**64-1)")
+    return n
 
 
 def add_output(p: argparse.ArgumentParser, json_alias: bool = False) -> None:

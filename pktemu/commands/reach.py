@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from rich.console import Console
 from rich.table import Table
 
-from pktemu.commands import add_topology, advance_to, emit
+from pktemu.commands import add_topology, advance_to, emit, seed_arg
 from pktemu.commands.trace import find_service
 from pktemu.errors import PktemuError, excerpt
 from pktemu.explain.collect import WAIT_NS
@@ -56,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", help="apply this scenario's overrides (hairpin, sysctls) first")
     p.add_argument("--at", default="0s",
                    help="run the scenario's timeline up to this virtual time first, e.g. 1s (default 0s)")
-    p.add_argument("--seed", type=int, default=None, help="override the topology's seed")
+    p.add_argument("--seed", type=seed_arg, default=None, help="override the topology's seed")
     p.add_argument("-o", "--output", choices=("table", "text", "json", "yaml"), default="table",
                    help="a table (default; text is the same), or a list as JSON or YAML")
 

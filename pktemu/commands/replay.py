@@ -13,7 +13,7 @@ import json
 from rich.console import Console
 from rich.markup import escape
 
-from pktemu.commands import add_output, add_topology, emit, output_format
+from pktemu.commands import add_output, add_topology, emit, output_format, seed_arg
 from pktemu.errors import PktemuError
 from pktemu.io.run import check_out_dir
 from pktemu.replay.run import ReplayOptions, replay
@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--settle", default="1s", metavar="DURATION",
                    help="virtual time captured after the last frame (default 1s)")
     p.add_argument("--scenario", default=None, help="apply this scenario's overrides (not its traffic)")
-    p.add_argument("--seed", type=int, default=None, help="override the topology's seed")
+    p.add_argument("--seed", type=seed_arg, default=None, help="override the topology's seed")
     p.add_argument("--name", default=None, help="output directory name (default replay-<capture name>)")
     p.add_argument("--out", default="pcaps", help="output root directory (default: pcaps)")
     add_output(p, json_alias=True)

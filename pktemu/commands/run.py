@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from pktemu.commands import add_output, add_topology, emit, plural
+from pktemu.commands import add_output, add_topology, emit, plural, seed_arg
 from pktemu.api.network import Network
 from pktemu.io.run import check_out_dir
 from pktemu.io.topofile import load_topology
@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_topology(p)
     p.add_argument("--scenario", action="append", help="run only this scenario (repeatable)")
     p.add_argument("--out", default="pcaps", help="output directory (default: pcaps)")
-    p.add_argument("--seed", type=int, default=None, help="override the topology's seed")
+    p.add_argument("--seed", type=seed_arg, default=None, help="override the topology's seed")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--report", action="store_true",
                    help="also write report.html (topology, flow ladders, conntrack, counters) per scenario")

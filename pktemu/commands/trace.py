@@ -23,7 +23,7 @@ from typing import Any
 
 from rich.console import Console
 
-from pktemu.commands import add_output, add_topology, emit, output_format
+from pktemu.commands import add_output, add_topology, emit, output_format, seed_arg
 from pktemu.api.network import Network
 from pktemu.errors import PktemuError
 from pktemu.explain.collect import WAIT_NS
@@ -51,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(PORT a number or the port's name)")
     p.add_argument("--scenario", help="apply this scenario's overrides (hairpin, sysctls) first")
     p.add_argument("--sport", type=int, default=None, help="source port (default: an ephemeral port)")
-    p.add_argument("--seed", type=int, default=None, help="override the topology's seed")
+    p.add_argument("--seed", type=seed_arg, default=None, help="override the topology's seed")
     add_output(p, json_alias=True)
 
 
