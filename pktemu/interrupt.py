@@ -9,6 +9,7 @@ before any heavy import and exits with 128 + the signal's number.
 from __future__ import annotations
 
 import signal
+import sys
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -53,7 +54,23 @@ def install() -> dict[int, Any]:
             previous[s] = signal.signal(s, _handler)
         except ValueError:
             break
+    if previous and sys.unraisablehook is not _unraisable:
+        global _hook
+        _hook = sys.unraisablehook
+        sys.unraisablehook = _unraisable
     return previous
+
+
+_hook = sys.unraisablehook
+
+
+def _unraisable(args: Any) -> None:
+    """A signal's exception raised where Python cannot let it out (an import lock's weakref
+    callback, a __del__) is swallowed without the 'Exception ignored in' report: the signal is noted,
+    and `check()` raises it again at the next safe point."""
+    if isinstance(args.exc_value, Interrupted):
+        return
+    _hook(args)
 
 
 def ignore() -> None:
@@ -71,6 +88,8 @@ def restore(previous: dict[int, Any]) -> None:
     """Put back what `install` replaced (for callers that go on running after the command)."""
     for s, h in previous.items():
         signal.signal(s, h)
+    if sys.unraisablehook is _unraisable:
+        sys.unraisablehook = _hook
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
