@@ -62,7 +62,7 @@ def test_hooks_interleave_with_the_nat_table_by_priority(net: pktemu.Network) ->
     assert seen["raw"][0] == SVC                   # before nat PREROUTING (-100): the ClusterIP
     assert seen["after_nat"][0] == "10.0.2.2"      # after it: DNATed to the endpoint
     order = [e.name for e in net.engine.nodes["node1"].nf.entries("PREROUTING")]
-    assert order == ["raw", "before", "conntrack-in", "mangle", "nat", "after"]
+    assert order == ["defrag", "raw", "before", "conntrack-in", "mangle", "nat", "after"]
 
 
 def test_a_rewritten_packet_is_seen_downstream_with_good_checksums(net: pktemu.Network) -> None:

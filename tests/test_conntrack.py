@@ -11,8 +11,9 @@ from pktemu.netfilter.conntrack import Conn
 from pktemu.netfilter.conntrack_tuple import CtTuple, frame_tuple, invert
 from pktemu.netfilter.core import (
     FORWARD, INPUT, IP_CT_ESTABLISHED, IP_CT_ESTABLISHED_REPLY, IP_CT_NEW, IP_CT_RELATED_REPLY, IPS_ASSURED,
-    IPS_SEEN_REPLY, NF_ACCEPT, NF_DROP, POSTROUTING, PREROUTING, UNTRACKED, HookState,
+    IPS_SEEN_REPLY, NF_ACCEPT, NF_DROP, NF_STOLEN, POSTROUTING, PREROUTING, UNTRACKED, HookState,
 )
+from pktemu.net.ip_fragment import FRAG_MAX
 from pktemu.netfilter.hooks import Netfilter
 from pktemu.sim import MS, SECOND, Simulator
 
@@ -269,16 +270,19 @@ def test_dump_lists_entries_in_insertion_order() -> None:
 
 
 # ---------------------------------------------------------------------- fragments
-def test_later_fragments_follow_their_first_fragment() -> None:
+def test_fragments_are_made_whole_before_conntrack_sees_them() -> None:
+    """nf_defrag_ipv4 at PREROUTING (-400) holds each fragment, in whatever order they come, and the
+    one that completes the datagram goes on whole, for conntrack and the rules; it remembers its
+    largest fragment, to be cut again to on the way out (tests/test_kernel_defrag.py: Linux 6.18)."""
     _, nf, _ = setup()
     big = IP(src=CLIENT, dst=DNS, id=0x4321) / UDP(sport=5000, dport=6000) / (b"x" * 2000)
     frags = [Frame(bytes(Ether() / f)) for f in fragment(big, fragsize=1000)]
     assert len(frags) == 3 and frags[1].is_fragment
-    for f in frags:
-        assert forward(nf, f) == NF_ACCEPT
-    assert frags[0].ctinfo == IP_CT_NEW
-    assert frags[1].ct is frags[0].ct and frags[2].ct is frags[0].ct
+    assert [forward(nf, f) for f in (frags[2], frags[0], frags[1])] == [NF_STOLEN, NF_STOLEN, NF_ACCEPT]
+    whole = frags[1]
+    assert not whole.is_fragment and whole.ip_len == 2028 and whole.ctinfo == IP_CT_NEW
+    assert whole.meta[FRAG_MAX] == 1020 and bytes(IP(whole.ip_bytes())[UDP].payload) == b"x" * 2000
+    assert len(nf.conntrack) == 1
     lone = IP(src=CLIENT, dst=DNS, id=0x9999) / UDP(sport=5000, dport=6000) / (b"y" * 2000)
     tail = [Frame(bytes(Ether() / f)) for f in fragment(lone, fragsize=1000)][1]
-    forward(nf, tail)
-    assert tail.ct is None
+    assert forward(nf, tail) == NF_STOLEN and tail.ct is None and len(nf.conntrack) == 1

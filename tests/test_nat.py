@@ -6,13 +6,14 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import pytest
-from scapy.layers.inet import ICMP, IP, TCP, UDP, defragment, fragment
+from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
 from scapy.layers.l2 import Ether
 
 from pktemu.errors import PktemuError
 from pktemu.net.frame import ETH_HLEN, Frame, int2ip, ip2int
 from pktemu.netfilter.core import (
-    FORWARD, INPUT, IPS_DST_NAT, IPS_SRC_NAT, MANIP_DST, MANIP_SRC, NF_ACCEPT, NF_DROP, OUTPUT, POSTROUTING,
+    FORWARD, INPUT, IPS_DST_NAT, IPS_SRC_NAT, MANIP_DST, MANIP_SRC, NF_ACCEPT, NF_DROP, NF_STOLEN, OUTPUT,
+    POSTROUTING,
     PREROUTING, HookState, NatRange,
 )
 from pktemu.netfilter.hooks import Netfilter
@@ -495,26 +496,25 @@ def test_a_reopened_connection_is_translated_afresh() -> None:
     assert rs.calls[("nat", PREROUTING)] == 2 and len(nf.conntrack) == 1
 
 
-def test_first_fragment_of_a_big_ping_gets_its_id_nated_and_later_fragments_follow() -> None:
+def test_a_fragmented_ping_is_made_whole_then_its_id_nated() -> None:
+    """nf_defrag_ipv4 makes the datagram whole before conntrack and NAT: the ping's id is remapped
+    (another ping holds id 7) and its ICMP checksum, over the whole payload, stays right; the
+    forwarding path cuts it again to its largest fragment (tests/test_kernel_defrag.py)."""
     node = FakeNode()
     nf = Netfilter(node, FakeRuleset({("nat", POSTROUTING): masquerade_all}))
     blocker = Frame(bytes(Ether() / IP(src="10.0.1.3", dst="8.8.8.8") / ICMP(type=8, id=7)))
     through(nf, blocker, OUT)
     big = IP(src=CLIENT, dst="8.8.8.8", id=0x5555) / ICMP(type=8, id=7) / (b"p" * 2000)
     frags = [Frame(bytes(Ether() / f)) for f in fragment(big, fragsize=1000)]
-    for f in frags:
-        assert through(nf, f, OUT) == NF_ACCEPT
-        assert int2ip(f.saddr) == "10.100.0.11"
-        hdr = IP(f.ip_bytes())
-        fresh = hdr.copy()
+    assert [through(nf, f, OUT) for f in frags] == [NF_STOLEN, NF_STOLEN, NF_ACCEPT]
+    whole = frags[2]
+    assert int2ip(whole.saddr) == "10.100.0.11" and not whole.is_fragment
+    ping = IP(whole.ip_bytes())
+    assert ping[ICMP].id != 7 and bytes(ping[ICMP].payload) == b"p" * 2000
+    for layer in (IP, ICMP):
+        fresh = layer(bytes(ping[layer]))
         del fresh.chksum
-        assert IP(bytes(fresh)).chksum == hdr.chksum
-    assert frags[0].icmp_id != 7 and all(f.ct is frags[0].ct for f in frags)
-    whole = defragment([IP(f.ip_bytes()) for f in frags])[0]
-    assert whole[ICMP].id == frags[0].icmp_id
-    fresh_icmp = ICMP(bytes(whole[ICMP]))
-    del fresh_icmp.chksum
-    assert ICMP(bytes(fresh_icmp)).chksum == whole[ICMP].chksum
+        assert layer(bytes(fresh)).chksum == ping[layer].chksum
 
 
 def test_icmp_error_with_a_bad_checksum_is_invalid_and_never_translated() -> None:

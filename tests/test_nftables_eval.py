@@ -112,7 +112,7 @@ def test_base_chains_interleave_with_conntrack_and_iptables_by_priority() -> Non
     order = ["conntrack-in", "nft ip kube-proxy filter-output", "nat",
              "nft ip kube-proxy filter-output-post-dnat", "filter"]
     assert [n for n in names if n in order] == order
-    assert [e.priority for e in nf.entries(PREROUTING)][:4] == [-300, -200, -150, -110]
+    assert [e.priority for e in nf.entries(PREROUTING)][:5] == [-400, -300, -200, -150, -110]   # defrag first
     assert nf.nat_chains[OUTPUT][0][0] == -100 and "nat-output" not in " ".join(names)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pktemu.net.frame import Frame, bytes2mac, int2ip
+from pktemu.net.ip_fragment import fragment, output_mtu
 from pktemu.net.ipv4 import validate_header
 from pktemu.net.neighbour import CONNECTED
 from pktemu.netfilter.core import FORWARD, NF_ACCEPT, POSTROUTING, PREROUTING
@@ -92,5 +93,10 @@ def forward(bridge: "Bridge", in_port: "BridgePort | None", out: "BridgePort", f
         return
     if node.nf.hook(POSTROUTING, frame, None, bridge.name, physin=physin,
                     physout=out.dev.name) != NF_ACCEPT:
+        return
+    mtu = output_mtu(frame, out.dev.mtu)
+    if frame.ip_len > mtu and not frame.df:      # br_nf_dev_queue_xmit: a reassembled one, again in pieces
+        for piece in fragment(frame, mtu):
+            out.dev.xmit(piece)
         return
     out.dev.xmit(frame)

@@ -1,9 +1,11 @@
 """IPv4 fragmentation and reassembly (net/ipv4/ip_fragment.c, ip_output.c's ip_do_fragment).
 
-Reassembly happens at local delivery, before the INPUT hook, as ip_local_deliver() does; a
-queue that is not complete within ipfrag_time (30 s) is dropped (the kernel then sends ICMP
-time exceeded, code 1, when it has the first fragment). Fragmentation splits a datagram larger
-than the device MTU, without DF, into 8-byte aligned pieces that copy the header.
+Reassembly happens at local delivery, before the INPUT hook, as ip_local_deliver() does, and
+before conntrack in a namespace that tracks connections (pktemu.netfilter.defrag); a queue that
+is not complete within ipfrag_time (30 s) is dropped (for a local delivery the kernel then sends
+ICMP time exceeded, code 1, when it has the first fragment). Fragmentation splits a datagram
+larger than the device MTU, or than the largest fragment a reassembled one was made of, without
+DF, into 8-byte aligned pieces that copy the header.
 """
 from __future__ import annotations
 
@@ -24,14 +26,20 @@ def _key(frame: Frame) -> tuple[int, int, int, int]:
     return frame.saddr, frame.daddr, frame.proto, frame.ip_id
 
 
+#: frame.meta key: the largest fragment a reassembled datagram was made of (IPCB's frag_max_size),
+#: which a forwarded one is fragmented again to (ip_do_fragment, br_nf_dev_queue_xmit)
+FRAG_MAX = "frag_max_size"
+
+
 class FragQueue:
-    __slots__ = ("first", "length", "parts", "timer")
+    __slots__ = ("first", "length", "parts", "timer", "max_size")
 
     def __init__(self, timer: Timer) -> None:
         self.parts: dict[int, bytes] = {}     # offset -> payload
         self.length: int | None = None        # total payload length, known from the last fragment
         self.first: Frame | None = None
         self.timer = timer                    # ipfrag_time expiry, armed when the first piece arrives
+        self.max_size = 0                     # the largest fragment's IP length
 
 
 class Reassembler:
@@ -52,6 +60,7 @@ class Reassembler:
         ihl = frame.l4off - ETH_HLEN
         payload = bytes(frame.data[frame.l4off:ETH_HLEN + frame.ip_len])
         q.parts.setdefault(off, payload)
+        q.max_size = max(q.max_size, frame.ip_len)
         if off == 0:
             q.first = frame
         if not word & _MF:
@@ -76,13 +85,24 @@ class Reassembler:
         whole = Frame(bytes(first.data[:ETH_HLEN]) + bytes(hdr) + bytes(data[:q.length]), first.mark)
         whole.ct, whole.ctinfo, whole.nf_bridge = first.ct, first.ctinfo, first.nf_bridge
         whole.note(f"reassembled {len(q.parts)} fragments, {ihl + q.length} bytes")
+        whole.meta[FRAG_MAX] = q.max_size
         return whole
 
     def _expire(self, key: tuple[int, int, int, int]) -> None:
         q = self.queues.pop(key, None)
         if q is not None and q.first is not None:
-            self.node.drop(q.first, "ip_defrag", "reassembly timed out (ipfrag_time 30 s)")
-            self.node.icmp_send(q.first, 11, 1)
+            self.expired(q.first)
+
+    def expired(self, first: Frame) -> None:
+        """ip_expire: the queue is freed, and time exceeded goes back for a local delivery's."""
+        self.node.drop(first, "ip_defrag", "reassembly timed out (ipfrag_time 30 s)")
+        self.node.icmp_send(first, 11, 1)
+
+
+def output_mtu(frame: Frame, mtu: int) -> int:
+    """ip_do_fragment's MTU: the device's, or a reassembled datagram's largest fragment if less."""
+    most = frame.meta.get(FRAG_MAX)
+    return most if most is not None and most < mtu else mtu
 
 
 def fragment(frame: Frame, mtu: int) -> list[Frame]:

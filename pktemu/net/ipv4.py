@@ -13,7 +13,7 @@ from pktemu.net.device import PACKET_HOST, PACKET_OTHERHOST, NetDevice
 from pktemu.net.fib_rules import ICMP_CODE, ROUTE_ERRNO, FibResult, Flow
 from pktemu.net.frame import ETH_HLEN, Frame, checksum, int2ip
 from pktemu.net.inetpeer import ERROR_BURST, ERROR_COST, peers
-from pktemu.net.ip_fragment import fragment
+from pktemu.net.ip_fragment import fragment, output_mtu
 from pktemu.net.martian import input_martian, output_martian
 from pktemu.net.route import Route
 from pktemu.netfilter.core import FORWARD, INPUT, NF_ACCEPT, OUTPUT, POSTROUTING, PREROUTING
@@ -297,11 +297,12 @@ def ip_output(node: "Node", frame: Frame, out: NetDevice, nexthop: int) -> None:
     if out.name == "lo":
         out.xmit(frame)
         return
-    if frame.ip_len > out.mtu:
+    mtu = output_mtu(frame, out.mtu)
+    if frame.ip_len > mtu:
         if frame.df:
-            node.drop(frame, "ip_output", f"len {frame.ip_len} > mtu {out.mtu} with DF (EMSGSIZE)")
+            node.drop(frame, "ip_output", f"len {frame.ip_len} > mtu {mtu} with DF (EMSGSIZE)")
             return
-        for piece in fragment(frame, out.mtu):
+        for piece in fragment(frame, mtu):
             node.neigh.output(out, nexthop, piece)
         return
     node.neigh.output(out, nexthop, frame)

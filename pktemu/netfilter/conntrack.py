@@ -11,9 +11,10 @@ tuple is hashed with the zone id of its direction, so an entry of the default zo
 bare tuple and one of zone N by (N, tuple). The zone comes from the raw table's CT template,
 which the target leaves in `frame.meta` (TEMPLATE_KEY) for conntrack_in to read.
 
-Defragmentation is not modelled. The first fragment is tracked like a whole packet; a later
-fragment gets the connection of the first fragment with the same addresses, protocol and IP id
-(so it is NATed the same way), or no conntrack (INVALID) if that first fragment was not seen.
+Fragments reach conntrack whole: the Netfilter's defrag hook (pktemu.netfilter.defrag) makes them
+so at PREROUTING and OUTPUT first, as nf_defrag_ipv4 does. Called on its own, conntrack_in still
+takes a first fragment as a whole packet and gives a later one the connection of the first with
+the same addresses, protocol and IP id, or none (INVALID) if that first fragment was not seen.
 """
 from __future__ import annotations
 

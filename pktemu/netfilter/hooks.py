@@ -3,10 +3,10 @@
 As the kernel's `nf_hook_entries`, each hook holds a sorted list of registered functions; the
 iptables tables, conntrack and NAT register what the kernel registers for IPv4:
 
-    PREROUTING   raw(-300) conntrack-in(-200) mangle(-150) nat-dst(-100)
+    PREROUTING   defrag(-400) raw(-300) conntrack-in(-200) mangle(-150) nat-dst(-100)
     INPUT        mangle(-150) filter(0) nat-src(100) confirm(INT_MAX)
     FORWARD      mangle(-150) filter(0)
-    OUTPUT       raw(-300) conntrack-in(-200) mangle(-150) nat-dst(-100) filter(0)
+    OUTPUT       defrag(-400) raw(-300) conntrack-in(-200) mangle(-150) nat-dst(-100) filter(0)
     POSTROUTING  mangle(-150) nat-src(100) confirm(INT_MAX)
 
 A table that is not loaded lets the packet through; NAT runs only when a nat table exists, as
@@ -21,12 +21,13 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 from pktemu.errors import PktemuError
-from pktemu.net.frame import IPPROTO_ICMP, Frame
+from pktemu.net.frame import ETH_HLEN, IPPROTO_ICMP, Frame
 from pktemu.netfilter.conntrack import Conn, ConntrackTable
 from pktemu.netfilter.core import (
     FORWARD, HOOKS, INPUT, IP_CT_NEW, IP_CT_RELATED, IP_CT_RELATED_REPLY, IPS_CONFIRMED, MANIP_SRC,
     NF_ACCEPT, NF_DROP, NF_STOLEN, OUTPUT, POSTROUTING, PREROUTING, HookState, NatRange, NodeView,
 )
+from pktemu.netfilter.defrag import NF_IP_PRI_CONNTRACK_DEFRAG, Defrag
 from pktemu.netfilter.nat import HOOK2MANIP, Nat, nat_initialized
 
 INT_MAX = 2**31 - 1
@@ -49,13 +50,15 @@ class HookEntry(NamedTuple):
 
 
 _TABLES: dict[str, tuple[tuple[str, int], ...]] = {
-    PREROUTING: (("raw", NF_IP_PRI_RAW), ("conntrack-in", NF_IP_PRI_CONNTRACK), ("mangle", NF_IP_PRI_MANGLE),
+    PREROUTING: (("defrag", NF_IP_PRI_CONNTRACK_DEFRAG), ("raw", NF_IP_PRI_RAW),
+                 ("conntrack-in", NF_IP_PRI_CONNTRACK), ("mangle", NF_IP_PRI_MANGLE),
                  ("nat", NF_IP_PRI_NAT_DST)),
     INPUT: (("mangle", NF_IP_PRI_MANGLE), ("filter", NF_IP_PRI_FILTER), ("nat", NF_IP_PRI_NAT_SRC),
             ("confirm", NF_IP_PRI_CONNTRACK_CONFIRM)),
     FORWARD: (("mangle", NF_IP_PRI_MANGLE), ("filter", NF_IP_PRI_FILTER)),
-    OUTPUT: (("raw", NF_IP_PRI_RAW), ("conntrack-in", NF_IP_PRI_CONNTRACK), ("mangle", NF_IP_PRI_MANGLE),
-             ("nat", NF_IP_PRI_NAT_DST), ("filter", NF_IP_PRI_FILTER)),
+    OUTPUT: (("defrag", NF_IP_PRI_CONNTRACK_DEFRAG), ("raw", NF_IP_PRI_RAW),
+             ("conntrack-in", NF_IP_PRI_CONNTRACK), ("mangle", NF_IP_PRI_MANGLE), ("nat", NF_IP_PRI_NAT_DST),
+             ("filter", NF_IP_PRI_FILTER)),
     POSTROUTING: (("mangle", NF_IP_PRI_MANGLE), ("nat", NF_IP_PRI_NAT_SRC),
                   ("confirm", NF_IP_PRI_CONNTRACK_CONFIRM)),
 }
@@ -78,6 +81,7 @@ class Netfilter:
         #: NAT core's lookups besides the iptables nat table, by hook, as (priority, function)
         self.nft: Any = None
         self.nat_chains: dict[str, list[tuple[int, HookFn]]] = {}
+        self._defrags: dict[str, Defrag] = {}
         self._hooks: dict[str, list[HookEntry]] = {h: [] for h in HOOKS}
         self._run: dict[str, tuple[tuple[HookFn, HookEntry], ...]] = {}
         self._compile()
@@ -104,6 +108,8 @@ class Netfilter:
             return self._confirm
         if name == "nat":
             return self._nat
+        if name == "defrag":
+            return self._defrag
         def table(frame: Frame, state: HookState, table: str = name) -> int:
             rs: Any = self.ruleset
             if not rs.has_table(table):
@@ -164,6 +170,16 @@ class Netfilter:
                         frame.ct = frame.ctinfo = None
                 return verdict
         return NF_ACCEPT
+
+    def _defrag(self, frame: Frame, state: HookState) -> int:
+        """nf_defrag_ipv4's hook: the queues are made at the first fragment (pktemu.netfilter.defrag)."""
+        if not frame.data[ETH_HLEN + 6] & 0x3F and not frame.data[ETH_HLEN + 7]:
+            return NF_ACCEPT
+        queues = self._defrags.get(state.hook)
+        if queues is None:
+            user = "in" if state.hook == PREROUTING else "out"
+            queues = self._defrags[state.hook] = Defrag(self.node, user)
+        return queues.hook(frame, state)
 
     def _ct_in(self, frame: Frame, state: HookState) -> int:
         ct = frame.ct
