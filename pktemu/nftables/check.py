@@ -11,7 +11,7 @@ from pktemu.errors import PktemuError
 from pktemu.nftables import shapes
 from pktemu.nftables.model import Chain, NftRuleset, Rule, Table, Verdict
 from pktemu.nftables.rules import named_vmap
-from pktemu.nftables.statements import nat_statement
+from pktemu.nftables.nat_stmt import nat_statement
 from pktemu.nftables.steps import go, vmap_index as vmap
 from pktemu.nftables.validate import KIND_BITS, MAX_DEPTH, allowed, loops, validate
 

@@ -16,7 +16,7 @@ from pktemu.errors import PktemuError
 from pktemu.netfilter.core import NF_ACCEPT, NF_DROP, HookState
 from pktemu.netfilter.xt_base import Pkt
 from pktemu.nftables.model import Chain, NftRuleset, NftSet, Rule, Table
-from pktemu.nftables.statements import NftNote
+from pktemu.nftables.notes import NftNote
 from pktemu.nftables.trace import packet_line
 
 MAX_JUMP_STACK = 16      # NFT_JUMP_STACK_SIZE

@@ -26,7 +26,8 @@ from pktemu.nftables.model import Chain, NftRuleset, Rule, Step, Table, Verdict,
 from pktemu.nftables.nft_words import (
     ADDR_FIELDS, INDEX, KIND, VERDICTS, item_part, nat_target, num, quad,
 )
-from pktemu.nftables.statements import nat_like, nat_statement, numgen_random
+from pktemu.nftables.nat_stmt import nat_like, nat_statement
+from pktemu.nftables.statements import numgen_random
 from pktemu.nftables.values import PROTOS, shared
 
 _NUMGEN_WORDS = ["numgen", "random", "mod"]

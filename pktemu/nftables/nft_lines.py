@@ -17,7 +17,8 @@ from pktemu.nftables.nft_words import (
     item_part, num, plain,
 )
 from pktemu.nftables.rules import cmp_step, prefix_step
-from pktemu.nftables.statements import nat_like, nat_step, verdict_step
+from pktemu.nftables.nat_stmt import nat_like, nat_step
+from pktemu.nftables.statements import verdict_step
 from pktemu.nftables.values import PROTOS, shared
 
 

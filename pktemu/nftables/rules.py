@@ -291,7 +291,7 @@ def vmap_step(read: Any, st: NftSet, lhs: Lhs, rule: Rule) -> Step:
 
 def named_vmap(p: Any, s: Any, a: Any) -> Any:
     """`vmap @map`: the table's map by its name (see set_step); a hit is noted with its element."""
-    from pktemu.nftables.statements import note
+    from pktemu.nftables.notes import note
     read, name, rule, concat = a
     v = read(p, s)
     if v is None:

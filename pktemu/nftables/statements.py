@@ -1,26 +1,18 @@
-"""Statements of a rule: verdicts, counter, mark, NAT, reject, log, limit, set updates, numgen.
-
-A statement that changes the packet or ends it leaves a frame note naming the table, chain and
-rule text (`nat:PREROUTING kube-proxy endpoint-X: meta l4proto tcp dnat to 10.0.2.2:8080`), the
-way an iptables target leaves a RuleNote, so all.pcapng's comments and drops.txt can quote it.
-"""
+"""Statements of a rule: verdicts, counter, mark, reject, log, limit, set updates, numgen; NAT
+statements are pktemu.nftables.nat_stmt's, frame notes pktemu.nftables.notes'."""
 from __future__ import annotations
 
 import re
-import sys
 from typing import Any
 
-from pktemu.net.frame import ip2int
-from pktemu.netfilter.core import MANIP_DST, MANIP_SRC, NF_ACCEPT, NatRange
 from pktemu.netfilter.matches_rate import TokenBucket
 from pktemu.nftables import steps
 from pktemu.nftables.elements import VERDICTS, parse_time, parse_typed
 from pktemu.nftables.fields import Field
 from pktemu.nftables.lexer import Cursor
 from pktemu.nftables.model import COUNTER_MARK, DYNAMIC_SIZE, Element, ParsedRule, Rule, Step, Table, Verdict
-from pktemu.nftables.values import port_range, shared
-
-ACCEPT, DROP = Verdict("accept"), Verdict("drop")
+from pktemu.nftables.nat_stmt import parse_nat
+from pktemu.nftables.notes import DROP, note
 REJECT_ICMP = {"net-unreachable": "icmp-net-unreachable", "host-unreachable": "icmp-host-unreachable",
                "prot-unreachable": "icmp-proto-unreachable", "port-unreachable": "icmp-port-unreachable",
                "net-prohibited": "icmp-net-prohibited", "host-prohibited": "icmp-host-prohibited",
@@ -29,35 +21,8 @@ REJECT_ICMPX = {"port-unreachable": "icmp-port-unreachable", "admin-prohibited":
                 "no-route": "icmp-net-unreachable", "host-unreachable": "icmp-host-unreachable"}
 _RATE = re.compile(r"^(\d+)/(second|minute|hour|day|week)$")
 _UNIT_S = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
-_NAT_FLAGS = ("random", "fully-random", "persistent")
-#: NAT flags and (ports, kind, manip, flags) tuples, one object for equal ones: every endpoint's
-#: `dnat to A:8080` rule then shares its tail
-_OPTS: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 #: marks a statement that depends on TCP: printed as `meta l4proto tcp ` unless the rule matched tcp
 TCP_DEP = "\x01tcp "
-
-
-class NftNote(str):
-    """A frame note left by an nftables rule: its text, plus what drops.txt says for a drop."""
-
-    drop_reason: str
-    rule_text: str
-
-    def __new__(cls, text: str, rule_text: str, drop_reason: str) -> "NftNote":
-        note = super().__new__(cls, text)
-        note.rule_text, note.drop_reason = rule_text, drop_reason
-        return note
-
-
-def note(p: Any, s: Any, rule: Rule, extra: str = "") -> NftNote:
-    """Leave the rule's note on the frame (the chain comes from the traversal's state)."""
-    ctype, table, c = s.extra.get("nft_chain", ("filter", "?", rule.chain))
-    chain = c if isinstance(c, str) else c.name
-    text = rule.text if rule.counter is None else rule.text.replace(COUNTER_MARK, "counter")
-    n = NftNote(f"{ctype}:{s.hook} {table} {chain}: {text}{extra}", text,
-                f"nft {table} {chain}: {text}{extra}")
-    p.frame.notes.append(n)
-    return n
 
 
 def verdict_step(rule: Rule, v: Verdict) -> Step:
@@ -97,7 +62,7 @@ def parse_statement(cur: Cursor, table: Table, rule: ParsedRule) -> tuple[str, S
     if (w == "nftrace" and w1 == "set") or (w == "meta" and w1 == "nftrace" and cur.peek(2).text == "set"):
         return _nftrace(cur)
     if w in ("dnat", "snat", "masquerade", "redirect"):
-        return _nat(cur, table, rule, w)
+        return parse_nat(cur, table, rule, w)
     if w == "reject":
         return _reject(cur, table, rule)
     if w == "log":
@@ -166,82 +131,6 @@ def _mark_set(cur: Cursor, rule: Rule, dest: str) -> tuple[str, Step]:
             p.frame.mark = v
         note(p, s, rule)
     return f"{dest} mark set {text}", steps.wrap(step)
-
-
-def _addr_port(cur: Cursor, text: str) -> tuple[int | None, int | None, int | None]:
-    addr, _, port = text.rpartition(":") if ":" in text else (text, "", "")
-    lo = hi = None
-    if port:
-        ports = port_range(port)
-        if ports is None:
-            raise cur.error(f"bad port in '{text}'")
-        lo, hi = ports
-    try:
-        ip = ip2int(addr) if addr else None
-    except (OSError, ValueError):
-        raise cur.error(f"'{addr}' is not an IPv4 address") from None
-    return None if ip is None else cur.one(ip), lo, hi
-
-
-def _nat(cur: Cursor, table: Table, rule: Rule, kind: str) -> tuple[str, Step]:
-    cur.next()
-    words = [kind]
-    if kind in ("dnat", "snat") and (table.family == "inet" or cur.peek().text == "ip"):
-        cur.expect("ip")                  # an ip table takes it too (as nft does), and prints it without
-        words += ["ip"] if table.family == "inet" else []
-    ip = lo = hi = None
-    if cur.accept("to"):
-        target = cur.word("an address")
-        ip, lo, hi = _addr_port(cur, target)
-        if ip is None and kind in ("dnat", "snat"):
-            raise cur.error(f"{kind} to needs an address")
-        words += ["to", target]
-    elif kind in ("dnat", "snat"):
-        raise cur.error(f"{kind} needs 'to ADDRESS[:PORT]'")
-    flags = []
-    while cur.peek().text in _NAT_FLAGS or cur.peek().text == ",":
-        t = cur.next().text
-        if t != ",":
-            flags.append(t)
-    if flags:
-        words.append(",".join(flags))
-    return " ".join(words), nat_step(rule, kind, ip, lo, hi, flags)
-
-
-def nat_step(rule: Rule, kind: str, ip: int | None, lo: int | None, hi: int | None, flags: list[str]) -> Step:
-    """The step of a dnat/snat/masquerade/redirect statement."""
-    manip = MANIP_SRC if kind in ("snat", "masquerade") else MANIP_DST
-    opts = ("random" in flags, "fully-random" in flags, "persistent" in flags)
-    how = (shared(lo), shared(hi), sys.intern(kind), manip, _OPTS.setdefault(opts, opts))
-    return (nat_statement, (ip, rule, _OPTS.setdefault(how, how)))
-
-
-def nat_like(rule: Rule, ip: int | None, like: Step) -> Step:
-    """The step of a NAT statement with the ports, kind and flags of `like`, for another rule and
-    address (every endpoint's `dnat to A:8080` shares them)."""
-    return (nat_statement, (ip, rule, like[1][2]))
-
-
-def nat_statement(p: Any, s: Any, a: Any) -> Any:
-    """The rule's own (address, rule) and the ports, kind and flags it shares with its like."""
-    ip, rule, (lo, hi, kind, manip, flags) = a
-    addr = ip
-    if kind == "masquerade":
-        addr = None if s.out_dev is None else s.node.masquerade_source(s.out_dev, p.daddr)
-        if addr is None:
-            s.extra["verdict_rule"] = note(p, s, rule, " (no address)")
-            return DROP
-    elif kind == "redirect":
-        addr = s.nf.redirect_address(p.frame, s)
-        if addr is None:
-            return DROP
-    rng = NatRange(addr, addr, lo, hi, *flags)
-    n = note(p, s, rule)
-    verdict = s.nf.nat_setup(p.frame, manip, rng, s)
-    if verdict != NF_ACCEPT:
-        s.extra["verdict_rule"] = n
-        return DROP
-    return ACCEPT
 
 
 def _reject(cur: Cursor, table: Table, rule: Rule) -> tuple[str, Step]:

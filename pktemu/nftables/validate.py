@@ -17,7 +17,7 @@ from pktemu.errors import PktemuError
 from pktemu.netfilter.core import INPUT, OUTPUT, POSTROUTING, PREROUTING
 from pktemu.nftables.model import Chain, Rule, Table, Verdict
 from pktemu.nftables.rules import named_vmap
-from pktemu.nftables.statements import nat_statement
+from pktemu.nftables.nat_stmt import nat_statement
 
 #: NFT_JUMP_STACK_SIZE: a chain this many jumps (or gotos) below a base chain fails validation
 MAX_DEPTH = 16
