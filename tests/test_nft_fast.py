@@ -125,8 +125,8 @@ add rule ip t c ip daddr 10.0.0.2   tcp dport 80 return
 add rule ip t c ip daddr 10.0.0.2 th dport 80 continue
 add rule ip t d meta l4proto tcp dnat to 10.9.9.9:8080
 add rule ip t d dnat to 10.9.9.9
-add rule ip t d dnat to 10.9.9.9:80-90
-add rule ip t d dnat to 10.9.9.9:80 fully-random
+add rule ip t d meta l4proto tcp dnat to 10.9.9.9:80-90
+add rule ip t d tcp dport 80 dnat to 10.9.9.9:80 fully-random
 add rule ip t d ip daddr 10.0.0.1/8 accept
 add rule ip t d ip daddr 10.0.0.1 comment "a comment"
 add rule ip t d ip daddr { 10.0.0.1, 10.0.0.2 } accept

@@ -27,16 +27,16 @@ FAST = [
     "add rule ip t c meta l4proto udp meta l4proto tcp drop",
     "add rule ip t c numgen random mod 5 vmap { 0 : goto d , 1 : accept }",
     "add rule ip t d meta l4proto tcp dnat to 10.9.9.9:65535",
-    "add rule ip t d dnat to 10.9.9.9:1-2",
+    "add rule ip t d meta l4proto udp dnat to 10.9.9.9:1-2",
     "add rule ip t d ip daddr 255.255.255.255/32 dnat to 0.0.0.0",
     "add rule ip t c ip saddr 10.1.2.3 tcp dport 80 jump 100%s%%d",       # a shape is a % template
     "add rule ip t c numgen random mod 2 vmap { 0 : goto 100%s%%d , 1 : goto e }",
 ]
 #: lines it leaves to the general parser, which keeps (and prints) them as written
 GENERAL = [
-    "add rule ip t d dnat to 10.9.9.9:08080",
-    "add rule ip t d dnat to 10.9.9.9:80-80",
-    "add rule ip t d dnat to 10.9.9.9:+80",
+    "add rule ip t d meta l4proto tcp dnat to 10.9.9.9:08080",
+    "add rule ip t d meta l4proto tcp dnat to 10.9.9.9:80-80",
+    "add rule ip t d meta l4proto tcp dnat to 10.9.9.9:+80",
 ]
 
 

@@ -25,6 +25,7 @@ class Field:
     type: str
     read: Reader
     proto: int | None = None         # tcp/udp payload: the l4 protocol it depends on
+    top: int | None = None           # the largest value of a field narrower than its type
 
     @property
     def flags(self) -> bool:
@@ -143,9 +144,9 @@ def lookup_field(words: list[str]) -> tuple[Field, int] | None:
         if w1 == "protocol":
             return Field("ip protocol", "inet_proto", _proto), 2
         if w1 == "ttl":
-            return Field("ip ttl", "integer", _ttl), 2
+            return Field("ip ttl", "integer", _ttl, top=255), 2
         if w1 == "length":
-            return Field("ip length", "integer", _ip_len), 2
+            return Field("ip length", "integer", _ip_len, top=65535), 2
         return None
     if w0 in _PROTO_FIELDS and w1 in ("sport", "dport"):
         proto = _PROTO_FIELDS[w0]

@@ -18,7 +18,9 @@ _NAT_FLAGS = ("random", "fully-random", "persistent")
 _OPTS: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
 
-def _addr_port(cur: Cursor, text: str) -> tuple[int | None, int | None, int | None]:
+def _addr_port(cur: Cursor, kind: str, text: str) -> tuple[Any, int | None, int | None]:
+    """`A`, `A-B`, `A:P`, `A-B:P-Q` or `:P[-Q]` of a NAT target: the address (an int, or a
+    (first, last) pair for a range) and the ports. A reversed range is refused as nft refuses it."""
     addr, _, port = text.rpartition(":") if ":" in text else (text, "", "")
     lo = hi = None
     if port:
@@ -26,15 +28,30 @@ def _addr_port(cur: Cursor, text: str) -> tuple[int | None, int | None, int | No
         if ports is None:
             raise cur.error(f"bad port in '{text}'")
         lo, hi = ports
+        if hi < lo:
+            raise cur.error(f"{kind} to {text}: port range {port} reversed (first above last): nft refuses "
+                            "it (Range has zero or negative size)")
+    first, dash, last = addr.partition("-")
     try:
-        ip = ip2int(addr) if addr else None
+        ips = [ip2int(a) for a in ((first, last) if dash else (addr,) if addr else ())]
     except (OSError, ValueError):
-        raise cur.error(f"'{addr}' is not an IPv4 address") from None
-    return None if ip is None else cur.one(ip), lo, hi
+        raise cur.error(f"'{addr}' is not an IPv4 address" if not dash else
+                        f"'{addr}' is not an IPv4 address range") from None
+    if len(ips) == 2 and ips[1] < ips[0]:
+        raise cur.error(f"{kind} to {text}: address range {addr} reversed (first above last): the kernel's "
+                        "range would wrap around 0.0.0.0; nft refuses it (Range has zero or negative size)")
+    if not ips:
+        return None, lo, hi
+    if len(ips) == 1 or ips[0] == ips[1]:
+        return cur.one(ips[0]), lo, hi
+    return (cur.one(ips[0]), cur.one(ips[1])), lo, hi
 
 
-def parse_nat(cur: Cursor, table: Table, rule: Rule, kind: str) -> tuple[str, Step]:
-    cur.next()
+def parse_nat(cur: Cursor, table: Table, rule: Rule, kind: str, l4: bool = False) -> tuple[str, Step]:
+    """`kind` at the cursor; `l4`: a match before it gives the transport protocol a port mapping
+    needs (else nft refuses the ports: "transport protocol mapping is only valid after transport
+    protocol match")."""
+    at = cur.next()
     words = [kind]
     if kind in ("dnat", "snat") and (table.family == "inet" or cur.peek().text == "ip"):
         cur.expect("ip")                  # an ip table takes it too (as nft does), and prints it without
@@ -42,9 +59,12 @@ def parse_nat(cur: Cursor, table: Table, rule: Rule, kind: str) -> tuple[str, St
     ip = lo = hi = None
     if cur.accept("to"):
         target = cur.word("an address")
-        ip, lo, hi = _addr_port(cur, target)
+        ip, lo, hi = _addr_port(cur, kind, target)
         if ip is None and kind in ("dnat", "snat"):
             raise cur.error(f"{kind} to needs an address")
+        if lo is not None and not l4:
+            raise cur.error(f"{kind} to {target}: a port mapping needs a transport protocol match before it "
+                            "(such as meta l4proto tcp or tcp dport 80): nft refuses it without", at)
         words += ["to", target]
     elif kind in ("dnat", "snat"):
         raise cur.error(f"{kind} needs 'to ADDRESS[:PORT]'")
@@ -58,7 +78,7 @@ def parse_nat(cur: Cursor, table: Table, rule: Rule, kind: str) -> tuple[str, St
     return " ".join(words), nat_step(rule, kind, ip, lo, hi, flags)
 
 
-def nat_step(rule: Rule, kind: str, ip: int | None, lo: int | None, hi: int | None, flags: list[str]) -> Step:
+def nat_step(rule: Rule, kind: str, ip: Any, lo: int | None, hi: int | None, flags: list[str]) -> Step:
     """The step of a dnat/snat/masquerade/redirect statement."""
     manip = MANIP_SRC if kind in ("snat", "masquerade") else MANIP_DST
     opts = ("random" in flags, "fully-random" in flags, "persistent" in flags)
@@ -73,19 +93,22 @@ def nat_like(rule: Rule, ip: int | None, like: Step) -> Step:
 
 
 def nat_statement(p: Any, s: Any, a: Any) -> Any:
-    """The rule's own (address, rule) and the ports, kind and flags it shares with its like."""
+    """The rule's own (address or (first, last) addresses, rule) and the ports, kind and flags it
+    shares with its like."""
     ip, rule, (lo, hi, kind, manip, flags) = a
-    addr = ip
+    addr = last = ip
     if kind == "masquerade":
-        addr = None if s.out_dev is None else s.node.masquerade_source(s.out_dev, p.daddr)
+        addr = last = None if s.out_dev is None else s.node.masquerade_source(s.out_dev, p.daddr)
         if addr is None:
             s.extra["verdict_rule"] = note(p, s, rule, " (no address)")
             return DROP
     elif kind == "redirect":
-        addr = s.nf.redirect_address(p.frame, s)
+        addr = last = s.nf.redirect_address(p.frame, s)
         if addr is None:
             return DROP
-    rng = NatRange(addr, addr, lo, hi, *flags)
+    elif ip.__class__ is tuple:
+        addr, last = ip
+    rng = NatRange(addr, last, lo, hi, *flags)
     n = note(p, s, rule)
     verdict = s.nf.nat_setup(p.frame, manip, rng, s)
     if verdict != NF_ACCEPT:

@@ -13,7 +13,7 @@ from pktemu.nftables import shapes, steps
 from pktemu.nftables.model import FAMILIES, Chain, Element, Rule, Step, Table, make_chain, make_verdict
 from pktemu.nftables.nft_forms import BAD, LoadState, new_object
 from pktemu.nftables.nft_words import (
-    ADDR_FIELDS, ADDR_PARTS, JUMPS, KIND, L4_READ, MASK, NAT_WORDS, PORTS, VERDICT_PART, VERDICTS,
+    ADDR_FIELDS, ADDR_PARTS, JUMPS, KIND, L4_READ, MASK, PORTS, VERDICT_PART, VERDICTS,
     item_part, num, plain,
 )
 from pktemu.nftables.rules import cmp_step, prefix_step
@@ -233,6 +233,8 @@ class LineLoader(LoadState):
                     return False
             elif w in JUMPS and nxt and not braces:
                 i += 2
+                if i < n:
+                    return False      # a statement after a terminal one: the general parser's error
                 hit = self.jumps.get((id(table), w, nxt))
                 if hit is None:
                     v = make_verdict(KIND[w], self._target(table, nxt))
@@ -266,17 +268,19 @@ class LineLoader(LoadState):
                 part = self._text(("l4", op, p), f"meta l4proto {'!= ' if op == '!=' else ''}{words[at]}")
             elif w in VERDICTS:
                 i += 1
+                if i < n:
+                    return False      # as after a jump (or `continue ...`, which the general parser takes)
                 fixed = False
                 step, part = verdict_step(rule, make_verdict(KIND[w], None)), VERDICT_PART
             elif w == "dnat" and nxt == "to" and table.family == "ip" and i + 2 < n:
                 target = words[i + 2]
                 i += 3
                 fixed = False
-                if i < n and words[i] in NAT_WORDS:
-                    return False
+                if i < n:
+                    return False      # flags, or a statement after this terminal one
                 nat = self._nat_target(target)
-                if nat is None:
-                    return False
+                if nat is None or (nat[1] is not None and not any(deps)):
+                    return False      # ports without a transport protocol match: refused there
                 like = self.consts.get(("dnat", nat[1], nat[2]))
                 if like is None:
                     step = self.consts[("dnat", nat[1], nat[2])] = nat_step(rule, "dnat", *nat, [])

@@ -12,7 +12,6 @@ from pktemu.nftables.values import port_range
 
 VERDICTS = ("accept", "drop", "continue", "return")
 JUMPS = ("jump", "goto")
-NAT_WORDS = ("random", "fully-random", "persistent", ",")
 #: `PROTO dport|sport` -> (reader, the l4 protocol it needs)
 PORTS: dict[tuple[str, str], tuple[Any, int | None]] = {}
 for _p in ("tcp", "udp", "sctp", "th"):

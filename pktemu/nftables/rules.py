@@ -13,13 +13,17 @@ from typing import Any
 from pktemu.nftables import statements, steps
 from pktemu.nftables.elements import parse_elements, parse_typed, parse_verdict
 from pktemu.nftables.fields import Field, lookup_field
-from pktemu.nftables.lexer import Cursor
+from pktemu.nftables.lexer import Cursor, describe
+from pktemu.nftables.unsupported import set_statement, unsupported
 from pktemu.nftables.model import Element, NftSet, ParsedRule, Rule, Step, Table, Verdict
 from pktemu.nftables.values import format_key, format_value, parse_value, shared, sort_key, ValueError_
 
 OPS = {"==": "==", "eq": "==", "!=": "!=", "ne": "!=", "<": "<", "lt": "<", ">": ">", "gt": ">",
        "<=": "<=", "le": "<=", ">=": ">=", "ge": ">="}
 BINOPS = {"&": "&", "and": "&", "|": "|", "or": "|", "^": "^", "xor": "^"}
+#: statements nothing may follow in a rule (nft: "Statement after terminal statement has no effect")
+TERMINAL = frozenset(("accept", "drop", "return", "jump", "goto", "dnat", "snat", "masquerade", "redirect",
+                      "reject"))
 
 
 class Lhs:
@@ -60,20 +64,33 @@ def parse_rule(cur: Cursor, table: Table, chain: str) -> ParsedRule:
     rule = ParsedRule(chain, cur.path, cur.peek().line << 32)
     items: list[tuple[str, Any]] = []
     steps: list[Step] = []
+    terminal = None
+    l4 = False                    # a match so far gives nft a transport protocol (see parse_match)
     while not cur.at_end():
         t = cur.peek()
         if t.text == "comment" and t.kind == "word":
             cur.next()
             rule.own_comment = cur.word("a comment string")
+            if not cur.at_end():      # nft's grammar: one comment, last (else a syntax error)
+                nxt = cur.peek()
+                raise cur.error("a rule takes one comment" if nxt.text == "comment" else
+                                f"the comment must end the rule: nothing may follow it, {describe(nxt)} "
+                                "does", nxt)
             continue
-        stmt = statements.parse_statement(cur, table, rule)
+        if terminal is not None:
+            raise cur.error(f"statement after terminal statement '{terminal}' has no effect "
+                            "(nft refuses it)", t)
+        stmt = statements.parse_statement(cur, table, rule, l4)
         if stmt is not None:
             text, step = stmt
             items.append((text, None))
             if step is not None:
                 steps.append(step)
+            if t.text in TERMINAL and t.kind == "word":
+                terminal = t.text
             continue
-        text, step, dep = parse_match(cur, table, rule)
+        text, step, dep, gives_l4 = parse_match(cur, table, rule)
+        l4 |= gives_l4
         items.append((text, dep))
         steps.append(step)
     rule.text = rule_text(items, rule.own_comment)
@@ -129,20 +146,27 @@ def parse_lhs(cur: Cursor) -> Lhs | None:
     return Lhs(fields, text)
 
 
-def parse_match(cur: Cursor, table: Table, rule: ParsedRule) -> tuple[str, Step, Any]:
+def parse_match(cur: Cursor, table: Table, rule: ParsedRule) -> tuple[str, Step, Any, bool]:
+    """(print text, step, dependency as rule_text wants it, whether nft takes the match as the
+    transport protocol a NAT port mapping needs: a tcp/udp/sctp header field's, or `meta l4proto`
+    or `ip protocol` equal to a value or in a set)."""
     tok = cur.peek()
     lhs = parse_lhs(cur)
     if lhs is None:
-        raise cur.error(f"unknown statement or expression '{tok.text}'", tok)
+        raise cur.error(unsupported(cur) or f"unknown statement or expression '{tok.text}'", tok)
+    l4 = any(f.proto is not None for f in lhs.fields)
+    proto_eq = len(lhs.fields) == 1 and lhs.binop is None and lhs.text in ("meta l4proto", "ip protocol")
     if table.family != "inet" and any(f.type == "nfproto" for f in lhs.fields):
         raise cur.error("meta nfproto is only useful in the inet family", tok)     # as nft says
+    if cur.peek().text == "set" and cur.peek().kind == "word":
+        raise cur.error(set_statement(lhs.text), tok)
     dep: Any = ("needs", lhs.fields[0].proto) if lhs.fields[0].proto is not None else None
     read = lhs.reader()
     if cur.accept("vmap"):
         s = set_ref(cur, table, lhs, "verdict")
         if s.anonymous:
             rule.own_jumps += tuple(el.data for el in s.elements.values() if el.data.target is not None)
-        return f"{lhs.text} vmap {set_text(s)}", vmap_step(read, s, lhs, rule), dep
+        return f"{lhs.text} vmap {set_text(s)}", vmap_step(read, s, lhs, rule), dep, l4
     op = "=="
     optext = ""
     if cur.peek().kind == "word" and cur.peek().text in OPS:
@@ -153,16 +177,17 @@ def parse_match(cur: Cursor, table: Table, rule: ParsedRule) -> tuple[str, Step,
             raise cur.error(f"operator {op} cannot take a set")
         s = set_ref(cur, table, lhs, None)
         neg = op == "!="
+        l4 |= proto_eq and not neg
         if s.anonymous and len(s.elements) == 1 and len(lhs.fields) == 1:
             ((key, el),) = s.elements.items()
             shown = f"{lhs.text} {optext}{format_key(lhs.types, key, el.prefix, el.key_end)}"
             if el.prefix is not None:
                 mask = ((1 << el.prefix) - 1) << (32 - el.prefix) if el.prefix else 0
-                return shown, prefix_step(read, key[0] & mask, mask, neg), dep
+                return shown, prefix_step(read, key[0] & mask, mask, neg), dep, l4
             if el.key_end is not None:
-                return shown, range_step(read, key[0], el.key_end[0], neg), dep
-            return shown, cmp_step(read, op, key[0]), dep
-        return f"{lhs.text} {optext}{set_text(s)}", set_step(read, s, neg, len(lhs.fields) > 1), dep
+                return shown, range_step(read, key[0], el.key_end[0], neg), dep, l4
+            return shown, cmp_step(read, op, key[0]), dep, l4
+        return f"{lhs.text} {optext}{set_text(s)}", set_step(read, s, neg, len(lhs.fields) > 1), dep, l4
     if len(lhs.fields) > 1:
         raise cur.error(f"a concatenation ({lhs.text}) needs a set, a map or a vmap")
     typ = lhs.types[0]
@@ -176,6 +201,10 @@ def parse_match(cur: Cursor, table: Table, rule: ParsedRule) -> tuple[str, Step,
     except ValueError_ as e:
         raise cur.error(str(e), valtok) from None
     v = cur.one(v)
+    top = lhs.fields[0].top
+    if top is not None and max(v, hi or 0) > top:
+        raise cur.error(f"{lhs.text} {text}: value {max(v, hi or 0)} exceeds valid range 0-{top}", valtok)
+    l4 |= proto_eq and op == "==" and hi is None
     if typ in ("ipv4_addr", "inet_proto") and op == "==" and plen is None and hi is None:
         if lhs.text == "meta l4proto" and not optext:
             dep = ("l4", v)
@@ -183,13 +212,13 @@ def parse_match(cur: Cursor, table: Table, rule: ParsedRule) -> tuple[str, Step,
     if plen is not None:
         shown += f"/{plen}"
         mask = ((1 << plen) - 1) << (32 - plen) if plen else 0
-        return f"{lhs.text} {optext}{shown}", prefix_step(read, v & mask, mask, op == "!="), dep
+        return f"{lhs.text} {optext}{shown}", prefix_step(read, v & mask, mask, op == "!="), dep, l4
     if hi is not None:
         shown += "-" + format_value(typ, hi)
-        return f"{lhs.text} {optext}{shown}", range_step(read, v, hi, op == "!="), dep
+        return f"{lhs.text} {optext}{shown}", range_step(read, v, hi, op == "!="), dep, l4
     if lhs.fields[0].flags and not optext:
-        return f"{lhs.text} {shown}", flags_step(read, v), dep
-    return f"{lhs.text} {optext}{shown}", cmp_step(read, op, v), dep
+        return f"{lhs.text} {shown}", flags_step(read, v), dep, l4
+    return f"{lhs.text} {optext}{shown}", cmp_step(read, op, v), dep, l4
 
 
 def set_ref(cur: Cursor, table: Table, lhs: Lhs, data: str | None) -> NftSet:
@@ -206,7 +235,14 @@ def set_ref(cur: Cursor, table: Table, lhs: Lhs, data: str | None) -> NftSet:
         return s
     table.anon += 1
     s = NftSet(f"__set{table.anon - 1}", "map" if data else "set", list(lhs.types), data, anonymous=True)
-    for el in parse_elements(cur, s):
+    els = parse_elements(cur, s)
+    if not els:
+        raise cur.error("an anonymous set needs an element: '{ }' is empty (nft: syntax error)", t)
+    top = lhs.fields[0].top if len(lhs.fields) == 1 else None
+    for el in els:
+        v = el.key[0] if el.key_end is None else el.key_end[0]
+        if top is not None and v > top:
+            raise cur.error(f"{lhs.text}: value {v} exceeds valid range 0-{top}", t)
         s.add(el)
     if s.prefixes or s.ranges:
         s.flags.append("interval")

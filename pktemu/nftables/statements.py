@@ -40,8 +40,10 @@ def _final(p: Any, s: Any, a: tuple[Rule, Verdict]) -> Any:
     return v
 
 
-def parse_statement(cur: Cursor, table: Table, rule: ParsedRule) -> tuple[str, Step | None] | None:
-    """The statement at the cursor as (print text, step), or None when it is a match."""
+def parse_statement(cur: Cursor, table: Table, rule: ParsedRule,
+                    l4: bool = False) -> tuple[str, Step | None] | None:
+    """The statement at the cursor as (print text, step), or None when it is a match; `l4`: a match
+    before it gives the transport protocol a NAT port mapping needs."""
     w = cur.peek().text if cur.peek().kind == "word" else ""
     w1 = cur.peek(1).text
     if w in VERDICTS or w in ("jump", "goto"):
@@ -62,7 +64,7 @@ def parse_statement(cur: Cursor, table: Table, rule: ParsedRule) -> tuple[str, S
     if (w == "nftrace" and w1 == "set") or (w == "meta" and w1 == "nftrace" and cur.peek(2).text == "set"):
         return _nftrace(cur)
     if w in ("dnat", "snat", "masquerade", "redirect"):
-        return parse_nat(cur, table, rule, w)
+        return parse_nat(cur, table, rule, w, l4)
     if w == "reject":
         return _reject(cur, table, rule)
     if w == "log":
@@ -183,6 +185,9 @@ def _limit(cur: Cursor) -> tuple[str, Step]:
     over = cur.accept("over")
     rate = cur.word("a rate such as 10/second")
     m = _RATE.match(rate)
+    if m is None and rate.isdigit() and "bytes/" in cur.peek().text:
+        raise cur.error(f"limit rate {'over ' if over else ''}{rate} {cur.peek().text}: byte rates are not "
+                        "supported by pktemu (packet rates N/second|minute|hour|day|week are)")
     if m is None:
         raise cur.error(f"bad limit rate '{rate}' (N/second|minute|hour|day|week)")
     n, per = int(m.group(1)), _UNIT_S[m.group(2)] * 10**9

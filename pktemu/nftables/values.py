@@ -10,6 +10,7 @@ import ipaddress
 from typing import Any
 
 from pktemu.nftables.model import KEY_TYPES
+from pktemu.nftables.unsupported import service
 
 PROTOS = {"icmp": 1, "igmp": 2, "tcp": 6, "udp": 17, "gre": 47, "esp": 50, "ah": 51, "sctp": 132,
           "dccp": 33, "udplite": 136}
@@ -33,6 +34,8 @@ def parse_value(typ: str, text: str) -> tuple[int, int | None, int | None]:
     """(value, prefix length or None, range end or None) of one literal of `typ`."""
     if "-" in text and typ in ("ipv4_addr", "inet_service", "integer", "mark") and not text.startswith("-"):
         lo, _, hi = text.partition("-")
+        if "/" in text:
+            raise ValueError_(f"{text}: a prefix cannot be part of a range (nft: syntax error, unexpected -)")
         a, _, _ = parse_value(typ, lo)
         b, _, _ = parse_value(typ, hi)
         if b < a:
@@ -62,6 +65,8 @@ def parse_value(typ: str, text: str) -> tuple[int, int | None, int | None]:
             return PROTOS[text], None, None
         return _int(text, 255, "protocol"), None, None
     if typ == "inet_service":
+        if text[:1].isalpha():
+            raise ValueError_(service(text))
         return _int(text, 65535, "port"), None, None
     if typ == "nfproto":
         if text in NFPROTOS:
