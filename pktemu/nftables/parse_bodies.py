@@ -5,7 +5,7 @@ from __future__ import annotations
 from pktemu.nftables.elements import parse_elements, parse_time
 from pktemu.nftables.lexer import Cursor, Token, describe
 from pktemu.nftables.model import (
-    CHAIN_TYPES, DATA_TYPES, HOOK_NAMES, KEY_TYPES, STD_PRIOS, Chain, NftSet, Table,
+    CHAIN_TYPES, DATA_TYPES, HOOK_NAMES, KEY_TYPES, STD_PRIOS, Chain, NftSet, Table, prio_compatible,
 )
 from pktemu.nftables.rules import parse_rule
 
@@ -97,6 +97,7 @@ def _type(cur: Cursor, allowed: tuple[str, ...] | dict[str, tuple[int, bool]]) -
 
 
 def chain_body(cur: Cursor, t: Table, c: Chain, rules: bool, new: bool) -> None:
+    policy = False
     while True:
         cur.skip_nl()
         if cur.accept(";"):
@@ -109,6 +110,9 @@ def chain_body(cur: Cursor, t: Table, c: Chain, rules: bool, new: bool) -> None:
             _base_chain(cur, c, new)
             new = True                    # a second `type` in the same block is nft's syntax error
         elif w == "policy":
+            if policy:                    # once per block (another block of the chain may change it)
+                raise cur.error("you cannot set chain policy twice (nft refuses it)")
+            policy = True
             cur.next()
             c.policy = cur.word("accept or drop")
             if c.policy not in ("accept", "drop"):
@@ -137,10 +141,12 @@ def _base_chain(cur: Cursor, c: Chain, new: bool) -> None:
         raise cur.error(f"hook '{hook}' is not supported (one of {', '.join(HOOK_NAMES)})")
     if ctype == "nat" and hook == "forward":
         raise cur.error("a nat chain cannot hook forward")
+    if ctype == "route" and hook != "output":
+        raise cur.error(f"a route chain hooks output only, not {hook}: Operation not supported", at)
     if cur.accept("device"):
         raise cur.error("'device' is for netdev chains, which are not supported")
     cur.expect("priority")
-    prio = _priority(cur)
+    prio = _priority(cur, hook)
     if not new and c.hook is None:
         raise cur.error(f"chain {c.name} exists as a regular chain: File exists (it cannot become a base "
                         "chain)", at)
@@ -153,12 +159,16 @@ def _base_chain(cur: Cursor, c: Chain, new: bool) -> None:
     c.type, c.hook, c.priority = ctype, HOOK_NAMES[hook], prio
 
 
-def _priority(cur: Cursor) -> int:
+def _priority(cur: Cursor, hook: str) -> int:
     t = cur.next()
     names = dict(STD_PRIOS)
     try:
         if t.text in names:
             v = names[t.text]
+            if not prio_compatible(v, HOOK_NAMES[hook]):
+                only = "prerouting" if v < 0 else "postrouting"
+                raise cur.error(f"priority {t.text} at hook {hook}: invalid priority expression value in "
+                                f"this context ({t.text} is for {only} only)", t)
             if cur.peek().text in ("+", "-"):
                 sign = 1 if cur.next().text == "+" else -1
                 v += sign * int(cur.word("a number"))
