@@ -37,6 +37,11 @@ def chain(head: str) -> str:
     return f"table ip t {{\n chain c {{\n  {head}\n }}\n}}\n"
 
 
+def sets(decl: str, after: str = "") -> str:
+    """A table with `decl` (line 2) and a base chain, then `after` (line 7)."""
+    return f"table ip t {{\n {decl}\n chain c {{\n  {FWD}\n }}\n}}\n" + (f"{after}\n" if after else "")
+
+
 #: (name, ruleset, what nft says, what pktemu says, the line both name)
 REFUSED: list[tuple[str, str, str, str, int]] = [
     ("ttl out of range", rule("ip ttl 300 drop"), "Value 300 exceeds valid range 0-255",
@@ -104,6 +109,36 @@ REFUSED: list[tuple[str, str, str, str, int]] = [
      "you cannot set chain policy twice", 3),
     ("policy twice on two lines", chain(f"{FWD}\n  policy accept;"), "you cannot set chain policy twice",
      "you cannot set chain policy twice", 4),
+    ("prefix element without flags interval", sets("set s { type ipv4_addr; elements = { 10.0.0.0/8 } }"),
+     "You must add 'flags interval' to your set declaration if you want to add prefix elements",
+     "set s: You must add 'flags interval' to your set declaration if you want to add prefix elements", 2),
+    ("overlapping intervals",
+     sets("set s { type ipv4_addr; flags interval; elements = { 10.0.0.0/8, 10.1.0.0/16 } }"),
+     "conflicting intervals specified", "set s: conflicting intervals specified (10.1.0.0/16 overlaps "
+     "10.0.0.0/8)", 2),
+    ("an address in an interval", sets("set s { type ipv4_addr; flags interval; elements = { 10.0.0.0/8, "
+                                       "10.0.0.1 } }"),
+     "conflicting intervals specified", "conflicting intervals specified (10.0.0.1 overlaps 10.0.0.0/8)", 2),
+    ("an added overlapping interval",
+     sets("set s { type ipv4_addr; flags interval; elements = { 10.0.0.0/8 } }",
+          "add element ip t s { 10.1.0.0/16 }"),
+     "conflicting intervals specified", "conflicting intervals specified", 7),
+    ("duplicate map key", sets("map m { type ipv4_addr : verdict; elements = { 10.0.0.1 : accept, "
+                               "10.0.0.1 : drop } }"),
+     "File exists", "map m: element 10.0.0.1 exists with other data (accept): File exists", 2),
+    ("map key added with other data, flat",
+     sets("map m { type ipv4_addr : verdict; elements = { 10.0.0.1 : accept } }",
+          "add element ip t m { 10.0.0.1 : drop }"), "File exists", "exists with other data (accept)", 7),
+    ("duplicate key in an anonymous verdict map", rule("ip saddr vmap { 1.1.1.1 : accept, 1.1.1.1 : drop }"),
+     "File exists", "exists with other data (accept): File exists", 4),
+    ("element timeout without the flag",
+     sets("set s { type ipv4_addr; elements = { 10.0.0.1 timeout 10s } }"),
+     "Invalid argument", "set s: an element timeout needs the set's timeout flag: Invalid argument", 2),
+    ("size 1 with two elements", sets("set s { type ipv4_addr; size 1; elements = { 10.0.0.1, 10.0.0.2 } }"),
+     "Too many open files in system", "set s holds its size, 1 elements: Too many open files in system", 2),
+    ("an element past the size, flat", sets("set s { type ipv4_addr; size 1; elements = { 10.0.0.1 } }",
+                                            "add element ip t s { 10.0.0.2 }"),
+     "Too many open files in system", "Too many open files in system", 7),
     ("reversed dnat port range", rule("meta l4proto tcp dnat to 10.0.2.2:90-80", PRE),
      "Range has zero or negative size", "port range 90-80 reversed (first above last)", 4),
 ]
@@ -128,6 +163,17 @@ LOADED = [
     chain("type filter hook forward priority security;"),
     chain("type nat hook postrouting priority srcnat - 5;"),
     f"{chain(FWD)}table ip t {{\n chain c {{\n  policy drop;\n }}\n}}\n",
+    sets("set s { type ipv4_addr; flags interval; auto-merge; elements = { 10.0.0.0/8, 10.1.0.0/16 } }"),
+    sets("set s { type ipv4_addr; flags interval; elements = { 10.0.0.1-10.0.0.9, 10.0.0.10-10.0.0.20 } }"),
+    sets("set s { type ipv4_addr; flags interval; elements = { 10.0.0.0/8, 10.0.0.0/8 } }",
+         "add element ip t s { 10.0.0.0/8 }"),
+    sets("map m { type ipv4_addr : verdict; elements = { 10.0.0.1 : accept, 10.0.0.1 : accept } }",
+         "add element ip t m { 10.0.0.1 : accept }"),
+    sets("set s { type ipv4_addr; elements = { 10.0.0.1, 10.0.0.1 } }"),
+    sets("set s { type ipv4_addr; timeout 1h; elements = { 10.0.0.1 timeout 10s } }"),
+    sets("set s { type ipv4_addr; size 1; elements = { 10.0.0.1 } }", "add element ip t s { 10.0.0.1 }"),
+    sets("set s { type ipv4_addr; flags interval; size 2; elements = { 10.0.0.0/8, 11.0.0.0/8 } }"),
+    rule("ip saddr { 10.0.0.0/8, 10.1.0.0/16 } accept"),
 ]
 
 

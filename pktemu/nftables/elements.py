@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import re
+from typing import Callable
 
-from pktemu.nftables.lexer import Cursor
-from pktemu.nftables.model import Element, NftSet, Verdict
+from pktemu.nftables.lexer import Cursor, Token
+from pktemu.nftables.model import KEY_TYPES, Element, NftSet, Verdict
 from pktemu.nftables.values import ValueError_, parse_value
 
 VERDICTS = ("accept", "drop", "continue", "return")
@@ -57,15 +58,18 @@ def parse_typed(cur: Cursor, typ: str) -> tuple[int, int | None, int | None]:
     return cur.one(v), plen, hi
 
 
-def parse_elements(cur: Cursor, s: NftSet, keys_only: bool = False) -> list[Element]:
+def parse_elements(cur: Cursor, s: NftSet, keys_only: bool = False,
+                   each: Callable[[Element, Token], None] | None = None) -> list[Element]:
     """`{ k [timeout T] [comment "c"] [: data], ... }` for the key types of `s`; `keys_only` for
-    `delete element`, which names a map's elements by their keys."""
+    `delete element`, which names a map's elements by their keys; `each(element, its first token)`
+    as each is read (pktemu.nftables.elements.insert adds it where it is refused)."""
     cur.expect("{")
     out: list[Element] = []
     while True:
         cur.skip_nl()
         if cur.accept("}"):
             return out
+        at = cur.peek()
         key, end, prefix = [], [], None
         ranged = False
         for i, typ in enumerate(s.types):
@@ -107,9 +111,66 @@ def parse_elements(cur: Cursor, s: NftSet, keys_only: bool = False) -> list[Elem
         elif s.data_type is not None and not keys_only:
             raise cur.error(f"map '{s.name}' element without ': value'")
         out.append(el)
+        if each is not None:
+            each(el, at)
         cur.skip_nl()
         if cur.accept(","):
             continue
         cur.skip_nl()
         cur.expect("}")
         return out
+
+
+def insert(cur: Cursor, s: NftSet, el: Element, at: Token, create: bool = False) -> None:
+    """Add an element to a set as nft and the kernel add it, refusing (naming the element's line)
+    what they refuse: an interval in a set without `flags interval`, an interval overlapping
+    another unless the set merges them (`auto-merge`, as anonymous sets do), a key a map holds with
+    other data or `create` finds (File exists), a timeout in a set without timeouts (Invalid
+    argument), an element past the set's `size` (Too many open files in system). An element the
+    set holds already is kept as it is, as the kernel keeps it."""
+    interval = el.prefix is not None or el.key_end is not None
+    if interval and not (s.interval or s.anonymous):
+        raise cur.error(f"{s.kind} {s.name}: You must add 'flags interval' to your set declaration if you "
+                        f"want to add {'prefix' if el.prefix is not None else 'range'} elements", at)
+    if el.timeout_ns is not None and "timeout" not in s.flags and s.timeout is None:
+        raise cur.error(f"{s.kind} {s.name}: an element timeout needs the set's timeout flag: Invalid "
+                        "argument", at)
+    merge = s.automerge or s.anonymous
+    old = s.elements.get(el.key)
+    if old is not None:
+        if (old.key_end != el.key_end or old.prefix != el.prefix) and not merge:
+            raise cur.error(f"{s.kind} {s.name}: conflicting intervals specified ({_shown(s, el)} overlaps "
+                            f"{_shown(s, old)})", at)
+        if create or old.data != el.data:
+            raise cur.error(f"{s.kind} {s.name}: element {_shown(s, old)} exists"
+                            + ("" if create else f" with other data ({_data(old)})") + ": File exists", at)
+        return
+    if s.interval and len(el.key) == 1 and not merge and (interval or s.ranges or s.prefixes):
+        lo, hi = _span(s, el)
+        for other in s.elements.values():
+            olo, ohi = _span(s, other)
+            if lo <= ohi and olo <= hi:
+                raise cur.error(f"{s.kind} {s.name}: conflicting intervals specified ({_shown(s, el)} "
+                                f"overlaps {_shown(s, other)})", at)
+    if s.size and len(s.elements) >= s.size:
+        raise cur.error(f"{s.kind} {s.name} holds its size, {s.size} elements: Too many open files in "
+                        "system", at)
+    s.add(el)
+
+
+def _span(s: NftSet, el: Element) -> tuple[int, int]:
+    """An element's first and last value (one field)."""
+    v = el.key[0]
+    if el.prefix is not None:
+        bits = KEY_TYPES.get(s.types[0], (4, False))[0] * 8
+        return v, v | ((1 << (bits - el.prefix)) - 1)
+    return v, v if el.key_end is None else el.key_end[0]
+
+
+def _shown(s: NftSet, el: Element) -> str:
+    from pktemu.nftables.values import format_key
+    return format_key(s.types, el.key, el.prefix, el.key_end)
+
+
+def _data(el: Element) -> str:
+    return el.data.text() if isinstance(el.data, Verdict) else str(el.data)

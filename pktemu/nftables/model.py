@@ -121,6 +121,8 @@ class NftSet:
     #: interval sets of one field: prefix length -> {masked key -> element}
     prefixes: dict[int, dict[int, Element]] = field(default_factory=dict)
     ranges: list[Element] = field(default_factory=list)
+    #: `auto-merge`: overlapping intervals are merged instead of refused
+    automerge: bool = False
 
     @property
     def interval(self) -> bool:

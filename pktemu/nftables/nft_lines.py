@@ -154,12 +154,14 @@ class LineLoader(LoadState):
         el = new_object(Element)                # Element(key, data)'s, without a call per element
         el.key, el.data, el.comment, el.key_end, el.prefix, el.timeout_ns, el.expires_ns = \
             key, data, None, None, None, None, None
-        s.elements[key] = el              # what NftSet.add does for an element without interval
-        return True
+        # what NftSet.add does for an element without interval; one the set holds stays (as
+        # elements.insert keeps it), and one with other data is left to the general parser to refuse
+        old = s.elements.setdefault(key, el)
+        return old is el or old.data == data
 
     def _element_long(self, table: Table, s: Any, words: list[str], line: str) -> bool:
-        if (s is None or len(words) < 4 or words[1] != "{" or words[-1] != "}" or line.count("{") != 1
-                or line.count("}") != 1 or "," in line):
+        if (s is None or s.size or s.interval or len(words) < 4 or words[1] != "{" or words[-1] != "}"
+                or line.count("{") != 1 or line.count("}") != 1 or "," in line):
             return False
         i, n = 2, len(words) - 1
         key: list[int] = []

@@ -15,7 +15,7 @@ import sys
 
 from pktemu.netfilter.gc_pause import settle_young
 from pktemu.nftables.check import check
-from pktemu.nftables.elements import parse_elements
+from pktemu.nftables.elements import insert, parse_elements
 from pktemu.nftables.lexer import Cursor, describe, tokenize
 from pktemu.nftables.model import (
     FAMILIES, REFUSED_FAMILIES, Chain, NftRuleset,
@@ -173,18 +173,15 @@ def _command(cur: Cursor, rs: NftRuleset, verb: str) -> None:
         return _end(cur)
     if obj == "element":
         s = table.set(cur.word("a set name"), where)
-        els = parse_elements(cur, s, keys_only=verb in ("delete", "destroy"))
-        for el in els:
-            if verb in ("add", "create"):
-                if verb == "create" and el.key in s.elements:
-                    raise cur.error(f"element exists in {s.name}")
-                s.add(el)
-            else:
-                try:
-                    s.remove(el.key)
-                except KeyError:
-                    if verb == "delete":
-                        raise cur.error(f"no such element in {s.name}") from None
+        if verb in ("add", "create"):
+            parse_elements(cur, s, each=lambda el, at: insert(cur, s, el, at, verb == "create"))
+            return _end(cur)
+        for el in parse_elements(cur, s, keys_only=True):
+            try:
+                s.remove(el.key)
+            except KeyError:
+                if verb == "delete":
+                    raise cur.error(f"no such element in {s.name}") from None
         return _end(cur)
     _rule_command(cur, table, verb, where)
 

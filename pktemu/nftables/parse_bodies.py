@@ -2,7 +2,7 @@
 and the tokens of one rule."""
 from __future__ import annotations
 
-from pktemu.nftables.elements import parse_elements, parse_time
+from pktemu.nftables.elements import insert, parse_elements, parse_time
 from pktemu.nftables.lexer import Cursor, Token, describe
 from pktemu.nftables.model import (
     CHAIN_TYPES, DATA_TYPES, HOOK_NAMES, KEY_TYPES, STD_PRIOS, Chain, NftSet, Table, prio_compatible,
@@ -74,15 +74,14 @@ def set_body(cur: Cursor, s: NftSet) -> None:
         elif w == "policy":
             cur.word("performance or memory")
         elif w == "auto-merge":
-            continue
+            s.automerge = True
         elif w == "comment":
             s.comment = cur.word("a comment string")
         elif w == "elements":
             cur.expect("=")
             if not s.types:
                 raise cur.error(f"{s.kind} {s.name}: elements before its type")
-            for el in parse_elements(cur, s):
-                s.add(el)
+            parse_elements(cur, s, each=lambda el, at: insert(cur, s, el, at))
         else:
             raise cur.error(f"unknown {s.kind} property '{w}'")
     if not s.types:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from pktemu.nftables import statements, steps
-from pktemu.nftables.elements import parse_elements, parse_typed, parse_verdict
+from pktemu.nftables.elements import insert, parse_elements, parse_typed, parse_verdict
 from pktemu.nftables.fields import Field, lookup_field
-from pktemu.nftables.lexer import Cursor, describe
+from pktemu.nftables.lexer import Cursor, Token, describe
 from pktemu.nftables.unsupported import set_statement, unsupported
 from pktemu.nftables.model import Element, NftSet, ParsedRule, Rule, Step, Table, Verdict
 from pktemu.nftables.values import format_key, format_value, parse_value, shared, sort_key, ValueError_
@@ -235,15 +235,15 @@ def set_ref(cur: Cursor, table: Table, lhs: Lhs, data: str | None) -> NftSet:
         return s
     table.anon += 1
     s = NftSet(f"__set{table.anon - 1}", "map" if data else "set", list(lhs.types), data, anonymous=True)
-    els = parse_elements(cur, s)
-    if not els:
-        raise cur.error("an anonymous set needs an element: '{ }' is empty (nft: syntax error)", t)
     top = lhs.fields[0].top if len(lhs.fields) == 1 else None
-    for el in els:
+
+    def add(el: Element, at: Token) -> None:
         v = el.key[0] if el.key_end is None else el.key_end[0]
         if top is not None and v > top:
-            raise cur.error(f"{lhs.text}: value {v} exceeds valid range 0-{top}", t)
-        s.add(el)
+            raise cur.error(f"{lhs.text}: value {v} exceeds valid range 0-{top}", at)
+        insert(cur, s, el, at)
+    if not parse_elements(cur, s, each=add):
+        raise cur.error("an anonymous set needs an element: '{ }' is empty (nft: syntax error)", t)
     if s.prefixes or s.ranges:
         s.flags.append("interval")
     return s
