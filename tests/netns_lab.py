@@ -3,11 +3,20 @@ tests/test_kernel_calico.py): namespaces named <prefix><hex>-<name>, commands ru
 capture points, and every process and namespace gone at the end."""
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import subprocess
 import time
 import uuid
 from pathlib import Path
+
+import pytest
+
+#: for tests that ask this machine's nft what it says of a ruleset (real_nft)
+needs_nft = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("nft") is None or shutil.which("ip") is None,
+    reason="loads the rulesets with nft in a scratch network namespace: needs root and nft")
 
 
 def sh(*a: str, check: bool = True) -> str:
@@ -15,6 +24,19 @@ def sh(*a: str, check: bool = True) -> str:
     if check and p.returncode:
         raise RuntimeError(f"{' '.join(a)}: {p.stderr.strip()}")
     return p.stdout
+
+
+def real_nft(text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """`nft -f` of `text` in a scratch namespace, deleted after: what this machine's nft says."""
+    ns = f"pktemu-nft-{uuid.uuid4().hex[:8]}"
+    f = tmp_path / "r.nft"
+    f.write_text(text)
+    subprocess.run(["ip", "netns", "add", ns], check=True, timeout=30)
+    try:
+        return subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", str(f)], capture_output=True,
+                              text=True, timeout=30)
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], timeout=30)
 
 
 class NetnsLab:

@@ -4,14 +4,11 @@ one line naming the file and line, as its other load errors; and nft syntax that
 pktemu does not emulate is refused saying so ("not supported by pktemu")."""
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
 from conftest import pktemu
+from netns_lab import needs_nft, real_nft
 
 import datapaths
 from pktemu.errors import PktemuError
@@ -241,28 +238,15 @@ def test_cli_refuses_a_statement_after_a_verdict_in_one_line(tmp_path: Path) -> 
             "(nft refuses it)"]
 
 
-def _real_nft(text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    ns = f"pktemu-nft-{uuid.uuid4().hex[:8]}"
-    f = tmp_path / "r.nft"
-    f.write_text(text)
-    subprocess.run(["ip", "netns", "add", ns], check=True, timeout=30)
-    try:
-        return subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", str(f)], capture_output=True,
-                              text=True, timeout=30)
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], timeout=30)
-
-
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is None or shutil.which("ip") is None,
-                    reason="loads the rulesets with nft in a scratch network namespace: needs root and nft")
+@needs_nft
 def test_this_machines_nft_refuses_them_and_loads_the_rest(tmp_path: Path) -> None:
     for name, text, nft_says, _, line in REFUSED:
-        r = _real_nft(text, tmp_path)
+        r = real_nft(text, tmp_path)
         # the kernel's errors ("Could not process rule") name the object's first line, a chain's
         # `chain c {`, where pktemu names its `type` line
         kernel = "Could not process rule" in r.stderr
         assert r.returncode != 0 and nft_says in r.stderr, (name, r.stderr)
         assert kernel or f"r.nft:{line}:" in r.stderr, (name, r.stderr)
     for text in LOADED + [rule(c) for c, _ in UNSUPPORTED]:
-        r = _real_nft(text, tmp_path)
+        r = real_nft(text, tmp_path)
         assert r.returncode == 0, (text, r.stderr)

@@ -6,14 +6,11 @@ of a chain added again: another hook or priority, another type, a regular chain 
 Each case was loaded with real nft (kernel 6.18, nft 1.0.6), and is again by the last test when root."""
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
 from conftest import pktemu
+from netns_lab import needs_nft, real_nft
 
 import datapaths
 from pktemu.errors import PktemuError
@@ -143,23 +140,10 @@ def test_cli_refuses_a_dnat_in_a_filter_chain_in_one_line(tmp_path: Path) -> Non
             "(nat statements need a chain of type nat, not filter)"]
 
 
-def _real_nft(text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    ns = f"pktemu-nft-{uuid.uuid4().hex[:8]}"
-    f = tmp_path / "r.nft"
-    f.write_text(text)
-    subprocess.run(["ip", "netns", "add", ns], check=True, timeout=30)
-    try:
-        return subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", str(f)], capture_output=True,
-                              text=True, timeout=30)
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], timeout=30)
-
-
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is None or shutil.which("ip") is None,
-                    reason="loads the rulesets with nft in a scratch network namespace: needs root and nft")
+@needs_nft
 def test_this_machines_nft_refuses_what_we_refuse(tmp_path: Path) -> None:
     for name, text, want in CASES:
-        r = _real_nft(text, tmp_path)
+        r = real_nft(text, tmp_path)
         assert (r.returncode == 0) == (want is None), (name, r.stderr)
         if want is not None:
             links = "deep" in want[0] or "links" in want[0]

@@ -112,13 +112,9 @@ def _route(node: ImportedNode, r: dict[str, Any], where: str, kept: set[str], co
             for d, net, peer in conn):
         notes.warn(where, f"gateway {via} is not on a connected network of {dev}: left out")
         return
-    metric = route_metric(r, where, notes)
+    metric = _claim(r, where, dst, table, seen, notes)
     if metric is None:
         return
-    if (dst, metric, table) in seen:
-        notes.warn(where, "a second route with this destination and metric: left out")
-        return
-    seen.add((dst, metric, table))
     entry: dict[str, Any] = {"to": dst}
     if via is not None:
         entry["via"] = str(via)
@@ -134,16 +130,25 @@ def _route(node: ImportedNode, r: dict[str, Any], where: str, kept: set[str], co
     node.routes.append(entry)
 
 
+def _claim(r: dict[str, Any], where: str, dst: str, table: str, seen: set[tuple[str, int, str]],
+           notes: Notes) -> int | None:
+    """The route's metric, if it is readable and the first route to `dst` with it in `table`."""
+    metric = route_metric(r, where, notes)
+    if metric is None:
+        return None
+    if (dst, metric, table) in seen:
+        notes.warn(where, "a second route with this destination and metric: left out")
+        return None
+    seen.add((dst, metric, table))
+    return metric
+
+
 def _typed_route(node: ImportedNode, r: dict[str, Any], where: str, dst: str, table: str,
                  seen: set[tuple[str, int, str]], notes: Notes) -> None:
     """A blackhole/unreachable/prohibit/throw route (Calico's `blackhole` for its IPAM block)."""
-    metric = route_metric(r, where, notes)
+    metric = _claim(r, where, dst, table, seen, notes)
     if metric is None:
         return
-    if (dst, metric, table) in seen:
-        notes.warn(where, "a second route with this destination and metric: left out")
-        return
-    seen.add((dst, metric, table))
     entry: dict[str, Any] = {"to": dst, "type": str(r["type"])}
     if metric:
         entry["metric"] = metric
