@@ -208,6 +208,7 @@ def _failure(e: BaseException) -> int:
             return e.code or 0
         say(f"pktemu: error: {e.code}")
         return 1
+    e = _signal_inside(e)
     if isinstance(e, KeyboardInterrupt):
         signum = e.signum if isinstance(e, interrupt.Interrupted) else signal.SIGINT
         say(f"pktemu: interrupted ({interrupt.signal_name(signum)})")
@@ -232,6 +233,19 @@ def _failure(e: BaseException) -> int:
     say(f"pktemu: internal error: {type(e).__name__}: {detail or '(no message)'} "
         "(please report; set PKTEMU_DEBUG=1 for the traceback)")
     return EXIT_SOFTWARE
+
+
+def _signal_inside(e: BaseException) -> BaseException:
+    """The signal's exception if Python wrapped it in another on the way out (a RuntimeError from
+    a class's __set_name__ while a module imports), else `e`."""
+    seen: set[int] = set()
+    inner: BaseException | None = e
+    while inner is not None and id(inner) not in seen:
+        if isinstance(inner, interrupt.Interrupted):
+            return inner
+        seen.add(id(inner))
+        inner = inner.__cause__ or inner.__context__
+    return e
 
 
 def _silence_stdout() -> None:

@@ -260,3 +260,26 @@ def test_a_signal_raised_where_python_cannot_let_it_out_is_held_without_a_report
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                        cwd=ROOT)
     assert (p.returncode, p.stdout, p.stderr) == (0, "noted 2\nraised again SIGINT\n", "")
+
+
+def test_a_signal_python_wraps_in_another_error_still_ends_as_an_interruption() -> None:
+    """A Ctrl-C landing in a class's __set_name__ while a module imports reaches the CLI as a
+    RuntimeError ('Error calling __set_name__ ...') caused by the signal's exception (CI hit it):
+    the run ends as interrupted, 130, not as an internal error, 70."""
+    code = (
+        "import os, signal, sys\n"
+        "from pktemu import cli, interrupt\n"
+        "interrupt.install()\n"
+        "class Field:\n"
+        "    def __set_name__(self, owner, name):\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        for _ in range(1000): pass\n"
+        "try:\n"
+        "    class Fib:\n"
+        "        tables = Field()\n"
+        "except BaseException as e:\n"
+        "    print(type(e).__name__)\n"
+        "    sys.exit(cli._failure(e))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       cwd=ROOT)
+    assert (p.returncode, p.stdout, p.stderr) == (130, "RuntimeError\n", "pktemu: interrupted (SIGINT)\n")
