@@ -49,6 +49,22 @@ def test_a_pod_given_twice_is_imported_once_with_its_own_name(tmp_path: Path) ->
     assert json.loads(tr.stdout)["packets"][0]["events"][0]["node"] == "client"
 
 
+def test_a_node_given_twice_is_kept_once_the_first(tmp_path: Path) -> None:
+    objs = cluster_yaml(tmp_path / "c.yaml")
+    data = yaml.safe_load(objs.read_text())
+    again = json.loads(json.dumps(data["items"][0]))
+    again["spec"]["podCIDR"] = "10.0.9.0/24"
+    data["items"].append(again)
+    objs.write_text(yaml.safe_dump(data))
+    out = tmp_path / "t.yaml"
+    p = pktemu("import", str(node_dump(tmp_path / "dump")), str(objs), "-o", str(out))
+    w = warnings(p.stderr)
+    assert w.count(f"{objs}: Node worker-a given twice: the first is kept") == 1, w
+    assert not any("podCIDR" in line for line in w), w
+    assert yaml.safe_load(out.read_text())["nodes"]["gw"]["routes"] == \
+        [{"to": "10.0.1.0/24", "via": "192.168.5.11", "dev": "eth1"}]
+
+
 def node_object(tmp_path: Path, cidr: Any) -> Path:
     objs = cluster_yaml(tmp_path / "c.yaml")
     data = yaml.safe_load(objs.read_text())

@@ -74,14 +74,17 @@ class Cluster:
 
 
 def split(objects: list[tuple[str, dict[str, Any]]], notes: Notes) -> Cluster:
-    """The objects by kind; a Pod given twice (namespace and name) is kept once, the first, so that
-    it is wired and named as if it were alone."""
+    """The objects by kind; a Pod given twice (namespace and name) or a Node given twice is kept
+    once, the first, so that it is wired and named as if it were alone."""
     c = Cluster()
     pods: set[tuple[str, str]] = set()
     for origin, obj in objects:
         if obj.get("kind") == "Node":
             name = (obj.get("metadata") or {}).get("name")
             if isinstance(name, str):
+                if name in c.nodes:
+                    notes.warn(origin, f"Node {name} given twice: the first is kept")
+                    continue
                 c.nodes[name] = obj
         elif obj.get("kind") == "Pod":
             key = _key(obj)
