@@ -69,7 +69,7 @@ class FakeNode:
         return None
 
     def register_protocol(self, proto: int, rcv: Callable[[Frame], None],
-                          err: Callable[[int, int, bytes], None] | None = None) -> None:
+                          err: Callable[[int, int, int, bytes], None] | None = None) -> None:
         self.protocols[proto] = (rcv, err)
 
     def route_errno(self, daddr: int) -> str:
@@ -108,7 +108,8 @@ class FakeNode:
             quoted = bytes(frame.data[off + 8:ETH_HLEN + frame.ip_len])
             h = self.protocols.get(quoted[9])
             if h is not None and h[1] is not None:
-                h[1](frame.data[off], frame.data[off + 1], quoted)
+                mtu = int.from_bytes(frame.data[off + 6:off + 8], "big")
+                h[1](frame.data[off], frame.data[off + 1], mtu, quoted)
             return
         h = self.protocols.get(proto)
         if h is not None:

@@ -76,7 +76,7 @@ def icmp_rcv(node: "Node", frame: Frame) -> None:
             return
         handler = node.protocols.get(quoted[9])
         if handler is not None and handler[1] is not None:
-            handler[1](itype, code, quoted)
+            handler[1](itype, code, int.from_bytes(frame.data[off + 6:off + 8], "big"), quoted)
 
 
 def icmp_send(node: "Node", frame: Frame, itype: int, code: int, cause: str | None = None,

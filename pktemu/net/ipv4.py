@@ -14,6 +14,7 @@ from pktemu.net.fib_rules import ICMP_CODE, ROUTE_ERRNO, FibResult, Flow
 from pktemu.net.frame import ETH_HLEN, Frame, checksum, int2ip
 from pktemu.net.inetpeer import ERROR_BURST, ERROR_COST, peers
 from pktemu.net.ip_fragment import fragment, output_mtu
+from pktemu.net.pmtu import path_mtu
 from pktemu.net.martian import input_martian, output_martian
 from pktemu.net.route import Route
 from pktemu.netfilter.core import FORWARD, INPUT, NF_ACCEPT, OUTPUT, POSTROUTING, PREROUTING
@@ -267,7 +268,8 @@ def ip_local_out(node: "Node", frame: Frame) -> None:
             return
     out = node.devices[rt.dev]
     frame.note(f"route {res.why}{rt}" + (f" ({rt.why})" if rt.why else ""))
-    ip_output(node, frame, out, rt.gateway if rt.gateway is not None else frame.daddr)
+    ip_output(node, frame, out, rt.gateway if rt.gateway is not None else frame.daddr,
+              path_mtu(node, frame.daddr, out.mtu) if node.pmtu else out.mtu)
 
 
 def _output_route(node: "Node", frame: Frame, saddr: int) -> FibResult:
@@ -289,15 +291,16 @@ def _out_error(frame: Frame, res: FibResult) -> str:
     return f"{int2ip(frame.daddr)}: {what.rstrip(': ')} ({res.errno})"
 
 
-def ip_output(node: "Node", frame: Frame, out: NetDevice, nexthop: int) -> None:
-    """ip_output + ip_finish_output2: POSTROUTING, then the neighbour layer."""
+def ip_output(node: "Node", frame: Frame, out: NetDevice, nexthop: int, mtu: int | None = None) -> None:
+    """ip_output + ip_finish_output2: POSTROUTING, then the neighbour layer. `mtu`: a local
+    packet's path MTU (the device's for a forwarded one)."""
     nf = node.nf
     if nf.active and nf.hook(POSTROUTING, frame, None, out.name, physin=_physin(frame)) != NF_ACCEPT:
         return
     if out.name == "lo":
         out.xmit(frame)
         return
-    mtu = output_mtu(frame, out.mtu)
+    mtu = output_mtu(frame, out.mtu if mtu is None else mtu)
     if frame.ip_len > mtu:
         if frame.df:
             node.drop(frame, "ip_output", f"len {frame.ip_len} > mtu {mtu} with DF (EMSGSIZE)")

@@ -36,7 +36,7 @@ DEFAULT_SYSCTLS: dict[str, int] = {
 }
 
 ProtoRcv = Callable[[Frame], None]
-ProtoErr = Callable[[int, int, bytes], None]
+ProtoErr = Callable[[int, int, int, bytes], None]      # type, code, info (MTU), quoted
 
 
 class Hooks(Protocol):
@@ -114,6 +114,7 @@ class Node:
         self.protocols: dict[int, tuple[ProtoRcv, ProtoErr | None]] = {}
         self.ping_sockets: dict[int, Callable[[Frame], None]] = {}   # ICMP echo id -> receiver
         self.peers: Peers | None = None           # the ICMP errors' rate limits (at the first)
+        self.pmtu: dict[int, tuple[int, int]] = {}   # daddr -> (path MTU, until): pktemu.net.pmtu
         #: what a timeline changed here and when ("sysctl net.ipv4.ip_forward" -> "... at 2.000 s"),
         #: for the notes of the frames the change decides
         self.changes: dict[str, str] = {}

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
+from pktemu.net import pmtu
 from pktemu.net.frame import Frame, int2ip
 from pktemu.net.tcp_conn import TcpConnection
 from pktemu.net.tcp_const import ADVMSS, ESTABLISHED, SYN_RECV, SYN_SENT, TIME_WAIT, advmss
 from pktemu.net.tcp_retrans import Skb
-from pktemu.net.tcp_errno import (ICMP_DEST_UNREACH, ICMP_PARAMETERPROB, ICMP_TIME_EXCEEDED, SockError,
-                                  icmp_errno)
+from pktemu.net.tcp_errno import (ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMP_PARAMETERPROB, ICMP_TIME_EXCEEDED,
+                                  SockError, icmp_errno)
 from pktemu.net.tcp_input import negotiate, segment_arrives
 from pktemu.net.tcp_wire import (ACK, FIN, IPPROTO_TCP, MASK32, RST, SYN, Seg, after, before, build, parse,
                                  reset_for)
@@ -131,6 +132,10 @@ class TcpStack:
             off = self._ts_base[(saddr, daddr)] = self.rng.getrandbits(32)
         return off
 
+    def path_mtu(self, daddr: int) -> int:
+        """dst_mtu() of the route to the peer: the device's MTU, or less after a frag-needed."""
+        return pmtu.route_mtu(self.node, daddr) or ADVMSS + 40
+
     def advmss(self, daddr: int) -> int:
         """dst_metric_advmss() of the route to the peer, which the socket's MSS option, initial
         window and segment size follow: its device's MTU less 40 (1410 on a 1450 flannel pod)."""
@@ -212,8 +217,9 @@ class TcpStack:
         self.node.ctl_send(seg.daddr, seg.saddr, IPPROTO_TCP, l4, df=True, tos=seg.tos & ~3)
 
     # ------------------------------------------------------------------ ICMP errors
-    def err(self, icmp_type: int, code: int, quoted: bytes) -> None:
-        """tcp_v4_err(): hard errors end a handshake at once; later ones are only remembered."""
+    def err(self, icmp_type: int, code: int, mtu: int, quoted: bytes) -> None:
+        """tcp_v4_err(): hard errors end a handshake at once; later ones are only remembered. A
+        "fragmentation needed" for a segment in flight shrinks the connection's segments."""
         if len(quoted) < 20:
             return
         ihl = (quoted[0] & 0x0F) * 4
@@ -225,6 +231,11 @@ class TcpStack:
         dport = int.from_bytes(quoted[ihl + 2:ihl + 4], "big")
         seq = int.from_bytes(quoted[ihl + 4:ihl + 8], "big")
         c = self._conns.get((saddr, sport, daddr, dport))
+        if icmp_type == ICMP_DEST_UNREACH and code == ICMP_FRAG_NEEDED:
+            if c is not None and c.state not in (TIME_WAIT, SYN_RECV) and not (
+                    before(seq, c.snd_una) or after(seq, c.snd_nxt)):
+                c.mtu_reduced(mtu)
+            return
         mapped = icmp_errno(icmp_type, code)
         if c is None or mapped is None or c.state == TIME_WAIT:
             return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
+from pktemu.net import pmtu
 from pktemu.net.frame import int2ip
 from pktemu.net.tcp_ack import AckPolicy
 from pktemu.net.tcp_const import (CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_TIMEOUT, FIN_WAIT1, FIN_WAIT2,
@@ -37,6 +38,7 @@ class TcpConnection(AckPolicy, Retransmission):
         self.iss = stack.isn(saddr, sport, daddr, dport) if iss is None else iss
         self.ts_off = stack.ts_offset(saddr, daddr)
         self.advmss = stack.advmss(daddr)
+        self.pmtu = stack.path_mtu(daddr)          # icsk_pmtu_cookie: the path MTU the MSS follows
         self.snd_una = self.snd_nxt = self.write_seq = self.iss
         self.snd_wnd = 0
         self.snd_wl1 = 0
@@ -193,7 +195,7 @@ class TcpConnection(AckPolicy, Retransmission):
 
     # ------------------------------------------------------------------ sizes and windows
     def send_mss(self) -> int:
-        mss = min(self.peer_mss, self.advmss) - (TCPOLEN_TSTAMP_ALIGNED if self.ts_ok else 0)
+        mss = min(self.peer_mss, self.advmss, self.pmtu - 40) - (TCPOLEN_TSTAMP_ALIGNED if self.ts_ok else 0)
         if self.max_window > MSS_DEFAULT:
             mss = min(mss, max(self.max_window // 2, 68))
         return max(mss, 8)
@@ -267,6 +269,16 @@ class TcpConnection(AckPolicy, Retransmission):
                 return
             self.send_head += 1
             self.transmit(skb)
+
+    def mtu_reduced(self, mtu: int) -> None:
+        """tcp_v4_mtu_reduced(): the route's path MTU is lowered; if it is now below the one the
+        segments were cut for, they are cut smaller and what was too long is resent at once."""
+        if self.state == CLOSED:
+            return
+        now = pmtu.update(self.stack.node, self.daddr, mtu)
+        if now is not None and now < self.pmtu:
+            self.pmtu = now
+            self.simple_retransmit(self.send_mss())
 
     def send_ack(self) -> None:
         self.xmit(ACK, self.snd_nxt)

@@ -38,6 +38,14 @@ class Skb:
         return (self.seq + len(self.data) + self.syn + self.fin) & MASK32
 
 
+def _cut(seq: int, data: bytes, mss: int, fin: bool, psh: bool) -> list[Skb]:
+    """`data` from `seq` as segments of at most `mss`; FIN and PSH go on the last."""
+    out = [Skb((seq + i) & MASK32, data[i:i + mss]) for i in range(0, len(data), mss)]
+    out[-1].fin = fin
+    out[-1].psh = psh
+    return out
+
+
 def model_timeout(boundary: int, rto_base: int) -> int:
     """tcp_model_timeout(): how long `boundary` retransmissions take from an RTO of rto_base."""
     thresh = (RTO_MAX // rto_base).bit_length() - 1
@@ -130,6 +138,47 @@ class Retransmission:
             if self._probe_timer is not None and nwin:
                 self._probe_timer.cancel()
                 self._probe_timer = None
+
+    def simple_retransmit(self, mss: int) -> None:
+        """tcp_simple_retransmit() after the path MTU dropped: a segment in flight longer than `mss`
+        was dropped on the way. Each run of such segments is cut again into `mss` pieces (the last
+        with PSH, as Linux resends a GSO buffer) and resent at once, with the RTO restarted; queued
+        segments are cut as they will leave (tcp_fragment)."""
+        out: list[Skb] = []
+        resend: list[Skb] = []
+        run: list[Skb] = []
+
+        def flush() -> None:
+            if not run:
+                return
+            data = b"".join(s.data for s in run)
+            pieces = _cut(run[0].seq, data, mss, run[-1].fin, True)
+            for p in pieces:
+                p.sent_at = run[0].sent_at
+            out.extend(pieces)
+            resend.extend(pieces)
+            run.clear()
+
+        for skb in self.queue[:self.send_head]:
+            if len(skb.data) > mss and not skb.syn:
+                run.append(skb)
+                continue
+            flush()
+            out.append(skb)
+        flush()
+        head = len(out)
+        for skb in self.queue[self.send_head:]:
+            out.extend(_cut(skb.seq, skb.data, mss, skb.fin, skb.psh) if len(skb.data) > mss and not skb.syn
+                       else [skb])
+        self.queue[:] = out
+        self.send_head = head
+        if not resend:
+            return
+        if self._rto_timer is not None:
+            self._rto_timer.cancel()
+            self._rto_timer = None
+        for skb in resend:
+            self.transmit(skb)
 
     # ------------------------------------------------------------------ timers
     def _rto_fire(self) -> None:

@@ -1,7 +1,8 @@
 """UDP sockets of one namespace (net/ipv4/udp.c): bind, sendto, demux, port unreachable, ICMP errors.
 
-Datagrams leave with DF set and TTL 64, as Linux sends them with the default PMTU discovery
-mode, and with a checksum that is never 0 on the wire (0 means "none", so 0xffff is sent).
+Datagrams leave with DF set when they fit the path MTU and are fragmented by the sender when they
+do not, as Linux sends them with the default PMTU discovery mode (IP_PMTUDISC_WANT), and with a
+checksum that is never 0 on the wire (0 means "none", so 0xffff is sent).
 ICMP errors reach a socket the way Linux reports them: an unconnected socket without IP_RECVERR
 never hears of them (a resolver then times out), a connected one gets the hard errors.
 """
@@ -10,8 +11,9 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, Callable
 
+from pktemu.net import pmtu
 from pktemu.net.frame import ETH_HLEN, Frame, checksum, int2ip
-from pktemu.net.tcp_errno import SockError, icmp_errno
+from pktemu.net.tcp_errno import ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, SockError, icmp_errno
 
 if TYPE_CHECKING:
     import random
@@ -91,7 +93,9 @@ class UdpSocket:
             raise SockError(self.stack.node.route_errno(daddr), where)
         saddr = self.addr or saddr
         seg = build(saddr, daddr, self.port, dport, bytes(data))
-        self.stack.node.ip_send(saddr, daddr, IPPROTO_UDP, seg, df=True, flow_saddr=self.addr)
+        mtu = pmtu.route_mtu(self.stack.node, daddr)        # IP_PMTUDISC_WANT: DF on what fits
+        df = mtu is None or 20 + len(seg) <= mtu
+        self.stack.node.ip_send(saddr, daddr, IPPROTO_UDP, seg, df=df, flow_saddr=self.addr)
 
     def close(self) -> None:
         if self.open:
@@ -175,8 +179,9 @@ class UdpStack:
             s.pktinfo = daddr
             s.on_datagram(data, saddr, sport)
 
-    def err(self, icmp_type: int, code: int, quoted: bytes) -> None:
-        """__udp4_lib_err(): reported only with IP_RECVERR, or hard errors on a connected socket."""
+    def err(self, icmp_type: int, code: int, mtu: int, quoted: bytes) -> None:
+        """__udp4_lib_err(): reported only with IP_RECVERR, or hard errors on a connected socket. A
+        "fragmentation needed" lowers the path MTU first, and is EMSGSIZE, a hard error."""
         if len(quoted) < 20:
             return
         ihl = (quoted[0] & 0x0F) * 4
@@ -186,11 +191,14 @@ class UdpStack:
         daddr = int.from_bytes(quoted[16:20], "big")
         sport, dport = struct.unpack_from("!HH", quoted, ihl)
         s = self.lookup(saddr, sport)
-        mapped = icmp_errno(icmp_type, code)
+        frag_needed = icmp_type == ICMP_DEST_UNREACH and code == ICMP_FRAG_NEEDED
+        mapped = ("EMSGSIZE", True) if frag_needed else icmp_errno(icmp_type, code)
         if s is None or mapped is None:
             return
         if s.peer is not None and s.peer != (daddr, dport):
             return
+        if frag_needed:
+            pmtu.update(self.node, daddr, mtu)
         name, hard = mapped
         if not s.recverr and not (hard and s.peer is not None):
             return
