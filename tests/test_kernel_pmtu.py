@@ -3,13 +3,15 @@ running the tests (needs root, ip, iptables-restore, tcpdump, ethtool) and in th
 must agree (pktemu/net/pmtu.py).
 
 client (10.0.1.2, MTU 1500) -- node1 (eth1 MTU 1400, DNAT 10.3.0.10:80 -> 10.0.2.2:7) -- server
-(10.0.2.2, MTU 1500). The client writes 2,896 bytes to the ClusterIP-like 10.3.0.10:80, then sends
-two 1,472-byte UDP datagrams to 10.3.0.10:9 (no rule, no route at node1). Linux 6.18: the two
-1,448-byte segments meet node1's 1400-byte link and each gets a "fragmentation needed (mtu 1400)",
-from 10.3.0.10 (conntrack gives the error the Service's address); the client lowers the path MTU
-to 10.3.0.10 and resends the 2,896 bytes at once as 1,348 + 1,348 + 200 (PSH on the last), and
-the UDP datagrams, which would have fitted 1500, leave in two fragments each. pktemu used to
-ignore the error: the segments were resent whole until the connection timed out.
+(10.0.2.2, MTU 1500). The client writes 2,896 (or 4,000) bytes to the ClusterIP-like
+10.3.0.10:80, then sends two 1,472-byte UDP datagrams to 10.3.0.10:9 (no rule, no route at
+node1). Linux 6.18: the two 1,448-byte segments meet node1's 1400-byte link and each gets a
+"fragmentation needed (mtu 1400)", from 10.3.0.10 (conntrack gives the error the Service's
+address); the client lowers the path MTU to 10.3.0.10 and resends the 2,896 bytes at once as
+1,348 + 1,348 + 200 (PSH on the last); with 4,000 bytes the last 1,104 get through first and the
+server holds them, SACKing them until the hole is filled. The UDP datagrams, which would have
+fitted 1500, leave in two fragments each. pktemu used to ignore the error (the segments were
+resent whole until the connection timed out) and to drop data that arrived beyond a hole.
 Namespaces pm<hex>-*, unique per run, are always deleted; every process started here is stopped by
 its PID.
 """
@@ -40,7 +42,7 @@ RULES = """\
 -A PREROUTING -d 10.3.0.10/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.2.2:7
 COMMIT
 """
-SIZE, DATAGRAM = 2896, 1472
+DATAGRAM = 1472
 SERVER = r'''
 import socket
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -52,13 +54,13 @@ while c.recv(65536):
 CLIENT = r'''
 import socket, sys, time
 s = socket.create_connection(("10.3.0.10", 80), timeout=10)
-s.sendall(b"x" * %d)
+s.sendall(b"x" * int(sys.argv[1]))
 time.sleep(0.3)
 s.close()
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for i in range(2):
     u.sendto(b"u" * %d, ("10.3.0.10", 9)); time.sleep(0.2)
-''' % (SIZE, DATAGRAM)
+''' % DATAGRAM
 TOPOLOGY = """\
 name: pmtu
 seed: 1
@@ -81,12 +83,13 @@ scenarios:
       - {at: 0ms, node: client, app: {kind: echo-client, target: 10.3.0.10, port: 80, payload: "%s"}}
       - {at: 500ms, node: client, app: {kind: echo-client, proto: udp, target: 10.3.0.10, port: 9,
                                        count: 2, interval: 200ms, timeout: 100ms, payload: "%s"}}
-""" % ("x" * SIZE, "u" * DATAGRAM)
+"""
 
 
-def _facts(path: Path) -> dict[str, Any]:
-    """What the client's eth0 saw: its TCP data segments (relative seq, length, PSH), the ICMP
-    errors it got (source, type, code, MTU), its UDP packets (length, more fragments, offset)."""
+def _facts(path: Path, size: int) -> dict[str, Any]:
+    """What the client's eth0 saw: its TCP data segments (relative seq, length, PSH), the server's
+    pure ACKs of them (relative ack, SACK blocks), the ICMP errors it got (source, type, code,
+    MTU), its UDP packets (length, more fragments, offset)."""
     from scapy.layers.inet import ICMP, IP, TCP, UDP  # noqa: F401 (rdpcap dissects with them)
     from scapy.layers.l2 import Ether  # noqa: F401
     from scapy.utils import rdpcap
@@ -94,13 +97,18 @@ def _facts(path: Path) -> dict[str, Any]:
     isn = next(p[TCP].seq for p in frames if TCP in p and p[TCP].flags == "S")
     data = [(p[TCP].seq - isn - 1, len(p[TCP].payload), "P" in p[TCP].flags) for p in frames
             if TCP in p and p[IP].src == "10.0.1.2" and len(p[TCP].payload)]
+    server_isn = next(p[TCP].seq for p in frames if TCP in p and p[TCP].flags == "SA")
+    acks = [(p[TCP].ack - isn - 1, [(a - isn - 1, b - isn - 1) for kind, v in p[TCP].options if kind == "SAck"
+                                    for a, b in zip(v[::2], v[1::2], strict=True)])
+            for p in frames if TCP in p and p[IP].dst == "10.0.1.2" and p[TCP].flags == "A"
+            and not len(p[TCP].payload) and p[TCP].seq == server_isn + 1 and p[TCP].ack - isn - 1 <= size]
     icmp = [(p[IP].src, p[ICMP].type, p[ICMP].code, p[ICMP].nexthopmtu) for p in frames if ICMP in p]
     udp = [(p[IP].len, int(p[IP].flags), p[IP].frag) for p in frames
            if p[IP].src == "10.0.1.2" and p[IP].proto == 17]
-    return {"data": data, "icmp": icmp, "udp": udp}
+    return {"data": data, "acks": acks, "icmp": icmp, "udp": udp}
 
 
-def kernel(tmp: Path) -> dict[str, Any]:
+def kernel(tmp: Path, size: int) -> dict[str, Any]:
     lab = NetnsLab(["client", "node1", "server"], "pm")
     try:
         try:
@@ -124,32 +132,44 @@ def kernel(tmp: Path) -> dict[str, Any]:
         caps = lab.capture(tmp, ["client-eth0"])
         lab.bg("server", "python3", "-c", SERVER)
         time.sleep(0.3)
-        lab.x("client", "python3", "-c", CLIENT)
+        lab.x("client", "python3", "-c", CLIENT, str(size))
         route = lab.x("client", "ip", "route", "get", "10.3.0.10")
         NetnsLab.stop(caps)
     finally:
         lab.close()
     assert "mtu 1400" in route, route                 # the exception the error left
-    return _facts(tmp / "client-eth0.pcap")
+    return _facts(tmp / "client-eth0.pcap", size)
 
 
-def emulated(tmp: Path) -> dict[str, Any]:
+def emulated(tmp: Path, size: int) -> dict[str, Any]:
     (tmp / "node1.iptables").write_text(RULES)
-    (tmp / "pmtu.yaml").write_text(TOPOLOGY)
+    (tmp / "pmtu.yaml").write_text(TOPOLOGY % ("x" * size, "u" * DATAGRAM))
     pktemu("run", str(tmp / "pmtu.yaml"), "--out", str(tmp / "out"), "-q")
-    return _facts(tmp / "out" / "pmtu" / "pcap" / "client-eth0.pcap")
+    return _facts(tmp / "out" / "pmtu" / "pcap" / "client-eth0.pcap", size)
 
 
-def test_a_smaller_link_on_the_way_lowers_the_path_mtu_and_the_sender_resends_at_once(tmp_path: Path) -> None:
+FRAG_NEEDED = ("10.3.0.10", 3, 4, 1400)
+UNREACHABLE = ("10.0.1.1", 3, 0, 0)
+LINUX = {
+    # both segments dropped: resent as one run cut to 1,348
+    2896: {"data": [(0, 1448, False), (1448, 1448, True),
+                    (0, 1348, False), (1348, 1348, False), (2696, 200, True)],
+           "acks": [(1348, []), (2696, []), (2896, [])]},
+    # the third, shorter, segment gets through first: the server holds it and SACKs it until the
+    # hole is filled, then acknowledges everything at once
+    4000: {"data": [(0, 1448, False), (1448, 1448, False), (2896, 1104, True),
+                    (0, 1348, False), (1348, 1348, False), (2696, 200, True)],
+           "acks": [(0, [(2896, 4000)]), (1348, [(2896, 4000)]), (2696, [(2896, 4000)]), (4000, [])]},
+}
+
+
+@pytest.mark.parametrize("size", sorted(LINUX))
+def test_a_smaller_link_on_the_way_lowers_the_path_mtu_and_the_sender_resends_at_once(
+        tmp_path: Path, size: int) -> None:
     pytest.importorskip("scapy")
     (tmp_path / "k").mkdir()
     (tmp_path / "e").mkdir()
-    found = kernel(tmp_path / "k")
-    frag_needed = ("10.3.0.10", 3, 4, 1400)
-    unreachable = ("10.0.1.1", 3, 0, 0)
-    assert found == {
-        "data": [(0, 1448, False), (1448, 1448, True),
-                 (0, 1348, False), (1348, 1348, False), (2696, 200, True)],
-        "icmp": [frag_needed, frag_needed, unreachable, unreachable],
-        "udp": [(1396, 1, 0), (124, 0, 172)] * 2}
-    assert emulated(tmp_path / "e") == found
+    found = kernel(tmp_path / "k", size)
+    assert found == {**LINUX[size], "icmp": [FRAG_NEEDED, FRAG_NEEDED, UNREACHABLE, UNREACHABLE],
+                     "udp": [(1396, 1, 0), (124, 0, 172)] * 2}
+    assert emulated(tmp_path / "e", size) == found

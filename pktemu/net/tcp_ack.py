@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from pktemu.net.tcp_const import (ATO_MIN, CLOSED, DELACK_MAX, MAX_QUICKACKS, MS, OOW_RATELIMIT, TICK,
                                   TIME_WAIT)
-from pktemu.net.tcp_wire import MASK32, SYN, before
+from pktemu.net.tcp_wire import MASK32, SYN, after, before
 
 if TYPE_CHECKING:
     from pktemu.net.tcp_wire import Seg
@@ -30,6 +30,10 @@ class AckPolicy:
     rcv_mss: int
     advmss: int
     ack_pending: bool
+    ack_now: bool
+    sack_ok: bool
+    ofo: list[tuple[int, int, bytes, bool]]
+    dsack: tuple[int, int] | None
     rcv_nxt: int
     rcv_wup: int
     srtt: int | None
@@ -54,6 +58,7 @@ class AckPolicy:
             elif self.ack_pending:
                 self.quick -= 1
         self.ack_pending = False
+        self.ack_now = False
         if self._dack_timer is not None:
             self._dack_timer.cancel()
             self._dack_timer = None
@@ -91,10 +96,12 @@ class AckPolicy:
         self.lrcvtime = now
 
     def ack_snd_check(self) -> None:
-        """__tcp_ack_snd_check(): ACK now (2 full segments, quickack) or arm the delayed ACK."""
+        """__tcp_ack_snd_check(): ACK now (2 full segments, quickack, data held beyond a hole, a
+        hole just filled) or arm the delayed ACK."""
         if not self.ack_pending:
             return
-        if ((self.rcv_nxt - self.rcv_wup) & MASK32) > self.rcv_mss or self.in_quickack():
+        if ((self.rcv_nxt - self.rcv_wup) & MASK32) > self.rcv_mss or self.in_quickack() or self.ofo \
+                or self.ack_now:
             self.send_ack()
         else:
             self.send_delayed_ack()
@@ -143,8 +150,11 @@ class AckPolicy:
         return False
 
     def send_dupack(self, seg: "Seg") -> None:
+        """tcp_send_dupack(): old data is also reported as a D-SACK."""
         if seg.end_seq != seg.seq and before(seg.seq, self.rcv_nxt):
             self.enter_quickack()
+            if self.sack_ok:
+                self.dsack = (seg.seq, self.rcv_nxt if after(seg.end_seq, self.rcv_nxt) else seg.end_seq)
         self.send_ack()
 
     def challenge_ack(self, seg: "Seg") -> None:

@@ -17,6 +17,7 @@ from pktemu.net.tcp_const import (CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_
                                   TIMEWAIT_LEN, WSCALE, raw_window, syn_window)
 from pktemu.net.tcp_errno import SockError
 from pktemu.net.tcp_retrans import Retransmission, Skb
+from pktemu.net.tcp_sack import Held, sack_option
 from pktemu.net.tcp_wire import (ACK, FIN, IPPROTO_TCP, MASK32, PSH, RST, SYN, TCPOLEN_TSTAMP_ALIGNED, after,
                                  build, syn_options, ts_option)
 
@@ -48,6 +49,10 @@ class TcpConnection(AckPolicy, Retransmission):
         self.ws_ok = self.ts_ok = self.sack_ok = False
         self.ts_recent = 0
         self.peer_mss = MSS_DEFAULT
+        self.ofo: list[Held] = []                 # segments beyond a hole (pktemu.net.tcp_sack)
+        self.sacks: list[tuple[int, int]] = []
+        self.dsack: tuple[int, int] | None = None
+        self.ack_now = False                      # ICSK_ACK_NOW: the next ACK check sends one
         self.queue: list[Skb] = []
         self.send_head = 0                        # index of the first unsent skb in `queue`
         self.rto = RTO_INIT
@@ -232,6 +237,8 @@ class TcpConnection(AckPolicy, Retransmission):
         else:
             window = self.raw_window
             opts = ts_option(self.tsval(), self.ts_recent) if self.ts_ok else b""
+            if self.dsack is not None or self.sacks:
+                opts += sack_option(self, 3 if self.ts_ok else 4)
         ack = self.rcv_nxt if flags & ACK else 0
         if flags & ACK:
             self._ack_sent()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from pktemu.net.tcp_const import (CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_TIMEOUT, FIN_WAIT1,
                                   FIN_WAIT2, LAST_ACK, MSS_DEFAULT, SYN_RECV, SYN_SENT, TIME_WAIT,
                                   TIMEWAIT_LEN, WSCALE)
+from pktemu.net.tcp_sack import dsack_set, hold, sack_remove
 from pktemu.net.tcp_wire import ACK, FIN, MASK32, RST, SYN, Seg, after, before
 
 if TYPE_CHECKING:
@@ -202,20 +203,28 @@ def _data(c: TcpConnection, seg: Seg) -> None:
 
 
 def _data_queue(c: TcpConnection, seg: Seg) -> None:
-    """tcp_data_queue(): in-order data and FIN are taken; anything else is answered with an ACK."""
+    """tcp_data_queue(): in-order data and FIN are taken, then what was held beyond the hole they
+    fill; data beyond a hole is held (tcp_sack); old data is answered with a D-SACK."""
     payload = seg.payload
     fin = bool(seg.flags & FIN)
     if not payload and not fin:
         return
+    c.dsack = None
     seq = seg.seq
     if seq != c.rcv_nxt:
-        if not after(seg.end_seq, c.rcv_nxt) or not before(seq, (c.rcv_nxt + c.receive_window()) & MASK32):
-            c.enter_quickack()              # a retransmission of what we have, or beyond the window
+        if not after(seg.end_seq, c.rcv_nxt):
+            dsack_set(c, seq, seg.end_seq)  # a retransmission of what we have
+            c.enter_quickack()
+            c.ack_pending = True
+            return
+        if not before(seq, (c.rcv_nxt + c.receive_window()) & MASK32):
+            c.enter_quickack()              # beyond the window
             c.ack_pending = True
             return
         if after(seq, c.rcv_nxt):
-            c.send_ack()                    # out of order: not queued here, the duplicate ACK asks again
+            hold(c, seq, payload, fin)
             return
+        dsack_set(c, seq, c.rcv_nxt)
         payload = payload[(c.rcv_nxt - seq) & MASK32:]
     elif c.receive_window() == 0 and payload:
         c.enter_quickack()
@@ -229,11 +238,37 @@ def _data_queue(c: TcpConnection, seg: Seg) -> None:
     if fin:
         c.rcv_nxt = (c.rcv_nxt + 1) & MASK32
         _fin(c)
+    if c.ofo:
+        _ofo_queue(c)
+        if not c.ofo:
+            c.ack_now = True                # RFC 5681 4.2: ACK at once when a hole is filled
+    if c.sacks:
+        sack_remove(c)
+
+
+def _ofo_queue(c: TcpConnection) -> None:
+    """tcp_ofo_queue(): deliver the held segments rcv_nxt has reached, in order."""
+    while c.ofo and not after(c.ofo[0][0], c.rcv_nxt):
+        seq, end, payload, fin = c.ofo.pop(0)
+        if not after(end, c.rcv_nxt):
+            continue
+        data = payload[(c.rcv_nxt - seq) & MASK32:]
+        if data:
+            c.rcv_nxt = (c.rcv_nxt + len(data)) & MASK32
+            if not c.rcv_shutdown:
+                c.notify("data", data)
+        if fin:
+            c.rcv_nxt = (c.rcv_nxt + 1) & MASK32
+            _fin(c)
+            return
 
 
 def _fin(c: TcpConnection) -> None:
-    """tcp_fin(): EOF for the app; the ACK of a FIN waits (pingpong) unless we closed already."""
+    """tcp_fin(): EOF for the app; the ACK of a FIN waits (pingpong) unless we closed already.
+    Anything still held beyond a hole is gone."""
     c.ack_pending = True
+    c.ofo.clear()
+    c.sacks.clear()
     st = c.state
     if st in (SYN_RECV, ESTABLISHED):
         c.state = CLOSE_WAIT
