@@ -132,16 +132,15 @@ class TcpStack:
             off = self._ts_base[(saddr, daddr)] = self.rng.getrandbits(32)
         return off
 
-    def path_mtu(self, daddr: int) -> int:
-        """dst_mtu() of the route to the peer: the device's MTU, or less after a frag-needed."""
-        return pmtu.route_mtu(self.node, daddr) or ADVMSS + 40
-
-    def advmss(self, daddr: int) -> int:
-        """dst_metric_advmss() of the route to the peer, which the socket's MSS option, initial
-        window and segment size follow: its device's MTU less 40 (1410 on a 1450 flannel pod)."""
+    def route_mss(self, daddr: int) -> tuple[int, int]:
+        """(dst_metric_advmss(), dst_mtu()) of the route to the peer: the MSS the socket announces,
+        its device's MTU less 40 (1410 on a 1450 flannel pod), and the path MTU its own segments
+        follow, the device's or less after a frag-needed."""
         r = self.node.route_output(daddr)
         dev = None if r is None else self.node.devices.get(r[0].dev)
-        return ADVMSS if dev is None else advmss(dev.mtu)
+        if dev is None:
+            return ADVMSS, ADVMSS + 40
+        return advmss(dev.mtu), pmtu.path_mtu(self.node, daddr, dev.mtu) if self.node.pmtu else dev.mtu
 
     def connections(self) -> list[TcpConnection]:
         return list(self._conns.values())

@@ -38,8 +38,8 @@ class TcpConnection(AckPolicy, Retransmission):
         self.state = CLOSED
         self.iss = stack.isn(saddr, sport, daddr, dport) if iss is None else iss
         self.ts_off = stack.ts_offset(saddr, daddr)
-        self.advmss = stack.advmss(daddr)
-        self.pmtu = stack.path_mtu(daddr)          # icsk_pmtu_cookie: the path MTU the MSS follows
+        #: pmtu: icsk_pmtu_cookie, the path MTU the segments are cut for
+        self.advmss, self.pmtu = stack.route_mss(daddr)
         self.snd_una = self.snd_nxt = self.write_seq = self.iss
         self.snd_wnd = 0
         self.snd_wl1 = 0

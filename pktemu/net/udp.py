@@ -88,13 +88,14 @@ class UdpSocket:
             raise SockError("EMSGSIZE", where)
         if not 0 < dport < 65536:
             raise SockError("EINVAL", where)
-        saddr = self.stack.node.source_address(daddr)    # no route: ENETUNREACH, even when bound
-        if saddr is None:
-            raise SockError(self.stack.node.route_errno(daddr), where)
-        saddr = self.addr or saddr
+        node = self.stack.node
+        r = node.route_output(daddr)                    # no route: ENETUNREACH, even when bound
+        if r is None or r[1] is None:
+            raise SockError(node.route_errno(daddr), where)
+        saddr = self.addr or r[1]
         seg = build(saddr, daddr, self.port, dport, bytes(data))
-        mtu = pmtu.route_mtu(self.stack.node, daddr)        # IP_PMTUDISC_WANT: DF on what fits
-        df = mtu is None or 20 + len(seg) <= mtu
+        dev = node.devices.get(r[0].dev)                # IP_PMTUDISC_WANT: DF on what fits
+        df = dev is None or 20 + len(seg) <= (pmtu.path_mtu(node, daddr, dev.mtu) if node.pmtu else dev.mtu)
         self.stack.node.ip_send(saddr, daddr, IPPROTO_UDP, seg, df=df, flow_saddr=self.addr)
 
     def close(self) -> None:
