@@ -1,5 +1,6 @@
 """A scenario's traffic on the virtual clock: each client app started at its time (or a scenario's
-steps one after another), and the run stopped `settle` after the last client is done."""
+steps one after another), and the run stopped `settle` after the last client is done, and not
+before `settle` after its timeline's last action: an action the file accepted always runs."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,7 +12,8 @@ from pktemu.network import Network
 
 def schedule_traffic(net: Network, sc: topo.Scenario) -> list[Any]:
     """Start the scenario's clients at their times (and its steps one after another); the run stops
-    `settle` after the last client is done. Returns their run records, in `all_traffic` order."""
+    `settle` after the last client is done (and its last timeline action). Returns their run
+    records, in `all_traffic` order."""
     if sc.steps:
         return _schedule_steps(net, sc)
     runs: list[Any] = []
@@ -20,7 +22,7 @@ def schedule_traffic(net: Network, sc: topo.Scenario) -> list[Any]:
     def one_done() -> None:
         remaining[0] -= 1
         if remaining[0] == 0:
-            net.sim.schedule(sc.settle, _stop, net)
+            net.sim.schedule(_settled(net, sc.timeline, 0, sc.settle), _stop, net)
 
     for tr in sc.traffic:
         node = net.nodes[tr.node]
@@ -65,13 +67,16 @@ def _schedule_steps(net: Network, sc: topo.Scenario) -> list[Any]:
             record.end, record.ended_by = net.sim.now, why
             if k + 1 < len(sc.steps):
                 begin(k + 1)
+            elif (wait := _settled(net, sc.timeline, 0, 0, st.settle)) > 0:
+                net.sim.schedule(wait, _stop, net)          # the scenario's own timeline is not done
             else:
                 _stop(net)
 
         def one_done() -> None:
             remaining[0] -= 1
             if remaining[0] == 0:
-                net.sim.schedule(st.settle, finish, "clients done")
+                net.sim.schedule(_settled(net, st.timeline, record.start or 0, st.settle), finish,
+                                 "clients done")
 
         for tr, pending in zip(st.traffic, slots[k], strict=True):
             net.sim.schedule(tr.at, _start, net, net.nodes[tr.node], tr.app, one_done, pending.slot)
@@ -80,6 +85,18 @@ def _schedule_steps(net: Network, sc: topo.Scenario) -> list[Any]:
 
     net.sim.schedule(0, begin, 0)
     return runs
+
+
+def _settled(net: Network, timeline: list[topo.TimelineEntry], start: int, settle: int,
+             after: int | None = None) -> int:
+    """How long from now until the end: `settle`, or longer so that the last action of `timeline`
+    (which started at `start`) runs and `after` (default `settle`) passes behind it. A step whose
+    clients are done early does not leave its actions to fire in the next step, nor a run stop
+    before an action the file accepted."""
+    last = max((e.at for e in timeline), default=None)
+    if last is None:
+        return settle
+    return max(settle, start + last + (settle if after is None else after) - net.sim.now)
 
 
 class Pending:
