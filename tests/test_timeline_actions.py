@@ -234,6 +234,21 @@ def test_bad_timeline_actions_are_one_line_errors(tmp_path: Path, entry: str, me
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("start, field", [
+    ("{kind: udp-echo, port: 70000}", "port: expected a port 1-65535"),
+    ("{kind: echo-client, proto: udp, target: 10.0.2.2, port: 7, interval: 1x}",
+     "interval: expected a duration"),
+])
+def test_a_bad_app_start_names_the_file_and_field_as_other_errors_do(tmp_path: Path, start: str,
+                                                                       field: str) -> None:
+    topo = _write(tmp_path, f"extends: {BASE}\nscenarios:\n  bad:\n    timeline:\n"
+                            f"      - {{at: 1s, node: server, app: {{start: {start}}}}}\n")
+    p = pktemu("validate", str(topo), check=False)
+    assert p.returncode == 2
+    where = f"{topo}: scenarios.bad.timeline[0].app.start"
+    assert p.stderr.startswith(f"pktemu: error: {where}.{field}"), p.stderr
+
+
 @pytest.mark.parametrize("steps, message", [
     ("[{name: a}, {name: a}]", "a is also the name of"),
     ("[{traffic: []}]", "name: required"),

@@ -21,6 +21,9 @@ class Where(Src):
     def error(self, where: str, msg: str) -> PktemuError:
         return PktemuError(f"{where}: {msg}")
 
+    def at(self, where: str) -> str:
+        return where
+
 
 def words(value: Any, where: str, program: str) -> list[str]:
     """A command's arguments, written as one string (shell quoting) without or with the program name."""
