@@ -366,3 +366,46 @@ scenarios:
                         "client: tcp listen on 0.0.0.0:8080: EADDRINUSE (Address already in use)\n")
     served = _json(tmp_path / "out" / "s3-hairpin" / "server-result.json")["client"]
     assert [a["app"] for a in served] == ["http-server"] and served[0]["result"]["served"]
+
+
+ONLINK = """
+name: onlink
+nodes:
+  a:
+    interfaces: {eth0: {addresses: [10.1.0.1/24]}}
+  b:
+    interfaces: {eth0: {addresses: [10.2.0.1/24]}}
+    routes: [{to: 10.1.0.0/24, via: 10.1.0.1, dev: eth0, onlink: true}]
+    apps: [{kind: udp-echo, port: 7}]
+veths: [[a/eth0, b/eth0]]
+scenarios:
+  x:
+    traffic:
+      - {at: 0s, node: a, app: {kind: echo-client, proto: udp, target: 10.2.0.1, port: 7, count: 2,
+                                interval: 1s}}
+    timeline:
+"""
+
+
+def test_ip_route_add_onlink_reaches_a_gateway_on_no_connected_network(tmp_path: Path) -> None:
+    """As `ip route add ... dev eth0 onlink` does in the kernel (flannel's and Calico's routes)."""
+    topo = _write(tmp_path, ONLINK + '      - {at: 500ms, node: a, ip: "route add 10.2.0.0/24 via 10.2.0.1 '
+                                     'dev eth0 onlink"}\n')
+    pktemu("run", str(topo), "--out", str(tmp_path / "out"), "-q")
+    out = tmp_path / "out" / "x"
+    assert [a["outcome"] for a in _json(out / "client-result.json")["attempts"]] == ["ENETUNREACH", "answer"]
+    assert any("route 10.2.0.0/24 via 10.2.0.1 dev eth0 onlink (added at 0.500 s by ip route add)" in c
+               for c in _comments(out / "all.pcapng"))
+
+
+def test_ip_route_add_onlink_fails_as_the_kernel_fails(tmp_path: Path) -> None:
+    topo = _write(tmp_path, ONLINK + '      - {at: 500ms, node: a, ip: "route add 10.2.0.0/24 via 10.2.0.1 '
+                                     'onlink"}\n')
+    p = pktemu("validate", str(topo), check=False)
+    assert p.returncode == 2 and "Nexthop device required for onlink" in p.stderr, p.stderr
+    topo = _write(tmp_path, ONLINK + '      - {at: 100ms, node: a, ip: "link set eth0 down"}\n'
+                                     '      - {at: 500ms, node: a, ip: "route add 10.2.0.0/24 via 10.2.0.1 '
+                                     'dev eth0 onlink"}\n')
+    p = pktemu("run", str(topo), "--out", str(tmp_path / "out"), "-q")
+    assert "0.500000 a ip route add 10.2.0.0/24 via 10.2.0.1 dev eth0 onlink [FAILED]: Error: Nexthop " \
+           "device is not up." in (tmp_path / "out" / "x" / "timeline.txt").read_text()

@@ -55,6 +55,10 @@ def _parse_route(toks: list[str], where: str, node: Any) -> dict[str, Any]:
     i = 3
     while i < len(toks):
         key = toks[i]
+        if key == "onlink":                 # a nexthop flag, the one argument without a value
+            r["onlink"] = True
+            i += 1
+            continue
         val = need(toks, i + 1, where, f"a value for {key}")
         if key in ("via", "src"):
             try:
@@ -74,12 +78,15 @@ def _parse_route(toks: list[str], where: str, node: Any) -> dict[str, Any]:
                 raise PktemuError(f"{where}: table: {e}") from None
         else:
             raise PktemuError(f"{where}: ip route: unknown or unsupported argument {excerpt(key)} "
-                              "(via, dev, src, metric, table)")
+                              "(via, dev, src, metric, table, onlink)")
         i += 2
     if r["verb"] != "del" and "via" not in r and "dev" not in r and r["type"] == "unicast":
         raise PktemuError(f"{where}: a route needs via, dev or both")
     if r["type"] != "unicast" and ("via" in r or "dev" in r):
         raise PktemuError(f"{where}: a {r['type']} route takes neither via nor dev")
+    if r.get("onlink") and r["verb"] != "del" and ("via" not in r or "dev" not in r):
+        raise PktemuError(f"{where}: an onlink route needs both via and dev (the kernel says: Nexthop "
+                          "device required for onlink)")
     return r
 
 
@@ -123,7 +130,13 @@ def _route(node: Any, a: dict[str, Any]) -> Route:
                      type=a["type"])
     gw = ip2int(a["via"]) if "via" in a else None
     dev = a.get("dev")
-    if gw is not None:
+    if a.get("onlink"):                     # the gateway is on `dev`, whatever its addresses say
+        d = node.devices.get(dev)
+        if d is None:
+            raise ActionFailed(f"Cannot find device \"{dev}\"")
+        if not d.up:
+            raise ActionFailed("Error: Nexthop device is not up.")
+    elif gw is not None:
         conn = node.routes.lookup(gw)
         if conn is None or conn.gateway is not None or (dev is not None and conn.dev != dev):
             raise ActionFailed("Error: Nexthop has invalid gateway.")
@@ -131,7 +144,8 @@ def _route(node: Any, a: dict[str, Any]) -> Route:
     if dev is None or dev not in node.devices:
         raise ActionFailed(f"Cannot find device \"{dev}\"")
     return Route(int(net.network_address), net.prefixlen, dev, gateway=gw,
-                 src=ip2int(a["src"]) if "src" in a else None, metric=a.get("metric", 0), table=table)
+                 src=ip2int(a["src"]) if "src" in a else None, metric=a.get("metric", 0), table=table,
+                 onlink=bool(a.get("onlink")))
 
 
 def _matching(node: Any, a: dict[str, Any]) -> list[Route]:
