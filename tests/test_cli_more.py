@@ -70,6 +70,16 @@ def test_run_yaml_is_the_same_data_and_text_stays_the_default(tmp_path: Path,
     assert d["scenarios"] == [want]
     text = pktemu("run", TOPO, "--scenario", "s2-noendpoints", "--out", str(tmp_path / "t")).stdout
     assert "1 frame dropped (drops.txt):" in text and "written to" in text
+
+
+def test_run_text_says_each_scenarios_time_on_one_line(tmp_path: Path) -> None:
+    """A short capture point list made the table narrow, and its title was wrapped to it."""
+    topo = tmp_path / "t.yaml"
+    topo.write_text("nodes:\n  a: {interfaces: {eth0: {addresses: [10.0.0.1/24]}}}\n"
+                    "  b: {interfaces: {eth0: {addresses: [10.0.0.2/24]}}}\n"
+                    "veths: [[a/eth0, b/eth0]]\nscenarios:\n  x: {}\n")
+    text = pktemu("run", str(topo), "--out", str(tmp_path / "out")).stdout
+    assert text.splitlines()[0] == "x  (0.000 s virtual, 0 events)"
     assert not text.lstrip().startswith("{")
 
 

@@ -172,8 +172,11 @@ class ScenarioOutcome:
 
 
 def report(out: Console, res: ScenarioOutcome) -> None:
-    table = Table(title=f"{res.name}  ({res.virtual_ns / 1e9:.3f} s virtual, {plural(res.events, 'event')})",
-                  title_justify="left")
+    # the title on its own line: as the table's title it was wrapped to the table's width
+    # ("x  (0.000 s virtual, 0    " then "events)") when the capture point names are short
+    out.print(f"{res.name}  ({res.virtual_ns / 1e9:.3f} s virtual, {plural(res.events, 'event')})",
+              soft_wrap=True, highlight=False, markup=False)
+    table = Table()
     table.add_column("capture point")
     table.add_column("frames", justify="right")
     for name, n in res.counts.items():
