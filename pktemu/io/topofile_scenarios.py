@@ -9,7 +9,7 @@ from pktemu.io.atomic import entry_name_problem
 from pktemu.io.topofile_fields import Src, mapping, name, seq, string
 from pktemu.io.topofile_nodes import check_app_ports, parse_app
 from pktemu.io.topofile_overrides import parse_override
-from pktemu.io.topofile_timeline import parse_timeline
+from pktemu.io.topofile_timeline import Names, parse_timeline
 from pktemu.topo import Node, Override, Scenario, Step, Topology, Traffic
 from pktemu.units import parse_duration
 
@@ -45,9 +45,19 @@ def parse_scenario(src: Src, where: str, sname: str, value: object, t: Topology)
         raise src.error(f"{where}.steps", "give traffic: or steps:, not both "
                                           "(put the traffic in a first step)")
     seen: dict[str, str] = {}
+    step_timelines = []
     for i, sv in enumerate(steps):
-        sc.steps.append(_step(src, f"{where}.steps[{i}]", sv, t, seen))
+        st, value = _step(src, f"{where}.steps[{i}]", sv, t, seen)
+        sc.steps.append(st)
+        step_timelines.append(value)
     sc.timeline = parse_timeline(src, f"{where}.timeline", m.get("timeline"), t, scenario_end(sc))
+    # the steps run one after another: what one applies or deletes, the next finds so; the
+    # scenario's own timeline runs beside them, at times the steps' ends decide
+    objects = Names.of(t, beside=sc.timeline)
+    objects.stepped = True
+    for i, (st, value) in enumerate(zip(sc.steps, step_timelines, strict=True)):
+        st.timeline = parse_timeline(src, f"{where}.steps[{i}].timeline", value, t, step_end(st),
+                                     objects=objects)
     _check_server_ports(src, where, sc, nodes)
     return sc
 
@@ -68,7 +78,8 @@ def _check_server_ports(src: Src, where: str, sc: Scenario, nodes: dict[str, Nod
         check_app_ports(src, placed + [(at, tr.app) for at, tr in items if tr.node == n], len(placed))
 
 
-def _step(src: Src, where: str, value: object, t: Topology, seen: dict[str, str]) -> Step:
+def _step(src: Src, where: str, value: object, t: Topology, seen: dict[str, str]) -> tuple[Step, object]:
+    """The step without its timeline, and the timeline's value (parsed once every step is known)."""
     m = mapping(src, where, value, required=("name",),
                 allowed=("name", "description", "traffic", "timeline", "duration", "settle"))
     st = Step(name(src, f"{where}.name", m["name"], "step name"))
@@ -85,8 +96,7 @@ def _step(src: Src, where: str, value: object, t: Topology, seen: dict[str, str]
         if item.result == CLIENT_RESULT and not (isinstance(tr, dict) and "result" in tr):
             item.result = step_result(st.name)
         st.traffic.append(item)
-    st.timeline = parse_timeline(src, f"{where}.timeline", m.get("timeline"), t, step_end(st))
-    return st
+    return st, m.get("timeline")
 
 
 def _common(src: Src, where: str, m: dict[str, Any], obj: Scenario | Step) -> None:

@@ -7,7 +7,7 @@ which run in the named node or pod. pktemu.timeline registers them.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
@@ -142,10 +142,37 @@ def _ends(value: Any) -> Any:
     return value if shared(value) else cut(value)
 
 
+class Names:
+    """The Kubernetes objects there are as a timeline is replayed at load time (`_check_names`):
+    `live` ones, those `gone` (deleted, by which entry) and those that `maybe` are there (applied
+    by a timeline that runs beside this one, at times not known before the run)."""
+
+    def __init__(self, live: dict[tuple[str, str], Any], maybe: dict[tuple[str, str], Any]) -> None:
+        self.live = live
+        self.gone: dict[tuple[str, str], str] = {}
+        self.maybe = maybe
+        #: replaying a scenario's steps (for messages)
+        self.stepped = False
+
+    @classmethod
+    def of(cls, t: Topology, beside: Sequence[TimelineEntry] = ()) -> "Names":
+        """The manifests' objects; those the entries `beside` apply or delete may or may not be there."""
+        objects = t.kubernetes.objects if t.kubernetes is not None else []
+        live = {(type(o).__name__, o.meta.key): o for o in objects}
+        maybe: dict[tuple[str, str], Any] = {}
+        for e in beside:
+            if e.action == "apply":
+                maybe.update(((type(o).__name__, o.meta.key), o) for o in e.args["objects"])
+            elif e.action == "delete" and (e.args["kind"], e.args["key"]) in live:
+                maybe[(e.args["kind"], e.args["key"])] = live[(e.args["kind"], e.args["key"])]
+        return cls(live, maybe)
+
+
 def parse_timeline(src: Src, where: str, value: object, t: Topology, end: int,
-                   alloc: Allocations | None = None) -> list[TimelineEntry]:
+                   alloc: Allocations | None = None, objects: Names | None = None) -> list[TimelineEntry]:
     """The entries in time order (ties in file order); each must happen by `end`, the scenario's
-    (or step's) last instant, and name nodes and objects that exist when it happens."""
+    (or step's) last instant, and name nodes and objects that exist when it happens: in `objects`
+    as the timelines before this one left them (which it updates), or the manifests'."""
     actions = load_builtin()
     entries = seq(src, where, value)
     if alloc is None:
@@ -190,18 +217,22 @@ def parse_timeline(src: Src, where: str, value: object, t: Topology, end: int,
         out.append((TimelineEntry(at, name, args, f"{src.path}: {at_where}", node, _text(name, m[name])),
                     at_where))
     out.sort(key=lambda x: x[0].at)
-    _check_names(src, out, t.kubernetes.objects if t.kubernetes is not None else [])
+    _check_names(src, out, objects if objects is not None else Names.of(t))
     return [e for e, _ in out]
-def _check_names(src: Src, entries: list[tuple[TimelineEntry, str]], objects: list[Any]) -> None:
+
+
+def _check_names(src: Src, entries: list[tuple[TimelineEntry, str]], names: Names) -> None:
     """Replay the timeline on the names of the objects: a name that is not there when its action
     runs (never defined, or deleted earlier) is a mistake, not something to ignore at run time."""
-    live: dict[tuple[str, str], Any] = {(type(o).__name__, o.meta.key): o for o in objects}
-    gone: dict[tuple[str, str], str] = {}
+    live, gone = names.live, names.gone
 
     def need(key: tuple[str, str], field: str, at: int) -> Any:
         if key not in live:
+            if key in names.maybe:
+                return names.maybe[key]
             why = (f"it was deleted by {gone[key]}" if key in gone else
-                   "it is neither in the manifests nor applied earlier in this timeline")
+                   "it is neither in the manifests nor applied earlier in this timeline"
+                   + (" or an earlier step's" if names.stepped else ""))
             raise src.error(field, f"no {key[0]} {shorten(key[1])} at {at / 1e9:g}s: {why}")
         return live[key]
 
@@ -214,7 +245,7 @@ def _check_names(src: Src, entries: list[tuple[TimelineEntry, str]], objects: li
         elif e.action == "delete":
             key = (e.args["kind"], e.args["key"])
             need(key, f"{at_where}.delete", e.at)
-            del live[key]
+            live.pop(key, None)
             gone[key] = at_where
         elif e.action == "ready":
             need(("Pod", e.args["key"]), f"{at_where}.ready.pod", e.at)

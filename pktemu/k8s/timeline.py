@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pktemu.errors import PktemuError, excerpt, shorten
 from pktemu.k8s.manifests import Ctx, load_file, parse_object
 from pktemu.k8s.objects import KINDS
-from pktemu.timeline import register
+from pktemu.timeline import ActionFailed, register
 
 if TYPE_CHECKING:
     from pktemu.k8s.cluster import Cluster
@@ -97,7 +97,21 @@ def _parse_delete(value: Any, where: str, base: str, _node: Any = None) -> dict[
     return {"kind": kind, "key": f"{ns}/{name}"}
 
 
+#: the resource names kubectl's errors give each kind
+_RESOURCE = {"Service": "services", "Pod": "pods", "Endpoints": "endpoints",
+             "EndpointSlice": "endpointslices.discovery.k8s.io"}
+
+
+def _not_found(kind: str, key: str) -> ActionFailed:
+    """What kubectl says of an object that is not there: an action on it fails at run time (its
+    load-time check cannot follow every order, e.g. steps, or `Network.schedule`)."""
+    name = key.partition("/")[2]
+    return ActionFailed(f'Error from server (NotFound): {_RESOURCE.get(kind, kind)} "{name}" not found')
+
+
 def _run_delete(cluster: "Cluster", args: dict[str, Any]) -> None:
+    if cluster.api.get(args["kind"], args["key"]) is None:
+        raise _not_found(args["kind"], args["key"])
     cluster.delete(args["kind"], args["key"])
 
 
@@ -117,8 +131,7 @@ def _parse_ready(value: Any, where: str, base: str, _node: Any = None) -> dict[s
 def _run_ready(cluster: "Cluster", args: dict[str, Any]) -> None:
     pod = cluster.api.get("Pod", args["key"])
     if pod is None:
-        cluster.note(f"ready: no Pod {args['key']} (ignored)")
-        return
+        raise _not_found("Pod", args["key"])
     cluster.apply(replace(pod, ready=args["value"], meta=copy.deepcopy(pod.meta)))
 
 
@@ -133,6 +146,11 @@ def _parse_scale(value: Any, where: str, base: str, _node: Any = None) -> dict[s
 
 
 def _run_scale(cluster: "Cluster", args: dict[str, Any]) -> None:
+    svc = cluster.api.get("Service", args["key"])
+    if svc is None:
+        raise _not_found("Service", args["key"])
+    if not svc.selector:
+        raise ActionFailed(f"Service {args['key']} has no selector: there are no Pods to scale")
     cluster.scale(args["key"], args["replicas"])
 
 
