@@ -116,6 +116,18 @@ class Allocations:
     def __init__(self) -> None:
         self.ips: dict[str, str] = {}        # ip -> Service key
         self.node_ports: dict[int, str] = {}
+        #: Service key -> its ClusterIP and its node ports by (port, protocol): what a Service
+        #: applied again keeps, as the API server keeps them
+        self.by_service: dict[str, tuple[str | None, dict[tuple[int, str], int]]] = {}
+
+    def release(self, key: str) -> None:
+        """A deleted Service's ClusterIP and node ports are free again."""
+        ip, ports = self.by_service.pop(key, (None, {}))
+        if ip is not None and self.ips.get(ip) == key:
+            del self.ips[ip]
+        for port in ports.values():
+            if self.node_ports.get(port) == key:
+                del self.node_ports[port]
 
 
 def check_objects(located: list[tuple[Any, Ctx]], k: Kubernetes, t: Topology, alloc: Allocations) -> None:
@@ -139,12 +151,23 @@ def check_service(svc: Service, ctx: Ctx, k: Kubernetes, alloc: Allocations) -> 
     """The ClusterIP inside --service-cluster-ip-range and unique (allocated if missing); node ports
     in --service-node-port-range and unique (allocated if missing)."""
     net = ipaddress.IPv4Network(k.service_cidr)
+    old_ip, old_ports = alloc.by_service.get(svc.meta.key, (None, {}))
+    if old_ip is not None and svc.type != "ExternalName":
+        # applied again: the API server keeps the ClusterIP and refuses another one
+        if svc.cluster_ip is None and not svc.headless:
+            svc.cluster_ip = old_ip
+        elif svc.cluster_ip != old_ip:
+            raise ctx.error("spec.clusterIP", f"may not change once set: Service {svc.meta.key} has "
+                                              f"ClusterIP {old_ip}, not {svc.cluster_ip or 'None'}")
+    alloc.release(svc.meta.key)
     if svc.cluster_ip is not None:
         if ipaddress.IPv4Address(svc.cluster_ip) not in net:
             raise ctx.error("spec.clusterIP", f"{svc.cluster_ip} is outside the service CIDR {net} "
                                               "(kubernetes.service_cidr, --service-cluster-ip-range)")
     elif not svc.headless and svc.type != "ExternalName":
         svc.cluster_ip = _allocate_ip(svc.meta.key, net, alloc)
+    ports: dict[tuple[int, str], int] = {}
+    alloc.by_service[svc.meta.key] = (svc.cluster_ip, ports)
     if svc.cluster_ip is not None:
         other = alloc.ips.get(svc.cluster_ip)
         if other is not None and other != svc.meta.key:
@@ -155,7 +178,9 @@ def check_service(svc: Service, ctx: Ctx, k: Kubernetes, alloc: Allocations) -> 
     lo, hi = NODE_PORT_RANGE
     for i, p in enumerate(svc.ports):
         if p.node_port is None:
-            p.node_port = _allocate_port(f"{svc.meta.key}:{p.name}:{p.protocol}", alloc)
+            kept = old_ports.get((p.port, p.protocol))
+            p.node_port = (kept if kept is not None and kept not in alloc.node_ports
+                           else _allocate_port(f"{svc.meta.key}:{p.name}:{p.protocol}", alloc))
         elif not lo <= p.node_port <= hi:
             raise ctx.error(f"spec.ports[{i}].nodePort",
                             f"{p.node_port} is outside the node port range {lo}-{hi}")
@@ -164,6 +189,7 @@ def check_service(svc: Service, ctx: Ctx, k: Kubernetes, alloc: Allocations) -> 
             raise ctx.error(f"spec.ports[{i}].nodePort",
                             f"{p.node_port} is already a node port of Service {other}")
         alloc.node_ports[p.node_port] = svc.meta.key
+        ports[(p.port, p.protocol)] = p.node_port
 
 
 def _allocate_ip(key: str, net: ipaddress.IPv4Network, alloc: Allocations) -> str:

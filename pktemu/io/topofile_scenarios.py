@@ -53,7 +53,7 @@ def parse_scenario(src: Src, where: str, sname: str, value: object, t: Topology)
     sc.timeline = parse_timeline(src, f"{where}.timeline", m.get("timeline"), t, scenario_end(sc))
     # the steps run one after another: what one applies or deletes, the next finds so; the
     # scenario's own timeline runs beside them, at times the steps' ends decide
-    objects = Names.of(t, beside=sc.timeline)
+    objects = Names.of(src, t, beside=sc.timeline)
     objects.stepped = True
     for i, (st, value) in enumerate(zip(sc.steps, step_timelines, strict=True)):
         st.timeline = parse_timeline(src, f"{where}.steps[{i}].timeline", value, t, step_end(st),

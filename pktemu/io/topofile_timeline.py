@@ -145,19 +145,26 @@ def _ends(value: Any) -> Any:
 class Names:
     """The Kubernetes objects there are as a timeline is replayed at load time (`_check_names`):
     `live` ones, those `gone` (deleted, by which entry) and those that `maybe` are there (applied
-    by a timeline that runs beside this one, at times not known before the run)."""
+    by a timeline that runs beside this one, at times not known before the run); and the ClusterIPs
+    and node ports the live Services hold."""
 
-    def __init__(self, live: dict[tuple[str, str], Any], maybe: dict[tuple[str, str], Any]) -> None:
+    def __init__(self, live: dict[tuple[str, str], Any], maybe: dict[tuple[str, str], Any],
+                 alloc: Allocations) -> None:
         self.live = live
         self.gone: dict[tuple[str, str], str] = {}
         self.maybe = maybe
+        self.alloc = alloc
         #: replaying a scenario's steps (for messages)
         self.stepped = False
 
     @classmethod
-    def of(cls, t: Topology, beside: Sequence[TimelineEntry] = ()) -> "Names":
+    def of(cls, src: Src, t: Topology, beside: Sequence[TimelineEntry] = ()) -> "Names":
         """The manifests' objects; those the entries `beside` apply or delete may or may not be there."""
         objects = t.kubernetes.objects if t.kubernetes is not None else []
+        alloc = Allocations()
+        if t.kubernetes is not None:
+            check_objects([(o, Ctx(src.path, 0, "")) for o in objects if isinstance(o, Service)],
+                          t.kubernetes, t, alloc)
         live = {(type(o).__name__, o.meta.key): o for o in objects}
         maybe: dict[tuple[str, str], Any] = {}
         for e in beside:
@@ -165,21 +172,16 @@ class Names:
                 maybe.update(((type(o).__name__, o.meta.key), o) for o in e.args["objects"])
             elif e.action == "delete" and (e.args["kind"], e.args["key"]) in live:
                 maybe[(e.args["kind"], e.args["key"])] = live[(e.args["kind"], e.args["key"])]
-        return cls(live, maybe)
+        return cls(live, maybe, alloc)
 
 
 def parse_timeline(src: Src, where: str, value: object, t: Topology, end: int,
-                   alloc: Allocations | None = None, objects: Names | None = None) -> list[TimelineEntry]:
+                   objects: Names | None = None) -> list[TimelineEntry]:
     """The entries in time order (ties in file order); each must happen by `end`, the scenario's
     (or step's) last instant, and name nodes and objects that exist when it happens: in `objects`
     as the timelines before this one left them (which it updates), or the manifests'."""
     actions = load_builtin()
     entries = seq(src, where, value)
-    if alloc is None:
-        alloc = Allocations()
-        if t.kubernetes is not None:
-            check_objects([(o, Ctx(src.path, 0, "")) for o in t.kubernetes.objects if isinstance(o, Service)],
-                          t.kubernetes, t, alloc)
     base = resolve_at(src, where, ".")
     out: list[tuple[TimelineEntry, str]] = []
     for i, e in enumerate(entries):
@@ -211,19 +213,18 @@ def parse_timeline(src: Src, where: str, value: object, t: Topology, end: int,
         if name == "kube_proxy" and args["node"] not in t.kubernetes.kube_proxy:     # type: ignore[union-attr]
             raise src.error(f"{at_where}.kube_proxy.node", f"no kube-proxy runs on {excerpt(args['node'])} "
                                                            "(see kubernetes.kube_proxy)")
-        if name == "apply":
-            check_objects([(o, Ctx(src.path, 0, f"{at_where}.apply: {type(o).__name__} {o.meta.key}"))
-                           for o in args["objects"]], t.kubernetes, t, alloc)      # type: ignore[arg-type]
         out.append((TimelineEntry(at, name, args, f"{src.path}: {at_where}", node, _text(name, m[name])),
                     at_where))
     out.sort(key=lambda x: x[0].at)
-    _check_names(src, out, objects if objects is not None else Names.of(t))
+    _check_names(src, out, objects if objects is not None else Names.of(src, t), t)
     return [e for e, _ in out]
 
 
-def _check_names(src: Src, entries: list[tuple[TimelineEntry, str]], names: Names) -> None:
+def _check_names(src: Src, entries: list[tuple[TimelineEntry, str]], names: Names, t: Topology) -> None:
     """Replay the timeline on the names of the objects: a name that is not there when its action
-    runs (never defined, or deleted earlier) is a mistake, not something to ignore at run time."""
+    runs (never defined, or deleted earlier) is a mistake, not something to ignore at run time.
+    Applied objects are checked when they are applied: a deleted Service's ClusterIP is free again,
+    a Service applied again keeps its own."""
     live, gone = names.live, names.gone
 
     def need(key: tuple[str, str], field: str, at: int) -> Any:
@@ -238,6 +239,8 @@ def _check_names(src: Src, entries: list[tuple[TimelineEntry, str]], names: Name
 
     for e, at_where in entries:
         if e.action == "apply":
+            check_objects([(o, Ctx(src.path, 0, f"{at_where}.apply: {type(o).__name__} {o.meta.key}"))
+                           for o in e.args["objects"]], t.kubernetes, t, names.alloc)  # type: ignore[arg-type]
             for o in e.args["objects"]:
                 key = (type(o).__name__, o.meta.key)
                 live[key] = o
@@ -246,6 +249,8 @@ def _check_names(src: Src, entries: list[tuple[TimelineEntry, str]], names: Name
             key = (e.args["kind"], e.args["key"])
             need(key, f"{at_where}.delete", e.at)
             live.pop(key, None)
+            if key[0] == "Service":
+                names.alloc.release(key[1])
             gone[key] = at_where
         elif e.action == "ready":
             need(("Pod", e.args["key"]), f"{at_where}.ready.pod", e.at)
