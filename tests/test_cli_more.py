@@ -72,6 +72,18 @@ def test_run_yaml_is_the_same_data_and_text_stays_the_default(tmp_path: Path,
     assert "1 frame dropped (drops.txt):" in text and "written to" in text
 
 
+def test_run_of_a_topology_without_scenarios_is_an_error_and_writes_nothing(tmp_path: Path) -> None:
+    """It exited 0 having printed and written nothing, as if it had run."""
+    topo = tmp_path / "t.yaml"
+    topo.write_text("nodes:\n  a: {interfaces: {eth0: {addresses: [10.0.0.1/24]}}}\n"
+                    "  b: {interfaces: {eth0: {addresses: [10.0.0.2/24]}}}\nveths: [[a/eth0, b/eth0]]\n")
+    p = pktemu("run", str(topo), "--out", str(tmp_path / "out"), check=False)
+    assert (p.returncode, p.stdout) == (2, "")
+    assert p.stderr == f"pktemu: error: {topo}: no scenarios to run: add one under scenarios: " \
+                       "(docs/topology.md, Scenarios)\n"
+    assert not (tmp_path / "out").exists()
+
+
 def test_run_text_says_each_scenarios_time_on_one_line(tmp_path: Path) -> None:
     """A short capture point list made the table narrow, and its title was wrapped to it."""
     topo = tmp_path / "t.yaml"

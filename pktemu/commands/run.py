@@ -15,6 +15,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from pktemu.commands import add_output, add_topology, emit, plural, seed_arg
+from pktemu.errors import PktemuError
 from pktemu.api.network import Network
 from pktemu.io.run import check_out_dir
 from pktemu.io.topofile import load_topology
@@ -72,6 +73,9 @@ def run(args: argparse.Namespace, out: Console) -> int:
         with long_lived() as froze:
             t = load_topology(args.topology)
             names = args.scenario or list(t.scenarios)
+            if not names:                  # nothing would run, and nothing be written: say so
+                raise PktemuError(f"{t.path}: no scenarios to run: add one under scenarios: "
+                                  "(docs/topology.md, Scenarios)")
             # fail on bad names, rules or apps before writing anything; each network is built once
             engines = {n: Engine(t, t.scenario(n), args.seed) for n in names}
         return _run(args, out, t, names, engines)
