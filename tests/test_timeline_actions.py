@@ -252,6 +252,9 @@ def test_a_bad_app_start_names_the_file_and_field_as_other_errors_do(tmp_path: P
 @pytest.mark.parametrize("steps, message", [
     ("[{name: a}, {name: a}]", "a is also the name of"),
     ("[{traffic: []}]", "name: required"),
+    ("[{name: a}]\n    duration: 1s", "bad.duration: a scenario with steps: has no duration of its own, each "
+                                       "step has its own (give duration: in the steps)"),
+    ("[{name: a}]\n    settle: 1s", "bad.settle: a scenario with steps: has no settle of its own"),
 ])
 def test_bad_steps_are_one_line_errors(tmp_path: Path, steps: str, message: str) -> None:
     topo = _write(tmp_path, f"extends: {BASE}\nscenarios:\n  bad:\n    steps: {steps}\n")

@@ -44,6 +44,10 @@ def parse_scenario(src: Src, where: str, sname: str, value: object, t: Topology)
     if steps and sc.traffic:
         raise src.error(f"{where}.steps", "give traffic: or steps:, not both "
                                           "(put the traffic in a first step)")
+    for key in ("duration", "settle"):
+        if steps and m.get(key) is not None:      # it was ignored: each step has its own
+            raise src.error(f"{where}.{key}", f"a scenario with steps: has no {key} of its own, each step "
+                                              f"has its own (give {key}: in the steps)")
     seen: dict[str, str] = {}
     step_timelines = []
     for i, sv in enumerate(steps):
