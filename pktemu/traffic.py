@@ -99,6 +99,15 @@ def _settled(net: Network, timeline: list[topo.TimelineEntry], start: int, settl
     return max(settle, start + last + (settle if after is None else after) - net.sim.now)
 
 
+def unfinished(sc: topo.Scenario, runs: list[Any]) -> list[str]:
+    """The scenario's traffic items (`traffic[0]`, `steps[1].traffic[0]`) whose client had not
+    finished, in `all_traffic` order: cut off by the end of the run, their results are partial."""
+    names = [f"traffic[{i}]" for i in range(len(sc.traffic))]
+    names += [f"steps[{k}].traffic[{i}]" for k, st in enumerate(sc.steps) for i in range(len(st.traffic))]
+    return [n for n, r in zip(names, runs, strict=True)
+            if isinstance(r, Pending) and getattr(r.slot.get("run"), "done_at", None) is None]
+
+
 class Pending:
     """The run record of a traffic app, filled in when its start time comes."""
 

@@ -1,5 +1,6 @@
 """A scenario (or step) whose clients are done early still runs every timeline action the file
-accepted, in its own step: the run and the step wait for the last one, then `settle`."""
+accepted, in its own step: the run and the step wait for the last one, then `settle`. A client
+the end of the run cuts off is said to be so."""
 from __future__ import annotations
 
 import json
@@ -83,3 +84,19 @@ def test_the_scenarios_own_timeline_outlasts_its_last_step(tmp_path: Path) -> No
     assert round(_json(out / "steps.json")[0]["end_s"], 3) == 0.5
     assert (out / "timeline.txt").read_text().startswith("2.000000 a app")
     assert _udp7_times(out / "pcap" / "a-eth0.pcap") == [0.0, 0.0, 2.0, 2.0]
+
+
+def test_a_client_the_end_of_the_run_cuts_off_is_a_warning(tmp_path: Path) -> None:
+    """Its result file said `"outcome": null` and nothing said why."""
+    topo = tmp_path / "t.yaml"
+    topo.write_text(TWO + """  x:
+    duration: 1s
+    traffic:
+      - {at: 0s, node: a, result: done.json, app: {kind: echo-client, proto: udp, target: 10.0.0.2, port: 7}}
+      - {at: 0s, node: a, result: cut.json, app: {kind: echo-client, proto: udp, target: 10.0.0.9, port: 7,
+                                                   timeout: 5s}}
+""")
+    p = pktemu("run", str(topo), "--out", str(tmp_path / "out"), "-q")
+    assert p.stderr == (f"pktemu: warning: {topo}: scenarios.x.traffic[1]: the client had not finished "
+                        "when the run ended at 1.000 s: its result is what it had seen by then\n")
+    assert _json(tmp_path / "out" / "x" / "cut.json")["attempts"][0]["outcome"] is None

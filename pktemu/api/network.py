@@ -21,7 +21,7 @@ from pktemu.api.taps import INBOUND, Recorder, dissect, stamp
 from pktemu.errors import PktemuError, excerpt
 from pktemu.io.pcap import LINKTYPE_ETHERNET
 from pktemu.io.run import server_results
-from pktemu.traffic import schedule_traffic
+from pktemu.traffic import schedule_traffic, unfinished
 from pktemu.io.topofile import load_topology
 from pktemu.io.topofile_scenarios import scenario_end
 from pktemu.net import ipv4
@@ -296,6 +296,12 @@ class Network(KernelState, Commands):
     def results(self) -> list[dict[str, Any]]:
         """What each of the scenario's client applications saw (`pktemu run`'s client-result.json)."""
         return [r.result for r in self._runs]
+
+    @property
+    def unfinished(self) -> list[str]:
+        """The scenario's clients still running (`traffic[0]`, `steps[1].traffic[0]`): at the end of
+        a run, those its end cut off, whose `results` are what they had seen by then."""
+        return unfinished(self.scenario, self._runs) if self.scenario is not None else []
 
     @property
     def server_results(self) -> dict[str, list[dict[str, Any]]]:

@@ -108,6 +108,10 @@ def _run(args: argparse.Namespace, out: Console, t: Any, names: list[str], engin
                 from pktemu.report import write_report
                 write_report(path, t)
             warn_failed_actions(net.engine)
+            for item in net.unfinished:
+                print(f"pktemu: warning: {t.path}: scenarios.{n}.{item}: the client had not finished when "
+                      f"the run ended at {net.now:.3f} s: its result is what it had seen by then",
+                      file=sys.stderr)
             res = ScenarioOutcome(n, path, net.frames, net.engine.drops, net.engine.sim.now, events)
             prog.remove_task(task)
             done.append(res)
