@@ -303,6 +303,17 @@ class Network(KernelState, Commands):
         a run, those its end cut off, whose `results` are what they had seen by then."""
         return unfinished(self.scenario, self._runs) if self.scenario is not None else []
 
+    def warnings(self) -> list[str]:
+        """What `pktemu run` warns of once the scenario has run (one `pktemu: warning:` line each):
+        the timeline commands that failed as the real tool would, and the clients its end cut off."""
+        lines = [f"pktemu: warning: {rec.where}: {rec.command} at {rec.t / 1e9:.3f} s failed: {rec.output}"
+                 for rec in self.engine.actions if rec.failed]
+        if self.scenario is not None:
+            where = f"{self.engine.topology.path}: scenarios.{self.scenario.name}"
+            lines += [f"pktemu: warning: {where}.{item}: the client had not finished when the run ended at "
+                      f"{self.now:.3f} s: its result is what it had seen by then" for item in self.unfinished]
+        return lines
+
     @property
     def server_results(self) -> dict[str, list[dict[str, Any]]]:
         """What each app of the topology's pods and nodes (servers, not the scenario's traffic) saw so

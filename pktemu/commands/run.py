@@ -107,11 +107,8 @@ def _run(args: argparse.Namespace, out: Console, t: Any, names: list[str], engin
             if args.report:
                 from pktemu.report import write_report
                 write_report(path, t)
-            warn_failed_actions(net.engine)
-            for item in net.unfinished:
-                print(f"pktemu: warning: {t.path}: scenarios.{n}.{item}: the client had not finished when "
-                      f"the run ended at {net.now:.3f} s: its result is what it had seen by then",
-                      file=sys.stderr)
+            for line in net.warnings():
+                print(line, file=sys.stderr)
             res = ScenarioOutcome(n, path, net.frames, net.engine.drops, net.engine.sim.now, events)
             prog.remove_task(task)
             done.append(res)
@@ -159,14 +156,6 @@ def on_workers(args: argparse.Namespace, out: Console, t: Any, names: list[str])
 
     run_scenarios(t, names, args.seed, args.out, args.workers, args.scheduler, finished)
     return done
-
-
-def warn_failed_actions(engine: Engine) -> None:
-    """A timeline command that failed as the real tool would (timeline.txt says so too)."""
-    for rec in engine.actions:
-        if rec.failed:
-            print(f"pktemu: warning: {rec.where}: {rec.command} at {rec.t / 1e9:.3f} s failed: {rec.output}",
-                  file=sys.stderr)
 
 
 @dataclass

@@ -121,10 +121,8 @@ def run_job(t: topo.Topology, job: Job) -> Done:
             events = net.run()
             path = net.write()
         files, dirs = _read_tree(path, job.keep)
-        warnings = [f"pktemu: warning: {rec.where}: {rec.command} at {rec.t / 1e9:.3f} s failed: {rec.output}"
-                    for rec in net.engine.actions if rec.failed]
         return Done(job.name, files, dirs, net.frames, list(net.engine.drops), net.engine.sim.now, events,
-                    warnings)
+                    net.warnings())
     finally:
         remove_path(scratch)
         forget(scratch)
