@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 
 import datapaths
 from conftest import load_error, pktemu
@@ -76,6 +77,18 @@ def test_null_deletes_a_base_entry(tmp_path: Path) -> None:
                                             "scenarios:\n  s3b-hairpin-off: null\n")))
     assert t.nodes["node1"].iptables is None
     assert "s3b-hairpin-off" not in t.scenarios and "s1-clusterip" in t.scenarios
+
+
+@pytest.mark.parametrize("text, where", [
+    ("scenarios:\n  s3b-hairpin-of: null\n", "scenarios.s3b-hairpin-of"),        # a typo: s3b-hairpin-off ran
+    ("scenarios:\n  new:\n", "scenarios.new"),                                    # meant as an empty scenario
+    ("nodes:\n  node1:\n    iptable: null\n", "nodes.node1.iptable"),
+])
+def test_null_for_an_entry_the_base_does_not_have_is_an_error(tmp_path: Path, text: str, where: str) -> None:
+    """It deleted nothing without a word: the entry meant stayed, or the new one was not there."""
+    d = derived(tmp_path, text)
+    assert load_error(d) == (f"{d}: {where}: null deletes the base's entry, and the base has none here "
+                             "(an empty new entry is {})")
 
 
 def test_a_merged_scenario_keeps_its_traffic(tmp_path: Path) -> None:

@@ -119,6 +119,9 @@ def _merge(base: dict[Any, Any], origin: Origin, derived: dict[Any, Any], src: S
         at = f"{where}{key}"
         skey = key if isinstance(key, str) else None
         if value is None and at not in NULL_KEEPS:
+            if key not in base:             # a typo'd name would leave the entry meant in place
+                raise src.error(at, "null deletes the base's entry, and the base has none here "
+                                    "(an empty new entry is {})")
             base.pop(key, None)
             if skey is not None:
                 origin.kids.pop(skey, None)
