@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-
+from typing import Any
 
 from pktemu.report.runread import Drop, Frame, Run
 
@@ -64,7 +64,7 @@ class Decoded:
 
 def decode(data: bytes) -> Decoded:
     """What the ladder writes at a hop, and the keys that tie the frame to its flow and packet."""
-    from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror, UDPerror  # a report dissects
+    from scapy.layers.inet import IP  # a report dissects
     from scapy.layers.l2 import ARP, Ether
 
     pkt = Ether(data)
@@ -77,6 +77,13 @@ def decode(data: bytes) -> Decoded:
     ip = pkt[IP]
     proto = PROTOS.get(ip.proto, str(ip.proto))
     sig: tuple[object, ...] = (ip.id, ip.proto, len(ip.payload))
+    return _decode_ip(pkt, ip, proto, sig)
+
+
+def _decode_ip(pkt: Any, ip: Any, proto: str, sig: tuple[object, ...]) -> Decoded:
+    """`decode` of an IPv4 packet by its transport header."""
+    from scapy.layers.inet import ICMP, TCP, UDP, ICMPerror, IPerror, TCPerror, UDPerror
+
     if TCP in pkt and TCPerror not in pkt:
         t = pkt[TCP]
         flags = ",".join(n for c, n in _TCP_FLAGS if c in str(t.flags))
@@ -97,11 +104,15 @@ def decode(data: bytes) -> Decoded:
             l4 = inner[TCPerror] if TCPerror in inner else inner[UDPerror] if UDPerror in inner else None
             sp, dp = (l4.sport, l4.dport) if l4 is not None else (0, 0)
             iproto = PROTOS.get(inner.proto, str(inner.proto))
-            label = (f"{ip.src} → {ip.dst} ICMP type {ic.type} code {ic.code} "
-                     f"(about {inner.src}:{sp} → {inner.dst}:{dp} {iproto})")
+            about = f"{inner.src}:{sp} → {inner.dst}:{dp} {iproto}"
+            if ICMPerror in inner and inner[ICMPerror].id is not None:    # about an echo: its flow's key
+                sp = dp = inner[ICMPerror].id
+                about = f"{inner.src} → {inner.dst} {iproto} id={sp}"
+            label = f"{ip.src} → {ip.dst} ICMP type {ic.type} code {ic.code} (about {about})"
             return Decoded(_key(iproto, _ep(inner.src, sp), _ep(inner.dst, dp)), label, sig)
         label = f"{ip.src} → {ip.dst} ICMP type {ic.type} id={ic.id} seq={ic.seq}"
-        return Decoded(_key(proto, _ep(ip.src, ic.id), _ep(ip.dst, ic.id)), label, sig + (ic.seq,))
+        ends = f"{ip.src} → {ip.dst} id={ic.id}" if ic.id is not None else ""
+        return Decoded(_key(proto, _ep(ip.src, ic.id), _ep(ip.dst, ic.id)), label, sig + (ic.seq,), ends)
     return Decoded(_key(proto, _ep(ip.src, 0), _ep(ip.dst, 0)), f"{ip.src} → {ip.dst} proto {ip.proto}", sig)
 
 
@@ -184,15 +195,26 @@ def build_flows(run: Run) -> list[Flow]:
                                                f.comment)]
         flow.hops.append(Hop(f, d.label, packet, nat))
     for drop in run.drops:
-        if drop.tuple is None:
-            continue
-        proto, src, sport, dst, dport = drop.tuple
-        k = _key(PROTOS.get(proto, str(proto)), (src, sport), (dst, dport))
-        if k in uf.parent and uf.find(k) in flows:
-            flows[uf.find(k)].drops.append(drop)
+        drop_root = _drop_flow(uf, drop)
+        if drop_root is not None and drop_root in flows:
+            flows[drop_root].drops.append(drop)
     ordered = list(flows.values())
     return [f for f in ordered if f.key[0] not in ("arp", "other")] + \
            [f for f in ordered if f.key[0] in ("arp", "other")]
+
+
+def _drop_flow(uf: _Union, drop: Drop) -> Key | None:
+    """The flow of a dropped frame: by its addresses and ports, or, for a frame without ports (an
+    ICMP echo), by its addresses when they belong to one flow only."""
+    if drop.tuple is None:
+        return None
+    proto, src, sport, dst, dport = drop.tuple
+    name = PROTOS.get(proto, str(proto))
+    if sport is not None and dport is not None:
+        k = _key(name, (src, sport), (dst, dport))
+        return uf.find(k) if k in uf.parent else None
+    roots = {uf.find(k) for k in list(uf.parent) if k[0] == name and {k[1][0], k[2][0]} == {src, dst}}
+    return roots.pop() if len(roots) == 1 else None
 
 
 def _title(d: Decoded) -> str:

@@ -51,7 +51,8 @@ class Drop:
     node: str
     where: str
     reason: str
-    tuple: tuple[int, str, int, str, int] | None   # proto, src, sport, dst, dport of the dropped frame
+    tuple: tuple[int, str, int | None, str, int | None] | None   # proto, src, sport, dst, dport (None:
+    # a frame without ports, e.g. ICMP) of the dropped frame
 
 
 @dataclass
@@ -140,8 +141,8 @@ def read_run(path: str) -> Run:
 
 
 _DROP = re.compile(r"(?P<t>[0-9.]+) (?P<node>\S+) (?P<rest>.*)")
-_DROP_FRAME = re.compile(r"\[<Frame (?P<src>[0-9.]+):(?P<sport>\d+) > (?P<dst>[0-9.]+):(?P<dport>\d+) "
-                         r"proto (?P<proto>\d+) len \d+>\]\s*$")
+_DROP_FRAME = re.compile(r"\[<Frame (?P<src>[0-9.]+)(?::(?P<sport>\d+))? "
+                         r"> (?P<dst>[0-9.]+)(?::(?P<dport>\d+))? proto (?P<proto>\d+) len \d+>\]\s*$")
 
 
 def _drops(path: str, base: int) -> list[Drop]:
@@ -156,7 +157,8 @@ def _drops(path: str, base: int) -> list[Drop]:
         fm = _DROP_FRAME.search(rest)
         tup = None
         if fm:
-            tup = (int(fm["proto"]), fm["src"], int(fm["sport"]), fm["dst"], int(fm["dport"]))
+            sport, dport = (int(fm["sport"]), int(fm["dport"])) if fm["sport"] else (None, None)
+            tup = (int(fm["proto"]), fm["src"], sport, fm["dst"], dport)
             rest = rest[:fm.start()].rstrip()
         where, _, reason = rest.partition(": ")
         out.append(Drop(base + round(float(m["t"]) * 1e9), m["node"], where, reason, tup))

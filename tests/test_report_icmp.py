@@ -1,0 +1,59 @@
+"""The report of pings: an ICMP echo session is one flow, titled by its addresses and id; the frame
+the kernel freed is a red ✕ in that flow's ladder; the ICMP error about an echo joins the flow it is
+about, as a TCP connection's port-unreachable does."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import pktemu
+
+pytestmark = pytest.mark.skipif(shutil.which("dot") is None and os.geteuid() != 0,
+                                reason="graphviz (dot) not installed and not root (CI installs it)")
+
+TOPOLOGY = """\
+extends: {root}/topologies/service-test.yaml
+name: pings
+scenarios:
+  noroute:
+    description: "the client pings 192.0.2.1, to which gw has no route"
+    traffic:
+      - {{at: 0ms, pod: client, app: {{kind: ping, target: 192.0.2.1, count: 3}}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def pings(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import datapaths
+
+    d = tmp_path_factory.mktemp("pings")
+    (d / "pings.yaml").write_text(TOPOLOGY.format(root=datapaths.ROOT))
+    pktemu("run", str(d / "pings.yaml"), "--out", str(d / "out"), "-q", "--report")
+    return d / "out"
+
+
+def _flows(html: str) -> dict[str, str]:
+    """Each flow's title and its section (heading, summary and ladder) of the page."""
+    parts = re.split(r'(?=<(?:section|details) class="flow">)', html)
+    out = {}
+    for part in parts[1:]:
+        m = re.search(r'<h3 id="flow\d+">flow \d+: ([^<]*)</h3>', part)
+        assert m, part[:200]
+        out[m.group(1)] = part
+    return out
+
+
+def test_a_dropped_ping_is_one_flow_with_its_drops_and_the_icmp_error(pings: Path) -> None:
+    flows = _flows((pings / "noroute" / "report.html").read_text())
+    icmp = [t for t in flows if "ARP" not in t]
+    assert icmp == ["ICMP 10.0.1.2 → 192.0.2.1 id=20549"], icmp
+    section = flows[icmp[0]]
+    assert "6 packets" in section, "3 echo requests and the 3 errors gw answers them with"
+    assert section.count('class="hop drop"') == 3, "each echo request freed at gw is drawn in the ladder"
+    assert "dropped at gw ip_route_input: no route to 192.0.2.1" in section
+    assert "ICMP type 3 code 0 (about 10.0.1.2 → 192.0.2.1 icmp id=20549)" in section
+
