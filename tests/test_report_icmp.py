@@ -1,6 +1,6 @@
 """The report of pings: an ICMP echo session is one flow, titled by its addresses and id; the frame
-the kernel freed is a red ✕ in that flow's ladder; the ICMP error about an echo joins the flow it is
-about, as a TCP connection's port-unreachable does."""
+the kernel freed is a red ✕ in that flow's ladder; the ICMP error about an echo and the fragments of
+a big echo join the flow they are about, as a TCP connection's port-unreachable does."""
 from __future__ import annotations
 
 import os
@@ -23,6 +23,10 @@ scenarios:
     description: "the client pings 192.0.2.1, to which gw has no route"
     traffic:
       - {{at: 0ms, pod: client, app: {{kind: ping, target: 192.0.2.1, count: 3}}}}
+  big:
+    description: "the client pings the server with 3000 bytes: fragments"
+    traffic:
+      - {{at: 0ms, pod: client, app: {{kind: ping, target: 10.0.2.2, count: 2, size: 3000, df: false}}}}
 """
 
 
@@ -57,3 +61,11 @@ def test_a_dropped_ping_is_one_flow_with_its_drops_and_the_icmp_error(pings: Pat
     assert "dropped at gw ip_route_input: no route to 192.0.2.1" in section
     assert "ICMP type 3 code 0 (about 10.0.1.2 → 192.0.2.1 icmp id=20549)" in section
 
+
+def test_the_fragments_of_a_big_ping_are_in_its_flow(pings: Path) -> None:
+    flows = _flows((pings / "big" / "report.html").read_text())
+    icmp = [t for t in flows if "ARP" not in t]
+    assert icmp == ["ICMP 10.0.1.2 → 10.0.2.2 id=20549"], icmp
+    section = flows[icmp[0]]
+    assert re.search(r"10\.0\.1\.2 → 10\.0\.2\.2 ICMP fragment offset \d+", section)
+    assert re.search(r"10\.0\.2\.2 → 10\.0\.1\.2 ICMP fragment offset \d+", section)

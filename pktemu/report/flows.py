@@ -60,6 +60,8 @@ class Decoded:
     label: str
     sig: tuple[object, ...]
     ends: str = ""                  # "a:p → b:q", for the flow's title
+    datagram: tuple[str, str, int, int] | None = None   # src, dst, proto, IP id of a fragment
+    later_fragment: bool = False    # a fragment past the first: no ports, its flow is its first's
 
 
 def decode(data: bytes) -> Decoded:
@@ -76,12 +78,21 @@ def decode(data: bytes) -> Decoded:
         return Decoded(("other", ("", 0), ("", 0)), pkt.summary(), ("other", bytes(pkt)))
     ip = pkt[IP]
     proto = PROTOS.get(ip.proto, str(ip.proto))
-    sig: tuple[object, ...] = (ip.id, ip.proto, len(ip.payload))
+    sig: tuple[object, ...] = (ip.id, ip.proto, len(ip.payload), ip.frag)
+    if ip.frag or ip.flags.MF:
+        datagram = (ip.src, ip.dst, ip.proto, ip.id)
+        if ip.frag:
+            return Decoded(_key(proto, _ep(ip.src, 0), _ep(ip.dst, 0)),
+                           f"{ip.src} → {ip.dst} {proto.upper()} fragment offset {ip.frag * 8} "
+                           f"len={len(ip.payload)}", sig, datagram=datagram, later_fragment=True)
+        first = _decode_ip(pkt, ip, proto, sig)
+        first.datagram = datagram
+        return first
     return _decode_ip(pkt, ip, proto, sig)
 
 
 def _decode_ip(pkt: Any, ip: Any, proto: str, sig: tuple[object, ...]) -> Decoded:
-    """`decode` of an IPv4 packet by its transport header."""
+    """`decode` of an IPv4 packet, or of its first fragment, by its transport header."""
     from scapy.layers.inet import ICMP, TCP, UDP, ICMPerror, IPerror, TCPerror, UDPerror
 
     if TCP in pkt and TCPerror not in pkt:
@@ -166,6 +177,12 @@ def _nat_key(key: Key, old: str, new: str) -> Key | None:
 def build_flows(run: Run) -> list[Flow]:
     """The run's flows in the order of their first frame, IP flows first, then ARP and the rest."""
     decoded = [decode(f.data) for f in run.frames]
+    first_fragment: dict[tuple[str, str, int, int], Key] = {}
+    for d in decoded:
+        if d.datagram is not None and not d.later_fragment:
+            first_fragment[d.datagram] = d.key
+        elif d.datagram is not None and d.datagram in first_fragment:
+            d.key = first_fragment[d.datagram]
     uf = _Union()
     for f, d in zip(run.frames, decoded, strict=True):
         uf.find(d.key)
