@@ -1,6 +1,7 @@
 """The report of pings: an ICMP echo session is one flow, titled by its addresses and id; the frame
 the kernel freed is a red ✕ in that flow's ladder; the ICMP error about an echo and the fragments of
-a big echo join the flow they are about, as a TCP connection's port-unreachable does."""
+a big echo join the flow they are about, as a TCP connection's port-unreachable does; their long
+labels stay inside the ladder."""
 from __future__ import annotations
 
 import os
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import pktemu
+
+CHROMIUM = "/usr/bin/chromium"
 
 pytestmark = pytest.mark.skipif(shutil.which("dot") is None and os.geteuid() != 0,
                                 reason="graphviz (dot) not installed and not root (CI installs it)")
@@ -69,3 +72,28 @@ def test_the_fragments_of_a_big_ping_are_in_its_flow(pings: Path) -> None:
     section = flows[icmp[0]]
     assert re.search(r"10\.0\.1\.2 → 10\.0\.2\.2 ICMP fragment offset \d+", section)
     assert re.search(r"10\.0\.2\.2 → 10\.0\.1\.2 ICMP fragment offset \d+", section)
+
+
+def test_no_label_runs_into_the_time_column_or_off_the_picture(pings: Path) -> None:
+    # the ICMP errors' labels are long: at a hop right of the middle, written leftward, they ran
+    # over the frame numbers and times and past the picture's left edge
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("chromium is not installed (CI installs it: apt-get install chromium)")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox"])
+        page = browser.new_page()
+        page.goto((pings / "noroute" / "report.html").as_uri())
+        bad = page.evaluate("""() => {
+          const bad = [];
+          for (const g of document.querySelectorAll('svg.ladder g.hop')) {
+            const tm = g.querySelector('text.tm'), ad = g.querySelector('text.addr, text.droptext');
+            const a = ad.getBBox(), width = g.ownerSVGElement.width.baseVal.value;
+            if (tm && a.x < tm.getBBox().x + tm.getBBox().width) bad.push('over the time: ' + ad.textContent);
+            if (a.x < 0 || a.x + a.width > width) bad.push('off the picture: ' + ad.textContent);
+          }
+          return bad;
+        }""")
+        labels = page.locator("svg.ladder text.addr").count()
+        browser.close()
+    assert labels > 20 and bad == [], bad

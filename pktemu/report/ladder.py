@@ -67,6 +67,13 @@ def _x(col: int) -> int:
     return LEFT + col * COL_W + COL_W // 2
 
 
+def _drop_text(r: _Row) -> str:
+    """A drop row's text: where and why, cut at 110 characters (the page's box has it all)."""
+    assert r.drop is not None
+    text = f"dropped at {r.drop.node} {r.drop.where}: {r.drop.reason}"
+    return text if len(text) <= 110 else text[:107] + "..."
+
+
 def hop_text(f: Frame, base_ns: int) -> str:
     return f"#{f.number} {f.direction} +{(f.ts_ns - base_ns) / 1e9:.6f}s"
 
@@ -78,10 +85,15 @@ def ladder_svg(flow: Flow, order: list[str], base_ns: int, box_id: str, caption:
     shift = 24 if caption else 0
     half = len(cols) / 2 if len(cols) > 3 else len(cols)
     reach = LEFT + max(len(cols), 1) * COL_W
-    for r in rows:
-        if r.col < half:
-            text = flow.hops[r.hop].label if r.hop is not None else "x" * 112
-            reach = max(reach, _x(r.col) + 10 + int(len(text) * TEXT_PX))
+    leftward: set[int] = set()          # rows written leftward of their hop (right half, if it fits)
+    for row_no, r in enumerate(rows):
+        hop = flow.hops[r.hop] if r.hop is not None else None
+        texts = [hop.label, *hop.nat] if hop is not None else ["✕ " + _drop_text(r)]
+        extent = int(max(len(t) for t in texts) * TEXT_PX)
+        if r.col >= half and _x(r.col) - 10 - extent >= LEFT:
+            leftward.add(row_no)
+        else:
+            reach = max(reach, _x(r.col) + 10 + extent)
     width = reach + 20
     total = height + shift
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="ladder" width="{width}" height="{total}" '
@@ -99,13 +111,13 @@ def ladder_svg(flow: Flow, order: list[str], base_ns: int, box_id: str, caption:
                    f'<text x="{x}" y="36" class="ln-dev">{escape(dev)}</text>'
                    f'<line x1="{x}" y1="{TOP - 12}" x2="{x}" y2="{height - 4}"/></g>')
     prev: tuple[int, int, int] | None = None        # (packet, x, y) of the previous hop row
-    for r in rows:
+    for row_no, r in enumerate(rows):
         x = _x(r.col)
-        anchor, tx = ("start", x + 10) if r.col < half else ("end", x - 10)
+        anchor, tx = ("end", x - 10) if row_no in leftward else ("start", x + 10)
         if r.drop is not None:
             d = r.drop
             text = f"dropped at {d.node} {d.where}: {d.reason}"
-            short = text if len(text) <= 110 else text[:107] + "..."
+            short = _drop_text(r)
             out.append(f'<g class="hop drop" tabindex="0" data-box="{box_id}" data-point="{_attr(d.node)}" '
                        f'data-head="{_attr(f"drop at +{(d.t_ns - base_ns) / 1e9:.6f}s")}" '
                        f'data-label="{_attr(text)}" data-comment="{_attr(d.reason)}">'
