@@ -50,6 +50,18 @@ def test_svg_shows_services_and_their_endpoints(tmp_path: Path) -> None:
     assert texts.count("endpoint") == 3              # server, server-b, coredns
 
 
+def test_a_node_without_interfaces_is_drawn(tmp_path: Path) -> None:
+    # dot leaves out a cluster with nothing in it: the node was missing from the picture
+    topo = tmp_path / "lone.yaml"
+    topo.write_text("name: lone\nnodes:\n  a: {interfaces: {eth0: {addresses: [10.0.0.1/24]}}}\n"
+                    "  b: {interfaces: {eth0: {addresses: [10.0.0.2/24]}}}\n  spare: {}\n"
+                    "veths: [[a/eth0, b/eth0]]\n")
+    out = tmp_path / "lone.svg"
+    pktemu("draw", str(topo), "-o", str(out))
+    texts = _texts(out)
+    assert "a (host)" in texts and "spare (host)" in texts and "(no interfaces)" in texts
+
+
 def test_png(tmp_path: Path) -> None:
     out = tmp_path / "topo.png"
     pktemu("draw", "topologies/service-test.yaml", "-o", str(out))

@@ -172,6 +172,9 @@ def to_dot(d: Diagram) -> str:
         if ns.routes:
             out.append(f"{indent}  {_q(name + '#routes')} [shape=note, fillcolor=\"#fffbe6\", "
                        f"label={_label('routes', ns.routes)}];")
+        if not ns.devices and not ns.routes and not children.get(name):     # dot omits an empty cluster
+            out.append(f"{indent}  {_q(name + '#empty')} [shape=plaintext, style=\"\", "
+                       "label=\"(no interfaces)\"];")
         for child in children.get(name, []):
             cluster(child, indent + "  ")
         out.append(f"{indent}}}")
