@@ -136,6 +136,23 @@ def test_report_refuses_what_is_not_a_run(tmp_path: Path, make: Any, what: str) 
 
 
 @needs_dot
+def test_report_of_a_pcapng_from_another_tool(reported: Path, tmp_path: Path) -> None:
+    # its interfaces are not named node/ifname: dot was given an empty bold device name and failed
+    # with "graphviz: dot failed: Error: syntax error in line 1"
+    import datapaths
+
+    run = tmp_path / "s1"
+    shutil.copytree(reported / "s1-clusterip", run)
+    shutil.copyfile(datapaths.CAPTURES / "pcapng_two_interfaces_dns.pcapng", run / "all.pcapng")
+    (run / "report.html").unlink()
+    p = pktemu("report", str(run), check=False)
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    html = (run / "report.html").read_text()
+    assert ">eth0 (host)<" in html and "NPF_{5AE6EDB4&#45;EFF9&#45;46B3" in html
+    assert "UDP 10.0.0.4:56351 → 1.1.1.1:53" in html
+
+
+@needs_dot
 def test_report_of_a_damaged_run_writes_nothing(reported: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     for sc in ("s1-clusterip", "s2-noendpoints"):

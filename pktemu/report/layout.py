@@ -144,8 +144,9 @@ def _q(s: str) -> str:
 
 
 def _label(title: str, lines: list[str]) -> str:
-    rows = f"<B>{html.escape(title)}</B>" + "".join(f"<BR/>{html.escape(x)}" for x in lines)
-    return f"<{rows}>"
+    rows = [f"<B>{html.escape(title)}</B>"] if title else []      # dot refuses an empty <B></B>
+    rows += [html.escape(x) for x in lines]
+    return f"<{'<BR/>'.join(rows) or ' '}>"
 
 
 def to_dot(d: Diagram) -> str:
