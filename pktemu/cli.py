@@ -22,7 +22,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from types import ModuleType
-from typing import IO, TYPE_CHECKING, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from pktemu import interrupt, stdout
 from pktemu.errors import PktemuError
@@ -98,6 +98,13 @@ def _console_class() -> type[Console]:
     from rich.console import Console
 
     class _Console(Console):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            """Text is printed as it is: a path, a rule or a reason holding `[x]` is no markup, and
+            a long line is one line (a terminal wraps it; a pipe or a log keeps it whole for grep)."""
+            kwargs.setdefault("markup", False)
+            kwargs.setdefault("soft_wrap", True)
+            super().__init__(*args, **kwargs)
+
         def on_broken_pipe(self) -> None:
             """rich exits with status 1 here; the CLI reports every closed stdout the same way."""
             self.quiet = True

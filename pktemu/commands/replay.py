@@ -11,7 +11,6 @@ import argparse
 import json
 
 from rich.console import Console
-from rich.markup import escape
 
 from pktemu.commands import add_output, add_topology, emit, output_format, seed_arg
 from pktemu.errors import PktemuError
@@ -69,6 +68,6 @@ def run(args: argparse.Namespace, out: Console) -> int:
         emit(json.loads(json.dumps(stats.to_json(), sort_keys=True)), fmt)   # sorted, as --json was
     elif not args.quiet:
         for line in stats.text():
-            out.print(escape(line.expandtabs(4)), highlight=False, soft_wrap=True)
-        out.print(f"written to {escape(stats.out_dir)}", highlight=False, soft_wrap=True)
+            out.print(line.expandtabs(4), highlight=False, soft_wrap=True)
+        out.print(f"written to {stats.out_dir}", highlight=False, soft_wrap=True)
     return 0

@@ -7,7 +7,6 @@ import argparse
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
@@ -70,8 +69,8 @@ def run(args: argparse.Namespace, out: Console) -> int:
 
 
 def show(out: Console, s: dict[str, Any], out_dir: str | None) -> None:
-    out.print(f"[bold]{escape(s['scenario'])}[/bold] over {plural(s['seeds'], 'seed')}: "
-              f"{plural(s['connections'], 'connection')}")
+    out.print(Text.assemble((s["scenario"], "bold"), f" over {plural(s['seeds'], 'seed')}: "
+                            f"{plural(s['connections'], 'connection')}"))
     for title, rows, cols in (
             ("endpoints reached", s["endpoints"], ("client", "kind", "endpoint", "count", "share")),
             ("outcomes", s["outcomes"], ("client", "kind", "outcome", "count", "share")),
