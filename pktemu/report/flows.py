@@ -189,9 +189,10 @@ def build_flows(run: Run) -> list[Flow]:
         for a, b in _ct_keys(f.comment):
             uf.join(a, b)
         for old, new in NAT.findall(f.comment):
-            k = _nat_key(d.key, old, new)
-            if k is not None:
-                uf.join(d.key, k)
+            for was, now in ((old, new), (new, old)):      # the frame as it was, or as translated
+                k = _nat_key(d.key, was, now)
+                if k is not None:
+                    uf.join(d.key, k)
     for text in run.conntrack.values():
         for a, b in _ct_keys(text):
             if a in uf.parent or b in uf.parent:

@@ -1,0 +1,38 @@
+"""The report's flows are connections as conntrack sees them, across every translation: a frame
+captured after its translation (the reply un-SNATed by br_netfilter before the bridge device sees
+it) joins the connection its comment's `un-SNAT a -> b` names, as one captured before does."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import pktemu
+
+pytestmark = pytest.mark.skipif(shutil.which("dot") is None and os.geteuid() != 0,
+                                reason="graphviz (dot) not installed and not root (CI installs it)")
+
+
+def _flows(html: str) -> dict[str, str]:
+    """Each flow's title and its section (heading, summary and ladder) of the page."""
+    out = {}
+    for part in re.split(r'(?=<(?:section|details) class="flow">)', html)[1:]:
+        m = re.search(r'<h3 id="flow\d+">flow \d+: ([^<]*)</h3>', part)
+        assert m, part[:200]
+        out[m.group(1)] = part
+    return out
+
+
+def test_a_localhost_nodeport_connection_is_one_flow(tmp_path: Path) -> None:
+    pktemu("run", "topologies/nodeport-localhost.yaml", "--scenario", "localhost-nodeport-served",
+           "--out", str(tmp_path), "-q", "--report")
+    flows = _flows((tmp_path / "localhost-nodeport-served" / "report.html").read_text())
+    tcp = [t for t in flows if t.startswith("TCP")]
+    assert tcp == ["TCP 10.0.1.1:40000 → 10.0.1.2:8080"], tcp
+    section = flows[tcp[0]]
+    assert "10 packets, 30 frames at 3 capture points" in section
+    assert "10.0.1.2:8080 → 127.0.0.1:40000 SYN,ACK" in section      # node1/cbr0 in, un-SNATed
+    assert "un-SNAT 10.0.1.1:40000 -&gt; 127.0.0.1:40000" in section
