@@ -1,6 +1,7 @@
 """The report's flows are connections as conntrack sees them, across every translation: a frame
 captured after its translation (the reply un-SNATed by br_netfilter before the bridge device sees
-it) joins the connection its comment's `un-SNAT a -> b` names, as one captured before does."""
+it) joins the connection its comment's `un-SNAT a -> b` names, as one captured before does; and
+a connection's frames on an overlay's underlay (VXLAN, IPIP) are in its flow, not in the tunnel's."""
 from __future__ import annotations
 
 import os
@@ -36,3 +37,13 @@ def test_a_localhost_nodeport_connection_is_one_flow(tmp_path: Path) -> None:
     assert "10 packets, 30 frames at 3 capture points" in section
     assert "10.0.1.2:8080 → 127.0.0.1:40000 SYN,ACK" in section      # node1/cbr0 in, un-SNATed
     assert "un-SNAT 10.0.1.1:40000 -&gt; 127.0.0.1:40000" in section
+
+
+def test_a_connection_through_a_vxlan_tunnel_is_one_flow(tmp_path: Path) -> None:
+    pktemu("run", "topologies/flannel-vxlan.yaml", "--out", str(tmp_path), "-q", "--report")
+    flows = _flows((tmp_path / "ping-and-http" / "report.html").read_text())
+    ip = [t for t in flows if not t.startswith("ARP")]
+    assert ip == ["ICMP 10.244.0.2 → 10.244.1.2 id=20549", "TCP 10.244.0.2:40000 → 10.244.1.2:8080"], ip
+    tcp = flows[ip[1]]
+    assert "10 packets, 100 frames at 10 capture points" in tcp           # node1/eth0 and node2/eth0 too
+    assert "10.244.0.2:40000 → 10.244.1.2:8080 SYN in vxlan 192.168.50.11 → 192.168.50.12 vni 1" in tcp

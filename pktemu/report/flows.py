@@ -76,7 +76,28 @@ def decode(data: bytes) -> Decoded:
         return Decoded(("arp", (a.pdst if a.op == 1 else a.psrc, 0), ("", 0)), label, ("arp", a.op, a.psrc))
     if IP not in pkt:
         return Decoded(("other", ("", 0), ("", 0)), pkt.summary(), ("other", bytes(pkt)))
-    ip = pkt[IP]
+    ip, tunnel = _tunnelled(pkt[IP])
+    d = _decode_datagram(ip)
+    if tunnel:
+        d.label += f" in {tunnel}"
+    return d
+
+
+def _tunnelled(ip: Any) -> tuple[Any, str]:
+    """The IP packet an IPIP or VXLAN packet carries and the tunnel in words, else `ip` and "": a
+    connection's frames on the underlay belong to its flow, not to one of the tunnel's."""
+    from scapy.layers.inet import IP
+    from scapy.layers.vxlan import VXLAN
+
+    if ip.proto == 4 and not ip.frag and isinstance(ip.payload, IP):
+        return ip.payload, f"ipip {ip.src} → {ip.dst}"
+    if not ip.frag and VXLAN in ip and IP in ip[VXLAN]:
+        return ip[VXLAN][IP], f"vxlan {ip.src} → {ip.dst} vni {ip[VXLAN].vni}"
+    return ip, ""
+
+
+def _decode_datagram(ip: Any) -> Decoded:
+    """`decode` of an IPv4 packet; a fragment past the first, which has no ports, is marked."""
     proto = PROTOS.get(ip.proto, str(ip.proto))
     sig: tuple[object, ...] = (ip.id, ip.proto, len(ip.payload), ip.frag)
     if ip.frag or ip.flags.MF:
@@ -85,16 +106,18 @@ def decode(data: bytes) -> Decoded:
             return Decoded(_key(proto, _ep(ip.src, 0), _ep(ip.dst, 0)),
                            f"{ip.src} → {ip.dst} {proto.upper()} fragment offset {ip.frag * 8} "
                            f"len={len(ip.payload)}", sig, datagram=datagram, later_fragment=True)
-        first = _decode_ip(pkt, ip, proto, sig)
+        first = _decode_ip(ip, proto, sig)
         first.datagram = datagram
         return first
-    return _decode_ip(pkt, ip, proto, sig)
+    return _decode_ip(ip, proto, sig)
 
 
-def _decode_ip(pkt: Any, ip: Any, proto: str, sig: tuple[object, ...]) -> Decoded:
-    """`decode` of an IPv4 packet, or of its first fragment, by its transport header."""
+def _decode_ip(pkt: Any, proto: str, sig: tuple[object, ...]) -> Decoded:
+    """`decode` of an IPv4 packet (`pkt`, its IP layer), or of its first fragment, by its transport
+    header."""
     from scapy.layers.inet import ICMP, TCP, UDP, ICMPerror, IPerror, TCPerror, UDPerror
 
+    ip = pkt
     if TCP in pkt and TCPerror not in pkt:
         t = pkt[TCP]
         flags = ",".join(n for c, n in _TCP_FLAGS if c in str(t.flags))
