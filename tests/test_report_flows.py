@@ -1,7 +1,8 @@
 """The report's flows are connections as conntrack sees them, across every translation: a frame
 captured after its translation (the reply un-SNATed by br_netfilter before the bridge device sees
 it) joins the connection its comment's `un-SNAT a -> b` names, as one captured before does; and
-a connection's frames on an overlay's underlay (VXLAN, IPIP) are in its flow, not in the tunnel's."""
+a connection's frames on an overlay's underlay (VXLAN, IPIP) are in its flow, not in the tunnel's,
+and those an IPIP device captured (bare IP, no Ethernet header) are read as IP."""
 from __future__ import annotations
 
 import os
@@ -47,3 +48,15 @@ def test_a_connection_through_a_vxlan_tunnel_is_one_flow(tmp_path: Path) -> None
     tcp = flows[ip[1]]
     assert "10 packets, 100 frames at 10 capture points" in tcp           # node1/eth0 and node2/eth0 too
     assert "10.244.0.2:40000 → 10.244.1.2:8080 SYN in vxlan 192.168.50.11 → 192.168.50.12 vni 1" in tcp
+
+
+def test_a_connection_through_calico_ipip_is_one_flow_with_its_tunl0_hops(tmp_path: Path) -> None:
+    pktemu("run", "topologies/calico-ipip.yaml", "--scenario", "cross-node", "--out", str(tmp_path), "-q",
+           "--report")
+    flows = _flows((tmp_path / "cross-node" / "report.html").read_text())
+    ip = [t for t in flows if not t.startswith("ARP")]
+    assert ip == ["ICMP 10.244.0.5 → 10.244.1.5 id=20549", "TCP 10.244.0.5:40000 → 10.244.1.5:8080"], ip
+    tcp = flows[ip[1]]
+    assert "10 packets, 80 frames at 8 capture points" in tcp
+    assert 'class="ln-dev">tunl0<' in tcp and 'data-point="node2/tunl0"' in tcp
+    assert "10.244.0.5:40000 → 10.244.1.5:8080 SYN in ipip 192.168.50.11 → 192.168.50.12" in tcp

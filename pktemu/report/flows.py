@@ -64,12 +64,24 @@ class Decoded:
     later_fragment: bool = False    # a fragment past the first: no ports, its flow is its first's
 
 
-def decode(data: bytes) -> Decoded:
+#: Link types whose frames begin with the IP header (pcap LINKTYPE_RAW, LINKTYPE_IPV4, and RAW as
+#: some systems number it): an IPIP device's captures.
+RAW_IP = {101, 228, 12, 14}
+
+
+def decode(data: bytes, linktype: int = 1) -> Decoded:
     """What the ladder writes at a hop, and the keys that tie the frame to its flow and packet."""
     from scapy.layers.inet import IP  # a report dissects
     from scapy.layers.l2 import ARP, Ether
+    from scapy.packet import Packet, Raw
 
-    pkt = Ether(data)
+    pkt: Packet
+    if linktype in RAW_IP:
+        pkt = IP(data) if data[:1] and data[0] >> 4 == 4 else Raw(data)
+    elif linktype != 1:
+        pkt = Raw(data)
+    else:
+        pkt = Ether(data)
     if ARP in pkt:
         a = pkt[ARP]
         label = (f"ARP who-has {a.pdst} tell {a.psrc}" if a.op == 1 else f"ARP {a.psrc} is-at {a.hwsrc}")
@@ -199,7 +211,7 @@ def _nat_key(key: Key, old: str, new: str) -> Key | None:
 
 def build_flows(run: Run) -> list[Flow]:
     """The run's flows in the order of their first frame, IP flows first, then ARP and the rest."""
-    decoded = [decode(f.data) for f in run.frames]
+    decoded = [decode(f.data, f.linktype) for f in run.frames]
     first_fragment: dict[tuple[str, str, int, int], Key] = {}
     for d in decoded:
         if d.datagram is not None and not d.later_fragment:

@@ -24,6 +24,7 @@ OPT_COMMENT, IF_NAME, IF_DESCRIPTION, IF_IPV4, IF_MAC = 1, 2, 3, 4, 6
 EPB_FLAGS = 2
 ISB_IFDROP = 5
 DIRECTION = {1: "in", 2: "out"}
+LINKTYPE_ETHERNET = 1
 
 
 @dataclass
@@ -33,6 +34,7 @@ class PcapIface:
     mac: str = ""
     ipv4: list[str] = field(default_factory=list)
     dropped: int | None = None
+    linktype: int = LINKTYPE_ETHERNET   # how its frames begin: an IPIP device's with the IP header
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Frame:
     direction: str                  # in | out | ""
     comment: str
     data: bytes
+    linktype: int = LINKTYPE_ETHERNET
 
 
 @dataclass
@@ -224,7 +227,7 @@ def _iface(where: str, order: str, body: bytes) -> PcapIface:
             net = ipaddress.IPv4Network((ipaddress.IPv4Address(raw[:4]).compressed,
                                          str(ipaddress.IPv4Address(raw[4:8]))), strict=False)
             v4.append(f"{ipaddress.IPv4Address(raw[:4])}/{net.prefixlen}")
-    return PcapIface(name, desc, mac, v4)
+    return PcapIface(name, desc, mac, v4, linktype=struct.unpack_from(order + "H", body)[0])
 
 
 def _frame(where: str, order: str, body: bytes, ifaces: list[PcapIface], number: int) -> Frame:
@@ -238,4 +241,4 @@ def _frame(where: str, order: str, body: bytes, ifaces: list[PcapIface], number:
     opts = _options(where, order, body, 20 + caplen + (-caplen % 4))
     flags = struct.unpack(order + "I", opts[EPB_FLAGS][0][:4])[0] if EPB_FLAGS in opts else 0
     return Frame(number, ifaces[ifid].name, (hi << 32) | lo, DIRECTION.get(flags & 3, ""),
-                 _comment(opts), body[20:20 + caplen])
+                 _comment(opts), body[20:20 + caplen], ifaces[ifid].linktype)
