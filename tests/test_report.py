@@ -153,6 +153,18 @@ def test_report_of_a_pcapng_from_another_tool(reported: Path, tmp_path: Path) ->
 
 
 @needs_dot
+def test_report_shows_the_nftables_rules_of_an_nftables_run(tmp_path: Path) -> None:
+    # the section showed iptables-save files only: empty for nodes whose rules are nftables
+    pktemu("run", "topologies/service-test-nftables.yaml", "--scenario", "s1-clusterip",
+           "--out", str(tmp_path), "-q", "--report")
+    html = (tmp_path / "s1-clusterip" / "report.html").read_text()
+    rules = html[html.index('<h2 id="counters">'):]
+    for node in ("node1", "node2"):
+        assert f"<h3>{node} (nft list ruleset)</h3><pre>" in rules
+    assert "table ip kube-proxy {" in rules and "No node has netfilter rules" not in rules
+
+
+@needs_dot
 def test_report_of_a_damaged_run_writes_nothing(reported: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     for sc in ("s1-clusterip", "s2-noendpoints"):

@@ -81,13 +81,14 @@ SCRIPT = """
 """
 
 _COUNTED = re.compile(r"^\[([0-9]+):[0-9]+\] ")
+_NFT_COUNTED = re.compile(r"\bcounter packets ([0-9]+) bytes [0-9]+")
 
 
-def _rules_pre(text: str) -> str:
-    """iptables-save -c with the rules that counted packets highlighted."""
+def _rules_pre(text: str, counted: re.Pattern[str] = _COUNTED) -> str:
+    """iptables-save -c (or nft list ruleset) with the rules that counted packets highlighted."""
     lines = []
     for line in text.splitlines():
-        m = _COUNTED.match(line)
+        m = counted.search(line)
         cls = ' class="hit"' if m and m.group(1) != "0" else ""
         lines.append(f"<span{cls}>{escape(line)}</span>")
     return "<pre>" + "\n".join(lines) + "</pre>"
@@ -174,9 +175,13 @@ def render_page(run: Run, flows: list[Flow], topology_svg: str, topology_note: s
     parts.append('<h2 id="conntrack">Conntrack tables at the end of the run</h2>')
     for node, text in run.conntrack.items():
         parts.append(f"<h3>{escape(node)}</h3><pre>{escape(text) or '(empty)'}</pre>")
-    parts.append('<h2 id="counters">Rule counters at the end of the run (iptables-save -c)</h2>'
-                 '<div class="meta">Rules that counted packets are highlighted.</div>')
+    parts.append('<h2 id="counters">Rule counters at the end of the run (iptables-save -c, nft list ruleset)'
+                 '</h2><div class="meta">Rules that counted packets are highlighted.</div>')
     for node, text in run.iptables.items():
         parts.append(f"<h3>{escape(node)}</h3>{_rules_pre(text)}")
+    for node, text in run.nft.items():      # a node's nftables rules (nft-ruleset-<node>.txt)
+        parts.append(f"<h3>{escape(node)} (nft list ruleset)</h3>{_rules_pre(text, _NFT_COUNTED)}")
+    if not run.iptables and not run.nft:
+        parts.append("<p>No node has netfilter rules.</p>")
     parts.append(f"</main><script>{SCRIPT}</script></body></html>\n")
     return "".join(parts)

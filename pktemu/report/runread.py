@@ -71,6 +71,7 @@ class Run:
     conntrack: dict[str, str]       # node -> conntrack -L
     iptables: dict[str, str]        # node -> iptables-save -c
     base_ns: int                    # the virtual clock's zero, as a pcapng timestamp
+    nft: dict[str, str] = field(default_factory=dict)   # node -> nft list ruleset (its nftables rules)
 
 
 def is_run_dir(path: str) -> bool:
@@ -134,13 +135,13 @@ def read_run(path: str) -> Run:
     section, ifaces, frames = read_pcapng(os.path.join(path, "all.pcapng"))
     base = min((f.ts_ns for f in frames), default=0) // 1_000_000_000 * 1_000_000_000
     drops = _drops(os.path.join(path, "drops.txt"), base)
-    states: dict[str, dict[str, str]] = {"conntrack": {}, "iptables-save": {}}
+    states: dict[str, dict[str, str]] = {"conntrack": {}, "iptables-save": {}, "nft-ruleset": {}}
     for name in sorted(os.listdir(path)):
         for prefix, table in states.items():
             if name.startswith(prefix + "-") and name.endswith(".txt"):
                 table[name[len(prefix) + 1:-4]] = _text(os.path.join(path, name))
     return Run(path, scenario, description, section, points, ifaces, frames, drops,
-               states["conntrack"], states["iptables-save"], base)
+               states["conntrack"], states["iptables-save"], base, states["nft-ruleset"])
 
 
 _DROP = re.compile(r"(?P<t>[0-9.]+) (?P<node>\S+) (?P<rest>.*)")
