@@ -50,6 +50,16 @@ def test_svg_shows_services_and_their_endpoints(tmp_path: Path) -> None:
     assert texts.count("endpoint") == 3              # server, server-b, coredns
 
 
+def test_nodes_with_nftables_rules_are_outlined_with_their_file(tmp_path: Path) -> None:
+    # only an `iptables:` file was drawn: the nodes of service-test-nftables looked rule-free
+    out = tmp_path / "nft.svg"
+    pktemu("draw", "topologies/service-test-nftables.yaml", "-o", str(out))
+    texts = _texts(out)
+    assert "nftables rules: kube-proxy-rules-node1.nft" in texts
+    assert "nftables rules: kube-proxy-rules-node2.nft" in texts
+    assert out.read_text().count('stroke="#c0392b"') >= 2         # the outline of a node with rules
+
+
 def test_a_node_without_interfaces_is_drawn(tmp_path: Path) -> None:
     # dot leaves out a cluster with nothing in it: the node was missing from the picture
     topo = tmp_path / "lone.yaml"

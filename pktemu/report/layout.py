@@ -60,8 +60,8 @@ def from_topology(t: Topology, scenario: str | None = None) -> Diagram:
         for r in n.routes:
             ns.routes.append(" ".join(x for x in (r.dst, f"via {r.via}" if r.via else "",
                                                   f"dev {r.dev}" if r.dev else "") if x))
-        if n.iptables:
-            ns.rules = f"iptables rules: {n.iptables.rsplit('/', 1)[-1]}"
+        ns.rules = ", ".join(f"{kind} rules: {path.rsplit('/', 1)[-1]}"
+                             for kind, path in (("iptables", n.iptables), ("nftables", n.nftables)) if path)
         if k8s and n.name in k8s.kube_proxy:
             ns.rules = f"kube-proxy ({k8s.kube_proxy[n.name].mode}) rules"
         d.namespaces[n.name] = ns
