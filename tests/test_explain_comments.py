@@ -108,6 +108,8 @@ def test_s2_reject_answer_names_the_rule_and_drops_txt_has_it(service_test_run: 
     d = service_test_run / "s2-noendpoints"
     icmp = one(d / "all.pcapng", 'frame.interface_name == "node1/cbr0" && icmp')
     assert "filter:FORWARD KUBE-SERVICES#1 REJECT icmp-port-unreachable" in icmp[0]
+    # what it answers in words, not the emulator's repr (`about <Frame ... proto 6 len 74>`)
+    assert icmp[0].startswith("out: icmp type 3 code 3 about 10.0.1.2:40000 > 10.3.250.77:80 tcp; ")
     rule = "rule filter:FORWARD KUBE-SERVICES#1: -A KUBE-SERVICES -d 10.3.250.77/32 -p tcp "
     tail = "-j REJECT --reject-with icmp-port-unreachable"
     assert any(ln.startswith(rule) and ln.endswith(tail) for ln in icmp)

@@ -18,6 +18,7 @@ IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 IPPROTO_SCTP = 132
+_PROTO_WORDS = {IPPROTO_ICMP: "icmp", IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_SCTP: "sctp"}
 ETH_HLEN = 14
 
 BROADCAST_MAC = b"\xff" * 6
@@ -312,6 +313,14 @@ class Frame:
         end = ETH_HLEN + self.ip_len
         self.data[off + 2:off + 4] = b"\x00\x00"
         _H.pack_into(self.data, off + 2, checksum(self.data[off:end]))
+
+    def summary(self) -> str:
+        """`10.0.1.2:40000 > 10.3.250.77:80 tcp`: the frame as a comment names what it answers."""
+        if not self.is_ipv4:
+            return f"ethertype 0x{self.ethertype:04x}"
+        ports = (f":{self.sport}", f":{self.dport}") if self.has_ports else ("", "")
+        proto = _PROTO_WORDS.get(self.proto, f"proto {self.proto}")
+        return f"{int2ip(self.saddr)}{ports[0]} > {int2ip(self.daddr)}{ports[1]} {proto}"
 
     def __repr__(self) -> str:
         if self.is_ipv4:

@@ -108,7 +108,7 @@ def icmp_send(node: "Node", frame: Frame, itype: int, code: int, cause: str | No
     struct.pack_into("!H", body, 2, checksum(body))
     tos = (data[ETH_HLEN + 1] & 0x1E) | 0xC0
     kernel_send(node, src, saddr_orig, IPPROTO_ICMP, bytes(body), df=False, tos=tos,
-                note=f"icmp type {itype} code {code} about {frame!r}", cause=cause)
+                note=f"icmp type {itype} code {code} about {frame.summary()}", cause=cause)
 
 
 def send_reject(node: "Node", frame: Frame, reject_with: str) -> None:
@@ -142,7 +142,7 @@ def _send_reset(node: "Node", frame: Frame, cause: str | None) -> None:
     pseudo = struct.pack("!4s4sBBH", saddr.to_bytes(4, "big"), daddr.to_bytes(4, "big"), 0, IPPROTO_TCP, 20)
     struct.pack_into("!H", tcp, 16, checksum(pseudo + bytes(tcp)))
     kernel_send(node, saddr, daddr, IPPROTO_TCP, bytes(tcp), df=True, sock=NO_SOCK,
-                note=f"tcp reset answering {frame!r}", cause=cause)
+                note=f"tcp reset answering {frame.summary()}", cause=cause)
 
 
 def kernel_send(node: "Node", saddr: int, daddr: int, proto: int, payload: bytes, *, df: bool = True,
