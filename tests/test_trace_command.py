@@ -178,3 +178,15 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], msg: str) -> None:
     assert p.returncode == 2 and p.stdout == ""
     err = p.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("pktemu: error: ") and msg in err[0]
+
+
+def test_a_tunnel_packet_is_named_by_its_protocol() -> None:
+    # the IPIP packet on the underlay read `192.168.50.11 > 192.168.50.12 4 ttl 63` and was
+    # `delivered to the 4 stack of node2`
+    args = ["trace", "topologies/calico-ipip.yaml", "--from", "pod1", "--to", "10.244.1.5:8080"]
+    text = pktemu(*args).stdout
+    assert "out eth0: 192.168.50.11 > 192.168.50.12 ipip ttl 63" in text
+    assert "delivered to the ipip stack of node2" in text
+    data = json.loads(pktemu(*args, "--json").stdout)
+    protos = {e["packet"]["proto"] for p in data["packets"] for e in p["events"] if e.get("packet")}
+    assert protos == {"tcp", "ipip"}, protos

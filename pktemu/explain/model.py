@@ -10,9 +10,10 @@ import struct
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from pktemu.net.frame import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Frame, bytes2mac, int2ip
+from pktemu.net.frame import IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, Frame, bytes2mac, int2ip
 
-PROTO_NAMES = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_ICMP: "icmp"}
+PROTO_NAMES = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_ICMP: "icmp", IPPROTO_SCTP: "sctp", 4: "ipip",
+               47: "gre"}
 # TCP flags in Scapy's letter order (SA, PA, FA, RA) with their nft names.
 _TCP_FLAGS = (("F", "fin", 0x01), ("S", "syn", 0x02), ("R", "rst", 0x04), ("P", "psh", 0x08),
               ("A", "ack", 0x10), ("U", "urg", 0x20))
