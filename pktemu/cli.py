@@ -99,10 +99,8 @@ def _console_class() -> type[Console]:
 
     class _Console(Console):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            """Text is printed as it is: a path, a rule or a reason holding `[x]` is no markup, and
-            a long line is one line (a terminal wraps it; a pipe or a log keeps it whole for grep)."""
+            """Text is printed as it is: a path, a rule or a reason holding `[x]` is no markup."""
             kwargs.setdefault("markup", False)
-            kwargs.setdefault("soft_wrap", True)
             super().__init__(*args, **kwargs)
 
         def on_broken_pipe(self) -> None:

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace, out: Console) -> int:
         _kernel_run(kernel, args.brnf, proxy)
         if args.brnf == 0:
             topo_path = brnf0_topology(topo_path, tmp)
-        out.print(f"emulator: {topo_path}")
+        out.print(f"emulator: {topo_path}", soft_wrap=True)
         t = load_topology(topo_path)
         for name in t.scenarios:
             with Network(t, name, capture=emu, keep_frames=False) as net:
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace, out: Console) -> int:
         raise
     stdout.write(cmp.stdout)
     verdict = cmp.stdout.strip().splitlines()[-1] if cmp.stdout.strip() else "no verdict"
-    out.print(f"written to {final}: kernel/ (this machine's kernel), emulator/ (pktemu)")
+    out.print(f"written to {final}: kernel/ (this machine's kernel), emulator/ (pktemu)", soft_wrap=True)
     return 0 if verdict == "IDENTICAL" else 1
 
 

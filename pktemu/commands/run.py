@@ -179,11 +179,11 @@ def report(out: Console, res: ScenarioOutcome) -> None:
     for name, n in res.counts.items():
         table.add_row(name, str(n))
     out.print(table)
-    if res.drops:
-        out.print(f"  {plural(len(res.drops), 'frame')} dropped (drops.txt):")
+    if res.drops:       # a line is one line (a terminal wraps it; a pipe or a log keeps it whole for grep)
+        out.print(f"  {plural(len(res.drops), 'frame')} dropped (drops.txt):", soft_wrap=True)
         for (node, where, reason), n in drop_reasons(res.drops):
-            out.print(f"    {n:6d}  {node} {where}: {reason}")
-    out.print(f"  written to {res.out_dir}")
+            out.print(f"    {n:6d}  {node} {where}: {reason}", soft_wrap=True)
+    out.print(f"  written to {res.out_dir}", soft_wrap=True)
 
 
 def drop_reasons(drops: list[Drop]) -> list[tuple[tuple[str, str, str], int]]:

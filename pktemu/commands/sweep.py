@@ -86,7 +86,7 @@ def show(out: Console, s: dict[str, Any], out_dir: str | None) -> None:
             table.add_row(*(_cell(c, r[c]) for c in cols))
         out.print(table)
     if out_dir is not None:
-        out.print(Text(f"  written to {out_dir} ({SWEEP_FILE}, seed-N/)"))
+        out.print(Text(f"  written to {out_dir} ({SWEEP_FILE}, seed-N/)"), soft_wrap=True)
 
 
 def _cell(col: str, v: Any) -> Text:

@@ -41,10 +41,10 @@ def run(args: argparse.Namespace, out: Console) -> int:
         return 0
     names = ", ".join(t.scenarios) if len(t.scenarios) <= 20 else ", ".join(list(t.scenarios)[:20]) + ", ..."
     out.print(f"{args.topology}: OK — {plural(len(t.nodes), 'node')}, {plural(len(t.veths), 'veth pair')}, "
-              f"{plural(len(t.scenarios), 'scenario')} ({names or 'none'})")
+              f"{plural(len(t.scenarios), 'scenario')} ({names or 'none'})", soft_wrap=True)
     out.print(f"size: {plural(size['nodes'], 'node')} and {plural(size['pods'], 'pod')}, "
               f"{plural(size['interfaces'], 'interface')}, {plural(size['bridges'], 'bridge')}, "
-              f"{plural(size['veths'], 'veth pair')}, {plural(size['routes'], 'route')}")
+              f"{plural(size['veths'], 'veth pair')}, {plural(size['routes'], 'route')}", soft_wrap=True)
     return 0
 
 
