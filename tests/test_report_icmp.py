@@ -63,6 +63,11 @@ def test_a_dropped_ping_is_one_flow_with_its_drops_and_the_icmp_error(pings: Pat
     assert section.count('class="hop drop"') == 3, "each echo request freed at gw is drawn in the ladder"
     assert "dropped at gw ip_route_input: no route to 192.0.2.1" in section
     assert "ICMP type 3 code 0 (about 10.0.1.2 → 192.0.2.1 icmp id=20549)" in section
+    # the drop and the error it made share an instant: the ✕ comes first, then gw's answer
+    rows = re.findall(r'class="(?:addr|droptext)">([^<]*)<', section)
+    causes = [r for r in rows if r.startswith("✕ ") or "ICMP type 3" in r]
+    assert causes[0] == "✕ dropped at gw ip_route_input: no route to 192.0.2.1"
+    assert causes[1].startswith("10.100.0.1 → 10.0.1.2 ICMP type 3 code 0"), causes[:2]
 
 
 def test_the_fragments_of_a_big_ping_are_in_its_flow(pings: Path) -> None:

@@ -41,8 +41,12 @@ def columns(flow: Flow, order: list[str]) -> list[str]:
 def _rows(flow: Flow, cols: list[str]) -> tuple[list[_Row], int]:
     col_of = {p: i for i, p in enumerate(cols)}
     events: list[tuple[int, int, int | None, Drop | None]] = []
+    first_at: dict[int, int] = {}          # the packet of the first hop at each instant
     for n, hop in enumerate(flow.hops):
-        events.append((hop.frame.ts_ns, 0, n, None))
+        # a drop at the instant of the packet's last hop comes before what it caused (a REJECT's
+        # ICMP error, the router's unreachable), which are later packets of the flow
+        later = hop.packet != first_at.setdefault(hop.frame.ts_ns, hop.packet)
+        events.append((hop.frame.ts_ns, 2 if later else 0, n, None))
     for drop in flow.drops:
         events.append((drop.t_ns, 1, None, drop))
     events.sort(key=lambda e: (e[0], e[1], e[2] if e[2] is not None else 0))
