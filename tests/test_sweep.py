@@ -8,8 +8,11 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -201,3 +204,56 @@ def test_without_dask_workers_ask_for_the_extra(tmp_path: Path) -> None:
     p = without_dask("sweep", "topologies/service-test.yaml", "--scenario", "s2-noendpoints",
                      "--seeds", "1-2", "-o", "json")          # a serial sweep does not need it
     assert p.returncode == 0 and json.loads(p.stdout)["seeds"] == 2
+
+
+@contextmanager
+def not_a_scheduler(answer: bytes | None) -> Iterator[int]:
+    """A loopback port that accepts connections and sends `answer` (an HTTP error, as a web server
+    or proxy would), or with None nothing at all; yields the port."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            held.append(conn)
+            if answer is not None:
+                conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield srv.getsockname()[1]
+    finally:
+        srv.close()
+        for c in held:
+            c.close()
+
+
+@pytest.mark.parametrize("answer", [None, b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n"],
+                         ids=["silent", "http"])
+def test_a_server_that_is_not_a_scheduler_is_one_line(tmp_path: Path, answer: bytes | None) -> None:
+    """Dask waited for ever for a silent server's handshake (Ctrl-C held off), and read an HTTP
+    answer as a frame length (an internal MemoryError)."""
+    out = tmp_path / "never"
+    with not_a_scheduler(answer) as port:
+        t0 = time.monotonic()
+        err = one_line_error("sweep", "topologies/service-test.yaml", "--scenario", "s1-clusterip",
+                             "--seeds", "1", "--scheduler", f"tcp://127.0.0.1:{port}", "--out", str(out))
+    assert err.startswith(f"pktemu: error: --scheduler 'tcp://127.0.0.1:{port}': cannot connect: ")
+    assert time.monotonic() - t0 < 30
+    assert not out.exists()
+
+
+def test_a_malformed_scheduler_address_is_one_line_at_once(tmp_path: Path) -> None:
+    """Dask's half-made Client printed an `Exception ignored ... TimeoutError` traceback 10 s later."""
+    t0 = time.monotonic()
+    err = one_line_error("run", "topologies/service-test.yaml", "--scheduler", "garbage",
+                         "--out", str(tmp_path / "never"))
+    assert err == ("pktemu: error: --scheduler 'garbage': cannot connect: "
+                   "missing port number in address 'garbage'\n")
+    assert time.monotonic() - t0 < 8

@@ -7,9 +7,11 @@ compute it again) and the job; the scheduler reruns the tasks of a worker that d
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import pickle
 import secrets
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -54,6 +56,8 @@ def dask_client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
     distributed = _distributed()
     for name in ("distributed", "tornado", "asyncio"):
         logging.getLogger(name).setLevel(logging.CRITICAL)   # workers dying are handled, not news
+    if scheduler is not None:
+        _probe_scheduler(scheduler)         # outside any shield: Ctrl-C stops a probe that waits
     cluster = None
     client = None
     try:
@@ -75,6 +79,45 @@ def dask_client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
             _quietly(client.close)
         if cluster is not None:
             _quietly(cluster.close)
+
+
+def _probe_scheduler(scheduler: str) -> None:
+    """One-line error unless a Dask scheduler answers at `scheduler` within CONNECT_TIMEOUT.
+
+    Dask's Client waits for ever for the handshake of a server that accepts and never answers (an
+    HTTP server), holding Ctrl-C off; reads a server's other bytes as a frame length (MemoryError);
+    and, given an address it cannot parse, leaves a half-made Client whose `__del__` prints a
+    traceback 10 s later. So the address is tried first, in a thread this process need not wait for.
+    """
+    from distributed.comm import connect
+
+    where = f"--scheduler {excerpt(scheduler)}: cannot connect"
+    outcome: list[BaseException | None] = []
+
+    async def hello() -> None:
+        comm = await connect(scheduler, timeout=CONNECT_TIMEOUT)
+        await comm.close()
+
+    def attempt() -> None:
+        try:
+            asyncio.run(asyncio.wait_for(hello(), CONNECT_TIMEOUT + 1))
+            outcome.append(None)
+        except BaseException as e:          # handed to the main thread, which words it
+            outcome.append(e)
+
+    probe = threading.Thread(target=attempt, name="pktemu-scheduler-probe", daemon=True)
+    probe.start()
+    probe.join(CONNECT_TIMEOUT + 2)
+    if not outcome:
+        raise PktemuError(f"{where}: no Dask scheduler answered within {CONNECT_TIMEOUT} s")
+    e = outcome[0]
+    if e is None:
+        return
+    if isinstance(e, (asyncio.TimeoutError, TimeoutError)):
+        raise PktemuError(f"{where}: no Dask scheduler answered within {CONNECT_TIMEOUT} s")
+    if isinstance(e, (OSError, ValueError, TypeError)):
+        raise PktemuError(f"{where}: {shorten(str(e) or type(e).__name__, 200)}")
+    raise PktemuError(f"{where}: what answered there is not a Dask scheduler")
 
 
 #: what a worker evaluates to say which pktemu it has (`eval`, pickled by name, needs nothing of
