@@ -166,7 +166,9 @@ def test_seed_lists() -> None:
     assert parse_seeds("1-3,7,2-4") == [1, 2, 3, 7, 4]
     assert parse_seeds(" 5 ") == [5]
     for spec, msg in (("5-2", "5-2 is not a range"), ("-1", "expected seeds"), ("1,,2", "expected seeds"),
-                      ("0-1000000", "more than 1,000,000 seeds"), ("1-2-3", "expected seeds")):
+                      ("0-1000000", "more than 1,000,000 seeds"), ("1-2-3", "expected seeds"),
+                      ("18446744073709551616", "18446744073709551616 is not a seed"),
+                      ("1,18446744073709551615-18446744073709551616", "is not a seed")):
         with pytest.raises(PktemuError, match=msg):
             parse_seeds(spec)
 

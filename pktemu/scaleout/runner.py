@@ -8,12 +8,13 @@ from contextlib import nullcontext
 from typing import Any
 
 from pktemu import topo
-from pktemu.errors import PktemuError, excerpt
+from pktemu.errors import PktemuError, excerpt, shorten
 from pktemu.io.atomic import write_text_atomic
 from pktemu.scaleout.aggregate import connections, summarize
 from pktemu.scaleout.executor import dask_client, run_jobs
 from pktemu.scaleout.jobs import KEEP_ALL, KEEP_RESULTS, Done, Job, input_files
 from pktemu.scaleout.write import write_done
+from pktemu.units import SEED_MAX
 
 MAX_SEEDS = 1_000_000
 SWEEP_FILE = "sweep.json"
@@ -45,6 +46,8 @@ def parse_seeds(spec: str) -> list[int]:
                               "(e.g. 1-1000)") from None
         if lo < 0 or hi < lo:
             raise PktemuError(f"{where}: {lo}-{hi} is not a range of seeds (0 <= N <= M)")
+        if hi > SEED_MAX:                   # what `pktemu run --seed` and a topology's `seed:` take
+            raise PktemuError(f"{where}: {shorten(str(hi))} is not a seed (an integer from 0 to 2**64-1)")
         if hi - lo + 1 + len(seeds) > MAX_SEEDS:
             raise PktemuError(f"{where}: more than {MAX_SEEDS:,} seeds")
         for s in range(lo, hi + 1):
