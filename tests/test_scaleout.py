@@ -304,3 +304,40 @@ def test_sigint_stops_the_cluster_and_leaves_no_temporary(tmp_path: Path) -> Non
     assert "sweep.json" not in names
     for n in names:
         assert json.loads((out / n / "server-result.json").read_bytes())   # whole folders only
+
+
+def test_a_scheduler_that_goes_away_mid_sweep_is_one_line(tmp_path: Path) -> None:
+    """Dask's `distributed.client` logger (its own level, WARNING) printed the lost connection's
+    traceback before pktemu's line."""
+    import distributed
+
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    dask = [sys.executable, "-m", "dask"]
+    log = open(tmp_path / "dask.log", "wb")  # noqa: SIM115 (closed below)
+    scheduler = subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                  "--no-dashboard"], stdout=log, stderr=log)
+    worker = subprocess.Popen([*dask, "worker", address, "--nthreads", "1", "--no-nanny", "--host",
+                               "127.0.0.1", "--no-dashboard"], stdout=log, stderr=log, cwd=tmp_path)
+    out = tmp_path / "sweep"
+    try:
+        with distributed.Client(address, timeout=60) as client:
+            client.wait_for_workers(1, timeout=60)
+        proc = subprocess.Popen([sys.executable, "-m", "pktemu.cli", *SWEEP, "--out", str(out), "-o", "json",
+                                 "--scheduler", address], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        deadline = time.monotonic() + 60
+        while not (out / "seed-1").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert proc.poll() is None, "the sweep ended before the scheduler went: nothing was tested"
+        scheduler.kill()
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        for p in (scheduler, worker):
+            p.kill()
+            p.wait(timeout=30)
+        log.close()
+    assert (proc.returncode, stdout) == (2, ""), stderr
+    assert re.fullmatch(r"pktemu: error: seed-\d+: [^\n]*\n", stderr), stderr
+    names = os.listdir(out)
+    assert names and all(n.startswith("seed-") for n in names), names   # no temporaries, no sweep.json

@@ -54,8 +54,7 @@ def dask_client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
     """A Dask client on a new local cluster of `workers` processes (one thread each), or on the
     cluster at `scheduler`; closed (and the local cluster shut down) however the block ends."""
     distributed = _distributed()
-    for name in ("distributed", "tornado", "asyncio"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)   # workers dying are handled, not news
+    _quiet_logs()
     if scheduler is not None:
         _probe_scheduler(scheduler)         # outside any shield: Ctrl-C stops a probe that waits
     cluster = None
@@ -79,6 +78,16 @@ def dask_client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
             _quietly(client.close)
         if cluster is not None:
             _quietly(cluster.close)
+
+
+def _quiet_logs() -> None:
+    """Dask's and tornado's loggers at CRITICAL: workers dying or the scheduler going away are
+    handled (one line), not news. Dask's logging config gives some children their own level
+    (`distributed.client` at WARNING logged a lost scheduler's traceback), so each is set."""
+    roots = ("distributed", "tornado", "asyncio", "bokeh")
+    names = [n for n in logging.root.manager.loggerDict if n.split(".", 1)[0] in roots]
+    for name in (*roots, *names):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _probe_scheduler(scheduler: str) -> None:
@@ -193,7 +202,10 @@ def run_jobs(t: topo.Topology, jobs: Sequence[Job], client: Any = None) -> Itera
                                   "(each try killed its worker; see the workers' logs)") from None
             except (distributed.client.FutureCancelledError, distributed.CancelledError):
                 raise PktemuError(f"{chunk[0].name}: the Dask scheduler cancelled the task "
-                                  "(did it restart?)") from None
+                                  "(did it stop or restart?)") from None
+            except OSError as e:            # CommClosedError: the scheduler went while results came
+                raise PktemuError(f"{chunk[0].name}: lost the Dask scheduler while fetching the "
+                                  f"results ({type(e).__name__})") from None
             except RuntimeError as e:
                 if "deserialization of the task graph" not in str(e):
                     raise
