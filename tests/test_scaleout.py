@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+import datapaths
 from conftest import pktemu
 from pktemu.errors import PktemuError
 from pktemu.io.topofile import load_topology
@@ -196,11 +197,14 @@ def one_worker(tmp_path: Path, scheduler_prelude: str = "pass",
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     log = open(tmp_path / "dask.log", "wb")  # noqa: SIM115 (closed below)
+    # this checkout's pktemu, not whichever one is installed
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(datapaths.ROOT),
+                                                                      os.environ.get("PYTHONPATH"))))}
     procs = [subprocess.Popen(dask(scheduler_prelude, "scheduler", "--port", str(port)),
-                              stdout=log, stderr=log, cwd=tmp_path)]
+                              stdout=log, stderr=log, cwd=tmp_path, env=env)]
     try:
         procs.append(subprocess.Popen(dask(worker_prelude, "worker", address, "--nthreads", "1",
-                                           "--no-nanny"), stdout=log, stderr=log, cwd=tmp_path))
+                                           "--no-nanny"), stdout=log, stderr=log, cwd=tmp_path, env=env))
         with distributed.Client(address, timeout=60) as client:
             client.wait_for_workers(1, timeout=60)
         yield address
@@ -341,3 +345,24 @@ def test_a_scheduler_that_goes_away_mid_sweep_is_one_line(tmp_path: Path) -> Non
     assert re.fullmatch(r"pktemu: error: seed-\d+: [^\n]*\n", stderr), stderr
     names = os.listdir(out)
     assert names and all(n.startswith("seed-") for n in names), names   # no temporaries, no sweep.json
+
+
+def test_a_python_apps_warnings_come_back_from_the_workers(tmp_path: Path) -> None:
+    """A crashing python app's one-line warning went to the remote worker's log: the user saw it
+    serially and not with --scheduler. Now every seed's lines come back, in seed order."""
+    (tmp_path / "crashapp.py").write_text(
+        "def crash(api):\n    s = yield api.connect(('10.0.2.2', 8080))\n"
+        "    raise ValueError('port %s' % s.getsockname()[1])\n")     # an ephemeral port: the seed's
+    (tmp_path / "apps.yaml").write_text(
+        f"extends: {datapaths.ROOT / 'topologies/service-test.yaml'}\nname: apps\nscenarios:\n"
+        "  crash:\n    traffic:\n"
+        "      - {at: 0ms, pod: client, app: {kind: python, entry: 'crashapp:crash'}}\n")
+    args = ("sweep", str(tmp_path / "apps.yaml"), "--scenario", "crash", "--seeds", "1-6", "-o", "json")
+    serial = pktemu(*args)
+    lines = serial.stderr.splitlines()
+    assert len(lines) == 6 and len(set(lines)) > 1, lines       # one per seed, seed-dependent
+    assert all(ln.startswith("pktemu: warning: client: python app crashapp:crash: ValueError: port ")
+               for ln in lines), lines
+    with one_worker(tmp_path) as address:
+        remote = pktemu(*args, "--scheduler", address, timeout=120)
+    assert (remote.stdout, remote.stderr) == (serial.stdout, serial.stderr)

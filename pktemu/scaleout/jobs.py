@@ -9,7 +9,9 @@ why a run on workers and a serial run give the same bytes.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -116,13 +118,18 @@ def run_job(t: topo.Topology, job: Job) -> Done:
     os.makedirs(root, exist_ok=True)
     remove_leftovers(root)                  # what killed workers left
     scratch = make_temp_dir(root, "job")
+    said = io.StringIO()
     try:
-        with Network(t, job.scenario, job.seed, capture=scratch, keep_frames=False) as net:
+        # what the run says on stderr (a python app's crash) goes back with the files: a worker's
+        # stderr is its log, not the user's terminal, and the client prints it in job order
+        with contextlib.redirect_stderr(said), \
+                Network(t, job.scenario, job.seed, capture=scratch, keep_frames=False) as net:
             events = net.run()
             path = net.write()
         files, dirs = _read_tree(path, job.keep)
+        warnings = said.getvalue().splitlines() + net.warnings()
         return Done(job.name, files, dirs, net.frames, list(net.engine.drops), net.engine.sim.now, events,
-                    net.warnings())
+                    warnings)
     finally:
         remove_path(scratch)
         forget(scratch)

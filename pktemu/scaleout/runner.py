@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
@@ -71,6 +72,8 @@ def sweep(t: topo.Topology, sc: topo.Scenario, seeds: list[int], *, out_root: st
         for seed, done in zip(seeds, run_jobs(t, jobs, client), strict=True):
             if out_root is not None:
                 write_done(out_root, done)
+            for line in done.warnings:          # as `pktemu run --seed N` says them, in seed order
+                print(line, file=sys.stderr)
             per_seed.append((seed, connections(sc, done)))
             progress(len(per_seed))
     summary: dict[str, Any] = {"topology": t.name, "file": os.path.basename(t.path), "scenario": sc.name,
