@@ -259,3 +259,12 @@ def test_a_malformed_scheduler_address_is_one_line_at_once(tmp_path: Path) -> No
     assert err == ("pktemu: error: --scheduler 'garbage': cannot connect: "
                    "missing port number in address 'garbage'\n")
     assert time.monotonic() - t0 < 8
+
+
+def test_a_folder_named_sweep_json_is_refused_before_any_seed_runs(tmp_path: Path) -> None:
+    """It was refused only after every seed had run (and written its seed-N/)."""
+    (tmp_path / "sweep.json").mkdir()
+    err = one_line_error("sweep", "topologies/service-test.yaml", "--scenario", "s1-clusterip",
+                         "--seeds", "1-3", "--out", str(tmp_path))
+    assert err == f"pktemu: error: {tmp_path / 'sweep.json'}: cannot write: Is a directory\n"
+    assert sorted(os.listdir(tmp_path)) == ["sweep.json"]

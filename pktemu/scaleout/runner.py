@@ -63,6 +63,9 @@ def sweep(t: topo.Topology, sc: topo.Scenario, seeds: list[int], *, out_root: st
           progress: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
     """Run `sc` once per seed and aggregate (pktemu.scaleout.aggregate); with `out_root`, write each
     seed's results (or with `captures` its whole output) as `seed-N/` and the summary as sweep.json."""
+    if out_root is not None and os.path.isdir(os.path.join(out_root, SWEEP_FILE)):
+        # said now, not after every seed has run
+        raise PktemuError(f"{os.path.join(out_root, SWEEP_FILE)}: cannot write: Is a directory")
     files = input_files(t)
     keep = KEEP_ALL if captures else KEEP_RESULTS
     jobs = [Job(sc.name, s, f"seed-{s}", keep, files) for s in seeds]
