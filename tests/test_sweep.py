@@ -268,3 +268,21 @@ def test_a_folder_named_sweep_json_is_refused_before_any_seed_runs(tmp_path: Pat
                          "--seeds", "1-3", "--out", str(tmp_path))
     assert err == f"pktemu: error: {tmp_path / 'sweep.json'}: cannot write: Is a directory\n"
     assert sorted(os.listdir(tmp_path)) == ["sweep.json"]
+
+
+def test_a_python_app_that_calls_sys_exit_is_its_outcome(tmp_path: Path) -> None:
+    """sys.exit() in an app ended pktemu itself: exit status 5, no word, no output (and on Dask
+    it killed each worker in turn). It ends the app, as any exception it does not catch."""
+    (tmp_path / "quits.py").write_text("import sys\ndef main(api):\n"
+                                       "    yield api.sleep(0.01)\n    sys.exit(5)\n")
+    (tmp_path / "quits.yaml").write_text(
+        f"extends: {datapaths.ROOT / 'topologies/service-test.yaml'}\nname: quits\nscenarios:\n"
+        "  quits:\n    traffic:\n      - {at: 0ms, pod: client, app: {kind: python, entry: 'quits:main'}}\n")
+    out = tmp_path / "out"
+    p = pktemu("sweep", str(tmp_path / "quits.yaml"), "--scenario", "quits", "--seeds", "1-2",
+               "--out", str(out), "-o", "json", check=False, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == 2 * ("pktemu: warning: client: python app quits:main: SystemExit: 5 "
+                            "(at quits.py:4 in main); recorded in its result\n")
+    assert json.loads((out / "seed-2" / "client-result.json").read_text()) == {
+        "error": "SystemExit: 5", "error_at": "quits.py:4 in main"}

@@ -174,7 +174,7 @@ class Process:
     def start(self, fn: Callable[..., Any], args: dict[str, Any]) -> None:
         try:
             out = fn(Api(self), **args)
-        except Exception as e:
+        except (Exception, SystemExit) as e:    # sys.exit() ends the app (a process), not pktemu
             self._crash(e)
             self._end()
             return
@@ -199,7 +199,7 @@ class Process:
             except StopIteration as stop:
                 self._task_over(gen, main, stop.value, None)
                 return
-            except Exception as e:
+            except (Exception, SystemExit) as e:
                 self._task_over(gen, main, None, e)
                 return
             finally:
@@ -214,7 +214,7 @@ class Process:
             op.waiter = lambda o: self._step(gen, main, o.value, o.error)
             return
 
-    def _task_over(self, gen: Gen, main: bool, value: Any, error: Exception | None) -> None:
+    def _task_over(self, gen: Gen, main: bool, value: Any, error: BaseException | None) -> None:
         if gen in self.tasks:
             self.tasks.remove(gen)
         if error is not None:
@@ -250,7 +250,7 @@ class Process:
         for gen in list(self.tasks):
             try:
                 gen.close()
-            except Exception as e:
+            except (Exception, SystemExit) as e:
                 self._crash(e)
         self.tasks.clear()
         for s in self.sockets:
