@@ -366,3 +366,64 @@ def test_a_python_apps_warnings_come_back_from_the_workers(tmp_path: Path) -> No
     with one_worker(tmp_path) as address:
         remote = pktemu(*args, "--scheduler", address, timeout=120)
     assert (remote.stdout, remote.stderr) == (serial.stdout, serial.stderr)
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A key and a self-signed certificate for 127.0.0.1 (PEM files)."""
+    crypto = pytest.importorskip("cryptography")
+    del crypto
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    key_pem, cert_pem = tmp_path / "key.pem", tmp_path / "cert.pem"
+    key_pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_pem, cert_pem
+
+
+def test_a_tls_scheduler_is_reached_with_dasks_tls_settings(tmp_path: Path) -> None:
+    """The check that a scheduler answers uses the TLS settings of Dask's config, as Dask's Client
+    does: without them a tls:// scheduler was refused ("TLS expects a `ssl_context`")."""
+    key, cert = self_signed(tmp_path)
+    tls = ["--tls-ca-file", str(cert), "--tls-cert", str(cert), "--tls-key", str(key)]
+    env = {**os.environ, "PYTHONPATH": str(datapaths.ROOT),
+           "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": str(cert),
+           "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": str(cert),
+           "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": str(key)}
+    port = free_port()
+    address = f"tls://127.0.0.1:{port}"
+    dask = [sys.executable, "-m", "dask"]
+    log = open(tmp_path / "dask.log", "wb")  # noqa: SIM115 (closed below)
+    procs = [subprocess.Popen([*dask, "scheduler", "--protocol", "tls", "--host", "127.0.0.1",
+                               "--port", str(port), "--no-dashboard", *tls], stdout=log, stderr=log, env=env)]
+    args = [sys.executable, "-m", "pktemu.cli", "sweep", "topologies/service-test.yaml", "--scenario",
+            "s1-clusterip", "--seeds", "1-3", "-o", "json"]
+    try:
+        procs.append(subprocess.Popen([*dask, "worker", address, "--nthreads", "1", "--no-nanny", "--host",
+                                       "127.0.0.1", "--no-dashboard", *tls], stdout=log, stderr=log, env=env,
+                                      cwd=tmp_path))
+        remote = subprocess.run([*args, "--scheduler", address], capture_output=True, text=True, timeout=120,
+                                env=env, cwd=datapaths.ROOT)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=30)
+        log.close()
+    assert (remote.returncode, remote.stderr) == (0, "")
+    assert remote.stdout == pktemu(*args[3:]).stdout

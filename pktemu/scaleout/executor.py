@@ -99,12 +99,15 @@ def _probe_scheduler(scheduler: str) -> None:
     traceback 10 s later. So the address is tried first, in a thread this process need not wait for.
     """
     from distributed.comm import connect
+    from distributed.security import Security
 
     where = f"--scheduler {excerpt(scheduler)}: cannot connect"
     outcome: list[BaseException | None] = []
 
     async def hello() -> None:
-        comm = await connect(scheduler, timeout=CONNECT_TIMEOUT)
+        # the TLS settings of Dask's config, as the Client uses them (a tls:// scheduler)
+        args = Security().get_connection_args("client")
+        comm = await connect(scheduler, timeout=CONNECT_TIMEOUT, **args)
         await comm.close()
 
     def attempt() -> None:
