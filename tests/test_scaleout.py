@@ -427,3 +427,16 @@ def test_a_tls_scheduler_is_reached_with_dasks_tls_settings(tmp_path: Path) -> N
         log.close()
     assert (remote.returncode, remote.stderr) == (0, "")
     assert remote.stdout == pktemu(*args[3:]).stdout
+
+
+def test_a_scheduler_that_goes_away_while_the_workers_are_asked_is_one_line(tmp_path: Path) -> None:
+    """The worker, asked which pktemu it has, kills its scheduler first: an internal CommClosedError
+    (exit 70) before."""
+    kills = ("import pktemu.version, psutil, time; port = sys.argv[2].rsplit(':', 1)[1]; "
+             "pktemu.version.version = lambda: ([p.kill() for p in psutil.process_iter(['cmdline']) "
+             "if 'scheduler' in (p.info['cmdline'] or []) and port in (p.info['cmdline'] or [])], "
+             "time.sleep(1), 'x')[2]")
+    p = run_on_one_worker(tmp_path, worker_prelude=kills)
+    assert (p.returncode, p.stderr) == (2, "pktemu: error: lost the Dask scheduler while asking its workers "
+                                           "which pktemu they have (CommClosedError)\n")
+    assert not (tmp_path / "run").exists()

@@ -141,7 +141,12 @@ def _check_workers(client: Any) -> None:
     """Every worker of the cluster imports pktemu, the version this one is. A worker that cannot
     unpickle a task drops it without a word, and the run would wait for it for ever."""
     ours = version()
-    for worker, theirs in sorted(client.run(eval, _PROBE, on_error="return").items()):
+    try:
+        answers = client.run(eval, _PROBE, on_error="return")
+    except OSError as e:                    # CommClosedError: the scheduler went while they answered
+        raise PktemuError(f"lost the Dask scheduler while asking its workers which pktemu they have "
+                          f"({type(e).__name__})") from None
+    for worker, theirs in sorted(answers.items()):
         if isinstance(theirs, BaseException):
             raise PktemuError(f"Dask worker {worker} cannot import pktemu ({type(theirs).__name__}: "
                               f"{shorten(str(theirs), 100)}): install it there, the same version as here")
