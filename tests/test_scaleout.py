@@ -95,6 +95,12 @@ def free_port() -> int:
         return port
 
 
+def this_checkout() -> dict[str, str]:
+    """The environment for a `dask` process: it imports this checkout's pktemu, not an installed one."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(datapaths.ROOT),
+                                                                      os.environ.get("PYTHONPATH"))))}
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[str, list[subprocess.Popen[bytes]], Path]]:
     """`dask scheduler` and two `dask worker --nthreads 1 --no-nanny` on localhost, stopped at the end."""
@@ -104,13 +110,14 @@ def cluster(tmp_path: Path) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]
     address = f"tcp://127.0.0.1:{port}"
     dask = [sys.executable, "-m", "dask"]
     log = open(tmp_path / "dask.log", "wb")  # noqa: SIM115 (closed below)
+    env = this_checkout()
     procs = [subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                               "--no-dashboard"], stdout=log, stderr=log)]
+                               "--no-dashboard"], stdout=log, stderr=log, env=env)]
     try:
         for k in range(2):
             procs.append(subprocess.Popen([*dask, "worker", address, "--nthreads", "1", "--no-nanny",
                                            "--host", "127.0.0.1", "--no-dashboard", "--name", f"w{k}"],
-                                          stdout=log, stderr=log, cwd=tmp_path))
+                                          stdout=log, stderr=log, cwd=tmp_path, env=env))
         with distributed.Client(address, timeout=60) as client:
             client.wait_for_workers(2, timeout=60)
         yield address, procs[1:], tmp_path / "dask.log"
@@ -198,8 +205,7 @@ def one_worker(tmp_path: Path, scheduler_prelude: str = "pass",
     address = f"tcp://127.0.0.1:{port}"
     log = open(tmp_path / "dask.log", "wb")  # noqa: SIM115 (closed below)
     # this checkout's pktemu, not whichever one is installed
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(datapaths.ROOT),
-                                                                      os.environ.get("PYTHONPATH"))))}
+    env = this_checkout()
     procs = [subprocess.Popen(dask(scheduler_prelude, "scheduler", "--port", str(port)),
                               stdout=log, stderr=log, cwd=tmp_path, env=env)]
     try:
@@ -320,9 +326,10 @@ def test_a_scheduler_that_goes_away_mid_sweep_is_one_line(tmp_path: Path) -> Non
     dask = [sys.executable, "-m", "dask"]
     log = open(tmp_path / "dask.log", "wb")  # noqa: SIM115 (closed below)
     scheduler = subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                                  "--no-dashboard"], stdout=log, stderr=log)
+                                  "--no-dashboard"], stdout=log, stderr=log, env=this_checkout())
     worker = subprocess.Popen([*dask, "worker", address, "--nthreads", "1", "--no-nanny", "--host",
-                               "127.0.0.1", "--no-dashboard"], stdout=log, stderr=log, cwd=tmp_path)
+                               "127.0.0.1", "--no-dashboard"], stdout=log, stderr=log, cwd=tmp_path,
+                              env=this_checkout())
     out = tmp_path / "sweep"
     try:
         with distributed.Client(address, timeout=60) as client:
