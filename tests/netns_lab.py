@@ -39,6 +39,24 @@ def real_nft(text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
         subprocess.run(["ip", "netns", "del", ns], timeout=30)
 
 
+def real_nft_list(text: str, tmp_path: Path) -> str:
+    """What this machine's nft lists (`nft list ruleset`) after `nft -f` of `text` in a scratch
+    namespace; the load's error output instead when it refuses the text."""
+    ns = f"pktemu-nft-{uuid.uuid4().hex[:8]}"
+    f = tmp_path / "r.nft"
+    f.write_text(text)
+    subprocess.run(["ip", "netns", "add", ns], check=True, timeout=30)
+    try:
+        p = subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", str(f)], capture_output=True,
+                           text=True, timeout=30)
+        if p.returncode:
+            return p.stderr
+        return subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "ruleset"], capture_output=True,
+                              text=True, timeout=30, check=True).stdout
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], timeout=30)
+
+
 class NetnsLab:
     """Namespaces <prefix><hex>-<name> for `names`, unique per run; `close` stops every process
     started here (by PID) and deletes them."""

@@ -171,7 +171,8 @@ def parse_match(cur: Cursor, table: Table, rule: ParsedRule) -> tuple[str, Step,
     optext = ""
     if cur.peek().kind == "word" and cur.peek().text in OPS:
         op = OPS[cur.next().text]
-        optext = op + " "
+        # nft prints `==` only where the bare form means another thing: a flag test (`ct state new`)
+        optext = "" if op == "==" and not (len(lhs.fields) == 1 and lhs.fields[0].flags) else op + " "
     if cur.peek().text == "{" or cur.peek().text.startswith("@"):
         if op not in ("==", "!="):
             raise cur.error(f"operator {op} cannot take a set")
@@ -180,14 +181,17 @@ def parse_match(cur: Cursor, table: Table, rule: ParsedRule) -> tuple[str, Step,
         l4 |= proto_eq and not neg
         if s.anonymous and len(s.elements) == 1 and len(lhs.fields) == 1:
             ((key, el),) = s.elements.items()
-            shown = f"{lhs.text} {optext}{format_key(lhs.types, key, el.prefix, el.key_end)}"
+            if lhs.binop is None or el.prefix is not None or el.key_end is not None:
+                shown = f"{lhs.text} {optext}{format_key(lhs.types, key, el.prefix, el.key_end)}"
+            else:
+                shown = value_text(lhs, op, optext, key[0])
             if el.prefix is not None:
                 mask = ((1 << el.prefix) - 1) << (32 - el.prefix) if el.prefix else 0
                 return shown, prefix_step(read, key[0] & mask, mask, neg), dep, l4
             if el.key_end is not None:
                 return shown, range_step(read, key[0], el.key_end[0], neg), dep, l4
             return shown, cmp_step(read, op, key[0]), dep, l4
-        return f"{lhs.text} {optext}{set_text(s)}", set_step(read, s, neg, len(lhs.fields) > 1), dep, l4
+        return set_match_text(lhs, op, optext, s), set_step(read, s, neg, len(lhs.fields) > 1), dep, l4
     if len(lhs.fields) > 1:
         raise cur.error(f"a concatenation ({lhs.text}) needs a set, a map or a vmap")
     typ = lhs.types[0]
@@ -218,7 +222,47 @@ def parse_match(cur: Cursor, table: Table, rule: ParsedRule) -> tuple[str, Step,
         return f"{lhs.text} {optext}{shown}", range_step(read, v, hi, op == "!="), dep, l4
     if lhs.fields[0].flags and not optext:
         return f"{lhs.text} {shown}", flags_step(read, v), dep, l4
-    return f"{lhs.text} {optext}{shown}", cmp_step(read, op, v), dep, l4
+    return value_text(lhs, op, optext, v), cmp_step(read, op, v), dep, l4
+
+
+#: types nft prints a masked match of as a prefix (DTYPE_F_PREFIX), with their width in bits
+_PREFIX_TYPES = {"ipv4_addr": 32, "mark": 32}
+
+
+def _prefix_len(mask: int, bits: int) -> int | None:
+    """The prefix length `mask` is a netmask of (leading ones, then zeros), or None."""
+    ones = bin(mask).count("1")
+    return ones if mask == ((1 << ones) - 1) << (bits - ones) else None
+
+
+def value_text(lhs: Lhs, op: str, optext: str, v: int) -> str:
+    """`lhs op value` as nft prints it after its evaluation and delinearization: `x ^ c == v` is
+    `x v^c` (binop_transfer), `addr & netmask == v` is `addr v/len` and a full mask is no mask
+    (DTYPE_F_PREFIX types); any other masked match prints its operator, `==` too."""
+    field = lhs.fields[0]
+    if lhs.binop is None:
+        return f"{lhs.text} {optext}{format_value(field.type, v)}"
+    bop, arg = lhs.binop
+    if bop == "^" and op in ("==", "!="):
+        return f"{field.text} {optext}{format_value(field.type, v ^ arg)}"
+    bits = _PREFIX_TYPES.get(field.type)
+    plen = _prefix_len(arg, bits) if bop == "&" and bits else None
+    if plen is not None:
+        return f"{field.text} {optext}{format_value(field.type, v)}" + ("" if plen == bits else f"/{plen}")
+    return f"{lhs.text} {op} {format_value(field.type, v)}"
+
+
+def set_match_text(lhs: Lhs, op: str, optext: str, s: NftSet) -> str:
+    """`lhs [op] set` as nft prints it: a masked field prints its operator, `==` too; `x ^ c` against
+    plain values prints the values xor c, as binop_transfer makes them."""
+    if lhs.binop is None:
+        return f"{lhs.text} {optext}{set_text(s)}"
+    bop, arg = lhs.binop
+    field = lhs.fields[0]
+    if bop == "^" and op in ("==", "!=") and s.anonymous and not (s.prefixes or s.ranges):
+        keys = sorted((k[0] ^ arg for k in s.elements), key=lambda k: sort_key(lhs.types, (k,)))
+        return f"{field.text} {optext}{{ {', '.join(format_value(field.type, k) for k in keys)} }}"
+    return f"{lhs.text} {op} {set_text(s)}"
 
 
 def set_ref(cur: Cursor, table: Table, lhs: Lhs, data: str | None) -> NftSet:

@@ -125,7 +125,7 @@ def format_key(types: list[str], key: tuple[int, ...], prefix: int | None = None
 
 def sort_key(types: list[str], key: tuple[int, ...]) -> int:
     """list_expr_sort's order: the value itself, or a concatenation's bytes as a little-endian number."""
-    if len(types) == 1:
+    if len(types) == 1 and types[0] != "ifname":     # a name's bytes are a string: read little-endian too
         return key[0]
     data = b""
     for t, v in zip(types, key, strict=True):
