@@ -39,6 +39,39 @@ RULES = [
     ("ip", "tcp dport == { 80, 81 } accept", "tcp dport { 80, 81 } accept"),
     ("ip", "ct state == established accept", "ct state == established accept"),
     ("ip", 'oifname { "eth0", "lo" } accept', 'oifname { "lo", "eth0" } accept'),
+    # dependencies: what nft's evaluation adds and its listing leaves out
+    ("inet", "meta nfproto ipv4 ip saddr 10.0.0.0/8 accept", "ip saddr 10.0.0.0/8 accept"),
+    ("inet", "meta nfproto ipv4 meta mark 1 ip saddr 1.1.1.1 accept",
+     "meta mark 0x00000001 ip saddr 1.1.1.1 accept"),
+    ("inet", "meta nfproto ipv4 counter ip saddr 1.1.1.1 accept",
+     "meta nfproto ipv4 counter packets 0 bytes 0 ip saddr 1.1.1.1 accept"),
+    ("inet", "meta nfproto { ipv4 } ip saddr . tcp dport { 1.1.1.1 . 80 } accept",
+     "ip saddr . tcp dport { 1.1.1.1 . 80 } accept"),
+    ("inet", "meta nfproto ipv4 tcp dport 80 accept", "meta nfproto ipv4 tcp dport 80 accept"),
+    ("inet", "meta nfproto ipv4 ip protocol tcp tcp dport 80 accept", "ip protocol tcp tcp dport 80 accept"),
+    ("inet", "meta nfproto ipv4 ip saddr vmap { 1.1.1.1 : accept }", "ip saddr vmap { 1.1.1.1 : accept }"),
+    ("inet", "meta nfproto != ipv6 ip saddr 1.1.1.1 accept", "meta nfproto != ipv6 ip saddr 1.1.1.1 accept"),
+    ("ip", "ip protocol tcp tcp dport 80 accept", "tcp dport 80 accept"),
+    ("ip", "meta l4proto tcp meta mark 1 tcp dport 80 accept", "meta mark 0x00000001 tcp dport 80 accept"),
+    ("ip", "meta l4proto tcp th dport 80 accept", "tcp dport 80 accept"),
+    ("inet", "meta l4proto tcp counter th dport 53 accept",
+     "meta l4proto tcp counter packets 0 bytes 0 tcp dport 53 accept"),
+    ("ip", "meta l4proto tcp ip saddr . tcp dport { 1.1.1.1 . 80 } accept",
+     "ip saddr . tcp dport { 1.1.1.1 . 80 } accept"),
+    ("ip", "reject with tcp reset", "reject with tcp reset"),
+    ("ip", "meta l4proto tcp reject with tcp reset", "reject with tcp reset"),
+    ("ip", "meta l4proto tcp counter reject with tcp reset",
+     "meta l4proto tcp counter packets 0 bytes 0 reject with tcp reset"),
+    ("inet", "reject with tcp reset", "meta l4proto tcp reject with tcp reset"),
+    ("inet", "ip saddr 1.1.1.1 counter reject with tcp reset",
+     "meta l4proto tcp ip saddr 1.1.1.1 counter packets 0 bytes 0 reject with tcp reset"),
+    ("inet", "meta nfproto ipv4 reject with tcp reset", "meta l4proto tcp reject with tcp reset"),
+    ("inet", "meta nfproto ipv4 reject", "reject with icmp port-unreachable"),
+    ("inet", "ip saddr 1.1.1.1 counter reject",
+     "ip saddr 1.1.1.1 counter packets 0 bytes 0 reject with icmp port-unreachable"),
+    ("inet", "meta nfproto ipv4 reject with icmp type host-unreachable", "reject with icmp host-unreachable"),
+    ("inet", "meta nfproto ipv4 reject with icmpx type host-unreachable",
+     "meta nfproto ipv4 reject with icmpx host-unreachable"),
 ]
 
 
@@ -57,3 +90,34 @@ def test_pktemu_lists_a_rule_as_nft_does(family: str, rule: str, listed: str) ->
 def test_nft_lists_the_rule_so(family: str, rule: str, listed: str, tmp_path: Path) -> None:
     text = f"table {family} t {{\n\tchain c {{\n\t\t{rule}\n\t}}\n}}\n"
     assert real_nft_list(text, tmp_path) == _listing(family, listed)
+
+
+#: kube-proxy's one-line form, read by the fast loader (pktemu.nftables.nft_lines)
+FLAT = """add table ip t
+add chain ip t c
+add chain ip t d
+add rule ip t c meta l4proto tcp ip daddr 10.0.0.1 tcp dport 80 jump d
+add rule ip t c meta l4proto tcp th dport 80 jump d
+add rule ip t c meta l4proto tcp ip daddr 10.0.0.1 meta l4proto tcp tcp dport 80 jump d
+"""
+FLAT_LISTED = """table ip t {
+\tchain c {
+\t\tip daddr 10.0.0.1 tcp dport 80 jump d
+\t\ttcp dport 80 jump d
+\t\tmeta l4proto tcp ip daddr 10.0.0.1 tcp dport 80 jump d
+\t}
+
+\tchain d {
+\t}
+}
+"""
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_kube_proxy_lines_list_as_nft_does(fast: bool) -> None:
+    assert list_ruleset(load_nft(FLAT, "r.nft", fast=fast)) == FLAT_LISTED
+
+
+@needs_nft
+def test_nft_lists_kube_proxy_lines_so(tmp_path: Path) -> None:
+    assert real_nft_list(FLAT, tmp_path) == FLAT_LISTED

@@ -251,6 +251,8 @@ class LineLoader(LoadState):
                 i = at + 1
                 if proto is not None:
                     dep = ("needs", proto)
+                elif any(d is not None and d[0] == "l4" for d in deps):
+                    return False      # `th` after the protocol is known: nft prints it as tcp's (rule_text)
                 key = (w, nxt, op, port)
                 step = self.consts.get(key)
                 if step is None:
@@ -306,7 +308,7 @@ class LineLoader(LoadState):
         shown = []                    # as rule_text: `meta l4proto tcp tcp dport 80` prints `tcp dport 80`
         for k, part in enumerate(parts):
             dep = deps[k]
-            if dep is not None and dep[0] == "l4" and k + 1 < len(deps) and deps[k + 1] == ("needs", dep[1]):
+            if dep is not None and dep[0] == "l4" and _killed(deps, k):
                 continue
             shown.append(part if isinstance(part, str) else (2 * k + 1, *part))
         rule.txt = self._shape(shown)
@@ -346,3 +348,12 @@ class LineLoader(LoadState):
             mask = MASK[plen]
             got = self.consts[(which, neg, w)] = prefix_step(read, v & mask, mask, neg)
         return at + 1, got, self._text((which, neg, w), f"ip {which} {'!= ' if neg else ''}{w}")
+
+
+def _killed(deps: list[Any], k: int) -> bool:
+    """Whether a later match on its protocol's header implies the `meta l4proto P` at `k` before
+    another `meta l4proto` replaces it (rule_text: every item here but the last is a match)."""
+    for d in deps[k + 1:]:
+        if d is not None:
+            return d == ("needs", deps[k][1])
+    return False

@@ -15,8 +15,11 @@ from pktemu.nftables.elements import insert, parse_elements, parse_typed, parse_
 from pktemu.nftables.fields import Field, lookup_field
 from pktemu.nftables.lexer import Cursor, Token, describe
 from pktemu.nftables.unsupported import set_statement, unsupported
-from pktemu.nftables.model import Element, NftSet, ParsedRule, Rule, Step, Table, Verdict
-from pktemu.nftables.values import format_key, format_value, parse_value, shared, sort_key, ValueError_
+from pktemu.nftables.model import Element, NftSet, ParsedRule, Rule, Step, Table
+from pktemu.nftables.values import format_key, format_value, parse_value, shared, ValueError_
+from pktemu.nftables.rule_print import (
+    STMT, Dep, element_text, rule_text, set_match_text, set_text, sorted_elements, value_text,
+)
 
 OPS = {"==": "==", "eq": "==", "!=": "!=", "ne": "!=", "<": "<", "lt": "<", ">": ">", "gt": ">",
        "<=": "<=", "le": "<=", ">=": ">=", "ge": ">="}
@@ -62,7 +65,7 @@ class Lhs:
 def parse_rule(cur: Cursor, table: Table, chain: str) -> ParsedRule:
     """The rule whose tokens are the rest of `cur` (one line)."""
     rule = ParsedRule(chain, cur.path, cur.peek().line << 32)
-    items: list[tuple[str, Any]] = []
+    items: list[tuple[str, Dep]] = []
     steps: list[Step] = []
     terminal = None
     l4 = False                    # a match so far gives nft a transport protocol (see parse_match)
@@ -83,7 +86,7 @@ def parse_rule(cur: Cursor, table: Table, chain: str) -> ParsedRule:
         stmt = statements.parse_statement(cur, table, rule, l4)
         if stmt is not None:
             text, step = stmt
-            items.append((text, None))
+            items.append((text, STMT))
             if step is not None:
                 steps.append(step)
             if t.text in TERMINAL and t.kind == "word":
@@ -93,30 +96,11 @@ def parse_rule(cur: Cursor, table: Table, chain: str) -> ParsedRule:
         l4 |= gives_l4
         items.append((text, dep))
         steps.append(step)
-    rule.text = rule_text(items, rule.own_comment)
+    rule.text = rule_text(items, rule.own_comment, table.family)
     rule.steps = tuple(x for step in steps for x in step)
     if not steps and not rule.text:
         raise cur.error("empty rule")
     return rule
-
-
-def rule_text(items: list[tuple[str, Any]], comment: str | None) -> str:
-    """The text nft prints for a rule's items (print text, dependency): a `meta l4proto P` that the
-    next match implies is left out, a tcp-only statement gets the `meta l4proto tcp` nft adds."""
-    words = []
-    tcp = False
-    for i, (text, dep) in enumerate(items):
-        nxt = items[i + 1][1] if i + 1 < len(items) else None
-        tcp |= dep in (("needs", 6), ("l4", 6))
-        if isinstance(dep, tuple) and dep[0] == "l4" and nxt is not None and nxt == ("needs", dep[1]):
-            continue
-        if text.startswith(statements.TCP_DEP):
-            bare = text[len(statements.TCP_DEP):]
-            text = bare if tcp else "meta l4proto tcp " + bare
-        words.append(text)
-    if comment is not None:
-        words.append(f'comment "{comment}"')
-    return " ".join(words)
 
 
 def parse_lhs(cur: Cursor) -> Lhs | None:
@@ -146,7 +130,7 @@ def parse_lhs(cur: Cursor) -> Lhs | None:
     return Lhs(fields, text)
 
 
-def parse_match(cur: Cursor, table: Table, rule: ParsedRule) -> tuple[str, Step, Any, bool]:
+def parse_match(cur: Cursor, table: Table, rule: ParsedRule) -> tuple[str, Step, Dep, bool]:
     """(print text, step, dependency as rule_text wants it, whether nft takes the match as the
     transport protocol a NAT port mapping needs: a tcp/udp/sctp header field's, or `meta l4proto`
     or `ip protocol` equal to a value or in a set)."""
@@ -160,7 +144,9 @@ def parse_match(cur: Cursor, table: Table, rule: ParsedRule) -> tuple[str, Step,
         raise cur.error("meta nfproto is only useful in the inet family", tok)     # as nft says
     if cur.peek().text == "set" and cur.peek().kind == "word":
         raise cur.error(set_statement(lhs.text), tok)
-    dep: Any = ("needs", lhs.fields[0].proto) if lhs.fields[0].proto is not None else None
+    dep = Dep(needs=next((f.proto for f in lhs.fields if f.proto is not None), None),
+              ip=any(f.text.startswith("ip ") for f in lhs.fields),
+              th=len(lhs.fields) == 1 and lhs.binop is None and lhs.text.startswith("th "))
     read = lhs.reader()
     if cur.accept("vmap"):
         s = set_ref(cur, table, lhs, "verdict")
@@ -185,6 +171,11 @@ def parse_match(cur: Cursor, table: Table, rule: ParsedRule) -> tuple[str, Step,
                 shown = f"{lhs.text} {optext}{format_key(lhs.types, key, el.prefix, el.key_end)}"
             else:
                 shown = value_text(lhs, op, optext, key[0])
+            if op == "==" and el.prefix is None and el.key_end is None and lhs.binop is None:
+                if lhs.text in ("meta l4proto", "ip protocol"):      # nft reads `{ tcp }` as `tcp`
+                    dep = dep._replace(l4=key[0])
+                elif lhs.text == "meta nfproto":
+                    dep = dep._replace(nf=key[0])
             if el.prefix is not None:
                 mask = ((1 << el.prefix) - 1) << (32 - el.prefix) if el.prefix else 0
                 return shown, prefix_step(read, key[0] & mask, mask, neg), dep, l4
@@ -209,9 +200,11 @@ def parse_match(cur: Cursor, table: Table, rule: ParsedRule) -> tuple[str, Step,
     if top is not None and max(v, hi or 0) > top:
         raise cur.error(f"{lhs.text} {text}: value {max(v, hi or 0)} exceeds valid range 0-{top}", valtok)
     l4 |= proto_eq and op == "==" and hi is None
-    if typ in ("ipv4_addr", "inet_proto") and op == "==" and plen is None and hi is None:
-        if lhs.text == "meta l4proto" and not optext:
-            dep = ("l4", v)
+    if op == "==" and plen is None and hi is None and lhs.binop is None:
+        if lhs.text in ("meta l4proto", "ip protocol"):
+            dep = dep._replace(l4=v)
+        elif lhs.text == "meta nfproto":
+            dep = dep._replace(nf=v)
     shown = format_value(typ, v)
     if plen is not None:
         shown += f"/{plen}"
@@ -223,46 +216,6 @@ def parse_match(cur: Cursor, table: Table, rule: ParsedRule) -> tuple[str, Step,
     if lhs.fields[0].flags and not optext:
         return f"{lhs.text} {shown}", flags_step(read, v), dep, l4
     return value_text(lhs, op, optext, v), cmp_step(read, op, v), dep, l4
-
-
-#: types nft prints a masked match of as a prefix (DTYPE_F_PREFIX), with their width in bits
-_PREFIX_TYPES = {"ipv4_addr": 32, "mark": 32}
-
-
-def _prefix_len(mask: int, bits: int) -> int | None:
-    """The prefix length `mask` is a netmask of (leading ones, then zeros), or None."""
-    ones = bin(mask).count("1")
-    return ones if mask == ((1 << ones) - 1) << (bits - ones) else None
-
-
-def value_text(lhs: Lhs, op: str, optext: str, v: int) -> str:
-    """`lhs op value` as nft prints it after its evaluation and delinearization: `x ^ c == v` is
-    `x v^c` (binop_transfer), `addr & netmask == v` is `addr v/len` and a full mask is no mask
-    (DTYPE_F_PREFIX types); any other masked match prints its operator, `==` too."""
-    field = lhs.fields[0]
-    if lhs.binop is None:
-        return f"{lhs.text} {optext}{format_value(field.type, v)}"
-    bop, arg = lhs.binop
-    if bop == "^" and op in ("==", "!="):
-        return f"{field.text} {optext}{format_value(field.type, v ^ arg)}"
-    bits = _PREFIX_TYPES.get(field.type)
-    plen = _prefix_len(arg, bits) if bop == "&" and bits else None
-    if plen is not None:
-        return f"{field.text} {optext}{format_value(field.type, v)}" + ("" if plen == bits else f"/{plen}")
-    return f"{lhs.text} {op} {format_value(field.type, v)}"
-
-
-def set_match_text(lhs: Lhs, op: str, optext: str, s: NftSet) -> str:
-    """`lhs [op] set` as nft prints it: a masked field prints its operator, `==` too; `x ^ c` against
-    plain values prints the values xor c, as binop_transfer makes them."""
-    if lhs.binop is None:
-        return f"{lhs.text} {optext}{set_text(s)}"
-    bop, arg = lhs.binop
-    field = lhs.fields[0]
-    if bop == "^" and op in ("==", "!=") and s.anonymous and not (s.prefixes or s.ranges):
-        keys = sorted((k[0] ^ arg for k in s.elements), key=lambda k: sort_key(lhs.types, (k,)))
-        return f"{field.text} {optext}{{ {', '.join(format_value(field.type, k) for k in keys)} }}"
-    return f"{lhs.text} {op} {set_text(s)}"
 
 
 def set_ref(cur: Cursor, table: Table, lhs: Lhs, data: str | None) -> NftSet:
@@ -291,27 +244,6 @@ def set_ref(cur: Cursor, table: Table, lhs: Lhs, data: str | None) -> NftSet:
     if s.prefixes or s.ranges:
         s.flags.append("interval")
     return s
-
-
-def set_text(s: NftSet) -> str:
-    if not s.anonymous:
-        return f"@{s.name}"
-    return "{ " + ", ".join(element_text(s, el) for el in sorted_elements(s)) + " }"
-
-
-def sorted_elements(s: NftSet) -> list[Element]:
-    return sorted(s.elements.values(), key=lambda el: sort_key(s.types, el.key))
-
-
-def element_text(s: NftSet, el: Element, extra: str = "") -> str:
-    """An element as nft prints it: key, `extra` (timeout, expires), comment, ` : data`."""
-    out = format_key(s.types, el.key, el.prefix, el.key_end) + extra
-    if el.comment is not None:
-        out += f' comment "{el.comment}"'
-    if el.data is not None:
-        data = el.data.text() if isinstance(el.data, Verdict) else format_value(s.data_type or "", el.data)
-        out += f" : {data}"
-    return out
 
 
 def cmp_step(read: Any, op: str, val: Any) -> Step:

@@ -1,0 +1,146 @@
+"""The text `nft list` prints for a rule: its items as nft's evaluation and delinearization leave
+them (dependencies dropped or added, masks and xors folded), sets and elements sorted as nft sorts
+them. Kept apart from the parsing (pktemu.nftables.rules) that hands it its items."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+from pktemu.nftables import statements
+from pktemu.nftables.model import Element, NftSet, Verdict
+from pktemu.nftables.values import format_key, format_value, sort_key
+
+if TYPE_CHECKING:
+    from pktemu.nftables.rules import Lhs
+
+
+class Dep(NamedTuple):
+    """What a match tells nft's evaluation and listing of the rule (src/payload.c dependencies):
+    the transport protocol its header field needs, the one it states (`meta l4proto P`, or `ip
+    protocol P` in an ip table) or the family it states (`meta nfproto N`), whether it reads the ip
+    header, whether it is a bare `th` field."""
+    needs: int | None = None
+    l4: int | None = None
+    nf: int | None = None
+    ip: bool = False
+    th: bool = False
+
+
+NO_DEP = Dep()
+#: a statement's place in rule_text's items: it ends the dependencies stored so far
+STMT = Dep(needs=-1)
+_L4_NAMES = {6: "tcp", 17: "udp", 132: "sctp"}
+
+
+def rule_text(items: list[tuple[str, Dep]], comment: str | None, family: str = "ip") -> str:
+    """The text nft prints for a rule's items (print text, Dep), as its evaluation and
+    delinearization leave it: a `meta l4proto P` (or in an ip table `ip protocol P`) that a later
+    match on P's header implies is left out, a `meta nfproto ipv4` that an ip header match implies
+    too, unless a statement came between (rule_maybe_reset_payload_deps); a `th` field after the
+    protocol is known prints as that protocol's; `reject with tcp reset` without a tcp match gets
+    the `meta l4proto tcp` nft adds at the rule's start in an inet table, and takes the stored one
+    away in an ip table; a reject's icmp type takes a stored `meta nfproto` away in inet, and a
+    plain reject there after an ipv4 match prints its icmp type."""
+    words: list[str | None] = []
+    head = ""
+    l4_dep: tuple[int, int] | None = None        # (word index, protocol) stored
+    nf_dep: int | None = None                    # word index stored
+    known_l4: int | None = None                  # what the evaluation knows so far
+    ipv4 = False
+    for text, dep in items:
+        if dep is STMT:
+            if text.startswith(statements.TCP_DEP):
+                text = text[len(statements.TCP_DEP):]
+                if family == "inet":
+                    if known_l4 != 6:
+                        head = "meta l4proto tcp "
+                elif l4_dep is not None and l4_dep[1] == 6:
+                    words[l4_dep[0]] = None
+            if family == "inet" and text.startswith("reject"):
+                if text == "reject" and ipv4:
+                    text = "reject with icmp port-unreachable"
+                if text.startswith("reject with icmp ") or text.startswith("reject with tcp"):
+                    if nf_dep is not None:
+                        words[nf_dep] = None
+            words.append(text)
+            l4_dep = nf_dep = None
+            continue
+        if dep.th and known_l4 in _L4_NAMES:
+            text = _L4_NAMES[known_l4] + text[2:]
+            dep = dep._replace(needs=known_l4)
+        if dep.ip and nf_dep is not None:
+            words[nf_dep] = None
+            nf_dep = None
+        if dep.needs is not None and l4_dep is not None and l4_dep[1] == dep.needs:
+            words[l4_dep[0]] = None
+            l4_dep = None
+        words.append(text)
+        if dep.nf is not None:
+            nf_dep = len(words) - 1
+        if dep.l4 is not None and (family == "ip" or not dep.ip):
+            l4_dep = (len(words) - 1, dep.l4)
+        known_l4 = dep.l4 if dep.l4 is not None else dep.needs if dep.needs is not None else known_l4
+        ipv4 |= dep.ip or dep.nf == 2
+    if comment is not None:
+        words.append(f'comment "{comment}"')
+    return head + " ".join(w for w in words if w is not None)
+
+
+def set_text(s: NftSet) -> str:
+    if not s.anonymous:
+        return f"@{s.name}"
+    return "{ " + ", ".join(element_text(s, el) for el in sorted_elements(s)) + " }"
+
+
+def sorted_elements(s: NftSet) -> list[Element]:
+    return sorted(s.elements.values(), key=lambda el: sort_key(s.types, el.key))
+
+
+def element_text(s: NftSet, el: Element, extra: str = "") -> str:
+    """An element as nft prints it: key, `extra` (timeout, expires), comment, ` : data`."""
+    out = format_key(s.types, el.key, el.prefix, el.key_end) + extra
+    if el.comment is not None:
+        out += f' comment "{el.comment}"'
+    if el.data is not None:
+        data = el.data.text() if isinstance(el.data, Verdict) else format_value(s.data_type or "", el.data)
+        out += f" : {data}"
+    return out
+
+
+#: types nft prints a masked match of as a prefix (DTYPE_F_PREFIX), with their width in bits
+_PREFIX_TYPES = {"ipv4_addr": 32, "mark": 32}
+
+
+def _prefix_len(mask: int, bits: int) -> int | None:
+    """The prefix length `mask` is a netmask of (leading ones, then zeros), or None."""
+    ones = bin(mask).count("1")
+    return ones if mask == ((1 << ones) - 1) << (bits - ones) else None
+
+
+def value_text(lhs: Lhs, op: str, optext: str, v: int) -> str:
+    """`lhs op value` as nft prints it after its evaluation and delinearization: `x ^ c == v` is
+    `x v^c` (binop_transfer), `addr & netmask == v` is `addr v/len` and a full mask is no mask
+    (DTYPE_F_PREFIX types); any other masked match prints its operator, `==` too."""
+    field = lhs.fields[0]
+    if lhs.binop is None:
+        return f"{lhs.text} {optext}{format_value(field.type, v)}"
+    bop, arg = lhs.binop
+    if bop == "^" and op in ("==", "!="):
+        return f"{field.text} {optext}{format_value(field.type, v ^ arg)}"
+    bits = _PREFIX_TYPES.get(field.type)
+    plen = _prefix_len(arg, bits) if bop == "&" and bits else None
+    if plen is not None:
+        return f"{field.text} {optext}{format_value(field.type, v)}" + ("" if plen == bits else f"/{plen}")
+    return f"{lhs.text} {op} {format_value(field.type, v)}"
+
+
+def set_match_text(lhs: Lhs, op: str, optext: str, s: NftSet) -> str:
+    """`lhs [op] set` as nft prints it: a masked field prints its operator, `==` too; `x ^ c` against
+    plain values prints the values xor c, as binop_transfer makes them."""
+    if lhs.binop is None:
+        return f"{lhs.text} {optext}{set_text(s)}"
+    bop, arg = lhs.binop
+    field = lhs.fields[0]
+    if bop == "^" and op in ("==", "!=") and s.anonymous and not (s.prefixes or s.ranges):
+        keys = sorted((k[0] ^ arg for k in s.elements), key=lambda k: sort_key(lhs.types, (k,)))
+        return f"{field.text} {optext}{{ {', '.join(format_value(field.type, k) for k in keys)} }}"
+    return f"{lhs.text} {op} {set_text(s)}"
