@@ -121,3 +121,99 @@ def test_kube_proxy_lines_list_as_nft_does(fast: bool) -> None:
 @needs_nft
 def test_nft_lists_kube_proxy_lines_so(tmp_path: Path) -> None:
     assert real_nft_list(FLAT, tmp_path) == FLAT_LISTED
+
+
+#: sets a rule updates (nft's evaluation gives the ones it creates `dynamic`, the kernel a size) and
+#: sets with a timeout (the timeout flag is printed beside other flags only)
+SETS = """table ip t {
+\tset a {
+\t\ttype ipv4_addr
+\t}
+
+\tset b {
+\t\ttype ipv4_addr
+\t\tflags timeout
+\t}
+
+\tset c {
+\t\ttype ipv4_addr
+\t\ttimeout 5s
+\t}
+
+\tset d {
+\t\ttype inet_service
+\t\tsize 100
+\t\tflags timeout
+\t\ttimeout 1h
+\t}
+
+\tset e {
+\t\ttype ipv4_addr
+\t\tflags interval
+\t\ttimeout 5s
+\t}
+
+\tchain c {
+\t\tupdate @a { ip saddr }
+\t\tupdate @b { ip saddr timeout 10s }
+\t\tupdate @c { ip saddr timeout 10s }
+\t\tadd @d { tcp dport }
+\t}
+}
+"""
+SETS_LISTED = """table ip t {
+\tset a {
+\t\ttype ipv4_addr
+\t\tsize 65535
+\t\tflags dynamic
+\t}
+
+\tset b {
+\t\ttype ipv4_addr
+\t\tsize 65535
+\t\tflags dynamic,timeout
+\t}
+
+\tset c {
+\t\ttype ipv4_addr
+\t\tsize 65535
+\t\tflags dynamic,timeout
+\t\ttimeout 5s
+\t}
+
+\tset d {
+\t\ttype inet_service
+\t\tsize 100
+\t\tflags dynamic,timeout
+\t\ttimeout 1h
+\t}
+
+\tset e {
+\t\ttype ipv4_addr
+\t\tflags interval,timeout
+\t\ttimeout 5s
+\t}
+
+\tchain c {
+\t\tupdate @a { ip saddr }
+\t\tupdate @b { ip saddr timeout 10s }
+\t\tupdate @c { ip saddr timeout 10s }
+\t\tadd @d { tcp dport }
+\t}
+}
+"""
+
+
+def test_updated_sets_list_as_nft_does() -> None:
+    assert list_ruleset(load_nft(SETS, "r.nft")) == SETS_LISTED
+
+
+def test_a_set_an_earlier_load_made_gets_no_dynamic_flag() -> None:
+    rs = load_nft("table ip t { set a { type ipv4_addr; }; chain c { }; }\n", "r.nft")
+    load_nft("add rule ip t c update @a { ip saddr }\n", "r2.nft", rs)
+    assert "\t\tsize 65535\n\t}" in list_ruleset(rs)
+
+
+@needs_nft
+def test_nft_lists_updated_sets_so(tmp_path: Path) -> None:
+    assert real_nft_list(SETS, tmp_path) == SETS_LISTED

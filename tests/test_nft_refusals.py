@@ -138,6 +138,19 @@ REFUSED: list[tuple[str, str, str, str, int]] = [
      "Too many open files in system", "Too many open files in system", 7),
     ("reversed dnat port range", rule("meta l4proto tcp dnat to 10.0.2.2:90-80", PRE),
      "Range has zero or negative size", "port range 90-80 reversed (first above last)", 4),
+    ("update with a timeout, set without timeouts",
+     sets("set s { type ipv4_addr; }", "add rule ip t c update @s { ip saddr timeout 10s }"),
+     "Operation not supported", "update @s: an element timeout needs the set's timeout flag: Operation "
+     "not supported", 7),
+    ("add with a timeout, set without timeouts", rule("add @s { ip saddr timeout 1s }").replace(
+        "chain c", "set s { type ipv4_addr; }\n chain c"), "Operation not supported",
+     "add @s: an element timeout needs the set's timeout flag", 5),
+    ("update of a constant set",
+     sets("set s { type ipv4_addr; flags constant; }", "add rule ip t c update @s { ip saddr }"),
+     "Device or resource busy", "update @s: set 's' is constant: Device or resource busy", 7),
+    ("update of an interval set",
+     sets("set s { type ipv4_addr; flags interval; }", "add rule ip t c update @s { ip saddr }"),
+     "Operation not supported", "update @s: an interval set cannot be updated", 7),
 ]
 
 #: rules nft loads that these checks must not refuse
@@ -171,6 +184,8 @@ LOADED = [
     sets("set s { type ipv4_addr; size 1; elements = { 10.0.0.1 } }", "add element ip t s { 10.0.0.1 }"),
     sets("set s { type ipv4_addr; flags interval; size 2; elements = { 10.0.0.0/8, 11.0.0.0/8 } }"),
     rule("ip saddr { 10.0.0.0/8, 10.1.0.0/16 } accept"),
+    sets("set s { type ipv4_addr; timeout 5s; }", "add rule ip t c update @s { ip saddr timeout 10s }"),
+    sets("set s { type ipv4_addr; flags timeout; }", "add rule ip t c add @s { ip saddr timeout 10s }"),
 ]
 
 

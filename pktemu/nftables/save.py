@@ -83,8 +83,10 @@ def _set(s: NftSet, now: int) -> str:
     lines.append(f"\t\ttype {typ}")
     if s.size:      # 0 or none: nft prints no size (a rule updating the set gave it DYNAMIC_SIZE)
         lines.append(f"\t\tsize {s.size}")
-    if s.flags:
-        lines.append(f"\t\tflags {','.join(sorted(s.flags, key=_FLAG_ORDER.index))}")
+    flags = set(s.flags) | ({"timeout"} if s.timeout is not None else set())
+    if flags - {"timeout"} or (flags and s.timeout is None):
+        # nft gives a set with a timeout the timeout flag, but prints it beside others only
+        lines.append(f"\t\tflags {','.join(sorted(flags, key=_FLAG_ORDER.index))}")
     if s.timeout is not None:
         lines.append(f"\t\ttimeout {format_time(parse_time(s.timeout) or 0)}")
     if s.comment is not None:

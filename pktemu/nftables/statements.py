@@ -9,8 +9,10 @@ from pktemu.netfilter.matches_rate import TokenBucket
 from pktemu.nftables import steps
 from pktemu.nftables.elements import VERDICTS, parse_time, parse_typed
 from pktemu.nftables.fields import Field
-from pktemu.nftables.lexer import Cursor
-from pktemu.nftables.model import COUNTER_MARK, DYNAMIC_SIZE, Element, ParsedRule, Rule, Step, Table, Verdict
+from pktemu.nftables.lexer import Cursor, Token
+from pktemu.nftables.model import (
+    COUNTER_MARK, DYNAMIC_SIZE, Element, NftSet, ParsedRule, Rule, Step, Table, Verdict,
+)
 from pktemu.nftables.nat_stmt import parse_nat
 from pktemu.nftables.notes import DROP, note
 REJECT_ICMP = {"net-unreachable": "icmp-net-unreachable", "host-unreachable": "icmp-host-unreachable",
@@ -232,11 +234,31 @@ def _update(cur: Cursor, table: Table, verb: str) -> tuple[str, Step]:
         timeout = parse_time(tt)
         text += f" timeout {tt}"
     cur.expect("}")
+    _bindable(cur, table, st, verb, ref, timeout is not None)
     if not st.size:
         st.size = DYNAMIC_SIZE
     default = parse_time(st.timeout) if st.timeout else None
     ttl = timeout if timeout is not None else default
     return text + " }", (set_update, (lhs.reader(), st.name, verb, len(lhs.fields) > 1, ttl))
+
+
+def _bindable(cur: Cursor, table: Table, st: NftSet, verb: str, ref: Token, timeout: bool) -> None:
+    """Refuse what nft_dynset_init refuses: a constant set (Device or resource busy), an interval
+    set (its backends have no update) and an element timeout in a set without timeouts (Operation
+    not supported). A set this transaction creates gets `dynamic`, as nft's evaluation gives it
+    (NFT_SET_EVAL); an older one only the size the kernel gives it."""
+    what = f"{verb} @{st.name}"
+    if "constant" in st.flags:
+        raise cur.error(f"{what}: set '{st.name}' is constant: Device or resource busy", ref)
+    if st.interval:
+        raise cur.error(f"{what}: an interval set cannot be updated from the packet path: Operation not "
+                        "supported", ref)
+    if timeout and "timeout" not in st.flags and st.timeout is None:
+        raise cur.error(f"{what}: an element timeout needs the set's timeout flag: Operation not "
+                        "supported", ref)
+    tx = table.tx           # None: a table this transaction created
+    if "dynamic" not in st.flags and (tx is None or st.handle >= tx.handles.get(id(table), 0)):
+        st.flags.append("dynamic")
 
 
 def set_update(p: Any, s: Any, a: Any) -> Any:
