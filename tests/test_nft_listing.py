@@ -4,6 +4,7 @@ implies). Each case holds pktemu to the text this machine's nft printed; run as 
 same cases are loaded into the real nft and held to the same text."""
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,15 @@ RULES = [
     ("inet", "meta nfproto ipv4 reject with icmp type host-unreachable", "reject with icmp host-unreachable"),
     ("inet", "meta nfproto ipv4 reject with icmpx type host-unreachable",
      "meta nfproto ipv4 reject with icmpx host-unreachable"),
+    # nft joins matches on adjacent header bytes (32 bits at most) and lists them in header order
+    ("ip", "tcp dport 80 tcp sport 1024 accept", "tcp sport 1024 tcp dport 80 accept"),
+    ("ip", "sctp dport 9 th sport 7 return", "sctp sport 7 sctp dport 9 return"),
+    ("ip", "tcp dport 2 meta mark 1 tcp sport 1 accept",
+     "meta mark 0x00000001 tcp sport 1 tcp dport 2 accept"),
+    ("inet", "ip protocol 6 ip ttl 5 accept", "ip ttl 5 ip protocol tcp accept"),
+    ("ip", "ip daddr 2.2.2.2 ip saddr 1.1.1.1 accept", "ip daddr 2.2.2.2 ip saddr 1.1.1.1 accept"),
+    ("ip", "tcp dport 2 tcp sport != 1 accept", "tcp dport 2 tcp sport != 1 accept"),
+    ("ip", "tcp dport { 2, 3 } tcp sport 1 accept", "tcp dport { 2, 3 } tcp sport 1 accept"),
 ]
 
 
@@ -99,12 +109,14 @@ add chain ip t d
 add rule ip t c meta l4proto tcp ip daddr 10.0.0.1 tcp dport 80 jump d
 add rule ip t c meta l4proto tcp th dport 80 jump d
 add rule ip t c meta l4proto tcp ip daddr 10.0.0.1 meta l4proto tcp tcp dport 80 jump d
+add rule ip t c udp dport 53 udp sport 1 jump d
 """
 FLAT_LISTED = """table ip t {
 \tchain c {
 \t\tip daddr 10.0.0.1 tcp dport 80 jump d
 \t\ttcp dport 80 jump d
 \t\tmeta l4proto tcp ip daddr 10.0.0.1 tcp dport 80 jump d
+\t\tudp sport 1 udp dport 53 jump d
 \t}
 
 \tchain d {
@@ -217,3 +229,107 @@ def test_a_set_an_earlier_load_made_gets_no_dynamic_flag() -> None:
 @needs_nft
 def test_nft_lists_updated_sets_so(tmp_path: Path) -> None:
     assert real_nft_list(SETS, tmp_path) == SETS_LISTED
+
+
+#: interval sets: nft merges with auto-merge (and in anonymous sets), prints a range that is a
+#: prefix as one and a concatenation's elements in the order they were added
+INTERVALS = """table ip t {
+\tset a {
+\t\ttype ipv4_addr
+\t\tflags interval
+\t\tauto-merge
+\t\telements = { 10.0.0.1, 10.0.0.2, 10.0.0.3-10.0.0.9, 10.0.1.0/24, 10.0.0.8-10.0.0.20, 192.168.0.0/16 }
+\t}
+
+\tset b {
+\t\ttype inet_service
+\t\tflags interval
+\t\tauto-merge
+\t\telements = { 80, 81, 82-90, 100-200, 150-300, 1000 }
+\t}
+
+\tset c {
+\t\ttype ipv4_addr
+\t\tflags interval
+\t\telements = { 10.0.0.0-10.0.0.255, 10.0.2.0/32, 10.0.3.0-10.0.3.0 }
+\t}
+
+\tset d {
+\t\ttype mark . inet_service . ipv4_addr
+\t\tflags interval
+\t\telements = { 0x10-0x1f . 1024-2047 . 10.0.0.0-10.0.0.5, 0x1 . 0-65535 . 0.0.0.0/0,
+\t\t\t0x0-0xffffffff . 80 . 10.0.0.1 }
+\t}
+
+\tchain c {
+\t\tip saddr { 10.0.0.0/8, 10.1.0.0/16 } accept
+\t\tip saddr { 10.0.0.0/8, 11.0.0.0/8, 1.1.1.1 } accept
+\t\ttcp dport { 80, 81, 82, 100-200, 150-300 } accept
+\t\ttcp dport { 80, 81 } accept
+\t\tip saddr { 10.0.0.0-10.0.0.255 } accept
+\t\tip saddr . tcp dport { 10.0.0.1 . 80, 10.0.0.0/24 . 80-90 } accept
+\t}
+}
+add element ip t a { 10.0.0.21-10.0.0.30, 192.168.3.0/24 }
+"""
+INTERVALS_LISTED = """table ip t {
+\tset a {
+\t\ttype ipv4_addr
+\t\tflags interval
+\t\tauto-merge
+\t\telements = { 10.0.0.1-10.0.0.30, 10.0.1.0/24,
+\t\t\t     192.168.0.0/16 }
+\t}
+
+\tset b {
+\t\ttype inet_service
+\t\tflags interval
+\t\tauto-merge
+\t\telements = { 80-90, 100-300, 1000 }
+\t}
+
+\tset c {
+\t\ttype ipv4_addr
+\t\tflags interval
+\t\telements = { 10.0.0.0/24, 10.0.2.0,
+\t\t\t     10.0.3.0 }
+\t}
+
+\tset d {
+\t\ttype mark . inet_service . ipv4_addr
+\t\tflags interval
+\t\telements = { 0x00000010/28 . 1024-2047 . 10.0.0.0-10.0.0.5,
+\t\t\t     0x00000001 . 0-65535 . 0.0.0.0/0,
+\t\t\t     0x00000000/0 . 80 . 10.0.0.1 }
+\t}
+
+\tchain c {
+\t\tip saddr { 10.0.0.0/8 } accept
+\t\tip saddr { 1.1.1.1, 10.0.0.0/7 } accept
+\t\ttcp dport { 80-82, 100-300 } accept
+\t\ttcp dport { 80, 81 } accept
+\t\tip saddr 10.0.0.0-10.0.0.255 accept
+\t\tip saddr . tcp dport { 10.0.0.1 . 80, 10.0.0.0/24 . 80-90 } accept
+\t}
+}
+"""
+
+
+def test_interval_sets_list_as_nft_does() -> None:
+    assert list_ruleset(load_nft(INTERVALS, "r.nft")) == INTERVALS_LISTED
+
+
+def test_merged_and_concatenated_intervals_still_match() -> None:
+    """Merging changes how the set prints, not what it holds."""
+    t = load_nft(INTERVALS, "r.nft").tables[("ip", "t")]
+    a, d = t.sets["a"], t.sets["d"]
+    for addr in ("10.0.0.1", "10.0.0.15", "10.0.0.30", "192.168.3.7"):
+        assert a.lookup((int(ipaddress.IPv4Address(addr)),)) is not None
+    assert a.lookup((int(ipaddress.IPv4Address("10.0.0.31")),)) is None
+    assert d.lookup((0x1f, 2047, int(ipaddress.IPv4Address("10.0.0.5")))) is not None
+    assert d.lookup((0x20, 2047, int(ipaddress.IPv4Address("10.0.0.5")))) is None
+
+
+@needs_nft
+def test_nft_lists_interval_sets_so(tmp_path: Path) -> None:
+    assert real_nft_list(INTERVALS, tmp_path) == INTERVALS_LISTED

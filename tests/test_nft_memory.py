@@ -20,7 +20,7 @@ FAST = [
     "add rule ip t c ip saddr != 10.1.2.3 accept",
     "add rule ip t c ip daddr 0.0.0.0/0 ip saddr != 192.168.0.0/16 drop",
     "add rule ip t c udp sport != 53 udp dport 5353 continue",
-    "add rule ip t c sctp dport 9 th sport 7 return",
+    "add rule ip t c th sport != 7 sctp dport 9 return",
     "add rule ip t c meta l4proto != udp tcp dport != 22 jump d",
     "add rule ip t c meta l4proto udp udp dport 53 goto e",
     "add rule ip t c meta l4proto tcp udp dport 53 accept",

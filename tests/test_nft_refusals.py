@@ -138,6 +138,20 @@ REFUSED: list[tuple[str, str, str, str, int]] = [
      "Too many open files in system", "Too many open files in system", 7),
     ("reversed dnat port range", rule("meta l4proto tcp dnat to 10.0.2.2:90-80", PRE),
      "Range has zero or negative size", "port range 90-80 reversed (first above last)", 4),
+    ("a concatenation inside another's interval",
+     sets("set s { type ipv4_addr . inet_service; flags interval; "
+          "elements = { 10.0.0.0/24 . 80, 10.0.0.1 . 80 } }"),
+     "File exists", "set s: element 10.0.0.1 . 80 overlaps 10.0.0.0/24 . 80: File exists", 2),
+    ("overlapping concatenated intervals, auto-merge",
+     sets("set s { type ipv4_addr . inet_service; flags interval; auto-merge; "
+          "elements = { 10.0.0.0/24 . 80-90, 10.0.0.0/24 . 85-95 } }"), "File exists",
+     "overlaps 10.0.0.0/24 . 80-90: File exists", 2),
+    ("an added concatenation overlapping",
+     sets("set s { type ipv4_addr . inet_service; flags interval; elements = { 10.0.0.0/16 . 70-100 } }",
+          "add element ip t s { 10.0.0.0/24 . 80-90 }"), "File exists", "overlaps 10.0.0.0/16 . 70-100", 7),
+    ("overlapping concatenations in an anonymous set",
+     rule("ip saddr . tcp dport { 10.0.0.0/24 . 80, 10.0.0.1 . 80 } accept"), "File exists",
+     "anonymous set: element 10.0.0.1 . 80 overlaps 10.0.0.0/24 . 80: File exists", 4),
     ("update with a timeout, set without timeouts",
      sets("set s { type ipv4_addr; }", "add rule ip t c update @s { ip saddr timeout 10s }"),
      "Operation not supported", "update @s: an element timeout needs the set's timeout flag: Operation "
@@ -185,6 +199,12 @@ LOADED = [
     sets("set s { type ipv4_addr; flags interval; size 2; elements = { 10.0.0.0/8, 11.0.0.0/8 } }"),
     rule("ip saddr { 10.0.0.0/8, 10.1.0.0/16 } accept"),
     sets("set s { type ipv4_addr; timeout 5s; }", "add rule ip t c update @s { ip saddr timeout 10s }"),
+    # the kernel (nft_pipapo_insert) refuses a concatenation only where an element holds its first or last key
+    sets("set s { type ipv4_addr . inet_service; flags interval; elements = { 10.0.0.0/24 . 80-90, "
+         "10.0.0.0/16 . 70-100, 10.0.0.0/24 . 80-90 } }", "add element ip t s { 10.0.0.0/24 . 80-90 }"),
+    sets("set s { type ipv4_addr . inet_service; flags interval; "
+         "elements = { 10.0.0.1 . 80, 10.0.0.0/24 . 80 } }"),
+    rule("ip saddr . tcp dport { 10.0.0.1 . 80, 10.0.0.0/24 . 80-90, 1.1.1.1 . 1 } accept"),
     sets("set s { type ipv4_addr; flags timeout; }", "add rule ip t c add @s { ip saddr timeout 10s }"),
 ]
 

@@ -135,8 +135,15 @@ def insert(cur: Cursor, s: NftSet, el: Element, at: Token, create: bool = False)
     if el.timeout_ns is not None and "timeout" not in s.flags and s.timeout is None:
         raise cur.error(f"{s.kind} {s.name}: an element timeout needs the set's timeout flag: Invalid "
                         "argument", at)
-    merge = s.automerge or s.anonymous
+    if len(el.key) > 1 and (interval or s.interval or s.ranges):
+        _pipapo_overlap(cur, s, el, at)
+    merge = (s.automerge or s.anonymous) and len(el.key) == 1
     old = s.elements.get(el.key)
+    if old is not None and merge and s.data_type is None and _span(s, old) != _span(s, el):
+        (lo, hi), (olo, ohi) = _span(s, el), _span(s, old)
+        s.remove(old.key)
+        s.add(_interval(s, min(lo, olo), max(hi, ohi), old))
+        return
     if old is not None:
         if (old.key_end != el.key_end or old.prefix != el.prefix) and not merge:
             raise cur.error(f"{s.kind} {s.name}: conflicting intervals specified ({_shown(s, el)} overlaps "
@@ -158,6 +165,58 @@ def insert(cur: Cursor, s: NftSet, el: Element, at: Token, create: bool = False)
     s.add(el)
 
 
+def merge_intervals(s: NftSet) -> None:
+    """What nft makes of a one-field interval set with `auto-merge` (and of an anonymous one) after
+    each command: overlapping and adjacent intervals become one, a prefix where it is one."""
+    if len(s.types) != 1 or s.data_type is not None or not (s.prefixes or s.ranges):
+        return
+    merged: list[tuple[int, int, list[Element]]] = []
+    for (lo, hi), el in sorted(((_span(s, el), el) for el in s.elements.values()), key=lambda x: x[0]):
+        if merged and lo <= merged[-1][1] + 1:
+            mlo, mhi, els = merged[-1]
+            els.append(el)
+            merged[-1] = (mlo, max(mhi, hi), els)
+        else:
+            merged.append((lo, hi, [el]))
+    if len(merged) == len(s.elements):
+        return
+    for lo, hi, els in merged:
+        if len(els) > 1:
+            for el in els:
+                s.remove(el.key)
+            s.add(_interval(s, lo, hi, els[0]))
+
+
+def _interval(s: NftSet, lo: int, hi: int, like: Element) -> Element:
+    """The element for lo-hi: one value, a prefix where the type prints as one, else a range."""
+    from pktemu.nftables.values import range_prefix
+    plen = range_prefix(s.types[0], lo, hi)
+    el = Element((lo,), comment=like.comment, timeout_ns=like.timeout_ns, expires_ns=like.expires_ns)
+    if lo == hi:
+        return el
+    if plen is not None:
+        el.prefix = plen
+    else:
+        el.key_end = (hi,)
+    return el
+
+
+def _pipapo_overlap(cur: Cursor, s: NftSet, el: Element, at: Token) -> None:
+    """A concatenation with an interval, as nft_pipapo_insert takes it: refused (File exists) when an
+    element other than an identical one holds its first or its last key, whatever `auto-merge` says
+    (nft merges single fields only); an identical one is left to insert, which keeps it."""
+    start, end = el.key, el.key_end or el.key
+    same = s.elements.get(start)
+    if same is not None and (same.key_end or same.key) == end:
+        return
+    for other in s.elements.values():
+        olo, ohi = other.key, other.key_end or other.key
+        if (all(a <= k <= b for k, a, b in zip(start, olo, ohi, strict=True))
+                or all(a <= k <= b for k, a, b in zip(end, olo, ohi, strict=True))):
+            name = f"anonymous {s.kind}" if s.anonymous else f"{s.kind} {s.name}"
+            raise cur.error(f"{name}: element {_shown(s, el)} overlaps {_shown(s, other)}: File exists", at)
+
+
 def _span(s: NftSet, el: Element) -> tuple[int, int]:
     """An element's first and last value (one field)."""
     v = el.key[0]
@@ -169,7 +228,7 @@ def _span(s: NftSet, el: Element) -> tuple[int, int]:
 
 def _shown(s: NftSet, el: Element) -> str:
     from pktemu.nftables.values import format_key
-    return format_key(s.types, el.key, el.prefix, el.key_end)
+    return format_key(s.types, el.key, el.prefix, el.key_end, elements=True)
 
 
 def _data(el: Element) -> str:

@@ -123,6 +123,8 @@ class NftSet:
     ranges: list[Element] = field(default_factory=list)
     #: `auto-merge`: overlapping intervals are merged instead of refused
     automerge: bool = False
+    #: an anonymous set's elements as written, before merging (one prints as a bare value)
+    written: int = 0
 
     @property
     def interval(self) -> bool:

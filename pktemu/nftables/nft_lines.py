@@ -223,6 +223,7 @@ class LineLoader(LoadState):
         deps: list[Any] = []          # item -> ("l4", P), ("needs", P) or None, as for rule_text
         anon = 0
         fixed = True                  # every item's step is made of its words and the table alone
+        eq_port = False               # a `port == P` match so far
         ints = self.ints
         i = 5
         while i < n:
@@ -249,10 +250,12 @@ class LineLoader(LoadState):
                 if port is None:
                     return False
                 i = at + 1
+                if (proto is None and any(deps)) or (op == "==" and eq_port):
+                    return False      # `th` after the protocol is known, or two ports nft joins into
+                                      # one compare: printed otherwise (rule_print)
+                eq_port |= op == "=="
                 if proto is not None:
                     dep = ("needs", proto)
-                elif any(d is not None and d[0] == "l4" for d in deps):
-                    return False      # `th` after the protocol is known: nft prints it as tcp's (rule_text)
                 key = (w, nxt, op, port)
                 step = self.consts.get(key)
                 if step is None:

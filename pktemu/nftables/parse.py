@@ -15,7 +15,7 @@ import sys
 
 from pktemu.netfilter.gc_pause import settle_young
 from pktemu.nftables.check import check
-from pktemu.nftables.elements import insert, parse_elements
+from pktemu.nftables.elements import insert, merge_intervals, parse_elements
 from pktemu.nftables.lexer import Cursor, describe, tokenize
 from pktemu.nftables.model import (
     FAMILIES, REFUSED_FAMILIES, Chain, NftRuleset,
@@ -175,6 +175,8 @@ def _command(cur: Cursor, rs: NftRuleset, verb: str) -> None:
         s = table.set(cur.word("a set name"), where)
         if verb in ("add", "create"):
             parse_elements(cur, s, each=lambda el, at: insert(cur, s, el, at, verb == "create"))
+            if s.automerge:
+                merge_intervals(s)
             return _end(cur)
         for el in parse_elements(cur, s, keys_only=True):
             try:

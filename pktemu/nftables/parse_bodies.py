@@ -2,7 +2,7 @@
 and the tokens of one rule."""
 from __future__ import annotations
 
-from pktemu.nftables.elements import insert, parse_elements, parse_time
+from pktemu.nftables.elements import insert, merge_intervals, parse_elements, parse_time
 from pktemu.nftables.lexer import Cursor, Token, describe
 from pktemu.nftables.model import (
     CHAIN_TYPES, DATA_TYPES, HOOK_NAMES, KEY_TYPES, STD_PRIOS, Chain, NftSet, Table, prio_compatible,
@@ -82,6 +82,8 @@ def set_body(cur: Cursor, s: NftSet) -> None:
             if not s.types:
                 raise cur.error(f"{s.kind} {s.name}: elements before its type")
             parse_elements(cur, s, each=lambda el, at: insert(cur, s, el, at))
+            if s.automerge:
+                merge_intervals(s)
         else:
             raise cur.error(f"unknown {s.kind} property '{w}'")
     if not s.types:

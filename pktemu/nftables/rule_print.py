@@ -23,12 +23,44 @@ class Dep(NamedTuple):
     nf: int | None = None
     ip: bool = False
     th: bool = False
+    #: a `field value` match nft may merge with a neighbour of its header: (header, bit offset, bits)
+    pay: tuple[str, int, int] | None = None
 
 
 NO_DEP = Dep()
 #: a statement's place in rule_text's items: it ends the dependencies stored so far
 STMT = Dep(needs=-1)
 _L4_NAMES = {6: "tcp", 17: "udp", 132: "sctp"}
+#: header fields nft's payload_try_merge joins when next to each other: (header, bit offset, bits)
+PAYLOADS = {"ip ttl": ("nh", 64, 8), "ip protocol": ("nh", 72, 8), "ip saddr": ("nh", 96, 32),
+            "ip daddr": ("nh", 128, 32),
+            **{f"{p} {d}": ("th", 0 if d == "sport" else 16, 16)
+               for p in ("tcp", "udp", "sctp", "th") for d in ("sport", "dport")}}
+
+
+def _merge(items: list[tuple[str, Dep]]) -> list[tuple[str, Dep]]:
+    """nft's evaluation joins a `field value` match with an earlier one on the adjacent bytes of
+    the same header (one compare of at most 32 bits) and lists the pair in header order where the
+    later one was; a statement between them keeps them apart here."""
+    out = list(items)
+    j = 0
+    while j < len(out):
+        pj = out[j][1].pay
+        if pj is not None:
+            for i in range(j - 1, -1, -1):
+                di = out[i][1]
+                if di is STMT:
+                    break
+                pi = di.pay
+                if (pi is None or pi[0] != pj[0] or pi[2] + pj[2] > 32
+                        or not (pi[1] + pi[2] == pj[1] or pj[1] + pj[2] == pi[1])):
+                    continue
+                first, second = (out[i], out[j]) if pi[1] < pj[1] else (out[j], out[i])
+                moved = [first, second]
+                out[i:j + 1] = out[i + 1:j] + [(t, d._replace(pay=None)) for t, d in moved]
+                break
+        j += 1
+    return out
 
 
 def rule_text(items: list[tuple[str, Dep]], comment: str | None, family: str = "ip") -> str:
@@ -40,6 +72,14 @@ def rule_text(items: list[tuple[str, Dep]], comment: str | None, family: str = "
     the `meta l4proto tcp` nft adds at the rule's start in an inet table, and takes the stored one
     away in an ip table; a reject's icmp type takes a stored `meta nfproto` away in inet, and a
     plain reject there after an ipv4 match prints its icmp type."""
+    items = list(items)
+    known: int | None = None
+    for k, (text, dep) in enumerate(items):        # evaluation: `th` becomes the known protocol's
+        if dep is not STMT and dep.th and known is not None and known in _L4_NAMES:
+            items[k] = (_L4_NAMES[known] + text[2:], dep._replace(needs=known))
+        elif dep is not STMT:
+            known = dep.l4 if dep.l4 is not None else dep.needs if dep.needs is not None else known
+    items = _merge(items)
     words: list[str | None] = []
     head = ""
     l4_dep: tuple[int, int] | None = None        # (word index, protocol) stored
@@ -64,9 +104,6 @@ def rule_text(items: list[tuple[str, Dep]], comment: str | None, family: str = "
             words.append(text)
             l4_dep = nf_dep = None
             continue
-        if dep.th and known_l4 in _L4_NAMES:
-            text = _L4_NAMES[known_l4] + text[2:]
-            dep = dep._replace(needs=known_l4)
         if dep.ip and nf_dep is not None:
             words[nf_dep] = None
             nf_dep = None
@@ -92,12 +129,16 @@ def set_text(s: NftSet) -> str:
 
 
 def sorted_elements(s: NftSet) -> list[Element]:
+    """nft sorts elements by value, but for an interval concatenation's (the kernel's pipapo walk)
+    which it prints in the order they were added."""
+    if len(s.types) > 1 and (s.ranges or s.interval):
+        return list(s.elements.values())
     return sorted(s.elements.values(), key=lambda el: sort_key(s.types, el.key))
 
 
 def element_text(s: NftSet, el: Element, extra: str = "") -> str:
     """An element as nft prints it: key, `extra` (timeout, expires), comment, ` : data`."""
-    out = format_key(s.types, el.key, el.prefix, el.key_end) + extra
+    out = format_key(s.types, el.key, el.prefix, el.key_end, elements=True) + extra
     if el.comment is not None:
         out += f' comment "{el.comment}"'
     if el.data is not None:

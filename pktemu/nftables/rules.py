@@ -11,14 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from pktemu.nftables import statements, steps
-from pktemu.nftables.elements import insert, parse_elements, parse_typed, parse_verdict
+from pktemu.nftables.elements import insert, merge_intervals, parse_elements, parse_typed, parse_verdict
 from pktemu.nftables.fields import Field, lookup_field
 from pktemu.nftables.lexer import Cursor, Token, describe
 from pktemu.nftables.unsupported import set_statement, unsupported
 from pktemu.nftables.model import Element, NftSet, ParsedRule, Rule, Step, Table
 from pktemu.nftables.values import format_key, format_value, parse_value, shared, ValueError_
 from pktemu.nftables.rule_print import (
-    STMT, Dep, element_text, rule_text, set_match_text, set_text, sorted_elements, value_text,
+    PAYLOADS, STMT, Dep, element_text, rule_text, set_match_text, set_text, sorted_elements, value_text,
 )
 
 OPS = {"==": "==", "eq": "==", "!=": "!=", "ne": "!=", "<": "<", "lt": "<", ">": ">", "gt": ">",
@@ -165,7 +165,7 @@ def parse_match(cur: Cursor, table: Table, rule: ParsedRule) -> tuple[str, Step,
         s = set_ref(cur, table, lhs, None)
         neg = op == "!="
         l4 |= proto_eq and not neg
-        if s.anonymous and len(s.elements) == 1 and len(lhs.fields) == 1:
+        if s.anonymous and s.written == 1 and len(lhs.fields) == 1:
             ((key, el),) = s.elements.items()
             if lhs.binop is None or el.prefix is not None or el.key_end is not None:
                 shown = f"{lhs.text} {optext}{format_key(lhs.types, key, el.prefix, el.key_end)}"
@@ -215,6 +215,8 @@ def parse_match(cur: Cursor, table: Table, rule: ParsedRule) -> tuple[str, Step,
         return f"{lhs.text} {optext}{shown}", range_step(read, v, hi, op == "!="), dep, l4
     if lhs.fields[0].flags and not optext:
         return f"{lhs.text} {shown}", flags_step(read, v), dep, l4
+    if op == "==" and lhs.binop is None:
+        dep = dep._replace(pay=PAYLOADS.get(lhs.text))
     return value_text(lhs, op, optext, v), cmp_step(read, op, v), dep, l4
 
 
@@ -239,10 +241,12 @@ def set_ref(cur: Cursor, table: Table, lhs: Lhs, data: str | None) -> NftSet:
         if top is not None and v > top:
             raise cur.error(f"{lhs.text}: value {v} exceeds valid range 0-{top}", at)
         insert(cur, s, el, at)
-    if not parse_elements(cur, s, each=add):
+    s.written = len(parse_elements(cur, s, each=add))
+    if not s.written:
         raise cur.error("an anonymous set needs an element: '{ }' is empty (nft: syntax error)", t)
     if s.prefixes or s.ranges:
         s.flags.append("interval")
+        merge_intervals(s)
     return s
 
 

@@ -87,6 +87,8 @@ def _set(s: NftSet, now: int) -> str:
     if flags - {"timeout"} or (flags and s.timeout is None):
         # nft gives a set with a timeout the timeout flag, but prints it beside others only
         lines.append(f"\t\tflags {','.join(sorted(flags, key=_FLAG_ORDER.index))}")
+    if s.automerge:
+        lines.append("\t\tauto-merge")
     if s.timeout is not None:
         lines.append(f"\t\ttimeout {format_time(parse_time(s.timeout) or 0)}")
     if s.comment is not None:

@@ -308,7 +308,7 @@ def copy_set(s: NftSet) -> NftSet:
     return NftSet(s.name, s.kind, list(s.types), s.data_type, list(s.flags), s.timeout, s.size, s.comment,
                   s.handle, s.anonymous, {k: mine[id(el)] for k, el in s.elements.items()},
                   {plen: {k: mine[id(el)] for k, el in index.items()} for plen, index in s.prefixes.items()},
-                  [mine[id(el)] for el in s.ranges], s.automerge)
+                  [mine[id(el)] for el in s.ranges], s.automerge, s.written)
 
 
 def _copy_element(el: Element) -> Element:

@@ -110,17 +110,32 @@ def format_value(typ: str, v: int) -> str:
 
 
 def format_key(types: list[str], key: tuple[int, ...], prefix: int | None = None,
-               end: tuple[int, ...] | None = None) -> str:
-    """An element key: fields joined by ` . `, an interval as a/len or a-b."""
+               end: tuple[int, ...] | None = None, elements: bool = False) -> str:
+    """An element key: fields joined by ` . `, an interval as a/len or a-b; `elements`: as a set's
+    element, whose range that is a prefix prints as one and a full prefix as the bare value (as nft
+    prints what it reads back from the kernel), where a match's `a-b` prints as written."""
     parts = []
     for i, (t, v) in enumerate(zip(types, key, strict=True)):
         s = format_value(t, v)
         if prefix is not None and len(key) == 1:
-            s += f"/{prefix}"
+            if not (elements and prefix == KEY_TYPES.get(t, (4, False))[0] * 8):
+                s += f"/{prefix}"
         elif end is not None and end[i] != v:
-            s += "-" + format_value(t, end[i])
+            plen = range_prefix(t, v, end[i]) if elements else None
+            s += f"/{plen}" if plen is not None else "-" + format_value(t, end[i])
         parts.append(s)
     return " . ".join(parts)
+
+
+def range_prefix(typ: str, lo: int, hi: int) -> int | None:
+    """The prefix length a range of an address or a mark is (nft prints a concatenation's field so),
+    or None."""
+    if typ not in ("ipv4_addr", "mark") or hi < lo:
+        return None
+    host = (hi - lo + 1).bit_length() - 1
+    if hi - lo + 1 != 1 << host or lo & ((1 << host) - 1):
+        return None
+    return 32 - host
 
 
 def sort_key(types: list[str], key: tuple[int, ...]) -> int:
