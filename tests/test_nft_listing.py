@@ -5,6 +5,7 @@ same cases are loaded into the real nft and held to the same text."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 
 import pytest
@@ -333,3 +334,28 @@ def test_merged_and_concatenated_intervals_still_match() -> None:
 @needs_nft
 def test_nft_lists_interval_sets_so(tmp_path: Path) -> None:
     assert real_nft_list(INTERVALS, tmp_path) == INTERVALS_LISTED
+
+
+TIMEOUTS = ("table ip t {\n\tset s {\n\t\ttype ipv4_addr\n\t\ttimeout 1s\n"
+            "\t\telements = { 1.1.1.1, 2.2.2.2 timeout 3s }\n\t}\n}\n")
+
+
+@pytest.mark.parametrize(("now", "elements"), [
+    (0, "\t\telements = { 1.1.1.1 expires 1s, 2.2.2.2 timeout 3s expires 3s }\n"),
+    (2, "\t\telements = { 2.2.2.2 timeout 3s expires 1s }\n"),
+    (4, ""),
+])
+def test_elements_of_a_set_with_a_timeout_expire(now: int, elements: str) -> None:
+    """An element added without a timeout gets the set's, as the kernel gives it; an expired one is
+    gone from the listing (and the set), and a set of only those lists no elements line."""
+    rs = load_nft(TIMEOUTS, "r.nft")
+    assert list_ruleset(rs, now * 10**9) == (
+        f"table ip t {{\n\tset s {{\n\t\ttype ipv4_addr\n\t\ttimeout 1s\n{elements}\t}}\n}}\n")
+    assert (rs.tables[("ip", "t")].sets["s"].lookup((0x01010101,), now * 10**9) is None) == (now >= 1)
+
+
+@needs_nft
+def test_nft_gives_an_element_the_sets_timeout(tmp_path: Path) -> None:
+    listed = real_nft_list(TIMEOUTS, tmp_path)
+    shown = r"elements = \{ 1\.1\.1\.1 expires \d+ms, 2\.2\.2\.2 timeout 3s expires 2s\d+ms \}"
+    assert re.search(shown, listed), listed

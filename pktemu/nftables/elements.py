@@ -135,6 +135,8 @@ def insert(cur: Cursor, s: NftSet, el: Element, at: Token, create: bool = False)
     if el.timeout_ns is not None and "timeout" not in s.flags and s.timeout is None:
         raise cur.error(f"{s.kind} {s.name}: an element timeout needs the set's timeout flag: Invalid "
                         "argument", at)
+    if el.timeout_ns is None and el.expires_ns is None and s.timeout is not None:
+        el.expires_ns = parse_time(s.timeout)      # the set's timeout, from virtual time 0 as above
     if len(el.key) > 1 and (interval or s.interval or s.ranges):
         _pipapo_overlap(cur, s, el, at)
     merge = (s.automerge or s.anonymous) and len(el.key) == 1

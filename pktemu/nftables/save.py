@@ -93,8 +93,9 @@ def _set(s: NftSet, now: int) -> str:
         lines.append(f"\t\ttimeout {format_time(parse_time(s.timeout) or 0)}")
     if s.comment is not None:
         lines.append(f'\t\tcomment "{s.comment}"')
-    if s.elements:
-        lines.append(f"\t\telements = {{ {_elements(s, now)} }}")
+    shown = _elements(s, now) if s.elements else ""
+    if shown:                        # expired elements are gone: a set of only those lists none
+        lines.append(f"\t\telements = {{ {shown} }}")
     lines.append("\t}")
     return "\n".join(lines)
 
@@ -104,10 +105,10 @@ def _elements(s: NftSet, now: int) -> str:
     out = ""
     count = 0
     default = parse_time(s.timeout) if s.timeout else None
-    for i, el in enumerate(sorted_elements(s)):
+    for el in sorted_elements(s):
         if el.expires_ns is not None and el.expires_ns <= now:
             continue
-        if i:
+        if out:
             if per is None or count >= per:
                 out += _NEWLINE
                 count = 0
