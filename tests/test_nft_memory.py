@@ -23,7 +23,7 @@ FAST = [
     "add rule ip t c th sport != 7 sctp dport 9 return",
     "add rule ip t c meta l4proto != udp tcp dport != 22 jump d",
     "add rule ip t c meta l4proto udp udp dport 53 goto e",
-    "add rule ip t c meta l4proto tcp udp dport 53 accept",
+    "add rule ip t c meta l4proto tcp ip daddr 10.0.0.1 tcp dport 53 accept",
     "add rule ip t c meta l4proto udp meta l4proto tcp drop",
     "add rule ip t c numgen random mod 5 vmap { 0 : goto d , 1 : accept }",
     "add rule ip t d meta l4proto tcp dnat to 10.9.9.9:65535",

@@ -250,9 +250,10 @@ class LineLoader(LoadState):
                 if port is None:
                     return False
                 i = at + 1
-                if (proto is None and any(deps)) or (op == "==" and eq_port):
-                    return False      # `th` after the protocol is known, or two ports nft joins into
-                                      # one compare: printed otherwise (rule_print)
+                if (proto is None and any(deps)) or (op == "==" and eq_port) or any(
+                        d is not None and d[1] != proto for d in deps):
+                    return False      # `th` after the protocol is known, two ports nft joins into one
+                                      # compare (rule_print) or a conflicting protocol (refused there)
                 eq_port |= op == "=="
                 if proto is not None:
                     dep = ("needs", proto)

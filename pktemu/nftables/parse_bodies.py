@@ -48,11 +48,18 @@ def set_body(cur: Cursor, s: NftSet) -> None:
             break
         w = cur.word("type, flags, timeout, size, comment or elements")
         if w == "type":
+            at = cur.peek()
             s.types = [_type(cur, KEY_TYPES)]
             while cur.accept("."):
                 s.types.append(_type(cur, KEY_TYPES))
             if cur.accept(":"):
                 s.data_type = _type(cur, DATA_TYPES)
+            if "integer" in s.types and len(s.types) > 1:       # as nft 1.0.x says
+                raise cur.error("can not use variable sized data types (integer) in concat expressions", at)
+            if "integer" in (*s.types, s.data_type):
+                raise cur.error(f"unqualified type integer specified in {s.kind} definition. Try \"typeof "
+                                "expression\" instead of \"type datatype\" (typeof is not supported by "
+                                "pktemu)", at)
             if (s.kind == "map") != (s.data_type is not None):
                 raise cur.error(f"{s.kind} {s.name}: " + ("a map needs 'type KEY : DATA'" if s.kind == "map"
                                                           else "a set has no ': DATA' type"))
@@ -74,6 +81,8 @@ def set_body(cur: Cursor, s: NftSet) -> None:
         elif w == "policy":
             cur.word("performance or memory")
         elif w == "auto-merge":
+            if s.kind == "map":
+                raise cur.error("syntax error, unexpected auto-merge: a map does not merge (nft refuses it)")
             s.automerge = True
         elif w == "comment":
             s.comment = cur.word("a comment string")

@@ -94,6 +94,7 @@ def parse_rule(cur: Cursor, table: Table, chain: str) -> ParsedRule:
             continue
         text, step, dep, gives_l4 = parse_match(cur, table, rule)
         l4 |= gives_l4
+        _conflict(cur, items, dep, t)
         items.append((text, dep))
         steps.append(step)
     rule.text = rule_text(items, rule.own_comment, table.family)
@@ -101,6 +102,23 @@ def parse_rule(cur: Cursor, table: Table, chain: str) -> ParsedRule:
     if not steps and not rule.text:
         raise cur.error("empty rule")
     return rule
+
+
+def _conflict(cur: Cursor, items: list[tuple[str, Dep]], dep: Dep, at: Token) -> None:
+    """nft's "conflicting protocols specified": a header field after a match that stated another
+    transport protocol (`meta l4proto udp tcp dport 80`), or an ip field after `meta nfproto ipv6`."""
+    known: int | None = None
+    ipv6 = False
+    for _, d in items:
+        if d is not STMT:
+            known = d.l4 if d.l4 is not None else d.needs if d.needs is not None else known
+            ipv6 |= d.nf == 10
+    if dep.needs is not None and known is not None and known != dep.needs:
+        names = {6: "tcp", 17: "udp", 132: "sctp"}
+        raise cur.error(f"conflicting protocols specified: {names.get(known, known)} vs. "
+                        f"{names.get(dep.needs, dep.needs)}", at)
+    if dep.ip and ipv6:
+        raise cur.error("conflicting protocols specified: ip6 vs. ip", at)
 
 
 def parse_lhs(cur: Cursor) -> Lhs | None:

@@ -146,6 +146,9 @@ def _reject(cur: Cursor, table: Table, rule: Rule) -> tuple[str, Step]:
             cur.expect("reset")
             how, text = "tcp-reset", TCP_DEP + "reject with tcp reset"
         elif kind in ("icmp", "icmpx"):
+            if kind == "icmpx" and table.family == "ip":
+                raise cur.error("reject with icmpx: abstracted ICMP unreachable not supported in an ip table "
+                                "(nft refuses it: write icmp)")
             cur.accept("type")
             name = cur.word("an icmp type")
             names = REJECT_ICMP if kind == "icmp" else REJECT_ICMPX
