@@ -250,8 +250,8 @@ class LineLoader(LoadState):
                 if port is None:
                     return False
                 i = at + 1
-                if (proto is None and any(deps)) or (op == "==" and eq_port) or any(
-                        d is not None and d[1] != proto for d in deps):
+                if (op == "==" and eq_port) or (any(deps) and (proto is None or any(
+                        d is not None and d[1] != proto for d in deps))):
                     return False      # `th` after the protocol is known, two ports nft joins into one
                                       # compare (rule_print) or a conflicting protocol (refused there)
                 eq_port |= op == "=="
