@@ -41,6 +41,13 @@ RULES = [
     ("ip", "tcp dport == { 80, 81 } accept", "tcp dport { 80, 81 } accept"),
     ("ip", "ct state == established accept", "ct state == established accept"),
     ("ip", 'oifname { "eth0", "lo" } accept', 'oifname { "lo", "eth0" } accept'),
+    ("ip", "ip saddr != 10.0.0.1/32 accept", "ip saddr != 10.0.0.1 accept"),
+    ("ip", "ip saddr { 10.0.0.1/32 } accept", "ip saddr 10.0.0.1 accept"),
+    ("ip", "ip saddr { 10.0.0.1/32, 10.0.0.3 } accept", "ip saddr { 10.0.0.1, 10.0.0.3 } accept"),
+    ("ip", "meta mark set mark | 0x0", "meta mark set meta mark"),
+    ("ip", "meta mark set mark ^ 0x0", "meta mark set meta mark"),
+    ("ip", "ct mark set ct mark & 0xffffffff", "ct mark set ct mark"),
+    ("ip", "meta mark set mark & 0x0", "meta mark set meta mark & 0x00000000"),
     # dependencies: what nft's evaluation adds and its listing leaves out
     ("inet", "meta nfproto ipv4 ip saddr 10.0.0.0/8 accept", "ip saddr 10.0.0.0/8 accept"),
     ("inet", "meta nfproto ipv4 meta mark 1 ip saddr 1.1.1.1 accept",

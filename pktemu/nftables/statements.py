@@ -99,6 +99,8 @@ def _value_expr(cur: Cursor) -> tuple[str, Any]:
             cur.next()
             arg = parse_typed(cur, "mark")[0]
             o = ops[op]
+            if arg == (0xFFFFFFFF if o == "&" else 0):        # nft drops a binop that changes nothing
+                return f"{src} mark", base
             fn = {"|": lambda a: a | arg, "&": lambda a: a & arg, "^": lambda a: a ^ arg}[o]
             return f"{src} mark {o} 0x{arg:08x}", lambda p: fn(base(p))
         return f"{src} mark", base

@@ -111,14 +111,14 @@ def format_value(typ: str, v: int) -> str:
 
 def format_key(types: list[str], key: tuple[int, ...], prefix: int | None = None,
                end: tuple[int, ...] | None = None, elements: bool = False) -> str:
-    """An element key: fields joined by ` . `, an interval as a/len or a-b; `elements`: as a set's
-    element, whose range that is a prefix prints as one and a full prefix as the bare value (as nft
+    """An element key: fields joined by ` . `, an interval as a/len or a-b, a full prefix as the bare
+    value; `elements`: as a set's element, whose range that is a prefix prints as one (as nft
     prints what it reads back from the kernel), where a match's `a-b` prints as written."""
     parts = []
     for i, (t, v) in enumerate(zip(types, key, strict=True)):
         s = format_value(t, v)
         if prefix is not None and len(key) == 1:
-            if not (elements and prefix == KEY_TYPES.get(t, (4, False))[0] * 8):
+            if prefix != KEY_TYPES.get(t, (4, False))[0] * 8:
                 s += f"/{prefix}"
         elif end is not None and end[i] != v:
             plen = range_prefix(t, v, end[i]) if elements else None
