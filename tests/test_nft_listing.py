@@ -44,6 +44,9 @@ RULES = [
     ("ip", "ip saddr != 10.0.0.1/32 accept", "ip saddr != 10.0.0.1 accept"),
     ("ip", "ip saddr { 10.0.0.1/32 } accept", "ip saddr 10.0.0.1 accept"),
     ("ip", "ip saddr { 10.0.0.1/32, 10.0.0.3 } accept", "ip saddr { 10.0.0.1, 10.0.0.3 } accept"),
+    ("ip", "meta mark 0x00010001/16 accept", "meta mark 0x00010000/16 accept"),
+    ("ip", "ct mark != 0x00000000/8 accept", "ct mark != 0x00000000/8 accept"),
+    ("ip", "meta mark 0x1/32 accept", "meta mark 0x00000001 accept"),
     ("ip", "meta mark set mark | 0x0", "meta mark set meta mark"),
     ("ip", "meta mark set mark ^ 0x0", "meta mark set meta mark"),
     ("ip", "ct mark set ct mark & 0xffffffff", "ct mark set ct mark"),
@@ -366,3 +369,17 @@ def test_nft_gives_an_element_the_sets_timeout(tmp_path: Path) -> None:
     listed = real_nft_list(TIMEOUTS, tmp_path)
     shown = r"elements = \{ 1\.1\.1\.1 expires \d+ms, 2\.2\.2\.2 timeout 3s expires 2s\d+ms \}"
     assert re.search(shown, listed), listed
+
+
+def test_a_listing_with_masked_marks_loads_back_as_it_lists() -> None:
+    """What pktemu prints for masked marks (`meta mark 0x00010000/16`, as nft prints them) is input
+    it reads, as nft reads it."""
+    rs = load_nft(_listing("ip", "meta mark & 0xffff0000 == 0x10000 accept"), "r.nft")
+    assert list_ruleset(load_nft(list_ruleset(rs), "listed.nft")) == list_ruleset(rs)
+
+
+def test_a_dormant_table_from_nft_json_lists_dormant() -> None:
+    """nft 1.0.6's `-j list ruleset` prints a dormant table's flags as "d"."""
+    from pktemu.nftables.json_load import load_nft_json
+    doc = '{"nftables": [{"table": {"family": "ip", "name": "d", "handle": 3, "flags": "d"}}]}'
+    assert list_ruleset(load_nft_json(doc, "r.json")) == "table ip d {\n\tflags dormant\n}\n"

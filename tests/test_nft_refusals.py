@@ -152,6 +152,8 @@ REFUSED: list[tuple[str, str, str, str, int]] = [
     ("overlapping concatenations in an anonymous set",
      rule("ip saddr . tcp dport { 10.0.0.0/24 . 80, 10.0.0.1 . 80 } accept"), "File exists",
      "anonymous set: element 10.0.0.1 . 80 overlaps 10.0.0.0/24 . 80: File exists", 4),
+    ("unknown table flag", "table ip t {\n flags d;\n}\n", "unknown table option d",
+     "unknown table option d", 2),
     ("auto-merge in a map", sets("map m { type ipv4_addr : verdict; flags interval; auto-merge; }"),
      "syntax error, unexpected auto-merge", "syntax error, unexpected auto-merge: a map does not merge", 2),
     ("reject with icmpx in an ip table", rule("reject with icmpx type admin-prohibited"),

@@ -120,6 +120,7 @@ def _table(b: dict[str, Any]) -> list[str]:
     opts = []
     if b.get("flags"):
         flags = b["flags"] if isinstance(b["flags"], list) else [b["flags"]]
+        flags = ["dormant" if f == "d" else f for f in flags]      # what nft 1.0.6 -j prints for it
         opts.append("flags " + ",".join(_word(f) for f in flags))
     if "comment" in b:
         opts.append("comment " + _string(b["comment"]))

@@ -237,7 +237,11 @@ def _table_block(cur: Cursor, rs: NftRuleset, verb: str, fam: str | None = None,
         if w == "comment":
             t.comment = cur.word("a comment string")
         elif w == "flags":
+            at = cur.peek()
             t.flags = flag_list(cur)
+            bad = [f for f in t.flags if f not in ("dormant", "owner", "persist")]
+            if bad:
+                raise cur.error(f"unknown table option {bad[0]} (nft refuses it)", at)
         elif w in ("set", "map"):
             sname = cur.word(f"a {w} name")
             s = t.get_set(sname) or NftSet(sname, w, handle=t.new_handle())

@@ -225,7 +225,7 @@ def parse_match(cur: Cursor, table: Table, rule: ParsedRule) -> tuple[str, Step,
             dep = dep._replace(nf=v)
     shown = format_value(typ, v)
     if plen is not None:
-        if plen != 32 or typ != "ipv4_addr":      # nft lists a full prefix as the address
+        if plen != 32:                            # nft lists a full prefix as the bare value
             shown += f"/{plen}"
         mask = ((1 << plen) - 1) << (32 - plen) if plen else 0
         return f"{lhs.text} {optext}{shown}", prefix_step(read, v & mask, mask, op == "!="), dep, l4

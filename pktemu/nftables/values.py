@@ -72,6 +72,12 @@ def parse_value(typ: str, text: str) -> tuple[int, int | None, int | None]:
         if text in NFPROTOS:
             return NFPROTOS[text], None, None
         return _int(text, 255, "nfproto (ipv4, ipv6 or a number)"), None, None
+    if typ == "mark" and "/" in text:          # nft lists a masked mark so: 0x00010000/16
+        val, _, length = text.partition("/")
+        if not length.isdigit() or int(length) > 32:
+            raise ValueError_(f"'{text}': a mark prefix length is 0-32")
+        plen = int(length)
+        return _int(val, 2**32 - 1, typ) & (((1 << plen) - 1) << (32 - plen)), plen, None
     if typ in ("mark", "integer", "ct_state"):
         return _int(text, 2**32 - 1, typ), None, None
     if typ == "ifname":
