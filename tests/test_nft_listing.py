@@ -383,3 +383,10 @@ def test_a_dormant_table_from_nft_json_lists_dormant() -> None:
     from pktemu.nftables.json_load import load_nft_json
     doc = '{"nftables": [{"table": {"family": "ip", "name": "d", "handle": 3, "flags": "d"}}]}'
     assert list_ruleset(load_nft_json(doc, "r.json")) == "table ip d {\n\tflags dormant\n}\n"
+
+
+def test_a_listed_concatenation_with_mark_prefixes_loads_back() -> None:
+    listed = list_ruleset(load_nft(INTERVALS, "r.nft"))
+    sets_only = listed.split("\n\n\tchain c")[0] + "\n}\n"
+    assert "0x00000010/28 . 1024-2047" in sets_only
+    assert list_ruleset(load_nft(sets_only, "listed.nft")) == sets_only

@@ -83,7 +83,7 @@ def parse_elements(cur: Cursor, s: NftSet, keys_only: bool = False,
                 if len(s.types) == 1:
                     prefix = plen
                 else:
-                    bits = 32 if typ == "ipv4_addr" else 0
+                    bits = 32 if typ in ("ipv4_addr", "mark") else 0
                     end[-1] = v | ((1 << (bits - plen)) - 1)
                     ranged = True
         el = Element(tuple(key), key_end=tuple(end) if ranged else None, prefix=prefix)
