@@ -121,6 +121,7 @@ add rule ip t c meta l4proto tcp ip daddr 10.0.0.1 tcp dport 80 jump d
 add rule ip t c meta l4proto tcp th dport 80 jump d
 add rule ip t c meta l4proto tcp ip daddr 10.0.0.1 meta l4proto tcp tcp dport 80 jump d
 add rule ip t c udp dport 53 udp sport 1 jump d
+add rule ip t c ip daddr 10.0.0.9/32 ip saddr != 10.0.0.0/16 jump d
 """
 FLAT_LISTED = """table ip t {
 \tchain c {
@@ -128,6 +129,7 @@ FLAT_LISTED = """table ip t {
 \t\ttcp dport 80 jump d
 \t\tmeta l4proto tcp ip daddr 10.0.0.1 tcp dport 80 jump d
 \t\tudp sport 1 udp dport 53 jump d
+\t\tip daddr 10.0.0.9 ip saddr != 10.0.0.0/16 jump d
 \t}
 
 \tchain d {

@@ -351,7 +351,8 @@ class LineLoader(LoadState):
                 return at, None, None
             mask = MASK[plen]
             got = self.consts[(which, neg, w)] = prefix_step(read, v & mask, mask, neg)
-        return at + 1, got, self._text((which, neg, w), f"ip {which} {'!= ' if neg else ''}{w}")
+        shown = w[:-3] if w.endswith("/32") else w          # nft lists a full prefix as the address
+        return at + 1, got, self._text((which, neg, w), f"ip {which} {'!= ' if neg else ''}{shown}")
 
 
 def _killed(deps: list[Any], k: int) -> bool:
