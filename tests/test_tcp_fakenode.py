@@ -61,6 +61,9 @@ class FakeNode:
     def source_address(self, daddr: int) -> int | None:
         return None if daddr in self.net.unroutable else self.addr
 
+    def source_and_mtu(self, daddr: int) -> tuple[int | None, int | None]:
+        return self.source_address(daddr), None
+
     def is_local(self, addr: int) -> bool:
         return addr == self.addr
 

@@ -17,6 +17,7 @@ from pktemu.net.frame import ETH_P_ARP, ETH_P_IP, Frame, int2ip
 from pktemu.net.inetpeer import Peers
 from pktemu.net.ip_fragment import Reassembler
 from pktemu.net.neighbour import NeighTable
+from pktemu.net.pmtu import path_mtu
 from pktemu.net.route import (RT_SCOPE_HOST, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, Route, RouteTable,
                               prefix_mask)
 from pktemu.net.veth import Loopback
@@ -237,6 +238,15 @@ class Node:
     def source_address(self, daddr: int) -> int | None:
         r = self.route_output(daddr)
         return None if r is None else r[1]
+
+    def source_and_mtu(self, daddr: int) -> tuple[int | None, int | None]:
+        """One route lookup for a datagram: its preferred source (None without a route) and the
+        path MTU to `daddr` (None without a device)."""
+        r = self.route_output(daddr)
+        if r is None:
+            return None, None
+        dev = self.devices.get(r[0].dev)
+        return r[1], None if dev is None else path_mtu(self, daddr, dev.mtu) if self.pmtu else dev.mtu
 
     def arp_source(self, dev: NetDevice, target: int, saddr: int | None) -> int:
         """arp_solicit() with arp_announce=0: the packet's own source when it is ours."""

@@ -89,13 +89,12 @@ class UdpSocket:
         if not 0 < dport < 65536:
             raise SockError("EINVAL", where)
         node = self.stack.node
-        r = node.route_output(daddr)                    # no route: ENETUNREACH, even when bound
-        if r is None or r[1] is None:
+        saddr, mtu = node.source_and_mtu(daddr)         # no route: ENETUNREACH, even when bound
+        if saddr is None:
             raise SockError(node.route_errno(daddr), where)
-        saddr = self.addr or r[1]
+        saddr = self.addr or saddr
         seg = build(saddr, daddr, self.port, dport, bytes(data))
-        dev = node.devices.get(r[0].dev)                # IP_PMTUDISC_WANT: DF on what fits
-        df = dev is None or 20 + len(seg) <= (pmtu.path_mtu(node, daddr, dev.mtu) if node.pmtu else dev.mtu)
+        df = mtu is None or 20 + len(seg) <= mtu        # IP_PMTUDISC_WANT: DF on what fits
         self.stack.node.ip_send(saddr, daddr, IPPROTO_UDP, seg, df=df, flow_saddr=self.addr)
 
     def close(self) -> None:
