@@ -163,6 +163,15 @@ LINUX = {
 }
 
 
+def _steady(facts: dict[str, Any]) -> dict[str, Any]:
+    """The facts that do not depend on the machine's load: on a busy one Linux's server may take two
+    segments in one go and ACK them once, so of its ACKs only the SACK blocks they carried and the
+    last acknowledged byte count."""
+    acks = facts["acks"]
+    blocks = sorted({b for _, seen in acks for b in seen})
+    return {**facts, "acks": (blocks, acks[-1][0] if acks else None)}
+
+
 @pytest.mark.parametrize("size", sorted(LINUX))
 def test_a_smaller_link_on_the_way_lowers_the_path_mtu_and_the_sender_resends_at_once(
         tmp_path: Path, size: int) -> None:
@@ -170,6 +179,9 @@ def test_a_smaller_link_on_the_way_lowers_the_path_mtu_and_the_sender_resends_at
     (tmp_path / "k").mkdir()
     (tmp_path / "e").mkdir()
     found = kernel(tmp_path / "k", size)
-    assert found == {**LINUX[size], "icmp": [FRAG_NEEDED, FRAG_NEEDED, UNREACHABLE, UNREACHABLE],
-                     "udp": [(1396, 1, 0), (124, 0, 172)] * 2}
-    assert emulated(tmp_path / "e", size) == found
+    linux = {**LINUX[size], "icmp": [FRAG_NEEDED, FRAG_NEEDED, UNREACHABLE, UNREACHABLE],
+             "udp": [(1396, 1, 0), (124, 0, 172)] * 2}
+    assert _steady(found) == _steady(linux)
+    emu = emulated(tmp_path / "e", size)
+    assert emu == linux                   # every ACK, as an idle machine's Linux sends them
+    assert _steady(emu) == _steady(found)
