@@ -17,12 +17,14 @@ its PID.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 from conftest import pktemu
@@ -108,7 +110,9 @@ def _facts(path: Path, size: int) -> dict[str, Any]:
     return {"data": data, "acks": acks, "icmp": icmp, "udp": udp}
 
 
-def kernel(tmp: Path, size: int) -> dict[str, Any]:
+@contextlib.contextmanager
+def _lab() -> Iterator[NetnsLab]:
+    """The three namespaces, node1's link to the server 1400 bytes, its DNAT loaded."""
     lab = NetnsLab(["client", "node1", "server"], "pm")
     try:
         try:
@@ -129,14 +133,19 @@ def kernel(tmp: Path, size: int) -> dict[str, Any]:
         lab.x("node1", "sysctl", "-qw", "net.ipv4.ip_forward=1")
         subprocess.run(["ip", "netns", "exec", lab.ns["node1"], "iptables-restore"], input=RULES, text=True,
                        check=True)
+        yield lab
+    finally:
+        lab.close()
+
+
+def kernel(tmp: Path, size: int) -> dict[str, Any]:
+    with _lab() as lab:
         caps = lab.capture(tmp, ["client-eth0"])
         lab.bg("server", "python3", "-c", SERVER)
         time.sleep(0.3)
         lab.x("client", "python3", "-c", CLIENT, str(size))
         route = lab.x("client", "ip", "route", "get", "10.3.0.10")
         NetnsLab.stop(caps)
-    finally:
-        lab.close()
     assert "mtu 1400" in route, route                 # the exception the error left
     return _facts(tmp / "client-eth0.pcap", size)
 
@@ -185,3 +194,49 @@ def test_a_smaller_link_on_the_way_lowers_the_path_mtu_and_the_sender_resends_at
     emu = emulated(tmp_path / "e", size)
     assert emu == linux                   # every ACK, as an idle machine's Linux sends them
     assert _steady(emu) == _steady(found)
+
+
+UDP_ECHO = r'''
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 7))
+while True:
+    data, peer = s.recvfrom(65536)
+    s.sendto(b"seen\\n", peer)
+'''
+UDP_CLIENT = r'''
+import errno, socket, time
+for i in range(2):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.1)
+    s.connect(("10.0.2.2", 7))
+    s.send(b"u" * 1472)
+    try:
+        s.recv(100)
+        print("answer")
+    except OSError as e:
+        print(errno.errorcode.get(e.errno, e.errno))
+    s.close()
+    time.sleep(0.2)
+'''
+UDP_TOPOLOGY = TOPOLOGY.replace("apps: [{kind: tcp-echo, port: 7}]", "apps: [{kind: udp-echo, port: 7}]")
+
+
+def test_a_connected_udp_socket_hears_emsgsize_and_the_next_datagram_is_fragmented(tmp_path: Path) -> None:
+    """Two connected sockets, one after the other, send 1,472 bytes to the server itself: the first
+    datagram (DF, it fits 1500) meets the 1400-byte link and its socket gets EMSGSIZE; the second
+    leaves in two fragments and is answered. pktemu's echo-client does the same."""
+    with _lab() as lab:
+        lab.bg("server", "python3", "-c", UDP_ECHO)
+        time.sleep(0.3)
+        linux = lab.x("client", "python3", "-c", UDP_CLIENT).split()
+    assert linux == ["EMSGSIZE", "answer"]
+    topo = tmp_path / "pmtu.yaml"
+    (tmp_path / "node1.iptables").write_text(RULES)
+    topo.write_text(UDP_TOPOLOGY.split("scenarios:")[0] + """scenarios:
+  pmtu:
+    traffic:
+      - {at: 0ms, node: client, app: {kind: echo-client, proto: udp, target: 10.0.2.2, port: 7, count: 2,
+                                     interval: 200ms, timeout: 100ms, payload: "%s"}}
+""" % ("u" * DATAGRAM))
+    pktemu("run", str(topo), "--out", str(tmp_path / "out"), "-q")
+    result = json.loads((tmp_path / "out" / "pmtu" / "client-result.json").read_text())
+    assert [a["outcome"] for a in result["attempts"]] == linux
