@@ -85,6 +85,14 @@ class Lab:
                 self.x(n, "ip", "route", "add", r["to"], "via", r["via"],
                        *(["table", str(r["table"])] if "table" in r else []))
         self.x("r", "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+        # ip_error's ICMP costs r's tokens for the pod 1 s, and icmpv4_xrlim_allow (icmp_ratelimit,
+        # 1 s by default) takes as much again from the same inet_peer bucket: a probe a second
+        # would drain it over the cases (this lab lives across them) and r would fall silent at a
+        # moment set by the machine's load (CI saw it once). With icmp_ratelimit 0 the second
+        # check takes nothing (Linux 6.18 then answered four unroutable datagrams 10 ms apart with
+        # four unreachables, against two at 1000), and the 1.1 s a pod probe waits always pays for
+        # ip_error's one message.
+        self.x("r", "sysctl", "-q", "-w", "net.ipv4.icmp_ratelimit=0")
         for up in ("up1", "up2"):
             self.x(up, "iptables", "-t", "raw", "-A", "PREROUTING", "-d", DST, "-j", "ACCEPT")
         for code in (0, 1, 13):
@@ -116,8 +124,9 @@ class Lab:
     def probe(self, sender: str, proto: str, dport: int) -> tuple[list[str], list[int], str]:
         """(uplinks reached, ICMP 3/0, 3/1, 3/13 counts at the pod, errno of the sender).
 
-        r sends at most one ip_error ICMP per second to a host (inet_peer tokens, ip_rt_error_cost,
-        which pktemu does not model): a pod probe waits that second out first."""
+        r sends at most one ip_error ICMP per second to a host (inet_peer tokens, ip_rt_error_cost;
+        each emulated probe is a fresh network whose tokens are full): a pod probe waits that
+        second out first."""
         if sender == "pod":
             time.sleep(1.1)
         before = {u: self.counters(u)[0] for u in ("up1", "up2")}
