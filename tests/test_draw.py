@@ -1,6 +1,7 @@
 """`pktemu draw TOPOLOGY -o FILE.svg|png`: a Graphviz picture of the topology, and its errors."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -85,6 +86,11 @@ def test_png(tmp_path: Path) -> None:
     (["topologies/service-test.yaml", "-o", "{tmp}/topo.svg", "--scenario", "nope"], "no scenario 'nope'"),
     (["topologies/missing.yaml", "-o", "{tmp}/topo.svg"], "missing.yaml"),
     (["-o", "{tmp}/topo.svg"], "the topology is required"),
+    (["topologies/service-test.yaml", "-o", "{tmp}/topo.svg", "--node", "nope"],
+     "draw: --node nope: no such node in topologies/service-test.yaml (have: node1, gw, node2, client, "
+     "server, ...)"),
+    (["topologies/service-test.yaml", "-o", "{tmp}/topo.svg", "--node", "node1", "--full"],
+     "draw: --full draws every node in full: give it or --node, not both"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, args: list[str], what: str) -> None:
     p = pktemu("draw", *[a.replace("{tmp}", str(tmp_path)) for a in args], check=False)
@@ -118,3 +124,73 @@ def test_drawing_a_topology_does_not_load_scapy(tmp_path: Path) -> None:
                        cwd=datapaths.ROOT)
     assert p.stdout.split() == ["0", "False"], p.stderr
     assert "client (pod)" in _texts(out)
+
+
+def _cluster(tmp_path: Path, nodes: int, pods: int) -> Path:
+    """generated-large-cluster at `nodes` x `pods`, with its Service over every pod in a manifest."""
+    items: list[dict[str, object]] = [
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+         "spec": {"clusterIP": "10.96.0.100", "selector": {"app": "web"},
+                  "ports": [{"protocol": "TCP", "port": 80, "targetPort": 8080}]}}]
+    items += [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"pod{n}-{p}", "namespace": "default",
+                                                              "labels": {"app": "web"}}}
+              for n in range(1, nodes + 1) for p in range(1, pods + 1)]
+    (tmp_path / "web.json").write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    topo = tmp_path / "cluster.yaml"
+    base = f"{datapaths.ROOT}/topologies/generated-large-cluster.yaml"
+    topo.write_text(f"extends: {{file: {base}, merge: true}}\n"
+                    f"vars: {{nodes: {nodes}, pods: {pods}}}\nkubernetes: {{manifests: [web.json]}}\n")
+    return topo
+
+
+def test_a_big_cluster_is_summarised_one_box_a_node(tmp_path: Path) -> None:
+    # 1000 nodes x 30 pods: dot gave up after 60 s (100 x 30 took 41 s) on every pod's cluster
+    topo, out = _cluster(tmp_path, 30, 8), tmp_path / "big.svg"
+    pktemu("draw", str(topo), "-o", str(out))
+    texts = _texts(out)
+    assert "summarised: 31 nodes drawn as one box each, their 240 pods counted, links written in the boxes." \
+        in texts
+    assert f"The full picture: pktemu draw {topo} -o {out} --full; a node in full: --node NAME" in texts
+    for line in ("node17 (host)", "kube-proxy (iptables) rules", "eth0 172.16.0.19/16 — gw/eth17",
+                 "cbr0 (bridge, 8 ports) 10.0.17.1/24", "pod CIDR 10.0.17.0/24",
+                 "8 pods: pod17-1, pod17-2 … pod17-8",
+                 "default via 172.16.255.1", "gw (host)", "30 interfaces: eth1, eth2 … eth30", "30 routes",
+                 "default/web", "ClusterIP 10.96.0.100", "240 endpoints on 30 nodes"):
+        assert line in texts, line
+    assert sum(t.startswith("8 pods: ") for t in texts) == 30
+    assert not any(t.endswith("(pod)") for t in texts), "a pod drawn"
+    assert "veth-pod17-1" not in "".join(texts), "a pod's veth listed on its node"
+    svg = out.read_text()
+    assert svg.count('class="node"') == 31 + 1 and 'id="ns&#45;node30"' in svg      # the nodes, the Service
+    first = out.read_bytes()
+    pktemu("draw", str(topo), "-o", str(out))
+    assert out.read_bytes() == first, "not deterministic"
+
+
+def test_a_node_asked_for_is_drawn_in_full_the_others_summarised(tmp_path: Path) -> None:
+    topo, out = _cluster(tmp_path, 30, 8), tmp_path / "one.svg"
+    pktemu("draw", str(topo), "-o", str(out), "--node", "node17", "--node", "pod3-2")     # a pod: its node
+    texts = _texts(out)
+    assert "summarised: 29 nodes drawn as one box each, their 224 pods counted, node17, node3 in full, " \
+           "links written in the boxes." in texts
+    for line in ("node17 (host)", "pod17-1 (pod)", "pod17-8 (pod)", "veth-pod17-8", "10.0.17.9/24",
+                 "pod3-5 (pod)", "node4 (host)", "8 pods: pod4-1, pod4-2 … pod4-8"):
+        assert line in texts, line
+    assert "pod4-1 (pod)" not in texts and "8 pods: pod17-1, pod17-2 … pod17-8" not in texts
+
+
+def test_full_draws_every_pod_of_a_big_cluster(tmp_path: Path) -> None:
+    topo, out = _cluster(tmp_path, 30, 8), tmp_path / "full.svg"
+    pktemu("draw", str(topo), "-o", str(out), "--full")
+    texts = _texts(out)
+    assert not any("summarised" in t for t in texts)
+    assert sum(t.endswith("(pod)") for t in texts) == 240 and texts.count("endpoint") == 240
+
+
+@pytest.mark.parametrize("topo", ["service-test", "seed-story", "calico-ipip", "generated-large-cluster"])
+def test_a_small_topology_is_drawn_in_full(tmp_path: Path, topo: str) -> None:
+    # the summary starts past 200 namespaces: the pictures of the examples are what --full draws
+    pktemu("draw", f"topologies/{topo}.yaml", "-o", str(tmp_path / "a.svg"))
+    pktemu("draw", f"topologies/{topo}.yaml", "-o", str(tmp_path / "b.svg"), "--full")
+    assert (tmp_path / "a.svg").read_bytes() == (tmp_path / "b.svg").read_bytes()
+    assert not any("summarised" in t for t in _texts(tmp_path / "a.svg"))

@@ -13,9 +13,10 @@ import re
 from pktemu.errors import PktemuError
 from pktemu.io.atomic import write_text_atomic
 from pktemu.report.flows import build_flows
-from pktemu.report.layout import dot_path, from_pcapng, from_topology, render, svg_inline, to_dot
+from pktemu.report.layout import dot_path, from_pcapng, render, svg_inline, to_dot
 from pktemu.report.page import render_page
 from pktemu.report.runread import read_run, scenario_dirs
+from pktemu.report.summary import diagram
 from pktemu.topo import Topology
 
 REPORT_NAME = "report.html"
@@ -38,7 +39,8 @@ def check_topology(scenario_dir: str, section: str, t: Topology) -> None:
 
 
 def topology_svg(t: Topology, scenario: str | None = None) -> bytes:
-    return render(to_dot(from_topology(t, scenario)), "svg")
+    """The report's picture: a big topology summarised as `pktemu draw` does it."""
+    return render(to_dot(diagram(t, scenario, how=f"pktemu draw {t.path} -o FILE.svg")), "svg")
 
 
 def build_report(scenario_dir: str, t: Topology | None = None) -> str:

@@ -37,11 +37,25 @@ class Namespace:
 
 
 @dataclass
+class Box:
+    """A namespace summarised into one box (pktemu.report.summary): its devices, pods and routes
+    as lines of text, so a cluster of thousands of namespaces lays out in seconds."""
+    name: str
+    title: str
+    lines: list[str] = field(default_factory=list)
+    rules: bool = False
+
+
+@dataclass
 class Diagram:
     title: str
     namespaces: dict[str, Namespace] = field(default_factory=dict)
     links: list[tuple[str, str, str]] = field(default_factory=list)     # (node/dev, node/dev, label)
     services: list[tuple[str, list[str], list[str]]] = field(default_factory=list)  # name, lines, targets
+    note: str = ""                  # under the title: what was summarised and how to get it all
+    boxes: dict[str, Box] = field(default_factory=dict)                 # "ns:NAME" -> summarised namespace
+    grid: int = 0                   # > 0: boxes in rows of this many, links as text (too many to draw)
+    hubs: list[str] = field(default_factory=list)                       # boxes above the grid's rows
 
 
 def from_topology(t: Topology, scenario: str | None = None) -> Diagram:
@@ -150,8 +164,9 @@ def _label(title: str, lines: list[str]) -> str:
 
 
 def to_dot(d: Diagram) -> str:
+    title = d.title + (f"\n{d.note}" if d.note else "")
     out = ["digraph topology {", "  graph [rankdir=TB, fontname=Helvetica, fontsize=11, compound=true, "
-           f"newrank=true, nodesep=0.3, ranksep=0.5, label={_q(d.title)}, labelloc=t];",
+           f"newrank=true, nodesep=0.3, ranksep=0.5, label={_q(title)}, labelloc=t];",
            "  node [fontname=Helvetica, fontsize=10, shape=box, style=\"rounded,filled\", fillcolor=white];",
            "  edge [fontname=Helvetica, fontsize=9, dir=none];"]
     children: dict[str, list[str]] = {}
@@ -182,6 +197,7 @@ def to_dot(d: Diagram) -> str:
 
     for top in children.get("", []):
         cluster(top, "  ")
+    _boxes(d, out)
     for a, b, label in d.links:
         style = "bold" if label == "veth" else "solid"
         out.append(f"  {_q(a)} -> {_q(b)} [label={_q(label)}, style={style}];")
@@ -198,6 +214,23 @@ def to_dot(d: Diagram) -> str:
                            "dir=forward, label=\"endpoint\", constraint=false];")
     out.append("}")
     return "\n".join(out) + "\n"
+
+
+def _boxes(d: Diagram, out: list[str]) -> None:
+    """The summarised namespaces; in a grid, rows of `d.grid` boxes under the hubs, held in place by
+    invisible edges (dot lays out a thousand boxes in a row, or tangles a thousand edges, otherwise)."""
+    for key, b in d.boxes.items():
+        color, pen = ("#fdecea", "#c0392b") if b.rules else ("#eef2fa", "#7f8c8d")
+        out.append(f"  {_q(key)} [label={_label(b.title, b.lines)}, fillcolor={_q(color)}, color={_q(pen)}, "
+                   f"penwidth={2 if b.rules else 1}, id={_q('ns-' + b.name)}];")
+    if not d.grid:
+        return
+    rows = [k for k in d.boxes if k not in d.hubs]
+    for hub in d.hubs:
+        for k in rows[:d.grid]:
+            out.append(f"  {_q(hub)} -> {_q(k)} [style=invis];")
+    for i in range(d.grid, len(rows)):
+        out.append(f"  {_q(rows[i - d.grid])} -> {_q(rows[i])} [style=invis];")
 
 
 def dot_path() -> str:
