@@ -248,7 +248,8 @@ def render(dot_source: str, fmt: str) -> bytes:
         res = subprocess.run([dot_path(), f"-T{fmt}"], input=dot_source.encode("utf-8"), capture_output=True,
                              timeout=DOT_TIMEOUT, check=False)
     except subprocess.TimeoutExpired:
-        raise PktemuError(f"graphviz: dot did not finish within {DOT_TIMEOUT} s") from None
+        raise PktemuError(f"graphviz: dot did not finish within {DOT_TIMEOUT} s (draw fewer namespaces in "
+                          "full: leave out --full, or give fewer --node)") from None
     if res.returncode != 0:
         msg = res.stderr.decode("utf-8", "replace").strip().splitlines()
         raise PktemuError(f"graphviz: dot failed: {msg[0] if msg else f'exit status {res.returncode}'}")
