@@ -153,6 +153,24 @@ def test_report_of_a_pcapng_from_another_tool(reported: Path, tmp_path: Path) ->
 
 
 @needs_dot
+def test_report_times_follow_each_interfaces_tsresol(reported: Path, tmp_path: Path) -> None:
+    # a pcapng from another tool: interface 0 in ns (if_tsresol 9), interface 1 in µs (no option).
+    # Every stamp was read as ns: frames 3-6 landed in 1970 and frames 1-2 at +1765895426 s.
+    # tshark -r ... -T fields -e frame.time_epoch: 1767663089.500330493, 1767663089.514291940,
+    # 1767663437.111897000, 1767663437.126460000, ...; the report counts from 1767663089 s.
+    import datapaths
+
+    run = tmp_path / "s1"
+    shutil.copytree(reported / "s1-clusterip", run)
+    shutil.copyfile(datapaths.CAPTURES / "pcapng_two_interfaces_dns.pcapng", run / "all.pcapng")
+    pktemu("report", str(run))
+    html = (run / "report.html").read_text()
+    for hop in ("#1  +0.500330s", "#2  +0.514292s", "#3  +348.111897s", "#4  +348.126460s",
+                "#6  +348.140942s"):
+        assert hop in html, hop
+
+
+@needs_dot
 def test_report_shows_the_nftables_rules_of_an_nftables_run(tmp_path: Path) -> None:
     # the section showed iptables-save files only: empty for nodes whose rules are nftables
     pktemu("run", "topologies/service-test-nftables.yaml", "--scenario", "s1-clusterip",

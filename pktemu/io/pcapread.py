@@ -236,28 +236,36 @@ def _options(where: str, order: str, body: bytes, pos: int) -> dict[int, bytes]:
     return opts
 
 
+def ts_units(where: str, order: str, tsresol: bytes | None,
+             tsoffset: bytes | None) -> tuple[tuple[int, int], int]:
+    """((num, den), offset ns) of an IDB's `if_tsresol` and `if_tsoffset` (absent: µs, 0 s): a
+    packet's time is `units * num // den + offset` ns. Shared with the report's reader."""
+    div = (1_000, 1)
+    if tsresol:
+        v = tsresol[0] & 0x7F
+        if tsresol[0] & 0x80:
+            if v > 63:
+                raise PktemuError(f"{where}: if_tsresol 2^-{v} out of range")
+            div = (1_000_000_000, 1 << v)
+        elif v > 18:
+            raise PktemuError(f"{where}: if_tsresol 10^-{v} out of range")
+        else:
+            div = (10 ** (9 - v), 1) if v <= 9 else (1, 10 ** (v - 9))
+    offset = 0
+    if tsoffset is not None:
+        if len(tsoffset) != 8:
+            raise PktemuError(f"{where}: if_tsoffset has {len(tsoffset)} bytes, needs 8")
+        offset = struct.unpack(order + "q", tsoffset)[0] * 1_000_000_000
+    return div, offset
+
+
 def _interface(where: str, order: str, body: bytes) -> Interface:
     if len(body) < 8:
         raise PktemuError(f"{where}: interface description body is {len(body)} bytes, needs 8")
     linktype, _res, snaplen = struct.unpack_from(order + "HHI", body, 0)
     opts = _options(where, order, body, 8)
     iface = Interface(linktype, snaplen, (1_000, 1), name=opts.get(2, b"").decode("utf-8", "replace"))
-    res = opts.get(IF_TSRESOL)
-    if res:
-        v = res[0] & 0x7F
-        if res[0] & 0x80:
-            if v > 63:
-                raise PktemuError(f"{where}: if_tsresol 2^-{v} out of range")
-            iface.ts_div = (1_000_000_000, 1 << v)
-        elif v > 18:
-            raise PktemuError(f"{where}: if_tsresol 10^-{v} out of range")
-        else:
-            iface.ts_div = (10 ** (9 - v), 1) if v <= 9 else (1, 10 ** (v - 9))
-    off = opts.get(IF_TSOFFSET)
-    if off is not None:
-        if len(off) != 8:
-            raise PktemuError(f"{where}: if_tsoffset has {len(off)} bytes, needs 8")
-        iface.ts_offset_ns = struct.unpack(order + "q", off)[0] * 1_000_000_000
+    iface.ts_div, iface.ts_offset_ns = ts_units(where, order, opts.get(IF_TSRESOL), opts.get(IF_TSOFFSET))
     fcs = opts.get(IF_FCSLEN)
     if fcs:
         iface.fcs_len = fcs[0]

@@ -17,6 +17,7 @@ import struct
 from dataclasses import dataclass, field
 
 from pktemu.errors import PktemuError
+from pktemu.io.pcapread import IF_TSOFFSET, IF_TSRESOL, ts_units
 
 MAX_FILE = 512 * 1024 * 1024
 SHB, IDB, EPB, ISB = 0x0A0D0D0A, 1, 6, 5
@@ -35,6 +36,8 @@ class PcapIface:
     ipv4: list[str] = field(default_factory=list)
     dropped: int | None = None
     linktype: int = LINKTYPE_ETHERNET   # how its frames begin: an IPIP device's with the IP header
+    ts_div: tuple[int, int] = (1, 1)    # ns = units * num // den (pktemu writes ns; another tool µs)
+    ts_offset_ns: int = 0
 
 
 @dataclass
@@ -228,7 +231,10 @@ def _iface(where: str, order: str, body: bytes) -> PcapIface:
             net = ipaddress.IPv4Network((ipaddress.IPv4Address(raw[:4]).compressed,
                                          str(ipaddress.IPv4Address(raw[4:8]))), strict=False)
             v4.append(f"{ipaddress.IPv4Address(raw[:4])}/{net.prefixlen}")
-    return PcapIface(name, desc, mac, v4, linktype=struct.unpack_from(order + "H", body)[0])
+    div, offset = ts_units(where, order, b"".join(opts.get(IF_TSRESOL, [])[:1]) or None,
+                           opts[IF_TSOFFSET][0] if IF_TSOFFSET in opts else None)
+    return PcapIface(name, desc, mac, v4, linktype=struct.unpack_from(order + "H", body)[0], ts_div=div,
+                     ts_offset_ns=offset)
 
 
 def _frame(where: str, order: str, body: bytes, ifaces: list[PcapIface], number: int) -> Frame:
@@ -241,5 +247,7 @@ def _frame(where: str, order: str, body: bytes, ifaces: list[PcapIface], number:
         raise PktemuError(f"{where}: caplen {caplen} runs past the end of the block")
     opts = _options(where, order, body, 20 + caplen + (-caplen % 4))
     flags = struct.unpack(order + "I", opts[EPB_FLAGS][0][:4])[0] if EPB_FLAGS in opts else 0
-    return Frame(number, ifaces[ifid].name, (hi << 32) | lo, DIRECTION.get(flags & 3, ""),
+    iface = ifaces[ifid]
+    ts_ns = ((hi << 32) | lo) * iface.ts_div[0] // iface.ts_div[1] + iface.ts_offset_ns
+    return Frame(number, iface.name, ts_ns, DIRECTION.get(flags & 3, ""),
                  _comment(opts), body[20:20 + caplen], ifaces[ifid].linktype)
