@@ -305,7 +305,11 @@ def test_one_flow_ladder_as_svg(reported: Path, tmp_path: Path) -> None:
     assert not [t for t in texts if " FIN" in t], "--packets 3 keeps the handshake only"
     for args, what in ((["--flow", "99", "-o", str(out)], "has flows 1 to"),
                        (["--flow", "2"], "go together"),
-                       (["--flow", "2", "-o", str(tmp_path / "p.png")], "must end in .svg")):
+                       (["--flow", "2", "-o", str(tmp_path / "p.png")], "must end in .svg"),
+                       # -t draws report.html's topology: a ladder has none, and -t was silently ignored
+                       (["--flow", "2", "-o", str(tmp_path / "t.svg"), "-t", "topologies/service-test.yaml"],
+                        "report: -t TOPOLOGY draws the topology of report.html; a flow's ladder (--flow) "
+                        "does not use it: leave -t out")):
         p = pktemu("report", str(reported / "s1-clusterip"), *args, check=False)
         assert p.returncode == 2 and len(p.stderr.splitlines()) == 1 and what in p.stderr, p.stderr
     assert sorted(os.listdir(tmp_path)) == ["path.svg"]

@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out_dir", metavar="OUT_DIR",
                    help="a run's output folder (e.g. pcaps) or one scenario's folder (pcaps/s1-clusterip)")
     p.add_argument("-t", "--topology", metavar="TOPOLOGY",
-                   help="the topology the run used: draws routes, rules files and Services too")
+                   help="the topology the run used: draws routes, rules files and Services too "
+                   "(report.html only: not with --flow)")
     p.add_argument("--flow", type=int, metavar="N",
                    help="write only flow N's ladder (numbered as in the report) as an SVG, to -o FILE.svg")
     p.add_argument("--packets", type=int, metavar="K", help="with --flow: only its first K packets")
@@ -52,6 +53,9 @@ def _one_ladder(args: argparse.Namespace) -> int:
     """`--flow N -o FILE.svg`: one flow's ladder alone, for docs and slides."""
     if args.flow is None or args.output is None:
         raise PktemuError("report: --flow N and -o FILE.svg go together (--packets K is optional)")
+    if args.topology is not None:
+        raise PktemuError("report: -t TOPOLOGY draws the topology of report.html; a flow's ladder (--flow) "
+                          "does not use it: leave -t out")
     if not args.output.lower().endswith(".svg"):
         raise PktemuError(f"report: -o {args.output}: the file name must end in .svg")
     if args.packets is not None and args.packets < 1:
