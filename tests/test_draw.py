@@ -1,6 +1,7 @@
 """`pktemu draw TOPOLOGY -o FILE.svg|png`: a Graphviz picture of the topology, and its errors."""
 from __future__ import annotations
 
+import html
 import json
 import os
 import shutil
@@ -194,3 +195,16 @@ def test_a_small_topology_is_drawn_in_full(tmp_path: Path, topo: str) -> None:
     pktemu("draw", f"topologies/{topo}.yaml", "-o", str(tmp_path / "b.svg"), "--full")
     assert (tmp_path / "a.svg").read_bytes() == (tmp_path / "b.svg").read_bytes()
     assert not any("summarised" in t for t in _texts(tmp_path / "a.svg"))
+
+
+def test_the_report_of_a_big_cluster_draws_it_summarised(tmp_path: Path) -> None:
+    # report.html laid out every pod too: a real-size cluster's page never came (dot's 60 s)
+    out = tmp_path / "out"
+    pktemu("run", "topologies/generated-large-cluster.yaml", "--scenario", "direct", "--out", str(out), "-q")
+    topo = _cluster(tmp_path, 30, 8)
+    topo.write_text("name: generated-large-cluster\n" + topo.read_text())     # the run's name: -t is checked
+    pktemu("report", str(out / "direct"), "-t", str(topo), "-q")
+    page = html.unescape((out / "direct" / "report.html").read_text())
+    assert "summarised: 31 nodes drawn as one box each, their 240 pods counted" in page
+    assert f"The full picture: pktemu draw {topo} -o FILE.svg --full; a node in full: --node NAME" in page
+    assert "8 pods: pod30-1, pod30-2 … pod30-8" in page and "pod30-1 (pod)" not in page
