@@ -208,3 +208,39 @@ def test_the_report_of_a_big_cluster_draws_it_summarised(tmp_path: Path) -> None
     assert "summarised: 31 nodes drawn as one box each, their 240 pods counted" in page
     assert f"The full picture: pktemu draw {topo} -o FILE.svg --full; a node in full: --node NAME" in page
     assert "8 pods: pod30-1, pod30-2 … pod30-8" in page and "pod30-1 (pod)" not in page
+
+
+ROUTED = """name: routed
+vars: {nodes: 20, pods: 10}
+nodes:
+  gw:
+    interfaces:
+      for n in 1..nodes:
+        eth{n}: {addresses: ["192.168.{n}.254/24"]}
+  for n in 1..nodes:
+    node{n}:
+      interfaces:
+        eth0: {addresses: ["192.168.{n}.1/24"]}
+        for p in 1..pods:
+          cali{n}x{p}: {}
+    for p in 1..pods:
+      p{n}-{p}:
+        interfaces: {eth0: {addresses: ["10.{n}.0.{p}/32"]}}
+veths:
+  - for n in 1..nodes: [["node{n}/eth0", "gw/eth{n}"]]
+  - for n in 1..nodes:
+      - for p in 1..pods: [["p{n}-{p}/eth0", "node{n}/cali{n}x{p}"]]
+"""
+
+
+def test_routed_pods_are_counted_in_their_node_and_few_links_drawn(tmp_path: Path) -> None:
+    # pods written as plain namespaces, a veth each to the node (Calico's way): no bridge nests them
+    topo, out = tmp_path / "routed.yaml", tmp_path / "routed.svg"
+    topo.write_text(ROUTED)
+    pktemu("draw", str(topo), "-o", str(out))
+    texts = _texts(out)
+    assert "summarised: 21 nodes drawn as one box each, their 200 namespaces counted." in texts
+    assert "10 namespaces by veth: p7-1, p7-2 … p7-10" in texts and "eth0 192.168.7.1/24" in texts
+    assert not any("cali7x" in t for t in texts) and "p7-1 (host)" not in texts
+    assert texts.count("veth eth0 — eth7") == 1                # 20 links: drawn, not written in the boxes
+    assert sum(t.startswith("veth eth0 — eth") for t in texts) == 20

@@ -2,8 +2,8 @@
 (`pktemu draw`): an output layer above `pktemu.io`, imported by the commands only.
 
 Modules: `runread` reads a scenario's output folder, `flows` groups its frames into connections
-and packets, `layout` draws the topology with Graphviz, `ladder` draws a flow's ladder, `page`
-puts them in one self-contained HTML file.
+and packets, `layout` draws the topology with Graphviz (`summary` a big one, one box a node),
+`ladder` draws a flow's ladder, `page` puts them in one self-contained HTML file.
 """
 from __future__ import annotations
 

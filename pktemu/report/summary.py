@@ -92,7 +92,7 @@ def _device_lines(dev: list[Device], ports: dict[str, int], peers: dict[str, lis
     return out
 
 
-def _box(ns: Namespace, pods: list[str], cidr: str | None, ports: dict[str, int],
+def _box(ns: Namespace, pods: list[str], others: list[str], cidr: str | None, ports: dict[str, int],
          peers: dict[str, list[str]], text_links: bool, pod_ends: set[str]) -> Box:
     lines = [ns.rules] if ns.rules else []
     devices = [dv for dv in ns.devices if f"{ns.name}/{dv.name}" not in pod_ends]
@@ -101,6 +101,8 @@ def _box(ns: Namespace, pods: list[str], cidr: str | None, ports: dict[str, int]
         lines.append(f"pod CIDR {cidr}")
     if pods:
         lines.append(f"{len(pods)} pod{'s' if len(pods) > 1 else ''}: {_few(pods)}")
+    if others:
+        lines.append(f"{len(others)} namespace{'s' if len(others) > 1 else ''} by veth: {_few(others)}")
     if len(ns.routes) <= 3:
         lines += ns.routes
     else:
@@ -145,17 +147,19 @@ def summarise(d: Diagram, t: Topology, keep: list[str], how: str) -> Diagram:
         degree[eb] = degree.get(eb, 0) + 1
     grid = n_edges > EDGE_LIMIT or max(degree.values(), default=0) > COLUMNS
     k8s = t.kubernetes
-    pods: dict[str, list[str]] = {}
-    for name in d.namespaces:
+    pods: dict[str, list[str]] = {}         # a node's pods, and the namespaces it holds by a veth only
+    others: dict[str, list[str]] = {}
+    for name, ns in d.namespaces.items():
         if owner[name] != name:
-            pods.setdefault(owner[name], []).append(name)
+            (pods if ns.kind == "pod" else others).setdefault(owner[name], []).append(name)
 
     s = Diagram(d.title)
     s.namespaces = {name: ns for name, ns in d.namespaces.items() if name in drawn}
     for name, ns in d.namespaces.items():
         if name not in drawn and owner[name] == name:
-            s.boxes[f"ns:{name}"] = _box(ns, pods.get(name, []), k8s.pod_cidrs.get(name) if k8s else None,
-                                        ports, peers, grid, pod_ends)
+            cidr = k8s.pod_cidrs.get(name) if k8s else None
+            s.boxes[f"ns:{name}"] = _box(ns, pods.get(name, []), others.get(name, []), cidr, ports, peers,
+                                        grid, pod_ends)
     # in a grid, only the links of the namespaces drawn in full are edges (if few, those to boxes too)
     touching = [k for k in edges if not (k[0].startswith("ns:") and k[1].startswith("ns:"))]
     if grid:
@@ -165,7 +169,7 @@ def summarise(d: Diagram, t: Topology, keep: list[str], how: str) -> Diagram:
     for (ea, eb), group in edges.items():
         a, b, label = group[0]
         if len(group) > 1:
-            label = f"{len(group)} {label}s"
+            label = f"{label} ×{len(group)}"
         elif ea.startswith("ns:") or eb.startswith("ns:"):
             label = f"{label} {a.split('/', 1)[1]} — {b.split('/', 1)[1]}"
         s.links.append((ea, eb, label))
@@ -174,7 +178,10 @@ def summarise(d: Diagram, t: Topology, keep: list[str], how: str) -> Diagram:
         s.grid = COLUMNS
         s.hubs = [k for k in s.boxes if degree.get(k, 0) > COLUMNS]
     n_pods = sum(len(v) for name, v in pods.items() if name not in full)
-    s.note = (f"summarised: {len(s.boxes)} nodes drawn as one box each, their {n_pods} pods counted"
+    n_others = sum(len(v) for name, v in others.items() if name not in full)
+    counted = " and ".join([f"{n_pods} pods"] * bool(n_pods or not n_others)
+                           + [f"{n_others} namespaces"] * bool(n_others))
+    s.note = (f"summarised: {len(s.boxes)} nodes drawn as one box each, their {counted} counted"
               + (f", {', '.join(sorted(full))} in full" if full else "")
               + (", links written in the boxes" if grid else "")
               + f".\nThe full picture: {how} --full; a node in full: --node NAME")
