@@ -82,6 +82,7 @@ KERNEL_FILES = frozenset({
     "test_kernel_route_localnet.py", "test_kernel_vxlan.py", "test_kernel_vxlan_service.py",
     "test_kernel_xt_constructs.py", "test_kernel_sctp.py", "test_kernel_midflow.py", "test_kernel_sysctls.py",
     "test_kernel_nft_nat_hooks.py", "test_kernel_defrag.py", "test_kernel_pmtu.py",
+    "test_kernel_tcp_recovery.py",
     "test_masquerade_source.py", "test_nftables_fidelity.py", "test_nftables_json.py",
     "test_nftables_kernel.py", "test_nftables_parse.py", "test_policy_routing.py", "test_xtables_rate.py",
     "test_xtables_real_nodes.py", "test_cli_conventions.py", "test_input_mistakes.py",

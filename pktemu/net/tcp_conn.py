@@ -16,6 +16,7 @@ from pktemu.net.tcp_const import (CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_
                                   LAST_ACK, MS, MSS_DEFAULT, RTO_INIT, SYN_RECV, SYN_SENT, TIME_WAIT,
                                   TIMEWAIT_LEN, WSCALE, raw_window, syn_window)
 from pktemu.net.tcp_errno import SockError
+from pktemu.net.tcp_recovery import CA_OPEN, Recovery
 from pktemu.net.tcp_retrans import Retransmission, Skb
 from pktemu.net.tcp_sack import Held, sack_option
 from pktemu.net.tcp_wire import (ACK, FIN, IPPROTO_TCP, MASK32, PSH, RST, SYN, TCPOLEN_TSTAMP_ALIGNED, after,
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from pktemu.sim import Timer
 
 
-class TcpConnection(AckPolicy, Retransmission):
+class TcpConnection(AckPolicy, Retransmission, Recovery):
     """A TCP socket from SYN to CLOSED (TIME_WAIT included); created by TcpStack.connect/listen."""
 
     def __init__(self, stack: "TcpStack", saddr: int, sport: int, daddr: int, dport: int, *,
@@ -58,6 +59,16 @@ class TcpConnection(AckPolicy, Retransmission):
         self.rto = RTO_INIT
         self.srtt: int | None = None
         self.rttvar = 0
+        self.min_rtt: int | None = None
+        self.ca_state = CA_OPEN                   # tcp_recovery: Open, Disorder, Recovery, Loss
+        self.high_seq = 0
+        self.sacked_out = 0
+        self.tlp_high_seq: int | None = None
+        self.rack_mstamp = 0
+        self.rack_end_seq = 0
+        self.rack_rtt = 0
+        self.rack_advanced = False
+        self._xmit_kind = "rto"                   # what _rto_timer is now: rto, reo or tlp
         self.retransmits = 0
         self.retrans_stamp = 0                    # first transmission of the segment being resent
         self.soft_err: str | None = None
@@ -253,14 +264,16 @@ class TcpConnection(AckPolicy, Retransmission):
         flags = (SYN if skb.syn else 0) | (FIN if skb.fin else 0) | (PSH if skb.psh else 0)
         if not (skb.syn and self.state == SYN_SENT):
             flags |= ACK
+        now = self.sim.now
         if skb.sent_at is None:
-            skb.sent_at = self.sim.now
+            skb.sent_at = now
         else:
             skb.retrans = True
+        skb.xmit_at = now
         if after(skb.end_seq, self.snd_nxt):
             self.snd_nxt = skb.end_seq
         if self._rto_timer is None:
-            self._rto_timer = self.sim.timer(self.rto, self._rto_fire)
+            self._arm(self.rto, "rto")
         self.xmit(flags, skb.seq, skb.data)
 
     def push(self) -> None:
@@ -268,14 +281,17 @@ class TcpConnection(AckPolicy, Retransmission):
         if self.state in (SYN_SENT, SYN_RECV, CLOSED, TIME_WAIT):
             return
         wnd_end = (self.snd_una + self.snd_wnd) & MASK32
+        first = self.send_head
         while self.send_head < len(self.queue):
             skb = self.queue[self.send_head]
             if after(skb.end_seq, wnd_end):
                 if self.snd_una == self.snd_nxt and self._probe_timer is None:
                     self._probe_timer = self.sim.timer(self.rto, self._probe_fire)
-                return
+                break
             self.send_head += 1
             self.transmit(skb)
+        if self.send_head != first and self.sack_ok:
+            self.schedule_loss_probe(False)         # tcp_write_xmit: a probe per flight
 
     def mtu_reduced(self, mtu: int) -> None:
         """tcp_v4_mtu_reduced(): the route's path MTU is lowered; if it is now below the one the

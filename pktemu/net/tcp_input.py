@@ -163,7 +163,9 @@ def _ack(c: TcpConnection, seg: Seg) -> bool:
             return False
         return True                         # an old ACK: ignore it, keep the data
     c.update_window(seg)
-    if after(ack, c.snd_una):
+    if seg.sacks or c.ca_state:
+        c.lossy_ack(seg)                    # tcp_recovery: SACK blocks, or a loss in hand
+    elif after(ack, c.snd_una):
         c.clean_acked(ack)
     return True
 

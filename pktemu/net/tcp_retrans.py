@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 class Skb:
     """A segment in the send queue (unsent, or sent and not yet acknowledged)."""
 
-    __slots__ = ("seq", "data", "syn", "fin", "psh", "sent_at", "retrans")
+    __slots__ = ("seq", "data", "syn", "fin", "psh", "sent_at", "retrans", "xmit_at", "tag")
 
     def __init__(self, seq: int, data: bytes = b"", *, syn: bool = False, fin: bool = False) -> None:
         self.seq = seq
@@ -32,6 +32,8 @@ class Skb:
         self.psh = False
         self.sent_at: int | None = None
         self.retrans = False
+        self.xmit_at: int | None = None           # the last transmission (RACK, TLP)
+        self.tag = 0                              # SACKed / lost / resent (tcp_recovery)
 
     @property
     def end_seq(self) -> int:
@@ -68,9 +70,11 @@ class Retransmission:
     snd_wnd: int
     snd_wl1: int
     snd_wscale: int
+    sack_ok: bool
     max_window: int
     rto: int
     srtt: int | None
+    min_rtt: int | None
     rttvar: int
     retransmits: int
     retrans_stamp: int
@@ -82,6 +86,11 @@ class Retransmission:
 
     def transmit(self, skb: Skb) -> None:
         raise NotImplementedError
+
+    if TYPE_CHECKING:                           # tcp_recovery.Recovery, a later base of TcpConnection
+        def set_xmit_timer(self) -> None: ...
+
+        def loss_reset(self) -> None: ...
 
     def xmit(self, flags: int, seq: int, payload: bytes = b"") -> None:
         raise NotImplementedError
@@ -113,14 +122,16 @@ class Retransmission:
             self._rtt_sample(now - first_sent)
         self.rto = RTO_INIT if self.srtt is None else min(self.srtt + max(4 * self.rttvar, RTO_MIN), RTO_MAX)
         self.retransmits = 0
-        if self._rto_timer is not None:
+        if self.snd_una != self.snd_nxt:
+            self.set_xmit_timer()
+        elif self._rto_timer is not None:
             self._rto_timer.cancel()
             self._rto_timer = None
-        if self.snd_una != self.snd_nxt:
-            self._rto_timer = self.sim.timer(self.rto, self._rto_fire)
 
     def _rtt_sample(self, m: int) -> None:
         m = max(m, 1)
+        if self.min_rtt is None or m < self.min_rtt:
+            self.min_rtt = m
         if self.srtt is None:
             self.srtt, self.rttvar = m, m // 2
         else:
@@ -196,6 +207,8 @@ class Retransmission:
             self.retrans_stamp = self.queue[0].sent_at if self.queue[0].sent_at is not None else self.sim.now
         self.retransmits += 1
         self.rto = min(self.rto * 2, RTO_MAX)
+        if self.sack_ok:
+            self.loss_reset()
         self.send_head = 1                          # go back N: the rest follows as ACKs come in
         self.transmit(self.queue[0])
 

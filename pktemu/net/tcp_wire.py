@@ -22,6 +22,7 @@ TCPOPT_NOP = 1
 TCPOPT_MSS = 2
 TCPOPT_WINDOW = 3
 TCPOPT_SACK_PERM = 4
+TCPOPT_SACK = 5
 TCPOPT_TIMESTAMP = 8
 TCPOLEN_TSTAMP_ALIGNED = 12
 
@@ -31,6 +32,7 @@ _MSS = struct.Struct("!BBH")
 _TS_SACK = struct.Struct("!BBBBII")
 _NOP_WS = struct.Struct("!BBBB")
 _I = struct.Struct("!I")
+_II = struct.Struct("!II")
 
 MASK32 = 0xFFFFFFFF
 
@@ -52,7 +54,7 @@ class Seg:
     """One received segment, parsed once: header fields, options, payload."""
 
     __slots__ = ("saddr", "daddr", "sport", "dport", "seq", "ack", "flags", "window", "payload",
-                 "mss", "wscale", "sack_perm", "tsval", "tsecr", "tos", "frame")
+                 "mss", "wscale", "sack_perm", "tsval", "tsecr", "tos", "frame", "sacks")
     saddr: int
     daddr: int
     sport: int
@@ -71,6 +73,7 @@ class Seg:
         self.sack_perm = False
         self.tsval: int | None = None
         self.tsecr = 0
+        self.sacks: tuple[tuple[int, int], ...] = ()    # the SACK blocks of an ACK (tcp_recovery)
 
     @property
     def end_seq(self) -> int:
@@ -142,6 +145,8 @@ def _parse_options(s: Seg, d: bytearray, i: int, end: int) -> None:
             s.sack_perm = True
         elif kind == TCPOPT_TIMESTAMP and ln == 10:
             s.tsval, s.tsecr = _I.unpack_from(d, i + 2)[0], _I.unpack_from(d, i + 6)[0]
+        elif kind == TCPOPT_SACK and not syn and ln >= 10 and (ln - 2) % 8 == 0:
+            s.sacks = tuple(_II.unpack_from(d, j) for j in range(i + 2, i + ln, 8))
         i += ln
 
 
