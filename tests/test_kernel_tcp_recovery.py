@@ -10,10 +10,13 @@ Linux 6.18 (tcp_recovery=1, tcp_early_retrans=3) resends each lost segment once,
   h (2 SACKed after it): the window is min_rtt/4, waited out on the REO timer (one jiffy with
     the 2 ms floor), then the segment is resent.
   j (the tail): nothing is SACKed; the tail loss probe resends the last segment after its PTO,
-    2 x SRTT + the 200 ms minimum RTO with one segment out (Linux showed 212 ms, the emulator's
-    one-jiffy rounding of the RTO gives 204 ms).
+    2 x SRTT + the 200 ms minimum RTO with one segment out, in jiffies: 51, 204 ms (Linux showed
+    206 ms; the emulator 204).
   ij (the last two): the PTO with two out is 2 x SRTT + 2 ms, a jiffy; the probe (the last
     segment) is SACKed and RACK resends the other at once.
+Linux's one-jiffy timers fired 4.5 to 11 ms late here (a loaded 2-core machine); the emulator's
+fire after the jiffy (4 ms). The client uses cubic (TCP_CONGESTION), Linux's default, which pktemu
+models; this machine's default was bbr, whose pacing delays the probe.
 The kernel is held to what does not depend on load (its captures of a burst of ACKs show them all
 before the resend, as the backlog takes them in one go, and it cut the flight in 5 + 5 here):
 the segments sent and resent, nstat's counters, and the resend's delay within bounds; the
@@ -54,6 +57,7 @@ c.close()
 CLIENT = r'''
 import socket, time
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20); s.settimeout(10)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, b"cubic")
 s.connect(("10.0.2.2", 7))
 time.sleep(0.05)
 s.sendall(b"".join(bytes([97 + i]) * 1448 for i in range(10)))
@@ -195,7 +199,7 @@ def _counts(retrans: int, recovery: int, probes: int) -> dict[str, int]:
 LINUX: dict[str, tuple[dict[str, int], list[tuple[int, int]]]] = {
     "c": (_counts(1, 1, 0), [(0, 2_000)]),
     "h": (_counts(1, 1, 0), [(0, 100_000)]),
-    "j": (_counts(1, 0, 1), [(150_000, 260_000)]),
+    "j": (_counts(1, 0, 1), [(200_000, 260_000)]),
     "ij": (_counts(2, 1, 1), [(0, 100_000), (0, 2_000)]),
 }
 #: what the emulator sends, to the microsecond: the resends and their delays
