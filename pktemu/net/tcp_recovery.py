@@ -108,7 +108,7 @@ class Recovery:
     def set_xmit_timer(self) -> None:
         """tcp_set_xmit_timer() after an ACK of new data: the TLP if it may run, else the RTO."""
         if not self.schedule_loss_probe(True):
-            self._arm(self.rto, "rto")
+            self._rearm_rto()
 
     def schedule_loss_probe(self, advancing_rto: bool) -> bool:
         """tcp_schedule_loss_probe(): only with SACK, data out, and nothing looking lost."""
@@ -143,6 +143,7 @@ class Recovery:
             elif self.send_head:
                 self.transmit(self.queue[self.send_head - 1])
             self.tlp_high_seq = self.snd_nxt
+        self._xmit_kind = "tlp"                     # still pending: the RTO counts from the head
         self._rearm_rto()
 
     # ------------------------------------------------------------------ ACK processing
@@ -250,8 +251,8 @@ class Recovery:
                 self.ca_state = CA_RECOVERY
                 self.high_seq = self.snd_nxt
             self._xmit_lost()
-        if self._rto_timer is None or self._xmit_kind != "rto":
-            self._rearm_rto()
+        self._xmit_kind = "reo"                     # still pending: the RTO counts from the head
+        self._rearm_rto()
 
     def _xmit_lost(self) -> None:
         """tcp_xmit_retransmit_queue(): resend the lost segments in sequence order; resending the

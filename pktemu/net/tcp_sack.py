@@ -3,8 +3,7 @@ tcp_sack_new_ofo_skb, tcp_sack_maybe_coalesce, tcp_sack_remove, tcp_dsack_set).
 
 Data beyond a hole is kept and every ACK reports it, the newest block first, until the hole is
 filled and it is delivered; a segment received twice is reported once as a D-SACK block, first.
-The sender does not act on the blocks it receives (no SACK-based recovery): it resends after an
-RTO, or at once after a path MTU drop, and what the receiver holds is acknowledged then.
+The sender acts on the blocks it receives in `tcp_recovery` (RACK-TLP).
 """
 from __future__ import annotations
 
