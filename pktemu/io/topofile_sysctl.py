@@ -17,6 +17,7 @@ GLOBAL_SYSCTLS: dict[str, tuple[int, int, str]] = {
     "net.ipv4.tcp_syn_retries": (1, 127, "SYN retransmissions before connect() fails"),
     "net.ipv4.tcp_synack_retries": (1, 255, "SYN-ACK retransmissions"),
     "net.ipv4.tcp_retries2": (0, 255, "RTO backoffs before an established connection fails"),
+    "net.ipv4.tcp_early_retrans": (0, 4, "tail loss probes with 3 or 4 (the default 3)"),
     "net.bridge.bridge-nf-call-iptables": (0, 1, "bridged IPv4 frames traverse iptables"),
     "net.bridge.bridge-nf-call-arptables": (0, 1, "bridged ARP frames traverse arptables"),
     "net.netfilter.nf_conntrack_tcp_loose": (0, 1, "pick up TCP connections from mid-stream"),

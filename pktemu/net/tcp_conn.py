@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any, Callable
 from pktemu.net import pmtu
 from pktemu.net.frame import int2ip
 from pktemu.net.tcp_ack import AckPolicy
-from pktemu.net.tcp_const import (CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_TIMEOUT, FIN_WAIT1, FIN_WAIT2,
-                                  LAST_ACK, MS, MSS_DEFAULT, RTO_INIT, SYN_RECV, SYN_SENT, TIME_WAIT,
-                                  TIMEWAIT_LEN, WSCALE, raw_window, syn_window)
+from pktemu.net.tcp_const import (CLOSE_WAIT, CLOSED, CLOSING, EARLY_RETRANS, ESTABLISHED, FIN_TIMEOUT,
+                                  FIN_WAIT1, FIN_WAIT2, LAST_ACK, MS, MSS_DEFAULT, RTO_INIT, SYN_RECV,
+                                  SYN_SENT, TIME_WAIT, TIMEWAIT_LEN, WSCALE, raw_window, syn_window)
 from pktemu.net.tcp_errno import SockError
 from pktemu.net.tcp_recovery import CA_OPEN, Recovery
 from pktemu.net.tcp_retrans import Retransmission, Skb
@@ -61,6 +61,8 @@ class TcpConnection(AckPolicy, Retransmission, Recovery):
         self.rttvar = 0
         self.min_rtt: int | None = None
         self.ca_state = CA_OPEN                   # tcp_recovery: Open, Disorder, Recovery, Loss
+        sysctls: dict[str, int] = getattr(stack.node, "sysctls", {})    # a bare test node: defaults
+        self.tlp_on = sysctls.get("net.ipv4.tcp_early_retrans", EARLY_RETRANS) in (3, 4)
         self.high_seq = 0
         self.sacked_out = 0
         self.tlp_high_seq: int | None = None

@@ -30,6 +30,7 @@ SYN_RETRIES = 6
 SYNACK_RETRIES = 5
 RETRIES2 = 15
 ORPHAN_RETRIES = 8
+EARLY_RETRANS = 3              # net.ipv4.tcp_early_retrans: 3 and 4 send tail loss probes
 OOW_RATELIMIT = 500 * MS       # tcp_invalid_ratelimit
 
 

@@ -54,6 +54,7 @@ class Recovery:
     sim: "Simulator"
     state: str
     sack_ok: bool
+    tlp_on: bool
     queue: list["Skb"]
     send_head: int
     snd_una: int
@@ -112,7 +113,7 @@ class Recovery:
 
     def schedule_loss_probe(self, advancing_rto: bool) -> bool:
         """tcp_schedule_loss_probe(): only with SACK, data out, and nothing looking lost."""
-        if not self.sack_ok or self.ca_state != CA_OPEN or self.snd_una == self.snd_nxt \
+        if not self.sack_ok or not self.tlp_on or self.ca_state != CA_OPEN or self.snd_una == self.snd_nxt \
                 or self.state in (SYN_SENT, SYN_RECV):
             return False
         if self.srtt is None:
