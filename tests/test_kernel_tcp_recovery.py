@@ -16,6 +16,8 @@ Linux 6.18 (tcp_recovery=1, tcp_early_retrans=3) resends each lost segment once,
     segment) is SACKed and RACK resends the other at once.
   ij with net.ipv4.tcp_early_retrans=0 on the client: no probe; the RTO resends the first, and
     the ACK of it the other.
+  ce, cdef (several in one flight): one Recovery; PRR lets one resend go per segment delivered
+    (perf's tcp:tcp_retransmit_skb showed Linux resending them one per ACK it took).
 Linux's one-jiffy timers fired 4.5 to 11 ms late here (a loaded 2-core machine); the emulator's
 fire after the jiffy (4 ms). The client uses cubic (TCP_CONGESTION), Linux's default, which pktemu
 models; this machine's default was bbr, whose pacing delays the probe.
@@ -118,7 +120,9 @@ def rules(letters: str) -> str:
 
 def _facts(path: Path) -> dict[str, Any]:
     """What the client's eth0 saw: its data segments (relative seq) in order, the resends among
-    them with the delay (us) since the server's frame just before, and the server's ACKs
+    them with the delay (us) since the server's frame just before and the count of its ACKs
+    seen by then (which ACK made it: only the emulator's count is exact, as Linux's capture shows a
+    burst of ACKs before what it sent while taking them one by one), and the server's ACKs
     (relative ack, SACK blocks) with their time (us) since the first data segment."""
     from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether  # noqa: F401 (rdpcap dissects with it)
@@ -128,14 +132,14 @@ def _facts(path: Path) -> dict[str, Any]:
     srv_isn = next(p[TCP].seq for p in frames if p[TCP].flags == "SA")
     t0 = next(p.time for p in frames if p[IP].src == "10.0.1.2" and len(p[TCP].payload))
     data: list[int] = []
-    resends: list[tuple[int, int]] = []
+    resends: list[tuple[int, int, int]] = []
     acks: list[tuple[int, int, list[tuple[int, int]]]] = []
     last_in = t0
     for p in frames:
         if p[IP].src == "10.0.1.2" and len(p[TCP].payload):
             seq = p[TCP].seq - isn - 1
             if seq in data:
-                resends.append((seq, round((p.time - last_in) * 1_000_000)))
+                resends.append((seq, round((p.time - last_in) * 1_000_000), len(acks)))
             data.append(seq)
         elif p[IP].src == "10.0.2.2" and p[TCP].seq == srv_isn + 1 and p[TCP].flags == "A":
             last_in = p.time
@@ -207,21 +211,28 @@ LINUX: dict[str, tuple[dict[str, int], list[tuple[int, int]]]] = {
     "ij": (_counts(2, 1, 1), [(0, 100_000), (0, 2_000)]),
     # net.ipv4.tcp_early_retrans=0: no probe, the RTO resends the first, its ACK clocks the other
     "ij-no-tlp": (_counts(2, 0, 0, 1), [(200_000, 260_000), (0, 2_000)]),
+    # several in one flight: one Recovery, each resent once, in sequence order
+    "ce": (_counts(2, 1, 0), [(0, 2_000)] * 2),
+    "cdef": (_counts(4, 1, 0), [(0, 2_000)] * 4),
 }
-#: what the emulator sends, to the microsecond: the resends and their delays
+#: what the emulator resends: (relative seq, delay in us after the server's frame before, how many
+#: of the server's ACKs came before it)
 EMULATED = {
-    "c": [(SEQ["c"], 0)],                      # right after the third SACK
-    "h": [(SEQ["h"], 4_000)],                  # the REO timer: one jiffy
-    "j": [(SEQ["j"], 204_000)],                # the TLP: 2 x SRTT + 200 ms, in jiffies
-    "ij": [(SEQ["j"], 4_000), (SEQ["i"], 0)],  # the TLP (2 x SRTT + 2 ms), then RACK
+    "c": [(SEQ["c"], 0, 5)],                    # right at the third SACKed segment
+    "h": [(SEQ["h"], 4_000, 9)],                # the REO timer: one jiffy
+    "j": [(SEQ["j"], 204_000, 9)],              # the TLP: 2 x SRTT + 200 ms, in jiffies
+    "ij": [(SEQ["j"], 4_000, 8), (SEQ["i"], 0, 9)],     # the TLP (2 x SRTT + 2 ms), then RACK
     # the RTO, SRTT + 200 ms (not rounded to jiffies: Linux took 205 ms), then go-back-N
-    "ij-no-tlp": [(SEQ["i"], 200_027), (SEQ["j"], 0)],
+    "ij-no-tlp": [(SEQ["i"], 200_027, 8), (SEQ["j"], 0, 9)],
+    # PRR: one resend per segment delivered, one more when an ACK advances (tcp_cwnd_reduction)
+    "ce": [(SEQ["c"], 0, 5), (SEQ["e"], 0, 6)],
+    "cdef": [(SEQ["c"], 0, 5), (SEQ["d"], 0, 6), (SEQ["e"], 0, 7), (SEQ["f"], 0, 7)],
 }
 
 
 def _resent(case: str) -> list[int]:
     """The resent segments in order: the probe (the last) first when the tail is lost."""
-    return [seq for seq, _ in EMULATED[case]]
+    return [seq for seq, *_ in EMULATED[case]]
 
 
 @pytest.mark.parametrize("case", list(LINUX))
@@ -235,14 +246,14 @@ def test_a_lost_segment_is_resent_as_linux_does(tmp_path: Path, case: str) -> No
     want_counters, bounds = LINUX[case]
     assert counters == want_counters
     assert found["data"] == FLIGHT + _resent(case)
-    assert [seq for seq, _ in found["resends"]] == _resent(case)
-    for (_, delay), (low, high) in zip(found["resends"], bounds, strict=True):
+    assert [seq for seq, *_ in found["resends"]] == _resent(case)
+    for (_, delay, _), (low, high) in zip(found["resends"], bounds, strict=True):
         assert low <= delay <= high, found["resends"]
     assert found["acks"][-1][1:] == (SEGMENTS * MSS, [])
     emu = emulated(tmp_path / "e", letters, early_retrans)
     assert emu["data"] == FLIGHT + _resent(case)
     assert emu["resends"] == EMULATED[case]
-    for (_, delay), (low, high) in zip(emu["resends"], bounds, strict=True):
+    for (_, delay, _), (low, high) in zip(emu["resends"], bounds, strict=True):
         assert low <= delay <= high
     assert emu["acks"][-1][1:] == (SEGMENTS * MSS, [])
     # the SACK blocks the server reported, on both

@@ -70,6 +70,7 @@ class TcpConnection(AckPolicy, Retransmission, Recovery):
         self.rack_end_seq = 0
         self.rack_rtt = 0
         self.rack_advanced = False
+        self.cwnd = self.prr_delivered = self.prr_out = 0    # PRR, in Recovery only
         self._xmit_kind = "rto"                   # what _rto_timer is now: rto, reo or tlp
         self.retransmits = 0
         self.retrans_stamp = 0                    # first transmission of the segment being resent

@@ -13,9 +13,10 @@ recovered without an RTO. One timer carries RTO, REO and TLP, as the kernel's ic
 
 The connection only comes here from an ACK with SACK blocks or while a loss is being handled:
 the no-loss path is one test in tcp_input and the TLP arming after a send or an ACK.
-Not modelled: the congestion window and PRR (every segment marked lost is resent at once, which
-is what Linux does for one loss; with many, PRR would pace them), reordering detection
-(reo_wnd_steps, DSACK), the undo of spurious recoveries, and Reno recovery without SACK.
+In Recovery, PRR (tcp_cwnd_reduction) lets the lost segments go one per segment delivered.
+Not modelled: the congestion window (so PRR's ssthresh bound, which binds when much is in
+flight), reordering detection (reo_wnd_steps, DSACK), the undo of spurious recoveries, and Reno
+recovery without SACK.
 """
 from __future__ import annotations
 
@@ -71,6 +72,9 @@ class Recovery:
     rack_end_seq: int
     rack_rtt: int
     rack_advanced: bool
+    cwnd: int
+    prr_delivered: int
+    prr_out: int
     _rto_timer: "Timer | None"
     _xmit_kind: str
 
@@ -154,11 +158,13 @@ class Recovery:
         ack = seg.ack
         now = self.sim.now
         blocks = [(s, e) for s, e in seg.sacks if after(e, ack)]       # a D-SACK block is below
+        delivered = 0
         for skb in self.queue[:self.send_head]:
             if not after(skb.end_seq, ack):
                 if skb.tag & SACKED:
                     self.sacked_out -= 1
                 else:
+                    delivered += 1
                     self._rack_advance(skb, now)
                 continue
             if skb.tag & SACKED:
@@ -167,13 +173,15 @@ class Recovery:
                 if not before(skb.seq, s) and not after(skb.end_seq, e):
                     skb.tag = SACKED
                     self.sacked_out += 1
+                    delivered += 1
                     self._rack_advance(skb, now)
                     break
         if self.tlp_high_seq is not None and not before(ack, self.tlp_high_seq):
             self.tlp_high_seq = None                # tcp_process_tlp_ack
-        if after(ack, self.snd_una):
+        advanced = after(ack, self.snd_una)
+        if advanced:
             self.clean_acked(ack)
-        self._fastretrans_alert()
+        self._fastretrans_alert(delivered, advanced)
 
     def _rack_advance(self, skb: "Skb", now: int) -> None:
         """tcp_rack_advance(): the newest sent of the delivered segments, and its RTT."""
@@ -214,43 +222,69 @@ class Recovery:
                 wait = max(wait, remaining)
         return wait
 
-    def _lost(self) -> bool:
-        return any(skb.tag & LOST for skb in self.queue[:self.send_head])
-
-    def _fastretrans_alert(self) -> None:
+    def _fastretrans_alert(self, delivered: int, advanced: bool) -> None:
         """tcp_fastretrans_alert() with RACK: leave a state once high_seq is ACKed, mark losses,
-        enter Recovery on the first, resend what is lost."""
+        enter Recovery on the first, resend what is lost as far as PRR lets."""
         st = self.ca_state
         if st >= CA_RECOVERY and not before(self.snd_una, self.high_seq):
             st = self.ca_state = CA_OPEN
         if st == CA_LOSS:
             return                                  # the RTO's go-back-N resends
+        lost_before = self._count(LOST)
         if self.rack_advanced:
             self.rack_advanced = False
             wait = self._rack_detect_loss()
             if wait:
                 self._arm(jiffies(wait + TIMEOUT_MIN), "reo")
-        if st != CA_RECOVERY and self._lost():
-            self.ca_state = CA_RECOVERY
-            self.high_seq = self.snd_nxt
+        if st != CA_RECOVERY and self._count(LOST):
+            self._enter_recovery()
         elif st == CA_OPEN and self.sacked_out:
             self.ca_state = CA_DISORDER
         elif st == CA_DISORDER and not self.sacked_out:
             self.ca_state = CA_OPEN
         if self.ca_state == CA_RECOVERY:
+            self._cwnd_reduction(delivered, advanced and self._count(LOST) == lost_before)
             self._xmit_lost()
+
+    def _count(self, bit: int) -> int:
+        return sum(1 for skb in self.queue[:self.send_head] if skb.tag & bit)
+
+    def _enter_recovery(self) -> None:
+        """tcp_enter_recovery(): PRR starts counting what is delivered and what is resent."""
+        self.ca_state = CA_RECOVERY
+        self.high_seq = self.snd_nxt
+        self.prr_delivered = self.prr_out = 0
+
+    def _cwnd_reduction(self, delivered: int, una_advanced: bool) -> None:
+        """tcp_cwnd_reduction(), PRR's slow-start reduction bound: as many resends as segments
+        delivered (one more when the ACK advanced and marked nothing new lost), at least the
+        first. The window itself (ssthresh) is not modelled: it is taken as never the limit."""
+        if delivered <= 0:
+            return
+        self.prr_delivered += delivered
+        sndcnt = max(self.prr_delivered - self.prr_out, delivered) + (1 if una_advanced else 0)
+        sndcnt = max(sndcnt, 0 if self.prr_out else 1)
+        self.cwnd = self._in_flight() + sndcnt
+
+    def _in_flight(self) -> int:
+        """tcp_packets_in_flight(): sent, less SACKed and lost, plus resent."""
+        out = 0
+        for skb in self.queue[:self.send_head]:
+            tag = skb.tag
+            out += 1 - bool(tag & (SACKED | LOST)) + bool(tag & RETRANS_OUT)
+        return out
 
     def _reo_fire(self) -> None:
         """tcp_rack_reo_timeout(): the reordering window is over; what is still missing is lost."""
         self._rto_timer = None
         if self.state in (CLOSED, TIME_WAIT) or self.ca_state == CA_LOSS:
             return
-        before_lost = sum(1 for skb in self.queue[:self.send_head] if skb.tag & LOST)
+        before_lost = self._count(LOST)
         self._rack_detect_loss()
-        if sum(1 for skb in self.queue[:self.send_head] if skb.tag & LOST) != before_lost:
+        if self._count(LOST) != before_lost:
             if self.ca_state != CA_RECOVERY:
-                self.ca_state = CA_RECOVERY
-                self.high_seq = self.snd_nxt
+                self._enter_recovery()
+                self._cwnd_reduction(1, False)
             self._xmit_lost()
         self._xmit_kind = "reo"                     # still pending: the RTO counts from the head
         self._rearm_rto()
@@ -259,9 +293,14 @@ class Recovery:
         """tcp_xmit_retransmit_queue(): resend the lost segments in sequence order; resending the
         head restarts the RTO unless the REO timer runs."""
         head = self.queue[0] if self.queue else None
+        in_flight = self._in_flight()
         for skb in self.queue[:self.send_head]:
             if skb.tag & LOST and not skb.tag & RETRANS_OUT:
+                if in_flight >= self.cwnd:
+                    break
                 skb.tag |= RETRANS_OUT
+                in_flight += 1
+                self.prr_out += 1
                 self.transmit(skb)
                 if skb is head and self._xmit_kind != "reo":
                     self._arm(self.rto, "rto")
