@@ -106,8 +106,7 @@ class Recovery:
         head = self.queue[0] if self.queue else None
         if self._xmit_kind != "rto" and head is not None and head.xmit_at is not None:
             delta = rto - (self.sim.now - head.xmit_at)
-            if delta > 0:
-                rto = delta
+            rto = delta if delta > 0 else TICK      # overdue: at the next jiffy
         self._arm(rto, "rto")
 
     def set_xmit_timer(self) -> None:
