@@ -4,16 +4,16 @@ TcpConnection.
 
 Linux 6.x (net.ipv4.tcp_recovery=1, tcp_early_retrans=3) marks a sent segment lost once one sent
 after it is SACKed and an RTT plus a reordering window has passed (RACK): the window is nothing
-once 3 segments are SACKed (the dupthresh), else min_rtt/4, waited out on the REO timer
-(2 ms more, in jiffies). A loss enters Recovery and the lost segments are resent at once. While
-nothing looks lost (state Open), the retransmission timer is a tail loss probe (TLP) after
-2 x SRTT plus 2 ms, or plus the minimum RTO with one segment out, in jiffies, never after the
-RTO: it sends new data, or resends the last segment, so a lost tail gets SACKed or ACKed and
-recovered without an RTO. One timer carries RTO, REO and TLP, as the kernel's icsk timer.
+once 3 segments are SACKed (the dupthresh), else min_rtt/4, waited out on the REO timer (2 ms
+more, in jiffies). A loss enters Recovery, and PRR (tcp_cwnd_reduction) lets the lost segments
+go one per segment delivered. While nothing looks lost (state Open), the retransmission timer is
+a tail loss probe (TLP) after 2 x SRTT plus 2 ms, or plus the minimum RTO with one segment out,
+in jiffies, never after the RTO: it sends new data, or resends the last segment, so a lost tail
+gets SACKed or ACKed and recovered without an RTO. One timer carries RTO, REO and TLP, as the
+kernel's icsk timer.
 
 The connection only comes here from an ACK with SACK blocks or while a loss is being handled:
 the no-loss path is one test in tcp_input and the TLP arming after a send or an ACK.
-In Recovery, PRR (tcp_cwnd_reduction) lets the lost segments go one per segment delivered.
 Not modelled: the congestion window (so PRR's ssthresh bound, which binds when much is in
 flight), reordering detection (reo_wnd_steps, DSACK), the undo of spurious recoveries, and Reno
 recovery without SACK.
