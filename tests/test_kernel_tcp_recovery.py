@@ -141,7 +141,8 @@ def _facts(path: Path) -> dict[str, Any]:
             if seq in data:
                 resends.append((seq, round((p.time - last_in) * 1_000_000), len(acks)))
             data.append(seq)
-        elif p[IP].src == "10.0.2.2" and p[TCP].seq == srv_isn + 1 and p[TCP].flags == "A":
+        elif p[IP].src == "10.0.2.2" and p[TCP].seq == srv_isn + 1 and p[TCP].flags == "A" \
+                and p[TCP].ack - isn - 1 <= SEGMENTS * MSS:     # not the ACK of the FIN (a busy server's)
             last_in = p.time
             acks.append((round((p.time - t0) * 1_000_000), p[TCP].ack - isn - 1,
                          [(a - isn - 1, b - isn - 1) for kind, v in p[TCP].options if kind == "SAck"
