@@ -8,8 +8,9 @@ services)`), not the generated line. Run-time state in the JSON (counter values,
 `expires`) is taken as it is where nft's syntax has a place for it.
 
 What the JSON of nft before 1.0.7 leaves out cannot come back: table and chain comments. Its
-sets also lose the `dynamic` flag; that one is restored on the sets a rule adds to or updates
-(`update @s { ip saddr }`), as nft's evaluation sets it on exactly those when they are created.
+sets also lose the `dynamic` flag (and nft 1.0.6's `nft -j -f` refuses it in a set's flags, so pktemu
+does); that one is restored on the sets a rule adds to or updates (`update @s { ip saddr }`), as
+nft's evaluation sets it on exactly those when they are created.
 """
 from __future__ import annotations
 
@@ -59,9 +60,9 @@ def load_nft_json(text: str, path: str, rs: NftRuleset | None = None) -> NftRule
                 raise _Bad(f"{kind}: expected an object")
             label = _label(i, kind, body)
             key = (body.get("family"), body.get("table"), body.get("name"))
-            if kind in ("set", "map") and key in dynamic and "dynamic" not in (body.get("flags") or []):
-                flags = body.get("flags", [])
-                body = {**body, "flags": [*(flags if isinstance(flags, list) else [flags]), "dynamic"]}
+            if kind in ("set", "map"):
+                flags = _set_flags(body)
+                body = {**body, "flags": [*flags, "dynamic"] if key in dynamic else flags}
             for line in _OBJECTS[kind](body):
                 lines.append(line)
                 labels.append(label)
@@ -148,8 +149,7 @@ def _set(b: dict[str, Any], kind: str = "set") -> list[str]:
         typ += " : " + (" . ".join(_word(t) for t in data) if isinstance(data, list) else _word(data))
     opts = [f"type {typ}"]
     if b.get("flags"):
-        flags = b["flags"] if isinstance(b["flags"], list) else [b["flags"]]
-        opts.append("flags " + ",".join(_word(f) for f in flags))
+        opts.append("flags " + ",".join(_word(f) for f in b["flags"]))
     if "timeout" in b:
         opts.append(f"timeout {int(b['timeout'])}s")
     if "size" in b:
@@ -161,6 +161,23 @@ def _set(b: dict[str, Any], kind: str = "set") -> list[str]:
     if b.get("elem"):
         out.append(f"add element {_where(b)} {name} {{ {_elements(b['elem'])} }}")
     return out
+
+
+#: the set flags nft 1.0.6's JSON parser takes (json_parse_set_flag): `dynamic` is not one of them, though
+#: `nft -f` text takes it (and nft's JSON before 1.0.7 never prints it)
+_JSON_SET_FLAGS = ("constant", "interval", "timeout")
+
+
+def _set_flags(b: dict[str, Any]) -> list[str]:
+    """A set's flags as nft -j -f reads them: a flag it does not know is its one-line error; a
+    `flags` that is not a list it does not read at all (the set is made without flags)."""
+    flags = b.get("flags")
+    if not isinstance(flags, list):
+        return []
+    for i, f in enumerate(flags):
+        if f not in _JSON_SET_FLAGS:
+            raise _Bad(f"Invalid set flag at index {i}: {f!r} (nft -j -f takes {', '.join(_JSON_SET_FLAGS)})")
+    return flags
 
 
 def _element(b: dict[str, Any]) -> list[str]:
