@@ -120,7 +120,7 @@ def chains_text() -> str:
     """Chains that jump, go to, return and continue; d0 .. d14 nest as deep as the kernel lets a walk
     from a base chain go (15 jumps: one more is refused at load, tests/test_nftables_validate.py),
     unless the packet's source port is 6."""
-    deep = "".join(f"    chain d{k} {{ tcp sport 6 return ; jump d{k + 1} }}\n" for k in range(14))
+    deep = "".join(f"    chain d{k} {{ tcp sport 6 return ; jump d{k + 1} ; }}\n" for k in range(14))
     return f"""table ip t {{
     chain base {{ type filter hook forward priority 0; policy drop;
         tcp dport 1 jump a
@@ -129,10 +129,10 @@ def chains_text() -> str:
         tcp dport 4 jump d0
         counter
     }}
-    chain a {{ counter meta mark set 0x1 ; tcp sport 7 return ; counter meta mark set 0x2 ; jump b }}
-    chain b {{ counter continue ; tcp sport 8 accept ; counter }}
+    chain a {{ counter meta mark set 0x1 ; tcp sport 7 return ; counter meta mark set 0x2 ; jump b ; }}
+    chain b {{ counter continue ; tcp sport 8 accept ; counter ; }}
     chain c {{ counter ; }}
-{deep}    chain d14 {{ tcp sport 9 accept }}
+{deep}    chain d14 {{ tcp sport 9 accept ; }}
 }}
 """
 

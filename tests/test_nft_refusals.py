@@ -39,6 +39,9 @@ def sets(decl: str, after: str = "") -> str:
     return f"table ip t {{\n {decl}\n chain c {{\n  {FWD}\n }}\n}}\n" + (f"{after}\n" if after else "")
 
 
+NO_SEP = "syntax error, unexpected '}', expecting newline or semicolon"
+SEP_MSG = "syntax error, unexpected '}', expecting newline or semicolon (nft refuses it)"
+
 #: (name, ruleset, what nft says, what pktemu says, the line both name)
 REFUSED: list[tuple[str, str, str, str, int]] = [
     ("ttl out of range", rule("ip ttl 300 drop"), "Value 300 exceeds valid range 0-255",
@@ -189,6 +192,25 @@ REFUSED: list[tuple[str, str, str, str, int]] = [
     ("update of an interval set",
      sets("set s { type ipv4_addr; flags interval; }", "add rule ip t c update @s { ip saddr }"),
      "Operation not supported", "update @s: an interval set cannot be updated", 7),
+    # nft 1.0.6's grammar ends each declaration and rule of a table, chain or set block with a line end or
+    # a `;` (but a set's `elements = { }` and `auto-merge`), and a top-level block as well
+    ("no separator before a chain's }", chain(FWD[:-1] + " }\n}"), NO_SEP, SEP_MSG, 3),
+    ("no separator after a rule", rule("accept }\n}"), NO_SEP, SEP_MSG, 4),
+    ("no separator before policy", chain("type filter hook forward priority 0 policy accept;"),
+     "syntax error, unexpected policy, expecting newline or semicolon",
+     "syntax error, unexpected 'policy', expecting newline or semicolon", 3),
+    ("no separator before a set's }", sets("set s { type ipv4_addr; flags interval }"), NO_SEP, SEP_MSG, 2),
+    ("a set block then a chain", "table ip t {\n set s { type ipv4_addr; } chain c { accept; }\n}\n",
+     "syntax error, unexpected chain, expecting newline or semicolon",
+     "syntax error, unexpected 'chain', expecting newline or semicolon", 2),
+    ("a chain block then the table's }", "table ip t {\n chain c {\n  accept\n } }\n", NO_SEP, SEP_MSG, 4),
+    ("no separator in a flat chain",
+     "add table ip t\nadd chain ip t c { type filter hook input priority 0 }\n",
+     NO_SEP, SEP_MSG, 2),
+    ("no separator in a flat table", 'add table ip t { comment "c" }\n', NO_SEP, SEP_MSG, 1),
+    ("two tables on a line", "table ip t {\n} table ip u {\n}\n",
+     "syntax error, unexpected table, expecting end of file or newline or semicolon",
+     "syntax error, unexpected 'table', expecting newline or semicolon", 2),
 ]
 
 #: rules nft loads that these checks must not refuse
@@ -232,6 +254,10 @@ LOADED = [
          "elements = { 10.0.0.1 . 80, 10.0.0.0/24 . 80 } }"),
     rule("ip saddr . tcp dport { 10.0.0.1 . 80, 10.0.0.0/24 . 80-90, 1.1.1.1 . 1 } accept"),
     sets("set s { type ipv4_addr; flags timeout; }", "add rule ip t c add @s { ip saddr timeout 10s }"),
+    sets("set s { type ipv4_addr; elements = { 10.0.0.1 } }"),
+    sets("set s { type ipv4_addr; flags interval; auto-merge }"),
+    f"table ip t {{ chain c {{ {FWD} accept; }}; }}; table ip u {{ }}\n",
+    f"table ip t {{\n chain c {{\n  {FWD}\n  accept\n }}\n}}\ntable ip u {{ }}",
 ]
 
 

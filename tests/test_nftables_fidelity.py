@@ -120,10 +120,10 @@ scenarios:
       - {at: 0.5s, node: b, nft: "add element ip t block { 10.5.0.1 }"}
       - {at: 1.5s, node: b, nft: "delete table ip t"}
       - {at: 2.5s, node: b,
-         nft: {text: "table ip t { chain c { type filter hook input priority 0; drop; } }"}}
+         nft: {text: "table ip t { chain c { type filter hook input priority 0; drop; }; }"}}
       - {at: 3.2s, node: b, nft: "delete table ip t"}
       - {at: 3.5s, node: a,
-         nft: {text: "table ip a { chain o { type filter hook output priority 0; drop; } }"}}
+         nft: {text: "table ip a { chain o { type filter hook output priority 0; drop; }; }"}}
 """
 B_NFT = """\
 table ip t {

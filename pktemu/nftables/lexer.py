@@ -114,6 +114,14 @@ class Cursor:
             pass
         raise self.error(f"expected {what}, got {describe(t)}", t)
 
+    def separator(self) -> None:
+        """What nft 1.0.6's grammar wants after each declaration and rule of a table, chain or set
+        block: a line end or a `;` (`chain c { accept }` and `set s { ... } chain c` it refuses)."""
+        t = self.peek()
+        if t.kind != "nl" and (t.text != ";" or t.kind != "punct"):
+            raise self.error(f"syntax error, unexpected {describe(t)}, expecting newline or semicolon "
+                             "(nft refuses it)", t)
+
     def skip_nl(self) -> None:
         while self.i < len(self.toks) and self.toks[self.i].kind == "nl":
             self.i += 1

@@ -232,7 +232,7 @@ def _table_block(cur: Cursor, rs: NftRuleset, verb: str, fam: str | None = None,
         if cur.accept(";"):
             continue
         if cur.accept("}"):
-            return
+            return cur.separator()
         w = cur.word("comment, flags, set, map or chain")
         if w == "comment":
             t.comment = cur.word("a comment string")
@@ -262,3 +262,4 @@ def _table_block(cur: Cursor, rs: NftRuleset, verb: str, fam: str | None = None,
             chain_body(cur, t, c, rules=True, new=fresh)
         else:
             raise cur.error(f"unknown table statement '{w}'")
+        cur.separator()

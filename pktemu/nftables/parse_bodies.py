@@ -95,6 +95,8 @@ def set_body(cur: Cursor, s: NftSet) -> None:
                 merge_intervals(s)
         else:
             raise cur.error(f"unknown {s.kind} property '{w}'")
+        if w not in ("elements", "auto-merge"):     # the two nft's grammar ends without a separator
+            cur.separator()
     if not s.types:
         raise cur.error(f"{s.kind} {s.name} has no type")
 
@@ -119,6 +121,7 @@ def chain_body(cur: Cursor, t: Table, c: Chain, rules: bool, new: bool) -> None:
             cur.next()
             _base_chain(cur, c, new)
             new = True                    # a second `type` in the same block is nft's syntax error
+            cur.separator()
         elif w == "policy":
             if policy:                    # once per block (another block of the chain may change it)
                 raise cur.error("you cannot set chain policy twice (nft refuses it)")
@@ -127,11 +130,15 @@ def chain_body(cur: Cursor, t: Table, c: Chain, rules: bool, new: bool) -> None:
             c.policy = cur.word("accept or drop")
             if c.policy not in ("accept", "drop"):
                 raise cur.error(f"chain policy '{c.policy}': expected accept or drop")
+            cur.separator()
         elif w == "comment" and (cur.peek(2).kind == "nl" or cur.peek(2).text in (";", "}")):
             cur.next()
             c.comment = cur.word("a comment string")
+            cur.separator()
         elif rules:
-            rule = parse_rule(Cursor(rule_tokens(cur), cur.path, cur.ints), t, c.name)
+            toks = rule_tokens(cur)
+            cur.separator()
+            rule = parse_rule(Cursor(toks, cur.path, cur.ints), t, c.name)
             rule.handle = t.new_handle()
             c.rules.append(rule)
         else:
