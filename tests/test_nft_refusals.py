@@ -42,6 +42,9 @@ def sets(decl: str, after: str = "") -> str:
 NO_SEP = "syntax error, unexpected '}', expecting newline or semicolon"
 SEP_MSG = "syntax error, unexpected '}', expecting newline or semicolon (nft refuses it)"
 
+KW = ("syntax error, unexpected {0}, expecting string: '{0}' is an nft keyword, not a chain name, "
+      "quoted or not")
+
 #: (name, ruleset, what nft says, what pktemu says, the line both name)
 REFUSED: list[tuple[str, str, str, str, int]] = [
     ("ttl out of range", rule("ip ttl 300 drop"), "Value 300 exceeds valid range 0-255",
@@ -211,6 +214,19 @@ REFUSED: list[tuple[str, str, str, str, int]] = [
     ("two tables on a line", "table ip t {\n} table ip u {\n}\n",
      "syntax error, unexpected table, expecting end of file or newline or semicolon",
      "syntax error, unexpected 'table', expecting newline or semicolon", 2),
+    # a word nft's scanner reads as a keyword is no name, and nft 1.0.6 takes no quoted name either
+    ("a keyword as a chain name", chain("}\n chain accept {"),
+     "syntax error, unexpected accept, expecting string", KW.format("accept"), 4),
+    ("a quoted keyword as a chain name", 'table ip t {\n chain "drop" {\n }\n}\n',
+     "syntax error, unexpected quoted string, expecting string", KW.format("drop"), 2),
+    ("a keyword as a flat chain's name", "add table ip t\nadd chain ip t counter\n",
+     "syntax error, unexpected counter, expecting string", KW.format("counter"), 2),
+    ("a keyword as a jump target", flat("ip saddr 1.2.3.4 jump queue"), "syntax error, unexpected queue",
+     KW.format("queue"), 3),
+    ("a keyword as a goto target in a vmap", flat("numgen random mod 2 vmap { 0 : accept, 1 : goto log }"),
+     "syntax error, unexpected log", KW.format("log"), 3),
+    ("a keyword as a rule's chain", "add table ip t\nadd rule ip t meta accept\n",
+     "syntax error, unexpected meta, expecting string", KW.format("meta"), 2),
 ]
 
 #: rules nft loads that these checks must not refuse
@@ -258,6 +274,11 @@ LOADED = [
     sets("set s { type ipv4_addr; flags interval; auto-merge }"),
     f"table ip t {{ chain c {{ {FWD} accept; }}; }}; table ip u {{ }}\n",
     f"table ip t {{\n chain c {{\n  {FWD}\n  accept\n }}\n}}\ntable ip u {{ }}",
+    # words that are keywords only after another one are names
+    f"table ip t {{\n chain input {{\n }}\n chain saddr {{\n }}\n chain c {{\n  {FWD}\n  jump input\n"
+    "  ip saddr 1.1.1.1 goto saddr\n }\n}\n",
+    "add table ip t\nadd chain ip t filter\nadd chain ip t new\nadd chain ip t c { " + FWD + " }\n"
+    "add rule ip t c ip daddr 1.1.1.1 tcp dport 80 jump filter\nadd rule ip t c jump new\n",
 ]
 
 
@@ -337,3 +358,48 @@ def test_this_machines_nft_refuses_them_and_loads_the_rest(tmp_path: Path) -> No
     for text in LOADED + [rule(c) for c, _ in UNSUPPORTED]:
         r = real_nft(text, tmp_path)
         assert r.returncode == 0, (text, r.stderr)
+
+
+def test_a_keyword_chain_from_json_loads_and_lists_as_nft_lists_it() -> None:
+    """`nft -j -f` takes any chain name (nft 1.0.6 made this chain and lists it so), though the
+    listing cannot be loaded back as text."""
+    import json
+
+    from pktemu.nftables.json_load import load_nft_json
+    from pktemu.nftables.save import list_ruleset
+    t = {"family": "ip", "table": "t"}
+    doc = {"nftables": [{"table": {"family": "ip", "name": "t", "handle": 1}},
+                        {"chain": {**t, "name": "accept", "handle": 2}},
+                        {"chain": {**t, "name": "c", "handle": 3}},
+                        {"rule": {**t, "chain": "c", "handle": 4, "expr": [{"jump": {"target": "accept"}}]}}]}
+    listing = list_ruleset(load_nft_json(json.dumps(doc), "r.json"))
+    assert listing == "table ip t {\n\tchain accept {\n\t}\n\n\tchain c {\n\t\tjump accept\n\t}\n}\n"
+    with pytest.raises(PktemuError) as e:
+        load_nft(listing, "r.nft")
+    assert str(e.value).startswith("r.nft:2: " + KW.format("accept"))
+
+
+@needs_nft
+def test_the_keywords_are_the_names_this_machines_nft_refuses(tmp_path: Path) -> None:
+    """Each word of pktemu's list, and a few that are keywords only after another, as a chain's name."""
+    import subprocess
+    import uuid
+
+    from pktemu.nftables.nft_keywords import KEYWORDS
+    names = ["filter", "nat", "input", "forward", "saddr", "dport", "state", "new", "established", "lo",
+             "any", "at", "last", "nexthop", "my-chain"]
+    ns = f"pktemu-nftkw-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", ns], check=True, timeout=30)
+    try:
+        refused = set()
+        for w in sorted(KEYWORDS) + names:
+            f = tmp_path / "k.nft"
+            f.write_text(f"add table ip t\nadd chain ip t {w}\n")
+            r = subprocess.run(["ip", "netns", "exec", ns, "nft", "-c", "-f", str(f)], capture_output=True,
+                               text=True, timeout=30)
+            if r.returncode:
+                assert f"syntax error, unexpected {w}, expecting string" in r.stderr, r.stderr
+                refused.add(w)
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], timeout=30)
+    assert refused == KEYWORDS

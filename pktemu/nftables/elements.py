@@ -42,7 +42,7 @@ def parse_verdict(cur: Cursor) -> Verdict:
     if t.text in VERDICTS:
         return Verdict(t.text)
     if t.text in ("jump", "goto"):
-        return Verdict(t.text, cur.word("a chain name"))
+        return Verdict(t.text, cur.chain_name())
     raise cur.error(f"expected a verdict, got '{t.text}'", t)
 
 

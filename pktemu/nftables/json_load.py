@@ -73,7 +73,7 @@ def load_nft_json(text: str, path: str, rs: NftRuleset | None = None) -> NftRule
         except RecursionError:
             raise PktemuError(f"{path}: {label}: expressions nested too deeply") from None
     try:
-        return load_nft("\n".join(lines) + "\n", path, rs)
+        return load_nft("\n".join(lines) + "\n", path, rs, any_names=True)
     except PktemuError as e:
         m = _LINE_RE.match(str(e))
         if m is None or m.group("path") != path or not 0 < int(m.group("line")) <= len(labels):

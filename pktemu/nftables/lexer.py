@@ -9,6 +9,7 @@ import re
 from typing import NamedTuple
 
 from pktemu.errors import PktemuError
+from pktemu.nftables.nft_keywords import KEYWORDS
 
 PUNCT = "{};,"
 NL = "\n"
@@ -58,11 +59,14 @@ def tokenize(text: str, path: str, line: int = 1) -> list[Token]:
 class Cursor:
     """A position in a token list, with errors that name the file and the line."""
 
-    def __init__(self, toks: list[Token], path: str, ints: dict[int, int] | None = None) -> None:
+    def __init__(self, toks: list[Token], path: str, ints: dict[int, int] | None = None,
+                 any_names: bool = False) -> None:
         self.toks = toks
         self.i = 0
         self.path = path
         self.ints: dict[int, int] = {} if ints is None else ints
+        #: names nft's scanner reads as keywords taken (text made from `nft -j` JSON, whose names are any)
+        self.any_names = any_names
 
     def one(self, v: int) -> int:
         """The one int object for a value met again in the same input (a Service's ClusterIP in its map
@@ -102,6 +106,16 @@ class Cursor:
         t = self.next()
         if t.kind not in ("word", "string"):
             raise self.error(f"expected {what}, got {describe(t)}", t)
+        return t.text
+
+    def chain_name(self) -> str:
+        """A chain's name: a word nft 1.0.6 reads as a keyword it refuses, quoted or not (nft_keywords)."""
+        t = self.next()
+        if t.kind not in ("word", "string"):
+            raise self.error(f"expected a chain name, got {describe(t)}", t)
+        if t.text in KEYWORDS and not self.any_names:
+            raise self.error(f"syntax error, unexpected {t.text}, expecting string: '{t.text}' is an nft "
+                             "keyword, not a chain name, quoted or not (nft refuses it)", t)
         return t.text
 
     def number(self, what: str) -> int:

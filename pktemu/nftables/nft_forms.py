@@ -23,6 +23,7 @@ from typing import Any
 
 from pktemu.nftables import shapes, steps
 from pktemu.nftables.model import Chain, NftRuleset, Rule, Step, Table, Verdict, make_verdict
+from pktemu.nftables.nft_keywords import KEYWORDS
 from pktemu.nftables.nft_words import (
     ADDR_FIELDS, INDEX, KIND, VERDICTS, item_part, nat_target, num, quad,
 )
@@ -171,6 +172,8 @@ class LoadState:
             w = words[j + 2]
             if (w == "goto" or w == "jump") and j + 3 < n:
                 t = words[j + 3]
+                if t in KEYWORDS:
+                    return None
                 c = chains.get(t)
                 v = new(Verdict)          # make_verdict's, without a call per endpoint
                 v.kind, v.target, v.chain, v.epoch = KIND[w], t if c is None else c.name, None, 0
@@ -213,6 +216,8 @@ class LoadState:
         new = object.__new__
         verdicts: list[Any] = []
         for t in w[10::5]:
+            if t in KEYWORDS:
+                return None
             c = chains.get(t)
             v = new(Verdict)          # make_verdict's, without a call per endpoint
             v.kind, v.target, v.chain, v.epoch = goto, t if c is None else c.name, None, 0

@@ -12,6 +12,7 @@ from typing import Any
 from pktemu.nftables import shapes, steps
 from pktemu.nftables.model import FAMILIES, Chain, Element, Rule, Step, Table, make_chain, make_verdict
 from pktemu.nftables.nft_forms import BAD, LoadState, new_object
+from pktemu.nftables.nft_keywords import KEYWORDS
 from pktemu.nftables.nft_words import (
     ADDR_FIELDS, ADDR_PARTS, JUMPS, KIND, L4_READ, MASK, PORTS, VERDICT_PART, VERDICTS,
     item_part, num, plain,
@@ -50,7 +51,7 @@ class LineLoader(LoadState):
         elif line.startswith(self.chain_head):
             name = line[len(self.chain_head):]
             table = self.chain_table
-            if name and BAD(name) is None and table is not None:
+            if name and BAD(name) is None and table is not None and name not in KEYWORDS:
                 chains = table.chains
                 if name in chains:
                     return self._chain(table, "add", name)
@@ -103,13 +104,14 @@ class LineLoader(LoadState):
         if words[2] not in FAMILIES:
             return False
         table = self.rs.tables.get((words[2], words[3]))
-        if table is None:
+        if table is None or table.odd_names:
             return False
         if verb == "add":
             self._heads(line, obj, words, table)
         if obj == "rule" and verb == "add":
             return self._rule(table, words, line, no)
-        if obj == "chain" and len(words) == 5 and (verb == "add" or verb == "flush") and plain(line):
+        if (obj == "chain" and len(words) == 5 and (verb == "add" or verb == "flush") and plain(line)
+                and words[4] not in KEYWORDS):
             return self._chain(table, verb, words[4])
         if obj == "element" and verb == "add":
             return self._element(table, words[4:], line)
@@ -143,8 +145,9 @@ class LineLoader(LoadState):
                 v = self._addr(words[2])
             if v is not None:
                 _, rest, kind, _ = form
-                data = None if kind is None else make_verdict(kind, self._target(table, words[-2]))
-                return self._add_element(table, s, (v, *rest), data)
+                if kind is None or words[-2] not in KEYWORDS:
+                    data = None if kind is None else make_verdict(kind, self._target(table, words[-2]))
+                    return self._add_element(table, s, (v, *rest), data)
         return self._element_long(table, s, words, line)
 
     def _add_element(self, table: Table, s: Any, key: tuple[int, ...], data: Any) -> bool:
@@ -198,7 +201,7 @@ class LineLoader(LoadState):
             w = words[i + 1]
             if w in VERDICTS and i + 2 == n:
                 data = make_verdict(KIND[w], None)
-            elif w in JUMPS and i + 3 == n:
+            elif w in JUMPS and i + 3 == n and words[i + 2] not in KEYWORDS:
                 data = make_verdict(KIND[w], self._target(table, words[i + 2]))
             else:
                 return False
@@ -235,6 +238,8 @@ class LineLoader(LoadState):
                 if step is None:
                     return False
             elif w in JUMPS and nxt and not braces:
+                if nxt in KEYWORDS:
+                    return False      # nft's syntax error: the general parser's
                 i += 2
                 if i < n:
                     return False      # a statement after a terminal one: the general parser's error

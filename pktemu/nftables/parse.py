@@ -23,6 +23,7 @@ from pktemu.nftables.model import (
 )
 from pktemu.nftables.nft_fast import apply_text
 from pktemu.nftables.nft_forms import BAD
+from pktemu.nftables.nft_keywords import KEYWORDS
 from pktemu.nftables.parse_bodies import chain_body, flag_list, rule_tokens, set_body
 from pktemu.nftables.rules import parse_rule
 
@@ -30,9 +31,11 @@ VERBS = ("add", "create", "insert", "delete", "destroy", "flush")
 OBJECTS = ("table", "chain", "rule", "set", "map", "element", "ruleset")
 
 
-def load_nft(text: str, path: str, rs: NftRuleset | None = None, fast: bool = True) -> NftRuleset:
+def load_nft(text: str, path: str, rs: NftRuleset | None = None, fast: bool = True,
+             any_names: bool = False) -> NftRuleset:
     """Apply an `nft -f` file to `rs` (a new ruleset by default) and check its references; `fast`
-    False reads every line with the general parser (what the fast loader is held to)."""
+    False reads every line with the general parser (what the fast loader is held to); `any_names`
+    takes chain names nft's scanner reads as keywords (text made from JSON, where nft takes them)."""
     rs = rs if rs is not None else NftRuleset()
     collecting = gc.isenabled()
     gc.disable()        # a load only adds objects: the cyclic GC's passes over them would cost a third
@@ -41,7 +44,7 @@ def load_nft(text: str, path: str, rs: NftRuleset | None = None, fast: bool = Tr
         ints: dict[int, int] = {}
 
         def general(chunk: str, line: int) -> None:
-            _apply(Cursor(tokenize(chunk, path, line), path, ints), rs)
+            _apply(Cursor(tokenize(chunk, path, line), path, ints, any_names), rs)
         if fast:
             apply_text(text, path, rs, ints, general)
         else:
@@ -124,7 +127,7 @@ def _command(cur: Cursor, rs: NftRuleset, verb: str) -> None:
         return _end(cur)
     table = rs.table(fam, tname, where)
     if obj == "chain":
-        name = cur.word("a chain name")
+        name = cur.chain_name()
         if verb in ("add", "create"):
             if verb == "create" and name in table.chains:
                 raise cur.error(f"chain {name} exists")
@@ -134,7 +137,7 @@ def _command(cur: Cursor, rs: NftRuleset, verb: str) -> None:
                 name = sys.intern(name)         # a jump's target is the same object: no string compare
                 c = table.chains[name] = Chain(name, handle=table.new_handle())
                 table.chains_changed()
-                if not name or BAD(name) is not None:
+                if not name or BAD(name) is not None or name in KEYWORDS:
                     table.odd_names = True
                 if table.tx is not None:
                     table.tx.fresh(c)
@@ -189,7 +192,7 @@ def _command(cur: Cursor, rs: NftRuleset, verb: str) -> None:
 
 
 def _rule_command(cur: Cursor, table: Table, verb: str, where: str) -> None:
-    c = table.chain(cur.word("a chain name"), where)
+    c = table.chain(cur.chain_name(), where)
     pos: int | None = None
     if cur.peek().text in ("handle", "position", "index"):
         how = cur.next().text
@@ -209,7 +212,7 @@ def _rule_command(cur: Cursor, table: Table, verb: str, where: str) -> None:
             pos += 1
     elif verb in ("delete", "destroy"):
         raise cur.error("delete rule needs 'handle N'")
-    rule = parse_rule(Cursor(rule_tokens(cur), cur.path, cur.ints), table, c.name)
+    rule = parse_rule(Cursor(rule_tokens(cur), cur.path, cur.ints, cur.any_names), table, c.name)
     rule.handle = table.new_handle()
     if pos is None:
         pos = 0 if verb == "insert" else len(c.rules)
@@ -249,14 +252,14 @@ def _table_block(cur: Cursor, rs: NftRuleset, verb: str, fam: str | None = None,
             set_body(cur, s)
             t.sets[sname] = s
         elif w == "chain":
-            cname = cur.word("a chain name")
+            cname = cur.chain_name()
             c = t.get_chain(cname)
             fresh = c is None
             if c is None:
                 cname = sys.intern(cname)
                 c = t.chains[cname] = Chain(cname, handle=t.new_handle())
                 t.chains_changed()
-                if not cname or BAD(cname) is not None:
+                if not cname or BAD(cname) is not None or cname in KEYWORDS:
                     t.odd_names = True
             cur.expect("{")
             chain_body(cur, t, c, rules=True, new=fresh)

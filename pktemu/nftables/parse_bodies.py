@@ -138,7 +138,7 @@ def chain_body(cur: Cursor, t: Table, c: Chain, rules: bool, new: bool) -> None:
         elif rules:
             toks = rule_tokens(cur)
             cur.separator()
-            rule = parse_rule(Cursor(toks, cur.path, cur.ints), t, c.name)
+            rule = parse_rule(Cursor(toks, cur.path, cur.ints, cur.any_names), t, c.name)
             rule.handle = t.new_handle()
             c.rules.append(rule)
         else:

@@ -50,7 +50,7 @@ def parse_statement(cur: Cursor, table: Table, rule: ParsedRule,
     w1 = cur.peek(1).text
     if w in VERDICTS or w in ("jump", "goto"):
         cur.next()
-        v = Verdict(w, cur.word("a chain name") if w in ("jump", "goto") else None)
+        v = Verdict(w, cur.chain_name() if w in ("jump", "goto") else None)
         if v.target is not None:
             rule.own_jumps += (v,)
         return v.text(), verdict_step(rule, v)
