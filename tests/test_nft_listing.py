@@ -14,6 +14,7 @@ from netns_lab import needs_nft, real_nft_list
 from pktemu.nftables.parse import load_nft
 from pktemu.nftables.save import list_ruleset
 
+CTR = "counter packets 0 bytes 0"
 #: (family, rule as written, rule as nft lists it)
 RULES = [
     ("ip", "ip saddr & 255.255.0.0 == 10.1.0.0 accept", "ip saddr 10.1.0.0/16 accept"),
@@ -93,6 +94,44 @@ RULES = [
     ("ip", "ip daddr 2.2.2.2 ip saddr 1.1.1.1 accept", "ip daddr 2.2.2.2 ip saddr 1.1.1.1 accept"),
     ("ip", "tcp dport 2 tcp sport != 1 accept", "tcp dport 2 tcp sport != 1 accept"),
     ("ip", "tcp dport { 2, 3 } tcp sport 1 accept", "tcp dport { 2, 3 } tcp sport 1 accept"),
+    # ... across a statement too, as nft 1.0.6's stmt_reduce starts gathering anew at a statement only
+    # once it holds two matches: the pair is listed where the lower field's match was (`ip protocol`'s
+    # when it is one of them), and a dependency its evaluation added for the other stays in its place
+    ("ip", "tcp sport 1 counter tcp dport 2 accept", f"tcp sport 1 tcp dport 2 {CTR} accept"),
+    ("ip", "tcp dport 2 counter tcp sport 1 accept",
+     f"meta l4proto tcp {CTR} tcp sport 1 tcp dport 2 accept"),
+    ("ip", "tcp sport 1 ip saddr 1.1.1.1 tcp dport 2 accept",
+     "tcp sport 1 tcp dport 2 ip saddr 1.1.1.1 accept"),
+    ("ip", "tcp dport 2 ip saddr 1.1.1.1 tcp sport 1 accept",
+     "ip saddr 1.1.1.1 tcp sport 1 tcp dport 2 accept"),
+    ("ip", "tcp sport 1 meta mark set 0x1 tcp dport 2 accept",
+     "tcp sport 1 tcp dport 2 meta mark set 0x00000001 accept"),
+    ("ip", "tcp sport 1 log tcp dport 2 accept", "tcp sport 1 tcp dport 2 log accept"),
+    ("ip", "udp dport 53 counter counter udp sport 5353 drop",
+     f"meta l4proto udp {CTR} {CTR} udp sport 5353 udp dport 53 drop"),
+    ("ip", "tcp sport 1 counter th dport 2 accept", f"tcp sport 1 tcp dport 2 {CTR} accept"),
+    ("ip", "tcp sport 1 counter tcp dport 2 counter tcp sport 3 accept",
+     f"tcp sport 1 tcp dport 2 {CTR} {CTR} tcp sport 3 accept"),
+    ("ip", "tcp dport 2 counter tcp sport 1 counter tcp dport 3 accept",
+     f"meta l4proto tcp {CTR} tcp sport 1 tcp dport 2 {CTR} tcp dport 3 accept"),
+    ("ip", "tcp sport 1 counter ip ttl 3 counter ip protocol tcp accept",
+     f"tcp sport 1 {CTR} ip ttl 3 {CTR} ip protocol tcp accept"),
+    ("ip", "ip saddr 1.1.1.1 counter ip daddr 2.2.2.2 accept",
+     f"ip saddr 1.1.1.1 {CTR} ip daddr 2.2.2.2 accept"),
+    ("ip", "tcp sport != 1 counter tcp dport 2 accept", f"tcp sport != 1 {CTR} tcp dport 2 accept"),
+    ("ip", "tcp sport 1-5 counter tcp dport 2 accept", f"tcp sport 1-5 {CTR} tcp dport 2 accept"),
+    ("ip", "ip ttl 3 counter ip protocol tcp accept", f"{CTR} ip ttl 3 ip protocol tcp accept"),
+    ("ip", "ip protocol tcp counter ip ttl 3 tcp dport 5 accept",
+     f"ip ttl 3 ip protocol tcp {CTR} tcp dport 5 accept"),
+    ("ip", "ip ttl 3 counter ip protocol tcp tcp dport 5 accept", f"{CTR} ip ttl 3 tcp dport 5 accept"),
+    ("ip", "th sport 1 th dport 2 accept", "@th,0,32 0x10002 accept"),
+    ("ip", "th dport 2 counter th sport 258 accept", f"{CTR} @th,0,32 0x1020002 accept"),
+    ("inet", "tcp dport 2 counter tcp sport 1 accept",
+     f"meta l4proto tcp {CTR} tcp sport 1 tcp dport 2 accept"),
+    ("inet", "ip ttl 3 counter ip protocol tcp accept",
+     f"meta nfproto ipv4 {CTR} ip ttl 3 ip protocol tcp accept"),
+    ("inet", "tcp sport 1 ip ttl 3 counter ip protocol tcp tcp dport 2 accept",
+     f"tcp sport 1 ip ttl 3 {CTR} ip protocol tcp tcp dport 2 accept"),
 ]
 
 

@@ -38,29 +38,88 @@ PAYLOADS = {"ip ttl": ("nh", 64, 8), "ip protocol": ("nh", 72, 8), "ip saddr": (
                for p in ("tcp", "udp", "sctp", "th") for d in ("sport", "dport")}}
 
 
-def _merge(items: list[tuple[str, Dep]]) -> list[tuple[str, Dep]]:
-    """nft's evaluation joins a `field value` match with an earlier one on the adjacent bytes of
-    the same header (one compare of at most 32 bits) and lists the pair in header order where the
-    later one was; a statement between them keeps them apart here."""
-    out = list(items)
-    j = 0
-    while j < len(out):
-        pj = out[j][1].pay
-        if pj is not None:
-            for i in range(j - 1, -1, -1):
-                di = out[i][1]
-                if di is STMT:
-                    break
-                pi = di.pay
-                if (pi is None or pi[0] != pj[0] or pi[2] + pj[2] > 32
-                        or not (pi[1] + pi[2] == pj[1] or pj[1] + pj[2] == pi[1])):
-                    continue
-                first, second = (out[i], out[j]) if pi[1] < pj[1] else (out[j], out[i])
-                moved = [first, second]
-                out[i:j + 1] = out[i + 1:j] + [(t, d._replace(pay=None)) for t, d in moved]
-                break
-        j += 1
+_BASES = {"nh": 2, "th": 3}          # nft's proto_bases: the network header before the transport's
+_PROTOCOL = "ip protocol"           # a field nft flags EXPR_F_PROTOCOL: the join keeps its statement
+
+
+def _merge(items: list[tuple[str, Dep]], family: str) -> list[tuple[str, Dep]]:
+    """nft 1.0.6's stmt_reduce (src/rule.c): the `field value` matches of a rule are gathered and,
+    sorted by header and offset, each joined with the one on the bytes just before it (one compare of
+    at most 32 bits), listed in header order in the place of the lower one's statement (of `ip
+    protocol`'s when it is one of the pair). A statement ends a gathering only once two matches are
+    gathered (its `idx < 2` continues without starting anew), so `tcp sport 1 counter tcp dport 2`
+    joins and lists as `tcp sport 1 tcp dport 2 counter`. A joined match whose evaluation brought in
+    the protocol's dependency (`meta l4proto tcp`, `meta nfproto ipv4` in inet) leaves it in its
+    place; two `th` fields join into a raw `@th,OFF,LEN 0x...`."""
+    out: list[list[tuple[str, Dep]] | None] = [[it] for it in items]
+    firsts = _dependency_points(items, family)
+    gathered: list[int] = []
+
+    def join(sa: list[int]) -> None:
+        order = sorted(sa, key=lambda k: (_BASES[items[k][1].pay[0]], items[k][1].pay[1]))  # type: ignore[index]
+        last = order[0]
+        lpay = items[last][1].pay
+        assert lpay is not None
+        for this in order[1:]:
+            tpay = items[this][1].pay
+            assert tpay is not None
+            if tpay[0] != lpay[0] or lpay[1] + lpay[2] != tpay[1] or lpay[2] + tpay[2] > 32:
+                last, lpay = this, tpay
+                continue
+            keep, drop = (this, last) if items[this][0].startswith(_PROTOCOL) else (last, this)
+            joined = (out[last] or []) + (out[this] or [])
+            out[keep] = joined
+            out[drop] = None if drop not in firsts else [firsts[drop]]
+            last, lpay = keep, (lpay[0], lpay[1], lpay[2] + tpay[2])
+
+    for k, (_, dep) in enumerate(items):
+        if dep is STMT:
+            if len(gathered) >= 2:
+                join(gathered)
+                gathered = []
+        elif dep.pay is not None:
+            gathered.append(k)
+    if len(gathered) >= 2:
+        join(gathered)
+    flat: list[tuple[str, Dep]] = []
+    for part in out:
+        if part is None:
+            continue
+        if len(part) == 1:
+            flat.extend(part)
+        elif all(t.startswith("th ") for t, _ in part):
+            flat.append((_raw_th(part), NO_DEP))
+        else:
+            flat.extend((t, d._replace(pay=None)) for t, d in part)
+    return flat
+
+
+def _dependency_points(items: list[tuple[str, Dep]], family: str) -> dict[int, tuple[str, Dep]]:
+    """The matches at which nft's evaluation puts a dependency (the first to need a transport
+    protocol nothing before states; in inet, the first ip field before any `meta nfproto`)."""
+    out: dict[int, tuple[str, Dep]] = {}
+    l4: int | None = None
+    nf = family != "inet"
+    for k, (_, dep) in enumerate(items):
+        if dep is STMT:
+            continue
+        if dep.pay is not None and dep.needs is not None and l4 is None and dep.needs in _L4_NAMES:
+            out[k] = (f"meta l4proto {_L4_NAMES[dep.needs]}", Dep(l4=dep.needs))
+        elif dep.pay is not None and dep.ip and not nf:
+            out[k] = ("meta nfproto ipv4", Dep(nf=2))
+        l4 = dep.l4 if dep.l4 is not None else dep.needs if dep.needs is not None else l4
+        nf = nf or dep.ip or dep.nf is not None
     return out
+
+
+def _raw_th(part: list[tuple[str, Dep]]) -> str:
+    """Joined `th` port matches as nft lists them, the transport header's bytes as one number."""
+    off = min(d.pay[1] for _, d in part if d.pay is not None)
+    bits = sum(d.pay[2] for _, d in part if d.pay is not None)
+    value = 0
+    for text, _ in part:
+        value = (value << 16) | int(text.rsplit(" ", 1)[1])
+    return f"@th,{off},{bits} 0x{value:x}"
 
 
 def rule_text(items: list[tuple[str, Dep]], comment: str | None, family: str = "ip") -> str:
@@ -79,7 +138,7 @@ def rule_text(items: list[tuple[str, Dep]], comment: str | None, family: str = "
             items[k] = (_L4_NAMES[known] + text[2:], dep._replace(needs=known))
         elif dep is not STMT:
             known = dep.l4 if dep.l4 is not None else dep.needs if dep.needs is not None else known
-    items = _merge(items)
+    items = _merge(items, family)
     words: list[str | None] = []
     head = ""
     l4_dep: tuple[int, int] | None = None        # (word index, protocol) stored
