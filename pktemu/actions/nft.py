@@ -123,7 +123,7 @@ def run_nft(ctx: NodeCtx, args: dict[str, Any]) -> str | None:
             printed.append(list_ruleset(rs, ctx.node.now()))
             continue
         try:
-            load_nft(text, label, rs)
+            load_nft(text, label, rs, now=ctx.node.now())
         except PktemuError as e:
             raise ActionFailed(f"{VERSION}: {e}") from None
         _hook_new(nf, rs, done)

@@ -90,9 +90,10 @@ def parse_elements(cur: Cursor, s: NftSet, keys_only: bool = False,
         while True:
             if cur.accept("timeout"):
                 el.timeout_ns = parse_time(cur.word("a time"))
-                el.expires_ns = el.timeout_ns           # loaded at virtual time 0
+                el.expires_ns = None if el.timeout_ns is None else cur.now + el.timeout_ns
             elif cur.accept("expires"):
-                el.expires_ns = parse_time(cur.word("a time"))
+                left = parse_time(cur.word("a time"))
+                el.expires_ns = None if left is None else cur.now + left
             elif cur.accept("comment"):
                 el.comment = cur.word("a comment string")
             elif cur.accept("counter"):
@@ -136,7 +137,7 @@ def insert(cur: Cursor, s: NftSet, el: Element, at: Token, create: bool = False)
         raise cur.error(f"{s.kind} {s.name}: an element timeout needs the set's timeout flag: Invalid "
                         "argument", at)
     if el.timeout_ns is None and el.expires_ns is None and s.timeout is not None:
-        el.expires_ns = parse_time(s.timeout)      # the set's timeout, from virtual time 0 as above
+        el.expires_ns = cur.now + (parse_time(s.timeout) or 0)     # the set's timeout, from the load on
     if len(el.key) > 1 and (interval or s.interval or s.ranges):
         _pipapo_overlap(cur, s, el, at)
     merge = (s.automerge or s.anonymous) and len(el.key) == 1

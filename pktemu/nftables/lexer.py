@@ -60,13 +60,15 @@ class Cursor:
     """A position in a token list, with errors that name the file and the line."""
 
     def __init__(self, toks: list[Token], path: str, ints: dict[int, int] | None = None,
-                 any_names: bool = False) -> None:
+                 any_names: bool = False, now: int = 0) -> None:
         self.toks = toks
         self.i = 0
         self.path = path
         self.ints: dict[int, int] = {} if ints is None else ints
         #: names nft's scanner reads as keywords taken (text made from `nft -j` JSON, whose names are any)
         self.any_names = any_names
+        #: the virtual time (ns) of the load: an element's timeout counts down from it
+        self.now = now
 
     def one(self, v: int) -> int:
         """The one int object for a value met again in the same input (a Service's ClusterIP in its map

@@ -137,6 +137,8 @@ class LineLoader(LoadState):
         One of a form met before (`_element_form`: every Service's `S { A . tcp . 80 : goto C }`) is
         made of the address, the target and what the first one of the form was read into."""
         s = table.sets.get(words[0])
+        if s is not None and s.timeout is not None:
+            return False              # its elements expire: the general parser gives them the set's timeout
         form = self.element_forms.get(_element_form(words))
         if (form is not None and form[0] is s and len(words) == form[3] and words[1] == "{"
                 and words[-1] == "}" and line.count("{") == 1 and line.count("}") == 1 and "," not in line):

@@ -32,10 +32,11 @@ OBJECTS = ("table", "chain", "rule", "set", "map", "element", "ruleset")
 
 
 def load_nft(text: str, path: str, rs: NftRuleset | None = None, fast: bool = True,
-             any_names: bool = False) -> NftRuleset:
+             any_names: bool = False, now: int = 0) -> NftRuleset:
     """Apply an `nft -f` file to `rs` (a new ruleset by default) and check its references; `fast`
     False reads every line with the general parser (what the fast loader is held to); `any_names`
-    takes chain names nft's scanner reads as keywords (text made from JSON, where nft takes them)."""
+    takes chain names nft's scanner reads as keywords (text made from JSON, where nft takes them);
+    `now` is the virtual time of the load (ns), from which its elements' timeouts count down."""
     rs = rs if rs is not None else NftRuleset()
     collecting = gc.isenabled()
     gc.disable()        # a load only adds objects: the cyclic GC's passes over them would cost a third
@@ -44,7 +45,7 @@ def load_nft(text: str, path: str, rs: NftRuleset | None = None, fast: bool = Tr
         ints: dict[int, int] = {}
 
         def general(chunk: str, line: int) -> None:
-            _apply(Cursor(tokenize(chunk, path, line), path, ints, any_names), rs)
+            _apply(Cursor(tokenize(chunk, path, line), path, ints, any_names, now), rs)
         if fast:
             apply_text(text, path, rs, ints, general)
         else:
