@@ -236,3 +236,18 @@ def test_result_cannot_name_another_output_or_leave_the_directory(tmp_path: Path
     t = topo(tmp_path, f"scenarios:\n  s:\n    traffic: [{{node: h1, app: {{kind: ping, target: 10.9.0.2}}, "
                        f"result: '{name}'}}]\n", datapaths.DATA / "lan.yaml")
     assert "scenarios.s.traffic[0].result: not a plain file name ending in .json" in load_error(t)
+
+
+def test_a_ping_of_count_0_is_refused_as_iputils_ping_refuses_it(tmp_path: Path) -> None:
+    """iputils ping 20221126 (Debian 12's) says of `-c 0`: "invalid argument: '0': out of range: 1 <=
+    value <= 9223372036854775807" and exits 1; `pktemu run` refuses the scenario in one line, exit 2,
+    and writes nothing."""
+    t = topo(tmp_path, APP + "{kind: ping, target: 10.0.2.2, count: 0}}]\n")
+    out = tmp_path / "out"
+    r = pktemu("run", str(t), "--out", str(out), check=False, timeout=60)
+    assert r.returncode == 2 and r.stdout == "" and not out.exists()
+    assert r.stderr.splitlines() == [
+        f"pktemu: error: {t}: scenarios.s1-clusterip.traffic[0].app.count: expected an integer 1-1000000000, "
+        "got 0 (iputils ping refuses -c 0: out of range, 1 <= value)"]
+    t = topo(tmp_path, APP + "{kind: ping, target: 10.0.2.2, count: 1}}]\n")
+    assert load_topology(str(t)).scenarios["s1-clusterip"].traffic[0].app.params["count"] == 1

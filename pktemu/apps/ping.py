@@ -35,10 +35,12 @@ def _config(params: dict[str, Any], where: str) -> dict[str, Any]:
     except ValueError:
         raise PktemuError(f"{where}.target: not an IPv4 address: {excerpt(params['target'])} "
                           f"(expected {IPV4_HINT})") from None
-    for key, default, top in (("count", 1, 10**9), ("id", 0x5045, 0xFFFF), ("size", 56, 65507)):
+    # iputils ping refuses `-c 0` ("out of range: 1 <= value"): a ping sends at least one request
+    for key, default, low, top in (("count", 1, 1, 10**9), ("id", 0x5045, 0, 0xFFFF), ("size", 56, 0, 65507)):
         v = params.get(key, default)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0 or v > top:
-            raise PktemuError(f"{where}.{key}: expected an integer 0-{top}, got {excerpt(v)}")
+        if not isinstance(v, int) or isinstance(v, bool) or v < low or v > top:
+            why = " (iputils ping refuses -c 0: out of range, 1 <= value)" if (key, v) == ("count", 0) else ""
+            raise PktemuError(f"{where}.{key}: expected an integer {low}-{top}, got {excerpt(v)}{why}")
         out[key] = v
     if not isinstance(params.get("df", True), bool):
         raise PktemuError(f"{where}.df: expected true or false, got {excerpt(params['df'])}")
