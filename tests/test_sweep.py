@@ -164,6 +164,11 @@ def test_bad_options_are_one_line_and_write_nothing(tmp_path: Path) -> None:
 
 def test_seed_lists() -> None:
     assert parse_seeds("1-3,7,2-4") == [1, 2, 3, 7, 4]
+    assert parse_seeds("10-20,1-30,15") == [*range(10, 21), *range(1, 10), *range(21, 31)]
+    # a seed ranges overlap on runs once and counts once against the limit
+    assert parse_seeds("0-999999,0-999999,5,999999") == list(range(1_000_000))
+    with pytest.raises(PktemuError, match="more than 1,000,000 seeds"):
+        parse_seeds("0-999999,500000-1000000")
     assert parse_seeds(" 5 ") == [5]
     for spec, msg in (("5-2", "5-2 is not a range"), ("-1", "expected seeds"), ("1,,2", "expected seeds"),
                       ("0-1000000", "more than 1,000,000 seeds"), ("1-2-3", "expected seeds"),
@@ -286,3 +291,13 @@ def test_a_python_app_that_calls_sys_exit_is_its_outcome(tmp_path: Path) -> None
                             "(at quits.py:4 in main); recorded in its result\n")
     assert json.loads((out / "seed-2" / "client-result.json").read_text()) == {
         "error": "SystemExit: 5", "error_at": "quits.py:4 in main"}
+
+
+def test_overlapping_seed_ranges_run_each_seed_once(tmp_path: Path) -> None:
+    """`--seeds 4-5,5,4-5` is the two runs of seeds 4 and 5, as `--seeds 4-5` is."""
+    out = tmp_path / "sw"
+    s = sweep_json("topologies/service-test.yaml", "--scenario", "s1-clusterip", "--seeds", "4-5,5,4-5",
+                   "--out", str(out))
+    assert s["seeds"] == 2
+    assert sorted(p.name for p in out.iterdir()) == ["seed-4", "seed-5", "sweep.json"]
+    assert s == sweep_json("topologies/service-test.yaml", "--scenario", "s1-clusterip", "--seeds", "4-5")

@@ -33,9 +33,11 @@ def run_scenarios(t: topo.Topology, names: list[str], seed: int | None, out_root
 
 
 def parse_seeds(spec: str) -> list[int]:
-    """`1-1000`, `7`, `1,5,10-20`: the seeds in the order given, each once."""
+    """`1-1000`, `7`, `1,5,10-20`: the seeds in the order given, each once: a seed that ranges given
+    overlap on runs once and counts once against MAX_SEEDS (`1-1000000,1-1000000` is 1,000,000 runs),
+    and the parts are read as ranges, so many overlapping ones cost no more than the seeds they give."""
     seeds: list[int] = []
-    seen: set[int] = set()
+    covered: list[tuple[int, int]] = []     # the disjoint ranges taken so far, in order
     where = f"--seeds {excerpt(spec)}"
     for part in spec.split(","):
         lo_s, dash, hi_s = part.strip().partition("-")
@@ -49,13 +51,41 @@ def parse_seeds(spec: str) -> list[int]:
             raise PktemuError(f"{where}: {lo}-{hi} is not a range of seeds (0 <= N <= M)")
         if hi > SEED_MAX:                   # what `pktemu run --seed` and a topology's `seed:` take
             raise PktemuError(f"{where}: {shorten(str(hi))} is not a seed (an integer from 0 to 2**64-1)")
-        if hi - lo + 1 + len(seeds) > MAX_SEEDS:
+        new = _uncovered(covered, lo, hi)
+        if sum(b - a + 1 for a, b in new) + len(seeds) > MAX_SEEDS:
             raise PktemuError(f"{where}: more than {MAX_SEEDS:,} seeds")
-        for s in range(lo, hi + 1):
-            if s not in seen:
-                seen.add(s)
-                seeds.append(s)
+        for a, b in new:
+            seeds.extend(range(a, b + 1))
+        covered = _union(covered, lo, hi)
     return seeds
+
+
+def _uncovered(covered: list[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int]]:
+    """The parts of lo-hi that no range of `covered` (disjoint, sorted) holds, in order."""
+    out: list[tuple[int, int]] = []
+    at = lo
+    for a, b in covered:
+        if b < at or a > hi:
+            continue
+        if a > at:
+            out.append((at, a - 1))
+        at = b + 1
+        if at > hi:
+            return out
+    out.append((at, hi))
+    return out
+
+
+def _union(covered: list[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int]]:
+    """`covered` with lo-hi added, kept disjoint and sorted (touching ranges joined)."""
+    out: list[tuple[int, int]] = []
+    for a, b in covered:
+        if b + 1 < lo or a > hi + 1:
+            out.append((a, b))
+        else:
+            lo, hi = min(lo, a), max(hi, b)
+    out.append((lo, hi))
+    return sorted(out)
 
 
 def sweep(t: topo.Topology, sc: topo.Scenario, seeds: list[int], *, out_root: str | None, captures: bool,
