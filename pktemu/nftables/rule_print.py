@@ -56,13 +56,12 @@ def _merge(items: list[tuple[str, Dep]], family: str) -> list[tuple[str, Dep]]:
     gathered: list[int] = []
 
     def join(sa: list[int]) -> None:
-        order = sorted(sa, key=lambda k: (_BASES[items[k][1].pay[0]], items[k][1].pay[1]))  # type: ignore[index]
+        pays = {k: items[k][1].pay or ("", 0, 0) for k in sa}
+        order = sorted(sa, key=lambda k: (_BASES[pays[k][0]], pays[k][1]))
         last = order[0]
-        lpay = items[last][1].pay
-        assert lpay is not None
+        lpay = pays[last]
         for this in order[1:]:
-            tpay = items[this][1].pay
-            assert tpay is not None
+            tpay = pays[this]
             if tpay[0] != lpay[0] or lpay[1] + lpay[2] != tpay[1] or lpay[2] + tpay[2] > 32:
                 last, lpay = this, tpay
                 continue
