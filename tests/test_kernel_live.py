@@ -24,16 +24,24 @@ pytestmark = pytest.mark.skipif(
     reason="builds network namespaces: needs root and " + ", ".join(TOOLS) + " (CI has them)")
 
 
+def _hold_lock(seconds: int) -> subprocess.Popen[bytes]:
+    """A process that holds the oracle's lock for `seconds`, returned once the lock is held (by it,
+    or by another run that it waits behind): a fixed sleep after starting it was a guess, which a
+    loaded machine can outlast."""
+    holder = subprocess.Popen(["flock", LOCK, "sleep", str(seconds)])
+    deadline = time.monotonic() + 10
+    while subprocess.run(["flock", "-n", LOCK, "true"]).returncode == 0:
+        assert time.monotonic() < deadline, "the lock holder never took the lock"
+        time.sleep(0.05)
+    return holder
+
+
 @pytest.mark.parametrize("brnf", [1, 0])
 def test_this_kernel_and_the_emulator_are_identical(tmp_path: Path, brnf: int) -> None:
     out = tmp_path / "k"
     holder = None
     if brnf == 0:        # another oracle run holds the lock for a while: this one waits its turn
-        holder = subprocess.Popen(["flock", LOCK, "sleep", "3"])
-        deadline = time.monotonic() + 10
-        while subprocess.run(["flock", "-n", LOCK, "true"]).returncode == 0:
-            assert time.monotonic() < deadline, "the lock holder never took the lock"
-            time.sleep(0.05)
+        holder = _hold_lock(3)
     p = pktemu("kernel", "--out", str(out), "--brnf", str(brnf), check=False, timeout=600)
     if holder is not None:
         assert holder.wait(timeout=10) == 0
@@ -51,9 +59,8 @@ def test_this_kernel_and_the_emulator_are_identical(tmp_path: Path, brnf: int) -
 
 
 def test_a_run_that_cannot_get_the_lock_in_time_says_so(tmp_path: Path) -> None:
-    holder = subprocess.Popen(["flock", LOCK, "sleep", "5"])
+    holder = _hold_lock(5)
     try:
-        time.sleep(0.5)
         t0 = time.monotonic()
         p = subprocess.run(["bash", str(ORACLE / "kernel_oracle.sh"), str(tmp_path / "o")],
                            env=dict(os.environ, ORACLE_LOCK_WAIT="1", ORACLE_NO_INSTALL="1"),
