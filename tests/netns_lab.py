@@ -26,6 +26,19 @@ def sh(*a: str, check: bool = True) -> str:
     return p.stdout
 
 
+def wait_listening(ns: str, port: int, udp: bool = False, timeout: float = 20) -> None:
+    """Wait until a socket in namespace `ns` is bound to `port` (`ss -Hln`). A server started in the
+    background takes 0.2-0.5 s to get there on a loaded 2-core machine (measured under the suite
+    and busy loops), longer than the fixed sleeps these tests used to give it: its first packet
+    then met a closed port."""
+    flag = "-Hlnu" if udp else "-Hlnt"
+    end = time.monotonic() + timeout
+    while not sh("ip", "netns", "exec", ns, "ss", flag, f"sport = :{port}").strip():
+        if time.monotonic() > end:
+            raise RuntimeError(f"nothing listens on port {port} in {ns} after {timeout} s")
+        time.sleep(0.05)
+
+
 def real_nft(text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     """`nft -f` of `text` in a scratch namespace, deleted after: what this machine's nft says."""
     ns = f"pktemu-nft-{uuid.uuid4().hex[:8]}"
@@ -97,6 +110,9 @@ class NetnsLab:
         for dev in ("cbr0", "eth0"):
             self.x(n, "ip", "link", "set", dev, "up")
         self.x(n, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+
+    def wait_listening(self, n: str, port: int, udp: bool = False) -> None:
+        wait_listening(self.ns[n], port, udp)
 
     def bg(self, n: str, *a: str, out: Path | None = None) -> subprocess.Popen[bytes]:
         f = open(out, "wb") if out else subprocess.DEVNULL  # noqa: SIM115 (the child owns it)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from netns_lab import wait_listening
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or any(shutil.which(t) is None for t in ("ip", "bridge", "tcpdump")),
@@ -189,7 +190,7 @@ def tcp_run(lab: Lab, tmp: Path, node: str, dev: str) -> tuple[float, float, int
     lab.bg("client", "tcpdump", "-p", "-U", "--immediate-mode", "-n", "-i", "eth0", "-w", str(pcap), "ip")
     time.sleep(1.0)
     lab.bg("server", "python3", "-c", SERVER)
-    time.sleep(0.3)
+    wait_listening(lab.ns["server"], 7)
     out = tmp / "client.txt"
     cli = lab.bg("client", "python3", "-c", CLIENT, out=out)
     time.sleep(2.0)

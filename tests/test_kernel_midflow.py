@@ -175,7 +175,8 @@ def kernel(loose: int, tmp: Path) -> dict[str, Any]:
         caps = lab.capture(tmp, ["client-eth0", "server-eth0", "dns-eth0"])
         lab.bg("server", "python3", "-c", SINK)
         lab.bg("dns", "python3", "-c", SINK)
-        time.sleep(0.5)
+        lab.wait_listening("server", 7)
+        lab.wait_listening("dns", 7)
         out = tmp / "client.txt"
         cli = lab.bg("client", "python3", "-c", STREAM, out=out)
         time.sleep(1.0)

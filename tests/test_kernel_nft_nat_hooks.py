@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -97,7 +96,7 @@ def kernel(tmp: Path) -> tuple[str, list[str]]:
         subprocess.run(["ip", "netns", "exec", lab.ns["pr"], "nft", "-f", "-"], input=RULES, text=True,
                        check=True)
         lab.bg("pb", "python3", "-c", SERVER)
-        time.sleep(0.3)
+        lab.wait_listening("pb", 8080, udp=True)
         line = lab.x("pa", "python3", "-c", CLIENT).strip()
         conntrack = lab.x("pr", "conntrack", "-L", check=False)
     finally:

@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -142,7 +141,7 @@ def kernel(tmp: Path, size: int) -> dict[str, Any]:
     with _lab() as lab:
         caps = lab.capture(tmp, ["client-eth0"])
         lab.bg("server", "python3", "-c", SERVER)
-        time.sleep(0.3)
+        lab.wait_listening("server", 7)
         lab.x("client", "python3", "-c", CLIENT, str(size))
         route = lab.x("client", "ip", "route", "get", "10.3.0.10")
         NetnsLab.stop(caps)
@@ -203,10 +202,12 @@ while True:
     data, peer = s.recvfrom(65536)
     s.sendto(b"seen\\n", peer)
 '''
+#: 5 s for an answer or an error, where pktemu's client waits 100 ms: both come within a
+#: millisecond on an idle machine, but on a loaded one the server's process may wait for a CPU
 UDP_CLIENT = r'''
 import errno, socket, time
 for i in range(2):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
     s.connect(("10.0.2.2", 7))
     s.send(b"u" * 1472)
     try:
@@ -226,7 +227,7 @@ def test_a_connected_udp_socket_hears_emsgsize_and_the_next_datagram_is_fragment
     leaves in two fragments and is answered. pktemu's echo-client does the same."""
     with _lab() as lab:
         lab.bg("server", "python3", "-c", UDP_ECHO)
-        time.sleep(0.3)
+        lab.wait_listening("server", 7, udp=True)
         linux = lab.x("client", "python3", "-c", UDP_CLIENT).split()
     assert linux == ["EMSGSIZE", "answer"]
     topo = tmp_path / "pmtu.yaml"

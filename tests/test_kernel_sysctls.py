@@ -168,7 +168,8 @@ def kernel(tmp: Path) -> dict[str, Any]:
                 lab.x(n, "sysctl", "-qw", f"{k}={v}")
         caps = lab.capture(tmp, ["b-eth0"])
         lab.bg("b", "python3", "-c", SERVERS)
-        time.sleep(0.3)
+        lab.wait_listening("b", 7, udp=True)
+        lab.wait_listening("b", 8)
         out = tmp / "client.txt"
         cli = lab.bg("a", "python3", "-c", CLIENT, out=out)
         end = time.time() + 10

@@ -285,6 +285,10 @@ OWNERS = ("--socket-exists", "! --socket-exists", "--uid-owner 0", "! --uid-owne
 LISTENER = ["sh", "-c", "timeout 8 python3 -c 'import socket, time; s = socket.socket(); "
             "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"10.0.2.2\", 8080)); "
             "s.listen(); time.sleep(8)' >/dev/null 2>&1 &"]
+#: until the listener is up: a fixed 0.3 s was less than its start takes on a loaded machine, and
+#: the SYN to 8080 then got the stack's RST instead of the listener's SYN-ACK
+LISTENING = ["sh", "-c", "for i in $(seq 400); do ss -Hltn 'sport = :8080' | grep -q . && exit 0; "
+             "sleep 0.05; done; exit 1"]
 
 
 def test_owner_of_the_kernels_own_answers() -> None:
@@ -293,7 +297,7 @@ def test_owner_of_the_kernels_own_answers() -> None:
     pkts = (icmp(2) + udp([5]) + syn(1)
             + [IP(src=CLIENT, dst=SERVER, id=350) / TCP(sport=42000, dport=9001, flags="S", seq=5),
                IP(src=CLIENT, dst=SERVER, id=351) / TCP(sport=42001, dport=8080, flags="S", seq=5)])
-    want, _, _ = compare(Case(rules, pkts, setup=[LISTENER, ["sleep", "0.3"]]))
+    want, _, _ = compare(Case(rules, pkts, setup=[LISTENER, LISTENING]))
     seen = {(k, o): want[("filter", f"-A OUTPUT {r} -m owner {o}")][0] > 0
             for k, r in OWN_KINDS.items() for o in OWNERS}
     for kind in ("echo-reply", "unreach", "rst"):
