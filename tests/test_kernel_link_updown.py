@@ -183,6 +183,18 @@ def test_down_flushes_routes_neighbours_and_the_peer_bridge_port(lab: Lab) -> No
     assert "state forwarding" in lab.x("node1", "bridge", "link", "show", "dev", "veth-c")
 
 
+def _connected_at(out: Path, cli: subprocess.Popen[bytes]) -> float:
+    """When the client connected (its "T0" line): the link goes down 2 s after that, however late a
+    loaded machine started its python3."""
+    end = time.monotonic() + 20
+    while cli.poll() is None and time.monotonic() < end:
+        lines = out.read_text().split("\n")
+        if len(lines) > 1 and lines[0].startswith("T0 "):
+            return float(lines[0].split()[1])
+        time.sleep(0.02)
+    raise AssertionError(f"the client did not connect: {out.read_text()}")
+
+
 def tcp_run(lab: Lab, tmp: Path, node: str, dev: str) -> tuple[tuple[float, float], float, int,
                                                                 list[tuple[float, str]]]:
     """Lines every 200 ms, `node`'s `dev` down 2 s in: ((the clock before and after `ip link set
@@ -196,7 +208,7 @@ def tcp_run(lab: Lab, tmp: Path, node: str, dev: str) -> tuple[tuple[float, floa
     wait_listening(lab.ns["server"], 7)
     out = tmp / "client.txt"
     cli = lab.bg("client", "python3", "-c", CLIENT, out=out)
-    time.sleep(2.0)
+    time.sleep(max(0.0, _connected_at(out, cli) + 2.0 - time.time()))
     t_before = time.time()
     lab.x(node, "ip", "link", "set", dev, "down")
     t_down = (t_before, time.time())
