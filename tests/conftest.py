@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,14 @@ def pktemu(*args: str, check: bool = True, timeout: float = 300) -> subprocess.C
     if check and p.returncode != 0:
         raise AssertionError(f"pktemu {' '.join(args)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
     return p
+
+
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process and the children it has waited for. Bounds meant to
+    catch a hang or a quadratic blow-up hold on this, not on the wall clock, which a loaded 2-core
+    machine stretches: a rules load of 2.0 CPU seconds took 15.6 s under the suite and busy loops."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def summarize(out: Path) -> dict[str, Any]:
