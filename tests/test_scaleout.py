@@ -237,10 +237,16 @@ def test_ctrl_c_stops_a_run_whose_worker_never_answers(tmp_path: Path) -> None:
                                  "--scheduler", address], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
         try:
+            # until pktemu's Client is connected (the scheduler logs it, after one_worker's own), not
+            # a fixed 2 s: a loaded machine may take longer to import pktemu and Dask, and the
+            # Ctrl-C then came before the question to the worker, which never answers
+            log = tmp_path / "dask.log"
             deadline = time.monotonic() + 60
-            while not handlers_installed(proc.pid) and time.monotonic() < deadline:
+            while log.read_text().count("Receive client connection") < 2 and time.monotonic() < deadline:
+                assert proc.poll() is None
                 time.sleep(0.05)
-            time.sleep(2)               # connected, and waiting for the worker's answer
+            assert handlers_installed(proc.pid)
+            time.sleep(1)
             assert proc.poll() is None
             proc.send_signal(signal.SIGINT)
             _out, err = proc.communicate(timeout=60)
