@@ -34,7 +34,6 @@ import contextlib
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -180,7 +179,7 @@ def kernel(tmp: Path, letters: str, early_retrans: int) -> tuple[dict[str, Any],
         lab.x("client", "sysctl", "-qw", f"net.ipv4.tcp_early_retrans={early_retrans}")
         caps = lab.capture(tmp, ["client-eth0"])
         lab.bg("server", "python3", "-c", SERVER)
-        time.sleep(0.3)
+        lab.wait_listening("server", 7)
         lab.x("client", "python3", "-c", CLIENT)
         NetnsLab.stop(caps)
         out = lab.x("client", "nstat", "-az", *COUNTERS)
@@ -205,16 +204,21 @@ def _counts(retrans: int, recovery: int, probes: int, timeouts: int = 0) -> dict
     return dict(zip(COUNTERS, (retrans, recovery, probes, timeouts), strict=True))
 
 
+#: On an idle machine Linux resent at once within 2 ms and probed or timed out after 205-206 ms;
+#: the bounds leave room for a loaded one (the client preempted while it owns the socket, a late
+#: timer softirq): the counters say which mechanism resent, the bounds only that an immediate
+#: resend did not wait for a timer and a timed one waited for the 200 ms floor.
+NOW, REO, TIMED = (0, 50_000), (0, 100_000), (200_000, 400_000)
 LINUX: dict[str, tuple[dict[str, int], list[tuple[int, int]]]] = {
-    "c": (_counts(1, 1, 0), [(0, 2_000)]),
-    "h": (_counts(1, 1, 0), [(0, 100_000)]),
-    "j": (_counts(1, 0, 1), [(200_000, 260_000)]),
-    "ij": (_counts(2, 1, 1), [(0, 100_000), (0, 2_000)]),
+    "c": (_counts(1, 1, 0), [NOW]),
+    "h": (_counts(1, 1, 0), [REO]),
+    "j": (_counts(1, 0, 1), [TIMED]),
+    "ij": (_counts(2, 1, 1), [REO, NOW]),
     # net.ipv4.tcp_early_retrans=0: no probe, the RTO resends the first, its ACK clocks the other
-    "ij-no-tlp": (_counts(2, 0, 0, 1), [(200_000, 260_000), (0, 2_000)]),
+    "ij-no-tlp": (_counts(2, 0, 0, 1), [TIMED, NOW]),
     # several in one flight: one Recovery, each resent once, in sequence order
-    "ce": (_counts(2, 1, 0), [(0, 2_000)] * 2),
-    "cdef": (_counts(4, 1, 0), [(0, 2_000)] * 4),
+    "ce": (_counts(2, 1, 0), [NOW] * 2),
+    "cdef": (_counts(4, 1, 0), [NOW] * 4),
 }
 #: what the emulator resends: (relative seq, delay in us after the server's frame before, how many
 #: of the server's ACKs came before it)
