@@ -26,6 +26,7 @@ class Field:
     read: Reader
     proto: int | None = None         # tcp/udp payload: the l4 protocol it depends on
     top: int | None = None           # the largest value of a field narrower than its type
+    raw: bool = False                # given as `@base,off,len`: its value is read as an integer
 
     @property
     def flags(self) -> bool:

@@ -14,6 +14,7 @@ from pktemu.nftables import statements, steps
 from pktemu.nftables.elements import insert, merge_intervals, parse_elements, parse_typed, parse_verdict
 from pktemu.nftables.fields import Field, lookup_field
 from pktemu.nftables.lexer import Cursor, Token, describe
+from pktemu.nftables.raw_payload import is_raw, parse_raw
 from pktemu.nftables.unsupported import set_statement, unsupported
 from pktemu.nftables.model import Element, NftSet, ParsedRule, Rule, Step, Table
 from pktemu.nftables.values import format_key, format_value, parse_value, shared, ValueError_
@@ -121,11 +122,13 @@ def _conflict(cur: Cursor, items: list[tuple[str, Dep]], dep: Dep, at: Token) ->
         raise cur.error("conflicting protocols specified: ip6 vs. ip", at)
 
 
-def parse_lhs(cur: Cursor) -> Lhs | None:
+def parse_lhs(cur: Cursor, family: str = "ip") -> Lhs | None:
     fields: list[Field] = []
     while True:
         words = [cur.peek(k).text if cur.peek(k).kind == "word" else "" for k in range(3)]
-        if words[0] == "numgen":
+        if words[0][:1] == "@" and is_raw(cur):
+            f = parse_raw(cur, family)
+        elif words[0] == "numgen":
             f = statements.parse_numgen(cur)
         else:
             found = lookup_field(words)
@@ -153,7 +156,7 @@ def parse_match(cur: Cursor, table: Table, rule: ParsedRule) -> tuple[str, Step,
     transport protocol a NAT port mapping needs: a tcp/udp/sctp header field's, or `meta l4proto`
     or `ip protocol` equal to a value or in a set)."""
     tok = cur.peek()
-    lhs = parse_lhs(cur)
+    lhs = parse_lhs(cur, table.family)
     if lhs is None:
         raise cur.error(unsupported(cur) or f"unknown statement or expression '{tok.text}'", tok)
     l4 = any(f.proto is not None for f in lhs.fields)
@@ -210,7 +213,7 @@ def parse_match(cur: Cursor, table: Table, rule: ParsedRule) -> tuple[str, Step,
         cur.next()
         text += "," + cur.next().text
     try:
-        v, plen, hi = parse_value(typ, text)
+        v, plen, hi = parse_value("raw" if lhs.fields[0].raw else typ, text)
     except ValueError_ as e:
         raise cur.error(str(e), valtok) from None
     v = cur.one(v)

@@ -80,6 +80,11 @@ def parse_value(typ: str, text: str) -> tuple[int, int | None, int | None]:
         return _int(val, 2**32 - 1, typ) & (((1 << plen) - 1) << (32 - plen)), plen, None
     if typ in ("mark", "integer", "ct_state"):
         return _int(text, 2**32 - 1, typ), None, None
+    if typ == "raw":                           # `@base,off,len` compares to an integer of any size
+        try:
+            return int(text, 0), None, None
+        except ValueError:
+            raise ValueError_(f"'{text}' is not an integer (a raw payload's value)") from None
     if typ == "ifname":
         raw = text.encode()[:16]
         return int.from_bytes(raw.ljust(16, b"\0"), "big"), None, None
@@ -110,6 +115,8 @@ def format_value(typ: str, v: int) -> str:
         return ",".join(n for n, b in sorted(FLAG_NAMES[typ].items(), key=lambda x: x[1]) if v & b)
     if typ == "fib_type":
         return FIB_TYPES[v] if v < len(FIB_TYPES) else str(v)
+    if typ == "raw":
+        return f"0x{v:x}"
     if typ == "ifname":
         return '"' + v.to_bytes(16, "big").rstrip(b"\0").decode(errors="replace") + '"'
     return str(v)
