@@ -42,8 +42,8 @@ def sets(decl: str, after: str = "") -> str:
 NO_SEP = "syntax error, unexpected '}', expecting newline or semicolon"
 SEP_MSG = "syntax error, unexpected '}', expecting newline or semicolon (nft refuses it)"
 
-KW = ("syntax error, unexpected {0}, expecting string: '{0}' is an nft keyword, not a chain name, "
-      "quoted or not")
+KW = "syntax error, unexpected {0}, expecting string: '{0}' is an nft keyword, not a chain name"
+QUOTED = "(nft takes no quoted chain name: syntax error, unexpected quoted string)"
 
 #: (name, ruleset, what nft says, what pktemu says, the line both name)
 REFUSED: list[tuple[str, str, str, str, int]] = [
@@ -218,7 +218,17 @@ REFUSED: list[tuple[str, str, str, str, int]] = [
     ("a keyword as a chain name", chain("}\n chain accept {"),
      "syntax error, unexpected accept, expecting string", KW.format("accept"), 4),
     ("a quoted keyword as a chain name", 'table ip t {\n chain "drop" {\n }\n}\n',
-     "syntax error, unexpected quoted string, expecting string", KW.format("drop"), 2),
+     "syntax error, unexpected quoted string, expecting string", QUOTED, 2),
+    ("a quoted chain name", 'table ip t {\n chain "a b" {\n }\n}\n',
+     "syntax error, unexpected quoted string, expecting string", QUOTED, 2),
+    ("a quoted flat chain's name", 'add table ip t\nadd chain ip t "ab"\n',
+     "syntax error, unexpected quoted string, expecting string", QUOTED, 2),
+    ("a quoted jump target", flat('ip saddr 1.2.3.4 jump "c"'), "syntax error, unexpected quoted string",
+     QUOTED, 3),
+    ("a quoted goto target in a vmap", flat('ip daddr vmap { 1.1.1.1 : goto "c" }'),
+     "syntax error, unexpected quoted string, expecting string", QUOTED, 3),
+    ("a quoted chain of a rule", 'add table ip t\nadd chain ip t c\nadd rule ip t "c" accept\n',
+     "syntax error, unexpected quoted string, expecting string", QUOTED, 3),
     ("a keyword as a flat chain's name", "add table ip t\nadd chain ip t counter\n",
      "syntax error, unexpected counter, expecting string", KW.format("counter"), 2),
     ("a keyword as a jump target", flat("ip saddr 1.2.3.4 jump queue"), "syntax error, unexpected queue",

@@ -111,13 +111,18 @@ class Cursor:
         return t.text
 
     def chain_name(self) -> str:
-        """A chain's name: a word nft 1.0.6 reads as a keyword it refuses, quoted or not (nft_keywords)."""
+        """A chain's name: a word nft 1.0.6 reads as a keyword it refuses (nft_keywords); nft's
+        grammar takes no quoted string as a name (its `identifier` is a bare word), so `chain "a b"`,
+        `jump "c"` and `add chain ip t "c"` are syntax errors there. The JSON loader's names (any
+        text, quoted in the text it builds) are taken as they are."""
         t = self.next()
-        if t.kind not in ("word", "string"):
-            raise self.error(f"expected a chain name, got {describe(t)}", t)
+        if t.kind not in ("word", "string") or t.kind == "string" and not self.any_names:
+            raise self.error(f"expected a chain name, got {describe(t)}" + (
+                " (nft takes no quoted chain name: syntax error, unexpected quoted string)"
+                if t.kind == "string" else ""), t)
         if t.text in KEYWORDS and not self.any_names:
             raise self.error(f"syntax error, unexpected {t.text}, expecting string: '{t.text}' is an nft "
-                             "keyword, not a chain name, quoted or not (nft refuses it)", t)
+                             "keyword, not a chain name (nft refuses it)", t)
         return t.text
 
     def number(self, what: str) -> int:
