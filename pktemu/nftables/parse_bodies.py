@@ -49,11 +49,7 @@ def set_body(cur: Cursor, s: NftSet) -> None:
         w = cur.word("type, flags, timeout, size, comment or elements")
         if w == "type":
             at = cur.peek()
-            s.types = [_type(cur, KEY_TYPES)]
-            while cur.accept("."):
-                s.types.append(_type(cur, KEY_TYPES))
-            if cur.accept(":"):
-                s.data_type = _type(cur, DATA_TYPES)
+            s.types, s.data_type = _type_spec(cur)
             if "integer" in s.types and len(s.types) > 1:       # as nft 1.0.x says
                 raise cur.error("can not use variable sized data types (integer) in concat expressions", at)
             if "integer" in (*s.types, s.data_type):
@@ -101,11 +97,36 @@ def set_body(cur: Cursor, s: NftSet) -> None:
         raise cur.error(f"{s.kind} {s.name} has no type")
 
 
-def _type(cur: Cursor, allowed: tuple[str, ...] | dict[str, tuple[int, bool]]) -> str:
-    t = cur.next()
-    if t.text not in allowed:
-        raise cur.error(f"unsupported type '{t.text}' (one of {', '.join(allowed)})", t)
-    return t.text
+def _type_spec(cur: Cursor) -> tuple[list[str], str | None]:
+    """`KEY [. KEY ...] [: DATA]` up to the line's end: nft's scanner makes `:` a token of its own,
+    so `ipv4_addr: verdict` and `ipv4_addr:verdict` are `ipv4_addr : verdict` (pktemu's words
+    hold a `:`, for `ip:port`); a `.` it does not split (`ipv4_addr.inet_service` is no type)."""
+    toks: list[Token] = []
+    while cur.peek().kind == "word":
+        toks.append(cur.next())
+    if not toks:
+        raise cur.error(f"expected a type, got {describe(cur.peek())}")
+    parts = [(p, t) for t in toks for p in t.text.replace(":", " : ").split()]
+    keys = [parts[0]]
+    k = 1
+    while k + 1 < len(parts) and parts[k][0] == ".":
+        keys.append(parts[k + 1])
+        k += 2
+    data = None
+    if k + 1 < len(parts) and parts[k][0] == ":":
+        data = parts[k + 1]
+        k += 2
+    if k < len(parts):
+        raise cur.error(f"syntax error, unexpected '{parts[k][0]}', expecting colon or . (in a type)",
+                        parts[k][1])
+    types = [_type(cur, p, t, KEY_TYPES) for p, t in keys]
+    return types, None if data is None else _type(cur, data[0], data[1], DATA_TYPES)
+
+
+def _type(cur: Cursor, text: str, t: Token, allowed: tuple[str, ...] | dict[str, tuple[int, bool]]) -> str:
+    if text not in allowed:
+        raise cur.error(f"unsupported type '{text}' (one of {', '.join(allowed)})", t)
+    return text
 
 
 def chain_body(cur: Cursor, t: Table, c: Chain, rules: bool, new: bool) -> None:
