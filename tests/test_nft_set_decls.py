@@ -1,5 +1,6 @@
 """Set and map declarations nft 1.0.6 takes in forms pktemu once refused: `type K: DATA` (nft's
-scanner makes `:` a token of its own). Each is held to the listing this machine's nft
+scanner makes `:` a token of its own) and `elements = {...}` before the type (nft evaluates a
+block's last `elements` once the block is read). Each is held to the listing this machine's nft
 printed, and to the real nft where it runs as root."""
 from __future__ import annotations
 
@@ -22,6 +23,16 @@ DECLS = [
      "\tmap m {\n\t\ttype ipv4_addr . inet_service : verdict\n\t}"),
     ("map m {\n type ipv4_addr :ipv4_addr\n }",
      "\tmap m {\n\t\ttype ipv4_addr : ipv4_addr\n\t}"),
+    ("set s {\n elements = { 1.1.1.1 }\n type ipv4_addr\n }",
+     "\tset s {\n\t\ttype ipv4_addr\n\t\telements = { 1.1.1.1 }\n\t}"),
+    ("map m {\n elements = { 1.1.1.1 : jump c }\n type ipv4_addr : verdict\n }",
+     "\tmap m {\n\t\ttype ipv4_addr : verdict\n\t\telements = { 1.1.1.1 : jump c }\n\t}"),
+    ("set s {\n elements = { 1.1.1.0/24 }\n type ipv4_addr\n flags interval\n }",
+     "\tset s {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\telements = { 1.1.1.0/24 }\n\t}"),
+    ("set s {\n type ipv4_addr\n elements = { 1.1.1.1 }\n elements = { 2.2.2.2 }\n }",
+     "\tset s {\n\t\ttype ipv4_addr\n\t\telements = { 2.2.2.2 }\n\t}"),
+    ("set s {\n elements = { 1.1.1.1 }\n type ipv4_addr\n elements = { 2.2.2.2 }\n }",
+     "\tset s {\n\t\ttype ipv4_addr\n\t\telements = { 2.2.2.2 }\n\t}"),
 ]
 
 

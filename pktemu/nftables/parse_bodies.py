@@ -40,6 +40,7 @@ def flag_list(cur: Cursor) -> list[str]:
 
 
 def set_body(cur: Cursor, s: NftSet) -> None:
+    elements: int | None = None             # the token of the block's last `elements = {`
     while True:
         cur.skip_nl()
         if cur.accept(";"):
@@ -84,17 +85,32 @@ def set_body(cur: Cursor, s: NftSet) -> None:
             s.comment = cur.word("a comment string")
         elif w == "elements":
             cur.expect("=")
-            if not s.types:
-                raise cur.error(f"{s.kind} {s.name}: elements before its type")
-            parse_elements(cur, s, each=lambda el, at: insert(cur, s, el, at))
-            if s.automerge:
-                merge_intervals(s)
+            elements = cur.i
+            _skip_braces(cur)
         else:
             raise cur.error(f"unknown {s.kind} property '{w}'")
         if w not in ("elements", "auto-merge"):     # the two nft's grammar ends without a separator
             cur.separator()
     if not s.types:
         raise cur.error(f"{s.kind} {s.name} has no type")
+    if elements is not None:
+        end, cur.i = cur.i, elements
+        parse_elements(cur, s, each=lambda el, at: insert(cur, s, el, at))
+        if s.automerge:
+            merge_intervals(s)
+        cur.i = end
+
+
+def _skip_braces(cur: Cursor) -> None:
+    """Past `{ ... }`: nft's parser keeps a set block's last `elements = {...}` and evaluates it
+    once the block is read, so the type, flags and timeout may come after it, and an earlier
+    `elements =` in the block is dropped."""
+    cur.expect("{")
+    depth = 1
+    while depth:
+        t = cur.next()
+        if t.kind == "punct":
+            depth += {"{": 1, "}": -1}.get(t.text, 0)
 
 
 def _type_spec(cur: Cursor) -> tuple[list[str], str | None]:
