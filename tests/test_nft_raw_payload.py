@@ -28,6 +28,9 @@ RULES = [
     ("ip", "@nh,72,8 6 accept", "ip protocol tcp accept"),
     ("ip", "@nh,16,16 100 accept", "ip length 100 accept"),
     ("ip", "@th,0,8 1 accept", "@th,0,8 0x1 accept"),
+    ("ip", "@th,0,32 { 0x10002, 196612 } accept", "@th,0,32 { 0x10002, 0x30004 } accept"),
+    ("ip", "@th,0,32 0x10002-0x10005 accept", "@th,0,32 0x10002-0x10005 accept"),
+    ("ip", "@th,0,32 & 0xffff == 0x2 accept", "@th,0,32 & 0xffff == 0x2 accept"),
     ("inet", "@nh,96,32 0x0a000001 accept", "@nh,96,32 0xa000001 accept"),
     ("inet", "@th,0,32 0x10002 accept", "@th,0,32 0x10002 accept"),
 ]
@@ -64,6 +67,8 @@ def test_joined_th_ports_saved_by_pktemu_load_back() -> None:
     ("@nh,128,32 0x0a000001 drop", lambda: tcp(dst="10.0.0.1"), NF_DROP),
     ("@nh,128,32 0x0a000001 drop", lambda: tcp(dst="10.0.0.2"), NF_ACCEPT),
     ("@th,64,96 0 drop", lambda: tcp(), NF_ACCEPT),
+    ("@th,0,32 0x10002-0x10005 drop", lambda: udp(sport=1, dport=5), NF_DROP),
+    ("@th,0,32 0x10002-0x10005 drop", lambda: udp(sport=1, dport=6), NF_ACCEPT),
 ])
 def test_a_raw_payload_matches_the_packets_bytes(rule: str, frame: object, verdict: int) -> None:
     got, _ = run(rule, frame())  # type: ignore[operator]

@@ -32,7 +32,8 @@ class ValueError_(Exception):
 
 def parse_value(typ: str, text: str) -> tuple[int, int | None, int | None]:
     """(value, prefix length or None, range end or None) of one literal of `typ`."""
-    if "-" in text and typ in ("ipv4_addr", "inet_service", "integer", "mark") and not text.startswith("-"):
+    ranged = ("ipv4_addr", "inet_service", "integer", "mark", "raw")
+    if "-" in text and typ in ranged and not text.startswith("-"):
         lo, _, hi = text.partition("-")
         if "/" in text:
             raise ValueError_(f"{text}: a prefix cannot be part of a range (nft: syntax error, unexpected -)")
