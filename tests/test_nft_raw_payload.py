@@ -86,3 +86,13 @@ def test_a_raw_payload_pktemu_cannot_read_is_refused_on_one_line(rule: str, erro
     with pytest.raises(PktemuError) as e:
         load_nft(_listing("ip", rule), "r.nft")
     assert str(e.value).startswith("r.nft:3:") and error in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_raw_payload_from_nft_json_lists_as_from_text() -> None:
+    """nft -j lists `@th,0,32 0x10002` as a payload of base, offset and len."""
+    from pktemu.nftables.json_load import load_nft_json
+    doc = ('{"nftables": [{"table": {"family": "ip", "name": "t", "handle": 1}}, {"chain": {"family": "ip", '
+           '"table": "t", "name": "c", "handle": 1}}, {"rule": {"family": "ip", "table": "t", "chain": "c", '
+           '"handle": 2, "expr": [{"match": {"op": "==", "left": {"payload": {"base": "th", "offset": 0, '
+           '"len": 32}}, "right": 65538}}, {"accept": null}]}}]}')
+    assert list_ruleset(load_nft_json(doc, "r.json")) == _listing("ip", "@th,0,32 0x10002 accept")

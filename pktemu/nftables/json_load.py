@@ -225,8 +225,11 @@ def _expr(x: Any) -> str:
         raise _Bad(f"expected an expression, got {json.dumps(x)[:60]}")
     k, v = next(iter(x.items()))
     if k == "payload":
-        if "protocol" not in v:
-            raise _Bad("raw payload expressions (base/offset/len) are not supported")
+        if "protocol" not in v:            # nft -j's raw payload: the text form `@base,offset,len`
+            off, bits = v["offset"], v["len"]
+            if type(off) is not int or type(bits) is not int:
+                raise _Bad(f"a raw payload's offset and len are integers, not {off!r}, {bits!r}")
+            return f"@{_word(v['base'])},{off},{bits}"
         return f"{_word(v['protocol'])} {_word(v['field'])}"
     if k == "meta":
         return f"meta {_word(v['key'])}"
