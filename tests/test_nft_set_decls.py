@@ -54,3 +54,14 @@ def test_a_declaration_nft_takes_is_taken_and_listed_as_nft_lists_it(decl: str, 
 @pytest.mark.parametrize(("decl", "listed"), DECLS)
 def test_nft_lists_the_declaration_so(decl: str, listed: str, tmp_path: Path) -> None:
     assert real_nft_list(_text(decl), tmp_path) == _listing(listed)
+
+
+def test_a_timeout_after_the_elements_applies_to_them() -> None:
+    """nft gives the elements the set's timeout wherever in the block it stands (the real nft's
+    listing of it counts down, so it is held to pktemu's own listing of the usual order)."""
+    after = "set s {\n elements = { 1.1.1.1 }\n type ipv4_addr\n timeout 5s\n }"
+    before = "set s {\n type ipv4_addr\n timeout 5s\n elements = { 1.1.1.1 }\n }"
+    listed = list_ruleset(load_nft(_text(before), "r.nft"))
+    assert "elements = { 1.1.1.1 expires 5s }" in listed
+    for fast in (True, False):
+        assert list_ruleset(load_nft(_text(after), "r.nft", fast=fast)) == listed
