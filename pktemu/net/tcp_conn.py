@@ -63,15 +63,7 @@ class TcpConnection(AckPolicy, Retransmission, Recovery):
         self.ca_state = CA_OPEN                   # tcp_recovery: Open, Disorder, Recovery, Loss
         sysctls: dict[str, int] = getattr(stack.node, "sysctls", {})    # a bare test node: defaults
         self.tlp_on = sysctls.get("net.ipv4.tcp_early_retrans", EARLY_RETRANS) in (3, 4)
-        self.high_seq = 0
-        self.sacked_out = 0
-        self.tlp_high_seq: int | None = None
-        self.rack_mstamp = 0
-        self.rack_end_seq = 0
-        self.rack_rtt = 0
-        self.rack_advanced = False
-        self.cwnd = self.prr_delivered = self.prr_out = 0    # PRR, in Recovery only
-        self._xmit_kind = "rto"                   # what _rto_timer is now: rto, reo or tlp
+        # the rest of tcp_recovery's state starts as Recovery's class defaults (the lossy path only)
         self.retransmits = 0
         self.retrans_stamp = 0                    # first transmission of the segment being resent
         self.soft_err: str | None = None
@@ -263,7 +255,9 @@ class TcpConnection(AckPolicy, Retransmission, Recovery):
         seg = build(self.saddr, self.daddr, self.sport, self.dport, seq, ack, flags, window, opts, payload)
         self.stack.node.ip_send(self.saddr, self.daddr, IPPROTO_TCP, seg, df=True)
 
-    def transmit(self, skb: Skb) -> None:
+    def transmit(self, skb: Skb, arm: bool = True) -> None:
+        """tcp_transmit_skb() of a queued segment; arms the RTO if no xmit timer runs, unless `arm`
+        is False (push() then arms the tail loss probe, which would replace it at once)."""
         flags = (SYN if skb.syn else 0) | (FIN if skb.fin else 0) | (PSH if skb.psh else 0)
         if not (skb.syn and self.state == SYN_SENT):
             flags |= ACK
@@ -275,8 +269,9 @@ class TcpConnection(AckPolicy, Retransmission, Recovery):
         skb.xmit_at = now
         if after(skb.end_seq, self.snd_nxt):
             self.snd_nxt = skb.end_seq
-        if self._rto_timer is None:
-            self._arm(self.rto, "rto")
+        if arm and self._rto_timer is None:
+            self._rto_timer = self.sim.timer(self.rto, self._rto_fire)
+            self._xmit_kind = "rto"
         self.xmit(flags, skb.seq, skb.data)
 
     def push(self) -> None:
@@ -285,6 +280,7 @@ class TcpConnection(AckPolicy, Retransmission, Recovery):
             return
         wnd_end = (self.snd_una + self.snd_wnd) & MASK32
         first = self.send_head
+        rto = not (self.sack_ok and self.tlp_on and self.ca_state == CA_OPEN)   # else the probe's
         while self.send_head < len(self.queue):
             skb = self.queue[self.send_head]
             if after(skb.end_seq, wnd_end):
@@ -292,9 +288,12 @@ class TcpConnection(AckPolicy, Retransmission, Recovery):
                     self._probe_timer = self.sim.timer(self.rto, self._probe_fire)
                 break
             self.send_head += 1
-            self.transmit(skb)
+            self.transmit(skb, rto)
         if self.send_head != first and self.sack_ok:
-            self.schedule_loss_probe(False)         # tcp_write_xmit: a probe per flight
+            # tcp_write_xmit: a probe per flight, armed once (not an RTO first, then the probe)
+            if not self.schedule_loss_probe(False) and not rto and self._rto_timer is None:
+                self._rto_timer = self.sim.timer(self.rto, self._rto_fire)
+                self._xmit_kind = "rto"
 
     def mtu_reduced(self, mtu: int) -> None:
         """tcp_v4_mtu_reduced(): the route's path MTU is lowered; if it is now below the one the

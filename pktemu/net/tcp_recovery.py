@@ -65,18 +65,17 @@ class Recovery:
     srtt: int | None
     min_rtt: int | None
     ca_state: int
-    high_seq: int
-    sacked_out: int
-    tlp_high_seq: int | None
-    rack_mstamp: int
-    rack_end_seq: int
-    rack_rtt: int
-    rack_advanced: bool
-    cwnd: int
-    prr_delivered: int
-    prr_out: int
     _rto_timer: "Timer | None"
-    _xmit_kind: str
+    # Defaults, not set per connection: only a lossy ACK or a REO/TLP/RTO timer changes them.
+    high_seq = 0
+    sacked_out = 0
+    tlp_high_seq: int | None = None
+    rack_mstamp = 0
+    rack_end_seq = 0
+    rack_rtt = 0
+    rack_advanced = False
+    cwnd = prr_delivered = prr_out = 0         # PRR, in Recovery only
+    _xmit_kind = "rto"                          # what _rto_timer is now: rto, reo or tlp
 
     def transmit(self, skb: "Skb") -> None:
         raise NotImplementedError
@@ -115,22 +114,30 @@ class Recovery:
             self._rearm_rto()
 
     def schedule_loss_probe(self, advancing_rto: bool) -> bool:
-        """tcp_schedule_loss_probe(): only with SACK, data out, and nothing looking lost."""
-        if not self.sack_ok or not self.tlp_on or self.ca_state != CA_OPEN or self.snd_una == self.snd_nxt \
+        """tcp_schedule_loss_probe(): only with SACK, data out, and nothing looking lost. Runs
+        after every flight and ACK, so jiffies() and _arm() are written out here."""
+        if not self.sack_ok or not self.tlp_on or self.ca_state or self.snd_una == self.snd_nxt \
                 or self.state in (SYN_SENT, SYN_RECV):
             return False
-        if self.srtt is None:
+        srtt = self.srtt
+        if srtt is None:
             pto = RTO_INIT
         else:
-            pto = jiffies(2 * self.srtt + (RTO_MIN if self.send_head == 1 else TIMEOUT_MIN))
-        if advancing_rto:
-            rto_delta = self.rto
-        else:
-            head = self.queue[0]
-            rto_delta = self.rto - (self.sim.now - (head.xmit_at or self.sim.now))
+            pto = -(-(2 * srtt + (RTO_MIN if self.send_head == 1 else TIMEOUT_MIN)) // TICK) * TICK
+        rto_delta = self.rto
+        if not advancing_rto:
+            xmit = self.queue[0].xmit_at
+            if xmit:
+                rto_delta -= self.sim.now - xmit
         if rto_delta > 0:
-            pto = min(pto, jiffies(rto_delta))
-        self._arm(pto, "tlp")
+            rto_delta = -(-rto_delta // TICK) * TICK
+            if rto_delta < pto:
+                pto = rto_delta
+        timer = self._rto_timer
+        if timer is not None:
+            timer.cancel()
+        self._rto_timer = self.sim.timer(pto, self._tlp_fire)
+        self._xmit_kind = "tlp"
         return True
 
     def _tlp_fire(self) -> None:
