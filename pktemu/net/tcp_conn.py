@@ -276,13 +276,14 @@ class TcpConnection(AckPolicy, Retransmission, Recovery):
 
     def push(self) -> None:
         """tcp_write_xmit(): send queued segments in order while they fit in the peer's window."""
-        if self.state in (SYN_SENT, SYN_RECV, CLOSED, TIME_WAIT):
-            return
-        wnd_end = (self.snd_una + self.snd_wnd) & MASK32
+        q = self.queue
         first = self.send_head
+        if first >= len(q) or self.state in (SYN_SENT, SYN_RECV, CLOSED, TIME_WAIT):
+            return                                  # most calls (after each segment in) send nothing
+        wnd_end = (self.snd_una + self.snd_wnd) & MASK32
         rto = not (self.sack_ok and self.tlp_on and self.ca_state == CA_OPEN)   # else the probe's
-        while self.send_head < len(self.queue):
-            skb = self.queue[self.send_head]
+        while self.send_head < len(q):
+            skb = q[self.send_head]
             if after(skb.end_seq, wnd_end):
                 if self.snd_una == self.snd_nxt and self._probe_timer is None:
                     self._probe_timer = self.sim.timer(self.rto, self._probe_fire)
