@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from pktemu.net.tcp import Listener, TcpStack
     from pktemu.sim import Timer
 
+_NO_SYSCTLS: dict[str, int] = {}       # a bare test node has none: the defaults (never written)
+
 
 class TcpConnection(AckPolicy, Retransmission, Recovery):
     """A TCP socket from SYN to CLOSED (TIME_WAIT included); created by TcpStack.connect/listen."""
@@ -61,7 +63,7 @@ class TcpConnection(AckPolicy, Retransmission, Recovery):
         self.rttvar = 0
         self.min_rtt: int | None = None
         self.ca_state = CA_OPEN                   # tcp_recovery: Open, Disorder, Recovery, Loss
-        sysctls: dict[str, int] = getattr(stack.node, "sysctls", {})    # a bare test node: defaults
+        sysctls: dict[str, int] = getattr(stack.node, "sysctls", _NO_SYSCTLS)   # a bare test node's
         self.tlp_on = sysctls.get("net.ipv4.tcp_early_retrans", EARLY_RETRANS) in (3, 4)
         # the rest of tcp_recovery's state starts as Recovery's class defaults (the lossy path only)
         self.retransmits = 0
@@ -292,7 +294,9 @@ class TcpConnection(AckPolicy, Retransmission, Recovery):
             self.transmit(skb, rto)
         if self.send_head != first and self.sack_ok:
             # tcp_write_xmit: a probe per flight, armed once (not an RTO first, then the probe)
-            if not self.schedule_loss_probe(False) and not rto and self._rto_timer is None:
+            if not rto and not self.ca_state and self.snd_una != self.snd_nxt:
+                self.arm_probe(False)               # schedule_loss_probe()'s conditions hold
+            elif not self.schedule_loss_probe(False) and not rto and self._rto_timer is None:
                 self._rto_timer = self.sim.timer(self.rto, self._rto_fire)
                 self._xmit_kind = "rto"
 

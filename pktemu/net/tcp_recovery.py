@@ -114,11 +114,18 @@ class Recovery:
             self._rearm_rto()
 
     def schedule_loss_probe(self, advancing_rto: bool) -> bool:
-        """tcp_schedule_loss_probe(): only with SACK, data out, and nothing looking lost. Runs
-        after every flight and ACK, so jiffies() and _arm() are written out here."""
+        """tcp_schedule_loss_probe(): only with SACK, data out, and nothing looking lost."""
         if not self.sack_ok or not self.tlp_on or self.ca_state or self.snd_una == self.snd_nxt \
                 or self.state in (SYN_SENT, SYN_RECV):
             return False
+        self.arm_probe(advancing_rto)
+        return True
+
+    def arm_probe(self, advancing_rto: bool) -> None:
+        """The TLP timer, once schedule_loss_probe()'s conditions hold: 2 x SRTT plus 2 ms, or the
+        minimum RTO with one segment out, in jiffies, never after the RTO would fire. It runs
+        after every flight (push() checks the conditions itself), so jiffies() and _arm() are
+        written out; jiffies(x) >= x, so the RTO's is only rounded when it may be the sooner."""
         srtt = self.srtt
         if srtt is None:
             pto = RTO_INIT
@@ -129,7 +136,7 @@ class Recovery:
             xmit = self.queue[0].xmit_at
             if xmit:
                 rto_delta -= self.sim.now - xmit
-        if rto_delta > 0:
+        if 0 < rto_delta < pto:
             rto_delta = -(-rto_delta // TICK) * TICK
             if rto_delta < pto:
                 pto = rto_delta
@@ -138,7 +145,6 @@ class Recovery:
             timer.cancel()
         self._rto_timer = self.sim.timer(pto, self._tlp_fire)
         self._xmit_kind = "tlp"
-        return True
 
     def _tlp_fire(self) -> None:
         """tcp_send_loss_probe(): one probe per episode, new data if the window takes it, else the
